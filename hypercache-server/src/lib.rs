@@ -1,0 +1,3 @@
+//! HyperCache node.
+pub mod storage;
+pub mod types;

@@ -1,0 +1,171 @@
+//! Outbound Raft RPCs for one shard.
+//!
+//! Error mapping matters to openraft's retry behaviour: a transport failure is `Unreachable`
+//! (openraft backs off before retrying), an expired deadline is `Timeout`, and an error the remote
+//! Raft returned is `RemoteError`, decoded from the response payload.
+
+use std::time::Duration;
+
+use hypercache_proto::raft::v1::raft_client::RaftClient;
+use hypercache_proto::raft::v1::RaftMessage;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::Channel;
+
+use super::codec;
+use super::pool::PeerPool;
+use crate::types::{NodeId, NodeInfo, ShardId, TypeConfig};
+
+/// Creates [`PeerClient`]s for one shard over the node-wide [`PeerPool`].
+#[derive(Clone)]
+pub struct NetworkFactory {
+    shard: ShardId,
+    me: NodeId,
+    pool: PeerPool,
+    max_message_bytes: usize,
+}
+
+impl NetworkFactory {
+    pub fn new(shard: ShardId, me: NodeId, pool: PeerPool, max_message_bytes: usize) -> Self {
+        NetworkFactory { shard, me, pool, max_message_bytes }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerClient {
+        let channel = self.pool.channel(&node.addr).map_err(|e| e.to_string());
+        PeerClient {
+            shard: self.shard,
+            me: self.me,
+            target,
+            addr: node.addr.clone(),
+            channel,
+            max_message_bytes: self.max_message_bytes,
+        }
+    }
+}
+
+/// Sends one shard's Raft messages to one peer.
+pub struct PeerClient {
+    shard: ShardId,
+    me: NodeId,
+    target: NodeId,
+    addr: String,
+    /// An invalid address is reported on every call rather than panicking at creation.
+    channel: Result<Channel, String>,
+    max_message_bytes: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct TransportError(String);
+
+impl PeerClient {
+    async fn call<Req, Resp, E>(
+        &mut self,
+        kind: Rpc,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let channel = match &self.channel {
+            Ok(ch) => ch.clone(),
+            Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&TransportError(e.clone())))),
+        };
+        let payload = codec::encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let msg = RaftMessage { shard_id: self.shard.0, payload: payload.into() };
+        let mut client = RaftClient::new(channel)
+            .max_decoding_message_size(self.max_message_bytes)
+            .max_encoding_message_size(self.max_message_bytes);
+        let ttl: Duration = option.hard_ttl();
+        let mut request = tonic::Request::new(msg);
+        request.set_timeout(ttl);
+        let fut = async {
+            match kind {
+                Rpc::Append => client.append_entries(request).await,
+                Rpc::Vote => client.vote(request).await,
+                Rpc::Snapshot => client.install_snapshot(request).await,
+            }
+        };
+        let resp = match tokio::time::timeout(ttl, fut).await {
+            Err(_) => return Err(self.timeout(kind, ttl)),
+            Ok(Err(status)) if status.code() == tonic::Code::DeadlineExceeded => {
+                return Err(self.timeout(kind, ttl))
+            }
+            Ok(Err(status)) => {
+                let e = TransportError(format!(
+                    "shard {} {:?} to node {} at {}: {}",
+                    self.shard, kind, self.target, self.addr, status
+                ));
+                return Err(RPCError::Unreachable(Unreachable::new(&e)));
+            }
+            Ok(Ok(resp)) => resp.into_inner(),
+        };
+        let result: Result<Resp, RaftError<NodeId, E>> =
+            codec::decode(&resp.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    fn timeout<E: std::error::Error>(
+        &self,
+        kind: Rpc,
+        ttl: Duration,
+    ) -> RPCError<NodeId, NodeInfo, RaftError<NodeId, E>> {
+        let action = match kind {
+            Rpc::Append => openraft::error::RPCTypes::AppendEntries,
+            Rpc::Vote => openraft::error::RPCTypes::Vote,
+            Rpc::Snapshot => openraft::error::RPCTypes::InstallSnapshot,
+        };
+        RPCError::Timeout(Timeout { action, id: self.me, target: self.target, timeout: ttl })
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Rpc {
+    Append,
+    Vote,
+    Snapshot,
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
+        self.call(Rpc::Append, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.call(Rpc::Snapshot, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
+        self.call(Rpc::Vote, &rpc, &option).await
+    }
+}

@@ -1,0 +1,16 @@
+//! postcard encoding of openraft messages inside protobuf `bytes`.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+#[error("raft payload codec: {0}")]
+pub struct CodecError(#[from] postcard::Error);
+
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    Ok(postcard::to_stdvec(value)?)
+}
+
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    Ok(postcard::from_bytes(bytes)?)
+}

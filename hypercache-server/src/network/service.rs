@@ -1,0 +1,64 @@
+//! Inbound Raft RPCs: decode, route to the shard's `Raft` by shard id, encode the result
+//! (including errors the Raft returned, which the sender turns into `RemoteError`).
+
+use std::sync::Arc;
+
+use hypercache_proto::raft::v1::raft_server::Raft as RaftRpc;
+use hypercache_proto::raft::v1::RaftMessage;
+use openraft::Raft;
+use tonic::{Request, Response, Status};
+
+use super::codec;
+use crate::shard::Shards;
+use crate::types::{ShardId, TypeConfig};
+
+pub struct RaftService {
+    shards: Arc<Shards>,
+}
+
+impl RaftService {
+    pub fn new(shards: Arc<Shards>) -> Self {
+        RaftService { shards }
+    }
+
+    fn raft(&self, shard_id: u32) -> Result<Raft<TypeConfig>, Status> {
+        self.shards
+            .get(ShardId(shard_id))
+            .map(|s| s.raft.clone())
+            .ok_or_else(|| Status::not_found(format!("this node hosts no replica of shard {shard_id}")))
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(msg: &RaftMessage) -> Result<T, Status> {
+    codec::decode(&msg.payload)
+        .map_err(|e| Status::invalid_argument(format!("shard {}: malformed raft payload: {e}", msg.shard_id)))
+}
+
+fn reply<T: serde::Serialize>(shard_id: u32, result: &T) -> Result<Response<RaftMessage>, Status> {
+    let payload = codec::encode(result).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(RaftMessage { shard_id, payload: payload.into() }))
+}
+
+#[tonic::async_trait]
+impl RaftRpc for RaftService {
+    async fn append_entries(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let msg = request.into_inner();
+        let raft = self.raft(msg.shard_id)?;
+        let result = raft.append_entries(decode(&msg)?).await;
+        reply(msg.shard_id, &result)
+    }
+
+    async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let msg = request.into_inner();
+        let raft = self.raft(msg.shard_id)?;
+        let result = raft.vote(decode(&msg)?).await;
+        reply(msg.shard_id, &result)
+    }
+
+    async fn install_snapshot(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let msg = request.into_inner();
+        let raft = self.raft(msg.shard_id)?;
+        let result = raft.install_snapshot(decode(&msg)?).await;
+        reply(msg.shard_id, &result)
+    }
+}

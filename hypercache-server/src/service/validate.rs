@@ -1,0 +1,158 @@
+//! Input limits. Every violation is INVALID_ARGUMENT naming the limit, and is checked before
+//! anything is proposed, so a rejected request writes nothing.
+
+use crate::config::MAX_KEY_BYTES;
+use crate::error::ServiceError;
+
+/// Default and maximum keys per Range page.
+pub const DEFAULT_RANGE_LIMIT: u32 = 1000;
+pub const MAX_RANGE_LIMIT: u32 = 10_000;
+/// A Range page stops once it holds about this many key and value bytes.
+pub const RANGE_PAGE_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Validator {
+    pub max_value_bytes: usize,
+}
+
+/// A validated key range: [start, end), `end = None` meaning unbounded.
+#[derive(Debug, PartialEq, Eq)]
+pub struct KeyRange {
+    pub start: Vec<u8>,
+    pub end: Option<Vec<u8>>,
+}
+
+impl Validator {
+    pub fn key(&self, field: &str, key: &[u8]) -> Result<(), ServiceError> {
+        if key.is_empty() {
+            return Err(ServiceError::invalid("EMPTY_KEY", format!("{field} is empty; keys must be 1..={MAX_KEY_BYTES} bytes")));
+        }
+        if key.len() > MAX_KEY_BYTES {
+            return Err(ServiceError::invalid(
+                "KEY_TOO_LONG",
+                format!("{field} is {} bytes; the limit is {MAX_KEY_BYTES} bytes", key.len()),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn value(&self, field: &str, value: &[u8]) -> Result<(), ServiceError> {
+        if value.len() > self.max_value_bytes {
+            return Err(ServiceError::invalid(
+                "VALUE_TOO_LARGE",
+                format!(
+                    "{field} is {} bytes; the limit is {} bytes (limits.max_value_bytes)",
+                    value.len(),
+                    self.max_value_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Bounds of a Range request: a prefix, or [start, end), plus an optional continuation that
+    /// must lie inside them.
+    pub fn range(&self, prefix: &[u8], start: &[u8], end: &[u8], continuation: &[u8]) -> Result<KeyRange, ServiceError> {
+        let mut range = if !prefix.is_empty() {
+            if !start.is_empty() || !end.is_empty() {
+                return Err(ServiceError::invalid("INVALID_RANGE", "give either prefix or start/end, not both"));
+            }
+            self.bounded("prefix", prefix)?;
+            KeyRange { start: prefix.to_vec(), end: prefix_end(prefix) }
+        } else {
+            self.bounded("start", start)?;
+            self.bounded("end", end)?;
+            if !end.is_empty() && end <= start {
+                return Err(ServiceError::invalid("INVALID_RANGE", "end must be greater than start (or empty for no end)"));
+            }
+            KeyRange { start: start.to_vec(), end: (!end.is_empty()).then(|| end.to_vec()) }
+        };
+        if !continuation.is_empty() {
+            self.bounded("continuation", continuation)?;
+            let inside = continuation >= range.start.as_slice()
+                && range.end.as_deref().is_none_or(|e| continuation < e);
+            if !inside {
+                return Err(ServiceError::invalid(
+                    "INVALID_RANGE",
+                    "continuation lies outside the requested range; pass the one the previous page returned",
+                ));
+            }
+            range.start = continuation.to_vec();
+        }
+        Ok(range)
+    }
+
+    pub fn limit(&self, limit: u32) -> Result<usize, ServiceError> {
+        match limit {
+            0 => Ok(DEFAULT_RANGE_LIMIT as usize),
+            l if l > MAX_RANGE_LIMIT => Err(ServiceError::invalid(
+                "INVALID_ARGUMENT",
+                format!("limit {l} exceeds the maximum of {MAX_RANGE_LIMIT} keys per page"),
+            )),
+            l => Ok(l as usize),
+        }
+    }
+
+    fn bounded(&self, field: &str, key: &[u8]) -> Result<(), ServiceError> {
+        if key.len() > MAX_KEY_BYTES {
+            return Err(ServiceError::invalid(
+                "KEY_TOO_LONG",
+                format!("{field} is {} bytes; the limit is {MAX_KEY_BYTES} bytes", key.len()),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The smallest key greater than every key with `prefix`, or None if there is none (all 0xff).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const V: Validator = Validator { max_value_bytes: 10 };
+
+    #[test]
+    fn keys_and_values_are_bounded() {
+        assert_eq!(V.key("key", b"").unwrap_err().reason(), "EMPTY_KEY");
+        assert_eq!(V.key("key", &[b'a'; MAX_KEY_BYTES + 1]).unwrap_err().reason(), "KEY_TOO_LONG");
+        V.key("key", &[b'a'; MAX_KEY_BYTES]).unwrap();
+        let err = V.value("value", &[0; 11]).unwrap_err();
+        assert!(err.to_string().contains("limit is 10 bytes"), "{err}");
+        V.value("value", &[0; 10]).unwrap();
+    }
+
+    #[test]
+    fn prefix_ranges() {
+        assert_eq!(V.range(b"ab", b"", b"", b"").unwrap(), KeyRange { start: b"ab".to_vec(), end: Some(b"ac".to_vec()) });
+        assert_eq!(V.range(&[b'a', 0xff], b"", b"", b"").unwrap().end, Some(b"b".to_vec()));
+        assert_eq!(V.range(&[0xff, 0xff], b"", b"", b"").unwrap().end, None);
+        assert!(V.range(b"a", b"b", b"", b"").is_err());
+    }
+
+    #[test]
+    fn start_end_and_continuation() {
+        assert!(V.range(b"", b"b", b"a", b"").is_err());
+        assert!(V.range(b"", b"a", b"a", b"").is_err());
+        assert_eq!(V.range(b"", b"a", b"", b"").unwrap().end, None);
+        assert_eq!(V.range(b"", b"a", b"c", b"b").unwrap().start, b"b".to_vec());
+        assert!(V.range(b"", b"a", b"c", b"c").is_err());
+        assert!(V.range(b"p", b"", b"", b"q").is_err());
+    }
+
+    #[test]
+    fn limits() {
+        assert_eq!(V.limit(0).unwrap(), 1000);
+        assert!(V.limit(MAX_RANGE_LIMIT + 1).is_err());
+    }
+}

@@ -1,0 +1,156 @@
+//! A shard replica on this node: its openraft `Raft`, a reader over its state machine, and the
+//! write and read paths with their error mapping.
+//!
+//! Write path: `client_write` on the leader. Openraft answers `ForwardToLeader` only when the
+//! entry was never appended here or was truncated away (a conflicting entry is by Raft's log
+//! matching never committed), so that error is a promise of "no effect" and maps to
+//! [`ServiceError::NotLeader`]. If the Raft stops while the entry is in flight the outcome is
+//! unknown and reported as such.
+//!
+//! Read path: linearizable reads call `ensure_linearizable` (read index: the leader confirms its
+//! leadership with a quorum, then waits until its state machine has applied up to the commit
+//! index it saw) and then read the local state machine. Serializable reads skip that step.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::{Raft, RaftMetrics, ServerState};
+
+use crate::error::ServiceError;
+use crate::storage::KvReader;
+use crate::types::{Command, CommandResponse, NodeId, NodeInfo, ShardId, TxnResult, TypeConfig, Txn};
+
+pub struct Shard {
+    pub id: ShardId,
+    pub node_id: NodeId,
+    pub raft: Raft<TypeConfig>,
+    pub reader: KvReader,
+    /// Highest log index known committed, maintained by the log store.
+    committed: Arc<AtomicU64>,
+}
+
+/// Outcome of a replicated transaction.
+pub struct Applied {
+    pub revision: u64,
+    pub result: TxnResult,
+}
+
+impl Shard {
+    pub fn new(id: ShardId, node_id: NodeId, raft: Raft<TypeConfig>, reader: KvReader, committed: Arc<AtomicU64>) -> Self {
+        Shard { id, node_id, raft, reader, committed }
+    }
+
+    pub fn metrics(&self) -> RaftMetrics<NodeId, NodeInfo> {
+        self.raft.metrics().borrow().clone()
+    }
+
+    pub fn committed_index(&self) -> u64 {
+        self.committed.load(Ordering::Acquire)
+    }
+
+    /// Ready: a leader is known and everything this node knows committed is applied.
+    pub fn is_ready(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+        m.current_leader.is_some() && applied >= self.committed_index()
+    }
+
+    /// The endpoint of `node` according to the current membership.
+    pub fn endpoint_of(&self, node: NodeId) -> Option<String> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.membership_config.membership().get_node(&node).map(|n| n.addr.clone())
+    }
+
+    fn not_leader(&self, leader_id: Option<NodeId>, leader_node: Option<NodeInfo>) -> ServiceError {
+        if leader_id.is_none() {
+            return ServiceError::NoLeader { shard: self.id };
+        }
+        let leader_endpoint = leader_node.map(|n| n.addr).or_else(|| leader_id.and_then(|l| self.endpoint_of(l)));
+        ServiceError::NotLeader { node: self.node_id, shard: self.id, leader_id, leader_endpoint }
+    }
+
+    fn forward(&self, f: ForwardToLeader<NodeId, NodeInfo>) -> ServiceError {
+        self.not_leader(f.leader_id, f.leader_node)
+    }
+
+    /// Fails fast with NotLeader/NoLeader when this node is known not to lead, before proposing.
+    fn check_leader_hint(&self) -> Result<(), ServiceError> {
+        let m = self.raft.metrics();
+        let (state, leader) = {
+            let m = m.borrow();
+            (m.state, m.current_leader)
+        };
+        match state {
+            ServerState::Leader => Ok(()),
+            ServerState::Shutdown => Err(ServiceError::ShuttingDown { node: self.node_id }),
+            _ => Err(self.not_leader(leader, None)),
+        }
+    }
+
+    /// Replicates `txn` and returns its result once applied on this (leader) node.
+    pub async fn write(&self, txn: Txn) -> Result<Applied, ServiceError> {
+        self.check_leader_hint()?;
+        match self.raft.client_write(Command::Txn(txn)).await {
+            Ok(resp) => match resp.data {
+                CommandResponse::Txn { revision, result } => Ok(Applied { revision, result }),
+                CommandResponse::None => Err(ServiceError::Internal {
+                    shard: self.id,
+                    detail: format!("entry {} applied without a transaction result", resp.log_id.index),
+                }),
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(self.forward(f)),
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(ServiceError::Internal { shard: self.id, detail: e.to_string() })
+            }
+            Err(RaftError::Fatal(e)) => Err(ServiceError::OutcomeUnknown {
+                shard: self.id,
+                detail: format!("raft stopped while the write was in flight: {e}"),
+            }),
+        }
+    }
+
+    /// Waits until a linearizable read may be served from the local state machine.
+    pub async fn read_barrier(&self) -> Result<(), ServiceError> {
+        self.check_leader_hint()?;
+        match self.raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(self.forward(f)),
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => Err(ServiceError::NoLeader {
+                shard: self.id,
+            })
+            .inspect_err(|_| tracing::debug!(shard = %self.id, error = %e, "read index: quorum not reached")),
+            Err(RaftError::Fatal(_)) => Err(ServiceError::ShuttingDown { node: self.node_id }),
+        }
+    }
+}
+
+/// The shards this node hosts. Fixed at startup for now (one shard).
+pub struct Shards {
+    map: BTreeMap<ShardId, Arc<Shard>>,
+}
+
+impl Shards {
+    pub fn new(shards: Vec<Arc<Shard>>) -> Self {
+        Shards { map: shards.into_iter().map(|s| (s.id, s)).collect() }
+    }
+
+    pub fn get(&self, id: ShardId) -> Option<&Arc<Shard>> {
+        self.map.get(&id)
+    }
+
+    /// The shard, or an UNKNOWN_SHARD error listing the shards this node serves.
+    pub fn lookup(&self, id: u32) -> Result<&Arc<Shard>, ServiceError> {
+        self.map.get(&ShardId(id)).ok_or_else(|| ServiceError::UnknownShard {
+            shard: id,
+            known: self.map.keys().map(|s| s.to_string()).collect::<Vec<_>>().join(", "),
+        })
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Shard>> {
+        self.map.values()
+    }
+}

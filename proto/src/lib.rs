@@ -1,0 +1,21 @@
+//! HyperCache wire protocol.
+//!
+//! - [`v1`]: the client API (`hypercache.v1`): KV and Cluster services, and [`v1::ErrorInfo`],
+//!   the error details every server-generated status carries.
+//! - [`raft::v1`]: peer traffic (`hypercache.raft.v1`): Raft RPCs tagged with a shard id.
+//!
+//! Generated types stay at the edge: server and client convert them to domain types.
+
+#[allow(clippy::all, missing_docs)]
+pub mod v1 {
+    tonic::include_proto!("hypercache.v1");
+}
+
+pub mod raft {
+    #[allow(clippy::all, missing_docs)]
+    pub mod v1 {
+        tonic::include_proto!("hypercache.raft.v1");
+    }
+}
+
+pub mod error_info;
