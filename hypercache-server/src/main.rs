@@ -1,1 +1,160 @@
-fn main() {}
+//! `hypercache`: the node binary. A thin wrapper over the library: parse flags, load and
+//! validate config, set up logging, run until SIGTERM/Ctrl-C, shut down gracefully.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use hypercache_server::config::Config;
+use hypercache_server::dev::{self, DevArgs};
+use hypercache_server::node::Node;
+use serde::Serialize;
+
+#[derive(Parser)]
+#[command(name = "hypercache", version, about = "HyperCache: a Raft-replicated key-value cache for game state")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one node.
+    Serve(NodeFlags),
+    /// Run a local cluster of separate node processes (data under --dir).
+    Dev(DevArgs),
+    /// Load and validate a configuration, print it resolved (JSON), and exit.
+    CheckConfig(NodeFlags),
+}
+
+/// Command-line overrides; unset flags leave the file/env/default value alone.
+#[derive(clap::Args, Serialize, Default)]
+struct NodeFlags {
+    /// TOML config file (see hypercache.example.toml).
+    #[arg(long)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// This node's id (>= 1).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node_id: Option<u64>,
+    /// Human-readable node name.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    /// Data directory.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_dir: Option<PathBuf>,
+    /// gRPC listen address (clients and peers).
+    #[arg(long = "listen")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen_addr: Option<String>,
+    /// host:port peers and clients use to reach this node (defaults to --listen).
+    #[arg(long = "advertise")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    advertise_addr: Option<String>,
+    /// Admin HTTP listen address.
+    #[arg(long = "admin")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    admin_addr: Option<String>,
+    /// Static members including this node: id=host:port,id=host:port,...
+    #[arg(long, value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    peers: Vec<String>,
+    /// "text" or "json".
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_format: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Serve(flags) => match load(&flags) {
+            Ok(config) => serve(config),
+            Err(code) => code,
+        },
+        Cmd::CheckConfig(flags) => match load(&flags) {
+            Ok(config) => match resolved_json(&config) {
+                Ok(text) => {
+                    println!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(code) => code,
+        },
+        Cmd::Dev(args) => {
+            init_logging("text");
+            run_async(async move { dev::run(args).await.map_err(|e| e.to_string()) })
+        }
+    }
+}
+
+fn resolved_json(config: &Config) -> Result<String, String> {
+    serde_json::to_string_pretty(config).map_err(|e| e.to_string())
+}
+
+fn load(flags: &NodeFlags) -> Result<Config, ExitCode> {
+    Config::load(flags.config.as_deref(), flags).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HYPERCACHE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn run_async<F: std::future::Future<Output = Result<(), String>>>(fut: F) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(config: Config) -> ExitCode {
+    init_logging(&config.log_format);
+    run_async(async move {
+        let node = Node::start(config).await.map_err(|e| e.to_string())?;
+        wait_for_stop_signal().await;
+        node.shutdown().await.map_err(|e| e.to_string())
+    })
+}
+
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C received"),
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the node");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -126,9 +126,9 @@ impl PeerClient {
         ttl: Duration,
     ) -> RPCError<NodeId, NodeInfo, RaftError<NodeId, E>> {
         let action = match kind {
-            Rpc::Append => openraft::error::RPCTypes::AppendEntries,
-            Rpc::Vote => openraft::error::RPCTypes::Vote,
-            Rpc::Snapshot => openraft::error::RPCTypes::InstallSnapshot,
+            Rpc::Append => openraft::RPCTypes::AppendEntries,
+            Rpc::Vote => openraft::RPCTypes::Vote,
+            Rpc::Snapshot => openraft::RPCTypes::InstallSnapshot,
         };
         RPCError::Timeout(Timeout { action, id: self.me, target: self.target, timeout: ttl })
     }

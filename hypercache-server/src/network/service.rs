@@ -5,12 +5,13 @@ use std::sync::Arc;
 
 use hypercache_proto::raft::v1::raft_server::Raft as RaftRpc;
 use hypercache_proto::raft::v1::RaftMessage;
+use openraft::error::RaftError;
 use openraft::Raft;
 use tonic::{Request, Response, Status};
 
 use super::codec;
 use crate::shard::Shards;
-use crate::types::{ShardId, TypeConfig};
+use crate::types::{NodeId, ShardId, TypeConfig};
 
 pub struct RaftService {
     shards: Arc<Shards>,
@@ -34,7 +35,15 @@ fn decode<T: serde::de::DeserializeOwned>(msg: &RaftMessage) -> Result<T, Status
         .map_err(|e| Status::invalid_argument(format!("shard {}: malformed raft payload: {e}", msg.shard_id)))
 }
 
-fn reply<T: serde::Serialize>(shard_id: u32, result: &T) -> Result<Response<RaftMessage>, Status> {
+/// Encodes the Raft's answer. A stopped Raft is reported as UNAVAILABLE (the sender treats the
+/// peer as unreachable and backs off) rather than as a remote error from a live peer.
+fn reply<T: serde::Serialize, E: serde::Serialize + std::error::Error>(
+    shard_id: u32,
+    result: &Result<T, RaftError<NodeId, E>>,
+) -> Result<Response<RaftMessage>, Status> {
+    if let Err(RaftError::Fatal(f)) = result {
+        return Err(Status::unavailable(format!("shard {shard_id}: raft is stopped: {f}")));
+    }
     let payload = codec::encode(result).map_err(|e| Status::internal(e.to_string()))?;
     Ok(Response::new(RaftMessage { shard_id, payload: payload.into() }))
 }

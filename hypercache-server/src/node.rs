@@ -1,0 +1,237 @@
+//! A running node: storage + one Raft per shard + the gRPC server (clients and peers on one port)
+//! + the admin HTTP server, and the shutdown plumbing that ties them together.
+//!
+//! Graceful shutdown order (SIGTERM): not ready (`/readyz` 503) -> stop accepting and finish
+//! in-flight requests (bounded by `shutdown_grace_ms`) -> stop Raft -> flush sled -> exit.
+//! Leadership hand-off before stopping needs a transfer-leader API that openraft 0.9 lacks; the
+//! followers elect a new leader after one election timeout instead (see docs/operations.md).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hypercache_proto::raft::v1::raft_server::RaftServer;
+use hypercache_proto::v1::cluster_server::ClusterServer;
+use hypercache_proto::v1::kv_server::KvServer;
+use openraft::{Raft, SnapshotPolicy};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
+
+use crate::admin::{self, AdminState};
+use crate::bootstrap;
+use crate::config::{Config, RaftSettings};
+use crate::metrics::Metrics;
+use crate::network::{NetworkFactory, PeerPool, RaftService};
+use crate::service::{ClusterService, KvService, Validator};
+use crate::shard::{Shard, Shards};
+use crate::storage::{self, Flusher, OpenError, ShardStorage};
+use crate::types::{NodeInfo, ShardId};
+
+/// Snapshot chunks are at most this big on the wire.
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Storage(#[from] OpenError),
+    #[error("binding {what} on {addr}: {source}")]
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("raft configuration: {0}")]
+    RaftConfig(#[from] openraft::ConfigError),
+    #[error("starting raft for shard {shard}: {detail}")]
+    Raft { shard: ShardId, detail: String },
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("flushing storage at shutdown: {0}")]
+    Flush(String),
+}
+
+/// A node serving until [`Node::shutdown`].
+pub struct Node {
+    config: Config,
+    grpc_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    shards: Arc<Shards>,
+    accepting: Arc<AtomicBool>,
+    stop_grpc: watch::Sender<bool>,
+    stop_admin: watch::Sender<bool>,
+    grpc_task: JoinHandle<()>,
+    admin_task: JoinHandle<()>,
+    bootstrap_task: JoinHandle<()>,
+    flusher: Flusher,
+}
+
+pub fn raft_config(r: &RaftSettings) -> Result<openraft::Config, openraft::ConfigError> {
+    openraft::Config {
+        cluster_name: "hypercache".to_string(),
+        heartbeat_interval: r.heartbeat_interval_ms,
+        election_timeout_min: r.election_timeout_min_ms,
+        election_timeout_max: r.election_timeout_max_ms,
+        install_snapshot_timeout: r.install_snapshot_timeout_ms,
+        max_payload_entries: r.max_entries_per_append,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(r.snapshot_after_entries),
+        max_in_snapshot_log_to_keep: r.logs_kept_after_snapshot,
+        snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
+        ..Default::default()
+    }
+    .validate()
+}
+
+impl Node {
+    /// Binds the configured addresses and starts.
+    pub async fn start(config: Config) -> Result<Node, NodeError> {
+        let grpc = TcpListener::bind(config.listen_addr)
+            .await
+            .map_err(|source| NodeError::Bind { what: "gRPC", addr: config.listen_addr, source })?;
+        let admin = TcpListener::bind(config.admin_addr)
+            .await
+            .map_err(|source| NodeError::Bind { what: "admin HTTP", addr: config.admin_addr, source })?;
+        Node::start_on(config, grpc, admin).await
+    }
+
+    /// Starts on already-bound listeners (tests bind port 0 first to learn their addresses).
+    pub async fn start_on(config: Config, grpc: TcpListener, admin: TcpListener) -> Result<Node, NodeError> {
+        let grpc_addr = local_addr(&grpc, "gRPC", config.listen_addr)?;
+        let admin_addr = local_addr(&admin, "admin HTTP", config.admin_addr)?;
+        let metrics = Arc::new(Metrics::new()?);
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| OpenError::Other { shard: ShardId::DEFAULT, detail: format!("{}: {e}", config.data_dir.display()) })?;
+        let db = storage::open_db(&config.data_dir, config.storage.cache_capacity_mb * 1024 * 1024)?;
+        let flush_hist = metrics.flush_seconds.clone();
+        let flusher = Flusher::spawn(db.clone(), Some(Box::new(move |s| flush_hist.observe(s))));
+        let pool = PeerPool::new(Duration::from_millis(config.raft.heartbeat_interval_ms.max(500)));
+        let raft_config = Arc::new(raft_config(&config.raft)?);
+
+        let shard_id = ShardId::DEFAULT;
+        let ShardStorage { log, state_machine, reader } =
+            ShardStorage::open(&db, &config.data_dir, shard_id, flusher.clone())?;
+        let committed = log.committed_handle();
+        let network = NetworkFactory::new(shard_id, config.node_id, pool.clone(), config.max_peer_message_bytes());
+        let raft = Raft::new(config.node_id, raft_config, network, log, state_machine)
+            .await
+            .map_err(|e| NodeError::Raft { shard: shard_id, detail: e.to_string() })?;
+        let shard = Arc::new(Shard::new(shard_id, config.node_id, raft, reader, committed));
+        let shards = Arc::new(Shards::new(vec![shard.clone()]));
+
+        let me = NodeInfo { name: config.name.clone(), addr: config.advertise_addr.clone() };
+        let accepting = Arc::new(AtomicBool::new(true));
+        let (stop_grpc, grpc_stop_rx) = watch::channel(false);
+        let (stop_admin, admin_stop_rx) = watch::channel(false);
+
+        let validator = Validator { max_value_bytes: config.limits.max_value_bytes };
+        let client_max = config.max_client_message_bytes();
+        let peer_max = config.max_peer_message_bytes();
+        let kv = KvServer::new(KvService::new(shards.clone(), validator, metrics.clone()))
+            .max_decoding_message_size(client_max)
+            .max_encoding_message_size(client_max);
+        let cluster = ClusterServer::new(ClusterService::new(shards.clone(), me.clone()));
+        let raft_svc = RaftServer::new(RaftService::new(shards.clone()))
+            .max_decoding_message_size(peer_max)
+            .max_encoding_message_size(peer_max);
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc).map(|conn| {
+            conn.inspect(|s| {
+                // Raft and client RPCs are small and latency-bound.
+                let _ = s.set_nodelay(true);
+            })
+        });
+        let node_id = config.node_id;
+        let grpc_task = tokio::spawn(async move {
+            let result = tonic::transport::Server::builder()
+                .add_service(kv)
+                .add_service(cluster)
+                .add_service(raft_svc)
+                .serve_with_incoming_shutdown(incoming, wait_for(grpc_stop_rx))
+                .await;
+            if let Err(e) = result {
+                tracing::error!(node = node_id, error = %e, "gRPC server failed");
+            }
+        });
+
+        let admin_state = AdminState { shards: shards.clone(), metrics, accepting: accepting.clone() };
+        let admin_task = tokio::spawn(admin::serve(admin, admin_state, wait_for(admin_stop_rx)));
+
+        let peers = config.parsed_peers().map_err(|e| NodeError::Raft { shard: shard_id, detail: e.to_string() })?;
+        let bootstrap_task = tokio::spawn(bootstrap::run(shard, me, peers, pool));
+
+        tracing::info!(node = config.node_id, name = %config.name, grpc = %grpc_addr, admin = %admin_addr,
+            advertise = %config.advertise_addr, "node started");
+        Ok(Node {
+            config,
+            grpc_addr,
+            admin_addr,
+            shards,
+            accepting,
+            stop_grpc,
+            stop_admin,
+            grpc_task,
+            admin_task,
+            bootstrap_task,
+            flusher,
+        })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    pub fn shards(&self) -> &Arc<Shards> {
+        &self.shards
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Graceful shutdown; see the module docs for the order.
+    pub async fn shutdown(self) -> Result<(), NodeError> {
+        let grace = Duration::from_millis(self.config.shutdown_grace_ms);
+        tracing::info!(node = self.config.node_id, "shutting down: not ready, draining requests");
+        self.accepting.store(false, Ordering::Release);
+        self.bootstrap_task.abort();
+        let _ = self.stop_grpc.send(true);
+        let mut grpc_task = self.grpc_task;
+        if tokio::time::timeout(grace, &mut grpc_task).await.is_err() {
+            tracing::warn!(node = self.config.node_id, grace_ms = grace.as_millis() as u64,
+                "in-flight requests did not finish within the grace period; abandoning them");
+            grpc_task.abort();
+        }
+        for shard in self.shards.iter() {
+            if let Err(e) = shard.raft.shutdown().await {
+                tracing::warn!(shard = %shard.id, error = %e, "raft shutdown");
+            }
+        }
+        let _ = self.stop_admin.send(true);
+        let _ = tokio::time::timeout(grace, self.admin_task).await;
+        self.flusher.flush().await.map_err(NodeError::Flush)?;
+        tracing::info!(node = self.config.node_id, "shutdown complete");
+        Ok(())
+    }
+
+    /// Stops serving at once without draining: for tests that simulate a crashed node. Data
+    /// already flushed stays; nothing else is flushed on the way out.
+    pub async fn crash(self) {
+        self.accepting.store(false, Ordering::Release);
+        self.bootstrap_task.abort();
+        self.grpc_task.abort();
+        self.admin_task.abort();
+        for shard in self.shards.iter() {
+            let _ = shard.raft.shutdown().await;
+        }
+    }
+}
+
+fn local_addr(l: &TcpListener, what: &'static str, addr: SocketAddr) -> Result<SocketAddr, NodeError> {
+    l.local_addr().map_err(|source| NodeError::Bind { what, addr, source })
+}
+
+async fn wait_for(mut rx: watch::Receiver<bool>) {
+    // Either a `true` is sent or the sender is dropped: both mean stop.
+    let _ = rx.wait_for(|stop| *stop).await;
+}

@@ -1,0 +1,92 @@
+//! Reads of one shard's state machine that bypass openraft: point gets and ordered range pages.
+//!
+//! Reading the sled tree directly is safe concurrently with applies (each apply is one atomic
+//! batch). Linearizability is the caller's job: it runs the read-index barrier first.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::record::unseal;
+use super::state_machine::{data_key, DATA};
+use super::txn::StoredValue;
+use crate::types::{KeyValue, ShardId};
+
+#[derive(Debug, thiserror::Error)]
+#[error("shard {shard}: {detail}")]
+pub struct ReadError {
+    shard: ShardId,
+    detail: String,
+}
+
+/// One page of a range read.
+pub struct RangePage {
+    pub kvs: Vec<KeyValue>,
+    /// Where the next page starts (inclusive), if more keys remain.
+    pub next: Option<Bytes>,
+}
+
+#[derive(Clone)]
+pub struct KvReader {
+    shard: ShardId,
+    tree: sled::Tree,
+    applied: Arc<AtomicU64>,
+}
+
+impl KvReader {
+    pub(super) fn new(shard: ShardId, tree: sled::Tree, applied: Arc<AtomicU64>) -> Self {
+        KvReader { shard, tree, applied }
+    }
+
+    /// The highest log index applied to the state machine.
+    pub fn applied_index(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
+    }
+
+    fn err(&self, detail: impl ToString) -> ReadError {
+        ReadError { shard: self.shard, detail: detail.to_string() }
+    }
+
+    fn row(&self, key: &[u8], raw: &[u8]) -> Result<StoredValue, ReadError> {
+        unseal(raw).map_err(|e| self.err(format!("row {:?} is corrupt: {e}", String::from_utf8_lossy(key))))
+    }
+
+    pub fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, ReadError> {
+        match self.tree.get(data_key(key)).map_err(|e| self.err(e))? {
+            None => Ok(None),
+            Some(raw) => Ok(Some(self.row(key, &raw)?.to_kv(key))),
+        }
+    }
+
+    /// Keys in `[start, end)` (`end = None`: unbounded), at most `limit` of them and stopping once
+    /// about `max_bytes` of keys and values are collected.
+    pub fn range(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+        keys_only: bool,
+        max_bytes: usize,
+    ) -> Result<RangePage, ReadError> {
+        let lo = data_key(start);
+        // The data prefix ends where the next prefix byte begins.
+        let hi = end.map_or_else(|| vec![DATA + 1], data_key);
+        let mut kvs = Vec::new();
+        let mut bytes = 0usize;
+        for item in self.tree.range(lo..hi) {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            let key = &k[1..];
+            if kvs.len() >= limit || bytes >= max_bytes {
+                return Ok(RangePage { kvs, next: Some(Bytes::copy_from_slice(key)) });
+            }
+            let mut kv = self.row(key, &v)?.to_kv(key);
+            if keys_only {
+                kv.value = Bytes::new();
+            }
+            bytes += kv.key.len() + kv.value.len();
+            kvs.push(kv);
+        }
+        Ok(RangePage { kvs, next: None })
+    }
+}

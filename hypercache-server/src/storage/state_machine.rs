@@ -1,0 +1,265 @@
+//! The replicated state machine of one shard, in the sled tree `shard-<id>/sm`.
+//!
+//! Rows live under `d<key>`, the applied log id and membership under `m<name>`, all in ONE tree
+//! so that each `apply` call (data rows plus the new applied index) is one atomic sled batch: after
+//! a crash the rows and the applied index always agree, and openraft re-applies whatever came
+//! after from the log. The state machine is not flushed per apply; the log is the durable record,
+//! and the log store flushes the whole `Db` (this tree included) before it purges entries.
+//!
+//! Snapshots copy the rows on a blocking thread while the state-machine worker waits (sled has no
+//! point-in-time view, and openraft applies nothing while `get_snapshot_builder` runs), then
+//! serialize and write the file off the apply path.
+
+use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    AnyError, Entry, EntryPayload, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError, StorageIOError,
+    StoredMembership,
+};
+
+use super::flusher::Flusher;
+use super::record::{seal, unseal};
+use super::snapshot::{decode_payload, encode_payload, SnapshotBody, SnapshotFile};
+use super::txn::{execute, StoredValue, View};
+use crate::types::{Command, CommandResponse, NodeId, NodeInfo, ShardId, TypeConfig};
+
+pub(super) const DATA: u8 = b'd';
+const APPLIED: &[u8] = b"mapplied";
+const MEMBERSHIP: &[u8] = b"mmembership";
+
+pub(super) fn data_key(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(DATA);
+    k.extend_from_slice(key);
+    k
+}
+
+fn any(e: impl ToString) -> AnyError {
+    AnyError::error(e.to_string())
+}
+
+pub struct StateMachine {
+    shard: ShardId,
+    tree: sled::Tree,
+    snapshot_file: SnapshotFile,
+    flusher: Flusher,
+    /// Applied index, shared with readers (response headers, readiness).
+    applied: Arc<AtomicU64>,
+}
+
+impl StateMachine {
+    pub(super) fn new(
+        shard: ShardId,
+        tree: sled::Tree,
+        snapshot_file: SnapshotFile,
+        flusher: Flusher,
+        applied: Arc<AtomicU64>,
+    ) -> Result<Self, StorageError<NodeId>> {
+        let sm = StateMachine { shard, tree, snapshot_file, flusher, applied };
+        let (last, _) = sm.read_applied()?;
+        sm.applied.store(last.map_or(0, |l| l.index), Ordering::Release);
+        Ok(sm)
+    }
+
+    fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError<NodeId>> {
+        match self.tree.get(key).map_err(|e| StorageIOError::read_state_machine(any(e)))? {
+            None => Ok(None),
+            Some(v) => unseal(&v).map(Some).map_err(|e| {
+                StorageIOError::read_state_machine(any(format!(
+                    "shard {}: state machine record {} is corrupt: {e}",
+                    self.shard,
+                    String::from_utf8_lossy(key)
+                )))
+                .into()
+            }),
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn read_applied(
+        &self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, NodeInfo>), StorageError<NodeId>> {
+        let last = self.read_meta::<Option<LogId<NodeId>>>(APPLIED)?.flatten();
+        let membership = self.read_meta(MEMBERSHIP)?.unwrap_or_default();
+        Ok((last, membership))
+    }
+
+    fn read_row(tree: &sled::Tree, shard: ShardId, key: &[u8]) -> Result<Option<StoredValue>, StorageError<NodeId>> {
+        match tree.get(data_key(key)).map_err(|e| StorageIOError::read_state_machine(any(e)))? {
+            None => Ok(None),
+            Some(v) => unseal(&v).map(Some).map_err(|e| {
+                StorageIOError::read_state_machine(any(format!("shard {shard}: row {key:?} is corrupt: {e}"))).into()
+            }),
+        }
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, NodeInfo>), StorageError<NodeId>> {
+        self.read_applied()
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResponse>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let (tree, shard) = (self.tree.clone(), self.shard);
+        let mut view = View::new(move |k: &[u8]| Self::read_row(&tree, shard, k));
+        let mut responses = Vec::new();
+        let mut last: Option<LogId<NodeId>> = None;
+        let mut membership = None;
+        for entry in entries {
+            last = Some(entry.log_id);
+            responses.push(match &entry.payload {
+                EntryPayload::Blank => CommandResponse::None,
+                EntryPayload::Normal(Command::Txn(txn)) => {
+                    let revision = entry.log_id.index;
+                    let result = execute(&mut view, revision, txn)
+                        .map_err(|e| StorageIOError::apply(entry.log_id, any(e)))?;
+                    CommandResponse::Txn { revision, result }
+                }
+                EntryPayload::Membership(m) => {
+                    membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
+                    CommandResponse::None
+                }
+            });
+        }
+        let Some(last) = last else { return Ok(responses) };
+        let mut batch = sled::Batch::default();
+        for (key, row) in view.changes {
+            match row {
+                Some(row) => batch.insert(data_key(&key), seal(&row).map_err(|e| StorageIOError::apply(last, any(e)))?),
+                None => batch.remove(data_key(&key)),
+            }
+        }
+        batch.insert(APPLIED, seal(&Some(last)).map_err(|e| StorageIOError::apply(last, any(e)))?);
+        if let Some(m) = membership {
+            batch.insert(MEMBERSHIP, seal(&m).map_err(|e| StorageIOError::apply(last, any(e)))?);
+        }
+        self.tree.apply_batch(batch).map_err(|e| StorageIOError::apply(last, any(e)))?;
+        self.applied.store(last.index, Ordering::Release);
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        // Capture the rows now: the state-machine worker applies nothing until this returns, so
+        // rows and applied index agree. Building the file happens later, off the apply path.
+        let captured = match self.read_applied() {
+            Err(e) => Err(e),
+            Ok((last_applied, membership)) => {
+                let tree = self.tree.clone();
+                tokio::task::spawn_blocking(move || -> Result<SnapshotBody, StorageError<NodeId>> {
+                    let mut rows = Vec::new();
+                    for item in tree.scan_prefix([DATA]) {
+                        let (k, v) = item.map_err(|e| StorageIOError::read_state_machine(any(e)))?;
+                        rows.push((k.to_vec(), v.to_vec()));
+                    }
+                    Ok(SnapshotBody { last_applied, membership, rows })
+                })
+                .await
+                .map_err(|e| StorageIOError::read_state_machine(any(e)).into())
+                .and_then(|r| r)
+            }
+        };
+        SnapshotBuilder { shard: self.shard, file: self.snapshot_file.clone(), captured: Some(captured) }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, NodeInfo>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let sig = Some(meta.signature());
+        let payload = snapshot.into_inner();
+        let body = decode_payload(&payload).map_err(|e| {
+            StorageIOError::read_snapshot(sig.clone(), any(format!("shard {}: refusing snapshot: {e}", self.shard)))
+        })?;
+        tracing::info!(shard = %self.shard, snapshot = %meta.snapshot_id, rows = body.rows.len(), "installing snapshot");
+        let (tree, file, meta2) = (self.tree.clone(), self.snapshot_file.clone(), meta.clone());
+        let sig2 = sig.clone();
+        let result = tokio::task::spawn_blocking(move || -> Result<(), StorageError<NodeId>> {
+            let mut batch = sled::Batch::default();
+            for key in tree.iter().keys() {
+                batch.remove(key.map_err(|e| StorageIOError::write_state_machine(any(e)))?);
+            }
+            for (k, v) in body.rows {
+                batch.insert(k, v);
+            }
+            let seal_err = |e| StorageIOError::write_snapshot(sig2.clone(), any(e));
+            batch.insert(APPLIED, seal(&meta2.last_log_id).map_err(seal_err)?);
+            batch.insert(MEMBERSHIP, seal(&meta2.last_membership).map_err(seal_err)?);
+            tree.apply_batch(batch).map_err(|e| StorageIOError::write_state_machine(any(e)))?;
+            file.save(&meta2, &payload).map_err(|e| StorageIOError::write_snapshot(sig2.clone(), any(e)))?;
+            Ok(())
+        })
+        .await;
+        result.map_err(|e| StorageIOError::write_snapshot(sig.clone(), any(e)))??;
+        self.flusher.flush().await.map_err(|e| StorageIOError::write_snapshot(sig, any(e)))?;
+        self.applied.store(meta.last_log_id.map_or(0, |l| l.index), Ordering::Release);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        let file = self.snapshot_file.clone();
+        let loaded = tokio::task::spawn_blocking(move || file.load())
+            .await
+            .map_err(|e| StorageIOError::read_snapshot(None, any(e)))?
+            .map_err(|e| StorageIOError::read_snapshot(None, any(e)))?;
+        Ok(loaded.map(|(meta, payload)| Snapshot { meta, snapshot: Box::new(Cursor::new(payload)) }))
+    }
+}
+
+/// Builds a snapshot of the rows captured when it was created.
+pub struct SnapshotBuilder {
+    shard: ShardId,
+    file: SnapshotFile,
+    captured: Option<Result<SnapshotBody, StorageError<NodeId>>>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let body = self
+            .captured
+            .take()
+            .unwrap_or_else(|| Err(StorageIOError::write_snapshot(None, any("snapshot builder used twice")).into()))?;
+        let (file, shard) = (self.file.clone(), self.shard);
+        let started = std::time::Instant::now();
+        let snapshot = tokio::task::spawn_blocking(move || -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+            let payload = encode_payload(&body).map_err(|e| StorageIOError::write_snapshot(None, any(e)))?;
+            let snapshot_id = match body.last_applied {
+                Some(l) => format!("{shard}-{}-{}-{}", l.leader_id.term, l.index, unique_suffix()),
+                None => format!("{shard}-empty-{}", unique_suffix()),
+            };
+            let meta = SnapshotMeta { last_log_id: body.last_applied, last_membership: body.membership, snapshot_id };
+            file.save(&meta, &payload).map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), any(e)))?;
+            Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(payload)) })
+        })
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(None, any(e)))??;
+        tracing::info!(
+            shard = %self.shard,
+            snapshot = %snapshot.meta.snapshot_id,
+            bytes = snapshot.snapshot.get_ref().len(),
+            ms = started.elapsed().as_millis() as u64,
+            "built snapshot"
+        );
+        Ok(snapshot)
+    }
+}
+
+/// Distinguishes two snapshots built at the same log id (openraft requires distinct ids).
+fn unique_suffix() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+}
