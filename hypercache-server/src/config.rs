@@ -152,11 +152,7 @@ impl Config {
             fig = fig.merge(Toml::file_exact(path));
         }
         fig = fig
-            .merge(
-                Env::prefixed("HYPERCACHE_")
-                    .ignore(&["ENDPOINTS", "LOG"])
-                    .split("__"),
-            )
+            .merge(Env::prefixed("HYPERCACHE_").ignore(&["ENDPOINTS", "LOG"]).split("__"))
             .merge(Serialized::defaults(overrides));
         let mut config: Config = fig.extract().map_err(Box::new)?;
         config.fill_defaults();
@@ -194,19 +190,11 @@ impl Config {
         let peers = self.parsed_peers()?;
         if !peers.is_empty() {
             match peers.iter().find(|p| p.id == self.node_id) {
-                None => {
-                    return Err(invalid(
-                        "peers",
-                        format!("must include this node (id {}) when set", self.node_id),
-                    ))
-                }
+                None => return Err(invalid("peers", format!("must include this node (id {}) when set", self.node_id))),
                 Some(me) if me.addr != self.advertise_addr => {
                     return Err(invalid(
                         "peers",
-                        format!(
-                            "entry {}={} disagrees with advertise_addr {}",
-                            me.id, me.addr, self.advertise_addr
-                        ),
+                        format!("entry {}={} disagrees with advertise_addr {}", me.id, me.addr, self.advertise_addr),
                     ))
                 }
                 Some(_) => {}
@@ -230,10 +218,7 @@ impl Config {
             ));
         }
         if r.election_timeout_min_ms >= r.election_timeout_max_ms {
-            return Err(invalid(
-                "raft.election_timeout_max_ms",
-                "must be greater than raft.election_timeout_min_ms",
-            ));
+            return Err(invalid("raft.election_timeout_max_ms", "must be greater than raft.election_timeout_min_ms"));
         }
         if r.snapshot_after_entries == 0 {
             return Err(invalid("raft.snapshot_after_entries", "must be >= 1"));
@@ -293,9 +278,7 @@ impl Config {
 }
 
 fn validate_host_port(field: &'static str, addr: &str) -> Result<(), ConfigError> {
-    let (host, port) = addr
-        .rsplit_once(':')
-        .ok_or_else(|| invalid(field, format!("{addr:?} is not host:port")))?;
+    let (host, port) = addr.rsplit_once(':').ok_or_else(|| invalid(field, format!("{addr:?} is not host:port")))?;
     if host.is_empty() {
         return Err(invalid(field, format!("{addr:?} has an empty host")));
     }

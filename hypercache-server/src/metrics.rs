@@ -22,9 +22,8 @@ pub struct Metrics {
     raft_leader: IntGaugeVec,
 }
 
-const LATENCY_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-];
+const LATENCY_BUCKETS: &[f64] =
+    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
@@ -39,8 +38,11 @@ impl Metrics {
             &["method"],
         )?;
         let flush_seconds = Histogram::with_opts(
-            HistogramOpts::new("hypercache_storage_flush_duration_seconds", "sled flush (fsync) latency, one per group commit")
-                .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "hypercache_storage_flush_duration_seconds",
+                "sled flush (fsync) latency, one per group commit",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
         )?;
         let gauge = |name: &str, help: &str| IntGaugeVec::new(Opts::new(name, help), &["shard"]);
         let raft_term = gauge("hypercache_raft_term", "Current Raft term")?;

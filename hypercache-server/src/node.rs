@@ -62,6 +62,7 @@ pub struct Node {
     admin_task: JoinHandle<()>,
     bootstrap_task: JoinHandle<()>,
     flusher: Flusher,
+    flusher_task: JoinHandle<()>,
 }
 
 pub fn raft_config(r: &RaftSettings) -> Result<openraft::Config, openraft::ConfigError> {
@@ -83,12 +84,16 @@ pub fn raft_config(r: &RaftSettings) -> Result<openraft::Config, openraft::Confi
 impl Node {
     /// Binds the configured addresses and starts.
     pub async fn start(config: Config) -> Result<Node, NodeError> {
-        let grpc = TcpListener::bind(config.listen_addr)
-            .await
-            .map_err(|source| NodeError::Bind { what: "gRPC", addr: config.listen_addr, source })?;
-        let admin = TcpListener::bind(config.admin_addr)
-            .await
-            .map_err(|source| NodeError::Bind { what: "admin HTTP", addr: config.admin_addr, source })?;
+        let grpc = TcpListener::bind(config.listen_addr).await.map_err(|source| NodeError::Bind {
+            what: "gRPC",
+            addr: config.listen_addr,
+            source,
+        })?;
+        let admin = TcpListener::bind(config.admin_addr).await.map_err(|source| NodeError::Bind {
+            what: "admin HTTP",
+            addr: config.admin_addr,
+            source,
+        })?;
         Node::start_on(config, grpc, admin).await
     }
 
@@ -97,17 +102,21 @@ impl Node {
         let grpc_addr = local_addr(&grpc, "gRPC", config.listen_addr)?;
         let admin_addr = local_addr(&admin, "admin HTTP", config.admin_addr)?;
         let metrics = Arc::new(Metrics::new()?);
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|e| OpenError::Other { shard: ShardId::DEFAULT, detail: format!("{}: {e}", config.data_dir.display()) })?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| OpenError::Other {
+            shard: ShardId::DEFAULT,
+            detail: format!("{}: {e}", config.data_dir.display()),
+        })?;
         let db = storage::open_db(&config.data_dir, config.storage.cache_capacity_mb * 1024 * 1024)?;
         let flush_hist = metrics.flush_seconds.clone();
-        let flusher = Flusher::spawn(db.clone(), Some(Box::new(move |s| flush_hist.observe(s))));
+        let (flusher, flusher_task) = Flusher::spawn(db.clone(), Some(Box::new(move |s| flush_hist.observe(s))));
         let pool = PeerPool::new(Duration::from_millis(config.raft.heartbeat_interval_ms.max(500)));
         let raft_config = Arc::new(raft_config(&config.raft)?);
 
         let shard_id = ShardId::DEFAULT;
         let ShardStorage { log, state_machine, reader } =
             ShardStorage::open(&db, &config.data_dir, shard_id, flusher.clone())?;
+        // From here on the storage components own the Db; see `release`.
+        drop(db);
         let committed = log.committed_handle();
         let network = NetworkFactory::new(shard_id, config.node_id, pool.clone(), config.max_peer_message_bytes());
         let raft = Raft::new(config.node_id, raft_config, network, log, state_machine)
@@ -170,6 +179,7 @@ impl Node {
             admin_task,
             bootstrap_task,
             flusher,
+            flusher_task,
         })
     }
 
@@ -194,12 +204,14 @@ impl Node {
         let grace = Duration::from_millis(self.config.shutdown_grace_ms);
         tracing::info!(node = self.config.node_id, "shutting down: not ready, draining requests");
         self.accepting.store(false, Ordering::Release);
-        self.bootstrap_task.abort();
         let _ = self.stop_grpc.send(true);
         let mut grpc_task = self.grpc_task;
         if tokio::time::timeout(grace, &mut grpc_task).await.is_err() {
-            tracing::warn!(node = self.config.node_id, grace_ms = grace.as_millis() as u64,
-                "in-flight requests did not finish within the grace period; abandoning them");
+            tracing::warn!(
+                node = self.config.node_id,
+                grace_ms = grace.as_millis() as u64,
+                "in-flight requests did not finish within the grace period; abandoning them"
+            );
             grpc_task.abort();
         }
         for shard in self.shards.iter() {
@@ -209,21 +221,44 @@ impl Node {
         }
         let _ = self.stop_admin.send(true);
         let _ = tokio::time::timeout(grace, self.admin_task).await;
-        self.flusher.flush().await.map_err(NodeError::Flush)?;
+        let flushed = self.flusher.flush().await.map_err(NodeError::Flush);
+        release(self.shards, self.flusher, self.bootstrap_task, self.flusher_task, grace).await;
+        flushed?;
         tracing::info!(node = self.config.node_id, "shutdown complete");
         Ok(())
     }
 
     /// Stops serving at once without draining: for tests that simulate a crashed node. Data
     /// already flushed stays; nothing else is flushed on the way out.
-    pub async fn crash(self) {
+    pub async fn crash(mut self) {
         self.accepting.store(false, Ordering::Release);
-        self.bootstrap_task.abort();
         self.grpc_task.abort();
         self.admin_task.abort();
         for shard in self.shards.iter() {
             let _ = shard.raft.shutdown().await;
         }
+        let _ = (&mut self.grpc_task).await;
+        let _ = (&mut self.admin_task).await;
+        release(self.shards, self.flusher, self.bootstrap_task, self.flusher_task, Duration::from_secs(5)).await;
+    }
+}
+
+/// Drops this node's storage handles and waits (bounded) until every other holder, openraft's
+/// tasks included, has dropped theirs: the flusher task ends exactly then. After this returns the
+/// sled `Db` is closed and the data directory may be opened again.
+async fn release(
+    shards: Arc<Shards>,
+    flusher: Flusher,
+    bootstrap_task: JoinHandle<()>,
+    flusher_task: JoinHandle<()>,
+    timeout: Duration,
+) {
+    bootstrap_task.abort();
+    let _ = bootstrap_task.await;
+    drop(shards);
+    drop(flusher);
+    if tokio::time::timeout(timeout, flusher_task).await.is_err() {
+        tracing::warn!("storage was still in use {} ms after shutdown", timeout.as_millis());
     }
 }
 

@@ -20,7 +20,7 @@ use openraft::{Raft, RaftMetrics, ServerState};
 
 use crate::error::ServiceError;
 use crate::storage::KvReader;
-use crate::types::{Command, CommandResponse, NodeId, NodeInfo, ShardId, TxnResult, TypeConfig, Txn};
+use crate::types::{Command, CommandResponse, NodeId, NodeInfo, ShardId, Txn, TxnResult, TypeConfig};
 
 pub struct Shard {
     pub id: ShardId,
@@ -38,7 +38,13 @@ pub struct Applied {
 }
 
 impl Shard {
-    pub fn new(id: ShardId, node_id: NodeId, raft: Raft<TypeConfig>, reader: KvReader, committed: Arc<AtomicU64>) -> Self {
+    pub fn new(
+        id: ShardId,
+        node_id: NodeId,
+        raft: Raft<TypeConfig>,
+        reader: KvReader,
+        committed: Arc<AtomicU64>,
+    ) -> Self {
         Shard { id, node_id, raft, reader, committed }
     }
 
@@ -119,10 +125,10 @@ impl Shard {
         match self.raft.ensure_linearizable().await {
             Ok(_) => Ok(()),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(self.forward(f)),
-            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => Err(ServiceError::NoLeader {
-                shard: self.id,
-            })
-            .inspect_err(|_| tracing::debug!(shard = %self.id, error = %e, "read index: quorum not reached")),
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
+                Err(ServiceError::NoLeader { shard: self.id })
+                    .inspect_err(|_| tracing::debug!(shard = %self.id, error = %e, "read index: quorum not reached"))
+            }
             Err(RaftError::Fatal(_)) => Err(ServiceError::ShuttingDown { node: self.node_id }),
         }
     }

@@ -112,10 +112,18 @@ pub enum Op {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OpResult {
-    Get { kv: Option<KeyValue> },
+    Get {
+        kv: Option<KeyValue>,
+    },
     /// `prev` is filled only when the op asked for it.
-    Put { prev: Option<KeyValue>, kv: KeyValue },
-    Delete { deleted: bool, prev: Option<KeyValue> },
+    Put {
+        prev: Option<KeyValue>,
+        kv: KeyValue,
+    },
+    Delete {
+        deleted: bool,
+        prev: Option<KeyValue>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

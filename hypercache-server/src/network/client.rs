@@ -8,13 +8,11 @@ use std::time::Duration;
 
 use hypercache_proto::raft::v1::raft_client::RaftClient;
 use hypercache_proto::raft::v1::RaftMessage;
-use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
-};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -103,9 +101,7 @@ impl PeerClient {
         };
         let resp = match tokio::time::timeout(ttl, fut).await {
             Err(_) => return Err(self.timeout(kind, ttl)),
-            Ok(Err(status)) if status.code() == tonic::Code::DeadlineExceeded => {
-                return Err(self.timeout(kind, ttl))
-            }
+            Ok(Err(status)) if status.code() == tonic::Code::DeadlineExceeded => return Err(self.timeout(kind, ttl)),
             Ok(Err(status)) => {
                 let e = TransportError(format!(
                     "shard {} {:?} to node {} at {}: {}",
@@ -154,10 +150,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>,
-    > {
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>>
+    {
         self.call(Rpc::Snapshot, &rpc, &option).await
     }
 

@@ -34,10 +34,8 @@ fn role(state: ServerState) -> &'static str {
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
-        let shard = self
-            .shards
-            .get(ShardId::DEFAULT)
-            .ok_or_else(|| Status::unavailable("this node hosts no shard yet"))?;
+        let shard =
+            self.shards.get(ShardId::DEFAULT).ok_or_else(|| Status::unavailable("this node hosts no shard yet"))?;
         let m = shard.metrics();
         let membership = m.membership_config.membership();
         let voters: Vec<_> = membership.voter_ids().collect();

@@ -93,16 +93,17 @@ impl KvService {
         let op = Op::Delete { key: req.key, prev_kv: req.prev_kv };
         let Applied { revision, result } = shard.write(Txn { success: vec![op], ..Txn::default() }).await?;
         match result.results.into_iter().next() {
-            Some(OpResult::Delete { deleted, prev }) => Ok(pb::DeleteResponse {
-                header: Self::header(shard, revision),
-                deleted,
-                prev_kv: prev.map(Into::into),
-            }),
+            Some(OpResult::Delete { deleted, prev }) => {
+                Ok(pb::DeleteResponse { header: Self::header(shard, revision), deleted, prev_kv: prev.map(Into::into) })
+            }
             other => Err(unexpected(shard, "delete", other)),
         }
     }
 
-    async fn compare_and_swap(&self, req: pb::CompareAndSwapRequest) -> Result<pb::CompareAndSwapResponse, ServiceError> {
+    async fn compare_and_swap(
+        &self,
+        req: pb::CompareAndSwapRequest,
+    ) -> Result<pb::CompareAndSwapResponse, ServiceError> {
         let shard = self.shards.lookup(req.shard_id)?;
         self.validator.key("key", &req.key)?;
         self.validator.value("new_value", &req.new_value)?;

@@ -25,7 +25,10 @@ pub struct KeyRange {
 impl Validator {
     pub fn key(&self, field: &str, key: &[u8]) -> Result<(), ServiceError> {
         if key.is_empty() {
-            return Err(ServiceError::invalid("EMPTY_KEY", format!("{field} is empty; keys must be 1..={MAX_KEY_BYTES} bytes")));
+            return Err(ServiceError::invalid(
+                "EMPTY_KEY",
+                format!("{field} is empty; keys must be 1..={MAX_KEY_BYTES} bytes"),
+            ));
         }
         if key.len() > MAX_KEY_BYTES {
             return Err(ServiceError::invalid(
@@ -52,7 +55,13 @@ impl Validator {
 
     /// Bounds of a Range request: a prefix, or [start, end), plus an optional continuation that
     /// must lie inside them.
-    pub fn range(&self, prefix: &[u8], start: &[u8], end: &[u8], continuation: &[u8]) -> Result<KeyRange, ServiceError> {
+    pub fn range(
+        &self,
+        prefix: &[u8],
+        start: &[u8],
+        end: &[u8],
+        continuation: &[u8],
+    ) -> Result<KeyRange, ServiceError> {
         let mut range = if !prefix.is_empty() {
             if !start.is_empty() || !end.is_empty() {
                 return Err(ServiceError::invalid("INVALID_RANGE", "give either prefix or start/end, not both"));
@@ -63,14 +72,17 @@ impl Validator {
             self.bounded("start", start)?;
             self.bounded("end", end)?;
             if !end.is_empty() && end <= start {
-                return Err(ServiceError::invalid("INVALID_RANGE", "end must be greater than start (or empty for no end)"));
+                return Err(ServiceError::invalid(
+                    "INVALID_RANGE",
+                    "end must be greater than start (or empty for no end)",
+                ));
             }
             KeyRange { start: start.to_vec(), end: (!end.is_empty()).then(|| end.to_vec()) }
         };
         if !continuation.is_empty() {
             self.bounded("continuation", continuation)?;
-            let inside = continuation >= range.start.as_slice()
-                && range.end.as_deref().is_none_or(|e| continuation < e);
+            let inside =
+                continuation >= range.start.as_slice() && range.end.as_deref().is_none_or(|e| continuation < e);
             if !inside {
                 return Err(ServiceError::invalid(
                     "INVALID_RANGE",
@@ -134,7 +146,10 @@ mod tests {
 
     #[test]
     fn prefix_ranges() {
-        assert_eq!(V.range(b"ab", b"", b"", b"").unwrap(), KeyRange { start: b"ab".to_vec(), end: Some(b"ac".to_vec()) });
+        assert_eq!(
+            V.range(b"ab", b"", b"", b"").unwrap(),
+            KeyRange { start: b"ab".to_vec(), end: Some(b"ac".to_vec()) }
+        );
         assert_eq!(V.range(&[b'a', 0xff], b"", b"", b"").unwrap().end, Some(b"b".to_vec()));
         assert_eq!(V.range(&[0xff, 0xff], b"", b"", b"").unwrap().end, None);
         assert!(V.range(b"a", b"b", b"", b"").is_err());

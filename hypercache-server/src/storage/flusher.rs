@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use openraft::storage::LogFlushed;
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 
 use crate::types::TypeConfig;
 
@@ -35,12 +36,14 @@ pub struct Flusher {
 pub type FlushObserver = Box<dyn Fn(f64) + Send + Sync>;
 
 impl Flusher {
-    /// Spawns the flusher for `db` on the current Tokio runtime. The task ends when every handle
-    /// is dropped.
-    pub fn spawn(db: sled::Db, observe: Option<FlushObserver>) -> Flusher {
+    /// Spawns the flusher for `db` on the current Tokio runtime. The task flushes one last time
+    /// and ends when every handle is dropped; awaiting the returned `JoinHandle` therefore tells
+    /// the node that no storage component (they all hold a handle) is alive any more, and the
+    /// `Db` can be reopened.
+    pub fn spawn(db: sled::Db, observe: Option<FlushObserver>) -> (Flusher, JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(db, rx, observe));
-        Flusher { tx }
+        let task = tokio::spawn(run(db, rx, observe));
+        (Flusher { tx }, task)
     }
 
     /// Completes `callback` once everything inserted before this call is on disk.
@@ -53,9 +56,7 @@ impl Flusher {
     /// Waits until everything inserted before this call is on disk.
     pub async fn flush(&self) -> Result<(), String> {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Waiter::Notify(tx))
-            .map_err(|_| "flusher stopped: node is shutting down".to_string())?;
+        self.tx.send(Waiter::Notify(tx)).map_err(|_| "flusher stopped: node is shutting down".to_string())?;
         rx.await.map_err(|_| "flusher stopped before completing".to_string())?
     }
 }
@@ -88,5 +89,8 @@ async fn run(db: sled::Db, mut rx: mpsc::UnboundedReceiver<Waiter>, observe: Opt
                 }
             }
         }
+    }
+    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || db.flush()).await {
+        tracing::error!(error = %e, "final flush failed");
     }
 }

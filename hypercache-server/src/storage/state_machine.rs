@@ -122,8 +122,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Blank => CommandResponse::None,
                 EntryPayload::Normal(Command::Txn(txn)) => {
                     let revision = entry.log_id.index;
-                    let result = execute(&mut view, revision, txn)
-                        .map_err(|e| StorageIOError::apply(entry.log_id, any(e)))?;
+                    let result =
+                        execute(&mut view, revision, txn).map_err(|e| StorageIOError::apply(entry.log_id, any(e)))?;
                     CommandResponse::Txn { revision, result }
                 }
                 EntryPayload::Membership(m) => {

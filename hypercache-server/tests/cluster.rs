@@ -1,0 +1,239 @@
+//! In-process 3-node cluster tests: replication, failover, restart and snapshot catch-up.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{eventually, put_via, TestCluster};
+use hypercache_proto::v1 as pb;
+use tokio::sync::Mutex;
+
+const T: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicated_put_get_cas_delete_range() {
+    let c = TestCluster::start(3, |_| {}).await;
+    let l = c.wait_leader(T).await;
+    let r1 = c.put("player/1", "alice").await.expect("put");
+    let r2 = c.put("player/1", "alice-2").await.expect("put");
+    assert!(r2 > r1, "revisions increase: {r1} then {r2}");
+    let kv = c.get("player/1").await.expect("present");
+    assert_eq!(kv.value, "alice-2");
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (r1, r2, 2));
+
+    // Every replica applies it: serializable reads on each node see it.
+    for i in 0..3 {
+        eventually("replica has the write", T, || async {
+            c.local_get(i, "player/1").await.filter(|kv| kv.mod_revision == r2).map(|_| ())
+        })
+        .await;
+    }
+
+    // A follower refuses a linearizable read and names the leader.
+    let f = (l + 1) % 3;
+    let st = c.kv(f).await.get(pb::GetRequest { key: "player/1".into(), ..Default::default() }).await.unwrap_err();
+    let info = hypercache_proto::error_info::info_of(&st).expect("error info");
+    assert_eq!(info.reason, "NOT_LEADER", "{st:?}");
+    assert_eq!(info.leader_endpoint, c.endpoint(l));
+
+    let mut kv_client = c.kv(l).await;
+    // CAS on mod_revision: stale fails and reports the current state, current succeeds.
+    let cas = |rev: Option<u64>, val: Option<&str>, new: &str| pb::CompareAndSwapRequest {
+        key: "player/1".into(),
+        expected_mod_revision: rev,
+        expected_value: val.map(|v| v.to_string().into()),
+        new_value: new.to_string().into(),
+        ..Default::default()
+    };
+    let stale = kv_client.compare_and_swap(cas(Some(r1), None, "x")).await.unwrap().into_inner();
+    assert!(!stale.succeeded);
+    assert_eq!(stale.kv.unwrap().mod_revision, r2);
+    let ok = kv_client.compare_and_swap(cas(Some(r2), Some("alice-2"), "bob")).await.unwrap().into_inner();
+    assert!(ok.succeeded);
+    assert_eq!(ok.kv.as_ref().unwrap().value, "bob");
+    let wrong_value = kv_client.compare_and_swap(cas(None, Some("alice"), "y")).await.unwrap().into_inner();
+    assert!(!wrong_value.succeeded);
+    // CAS with expected_mod_revision = 0 creates only if absent.
+    let create = pb::CompareAndSwapRequest {
+        key: "player/2".into(),
+        expected_mod_revision: Some(0),
+        new_value: "carol".into(),
+        ..Default::default()
+    };
+    assert!(kv_client.compare_and_swap(create.clone()).await.unwrap().into_inner().succeeded);
+    assert!(!kv_client.compare_and_swap(create).await.unwrap().into_inner().succeeded);
+
+    // Range: prefix, limit and continuation visit every key once, in order.
+    for i in 0..25 {
+        c.put(&format!("room/{i:03}"), &format!("v{i}")).await.unwrap();
+    }
+    c.put("roon", "outside the prefix").await.unwrap();
+    let mut seen = Vec::new();
+    let mut continuation = bytes::Bytes::new();
+    loop {
+        let page = kv_client
+            .range(pb::RangeRequest {
+                prefix: "room/".into(),
+                limit: 10,
+                continuation: continuation.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.kvs.len() <= 10);
+        seen.extend(page.kvs.iter().map(|kv| String::from_utf8(kv.key.to_vec()).unwrap()));
+        if page.continuation.is_empty() {
+            break;
+        }
+        continuation = page.continuation;
+    }
+    let want: Vec<String> = (0..25).map(|i| format!("room/{i:03}")).collect();
+    assert_eq!(seen, want);
+    let r = kv_client
+        .range(pb::RangeRequest {
+            start: "room/010".into(),
+            end: "room/013".into(),
+            keys_only: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.kvs.len(), 3);
+    assert!(r.kvs.iter().all(|kv| kv.value.is_empty()));
+
+    // Delete: present then absent.
+    let d = kv_client
+        .delete(pb::DeleteRequest { key: "player/2".into(), prev_kv: true, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(d.deleted);
+    assert_eq!(d.prev_kv.unwrap().value, "carol");
+    let d = kv_client
+        .delete(pb::DeleteRequest { key: "player/2".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!d.deleted);
+    assert!(c.get("player/2").await.is_none());
+    c.shutdown().await;
+}
+
+/// Writers run while the leader crashes. Every acknowledged write must survive, a new leader
+/// must take over, and writes must resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_crash_under_concurrent_writes_loses_no_acknowledged_write() {
+    let mut c = TestCluster::start(3, |_| {}).await;
+    let old = c.wait_leader(T).await;
+    let acked: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
+    let unknown: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let endpoints = c.endpoints();
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let (acked, unknown, stop, endpoints) = (acked.clone(), unknown.clone(), stop.clone(), endpoints.clone());
+        writers.push(tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::Acquire) {
+                let (key, value) = (format!("w{w}/{i:05}"), format!("value-{w}-{i}"));
+                let result = put_via(&endpoints, &key, &value).await;
+                match result {
+                    Ok(_) => {
+                        acked.lock().await.insert(key, value);
+                    }
+                    Err(_) => unknown.lock().await.push(key),
+                }
+                i += 1;
+            }
+        }));
+    }
+    eventually("100 writes acknowledged before the crash", T, || async {
+        (acked.lock().await.len() >= 100).then_some(())
+    })
+    .await;
+    c.crash(old).await;
+    let at_crash = acked.lock().await.len();
+    eventually("writes resume after the crash", T, || async {
+        (acked.lock().await.len() >= at_crash + 100).then_some(())
+    })
+    .await;
+    stop.store(true, Ordering::Release);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let new = c.wait_leader(T).await;
+    assert_ne!(new, old, "a different node leads after the crash");
+
+    // Linearizable reads after the fact see every acknowledged write.
+    let acked = acked.lock().await.clone();
+    let mut kv = c.kv(new).await;
+    for (key, value) in &acked {
+        let got = kv.get(pb::GetRequest { key: key.clone().into(), ..Default::default() }).await.unwrap().into_inner();
+        assert_eq!(got.kv.map(|kv| kv.value), Some(value.clone().into()), "acknowledged write {key} lost");
+    }
+    // A write after the reads is visible to the next read (no stale leader serving).
+    let rev = c.put("after", "x").await.unwrap();
+    assert_eq!(c.get("after").await.unwrap().mod_revision, rev);
+    eprintln!("acknowledged {} writes, {} with unknown outcome", acked.len(), unknown.lock().await.len());
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restarted_node_catches_up_from_its_own_data() {
+    let mut c = TestCluster::start(3, |_| {}).await;
+    let l = c.wait_leader(T).await;
+    let f = (l + 1) % 3;
+    c.put("before", "1").await.unwrap();
+    c.stop(f).await;
+    let mut last = 0;
+    for i in 0..50 {
+        last = c.put(&format!("while-down/{i}"), "v").await.unwrap();
+    }
+    c.restart(f).await;
+    eventually("restarted follower applies everything", T, || async {
+        let kv = c.local_get(f, "while-down/49").await?;
+        (kv.mod_revision == last).then_some(())
+    })
+    .await;
+    assert_eq!(c.local_get(f, "before").await.unwrap().value, "1");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn far_behind_node_catches_up_by_snapshot() {
+    let mut c = TestCluster::start(3, |cfg| {
+        cfg.raft.snapshot_after_entries = 40;
+        cfg.raft.logs_kept_after_snapshot = 0;
+    })
+    .await;
+    let l = c.wait_leader(T).await;
+    let f = (l + 1) % 3;
+    c.stop(f).await;
+    let mut last = 0;
+    for i in 0..200 {
+        last = c.put(&format!("k/{i:04}"), &format!("v{i}")).await.unwrap();
+    }
+    // The leader must have compacted past what the stopped follower has.
+    eventually("leader purged its log", T, || async {
+        let m = c.node(l).shards().iter().next()?.metrics();
+        (m.purged.map_or(0, |p| p.index) > 50).then_some(())
+    })
+    .await;
+    c.restart(f).await;
+    eventually("follower installed a snapshot and caught up", T, || async {
+        let kv = c.local_get(f, "k/0199").await?;
+        (kv.mod_revision == last).then_some(())
+    })
+    .await;
+    let m = c.node(f).shards().iter().next().unwrap().metrics();
+    assert!(m.snapshot.is_some(), "the follower caught up through a snapshot: {m:?}");
+    for i in [0, 57, 123, 199] {
+        assert_eq!(c.local_get(f, &format!("k/{i:04}")).await.unwrap().value, format!("v{i}"));
+    }
+    c.shutdown().await;
+}

@@ -1,0 +1,195 @@
+//! In-process test clusters: N real nodes (own sled dirs, own gRPC and admin ports on 127.0.0.1)
+//! in one process, talking over real sockets.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use hypercache_proto::error_info::info_of;
+use hypercache_proto::v1::kv_client::KvClient;
+use hypercache_proto::v1::{self as pb};
+use hypercache_server::config::Config;
+use hypercache_server::node::Node;
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+
+/// Polls `check` until it returns Some, or panics naming `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub struct TestCluster {
+    pub root: TempDir,
+    pub configs: Vec<Config>,
+    pub nodes: Vec<Option<Node>>,
+}
+
+impl TestCluster {
+    /// Starts `n` nodes with static peers; `tweak` adjusts every node's config.
+    pub async fn start(n: usize, tweak: impl Fn(&mut Config)) -> TestCluster {
+        let root = tempfile::tempdir().expect("tempdir");
+        let mut listeners = Vec::new();
+        for _ in 0..n {
+            let g = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
+            let a = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
+            listeners.push((g, a));
+        }
+        let addrs: Vec<String> = listeners.iter().map(|(g, _)| g.local_addr().unwrap().to_string()).collect();
+        let peers: Vec<String> =
+            if n == 1 { vec![] } else { addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect() };
+        let mut configs = Vec::new();
+        let mut nodes = Vec::new();
+        for (i, (g, a)) in listeners.into_iter().enumerate() {
+            let mut c = Config {
+                node_id: i as u64 + 1,
+                name: format!("node-{}", i + 1),
+                data_dir: root.path().join(format!("node-{}", i + 1)),
+                listen_addr: g.local_addr().unwrap(),
+                advertise_addr: addrs[i].clone(),
+                admin_addr: a.local_addr().unwrap(),
+                peers: peers.clone(),
+                ..Config::default()
+            };
+            c.storage.cache_capacity_mb = 8;
+            c.shutdown_grace_ms = 5_000;
+            tweak(&mut c);
+            c.validate().expect("test config is valid");
+            nodes.push(Some(Node::start_on(c.clone(), g, a).await.expect("node starts")));
+            configs.push(c);
+        }
+        TestCluster { root, configs, nodes }
+    }
+
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.configs[i].data_dir.clone()
+    }
+
+    pub fn endpoint(&self, i: usize) -> String {
+        self.configs[i].advertise_addr.clone()
+    }
+
+    pub fn node(&self, i: usize) -> &Node {
+        self.nodes[i].as_ref().expect("node is running")
+    }
+
+    pub async fn kv(&self, i: usize) -> KvClient<Channel> {
+        KvClient::connect(format!("http://{}", self.endpoint(i)))
+            .await
+            .expect("connect")
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20)
+    }
+
+    /// Index of the node all running nodes agree leads shard 0.
+    pub async fn wait_leader(&self, timeout: Duration) -> usize {
+        eventually("a leader every running node agrees on", timeout, || async {
+            let mut leader = None;
+            for n in self.nodes.iter().flatten() {
+                let m = n.shards().iter().next()?.metrics();
+                let l = m.current_leader?;
+                if leader.is_some_and(|x| x != l) {
+                    return None;
+                }
+                leader = Some(l);
+            }
+            let l = leader? as usize - 1;
+            let shard = self.nodes[l].as_ref()?.shards().iter().next()?.clone();
+            shard.is_ready().then_some(l)
+        })
+        .await
+    }
+
+    pub async fn stop(&mut self, i: usize) {
+        let node = self.nodes[i].take().expect("running");
+        node.shutdown().await.expect("graceful shutdown");
+    }
+
+    pub async fn crash(&mut self, i: usize) {
+        let node = self.nodes[i].take().expect("running");
+        node.crash().await;
+    }
+
+    /// Restarts node `i` from its data directory on its original ports.
+    pub async fn restart(&mut self, i: usize) {
+        let node = start_again(&self.configs[i]).await.expect("restart");
+        self.nodes[i] = Some(node);
+    }
+
+    /// Endpoints of the running nodes.
+    pub fn endpoints(&self) -> Vec<String> {
+        (0..self.nodes.len()).filter(|i| self.nodes[*i].is_some()).map(|i| self.endpoint(i)).collect()
+    }
+
+    /// Writes through whichever running node leads; see [`put_via`].
+    pub async fn put(&self, key: &str, value: &str) -> Result<u64, tonic::Status> {
+        put_via(&self.endpoints(), key, value).await
+    }
+
+    /// A linearizable get from the current leader.
+    pub async fn get(&self, key: &str) -> Option<pb::KeyValue> {
+        let l = self.wait_leader(Duration::from_secs(15)).await;
+        let req = pb::GetRequest { key: key.to_string().into(), ..Default::default() };
+        self.kv(l).await.get(req).await.expect("linearizable get").into_inner().kv
+    }
+
+    /// A serializable (local) get from node `i`.
+    pub async fn local_get(&self, i: usize, key: &str) -> Option<pb::KeyValue> {
+        let req = pb::GetRequest { key: key.to_string().into(), serializable: true, ..Default::default() };
+        self.kv(i).await.get(req).await.expect("serializable get").into_inner().kv
+    }
+
+    pub async fn shutdown(mut self) {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].is_some() {
+                self.stop(i).await;
+            }
+        }
+    }
+}
+
+/// Starts a node again from `config`, binding its original addresses.
+pub async fn start_again(config: &Config) -> Result<Node, hypercache_server::node::NodeError> {
+    Node::start(config.clone()).await
+}
+
+/// Writes through whichever of `endpoints` leads, following NOT_LEADER and retrying only errors
+/// that promise the write had no effect (or a failed connect). Returns the revision, or the first
+/// error whose outcome is unknown or final.
+pub async fn put_via(endpoints: &[String], key: &str, value: &str) -> Result<u64, tonic::Status> {
+    let req = pb::PutRequest { key: key.to_string().into(), value: value.to_string().into(), ..Default::default() };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut target = 0usize;
+    loop {
+        let endpoint = &endpoints[target % endpoints.len()];
+        let result = match KvClient::connect(format!("http://{endpoint}")).await {
+            Ok(mut c) => c.put(req.clone()).await.map(|r| r.into_inner().header.map_or(0, |h| h.revision)),
+            Err(e) => Err(tonic::Status::unavailable(format!("connect: {e}"))),
+        };
+        match result {
+            Ok(rev) => return Ok(rev),
+            Err(st) => {
+                let no_effect = info_of(&st)
+                    .is_some_and(|i| i.not_applied && st.code() != tonic::Code::InvalidArgument)
+                    || st.message().starts_with("connect:");
+                if !no_effect || Instant::now() > deadline {
+                    return Err(st);
+                }
+                target += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! openraft's storage conformance suite against our sled log store and state machine.
+
+use hypercache_server::storage::{open_db, Flusher, LogStore, ShardStorage, StateMachine};
+use hypercache_server::types::{NodeId, ShardId, TypeConfig};
+use openraft::testing::{StoreBuilder, Suite};
+use openraft::StorageError;
+use tempfile::TempDir;
+
+struct SledStoreBuilder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for SledStoreBuilder {
+    async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError<NodeId>> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = open_db(dir.path(), 4 * 1024 * 1024).expect("open sled");
+        let (flusher, _task) = Flusher::spawn(db.clone(), None);
+        let s = ShardStorage::open(&db, dir.path(), ShardId(0), flusher).expect("open shard storage");
+        Ok((dir, s.log, s.state_machine))
+    }
+}
+
+#[test]
+fn openraft_storage_suite_passes_on_sled_store() -> Result<(), StorageError<NodeId>> {
+    Suite::test_all(SledStoreBuilder)
+}
