@@ -104,9 +104,9 @@ impl Default for Limits {
 impl Default for RaftSettings {
     fn default() -> Self {
         RaftSettings {
-            heartbeat_interval_ms: 150,
-            election_timeout_min_ms: 1000,
-            election_timeout_max_ms: 2000,
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 600,
+            election_timeout_max_ms: 1200,
             snapshot_after_entries: 20_000,
             logs_kept_after_snapshot: 5_000,
             max_entries_per_append: 64,
