@@ -4,6 +4,7 @@
 //! - [`config`]: the strict node configuration.
 //! - [`storage`]: sled-backed Raft log, state machine, snapshots (the four Raft seams' storage half).
 //! - [`network`]: Raft transport over tonic (outbound client, inbound service, peer pool).
+//! - [`read_index`]: coalesced read-index barriers for linearizable reads.
 //! - [`shard`]: one Raft group's replica and its read/write paths; [`shard::Shards`] routes by id.
 //! - [`service`]: the client-facing `hypercache.v1` gRPC services.
 //! - [`node`]: wiring: storage + Raft + servers + bootstrap + graceful shutdown.
@@ -18,6 +19,7 @@ pub mod error;
 pub mod metrics;
 pub mod network;
 pub mod node;
+pub mod read_index;
 pub mod service;
 pub mod shard;
 pub mod storage;

@@ -19,6 +19,7 @@ use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, Raf
 use openraft::{Raft, RaftMetrics, ServerState};
 
 use crate::error::ServiceError;
+use crate::read_index::ReadIndex;
 use crate::storage::KvReader;
 use crate::types::{Command, CommandResponse, NodeId, NodeInfo, ShardId, Txn, TxnResult, TypeConfig};
 
@@ -29,6 +30,7 @@ pub struct Shard {
     pub reader: KvReader,
     /// Highest log index known committed, maintained by the log store.
     committed: Arc<AtomicU64>,
+    read_index: ReadIndex,
 }
 
 /// Outcome of a replicated transaction.
@@ -45,7 +47,8 @@ impl Shard {
         reader: KvReader,
         committed: Arc<AtomicU64>,
     ) -> Self {
-        Shard { id, node_id, raft, reader, committed }
+        let read_index = ReadIndex::spawn(raft.clone());
+        Shard { id, node_id, raft, reader, committed, read_index }
     }
 
     pub fn metrics(&self) -> RaftMetrics<NodeId, NodeInfo> {
@@ -122,7 +125,7 @@ impl Shard {
     /// Waits until a linearizable read may be served from the local state machine.
     pub async fn read_barrier(&self) -> Result<(), ServiceError> {
         self.check_leader_hint()?;
-        match self.raft.ensure_linearizable().await {
+        match self.read_index.barrier().await {
             Ok(_) => Ok(()),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(self.forward(f)),
             Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {

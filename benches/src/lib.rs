@@ -1,0 +1,17 @@
+//! HyperCache load generators.
+//!
+//! `hcbench` ([`load`]) is a closed-loop generator: `concurrency` tasks share one
+//! [`hypercache_client::Client`] (tonic multiplexes them over one HTTP/2 connection per node),
+//! and each task issues its next operation as soon as the previous one returns. Closed-loop
+//! load measures latency *under the offered concurrency*; it under-reports tail latency compared
+//! with an open-loop (fixed arrival rate) generator, because a slow response also delays the
+//! requests that would have queued behind it (coordinated omission). That is deliberate for now:
+//! it is simple, bounded, and good for comparing builds. Latencies are recorded per operation
+//! type in HDR histograms (microseconds, 3 significant digits); only successful operations are
+//! timed, failures are counted by error kind.
+//!
+//! Every run is bounded: by `--duration` or by `--count`, and every operation by the client's
+//! request deadline.
+
+pub mod load;
+pub mod report;

@@ -1,0 +1,179 @@
+//! Per-operation statistics (HDR histograms and error counts) and the final report.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Highest latency the histograms track (60 s); slower samples saturate to it.
+const MAX_MICROS: u64 = 60_000_000;
+
+/// What one worker (or the merged run) observed for one operation type.
+pub struct OpStats {
+    latency: Histogram<u64>,
+    errors: BTreeMap<&'static str, u64>,
+    /// The first message seen per error kind, to tell an operator what went wrong.
+    samples: BTreeMap<&'static str, String>,
+}
+
+impl OpStats {
+    pub fn new() -> Self {
+        let latency =
+            Histogram::new_with_bounds(1, MAX_MICROS, 3).expect("static bounds 1..60s with 3 digits are valid");
+        OpStats { latency, errors: BTreeMap::new(), samples: BTreeMap::new() }
+    }
+
+    pub fn record_ok(&mut self, elapsed: Duration) {
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX).clamp(1, MAX_MICROS);
+        self.latency.saturating_record(micros);
+    }
+
+    pub fn record_error(&mut self, kind: &'static str, message: impl FnOnce() -> String) {
+        *self.errors.entry(kind).or_default() += 1;
+        self.samples.entry(kind).or_insert_with(message);
+    }
+
+    pub fn merge(&mut self, other: &OpStats) {
+        // Same bounds on both sides, so adding cannot fail.
+        let _ = self.latency.add(&other.latency);
+        for (kind, n) in &other.errors {
+            *self.errors.entry(kind).or_default() += n;
+        }
+        for (kind, message) in &other.samples {
+            self.samples.entry(kind).or_insert_with(|| message.clone());
+        }
+    }
+
+    pub fn summary(&self, elapsed: Duration) -> OpSummary {
+        let ops = self.latency.len();
+        let secs = elapsed.as_secs_f64();
+        let q = |quantile: f64| if ops == 0 { 0 } else { self.latency.value_at_quantile(quantile) };
+        OpSummary {
+            ops,
+            errors: self.errors.values().sum(),
+            errors_by_kind: self.errors.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            error_samples: self.samples.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+            throughput_ops_per_sec: if secs > 0.0 { ops as f64 / secs } else { 0.0 },
+            p50_us: q(0.5),
+            p99_us: q(0.99),
+            p999_us: q(0.999),
+            max_us: if ops == 0 { 0 } else { self.latency.max() },
+        }
+    }
+}
+
+impl Default for OpStats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Successful operations, errors by kind, throughput and latency quantiles of one op type.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct OpSummary {
+    pub ops: u64,
+    pub errors: u64,
+    pub errors_by_kind: BTreeMap<String, u64>,
+    /// One example message per error kind.
+    pub error_samples: BTreeMap<String, String>,
+    pub throughput_ops_per_sec: f64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+}
+
+/// The whole run, as printed (text or `--json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub endpoints: Vec<String>,
+    pub concurrency: usize,
+    pub keys: u64,
+    pub value_size: usize,
+    pub get_ratio: f64,
+    pub serializable: bool,
+    pub elapsed_secs: f64,
+    pub total_ops: u64,
+    pub total_errors: u64,
+    pub throughput_ops_per_sec: f64,
+    pub put: OpSummary,
+    pub get: OpSummary,
+}
+
+impl Report {
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "hcbench: {} workers, {} keys, {}-byte values, get ratio {:.2}{}, {:.2}s against {}",
+            self.concurrency,
+            self.keys,
+            self.value_size,
+            self.get_ratio,
+            if self.serializable { " (serializable)" } else { "" },
+            self.elapsed_secs,
+            self.endpoints.join(",")
+        );
+        let _ = writeln!(
+            s,
+            "total: {} ops, {} errors, {:.1} ops/s",
+            self.total_ops, self.total_errors, self.throughput_ops_per_sec
+        );
+        let _ = writeln!(
+            s,
+            "{:<4} {:>10} {:>8} {:>11} {:>9} {:>9} {:>9} {:>9}",
+            "op", "ops", "errors", "ops/s", "p50(us)", "p99(us)", "p999(us)", "max(us)"
+        );
+        for (name, op) in [("put", &self.put), ("get", &self.get)] {
+            let _ = writeln!(
+                s,
+                "{:<4} {:>10} {:>8} {:>11.1} {:>9} {:>9} {:>9} {:>9}",
+                name, op.ops, op.errors, op.throughput_ops_per_sec, op.p50_us, op.p99_us, op.p999_us, op.max_us
+            );
+        }
+        for (name, op) in [("put", &self.put), ("get", &self.get)] {
+            if !op.errors_by_kind.is_empty() {
+                let kinds: Vec<String> = op.errors_by_kind.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let _ = writeln!(s, "{name} errors: {}", kinds.join(" "));
+                for (kind, message) in &op.error_samples {
+                    let _ = writeln!(s, "  e.g. {kind}: {message}");
+                }
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_errors_and_merge() {
+        let mut a = OpStats::new();
+        for ms in 1..=100u64 {
+            a.record_ok(Duration::from_millis(ms));
+        }
+        let mut b = OpStats::new();
+        b.record_error("unavailable", || "first".into());
+        b.record_error("unavailable", || "second".into());
+        b.record_ok(Duration::from_secs(3600)); // saturates to the 60 s bound
+        a.merge(&b);
+        let s = a.summary(Duration::from_secs(2));
+        assert_eq!(s.ops, 101);
+        assert_eq!(s.errors, 2);
+        assert_eq!(s.errors_by_kind["unavailable"], 2);
+        assert_eq!(s.error_samples["unavailable"], "first");
+        assert!((s.throughput_ops_per_sec - 50.5).abs() < 1e-9);
+        assert!((49_000..=51_100).contains(&s.p50_us), "{}", s.p50_us);
+        assert!(s.max_us >= 59_000_000);
+    }
+
+    #[test]
+    fn empty_stats_report_zeros() {
+        let s = OpStats::new().summary(Duration::ZERO);
+        assert_eq!((s.ops, s.p50_us, s.max_us, s.throughput_ops_per_sec), (0, 0, 0, 0.0));
+    }
+}

@@ -1,0 +1,323 @@
+//! How `hcctl` prints results: raw bytes or aligned text for people, JSON for scripts.
+//!
+//! Keys and values are bytes. In JSON they appear as strings when valid UTF-8 and as
+//! `<field>_hex` otherwise, so a script never receives a lossy conversion.
+
+use std::io::{self, Write};
+
+use serde_json::{json, Map, Value};
+
+use super::{exit, Failure};
+use crate::types::{CasResult, DeleteResult, KeyValue, PutResult};
+use crate::{Error, StatusResponse};
+
+/// Buffered stdout. Write errors are returned (never a panic); `BrokenPipe` becomes a quiet
+/// exit in the caller.
+pub(super) struct Out {
+    inner: io::BufWriter<io::Stdout>,
+}
+
+impl Out {
+    pub(super) fn stdout() -> Self {
+        Out { inner: io::BufWriter::new(io::stdout()) }
+    }
+
+    fn bytes(&mut self, data: &[u8]) -> io::Result<()> {
+        self.inner.write_all(data)
+    }
+
+    fn line(&mut self, text: &str) -> io::Result<()> {
+        self.inner.write_all(text.as_bytes())?;
+        self.inner.write_all(b"\n")
+    }
+
+    fn json(&mut self, value: &Value) -> io::Result<()> {
+        self.line(&value.to_string())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// `error: <message>` on stderr, on one line.
+pub(super) fn error_line(message: &str) {
+    let _ = writeln!(io::stderr(), "error: {}", message.replace('\n', " "));
+}
+
+/// An informational line on stderr.
+pub(super) fn note(message: &str) {
+    let _ = writeln!(io::stderr(), "{message}");
+}
+
+pub(super) fn hex(data: &[u8]) -> String {
+    data.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Inserts `name` as a string if `data` is UTF-8, else `<name>_hex`.
+fn put_bytes(obj: &mut Map<String, Value>, name: &str, data: &[u8]) {
+    match std::str::from_utf8(data) {
+        Ok(s) => obj.insert(name.to_string(), Value::from(s)),
+        Err(_) => obj.insert(format!("{name}_hex"), Value::from(hex(data))),
+    };
+}
+
+pub(super) fn kv_json(kv: &KeyValue, with_value: bool) -> Value {
+    let mut obj = Map::new();
+    put_bytes(&mut obj, "key", &kv.key);
+    if with_value {
+        put_bytes(&mut obj, "value", &kv.value);
+    }
+    obj.insert("create_revision".into(), kv.create_revision.into());
+    obj.insert("mod_revision".into(), kv.mod_revision.into());
+    obj.insert("version".into(), kv.version.into());
+    Value::Object(obj)
+}
+
+pub(super) fn get(out: &mut Out, json: bool, key: &[u8], found: Option<&KeyValue>) -> Result<u8, Failure> {
+    match (found, json) {
+        (Some(kv), false) => out.bytes(&kv.value)?,
+        (Some(kv), true) => {
+            let mut v = kv_json(kv, true);
+            if let Value::Object(obj) = &mut v {
+                obj.insert("found".into(), true.into());
+            }
+            out.json(&v)?;
+        }
+        (None, false) => note("not found"),
+        (None, true) => {
+            let mut obj = Map::new();
+            obj.insert("found".into(), false.into());
+            put_bytes(&mut obj, "key", key);
+            out.json(&Value::Object(obj))?;
+        }
+    }
+    out.flush()?;
+    Ok(if found.is_some() { exit::OK } else { exit::NOT_FOUND })
+}
+
+pub(super) fn put(out: &mut Out, json: bool, result: &PutResult) -> Result<u8, Failure> {
+    if json {
+        let (version, create) = result.kv.as_ref().map_or((0, 0), |kv| (kv.version, kv.create_revision));
+        out.json(&json!({"revision": result.revision, "version": version, "create_revision": create}))?;
+    } else {
+        out.line(&format!("OK revision={}", result.revision))?;
+    }
+    out.flush()?;
+    Ok(exit::OK)
+}
+
+pub(super) fn delete(out: &mut Out, json: bool, result: &DeleteResult) -> Result<u8, Failure> {
+    if json {
+        out.json(&json!({"deleted": result.deleted, "revision": result.revision}))?;
+    } else if result.deleted {
+        out.line(&format!("deleted revision={}", result.revision))?;
+    } else {
+        out.line("not found")?;
+    }
+    out.flush()?;
+    Ok(exit::OK)
+}
+
+pub(super) fn cas(out: &mut Out, json: bool, result: &CasResult) -> Result<u8, Failure> {
+    if json {
+        let kv = result.kv.as_ref().map_or(Value::Null, |kv| kv_json(kv, true));
+        out.json(&json!({"succeeded": result.succeeded, "revision": result.revision, "kv": kv}))?;
+    } else if result.succeeded {
+        out.line(&format!("OK revision={}", result.revision))?;
+    } else {
+        note(&cas_failure_text(result.kv.as_ref()));
+    }
+    out.flush()?;
+    Ok(if result.succeeded { exit::OK } else { exit::CAS_FAILED })
+}
+
+pub(super) fn cas_failure_text(current: Option<&KeyValue>) -> String {
+    match current {
+        None => "comparison failed: the key does not exist".to_string(),
+        Some(kv) => format!(
+            "comparison failed: current mod_revision={} version={} value={}",
+            kv.mod_revision,
+            kv.version,
+            printable(&kv.value)
+        ),
+    }
+}
+
+/// A value for a human-readable message: quoted UTF-8 (escaped), else hex; at most 200 bytes.
+fn printable(data: &[u8]) -> String {
+    const MAX: usize = 200;
+    let (shown, cut) = if data.len() > MAX { (&data[..MAX], "...") } else { (data, "") };
+    match std::str::from_utf8(shown) {
+        Ok(s) => format!("{s:?}{cut}"),
+        Err(_) => format!("0x{}{cut}", hex(shown)),
+    }
+}
+
+pub(super) fn range_lines(out: &mut Out, kvs: &[KeyValue], keys_only: bool) -> io::Result<()> {
+    for kv in kvs {
+        out.bytes(&kv.key)?;
+        if !keys_only {
+            out.bytes(b"\t")?;
+            out.bytes(&kv.value)?;
+        }
+        out.bytes(b"\n")?;
+    }
+    out.flush()
+}
+
+pub(super) fn range_json(
+    out: &mut Out,
+    kvs: &[KeyValue],
+    revision: u64,
+    more: bool,
+    keys_only: bool,
+) -> io::Result<()> {
+    let kvs: Vec<Value> = kvs.iter().map(|kv| kv_json(kv, !keys_only)).collect();
+    out.json(&json!({"kvs": kvs, "revision": revision, "more": more}))?;
+    out.flush()
+}
+
+pub(super) fn status(
+    out: &mut Out,
+    json: bool,
+    rows: &[(String, Result<StatusResponse, Error>)],
+) -> Result<u8, Failure> {
+    if json {
+        let rows: Vec<Value> = rows.iter().map(|(endpoint, r)| status_json(endpoint, r)).collect();
+        out.json(&Value::Array(rows))?;
+    } else {
+        out.bytes(status_table(rows).as_bytes())?;
+    }
+    out.flush()?;
+    let answered = rows.iter().any(|(_, r)| r.is_ok());
+    Ok(if answered { exit::OK } else { exit::UNAVAILABLE })
+}
+
+fn leader_of(s: &StatusResponse) -> String {
+    match (s.leader_id, s.leader_endpoint.as_str()) {
+        (0, _) => "-".to_string(),
+        (id, "") => id.to_string(),
+        (id, ep) => format!("{id}@{ep}"),
+    }
+}
+
+fn status_json(endpoint: &str, result: &Result<StatusResponse, Error>) -> Value {
+    match result {
+        Err(e) => json!({"endpoint": endpoint, "reachable": false, "error": e.to_string()}),
+        Ok(s) => json!({
+            "endpoint": endpoint, "reachable": true, "name": s.name, "node_id": s.node_id,
+            "advertised_endpoint": s.endpoint, "shard_id": s.shard_id, "role": s.role, "term": s.term,
+            "leader_id": s.leader_id, "leader_endpoint": s.leader_endpoint,
+            "commit_index": s.commit_index, "applied_index": s.applied_index,
+            "last_log_index": s.last_log_index, "ready": s.ready,
+            "members": s.members.iter().map(|m| json!({
+                "node_id": m.node_id, "name": m.name, "endpoint": m.endpoint, "voter": m.voter,
+            })).collect::<Vec<_>>(),
+        }),
+    }
+}
+
+/// An aligned table, one row per endpoint; unreachable nodes say so in place of their state.
+pub(super) fn status_table(rows: &[(String, Result<StatusResponse, Error>)]) -> String {
+    const HEADER: [&str; 10] =
+        ["ENDPOINT", "NAME", "ID", "ADVERTISED", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "READY"];
+    let mut cells: Vec<Vec<String>> = vec![HEADER.iter().map(|h| h.to_string()).collect()];
+    for (endpoint, result) in rows {
+        cells.push(match result {
+            Ok(s) => vec![
+                endpoint.clone(),
+                s.name.clone(),
+                s.node_id.to_string(),
+                s.endpoint.clone(),
+                s.role.clone(),
+                s.term.to_string(),
+                leader_of(s),
+                s.commit_index.to_string(),
+                s.applied_index.to_string(),
+                if s.ready { "yes" } else { "no" }.to_string(),
+            ],
+            Err(e) => vec![endpoint.clone(), format!("unreachable: {e}")],
+        });
+    }
+    let mut widths = [0usize; HEADER.len()];
+    // Error rows span the table and do not widen the columns.
+    for row in cells.iter().filter(|r| r.len() == HEADER.len()) {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut text = String::new();
+    for row in &cells {
+        let last = row.len() - 1;
+        for (i, cell) in row.iter().enumerate() {
+            if i == last {
+                text.push_str(cell);
+            } else {
+                text.push_str(&format!("{cell:<width$}  ", width = widths[i].max(cell.chars().count())));
+            }
+        }
+        text.push('\n');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn kv(key: &'static [u8], value: &'static [u8]) -> KeyValue {
+        KeyValue {
+            key: Bytes::from_static(key),
+            value: Bytes::from_static(value),
+            create_revision: 3,
+            mod_revision: 7,
+            version: 2,
+        }
+    }
+
+    #[test]
+    fn json_uses_strings_for_utf8_and_hex_otherwise() {
+        let v = kv_json(&kv(b"k", b"v"), true);
+        assert_eq!(v, json!({"key": "k", "value": "v", "create_revision": 3, "mod_revision": 7, "version": 2}));
+        let v = kv_json(&kv(b"k", &[0, 0xff]), true);
+        assert_eq!(v["value_hex"], "00ff");
+        assert!(v.get("value").is_none());
+        assert!(kv_json(&kv(b"k", b"v"), false).get("value").is_none());
+    }
+
+    #[test]
+    fn cas_failure_shows_the_current_state() {
+        assert!(cas_failure_text(None).contains("does not exist"));
+        let text = cas_failure_text(Some(&kv(b"k", b"old")));
+        assert!(text.contains("mod_revision=7") && text.contains("\"old\""), "{text}");
+    }
+
+    #[test]
+    fn status_table_shows_unreachable_nodes() {
+        let up = StatusResponse {
+            node_id: 1,
+            name: "n1".into(),
+            endpoint: "n1:7001".into(),
+            role: "leader".into(),
+            term: 4,
+            leader_id: 1,
+            leader_endpoint: "n1:7001".into(),
+            commit_index: 10,
+            applied_index: 10,
+            ready: true,
+            ..Default::default()
+        };
+        let rows = vec![
+            ("a:7001".to_string(), Ok(up)),
+            ("b:7002".to_string(), Err(Error::Unavailable { message: "status on b:7002: refused".into() })),
+        ];
+        let table = status_table(&rows);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("ENDPOINT"));
+        assert!(lines[1].contains("1@n1:7001") && lines[1].contains("leader") && lines[1].ends_with("yes"));
+        assert!(lines[2].contains("unreachable: unavailable"), "{}", lines[2]);
+    }
+}

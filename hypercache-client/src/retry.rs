@@ -1,0 +1,259 @@
+//! What to do after a failed attempt: pure decisions, no I/O.
+//!
+//! [`classify`] maps one failed attempt (its gRPC status, whether the operation is a read or a
+//! write, and whether the request can have reached a server) to a [`Decision`]. The rule that
+//! keeps writes exactly-once-or-reported is: **a write is retried only when it provably had no
+//! effect**, i.e. the server said `ErrorInfo.not_applied = true`, or the connection was never
+//! established so the request was never sent. Every other write failure after sending is
+//! [`Decision::OutcomeUnknown`]. Reads have no effect, so any transient failure is retried.
+//!
+//! [`backoff_delay`] is the bounded exponential backoff with "equal jitter": the n-th retry waits
+//! a uniformly random time in `[cap/2, cap]` where `cap = min(base * 2^(n-1), max)`. The lower
+//! half keeps retries from hammering an electing cluster; the jitter spreads many clients apart.
+
+use std::error::Error as StdError;
+use std::time::Duration;
+
+use hypercache_proto::error_info::info_of;
+use tonic::{Code, Status};
+
+use crate::error::Error;
+
+/// Whether an operation changes state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OpKind {
+    Read,
+    Write,
+}
+
+/// Whether a failed request can have reached a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// The connection could not be established: nothing was sent.
+    NotSent,
+    /// The request may have been sent (and processed).
+    MaybeSent,
+}
+
+/// The next step after a failed attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Ask this endpoint (the leader named by the server) right away.
+    Redirect(String),
+    /// Try the next endpoint after a backoff.
+    Retry,
+    /// Give up with this error.
+    Fail(Error),
+    /// A write may have been applied: report it, never retry it.
+    OutcomeUnknown,
+}
+
+/// Tells a connect failure (request never sent) from any later failure, by looking for tonic's
+/// [`tonic::ConnectError`] in the status' source chain. tonic attaches it when the lazy channel
+/// fails to establish its connection (refused, unreachable, DNS failure, connect timeout).
+pub(crate) fn delivery_of(status: &Status) -> Delivery {
+    let mut source: Option<&(dyn StdError + 'static)> = status.source();
+    while let Some(err) = source {
+        if err.is::<tonic::ConnectError>() {
+            return Delivery::NotSent;
+        }
+        source = err.source();
+    }
+    Delivery::MaybeSent
+}
+
+/// Decides what to do after `status` for an operation of `kind`.
+pub(crate) fn classify(status: &Status, kind: OpKind, delivery: Delivery) -> Decision {
+    if delivery == Delivery::NotSent {
+        return Decision::Retry;
+    }
+    let message = status.message().to_string();
+    let Some(info) = info_of(status) else {
+        return classify_foreign(status.code(), message, kind);
+    };
+    // Retrying is safe for reads always, for writes only on the server's promise.
+    let transient = || {
+        if kind == OpKind::Read || info.not_applied {
+            Decision::Retry
+        } else {
+            Decision::OutcomeUnknown
+        }
+    };
+    match info.reason.as_str() {
+        "NOT_LEADER" if !info.leader_endpoint.is_empty() => {
+            if kind == OpKind::Read || info.not_applied {
+                Decision::Redirect(info.leader_endpoint)
+            } else {
+                Decision::OutcomeUnknown
+            }
+        }
+        "NOT_LEADER" | "NO_LEADER" | "SHUTTING_DOWN" => transient(),
+        "OUTCOME_UNKNOWN" => match kind {
+            OpKind::Read => Decision::Retry,
+            OpKind::Write => Decision::OutcomeUnknown,
+        },
+        "EMPTY_KEY" | "KEY_TOO_LONG" | "VALUE_TOO_LARGE" | "INVALID_RANGE" | "INVALID_ARGUMENT" => {
+            Decision::Fail(Error::InvalidArgument { reason: info.reason, message })
+        }
+        "UNKNOWN_SHARD" => Decision::Fail(Error::UnknownShard { message }),
+        "INTERNAL" => Decision::Fail(Error::Internal { message }),
+        // A reason this client does not know yet: go by the gRPC code, which is stable.
+        _ => match status.code() {
+            Code::InvalidArgument | Code::OutOfRange => {
+                Decision::Fail(Error::InvalidArgument { reason: info.reason, message })
+            }
+            Code::Unavailable => transient(),
+            _ => classify_foreign(status.code(), message, kind),
+        },
+    }
+}
+
+/// A status without HyperCache's `ErrorInfo`: produced by the transport, tonic itself, or
+/// something between us and the server.
+fn classify_foreign(code: Code, message: String, kind: OpKind) -> Decision {
+    match code {
+        // Transport trouble: the connection broke, the stream was reset, the deadline ran out.
+        // The request may have been processed.
+        Code::Unavailable
+        | Code::Cancelled
+        | Code::DeadlineExceeded
+        | Code::Unknown
+        | Code::Internal
+        | Code::Aborted
+        | Code::DataLoss => match kind {
+            OpKind::Read => Decision::Retry,
+            OpKind::Write => Decision::OutcomeUnknown,
+        },
+        Code::InvalidArgument | Code::OutOfRange => {
+            Decision::Fail(Error::InvalidArgument { reason: format!("{code:?}"), message })
+        }
+        _ => Decision::Fail(Error::Rpc { code, message }),
+    }
+}
+
+/// Delay before retry number `retry` (1-based); `jitter` in `[0, 1]` picks the point in
+/// `[cap/2, cap]`.
+pub(crate) fn backoff_delay(retry: u32, base: Duration, max: Duration, jitter: f64) -> Duration {
+    let doublings = retry.saturating_sub(1).min(30);
+    let cap = base.saturating_mul(1u32 << doublings).min(max);
+    let jitter = if jitter.is_finite() { jitter.clamp(0.0, 1.0) } else { 1.0 };
+    cap / 2 + (cap / 2).mul_f64(jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hypercache_proto::error_info::status_with_info;
+    use hypercache_proto::v1::ErrorInfo;
+
+    fn st(code: Code, reason: &str, not_applied: bool, leader: &str) -> Status {
+        let info =
+            ErrorInfo { reason: reason.into(), not_applied, leader_endpoint: leader.into(), ..Default::default() };
+        status_with_info(code, format!("{reason} message"), &info)
+    }
+
+    use Decision::*;
+    use Delivery::*;
+    use OpKind::*;
+
+    #[test]
+    fn not_leader_redirects_reads_and_writes() {
+        let s = st(Code::FailedPrecondition, "NOT_LEADER", true, "n2:7001");
+        assert_eq!(classify(&s, Write, MaybeSent), Redirect("n2:7001".into()));
+        assert_eq!(classify(&s, Read, MaybeSent), Redirect("n2:7001".into()));
+        let unknown_leader = st(Code::FailedPrecondition, "NOT_LEADER", true, "");
+        assert_eq!(classify(&unknown_leader, Write, MaybeSent), Retry);
+    }
+
+    #[test]
+    fn writes_retry_only_on_the_servers_promise() {
+        for reason in ["NO_LEADER", "SHUTTING_DOWN"] {
+            assert_eq!(classify(&st(Code::Unavailable, reason, true, ""), Write, MaybeSent), Retry);
+            assert_eq!(classify(&st(Code::Unavailable, reason, false, ""), Write, MaybeSent), OutcomeUnknown);
+            assert_eq!(classify(&st(Code::Unavailable, reason, false, ""), Read, MaybeSent), Retry);
+        }
+        // A NOT_LEADER that does not promise "no effect" is not followed for a write.
+        let s = st(Code::FailedPrecondition, "NOT_LEADER", false, "n2:7001");
+        assert_eq!(classify(&s, Write, MaybeSent), OutcomeUnknown);
+    }
+
+    #[test]
+    fn outcome_unknown_is_never_retried_for_writes() {
+        let s = st(Code::Unavailable, "OUTCOME_UNKNOWN", false, "");
+        assert_eq!(classify(&s, Write, MaybeSent), OutcomeUnknown);
+        assert_eq!(classify(&s, Read, MaybeSent), Retry);
+    }
+
+    #[test]
+    fn transport_failures_after_sending_are_unknown_for_writes() {
+        for code in [Code::Unavailable, Code::Cancelled, Code::DeadlineExceeded, Code::Unknown, Code::Internal] {
+            let s = Status::new(code, "connection reset");
+            assert_eq!(classify(&s, Write, MaybeSent), OutcomeUnknown, "{code:?}");
+            assert_eq!(classify(&s, Read, MaybeSent), Retry, "{code:?}");
+            // Never sent: safe for both.
+            assert_eq!(classify(&s, Write, NotSent), Retry, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn argument_errors_fail_with_the_server_message_intact() {
+        let msg = "key is empty; keys must be 1..=4096 bytes";
+        let info = ErrorInfo { reason: "EMPTY_KEY".into(), not_applied: true, ..Default::default() };
+        let s = status_with_info(Code::InvalidArgument, msg, &info);
+        let expected = Error::InvalidArgument { reason: "EMPTY_KEY".into(), message: msg.into() };
+        assert_eq!(classify(&s, Write, MaybeSent), Fail(expected.clone()));
+        assert_eq!(classify(&s, Read, MaybeSent), Fail(expected));
+        for reason in ["KEY_TOO_LONG", "VALUE_TOO_LARGE", "INVALID_RANGE", "INVALID_ARGUMENT"] {
+            let s = st(Code::InvalidArgument, reason, true, "");
+            assert!(matches!(classify(&s, Read, MaybeSent), Fail(Error::InvalidArgument { .. })), "{reason}");
+        }
+        let s = st(Code::NotFound, "UNKNOWN_SHARD", true, "");
+        assert!(matches!(classify(&s, Read, MaybeSent), Fail(Error::UnknownShard { .. })));
+        let s = st(Code::Internal, "INTERNAL", false, "");
+        assert!(matches!(classify(&s, Read, MaybeSent), Fail(Error::Internal { .. })));
+        assert!(matches!(classify(&s, Write, MaybeSent), Fail(Error::Internal { .. })));
+    }
+
+    #[test]
+    fn foreign_rejections_are_not_retried() {
+        let s = Status::new(Code::Unimplemented, "no such method");
+        assert!(matches!(classify(&s, Write, MaybeSent), Fail(Error::Rpc { code: Code::Unimplemented, .. })));
+        let s = Status::new(Code::OutOfRange, "message too large");
+        assert!(matches!(classify(&s, Read, MaybeSent), Fail(Error::InvalidArgument { .. })));
+    }
+
+    #[test]
+    fn statuses_built_by_hand_were_maybe_sent() {
+        assert_eq!(delivery_of(&Status::unavailable("x")), MaybeSent);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_recognised_as_not_sent() {
+        // Reserve a port, then free it so connecting is refused.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("uri").connect_lazy();
+        let mut kv = hypercache_proto::v1::kv_client::KvClient::new(channel);
+        let status = kv.get(hypercache_proto::v1::GetRequest::default()).await.expect_err("refused");
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(delivery_of(&status), NotSent, "{status:?}");
+        assert_eq!(classify(&status, Write, delivery_of(&status)), Retry);
+    }
+
+    #[test]
+    fn backoff_is_bounded_and_grows() {
+        let (base, max) = (Duration::from_millis(20), Duration::from_secs(1));
+        assert_eq!(backoff_delay(1, base, max, 0.0), Duration::from_millis(10));
+        assert_eq!(backoff_delay(1, base, max, 1.0), Duration::from_millis(20));
+        assert_eq!(backoff_delay(3, base, max, 1.0), Duration::from_millis(80));
+        for retry in [1, 2, 5, 10, 31, 32, 1000, u32::MAX] {
+            for jitter in [0.0, 0.3, 1.0, 7.0, -1.0, f64::NAN] {
+                let d = backoff_delay(retry, base, max, jitter);
+                assert!(d <= max, "{retry} {jitter} {d:?}");
+                assert!(d >= base.min(max) / 4, "{retry} {jitter} {d:?}");
+            }
+        }
+        assert_eq!(backoff_delay(50, base, max, 0.0), max / 2);
+    }
+}

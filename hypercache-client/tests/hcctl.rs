@@ -1,0 +1,87 @@
+//! The `hcctl` binary against fake servers: output, exit codes, and a closed stdout.
+
+mod common;
+
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use common::{closed_port, serve, Behaviour, Fake};
+use tokio::process::Command;
+
+async fn hcctl(endpoints: &[String], args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hcctl"));
+    cmd.arg("--endpoints").arg(endpoints.join(",")).arg("--timeout-ms").arg("2000").args(args);
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn hcctl");
+    let mut input = child.stdin.take().expect("stdin");
+    if let Some(data) = stdin {
+        tokio::io::AsyncWriteExt::write_all(&mut input, data).await.expect("write stdin");
+    }
+    drop(input);
+    tokio::time::timeout(Duration::from_secs(20), child.wait_with_output()).await.expect("hcctl hung").expect("run")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_put_and_their_exit_codes() {
+    let ep = vec![serve(Fake::new(Behaviour::Serve)).await];
+
+    let out = hcctl(&ep, &["get", "present"], None).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(out.stdout, b"value", "raw value, no newline");
+
+    let out = hcctl(&ep, &["get", "absent"], None).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stderr).trim(), "not found");
+
+    let out = hcctl(&ep, &["--json", "get", "absent"], None).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("\"found\":false"), "{}", text(&out.stdout));
+
+    let out = hcctl(&ep, &["put", "k", "-"], Some(b"\x00\xffbinary")).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "OK revision=5\n");
+
+    let out = hcctl(&ep, &["put", "", "v"], None).await;
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(text(&out.stderr), "error: key is empty; keys must be 1..=4096 bytes\n");
+
+    let out = hcctl(&ep, &["cas", "k", "v"], None).await;
+    assert_eq!(out.status.code(), Some(64), "usage error without an expectation");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcome_unknown_and_unreachable_clusters() {
+    let ep = vec![serve(Fake::new(Behaviour::OutcomeUnknown)).await];
+    let out = hcctl(&ep, &["put", "k", "v"], None).await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).starts_with("error: outcome unknown"), "{}", text(&out.stderr));
+
+    let down = vec![closed_port(), closed_port()];
+    let out = hcctl(&down, &["status"], None).await;
+    assert_eq!(out.status.code(), Some(5));
+    assert_eq!(text(&out.stdout).matches("unreachable").count(), 2, "{}", text(&out.stdout));
+
+    let out = hcctl(&down, &["get", "k"], None).await;
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr).lines().count(), 1, "{}", text(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_is_not_a_crash() {
+    let ep = serve(Fake::new(Behaviour::Serve)).await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hcctl"))
+        .args(["--endpoints", &ep, "get", "big"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stdout.take()); // the reader goes away before the 1 MiB value is written
+    let out =
+        tokio::time::timeout(Duration::from_secs(20), child.wait_with_output()).await.expect("hung").expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
+}

@@ -1,0 +1,58 @@
+//! Coalesced read-index barriers.
+//!
+//! openraft 0.9's `ensure_linearizable` confirms leadership by sending a heartbeat to every voter,
+//! per call. Under a read-heavy load that is two RPCs per read. The [`ReadIndex`] task instead runs
+//! one barrier at a time and answers, with it, every read that was queued *before* it started.
+//!
+//! Why that is still linearizable: a read must observe every write that completed before the read
+//! began. A barrier that starts after the read was queued reads the commit index after the read
+//! began, confirms leadership after that, and waits until that index is applied, exactly as if the
+//! read had run its own barrier. Reads that arrive while a barrier is in flight are NOT answered by
+//! it (its read index may predate them); they wait for the next one. So a read waits for at most
+//! two barriers, and the number of barriers per second is bounded by the barrier latency, not by
+//! the number of reads.
+
+use openraft::error::{CheckIsLeaderError, RaftError};
+use openraft::Raft;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::types::{NodeId, NodeInfo, TypeConfig};
+
+pub type BarrierResult = Result<(), RaftError<NodeId, CheckIsLeaderError<NodeId, NodeInfo>>>;
+
+/// Handle to a shard's barrier task; the task ends when the handle is dropped.
+pub struct ReadIndex {
+    tx: mpsc::UnboundedSender<oneshot::Sender<BarrierResult>>,
+}
+
+impl ReadIndex {
+    pub fn spawn(raft: Raft<TypeConfig>) -> ReadIndex {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(raft, rx));
+        ReadIndex { tx }
+    }
+
+    /// Resolves once a barrier that started after this call has completed.
+    pub async fn barrier(&self) -> BarrierResult {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(tx).is_err() {
+            return Err(RaftError::Fatal(openraft::error::Fatal::Stopped));
+        }
+        rx.await.unwrap_or(Err(RaftError::Fatal(openraft::error::Fatal::Stopped)))
+    }
+}
+
+async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::UnboundedReceiver<oneshot::Sender<BarrierResult>>) {
+    let mut waiting = Vec::new();
+    while let Some(first) = rx.recv().await {
+        waiting.push(first);
+        // Everything queued so far arrived before the barrier below starts.
+        while let Ok(more) = rx.try_recv() {
+            waiting.push(more);
+        }
+        let result = raft.ensure_linearizable().await.map(|_| ());
+        for w in waiting.drain(..) {
+            let _ = w.send(result.clone());
+        }
+    }
+}
