@@ -111,9 +111,11 @@ impl Default for ClientConfig {
             endpoints: Vec::new(),
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(1),
-            max_attempts: 8,
-            backoff_base: Duration::from_millis(20),
-            backoff_max: Duration::from_secs(1),
+            // Enough attempts to ride out a leader election (about 1.2-2.4 s with the server's
+            // default timings); the request deadline bounds the total either way.
+            max_attempts: 16,
+            backoff_base: Duration::from_millis(25),
+            backoff_max: Duration::from_millis(500),
             shard_id: 0,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         }

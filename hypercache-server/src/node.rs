@@ -40,7 +40,7 @@ pub enum NodeError {
     #[error("binding {what} on {addr}: {source}")]
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("raft configuration: {0}")]
-    RaftConfig(#[from] openraft::ConfigError),
+    RaftConfig(#[from] Box<openraft::ConfigError>),
     #[error("starting raft for shard {shard}: {detail}")]
     Raft { shard: ShardId, detail: String },
     #[error("metrics: {0}")]
@@ -65,7 +65,7 @@ pub struct Node {
     flusher_task: JoinHandle<()>,
 }
 
-pub fn raft_config(r: &RaftSettings) -> Result<openraft::Config, openraft::ConfigError> {
+pub fn raft_config(r: &RaftSettings) -> Result<openraft::Config, Box<openraft::ConfigError>> {
     openraft::Config {
         cluster_name: "hypercache".to_string(),
         heartbeat_interval: r.heartbeat_interval_ms,
@@ -79,6 +79,7 @@ pub fn raft_config(r: &RaftSettings) -> Result<openraft::Config, openraft::Confi
         ..Default::default()
     }
     .validate()
+    .map_err(Box::new)
 }
 
 impl Node {

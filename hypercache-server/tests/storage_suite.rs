@@ -19,6 +19,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for SledStoreBuil
 }
 
 #[test]
-fn openraft_storage_suite_passes_on_sled_store() -> Result<(), StorageError<NodeId>> {
-    Suite::test_all(SledStoreBuilder)
+fn openraft_storage_suite_passes_on_sled_store() {
+    if let Err(e) = Suite::test_all(SledStoreBuilder) {
+        panic!("openraft storage suite failed: {e}");
+    }
 }

@@ -52,6 +52,9 @@ pub fn decode_payload(payload: &[u8]) -> Result<SnapshotBody, SnapshotError> {
     Ok(unseal(rest)?)
 }
 
+/// A stored snapshot: its metadata and payload.
+pub type Stored = (SnapshotMeta<NodeId, NodeInfo>, Vec<u8>);
+
 /// The snapshot file of one shard.
 #[derive(Clone)]
 pub struct SnapshotFile {
@@ -92,7 +95,7 @@ impl SnapshotFile {
     }
 
     /// Reads and verifies the stored snapshot, if any. Blocking.
-    pub fn load(&self) -> Result<Option<(SnapshotMeta<NodeId, NodeInfo>, Vec<u8>)>, SnapshotError> {
+    pub fn load(&self) -> Result<Option<Stored>, SnapshotError> {
         let bytes = match std::fs::read(&self.path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
