@@ -270,9 +270,16 @@ impl Config {
         2 * (self.limits.max_value_bytes + MAX_KEY_BYTES) + 64 * 1024
     }
 
+    /// Payload bound of one Raft entry. A single compare-and-swap may carry two maximal values
+    /// (expected and new); the proposer cuts batches at this size, and a lone oversized
+    /// transaction is impossible because validation caps keys and values first.
+    pub fn max_entry_bytes(&self) -> usize {
+        (2 * (self.limits.max_value_bytes + MAX_KEY_BYTES) + 64 * 1024).max(1024 * 1024)
+    }
+
     /// Largest peer message: a full AppendEntries batch of maximal entries.
     pub fn max_peer_message_bytes(&self) -> usize {
-        let per_entry = self.limits.max_value_bytes + MAX_KEY_BYTES + 1024;
+        let per_entry = self.max_entry_bytes() + 1024;
         (self.raft.max_entries_per_append as usize * per_entry).max(4 * 1024 * 1024) + 64 * 1024
     }
 }

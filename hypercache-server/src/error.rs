@@ -12,7 +12,7 @@ use tonic::Code;
 
 use crate::types::{NodeId, ShardId};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ServiceError {
     /// A field failed validation; `reason` is the stable code (EMPTY_KEY, KEY_TOO_LONG, ...).
     #[error("{message}")]

@@ -4,6 +4,7 @@
 //! - [`config`]: the strict node configuration.
 //! - [`storage`]: sled-backed Raft log, state machine, snapshots (the four Raft seams' storage half).
 //! - [`network`]: Raft transport over tonic (outbound client, inbound service, peer pool).
+//! - [`proposer`]: batching of concurrent writes into one Raft entry.
 //! - [`read_index`]: coalesced read-index barriers for linearizable reads.
 //! - [`shard`]: one Raft group's replica and its read/write paths; [`shard::Shards`] routes by id.
 //! - [`service`]: the client-facing `hypercache.v1` gRPC services.
@@ -19,6 +20,7 @@ pub mod error;
 pub mod metrics;
 pub mod network;
 pub mod node;
+pub mod proposer;
 pub mod read_index;
 pub mod service;
 pub mod shard;

@@ -123,7 +123,7 @@ impl Node {
         let raft = Raft::new(config.node_id, raft_config, network, log, state_machine)
             .await
             .map_err(|e| NodeError::Raft { shard: shard_id, detail: e.to_string() })?;
-        let shard = Arc::new(Shard::new(shard_id, config.node_id, raft, reader, committed));
+        let shard = Arc::new(Shard::new(shard_id, config.node_id, raft, reader, committed, config.max_entry_bytes()));
         let shards = Arc::new(Shards::new(vec![shard.clone()]));
 
         let me = NodeInfo { name: config.name.clone(), addr: config.advertise_addr.clone() };

@@ -1,7 +1,8 @@
 //! A shard replica on this node: its openraft `Raft`, a reader over its state machine, and the
 //! write and read paths with their error mapping.
 //!
-//! Write path: `client_write` on the leader. Openraft answers `ForwardToLeader` only when the
+//! Write path: the [`Proposer`] packs concurrent transactions into one entry and calls
+//! `client_write` on the leader. Openraft answers `ForwardToLeader` only when the
 //! entry was never appended here or was truncated away (a conflicting entry is by Raft's log
 //! matching never committed), so that error is a promise of "no effect" and maps to
 //! [`ServiceError::NotLeader`]. If the Raft stops while the entry is in flight the outcome is
@@ -19,9 +20,10 @@ use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, Raf
 use openraft::{Raft, RaftMetrics, ServerState};
 
 use crate::error::ServiceError;
+use crate::proposer::{ProposeError, Proposer};
 use crate::read_index::ReadIndex;
 use crate::storage::KvReader;
-use crate::types::{Command, CommandResponse, NodeId, NodeInfo, ShardId, Txn, TxnResult, TypeConfig};
+use crate::types::{Applied, NodeId, NodeInfo, ShardId, Txn, TypeConfig};
 
 pub struct Shard {
     pub id: ShardId,
@@ -31,12 +33,7 @@ pub struct Shard {
     /// Highest log index known committed, maintained by the log store.
     committed: Arc<AtomicU64>,
     read_index: ReadIndex,
-}
-
-/// Outcome of a replicated transaction.
-pub struct Applied {
-    pub revision: u64,
-    pub result: TxnResult,
+    proposer: Proposer,
 }
 
 impl Shard {
@@ -46,9 +43,11 @@ impl Shard {
         raft: Raft<TypeConfig>,
         reader: KvReader,
         committed: Arc<AtomicU64>,
+        max_batch_bytes: usize,
     ) -> Self {
         let read_index = ReadIndex::spawn(raft.clone());
-        Shard { id, node_id, raft, reader, committed, read_index }
+        let proposer = Proposer::spawn(raft.clone(), max_batch_bytes);
+        Shard { id, node_id, raft, reader, committed, read_index, proposer }
     }
 
     pub fn metrics(&self) -> RaftMetrics<NodeId, NodeInfo> {
@@ -100,26 +99,22 @@ impl Shard {
         }
     }
 
-    /// Replicates `txn` and returns its result once applied on this (leader) node.
+    /// Replicates `txn` (batched with concurrent writes) and returns its result once applied on
+    /// this (leader) node.
     pub async fn write(&self, txn: Txn) -> Result<Applied, ServiceError> {
         self.check_leader_hint()?;
-        match self.raft.client_write(Command::Txn(txn)).await {
-            Ok(resp) => match resp.data {
-                CommandResponse::Txn { revision, result } => Ok(Applied { revision, result }),
-                CommandResponse::None => Err(ServiceError::Internal {
-                    shard: self.id,
-                    detail: format!("entry {} applied without a transaction result", resp.log_id.index),
-                }),
-            },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(self.forward(f)),
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                Err(ServiceError::Internal { shard: self.id, detail: e.to_string() })
+        self.proposer.propose(txn).await.map_err(|e| match e {
+            ProposeError::Raft(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => self.forward(f),
+            ProposeError::Raft(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                ServiceError::Internal { shard: self.id, detail: e.to_string() }
             }
-            Err(RaftError::Fatal(e)) => Err(ServiceError::OutcomeUnknown {
+            ProposeError::Raft(RaftError::Fatal(e)) => ServiceError::OutcomeUnknown {
                 shard: self.id,
                 detail: format!("raft stopped while the write was in flight: {e}"),
-            }),
-        }
+            },
+            ProposeError::Stopped => ServiceError::ShuttingDown { node: self.node_id },
+            ProposeError::Mismatch(detail) => ServiceError::Internal { shard: self.id, detail },
+        })
     }
 
     /// Waits until a linearizable read may be served from the local state machine.

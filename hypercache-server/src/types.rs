@@ -1,12 +1,16 @@
 //! Domain types shared by storage, replication and services.
 //!
-//! The replicated state machine speaks one command, [`Command::Txn`]: a list of guards
-//! ([`Compare`]) followed by the ops to run when they all hold (`success`) or when any fails
-//! (`failure`). Put, Delete and CompareAndSwap are all expressed as transactions, so there is one
-//! apply path to get right and later primitives (leases, fencing) extend it rather than fork it.
+//! The replicated state machine speaks one command, [`Command::Batch`]: transactions, each a list
+//! of guards ([`Compare`]) followed by the ops to run when they all hold (`success`) or when any
+//! fails (`failure`). Put, Delete and CompareAndSwap are all expressed as transactions, so there is
+//! one apply path to get right and later primitives (leases, fencing) extend it rather than fork it.
+//! A log entry carries a batch because openraft's cost is per entry: the leader packs concurrent
+//! proposals into one entry (see `proposer.rs`).
 //!
-//! Revisions are the shard's Raft log indexes: every op of one transaction is applied at the
-//! index of the entry that carries it.
+//! Revisions are a per-shard counter kept by the state machine: every transaction that changes
+//! something takes the next revision, in log order, so revisions strictly increase and are the
+//! same on every replica. A transaction that changes nothing (a failed compare-and-swap, deleting a
+//! missing key) takes none and reports the current one.
 
 use std::fmt;
 use std::io::Cursor;
@@ -73,7 +77,8 @@ pub struct KeyValue {
 /// A replicated command: the payload of a normal Raft log entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    Txn(Txn),
+    /// Independent transactions applied in order, each atomically.
+    Batch(Vec<Txn>),
 }
 
 /// Guards, then ops; applied atomically at one revision.
@@ -133,14 +138,19 @@ pub struct TxnResult {
     pub results: Vec<OpResult>,
 }
 
+/// One transaction's outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// The revision the transaction wrote at, or the current revision if it changed nothing.
+    pub revision: u64,
+    pub result: TxnResult,
+}
+
 /// What applying one log entry produced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandResponse {
     /// Blank and membership entries produce nothing.
     None,
-    Txn {
-        /// The revision (log index) the entry was applied at.
-        revision: u64,
-        result: TxnResult,
-    },
+    /// One result per transaction of a [`Command::Batch`], in order.
+    Batch(Vec<Applied>),
 }

@@ -15,8 +15,8 @@ use tonic::{Request, Response, Status};
 use super::validate::{Validator, RANGE_PAGE_BYTES};
 use crate::error::ServiceError;
 use crate::metrics::Metrics;
-use crate::shard::{Applied, Shard, Shards};
-use crate::types::{Compare, CompareTarget, Op, OpResult, Txn};
+use crate::shard::{Shard, Shards};
+use crate::types::{Applied, Compare, CompareTarget, Op, OpResult, Txn};
 
 pub struct KvService {
     shards: Arc<Shards>,
@@ -66,7 +66,7 @@ impl KvService {
         let shard = self.shards.lookup(req.shard_id)?;
         self.validator.key("key", &req.key)?;
         Self::read_barrier(shard, req.serializable).await?;
-        let revision = shard.reader.applied_index();
+        let revision = shard.reader.revision();
         let kv = shard.reader.get(&req.key).map_err(|e| Self::read_error(shard, e))?;
         Ok(pb::GetResponse { header: Self::header(shard, revision), kv: kv.map(Into::into) })
     }
@@ -146,7 +146,7 @@ impl KvService {
         let range = self.validator.range(&req.prefix, &req.start, &req.end, &req.continuation)?;
         let limit = self.validator.limit(req.limit)?;
         Self::read_barrier(shard, req.serializable).await?;
-        let revision = shard.reader.applied_index();
+        let revision = shard.reader.revision();
         let page = shard
             .reader
             .range(&range.start, range.end.as_deref(), limit, req.keys_only, RANGE_PAGE_BYTES)

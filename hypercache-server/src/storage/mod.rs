@@ -23,12 +23,11 @@ mod state_machine;
 mod txn;
 
 use std::path::Path;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 pub use flusher::{FlushObserver, Flusher};
 pub use log_store::LogStore;
-pub use reader::{KvReader, RangePage, ReadError};
+pub use reader::{KvReader, Progress, RangePage, ReadError};
 pub use state_machine::StateMachine;
 
 use crate::types::ShardId;
@@ -72,10 +71,10 @@ impl ShardStorage {
             what: format!("snapshot {}", snapshot_file.path().display()),
             detail: e.to_string(),
         })?;
-        let applied = Arc::new(AtomicU64::new(0));
-        let state_machine = StateMachine::new(shard, tree.clone(), snapshot_file, flusher, applied.clone())
+        let progress = Arc::new(Progress::default());
+        let state_machine = StateMachine::new(shard, tree.clone(), snapshot_file, flusher, progress.clone())
             .map_err(|e| OpenError::Corrupt { shard, what: "state machine".into(), detail: e.to_string() })?;
-        let reader = KvReader::new(shard, tree, applied);
+        let reader = KvReader::new(shard, tree, progress);
         Ok(ShardStorage { log, state_machine, reader })
     }
 }

@@ -27,21 +27,36 @@ pub struct RangePage {
     pub next: Option<Bytes>,
 }
 
+/// How far the state machine has got: written by the state machine after each apply batch,
+/// read by request handlers.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Highest log index applied.
+    pub applied: AtomicU64,
+    /// The shard's current revision (see `types.rs`).
+    pub revision: AtomicU64,
+}
+
 #[derive(Clone)]
 pub struct KvReader {
     shard: ShardId,
     tree: sled::Tree,
-    applied: Arc<AtomicU64>,
+    progress: Arc<Progress>,
 }
 
 impl KvReader {
-    pub(super) fn new(shard: ShardId, tree: sled::Tree, applied: Arc<AtomicU64>) -> Self {
-        KvReader { shard, tree, applied }
+    pub(super) fn new(shard: ShardId, tree: sled::Tree, progress: Arc<Progress>) -> Self {
+        KvReader { shard, tree, progress }
     }
 
     /// The highest log index applied to the state machine.
     pub fn applied_index(&self) -> u64 {
-        self.applied.load(Ordering::Acquire)
+        self.progress.applied.load(Ordering::Acquire)
+    }
+
+    /// The shard's current revision as applied on this node.
+    pub fn revision(&self) -> u64 {
+        self.progress.revision.load(Ordering::Acquire)
     }
 
     fn err(&self, detail: impl ToString) -> ReadError {

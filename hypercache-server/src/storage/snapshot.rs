@@ -25,6 +25,8 @@ const MAGIC: &[u8; 8] = b"HCSNAP01";
 pub struct SnapshotBody {
     pub last_applied: Option<LogId<NodeId>>,
     pub membership: StoredMembership<NodeId, NodeInfo>,
+    /// The shard's revision counter.
+    pub revision: u64,
     /// Data rows as stored: (key, sealed StoredValue).
     pub rows: Vec<(Vec<u8>, Vec<u8>)>,
 }
@@ -117,6 +119,7 @@ mod tests {
         let body = SnapshotBody {
             last_applied: None,
             membership: StoredMembership::default(),
+            revision: 7,
             rows: vec![(b"k".to_vec(), b"v".to_vec())],
         };
         let mut p = encode_payload(&body).unwrap();

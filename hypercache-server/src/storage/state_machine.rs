@@ -1,9 +1,9 @@
 //! The replicated state machine of one shard, in the sled tree `shard-<id>/sm`.
 //!
-//! Rows live under `d<key>`, the applied log id and membership under `m<name>`, all in ONE tree
-//! so that each `apply` call (data rows plus the new applied index) is one atomic sled batch: after
-//! a crash the rows and the applied index always agree, and openraft re-applies whatever came
-//! after from the log. The state machine is not flushed per apply; the log is the durable record,
+//! Rows live under `d<key>`; the applied log id, the revision counter and the membership under
+//! `m<name>`, all in ONE tree so that each `apply` call (rows, revision and applied index) is one
+//! atomic sled batch: after a crash they always agree, and openraft re-applies whatever came after
+//! from the log. The state machine is not flushed per apply; the log is the durable record,
 //! and the log store flushes the whole `Db` (this tree included) before it purges entries.
 //!
 //! Snapshots copy the rows on a blocking thread while the state-machine worker waits (sled has no
@@ -11,7 +11,7 @@
 //! serialize and write the file off the apply path.
 
 use std::io::Cursor;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use openraft::storage::RaftStateMachine;
@@ -23,11 +23,13 @@ use openraft::{
 use super::flusher::Flusher;
 use super::record::{seal, unseal};
 use super::snapshot::{decode_payload, encode_payload, SnapshotBody, SnapshotFile};
-use super::txn::{execute, StoredValue, View};
-use crate::types::{Command, CommandResponse, NodeId, NodeInfo, ShardId, TypeConfig};
+use super::reader::Progress;
+use super::txn::{changed, execute, StoredValue, View};
+use crate::types::{Applied, Command, CommandResponse, NodeId, NodeInfo, ShardId, TypeConfig};
 
 pub(super) const DATA: u8 = b'd';
 const APPLIED: &[u8] = b"mapplied";
+const REVISION: &[u8] = b"mrevision";
 const MEMBERSHIP: &[u8] = b"mmembership";
 
 pub(super) fn data_key(key: &[u8]) -> Vec<u8> {
@@ -46,8 +48,8 @@ pub struct StateMachine {
     tree: sled::Tree,
     snapshot_file: SnapshotFile,
     flusher: Flusher,
-    /// Applied index, shared with readers (response headers, readiness).
-    applied: Arc<AtomicU64>,
+    /// Applied index and revision, shared with readers (response headers, readiness).
+    progress: Arc<Progress>,
 }
 
 impl StateMachine {
@@ -56,11 +58,12 @@ impl StateMachine {
         tree: sled::Tree,
         snapshot_file: SnapshotFile,
         flusher: Flusher,
-        applied: Arc<AtomicU64>,
+        progress: Arc<Progress>,
     ) -> Result<Self, StorageError<NodeId>> {
-        let sm = StateMachine { shard, tree, snapshot_file, flusher, applied };
+        let sm = StateMachine { shard, tree, snapshot_file, flusher, progress };
         let (last, _) = sm.read_applied()?;
-        sm.applied.store(last.map_or(0, |l| l.index), Ordering::Release);
+        sm.progress.applied.store(last.map_or(0, |l| l.index), Ordering::Release);
+        sm.progress.revision.store(sm.read_revision()?, Ordering::Release);
         Ok(sm)
     }
 
@@ -76,6 +79,10 @@ impl StateMachine {
                 .into()
             }),
         }
+    }
+
+    fn read_revision(&self) -> Result<u64, StorageError<NodeId>> {
+        Ok(self.read_meta(REVISION)?.unwrap_or(0))
     }
 
     #[allow(clippy::type_complexity)]
@@ -116,15 +123,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut responses = Vec::new();
         let mut last: Option<LogId<NodeId>> = None;
         let mut membership = None;
+        let mut revision = self.progress.revision.load(Ordering::Acquire);
         for entry in entries {
             last = Some(entry.log_id);
             responses.push(match &entry.payload {
                 EntryPayload::Blank => CommandResponse::None,
-                EntryPayload::Normal(Command::Txn(txn)) => {
-                    let revision = entry.log_id.index;
-                    let result =
-                        execute(&mut view, revision, txn).map_err(|e| StorageIOError::apply(entry.log_id, any(e)))?;
-                    CommandResponse::Txn { revision, result }
+                EntryPayload::Normal(Command::Batch(txns)) => {
+                    let mut applied = Vec::with_capacity(txns.len());
+                    for txn in txns {
+                        let result = execute(&mut view, revision + 1, txn)
+                            .map_err(|e| StorageIOError::apply(entry.log_id, any(e)))?;
+                        if changed(&result) {
+                            revision += 1;
+                        }
+                        applied.push(Applied { revision, result });
+                    }
+                    CommandResponse::Batch(applied)
                 }
                 EntryPayload::Membership(m) => {
                     membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
@@ -141,20 +155,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
         }
         batch.insert(APPLIED, seal(&Some(last)).map_err(|e| StorageIOError::apply(last, any(e)))?);
+        batch.insert(REVISION, seal(&revision).map_err(|e| StorageIOError::apply(last, any(e)))?);
         if let Some(m) = membership {
             batch.insert(MEMBERSHIP, seal(&m).map_err(|e| StorageIOError::apply(last, any(e)))?);
         }
         self.tree.apply_batch(batch).map_err(|e| StorageIOError::apply(last, any(e)))?;
-        self.applied.store(last.index, Ordering::Release);
+        self.progress.revision.store(revision, Ordering::Release);
+        self.progress.applied.store(last.index, Ordering::Release);
         Ok(responses)
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
         // Capture the rows now: the state-machine worker applies nothing until this returns, so
         // rows and applied index agree. Building the file happens later, off the apply path.
-        let captured = match self.read_applied() {
+        let captured = match self.read_applied().and_then(|a| Ok((a, self.read_revision()?))) {
             Err(e) => Err(e),
-            Ok((last_applied, membership)) => {
+            Ok(((last_applied, membership), revision)) => {
                 let tree = self.tree.clone();
                 tokio::task::spawn_blocking(move || -> Result<SnapshotBody, StorageError<NodeId>> {
                     let mut rows = Vec::new();
@@ -162,7 +178,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         let (k, v) = item.map_err(|e| StorageIOError::read_state_machine(any(e)))?;
                         rows.push((k.to_vec(), v.to_vec()));
                     }
-                    Ok(SnapshotBody { last_applied, membership, rows })
+                    Ok(SnapshotBody { last_applied, membership, revision, rows })
                 })
                 .await
                 .map_err(|e| StorageIOError::read_state_machine(any(e)).into())
@@ -187,6 +203,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             StorageIOError::read_snapshot(sig.clone(), any(format!("shard {}: refusing snapshot: {e}", self.shard)))
         })?;
         tracing::info!(shard = %self.shard, snapshot = %meta.snapshot_id, rows = body.rows.len(), "installing snapshot");
+        let revision = body.revision;
         let (tree, file, meta2) = (self.tree.clone(), self.snapshot_file.clone(), meta.clone());
         let sig2 = sig.clone();
         let result = tokio::task::spawn_blocking(move || -> Result<(), StorageError<NodeId>> {
@@ -200,6 +217,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let seal_err = |e| StorageIOError::write_snapshot(sig2.clone(), any(e));
             batch.insert(APPLIED, seal(&meta2.last_log_id).map_err(seal_err)?);
             batch.insert(MEMBERSHIP, seal(&meta2.last_membership).map_err(seal_err)?);
+            batch.insert(REVISION, seal(&body.revision).map_err(seal_err)?);
             tree.apply_batch(batch).map_err(|e| StorageIOError::write_state_machine(any(e)))?;
             file.save(&meta2, &payload).map_err(|e| StorageIOError::write_snapshot(sig2.clone(), any(e)))?;
             Ok(())
@@ -207,7 +225,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .await;
         result.map_err(|e| StorageIOError::write_snapshot(sig.clone(), any(e)))??;
         self.flusher.flush().await.map_err(|e| StorageIOError::write_snapshot(sig, any(e)))?;
-        self.applied.store(meta.last_log_id.map_or(0, |l| l.index), Ordering::Release);
+        self.progress.revision.store(revision, Ordering::Release);
+        self.progress.applied.store(meta.last_log_id.map_or(0, |l| l.index), Ordering::Release);
         Ok(())
     }
 

@@ -67,6 +67,11 @@ fn holds(row: Option<&StoredValue>, target: &CompareTarget) -> bool {
     }
 }
 
+/// True if the ops that ran changed any row (such a transaction consumes a revision).
+pub fn changed(result: &TxnResult) -> bool {
+    result.results.iter().any(|r| matches!(r, OpResult::Put { .. } | OpResult::Delete { deleted: true, .. }))
+}
+
 /// Runs `txn` at `revision`: all compares, then the matching branch's ops in order.
 pub fn execute<F, E>(view: &mut View<F>, revision: u64, txn: &Txn) -> Result<TxnResult, E>
 where

@@ -1,0 +1,148 @@
+//! Batching of concurrent write proposals into one Raft entry.
+//!
+//! openraft's cost is per log entry: on the leader every entry is one trip through the Raft core,
+//! one append, one replication wake-up and one apply. Measured here, that caps a shard at about
+//! 4,200 single-transaction entries per second on two cores, whatever the disk does. So the
+//! [`Proposer`] packs the transactions waiting at a given moment into one
+//! [`Command::Batch`] entry.
+//!
+//! Up to [`MAX_IN_FLIGHT`] batches are in flight at once. A lone write is proposed immediately (no
+//! added latency when idle); under load, writes queue while the in-flight batches replicate and
+//! leave together in the next one, so batch size adapts to load. A batch is also cut at
+//! `max_batch_bytes` of payload so one entry never outgrows the peer message limit.
+//!
+//! Each transaction still gets its own revision and result, applied in batch order, atomically on
+//! its own; a failed compare in one does not affect another. Every waiter of a batch sees the same
+//! error if the entry fails (e.g. NOT_LEADER: none of them had any effect).
+
+use std::sync::Arc;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::Raft;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::types::{Applied, Command, CommandResponse, NodeId, NodeInfo, Txn, TypeConfig};
+
+/// Batches allowed in flight at once.
+pub const MAX_IN_FLIGHT: usize = 4;
+/// Transactions in one batch at most.
+pub const MAX_BATCH_TXNS: usize = 1024;
+
+#[derive(Debug, Clone)]
+pub enum ProposeError {
+    Raft(RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>),
+    /// The entry applied but its response did not match the batch (a bug).
+    Mismatch(String),
+    /// The proposer task is gone: the node is shutting down.
+    Stopped,
+}
+
+type Reply = oneshot::Sender<Result<Applied, ProposeError>>;
+
+struct Proposal {
+    txn: Txn,
+    bytes: usize,
+    reply: Reply,
+}
+
+/// Handle to a shard's proposer task; the task ends when the handle is dropped.
+pub struct Proposer {
+    tx: mpsc::UnboundedSender<Proposal>,
+}
+
+impl Proposer {
+    pub fn spawn(raft: Raft<TypeConfig>, max_batch_bytes: usize) -> Proposer {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(raft, rx, max_batch_bytes));
+        Proposer { tx }
+    }
+
+    /// Replicates `txn` (in some batch) and returns its result once applied on this node.
+    pub async fn propose(&self, txn: Txn) -> Result<Applied, ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        let bytes = txn_bytes(&txn);
+        self.tx.send(Proposal { txn, bytes, reply }).map_err(|_| ProposeError::Stopped)?;
+        rx.await.unwrap_or(Err(ProposeError::Stopped))
+    }
+}
+
+/// Approximate encoded size of a transaction (keys and values dominate).
+pub fn txn_bytes(txn: &Txn) -> usize {
+    use crate::types::{CompareTarget, Op};
+    let compares: usize = txn
+        .compares
+        .iter()
+        .map(|c| c.key.len() + 16 + if let CompareTarget::Value(v) = &c.target { v.len() } else { 0 })
+        .sum();
+    let ops: usize = txn
+        .success
+        .iter()
+        .chain(&txn.failure)
+        .map(|op| match op {
+            Op::Get { key } | Op::Delete { key, .. } => key.len() + 8,
+            Op::Put { key, value, .. } => key.len() + value.len() + 8,
+        })
+        .sum();
+    compares + ops + 16
+}
+
+async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::UnboundedReceiver<Proposal>, max_batch_bytes: usize) {
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let mut carry: Option<Proposal> = None;
+    loop {
+        let first = match carry.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        // Wait for a slot first: writes that arrive meanwhile join this batch.
+        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        let mut bytes = first.bytes;
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH_TXNS {
+            match rx.try_recv() {
+                Ok(p) if bytes + p.bytes > max_batch_bytes => {
+                    carry = Some(p);
+                    break;
+                }
+                Ok(p) => {
+                    bytes += p.bytes;
+                    batch.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let (txns, replies): (Vec<Txn>, Vec<Reply>) = batch.into_iter().map(|p| (p.txn, p.reply)).unzip();
+            let n = txns.len();
+            let outcome = raft.client_write(Command::Batch(txns)).await;
+            drop(permit);
+            match outcome {
+                Ok(resp) => match resp.data {
+                    CommandResponse::Batch(results) if results.len() == n => {
+                        for (reply, applied) in replies.into_iter().zip(results) {
+                            let _ = reply.send(Ok(applied));
+                        }
+                    }
+                    other => {
+                        let e = ProposeError::Mismatch(format!(
+                            "entry {} answered {other:?} for a batch of {n}",
+                            resp.log_id.index
+                        ));
+                        for reply in replies {
+                            let _ = reply.send(Err(e.clone()));
+                        }
+                    }
+                },
+                Err(e) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(ProposeError::Raft(e.clone())));
+                    }
+                }
+            }
+        });
+    }
+}
