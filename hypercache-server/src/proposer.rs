@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use crate::types::{Applied, Command, CommandResponse, NodeId, NodeInfo, Txn, TypeConfig};
 
 /// Batches allowed in flight at once.
-pub const MAX_IN_FLIGHT: usize = 4;
+pub const MAX_IN_FLIGHT: usize = 2;
 /// Transactions in one batch at most.
 pub const MAX_BATCH_TXNS: usize = 1024;
 
