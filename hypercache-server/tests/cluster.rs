@@ -271,7 +271,8 @@ async fn batched_concurrent_writes_stay_atomic_and_get_distinct_revisions() {
     for i in 0..128 {
         let mut kv = kv.clone();
         tasks.push(tokio::spawn(async move {
-            let req = pb::PutRequest { key: format!("p/{i}").into(), value: format!("v{i}").into(), ..Default::default() };
+            let req =
+                pb::PutRequest { key: format!("p/{i}").into(), value: format!("v{i}").into(), ..Default::default() };
             kv.put(req).await.expect("put").into_inner().header.unwrap().revision
         }));
     }

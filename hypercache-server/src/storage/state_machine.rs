@@ -21,9 +21,9 @@ use openraft::{
 };
 
 use super::flusher::Flusher;
+use super::reader::Progress;
 use super::record::{seal, unseal};
 use super::snapshot::{decode_payload, encode_payload, SnapshotBody, SnapshotFile};
-use super::reader::Progress;
 use super::txn::{changed, execute, StoredValue, View};
 use crate::types::{Applied, Command, CommandResponse, NodeId, NodeInfo, ShardId, TypeConfig};
 
