@@ -54,6 +54,11 @@ impl Shard {
         self.raft.metrics().borrow().clone()
     }
 
+    /// The current Raft term, read without cloning the metrics (this is on every response).
+    pub fn current_term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
+    }
+
     pub fn committed_index(&self) -> u64 {
         self.committed.load(Ordering::Acquire)
     }

@@ -46,7 +46,7 @@ impl KvService {
             shard_id: shard.id.0,
             revision,
             node_id: shard.node_id,
-            raft_term: shard.metrics().current_term,
+            raft_term: shard.current_term(),
         })
     }
 
