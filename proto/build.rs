@@ -2,7 +2,11 @@
 //! machine needs no system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/hypercache/v1/hypercache.proto", "proto/hypercache/raft/v1/raft.proto"];
+    let files = [
+        "proto/hypercache/v1/hypercache.proto",
+        "proto/hypercache/v1/game.proto",
+        "proto/hypercache/raft/v1/raft.proto",
+    ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");
     }

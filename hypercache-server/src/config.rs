@@ -43,6 +43,7 @@ pub struct Config {
     pub limits: Limits,
     pub raft: RaftSettings,
     pub storage: StorageSettings,
+    pub watch: WatchSettings,
     /// How long a graceful shutdown may take before in-flight work is abandoned.
     pub shutdown_grace_ms: u64,
 }
@@ -76,6 +77,21 @@ pub struct StorageSettings {
     pub cache_capacity_mb: u64,
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchSettings {
+    /// Events kept per shard for watches to resume from (the oldest are evicted first).
+    pub history_events: usize,
+    /// Memory the event history may hold per shard, in MiB (keys, values and previous values).
+    pub history_mb: usize,
+}
+
+impl Default for WatchSettings {
+    fn default() -> Self {
+        WatchSettings { history_events: 100_000, history_mb: 64 }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -90,6 +106,7 @@ impl Default for Config {
             limits: Limits::default(),
             raft: RaftSettings::default(),
             storage: StorageSettings::default(),
+            watch: WatchSettings::default(),
             shutdown_grace_ms: 10_000,
         }
     }
@@ -228,6 +245,12 @@ impl Config {
         }
         if r.install_snapshot_timeout_ms < 1000 {
             return Err(invalid("raft.install_snapshot_timeout_ms", "must be >= 1000"));
+        }
+        if self.watch.history_events == 0 || self.watch.history_events > 10_000_000 {
+            return Err(invalid("watch.history_events", "must be 1..=10000000"));
+        }
+        if self.watch.history_mb == 0 || self.watch.history_mb > 16 * 1024 {
+            return Err(invalid("watch.history_mb", "must be 1..=16384"));
         }
         if self.storage.cache_capacity_mb == 0 {
             return Err(invalid("storage.cache_capacity_mb", "must be >= 1"));

@@ -10,6 +10,7 @@ use hypercache_proto::error_info::status_with_info;
 use hypercache_proto::v1::ErrorInfo;
 use tonic::Code;
 
+use crate::machine::Rejection;
 use crate::types::{NodeId, ShardId};
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -32,6 +33,21 @@ pub enum ServiceError {
     OutcomeUnknown { shard: ShardId, detail: String },
     #[error("internal error on shard {shard}: {detail}")]
     Internal { shard: ShardId, detail: String },
+    /// The state machine refused the request; nothing changed.
+    #[error("{rejection}")]
+    Rejected { shard: ShardId, revision: u64, rejection: Rejection },
+    /// A watch asked for revisions this node no longer holds.
+    #[error(
+        "shard {shard}: revision {requested} is compacted on this node; the oldest available revision is {oldest}"
+    )]
+    Compacted { shard: ShardId, requested: u64, oldest: u64 },
+    /// The watcher fell too far behind and was cut off; it can resume from `resume`.
+    #[error("shard {shard}: watcher fell too far behind and was cut off; resume from revision {resume}")]
+    WatcherTooSlow { shard: ShardId, resume: u64 },
+    /// This replica installed a snapshot, so its event history restarted; resume (on any node)
+    /// from `resume`.
+    #[error("shard {shard}: this node's watch history was reset by a snapshot; resume from revision {resume}")]
+    WatchReset { shard: ShardId, resume: u64 },
 }
 
 fn leader_hint(id: &Option<NodeId>, endpoint: &Option<String>) -> String {
@@ -57,6 +73,10 @@ impl ServiceError {
             ServiceError::ShuttingDown { .. } => "SHUTTING_DOWN",
             ServiceError::OutcomeUnknown { .. } => "OUTCOME_UNKNOWN",
             ServiceError::Internal { .. } => "INTERNAL",
+            ServiceError::Rejected { rejection, .. } => rejection_reason(rejection),
+            ServiceError::Compacted { .. } => "COMPACTED",
+            ServiceError::WatcherTooSlow { .. } => "WATCHER_TOO_SLOW",
+            ServiceError::WatchReset { .. } => "WATCH_RESET",
         }
     }
 
@@ -89,8 +109,80 @@ impl ServiceError {
                 info.not_applied = false;
                 Code::Internal
             }
+            ServiceError::Rejected { shard, revision, rejection } => {
+                info.shard_id = shard.0;
+                info.revision = *revision;
+                rejection_details(rejection, &mut info)
+            }
+            ServiceError::Compacted { shard, oldest, .. } => {
+                info.shard_id = shard.0;
+                info.oldest_revision = *oldest;
+                Code::OutOfRange
+            }
+            ServiceError::WatcherTooSlow { shard, resume } => {
+                info.shard_id = shard.0;
+                info.revision = *resume;
+                Code::ResourceExhausted
+            }
+            ServiceError::WatchReset { shard, resume } => {
+                info.shard_id = shard.0;
+                info.revision = *resume;
+                Code::Unavailable
+            }
         };
         status_with_info(code, self.to_string(), &info)
+    }
+}
+
+fn rejection_reason(r: &Rejection) -> &'static str {
+    match r {
+        Rejection::LeaseNotFound { .. } => "LEASE_NOT_FOUND",
+        Rejection::InvalidTtl { .. } => "INVALID_TTL",
+        Rejection::ServerNotFound { .. } => "SERVER_NOT_FOUND",
+        Rejection::StaleIncarnation { .. } => "STALE_INCARNATION",
+        Rejection::BoardExists { .. } => "BOARD_EXISTS",
+        Rejection::BoardNotFound { .. } => "BOARD_NOT_FOUND",
+        Rejection::StaleEpoch { .. } => "STALE_EPOCH",
+        Rejection::StaleSeq { .. } => "STALE_SEQ",
+        Rejection::ServerNotLive { .. } => "SERVER_NOT_LIVE",
+        Rejection::NotOwner { .. } => "NOT_OWNER",
+        Rejection::StaleTerm { .. } => "STALE_TERM",
+        Rejection::NotElectionLeader { .. } => "NOT_ELECTION_LEADER",
+    }
+}
+
+/// The status code of a rejection, and the ErrorInfo fields that let a caller act on it.
+fn rejection_details(r: &Rejection, info: &mut ErrorInfo) -> Code {
+    match r {
+        Rejection::LeaseNotFound { .. } | Rejection::ServerNotFound { .. } | Rejection::BoardNotFound { .. } => {
+            Code::NotFound
+        }
+        Rejection::InvalidTtl { .. } => Code::InvalidArgument,
+        Rejection::BoardExists { .. } => Code::AlreadyExists,
+        Rejection::StaleIncarnation { current, .. } => {
+            info.incarnation = *current;
+            Code::FailedPrecondition
+        }
+        Rejection::StaleEpoch { epoch, owner, .. } | Rejection::NotOwner { epoch, owner, .. } => {
+            info.epoch = *epoch;
+            if let Some(o) = owner {
+                info.owner = o.server_id.clone();
+                info.incarnation = o.incarnation;
+            }
+            Code::FailedPrecondition
+        }
+        Rejection::StaleSeq { stored, .. } => {
+            info.seq = *stored;
+            Code::FailedPrecondition
+        }
+        Rejection::ServerNotLive { .. } => Code::FailedPrecondition,
+        Rejection::StaleTerm { current, .. } | Rejection::NotElectionLeader { current, .. } => {
+            if let Some(l) = current {
+                info.term = l.term;
+                info.leader = l.candidate.clone();
+            }
+            Code::FailedPrecondition
+        }
     }
 }
 
@@ -120,6 +212,25 @@ mod tests {
         assert_eq!(info.reason, "NOT_LEADER");
         assert!(info.not_applied);
         assert_eq!(info.leader_endpoint, "n1:7001");
+    }
+
+    #[test]
+    fn stale_epoch_names_the_current_owner_and_epoch() {
+        let rejection = Rejection::StaleEpoch {
+            board_id: "b".into(),
+            given: 1,
+            epoch: 2,
+            owner: Some(crate::machine::game::Owner { server_id: "gs-b".into(), incarnation: 3 }),
+        };
+        let st = ServiceError::Rejected { shard: ShardId(0), revision: 9, rejection }.into_status();
+        assert_eq!(st.code(), Code::FailedPrecondition);
+        assert!(st.message().contains("owned by gs-b"), "{}", st.message());
+        let info = info_of(&st).expect("details");
+        assert_eq!(
+            (info.reason.as_str(), info.owner.as_str(), info.epoch, info.incarnation),
+            ("STALE_EPOCH", "gs-b", 2, 3)
+        );
+        assert!(info.not_applied);
     }
 
     #[test]

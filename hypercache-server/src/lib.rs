@@ -4,8 +4,13 @@
 //! - [`config`]: the strict node configuration.
 //! - [`storage`]: sled-backed Raft log, state machine, snapshots (the four Raft seams' storage half).
 //! - [`network`]: Raft transport over tonic (outbound client, inbound service, peer pool).
+//! - [`machine`]: the state machine's request logic (KV transactions, leases, registry, boards,
+//!   elections), pure over an overlay of rows.
+//! - [`watch_hub`]: watch fan-out and the bounded event history.
+//! - [`lease_clock`]: lease deadlines on the shard leader, and the expiry driver.
 //! - [`proposer`]: batching of concurrent writes into one Raft entry.
 //! - [`read_index`]: coalesced read-index barriers for linearizable reads.
+//! - [`routing`]: key -> shard routing and hash tags.
 //! - [`shard`]: one Raft group's replica and its read/write paths; [`shard::Shards`] routes by id.
 //! - [`service`]: the client-facing `hypercache.v1` gRPC services.
 //! - [`node`]: wiring: storage + Raft + servers + bootstrap + graceful shutdown.
@@ -17,12 +22,16 @@ pub mod bootstrap;
 pub mod config;
 pub mod dev;
 pub mod error;
+pub mod lease_clock;
+pub mod machine;
 pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod proposer;
 pub mod read_index;
+pub mod routing;
 pub mod service;
 pub mod shard;
 pub mod storage;
 pub mod types;
+pub mod watch_hub;

@@ -25,10 +25,11 @@ use crate::bootstrap;
 use crate::config::{Config, RaftSettings};
 use crate::metrics::Metrics;
 use crate::network::{NetworkFactory, PeerPool, RaftService};
-use crate::service::{ClusterService, KvService, Validator};
-use crate::shard::{Shard, Shards};
+use crate::service::{ClusterService, Ctx, KvService, Validator};
+use crate::shard::{Shard, ShardParts, Shards};
 use crate::storage::{self, Flusher, OpenError, ShardStorage};
 use crate::types::{NodeInfo, ShardId};
+use crate::watch_hub::HistoryLimits;
 
 /// Snapshot chunks are at most this big on the wire.
 pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
@@ -114,8 +115,10 @@ impl Node {
         let raft_config = Arc::new(raft_config(&config.raft)?);
 
         let shard_id = ShardId::DEFAULT;
-        let ShardStorage { log, state_machine, reader } =
-            ShardStorage::open(&db, &config.data_dir, shard_id, flusher.clone())?;
+        let history =
+            HistoryLimits { events: config.watch.history_events, bytes: config.watch.history_mb * 1024 * 1024 };
+        let ShardStorage { log, state_machine, reader, hub, clock } =
+            ShardStorage::open(&db, &config.data_dir, shard_id, flusher.clone(), history)?;
         // From here on the storage components own the Db; see `release`.
         drop(db);
         let committed = log.committed_handle();
@@ -123,7 +126,16 @@ impl Node {
         let raft = Raft::new(config.node_id, raft_config, network, log, state_machine)
             .await
             .map_err(|e| NodeError::Raft { shard: shard_id, detail: e.to_string() })?;
-        let shard = Arc::new(Shard::new(shard_id, config.node_id, raft, reader, committed, config.max_entry_bytes()));
+        let shard = Arc::new(Shard::new(ShardParts {
+            id: shard_id,
+            node_id: config.node_id,
+            raft,
+            reader,
+            hub,
+            clock,
+            committed,
+            max_batch_bytes: config.max_entry_bytes(),
+        }));
         let shards = Arc::new(Shards::new(vec![shard.clone()]));
 
         let me = NodeInfo { name: config.name.clone(), addr: config.advertise_addr.clone() };
@@ -132,9 +144,10 @@ impl Node {
         let (stop_admin, admin_stop_rx) = watch::channel(false);
 
         let validator = Validator { max_value_bytes: config.limits.max_value_bytes };
+        let ctx = Ctx::new(shards.clone(), validator, metrics.clone());
         let client_max = config.max_client_message_bytes();
         let peer_max = config.max_peer_message_bytes();
-        let kv = KvServer::new(KvService::new(shards.clone(), validator, metrics.clone()))
+        let kv = KvServer::new(KvService::new(ctx.clone()))
             .max_decoding_message_size(client_max)
             .max_encoding_message_size(client_max);
         let cluster = ClusterServer::new(ClusterService::new(shards.clone(), me.clone()));

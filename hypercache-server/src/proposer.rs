@@ -3,7 +3,7 @@
 //! openraft's cost is per log entry: on the leader every entry is one trip through the Raft core,
 //! one append, one replication wake-up and one apply. Measured here, that caps a shard at about
 //! 4,200 single-transaction entries per second on two cores, whatever the disk does. So the
-//! [`Proposer`] packs the transactions waiting at a given moment into one
+//! [`Proposer`] packs the requests waiting at a given moment into one
 //! [`Command::Batch`] entry.
 //!
 //! Up to [`MAX_IN_FLIGHT`] batches are in flight at once. A lone write is proposed immediately (no
@@ -21,7 +21,8 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::Raft;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::types::{Applied, Command, CommandResponse, NodeId, NodeInfo, Txn, TypeConfig};
+use crate::machine::game::GameOp;
+use crate::types::{Applied, Command, CommandResponse, LeaseOp, NodeId, NodeInfo, Request, Txn, TypeConfig};
 
 /// Batches allowed in flight at once.
 pub const MAX_IN_FLIGHT: usize = 2;
@@ -40,12 +41,13 @@ pub enum ProposeError {
 type Reply = oneshot::Sender<Result<Applied, ProposeError>>;
 
 struct Proposal {
-    txn: Txn,
+    request: Request,
     bytes: usize,
     reply: Reply,
 }
 
-/// Handle to a shard's proposer task; the task ends when the handle is dropped.
+/// Handle to a shard's proposer task; the task ends when every handle is dropped.
+#[derive(Clone)]
 pub struct Proposer {
     tx: mpsc::UnboundedSender<Proposal>,
 }
@@ -57,17 +59,49 @@ impl Proposer {
         Proposer { tx }
     }
 
-    /// Replicates `txn` (in some batch) and returns its result once applied on this node.
-    pub async fn propose(&self, txn: Txn) -> Result<Applied, ProposeError> {
+    /// Replicates `request` (in some batch) and returns its result once applied on this node.
+    pub async fn propose(&self, request: Request) -> Result<Applied, ProposeError> {
         let (reply, rx) = oneshot::channel();
-        let bytes = txn_bytes(&txn);
-        self.tx.send(Proposal { txn, bytes, reply }).map_err(|_| ProposeError::Stopped)?;
+        let bytes = request_bytes(&request);
+        self.tx.send(Proposal { request, bytes, reply }).map_err(|_| ProposeError::Stopped)?;
         rx.await.unwrap_or(Err(ProposeError::Stopped))
     }
 }
 
+/// Approximate encoded size of a request (keys, values and checkpoints dominate).
+pub fn request_bytes(request: &Request) -> usize {
+    match request {
+        Request::Txn(txn) => txn_bytes(txn),
+        Request::Lease(LeaseOp::Expire { ids }) => ids.len() * 10 + 16,
+        Request::Lease(_) => 32,
+        Request::Game(op) => {
+            let payload = match op {
+                GameOp::Register { server_id, address, labels, .. } => {
+                    server_id.len() + address.len() + labels.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>()
+                }
+                GameOp::CreateBoard { board_id, params, checkpoint, .. } => {
+                    board_id.len() + params.len() + checkpoint.len()
+                }
+                GameOp::SyncBoard { board_id, checkpoint, .. } => board_id.len() + checkpoint.len(),
+                GameOp::AssignBoard(a) => {
+                    a.board_id.len()
+                        + a.server_id.len()
+                        + a.request_id.len()
+                        + a.fence.as_ref().map_or(0, |f| f.0.len())
+                }
+                GameOp::Deregister { server_id, .. } => server_id.len(),
+                GameOp::ReleaseBoard { board_id, server_id, .. } => board_id.len() + server_id.len(),
+                GameOp::DeleteBoard { board_id, .. } => board_id.len(),
+                GameOp::Campaign { name, candidate, .. } => name.len() + candidate.len(),
+                GameOp::Resign { name, .. } => name.len(),
+            };
+            payload + 48
+        }
+    }
+}
+
 /// Approximate encoded size of a transaction (keys and values dominate).
-pub fn txn_bytes(txn: &Txn) -> usize {
+fn txn_bytes(txn: &Txn) -> usize {
     use crate::types::{CompareTarget, Op};
     let compares: usize = txn
         .compares
@@ -116,9 +150,10 @@ async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::UnboundedReceiver<Proposal>, 
         }
         let raft = raft.clone();
         tokio::spawn(async move {
-            let (txns, replies): (Vec<Txn>, Vec<Reply>) = batch.into_iter().map(|p| (p.txn, p.reply)).unzip();
-            let n = txns.len();
-            let outcome = raft.client_write(Command::Batch(txns)).await;
+            let (requests, replies): (Vec<Request>, Vec<Reply>) =
+                batch.into_iter().map(|p| (p.request, p.reply)).unzip();
+            let n = requests.len();
+            let outcome = raft.client_write(Command::Batch(requests)).await;
             drop(permit);
             match outcome {
                 Ok(resp) => match resp.data {

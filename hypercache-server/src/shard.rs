@@ -18,36 +18,65 @@ use std::sync::Arc;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
 use openraft::{Raft, RaftMetrics, ServerState};
+use tokio::task::JoinHandle;
 
 use crate::error::ServiceError;
+use crate::lease_clock::{LeaseClock, Renewal, EXPIRE_BATCH};
 use crate::proposer::{ProposeError, Proposer};
 use crate::read_index::ReadIndex;
 use crate::storage::KvReader;
-use crate::types::{Applied, NodeId, NodeInfo, ShardId, Txn, TypeConfig};
+use crate::types::{Applied, LeaseId, LeaseOp, NodeId, NodeInfo, Reply, Request, ShardId, TypeConfig};
+use crate::watch_hub::WatchHub;
 
 pub struct Shard {
     pub id: ShardId,
     pub node_id: NodeId,
     pub raft: Raft<TypeConfig>,
     pub reader: KvReader,
+    pub hub: Arc<WatchHub>,
+    pub clock: Arc<LeaseClock>,
     /// Highest log index known committed, maintained by the log store.
     committed: Arc<AtomicU64>,
     read_index: ReadIndex,
     proposer: Proposer,
+    expiry_task: JoinHandle<()>,
+}
+
+/// What a shard replica is made of (see `node.rs`).
+pub struct ShardParts {
+    pub id: ShardId,
+    pub node_id: NodeId,
+    pub raft: Raft<TypeConfig>,
+    pub reader: KvReader,
+    pub hub: Arc<WatchHub>,
+    pub clock: Arc<LeaseClock>,
+    pub committed: Arc<AtomicU64>,
+    pub max_batch_bytes: usize,
+}
+
+impl Drop for Shard {
+    fn drop(&mut self) {
+        self.expiry_task.abort();
+    }
 }
 
 impl Shard {
-    pub fn new(
-        id: ShardId,
-        node_id: NodeId,
-        raft: Raft<TypeConfig>,
-        reader: KvReader,
-        committed: Arc<AtomicU64>,
-        max_batch_bytes: usize,
-    ) -> Self {
-        let read_index = ReadIndex::spawn(raft.clone());
-        let proposer = Proposer::spawn(raft.clone(), max_batch_bytes);
-        Shard { id, node_id, raft, reader, committed, read_index, proposer }
+    pub fn new(p: ShardParts) -> Self {
+        let read_index = ReadIndex::spawn(p.raft.clone());
+        let proposer = Proposer::spawn(p.raft.clone(), p.max_batch_bytes);
+        let expiry_task = tokio::spawn(drive_expiry(p.id, p.raft.clone(), p.clock.clone(), proposer.clone()));
+        Shard {
+            id: p.id,
+            node_id: p.node_id,
+            raft: p.raft,
+            reader: p.reader,
+            hub: p.hub,
+            clock: p.clock,
+            committed: p.committed,
+            read_index,
+            proposer,
+            expiry_task,
+        }
     }
 
     pub fn metrics(&self) -> RaftMetrics<NodeId, NodeInfo> {
@@ -104,11 +133,11 @@ impl Shard {
         }
     }
 
-    /// Replicates `txn` (batched with concurrent writes) and returns its result once applied on
-    /// this (leader) node.
-    pub async fn write(&self, txn: Txn) -> Result<Applied, ServiceError> {
+    /// Replicates `request` (batched with concurrent writes) and returns its result once applied
+    /// on this (leader) node.
+    pub async fn write(&self, request: Request) -> Result<Applied, ServiceError> {
         self.check_leader_hint()?;
-        self.proposer.propose(txn).await.map_err(|e| match e {
+        self.proposer.propose(request).await.map_err(|e| match e {
             ProposeError::Raft(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => self.forward(f),
             ProposeError::Raft(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
                 ServiceError::Internal { shard: self.id, detail: e.to_string() }
@@ -122,6 +151,39 @@ impl Shard {
         })
     }
 
+    /// Like [`Shard::write`], with a rejection turned into an error: (revision, reply).
+    pub async fn submit(&self, request: Request) -> Result<(u64, Reply), ServiceError> {
+        let Applied { revision, outcome } = self.write(request).await?;
+        outcome.map(|reply| (revision, reply)).map_err(|rejection| ServiceError::Rejected {
+            shard: self.id,
+            revision,
+            rejection,
+        })
+    }
+
+    /// Renews lease `id` on the leader. Answered only after a read barrier, so leadership was
+    /// confirmed after the request arrived and every earlier expiry is applied (see
+    /// `lease_clock.rs`).
+    pub async fn keep_alive(&self, id: LeaseId) -> Result<Renewal, ServiceError> {
+        self.read_barrier().await?;
+        let term = self.leader_term()?;
+        Ok(self.clock.keep_alive(id, term))
+    }
+
+    /// The term this node leads, or NotLeader.
+    pub fn leader_term(&self) -> Result<u64, ServiceError> {
+        let m = self.raft.metrics();
+        let (state, term, leader) = {
+            let m = m.borrow();
+            (m.state, m.current_term, m.current_leader)
+        };
+        if state == ServerState::Leader {
+            Ok(term)
+        } else {
+            Err(self.not_leader(leader, None))
+        }
+    }
+
     /// Waits until a linearizable read may be served from the local state machine.
     pub async fn read_barrier(&self) -> Result<(), ServiceError> {
         self.check_leader_hint()?;
@@ -133,6 +195,46 @@ impl Shard {
                     .inspect_err(|_| tracing::debug!(shard = %self.id, error = %e, "read index: quorum not reached"))
             }
             Err(RaftError::Fatal(_)) => Err(ServiceError::ShuttingDown { node: self.node_id }),
+        }
+    }
+}
+
+/// On the leader, proposes the expiry of leases whose deadlines passed; elsewhere, waits.
+async fn drive_expiry(shard: ShardId, raft: Raft<TypeConfig>, clock: Arc<LeaseClock>, proposer: Proposer) {
+    let mut metrics = raft.metrics();
+    loop {
+        let (leading, term) = {
+            let m = metrics.borrow_and_update();
+            (m.state == ServerState::Leader, m.current_term)
+        };
+        let mut next = None;
+        if leading {
+            let (expired, wake) = clock.take_expired(term);
+            next = wake;
+            for ids in expired.chunks(EXPIRE_BATCH) {
+                let (proposer, ids) = (proposer.clone(), ids.to_vec());
+                tokio::spawn(async move {
+                    let n = ids.len();
+                    match proposer.propose(Request::Lease(LeaseOp::Expire { ids })).await {
+                        Ok(_) => tracing::debug!(shard = %shard, leases = n, "expired leases"),
+                        // Not leader any more: the next leader resets deadlines and decides anew.
+                        Err(e) => tracing::info!(shard = %shard, leases = n, error = ?e, "lease expiry not committed"),
+                    }
+                });
+            }
+        } else {
+            clock.step_down();
+        }
+        let sleep = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { return },
+            _ = clock.changed() => {}
+            _ = sleep => {}
         }
     }
 }

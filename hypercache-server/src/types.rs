@@ -1,16 +1,16 @@
 //! Domain types shared by storage, replication and services.
 //!
-//! The replicated state machine speaks one command, [`Command::Batch`]: transactions, each a list
-//! of guards ([`Compare`]) followed by the ops to run when they all hold (`success`) or when any
-//! fails (`failure`). Put, Delete and CompareAndSwap are all expressed as transactions, so there is
-//! one apply path to get right and later primitives (leases, fencing) extend it rather than fork it.
-//! A log entry carries a batch because openraft's cost is per entry: the leader packs concurrent
-//! proposals into one entry (see `proposer.rs`).
+//! The replicated state machine speaks one command, [`Command::Batch`]: a list of [`Request`]s
+//! applied in order, each atomically on its own. A request is a KV transaction (guards, then the
+//! ops of one branch), a lease operation, or a game-state operation (registry, boards,
+//! elections; see `machine/`). Put, Delete and CompareAndSwap are transactions, so the KV apply
+//! path is one. A log entry carries a batch because openraft's cost is per entry: the leader packs
+//! concurrent proposals into one entry (see `proposer.rs`).
 //!
-//! Revisions are a per-shard counter kept by the state machine: every transaction that changes
-//! something takes the next revision, in log order, so revisions strictly increase and are the
-//! same on every replica. A transaction that changes nothing (a failed compare-and-swap, deleting a
-//! missing key) takes none and reports the current one.
+//! Revisions are a per-shard counter kept by the state machine: every request that changes the
+//! key space takes the next revision, in log order, so revisions strictly increase and are the
+//! same on every replica. A request that changes no key (a failed compare-and-swap, deleting a
+//! missing key, granting a lease) takes none and reports the current one.
 
 use std::fmt;
 use std::io::Cursor;
@@ -72,13 +72,43 @@ pub struct KeyValue {
     pub mod_revision: u64,
     /// Writes since creation: 1 after the first put.
     pub version: u64,
+    /// The lease the key is attached to; 0 for none.
+    pub lease: LeaseId,
 }
+
+/// Lease ids are allocated by the shard's state machine: `shard << 48 | counter`, never reused,
+/// never 0, so the id alone tells which shard holds a lease.
+pub type LeaseId = u64;
 
 /// A replicated command: the payload of a normal Raft log entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    /// Independent transactions applied in order, each atomically.
-    Batch(Vec<Txn>),
+    /// Independent requests applied in order, each atomically.
+    Batch(Vec<Request>),
+}
+
+/// One atomic state-machine operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    Txn(Txn),
+    Lease(LeaseOp),
+    Game(crate::machine::game::GameOp),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeaseOp {
+    Grant {
+        ttl_ms: u64,
+    },
+    /// Deletes the lease and everything attached to it.
+    Revoke {
+        id: LeaseId,
+    },
+    /// Proposed by the shard leader when the leases' deadlines passed (see `lease_clock.rs`).
+    /// Ids that no longer exist are skipped.
+    Expire {
+        ids: Vec<LeaseId>,
+    },
 }
 
 /// Guards, then ops; applied atomically at one revision.
@@ -105,14 +135,28 @@ pub enum CompareTarget {
     ModRevision(u64),
     CreateRevision(u64),
     Version(u64),
+    /// The key's lease (0: none or missing key).
+    Lease(LeaseId),
 }
 
 /// One operation inside a transaction. Later ops see the effects of earlier ones.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
     Get { key: Bytes },
-    Put { key: Bytes, value: Bytes, prev_kv: bool },
+    Put { key: Bytes, value: Bytes, prev_kv: bool, attach: Attach },
     Delete { key: Bytes, prev_kv: bool },
+}
+
+/// What a put does with the key's lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Attach {
+    /// No lease (any previous attachment ends).
+    #[default]
+    None,
+    /// Attach to an existing lease; the put fails with LEASE_NOT_FOUND if it does not exist.
+    Lease(LeaseId),
+    /// A per-key TTL: a lease of the key's own, removed with the key or when it is overwritten.
+    Ttl(u64),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,12 +182,27 @@ pub struct TxnResult {
     pub results: Vec<OpResult>,
 }
 
-/// One transaction's outcome.
+/// What a successful request produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    Txn(TxnResult),
+    LeaseGranted {
+        id: LeaseId,
+        ttl_ms: u64,
+    },
+    /// Revoke or expire: how many keys went with the lease(s).
+    LeasesEnded {
+        deleted_keys: u64,
+    },
+    Game(crate::machine::game::GameReply),
+}
+
+/// One request's outcome: a reply, or a rejection that changed nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
-    /// The revision the transaction wrote at, or the current revision if it changed nothing.
+    /// The revision the request wrote at, or the current revision if it changed nothing.
     pub revision: u64,
-    pub result: TxnResult,
+    pub outcome: Result<Reply, crate::machine::Rejection>,
 }
 
 /// What applying one log entry produced.
@@ -151,6 +210,6 @@ pub struct Applied {
 pub enum CommandResponse {
     /// Blank and membership entries produce nothing.
     None,
-    /// One result per transaction of a [`Command::Batch`], in order.
+    /// One result per request of a [`Command::Batch`], in order.
     Batch(Vec<Applied>),
 }

@@ -4,9 +4,12 @@
 
 mod cluster;
 mod convert;
+mod ctx;
 mod kv;
+mod stream;
 mod validate;
 
 pub use cluster::ClusterService;
+pub use ctx::Ctx;
 pub use kv::KvService;
 pub use validate::Validator;

@@ -3,6 +3,22 @@
 
 use crate::config::MAX_KEY_BYTES;
 use crate::error::ServiceError;
+use crate::machine::lease::{MAX_TTL_MS, MIN_TTL_MS};
+use crate::watch_hub::prefix_end;
+
+/// Keys beginning with this byte hold the game services' records; clients read them but cannot
+/// write them through the KV API.
+pub const RESERVED_PREFIX: u8 = 0xff;
+/// Identifiers (server, board, election names) are at most this long.
+pub const MAX_ID_LEN: usize = 128;
+/// Free-form strings (addresses, candidates, request ids, labels) are at most this long.
+pub const MAX_TEXT_LEN: usize = 256;
+/// Labels per registration at most.
+pub const MAX_LABELS: usize = 64;
+/// Board parameters at most.
+pub const MAX_PARAMS_BYTES: usize = 64 * 1024;
+/// Ops per transaction branch at most.
+pub const MAX_TXN_OPS: usize = 128;
 
 /// Default and maximum keys per Range page.
 pub const DEFAULT_RANGE_LIMIT: u32 = 1000;
@@ -34,6 +50,80 @@ impl Validator {
             return Err(ServiceError::invalid(
                 "KEY_TOO_LONG",
                 format!("{field} is {} bytes; the limit is {MAX_KEY_BYTES} bytes", key.len()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A key a client may write: valid, and outside the reserved 0xff prefix.
+    pub fn writable_key(&self, field: &str, key: &[u8]) -> Result<(), ServiceError> {
+        self.key(field, key)?;
+        if key[0] == RESERVED_PREFIX {
+            return Err(ServiceError::invalid(
+                "RESERVED_KEY",
+                format!("{field} begins with byte 0xff, which is reserved for the game services' records"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A lease TTL in milliseconds, within the lease bounds.
+    pub fn ttl(&self, field: &str, ttl_ms: i64) -> Result<u64, ServiceError> {
+        match u64::try_from(ttl_ms) {
+            Ok(t) if (MIN_TTL_MS..=MAX_TTL_MS).contains(&t) => Ok(t),
+            _ => Err(ServiceError::invalid(
+                "INVALID_TTL",
+                format!("{field} is {ttl_ms} ms; it must be {MIN_TTL_MS}..={MAX_TTL_MS} ms"),
+            )),
+        }
+    }
+
+    /// A server id, board id or election name: 1..=128 of [A-Za-z0-9._:-].
+    pub fn id(&self, field: &str, id: &str) -> Result<(), ServiceError> {
+        let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-');
+        if id.is_empty() || id.len() > MAX_ID_LEN || !id.chars().all(ok_char) {
+            return Err(ServiceError::invalid(
+                "INVALID_ID",
+                format!("{field} {id:?} is invalid: use 1..={MAX_ID_LEN} characters from [A-Za-z0-9._:-]"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A free-form string field: at most 256 bytes, and non-empty if `required`.
+    pub fn text(&self, field: &str, text: &str, required: bool) -> Result<(), ServiceError> {
+        if required && text.is_empty() {
+            return Err(ServiceError::invalid("INVALID_ARGUMENT", format!("{field} is required")));
+        }
+        if text.len() > MAX_TEXT_LEN {
+            return Err(ServiceError::invalid(
+                "INVALID_ARGUMENT",
+                format!("{field} is {} bytes; the limit is {MAX_TEXT_LEN}", text.len()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A board checkpoint: a value, so bounded by `limits.max_value_bytes`.
+    pub fn checkpoint(&self, field: &str, data: &[u8]) -> Result<(), ServiceError> {
+        if data.len() > self.max_value_bytes {
+            return Err(ServiceError::invalid(
+                "CHECKPOINT_TOO_LARGE",
+                format!(
+                    "{field} is {} bytes; the limit is {} bytes (limits.max_value_bytes)",
+                    data.len(),
+                    self.max_value_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn params(&self, field: &str, data: &[u8]) -> Result<(), ServiceError> {
+        if data.len() > MAX_PARAMS_BYTES {
+            return Err(ServiceError::invalid(
+                "PARAMS_TOO_LARGE",
+                format!("{field} is {} bytes; the limit is {MAX_PARAMS_BYTES} bytes", data.len()),
             ));
         }
         Ok(())
@@ -116,18 +206,6 @@ impl Validator {
     }
 }
 
-/// The smallest key greater than every key with `prefix`, or None if there is none (all 0xff).
-fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return Some(end);
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +241,20 @@ mod tests {
         assert_eq!(V.range(b"", b"a", b"c", b"b").unwrap().start, b"b".to_vec());
         assert!(V.range(b"", b"a", b"c", b"c").is_err());
         assert!(V.range(b"p", b"", b"", b"q").is_err());
+    }
+
+    #[test]
+    fn reserved_keys_ids_and_ttls() {
+        assert_eq!(V.writable_key("key", &[0xff, b'a']).unwrap_err().reason(), "RESERVED_KEY");
+        V.writable_key("key", b"a").unwrap();
+        assert_eq!(V.ttl("ttl_ms", -1).unwrap_err().reason(), "INVALID_TTL");
+        assert_eq!(V.ttl("ttl_ms", 0).unwrap_err().reason(), "INVALID_TTL");
+        assert_eq!(V.ttl("ttl_ms", i64::MAX).unwrap_err().reason(), "INVALID_TTL");
+        assert_eq!(V.ttl("ttl_ms", 1000).unwrap(), 1000);
+        assert_eq!(V.id("board_id", "").unwrap_err().reason(), "INVALID_ID");
+        assert_eq!(V.id("board_id", "a/b").unwrap_err().reason(), "INVALID_ID");
+        V.id("board_id", "arena-1.eu:7").unwrap();
+        assert_eq!(V.checkpoint("checkpoint", &[0; 11]).unwrap_err().reason(), "CHECKPOINT_TOO_LARGE");
     }
 
     #[test]

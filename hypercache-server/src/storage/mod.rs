@@ -17,10 +17,9 @@
 mod flusher;
 mod log_store;
 mod reader;
-mod record;
+pub mod record;
 mod snapshot;
 mod state_machine;
-mod txn;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -30,7 +29,9 @@ pub use log_store::LogStore;
 pub use reader::{KvReader, Progress, RangePage, ReadError};
 pub use state_machine::StateMachine;
 
+use crate::lease_clock::LeaseClock;
 use crate::types::ShardId;
+use crate::watch_hub::{HistoryLimits, WatchHub};
 
 /// Why a node's storage could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -58,11 +59,19 @@ pub struct ShardStorage {
     pub log: LogStore,
     pub state_machine: StateMachine,
     pub reader: KvReader,
+    pub hub: Arc<WatchHub>,
+    pub clock: Arc<LeaseClock>,
 }
 
 impl ShardStorage {
     /// Opens (or creates) the shard's trees, verifying the log and the stored snapshot.
-    pub fn open(db: &sled::Db, data_dir: &Path, shard: ShardId, flusher: Flusher) -> Result<Self, OpenError> {
+    pub fn open(
+        db: &sled::Db,
+        data_dir: &Path,
+        shard: ShardId,
+        flusher: Flusher,
+        history: HistoryLimits,
+    ) -> Result<Self, OpenError> {
         let log = LogStore::open(db, shard, flusher.clone())?;
         let tree = db.open_tree(format!("shard-{shard}/sm"))?;
         let snapshot_file = snapshot::SnapshotFile::new(data_dir, shard);
@@ -72,9 +81,19 @@ impl ShardStorage {
             detail: e.to_string(),
         })?;
         let progress = Arc::new(Progress::default());
-        let state_machine = StateMachine::new(shard, tree.clone(), snapshot_file, flusher, progress.clone())
-            .map_err(|e| OpenError::Corrupt { shard, what: "state machine".into(), detail: e.to_string() })?;
+        let hub = Arc::new(WatchHub::new(0, history));
+        let clock = LeaseClock::new();
+        let state_machine = StateMachine::new(
+            shard,
+            tree.clone(),
+            snapshot_file,
+            flusher,
+            progress.clone(),
+            hub.clone(),
+            clock.clone(),
+        )
+        .map_err(|e| OpenError::Corrupt { shard, what: "state machine".into(), detail: e.to_string() })?;
         let reader = KvReader::new(shard, tree, progress);
-        Ok(ShardStorage { log, state_machine, reader })
+        Ok(ShardStorage { log, state_machine, reader, hub, clock })
     }
 }

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::record::unseal;
-use super::state_machine::{data_key, DATA};
-use super::txn::StoredValue;
-use crate::types::{KeyValue, ShardId};
+use crate::machine::kv::StoredValue;
+use crate::machine::overlay::{data_key, lease_key, LeaseRecord, DATA};
+use crate::types::{KeyValue, LeaseId, ShardId};
 
 #[derive(Debug, thiserror::Error)]
 #[error("shard {shard}: {detail}")]
@@ -71,6 +71,13 @@ impl KvReader {
         match self.tree.get(data_key(key)).map_err(|e| self.err(e))? {
             None => Ok(None),
             Some(raw) => Ok(Some(self.row(key, &raw)?.to_kv(key))),
+        }
+    }
+
+    pub fn lease(&self, id: LeaseId) -> Result<Option<LeaseRecord>, ReadError> {
+        match self.tree.get(lease_key(id)).map_err(|e| self.err(e))? {
+            None => Ok(None),
+            Some(raw) => unseal(&raw).map(Some).map_err(|e| self.err(format!("lease {id} is corrupt: {e}"))),
         }
     }
 

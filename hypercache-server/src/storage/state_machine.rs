@@ -1,10 +1,14 @@
 //! The replicated state machine of one shard, in the sled tree `shard-<id>/sm`.
 //!
-//! Rows live under `d<key>`; the applied log id, the revision counter and the membership under
-//! `m<name>`, all in ONE tree so that each `apply` call (rows, revision and applied index) is one
-//! atomic sled batch: after a crash they always agree, and openraft re-applies whatever came after
-//! from the log. The state machine is not flushed per apply; the log is the durable record,
-//! and the log store flushes the whole `Db` (this tree included) before it purges entries.
+//! Rows, leases and counters (layout in `machine/overlay.rs`) and the applied log id, revision
+//! counter and membership (`m<name>`) live in ONE tree, so that each `apply` call is one atomic
+//! sled batch: after a crash they always agree, and openraft re-applies whatever came after from
+//! the log. The state machine is not flushed per apply; the log is the durable record, and the
+//! log store flushes the whole `Db` (this tree included) before it purges entries.
+//!
+//! The request logic is in `machine/`; this file runs it over sled, commits the batch while
+//! holding the watch hub's lock (so watchers and snapshot readers see rows and revision agree)
+//! and tells the lease clock which leases came and went.
 //!
 //! Snapshots copy the rows on a blocking thread while the state-machine worker waits (sled has no
 //! point-in-time view, and openraft applies nothing while `get_snapshot_builder` runs), then
@@ -24,19 +28,27 @@ use super::flusher::Flusher;
 use super::reader::Progress;
 use super::record::{seal, unseal};
 use super::snapshot::{decode_payload, encode_payload, SnapshotBody, SnapshotFile};
-use super::txn::{changed, execute, StoredValue, View};
-use crate::types::{Applied, Command, CommandResponse, NodeId, NodeInfo, ShardId, TypeConfig};
+use crate::lease_clock::LeaseClock;
+use crate::machine::overlay::{LeaseRecord, Overlay, LEASE};
+use crate::types::{Command, CommandResponse, LeaseId, NodeId, NodeInfo, ShardId, TypeConfig};
+use crate::watch_hub::WatchHub;
 
-pub(super) const DATA: u8 = b'd';
+const META: u8 = b'm';
 const APPLIED: &[u8] = b"mapplied";
 const REVISION: &[u8] = b"mrevision";
 const MEMBERSHIP: &[u8] = b"mmembership";
 
-pub(super) fn data_key(key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(key.len() + 1);
-    k.push(DATA);
-    k.extend_from_slice(key);
-    k
+/// Every lease in `tree`, as (id, ttl_ms).
+pub(super) fn load_leases(shard: ShardId, tree: &sled::Tree) -> Result<Vec<(LeaseId, u64)>, String> {
+    let mut out = Vec::new();
+    for item in tree.scan_prefix([LEASE]) {
+        let (k, v) = item.map_err(|e| e.to_string())?;
+        let id = k.get(1..9).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes);
+        let id = id.ok_or_else(|| format!("shard {shard}: malformed lease key {k:?}"))?;
+        let lease: LeaseRecord = unseal(&v).map_err(|e| format!("shard {shard}: lease {id} is corrupt: {e}"))?;
+        out.push((id, lease.ttl_ms));
+    }
+    Ok(out)
 }
 
 fn any(e: impl ToString) -> AnyError {
@@ -50,6 +62,8 @@ pub struct StateMachine {
     flusher: Flusher,
     /// Applied index and revision, shared with readers (response headers, readiness).
     progress: Arc<Progress>,
+    hub: Arc<WatchHub>,
+    clock: Arc<LeaseClock>,
 }
 
 impl StateMachine {
@@ -59,11 +73,16 @@ impl StateMachine {
         snapshot_file: SnapshotFile,
         flusher: Flusher,
         progress: Arc<Progress>,
+        hub: Arc<WatchHub>,
+        clock: Arc<LeaseClock>,
     ) -> Result<Self, StorageError<NodeId>> {
-        let sm = StateMachine { shard, tree, snapshot_file, flusher, progress };
+        let sm = StateMachine { shard, tree, snapshot_file, flusher, progress, hub, clock };
         let (last, _) = sm.read_applied()?;
         sm.progress.applied.store(last.map_or(0, |l| l.index), Ordering::Release);
-        sm.progress.revision.store(sm.read_revision()?, Ordering::Release);
+        let revision = sm.read_revision()?;
+        sm.progress.revision.store(revision, Ordering::Release);
+        sm.hub.lock().reset(revision);
+        sm.clock.reset(load_leases(shard, &sm.tree).map_err(|e| StorageIOError::read_state_machine(any(e)))?);
         Ok(sm)
     }
 
@@ -93,15 +112,6 @@ impl StateMachine {
         let membership = self.read_meta(MEMBERSHIP)?.unwrap_or_default();
         Ok((last, membership))
     }
-
-    fn read_row(tree: &sled::Tree, shard: ShardId, key: &[u8]) -> Result<Option<StoredValue>, StorageError<NodeId>> {
-        match tree.get(data_key(key)).map_err(|e| StorageIOError::read_state_machine(any(e)))? {
-            None => Ok(None),
-            Some(v) => unseal(&v).map(Some).map_err(|e| {
-                StorageIOError::read_state_machine(any(format!("shard {shard}: row {key:?} is corrupt: {e}"))).into()
-            }),
-        }
-    }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -118,8 +128,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let (tree, shard) = (self.tree.clone(), self.shard);
-        let mut view = View::new(move |k: &[u8]| Self::read_row(&tree, shard, k));
+        let mut ov = Overlay::new(self.shard, &self.tree);
         let mut responses = Vec::new();
         let mut last: Option<LogId<NodeId>> = None;
         let mut membership = None;
@@ -128,15 +137,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             last = Some(entry.log_id);
             responses.push(match &entry.payload {
                 EntryPayload::Blank => CommandResponse::None,
-                EntryPayload::Normal(Command::Batch(txns)) => {
-                    let mut applied = Vec::with_capacity(txns.len());
-                    for txn in txns {
-                        let result = execute(&mut view, revision + 1, txn)
+                EntryPayload::Normal(Command::Batch(requests)) => {
+                    let mut applied = Vec::with_capacity(requests.len());
+                    for request in requests {
+                        let a = crate::machine::apply(&mut ov, revision, request)
                             .map_err(|e| StorageIOError::apply(entry.log_id, any(e)))?;
-                        if changed(&result) {
-                            revision += 1;
-                        }
-                        applied.push(Applied { revision, result });
+                        revision = a.revision;
+                        applied.push(a);
                     }
                     CommandResponse::Batch(applied)
                 }
@@ -147,11 +154,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             });
         }
         let Some(last) = last else { return Ok(responses) };
+        let events = std::mem::take(&mut ov.events);
+        let lease_changes = std::mem::take(&mut ov.lease_changes);
         let mut batch = sled::Batch::default();
-        for (key, row) in view.changes {
-            match row {
-                Some(row) => batch.insert(data_key(&key), seal(&row).map_err(|e| StorageIOError::apply(last, any(e)))?),
-                None => batch.remove(data_key(&key)),
+        for (key, value) in ov.into_changes() {
+            match value {
+                Some(v) => batch.insert(key, v),
+                None => batch.remove(key),
             }
         }
         batch.insert(APPLIED, seal(&Some(last)).map_err(|e| StorageIOError::apply(last, any(e)))?);
@@ -159,7 +168,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if let Some(m) = membership {
             batch.insert(MEMBERSHIP, seal(&m).map_err(|e| StorageIOError::apply(last, any(e)))?);
         }
-        self.tree.apply_batch(batch).map_err(|e| StorageIOError::apply(last, any(e)))?;
+        {
+            // Commit and publish under the hub lock: see the module comment.
+            let mut hub = self.hub.lock();
+            self.tree.apply_batch(batch).map_err(|e| StorageIOError::apply(last, any(e)))?;
+            hub.publish(self.hub.limits(), revision, events);
+        }
+        self.clock.apply(&lease_changes);
         self.progress.revision.store(revision, Ordering::Release);
         self.progress.applied.store(last.index, Ordering::Release);
         Ok(responses)
@@ -174,9 +189,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 let tree = self.tree.clone();
                 tokio::task::spawn_blocking(move || -> Result<SnapshotBody, StorageError<NodeId>> {
                     let mut rows = Vec::new();
-                    for item in tree.scan_prefix([DATA]) {
+                    // Everything but the `m` records, which the snapshot carries as fields.
+                    for item in tree.iter() {
                         let (k, v) = item.map_err(|e| StorageIOError::read_state_machine(any(e)))?;
-                        rows.push((k.to_vec(), v.to_vec()));
+                        if k.first() != Some(&META) {
+                            rows.push((k.to_vec(), v.to_vec()));
+                        }
                     }
                     Ok(SnapshotBody { last_applied, membership, revision, rows })
                 })
@@ -205,8 +223,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         tracing::info!(shard = %self.shard, snapshot = %meta.snapshot_id, rows = body.rows.len(), "installing snapshot");
         let revision = body.revision;
         let (tree, file, meta2) = (self.tree.clone(), self.snapshot_file.clone(), meta.clone());
-        let sig2 = sig.clone();
-        let result = tokio::task::spawn_blocking(move || -> Result<(), StorageError<NodeId>> {
+        let (sig2, shard, hub) = (sig.clone(), self.shard, self.hub.clone());
+        let result = tokio::task::spawn_blocking(move || -> Result<Vec<(LeaseId, u64)>, StorageError<NodeId>> {
             let mut batch = sled::Batch::default();
             for key in tree.iter().keys() {
                 batch.remove(key.map_err(|e| StorageIOError::write_state_machine(any(e)))?);
@@ -218,12 +236,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             batch.insert(APPLIED, seal(&meta2.last_log_id).map_err(seal_err)?);
             batch.insert(MEMBERSHIP, seal(&meta2.last_membership).map_err(seal_err)?);
             batch.insert(REVISION, seal(&body.revision).map_err(seal_err)?);
-            tree.apply_batch(batch).map_err(|e| StorageIOError::write_state_machine(any(e)))?;
+            {
+                // The rows jump to another revision: watchers' histories no longer connect.
+                let mut hub = hub.lock();
+                tree.apply_batch(batch).map_err(|e| StorageIOError::write_state_machine(any(e)))?;
+                hub.reset(body.revision);
+            }
             file.save(&meta2, &payload).map_err(|e| StorageIOError::write_snapshot(sig2.clone(), any(e)))?;
-            Ok(())
+            load_leases(shard, &tree).map_err(|e| StorageIOError::read_state_machine(any(e)).into())
         })
         .await;
-        result.map_err(|e| StorageIOError::write_snapshot(sig.clone(), any(e)))??;
+        let leases = result.map_err(|e| StorageIOError::write_snapshot(sig.clone(), any(e)))??;
+        self.clock.reset(leases);
         self.flusher.flush().await.map_err(|e| StorageIOError::write_snapshot(sig, any(e)))?;
         self.progress.revision.store(revision, Ordering::Release);
         self.progress.applied.store(meta.last_log_id.map_or(0, |l| l.index), Ordering::Release);

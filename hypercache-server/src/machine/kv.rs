@@ -1,16 +1,18 @@
-//! Transaction evaluation: the deterministic heart of the state machine.
+//! KV transactions: the deterministic heart of the state machine.
 //!
-//! [`execute`] runs one [`Txn`] at one revision against a [`View`] of the current rows and
-//! records its writes back into the view. It does no I/O of its own and never looks at a clock,
-//! so every replica that applies the same entries in the same order computes the same result.
-//! A view error (a corrupt row) is returned, and the caller stops the node rather than diverge.
-
-use std::collections::BTreeMap;
+//! [`execute`] runs one [`Txn`] at one revision against the [`Overlay`] and writes its effects
+//! there. It does no I/O of its own and never looks at a clock, so every replica that applies the
+//! same entries in the same order computes the same result. The row helpers here
+//! ([`write_row`], [`delete_row`]) are also what the game-state operations write through, so lease
+//! attachment bookkeeping lives in one place.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::types::{Compare, CompareTarget, KeyValue, Op, OpResult, Txn, TxnResult};
+use super::lease;
+use super::overlay::{Base, Overlay};
+use super::Fail;
+use crate::types::{Attach, Compare, CompareTarget, KeyValue, LeaseId, Op, OpResult, Txn, TxnResult};
 
 /// A row of the state machine: a value and its metadata.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,6 +21,8 @@ pub struct StoredValue {
     pub create_revision: u64,
     pub mod_revision: u64,
     pub version: u64,
+    /// 0: no lease.
+    pub lease: LeaseId,
 }
 
 impl StoredValue {
@@ -29,30 +33,7 @@ impl StoredValue {
             create_revision: self.create_revision,
             mod_revision: self.mod_revision,
             version: self.version,
-        }
-    }
-}
-
-/// Rows as seen by a transaction: committed rows underneath, this apply batch's writes on top.
-pub struct View<F> {
-    /// Reads a committed row.
-    base: F,
-    /// Writes of the batch so far: `None` is a deletion.
-    pub changes: BTreeMap<Bytes, Option<StoredValue>>,
-}
-
-impl<F, E> View<F>
-where
-    F: FnMut(&[u8]) -> Result<Option<StoredValue>, E>,
-{
-    pub fn new(base: F) -> Self {
-        View { base, changes: BTreeMap::new() }
-    }
-
-    fn get(&mut self, key: &[u8]) -> Result<Option<StoredValue>, E> {
-        match self.changes.get(key) {
-            Some(row) => Ok(row.clone()),
-            None => (self.base)(key),
+            lease: self.lease,
         }
     }
 }
@@ -64,22 +45,63 @@ fn holds(row: Option<&StoredValue>, target: &CompareTarget) -> bool {
         CompareTarget::ModRevision(rev) => row.map_or(0, |r| r.mod_revision) == *rev,
         CompareTarget::CreateRevision(rev) => row.map_or(0, |r| r.create_revision) == *rev,
         CompareTarget::Version(v) => row.map_or(0, |r| r.version) == *v,
+        CompareTarget::Lease(id) => row.map_or(0, |r| r.lease) == *id,
     }
 }
 
-/// True if the ops that ran changed any row (such a transaction consumes a revision).
-pub fn changed(result: &TxnResult) -> bool {
-    result.results.iter().any(|r| matches!(r, OpResult::Put { .. } | OpResult::Delete { deleted: true, .. }))
+/// Writes `value` under `key` at `revision`, attaching it as asked, and returns (previous, new).
+/// Fails with LEASE_NOT_FOUND if `attach` names a lease that does not exist.
+pub fn write_row<B: Base>(
+    ov: &mut Overlay<B>,
+    revision: u64,
+    key: &Bytes,
+    value: Bytes,
+    attach: Attach,
+) -> Result<(Option<StoredValue>, StoredValue), Fail> {
+    let prev = ov.row(key)?;
+    let lease = match attach {
+        Attach::None => 0,
+        Attach::Lease(id) => {
+            lease::attach(ov, id, key)?;
+            id
+        }
+        Attach::Ttl(ttl_ms) => {
+            let id = lease::grant(ov, ttl_ms, true)?;
+            lease::attach(ov, id, key)?;
+            id
+        }
+    };
+    if let Some(p) = &prev {
+        if p.lease != 0 && p.lease != lease {
+            lease::detach(ov, p.lease, key)?;
+        }
+    }
+    let row = StoredValue {
+        value,
+        create_revision: prev.as_ref().map_or(revision, |p| p.create_revision),
+        mod_revision: revision,
+        version: prev.as_ref().map_or(1, |p| p.version + 1),
+        lease,
+    };
+    ov.set_row(key, row.clone(), prev.as_ref())?;
+    Ok((prev, row))
+}
+
+/// Deletes `key` at `revision` if it exists, detaching it from its lease; returns the old row.
+pub fn delete_row<B: Base>(ov: &mut Overlay<B>, revision: u64, key: &Bytes) -> Result<Option<StoredValue>, Fail> {
+    let Some(prev) = ov.row(key)? else { return Ok(None) };
+    if prev.lease != 0 {
+        lease::detach(ov, prev.lease, key)?;
+    }
+    ov.remove_row(key, revision, &prev)?;
+    Ok(Some(prev))
 }
 
 /// Runs `txn` at `revision`: all compares, then the matching branch's ops in order.
-pub fn execute<F, E>(view: &mut View<F>, revision: u64, txn: &Txn) -> Result<TxnResult, E>
-where
-    F: FnMut(&[u8]) -> Result<Option<StoredValue>, E>,
-{
+pub fn execute<B: Base>(ov: &mut Overlay<B>, revision: u64, txn: &Txn) -> Result<TxnResult, Fail> {
     let mut succeeded = true;
     for Compare { key, target } in &txn.compares {
-        let row = view.get(key)?;
+        let row = ov.row(key)?;
         if !holds(row.as_ref(), target) {
             succeeded = false;
             break;
@@ -89,26 +111,14 @@ where
     let mut results = Vec::with_capacity(ops.len());
     for op in ops {
         results.push(match op {
-            Op::Get { key } => OpResult::Get { kv: view.get(key)?.map(|r| r.to_kv(key)) },
-            Op::Put { key, value, prev_kv } => {
-                let prev = view.get(key)?;
-                let row = StoredValue {
-                    value: value.clone(),
-                    create_revision: prev.as_ref().map_or(revision, |p| p.create_revision),
-                    mod_revision: revision,
-                    version: prev.as_ref().map_or(1, |p| p.version + 1),
-                };
-                let kv = row.to_kv(key);
-                view.changes.insert(key.clone(), Some(row));
-                OpResult::Put { prev: prev.filter(|_| *prev_kv).map(|p| p.to_kv(key)), kv }
+            Op::Get { key } => OpResult::Get { kv: ov.row(key)?.map(|r| r.to_kv(key)) },
+            Op::Put { key, value, prev_kv, attach } => {
+                let (prev, row) = write_row(ov, revision, key, value.clone(), *attach)?;
+                OpResult::Put { prev: prev.filter(|_| *prev_kv).map(|p| p.to_kv(key)), kv: row.to_kv(key) }
             }
             Op::Delete { key, prev_kv } => {
-                let prev = view.get(key)?;
-                let deleted = prev.is_some();
-                if deleted {
-                    view.changes.insert(key.clone(), None);
-                }
-                OpResult::Delete { deleted, prev: prev.filter(|_| *prev_kv).map(|p| p.to_kv(key)) }
+                let prev = delete_row(ov, revision, key)?;
+                OpResult::Delete { deleted: prev.is_some(), prev: prev.filter(|_| *prev_kv).map(|p| p.to_kv(key)) }
             }
         });
     }
@@ -118,19 +128,27 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::convert::Infallible;
+    use crate::types::ShardId;
+    use std::collections::BTreeMap;
 
-    fn empty(_: &[u8]) -> Result<Option<StoredValue>, Infallible> {
-        Ok(None)
+    type Mem = Overlay<BTreeMap<Vec<u8>, Vec<u8>>>;
+
+    fn empty() -> Mem {
+        Overlay::new(ShardId(0), BTreeMap::new())
     }
 
     fn put(k: &str, v: &str) -> Op {
-        Op::Put { key: Bytes::from(k.to_string()), value: Bytes::from(v.to_string()), prev_kv: true }
+        Op::Put {
+            key: Bytes::from(k.to_string()),
+            value: Bytes::from(v.to_string()),
+            prev_kv: true,
+            attach: Attach::None,
+        }
     }
 
     #[test]
     fn revisions_and_versions_follow_writes() {
-        let mut view = View::new(empty);
+        let mut view = empty();
         let r = execute(&mut view, 5, &Txn { success: vec![put("a", "1")], ..Txn::default() }).unwrap();
         let OpResult::Put { prev, kv } = &r.results[0] else { panic!("{r:?}") };
         assert!(prev.is_none());
@@ -152,7 +170,7 @@ mod tests {
 
     #[test]
     fn compares_pick_the_branch() {
-        let mut view = View::new(empty);
+        let mut view = empty();
         execute(&mut view, 3, &Txn { success: vec![put("k", "v")], ..Txn::default() }).unwrap();
         let key = Bytes::from_static(b"k");
         let cas = |target| Txn {
@@ -170,14 +188,14 @@ mod tests {
             (CompareTarget::Version(1), true),
             (CompareTarget::CreateRevision(2), false),
         ] {
-            let mut v = View::new(empty);
-            v.changes = view.changes.clone();
-            let r = execute(&mut v, 4, &cas(target.clone())).unwrap();
+            let sp = view.savepoint();
+            let r = execute(&mut view, 4, &cas(target.clone())).unwrap();
+            view.rollback(sp);
             assert_eq!(r.succeeded, want, "{target:?}");
             assert!(matches!(r.results[0], OpResult::Put { .. }) == want);
         }
         // A missing key: ModRevision(0) is "must not exist".
-        let mut v = View::new(empty);
+        let mut v = empty();
         let txn = Txn {
             compares: vec![Compare { key: Bytes::from_static(b"new"), target: CompareTarget::ModRevision(0) }],
             success: vec![put("new", "x")],

@@ -1,0 +1,248 @@
+//! Lease deadlines: the shard leader's clock over the leases its state machine holds.
+//!
+//! The state machine knows which leases exist and their TTLs; it never reads a clock. Every
+//! replica mirrors that set here (updated inside `apply`), but deadlines only mean something on
+//! the leader, and only for its current term:
+//!
+//! - When a node starts leading a term, every deadline is reset to `now + ttl` (a leader change
+//!   may extend a lease, never shorten it).
+//! - A keepalive is answered only after a read-index barrier (leadership confirmed by a quorum,
+//!   everything committed before applied) and sets `deadline = max(deadline, now + ttl)`, `now`
+//!   being later than the moment the holder sent it.
+//! - When a deadline passes, the lease is marked `expiring` (no keepalive is accepted for it any
+//!   more) and the leader proposes `LeaseOp::Expire`. A failed proposal does not clear the mark;
+//!   only a new leadership term does, and a new term's barrier applies any expiry an earlier
+//!   leader got committed.
+//!
+//! The full argument that a lease never expires before `send time of the last successful
+//! keepalive + ttl` is in docs/api.md ("Lease safety").
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::machine::overlay::LeaseChange;
+use crate::types::LeaseId;
+
+/// Leases expired per proposal at most (keeps one entry well under the message limits).
+pub const EXPIRE_BATCH: usize = 1000;
+
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    ttl: Duration,
+    deadline: Instant,
+    expiring: bool,
+}
+
+#[derive(Default)]
+struct State {
+    leases: HashMap<LeaseId, Timing>,
+    /// (deadline, id) of every lease not yet expiring, for finding the next expiry fast.
+    by_deadline: BTreeSet<(Instant, LeaseId)>,
+    /// The leadership term the deadlines were last reset for.
+    term: Option<u64>,
+}
+
+impl State {
+    fn set_deadline(&mut self, id: LeaseId, deadline: Instant) {
+        if let Some(t) = self.leases.get_mut(&id) {
+            self.by_deadline.remove(&(t.deadline, id));
+            t.deadline = deadline;
+            if !t.expiring {
+                self.by_deadline.insert((deadline, id));
+            }
+        }
+    }
+}
+
+/// What a keepalive found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    Renewed {
+        ttl: Duration,
+    },
+    /// Expired (or expiring) or revoked: the lease is gone.
+    Gone,
+}
+
+#[derive(Default)]
+pub struct LeaseClock {
+    state: Mutex<State>,
+    /// Woken when the earliest deadline may have moved.
+    changed: Notify,
+}
+
+impl LeaseClock {
+    pub fn new() -> Arc<Self> {
+        Arc::new(LeaseClock::default())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Each update is a few map operations that cannot leave the maps disagreeing midway
+        // through a panic-free section, so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Replaces the set of leases (startup, snapshot install).
+    pub fn reset(&self, leases: impl IntoIterator<Item = (LeaseId, u64)>) {
+        let now = Instant::now();
+        let mut s = self.lock();
+        s.leases.clear();
+        s.by_deadline.clear();
+        for (id, ttl_ms) in leases {
+            let ttl = Duration::from_millis(ttl_ms);
+            s.leases.insert(id, Timing { ttl, deadline: now + ttl, expiring: false });
+            s.by_deadline.insert((now + ttl, id));
+        }
+        s.term = None;
+        drop(s);
+        self.changed.notify_one();
+    }
+
+    /// Mirrors the state machine's lease changes (called inside apply).
+    pub fn apply(&self, changes: &[LeaseChange]) {
+        if changes.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut s = self.lock();
+        for change in changes {
+            match *change {
+                LeaseChange::Granted { id, ttl_ms } => {
+                    let ttl = Duration::from_millis(ttl_ms);
+                    s.leases.insert(id, Timing { ttl, deadline: now + ttl, expiring: false });
+                    s.by_deadline.insert((now + ttl, id));
+                }
+                LeaseChange::Ended { id } => {
+                    if let Some(t) = s.leases.remove(&id) {
+                        s.by_deadline.remove(&(t.deadline, id));
+                    }
+                }
+            }
+        }
+        drop(s);
+        self.changed.notify_one();
+    }
+
+    /// Starts (or confirms) leadership of `term`: a new term resets every deadline to now + ttl.
+    fn lead(s: &mut State, term: u64, now: Instant) {
+        if s.term == Some(term) {
+            return;
+        }
+        s.term = Some(term);
+        s.by_deadline.clear();
+        let ids: Vec<LeaseId> = s.leases.keys().copied().collect();
+        for id in ids {
+            if let Some(t) = s.leases.get_mut(&id) {
+                t.deadline = now + t.ttl;
+                t.expiring = false;
+                let d = t.deadline;
+                s.by_deadline.insert((d, id));
+            }
+        }
+    }
+
+    /// This node stopped leading: the next leadership must reset the deadlines.
+    pub fn step_down(&self) {
+        self.lock().term = None;
+    }
+
+    /// A keepalive on the leader of `term`, after its read barrier.
+    pub fn keep_alive(&self, id: LeaseId, term: u64) -> Renewal {
+        let now = Instant::now();
+        let mut s = self.lock();
+        Self::lead(&mut s, term, now);
+        let Some(t) = s.leases.get(&id).copied() else { return Renewal::Gone };
+        if t.expiring {
+            return Renewal::Gone;
+        }
+        s.set_deadline(id, t.deadline.max(now + t.ttl));
+        Renewal::Renewed { ttl: t.ttl }
+    }
+
+    /// (granted ttl, time left) as the leader of `term` sees it; None if the lease is gone.
+    pub fn time_to_live(&self, id: LeaseId, term: u64) -> Option<(Duration, Duration)> {
+        let now = Instant::now();
+        let mut s = self.lock();
+        Self::lead(&mut s, term, now);
+        let t = s.leases.get(&id)?;
+        if t.expiring {
+            return Some((t.ttl, Duration::ZERO));
+        }
+        Some((t.ttl, t.deadline.saturating_duration_since(now)))
+    }
+
+    /// On the leader of `term`: marks every lease whose deadline passed as expiring and returns
+    /// them, plus the next deadline to wake up for.
+    pub fn take_expired(&self, term: u64) -> (Vec<LeaseId>, Option<Instant>) {
+        let now = Instant::now();
+        let mut s = self.lock();
+        Self::lead(&mut s, term, now);
+        let mut expired = Vec::new();
+        while let Some(&(deadline, id)) = s.by_deadline.first() {
+            if deadline > now {
+                break;
+            }
+            s.by_deadline.pop_first();
+            if let Some(t) = s.leases.get_mut(&id) {
+                t.expiring = true;
+            }
+            expired.push(id);
+        }
+        let next = s.by_deadline.first().map(|(d, _)| *d);
+        (expired, next)
+    }
+
+    pub async fn changed(&self) {
+        self.changed.notified().await
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().leases.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn deadlines_expire_and_keepalives_extend() {
+        let clock = LeaseClock::new();
+        clock.apply(&[LeaseChange::Granted { id: 1, ttl_ms: 100 }, LeaseChange::Granted { id: 2, ttl_ms: 300 }]);
+        let (expired, next) = clock.take_expired(5);
+        assert!(expired.is_empty());
+        assert!(next.is_some());
+        tokio::time::advance(Duration::from_millis(80)).await;
+        assert_eq!(clock.keep_alive(1, 5), Renewal::Renewed { ttl: Duration::from_millis(100) });
+        tokio::time::advance(Duration::from_millis(60)).await;
+        assert!(clock.take_expired(5).0.is_empty(), "renewed at 80 ms: lives until 180 ms");
+        tokio::time::advance(Duration::from_millis(50)).await;
+        assert_eq!(clock.take_expired(5).0, vec![1]);
+        assert_eq!(clock.keep_alive(1, 5), Renewal::Gone, "no keepalive once expiring");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_term_extends_never_shortens() {
+        let clock = LeaseClock::new();
+        clock.apply(&[LeaseChange::Granted { id: 1, ttl_ms: 100 }]);
+        clock.take_expired(1);
+        tokio::time::advance(Duration::from_millis(150)).await;
+        assert_eq!(clock.take_expired(1).0, vec![1]);
+        // Leadership moved away and came back: the lease gets a full TTL again (its expiry
+        // proposal may not have committed; if it did, the barrier will have removed it).
+        clock.step_down();
+        let (expired, _) = clock.take_expired(2);
+        assert!(expired.is_empty());
+        assert_eq!(clock.time_to_live(1, 2), Some((Duration::from_millis(100), Duration::from_millis(100))));
+        clock.apply(&[LeaseChange::Ended { id: 1 }]);
+        assert_eq!(clock.keep_alive(1, 2), Renewal::Gone);
+    }
+}

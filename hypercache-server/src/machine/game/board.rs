@@ -1,0 +1,307 @@
+//! Boards: an owner record `{owner, epoch}` and a checkpoint `{seq, epoch, data}` in two rows
+//! (so assignment watchers are not woken by every checkpoint).
+//!
+//! Fencing: every change of owner bumps the epoch; a checkpoint is accepted only with the current
+//! epoch. Because both checks and writes happen at one point of the log, a sync from a deposed
+//! owner that is still in flight when the board is reassigned arrives after the reassignment in
+//! log order and is refused, whatever the network did.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::election::current_leader;
+use super::registry::live;
+use super::{key, read, write, BoardRecord, BoardView, CheckpointRecord, GameReply, Owner, BOARD_PREFIX, CKPT_PREFIX};
+use crate::machine::kv::{delete_row, StoredValue};
+use crate::machine::lease;
+use crate::machine::overlay::{Base, Overlay};
+use crate::machine::{Fail, Rejection};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assign {
+    pub board_id: String,
+    pub server_id: String,
+    pub expected_epoch: u64,
+    pub request_id: String,
+    /// (election name, term): the caller's claim to lead that election.
+    pub fence: Option<(String, u64)>,
+}
+
+fn load<B: Base>(ov: &Overlay<B>, board_id: &str) -> Result<(BoardRecord, StoredValue), Fail> {
+    read::<B, BoardRecord>(ov, &key(BOARD_PREFIX, board_id))?
+        .ok_or_else(|| Rejection::BoardNotFound { board_id: board_id.to_string() }.into())
+}
+
+fn view(board_id: &str, record: BoardRecord, row: &StoredValue) -> BoardView {
+    BoardView { board_id: board_id.to_string(), record, lease: row.lease, revision: row.mod_revision }
+}
+
+fn stale(board_id: &str, given: u64, record: &BoardRecord) -> Fail {
+    Rejection::StaleEpoch { board_id: board_id.to_string(), given, epoch: record.epoch, owner: record.owner.clone() }
+        .into()
+}
+
+pub fn create<B: Base>(
+    ov: &mut Overlay<B>,
+    revision: u64,
+    board_id: &str,
+    params: &Bytes,
+    checkpoint: &Bytes,
+    lifetime_ms: Option<u64>,
+) -> Result<GameReply, Fail> {
+    let board_key = key(BOARD_PREFIX, board_id);
+    if ov.row(&board_key)?.is_some() {
+        return Err(Rejection::BoardExists { board_id: board_id.to_string() }.into());
+    }
+    let lease = match lifetime_ms {
+        Some(ms) => lease::grant(ov, ms, false)?,
+        None => 0,
+    };
+    let record = BoardRecord { params: params.clone(), owner: None, epoch: 0, last_assign: None };
+    let row = write(ov, revision, &board_key, &record, lease)?;
+    let ckpt = CheckpointRecord { seq: 0, epoch: 0, data: checkpoint.clone() };
+    write(ov, revision, &key(CKPT_PREFIX, board_id), &ckpt, lease)?;
+    Ok(GameReply::Board(view(board_id, record, &row)))
+}
+
+pub fn assign<B: Base>(ov: &mut Overlay<B>, revision: u64, a: &Assign) -> Result<GameReply, Fail> {
+    let (mut record, row) = load(ov, &a.board_id)?;
+    // A retry of an assignment that already happened: same answer, no new epoch.
+    if let Some((request_id, _)) = &record.last_assign {
+        if *request_id == a.request_id {
+            return Ok(GameReply::Board(view(&a.board_id, record, &row)));
+        }
+    }
+    if let Some((name, term)) = &a.fence {
+        let current = current_leader(ov, name)?;
+        if current.as_ref().map(|l| l.term) != Some(*term) {
+            return Err(Rejection::StaleTerm { name: name.clone(), given: *term, current }.into());
+        }
+    }
+    if record.epoch != a.expected_epoch {
+        return Err(stale(&a.board_id, a.expected_epoch, &record));
+    }
+    let server = live(ov, &a.server_id)?
+        .ok_or_else(|| Rejection::ServerNotLive { board_id: a.board_id.clone(), server_id: a.server_id.clone() })?;
+    record.epoch += 1;
+    record.owner = Some(Owner { server_id: server.server_id, incarnation: server.incarnation });
+    record.last_assign = Some((a.request_id.clone(), record.epoch));
+    let row = write(ov, revision, &key(BOARD_PREFIX, &a.board_id), &record, row.lease)?;
+    Ok(GameReply::Board(view(&a.board_id, record, &row)))
+}
+
+pub fn sync<B: Base>(
+    ov: &mut Overlay<B>,
+    revision: u64,
+    board_id: &str,
+    epoch: u64,
+    seq: u64,
+    checkpoint: &Bytes,
+) -> Result<GameReply, Fail> {
+    let (record, row) = load(ov, board_id)?;
+    if record.epoch != epoch || record.owner.is_none() {
+        return Err(stale(board_id, epoch, &record));
+    }
+    let ckpt_key = key(CKPT_PREFIX, board_id);
+    let stored = read::<B, CheckpointRecord>(ov, &ckpt_key)?.map_or(0, |(c, _)| c.seq);
+    if seq == stored {
+        return Ok(GameReply::Synced { seq, written: false });
+    }
+    if seq < stored {
+        return Err(Rejection::StaleSeq { board_id: board_id.to_string(), given: seq, stored }.into());
+    }
+    write(ov, revision, &ckpt_key, &CheckpointRecord { seq, epoch, data: checkpoint.clone() }, row.lease)?;
+    Ok(GameReply::Synced { seq, written: true })
+}
+
+pub fn release<B: Base>(
+    ov: &mut Overlay<B>,
+    revision: u64,
+    board_id: &str,
+    server_id: &str,
+    epoch: u64,
+) -> Result<GameReply, Fail> {
+    let (mut record, row) = load(ov, board_id)?;
+    let owns = record.owner.as_ref().is_some_and(|o| o.server_id == server_id);
+    if record.epoch != epoch || !owns {
+        return Err(Rejection::NotOwner {
+            board_id: board_id.to_string(),
+            server_id: server_id.to_string(),
+            given: epoch,
+            epoch: record.epoch,
+            owner: record.owner.clone(),
+        }
+        .into());
+    }
+    record.owner = None;
+    record.epoch += 1;
+    let row = write(ov, revision, &key(BOARD_PREFIX, board_id), &record, row.lease)?;
+    Ok(GameReply::Board(view(board_id, record, &row)))
+}
+
+pub fn delete<B: Base>(
+    ov: &mut Overlay<B>,
+    revision: u64,
+    board_id: &str,
+    expected_epoch: Option<u64>,
+) -> Result<GameReply, Fail> {
+    let (record, _) = load(ov, board_id)?;
+    if let Some(e) = expected_epoch {
+        if e != record.epoch {
+            return Err(stale(board_id, e, &record));
+        }
+    }
+    delete_row(ov, revision, &key(BOARD_PREFIX, board_id))?;
+    delete_row(ov, revision, &key(CKPT_PREFIX, board_id))?;
+    Ok(GameReply::Done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::game::{apply, GameOp};
+    use crate::types::{LeaseOp, Reply, ShardId};
+    use std::collections::BTreeMap;
+
+    type Mem = Overlay<BTreeMap<Vec<u8>, Vec<u8>>>;
+
+    fn run(ov: &mut Mem, rev: u64, op: GameOp) -> Result<GameReply, Rejection> {
+        let sp = ov.savepoint();
+        match apply(ov, rev, &op) {
+            Ok(Reply::Game(r)) => {
+                ov.release();
+                Ok(r)
+            }
+            Ok(other) => panic!("{other:?}"),
+            Err(Fail::Reject(r)) => {
+                ov.rollback(sp);
+                Err(r)
+            }
+            Err(Fail::Fatal(e)) => panic!("{e}"),
+        }
+    }
+
+    fn register(ov: &mut Mem, rev: u64, id: &str) -> u64 {
+        let op = GameOp::Register {
+            server_id: id.into(),
+            address: "a:1".into(),
+            capacity: 1,
+            labels: BTreeMap::new(),
+            ttl_ms: 1000,
+        };
+        match run(ov, rev, op).unwrap() {
+            GameReply::Registered { lease, .. } => lease,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn assign(ov: &mut Mem, rev: u64, board: &str, server: &str, expected: u64, req: &str) -> Result<u64, Rejection> {
+        let a = Assign {
+            board_id: board.into(),
+            server_id: server.into(),
+            expected_epoch: expected,
+            request_id: req.into(),
+            fence: None,
+        };
+        match run(ov, rev, GameOp::AssignBoard(a))? {
+            GameReply::Board(b) => Ok(b.record.epoch),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn sync(ov: &mut Mem, rev: u64, board: &str, epoch: u64, seq: u64) -> Result<GameReply, Rejection> {
+        let op = GameOp::SyncBoard { board_id: board.into(), epoch, seq, checkpoint: Bytes::from(format!("s{seq}")) };
+        run(ov, rev, op)
+    }
+
+    fn setup() -> Mem {
+        let mut ov = Overlay::new(ShardId(0), BTreeMap::new());
+        register(&mut ov, 1, "A");
+        register(&mut ov, 2, "B");
+        let create = GameOp::CreateBoard {
+            board_id: "b1".into(),
+            params: Bytes::new(),
+            checkpoint: Bytes::from_static(b"init"),
+            lifetime_ms: None,
+        };
+        run(&mut ov, 3, create).unwrap();
+        ov
+    }
+
+    #[test]
+    fn a_deposed_owner_can_never_overwrite_the_checkpoint() {
+        let mut ov = setup();
+        let e1 = assign(&mut ov, 4, "b1", "A", 0, "r1").unwrap();
+        assert_eq!(sync(&mut ov, 5, "b1", e1, 1).unwrap(), GameReply::Synced { seq: 1, written: true });
+        let e2 = assign(&mut ov, 6, "b1", "B", e1, "r2").unwrap();
+        assert!(e2 > e1);
+        // A's next sync (even with a newer seq) is refused and names the new owner.
+        let err = sync(&mut ov, 7, "b1", e1, 2).unwrap_err();
+        match &err {
+            Rejection::StaleEpoch { epoch, owner: Some(o), .. } => {
+                assert_eq!((*epoch, o.server_id.as_str()), (e2, "B"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(err.to_string().contains("owned by B"), "{err}");
+        assert_eq!(sync(&mut ov, 8, "b1", e2, 2).unwrap(), GameReply::Synced { seq: 2, written: true });
+        let (ckpt, _) = read::<_, CheckpointRecord>(&ov, &key(CKPT_PREFIX, "b1")).unwrap().unwrap();
+        assert_eq!((ckpt.seq, ckpt.epoch, ckpt.data.as_ref()), (2, e2, b"s2".as_ref()));
+    }
+
+    #[test]
+    fn seq_rules_repeats_are_idempotent_and_older_is_refused() {
+        let mut ov = setup();
+        let e = assign(&mut ov, 4, "b1", "A", 0, "r1").unwrap();
+        sync(&mut ov, 5, "b1", e, 5).unwrap();
+        assert_eq!(sync(&mut ov, 6, "b1", e, 5).unwrap(), GameReply::Synced { seq: 5, written: false });
+        assert!(matches!(sync(&mut ov, 6, "b1", e, 4).unwrap_err(), Rejection::StaleSeq { stored: 5, .. }));
+    }
+
+    #[test]
+    fn assign_is_idempotent_by_request_id_and_checks_liveness_and_epoch() {
+        let mut ov = setup();
+        let e1 = assign(&mut ov, 4, "b1", "A", 0, "r1").unwrap();
+        assert_eq!(assign(&mut ov, 5, "b1", "A", 0, "r1").unwrap(), e1, "a retry returns the same epoch");
+        assert!(matches!(assign(&mut ov, 5, "b1", "B", 0, "r2").unwrap_err(), Rejection::StaleEpoch { .. }));
+        assert!(matches!(assign(&mut ov, 5, "b1", "nobody", e1, "r3").unwrap_err(), Rejection::ServerNotLive { .. }));
+        assert!(matches!(assign(&mut ov, 5, "nope", "A", 0, "r4").unwrap_err(), Rejection::BoardNotFound { .. }));
+    }
+
+    #[test]
+    fn assignment_to_a_server_whose_lease_expired_is_refused() {
+        let mut ov = setup();
+        let lease = register(&mut ov, 4, "C");
+        crate::machine::lease::apply(&mut ov, 5, &LeaseOp::Expire { ids: vec![lease] }).unwrap();
+        assert!(matches!(assign(&mut ov, 6, "b1", "C", 0, "r").unwrap_err(), Rejection::ServerNotLive { .. }));
+    }
+
+    #[test]
+    fn release_fences_the_old_owner_and_allows_reassignment() {
+        let mut ov = setup();
+        let e1 = assign(&mut ov, 4, "b1", "A", 0, "r1").unwrap();
+        let wrong = GameOp::ReleaseBoard { board_id: "b1".into(), server_id: "B".into(), epoch: e1 };
+        assert!(matches!(run(&mut ov, 5, wrong).unwrap_err(), Rejection::NotOwner { .. }));
+        let ok = GameOp::ReleaseBoard { board_id: "b1".into(), server_id: "A".into(), epoch: e1 };
+        let GameReply::Board(b) = run(&mut ov, 5, ok).unwrap() else { panic!() };
+        assert!(b.record.owner.is_none() && b.record.epoch == e1 + 1);
+        assert!(matches!(sync(&mut ov, 6, "b1", e1, 9).unwrap_err(), Rejection::StaleEpoch { .. }));
+        assign(&mut ov, 7, "b1", "B", e1 + 1, "r2").unwrap();
+    }
+
+    #[test]
+    fn a_board_lifetime_deletes_board_and_checkpoint() {
+        let mut ov = setup();
+        let create = GameOp::CreateBoard {
+            board_id: "short".into(),
+            params: Bytes::new(),
+            checkpoint: Bytes::new(),
+            lifetime_ms: Some(1000),
+        };
+        let GameReply::Board(b) = run(&mut ov, 4, create).unwrap() else { panic!() };
+        assert_ne!(b.lease, 0);
+        crate::machine::lease::apply(&mut ov, 5, &LeaseOp::Expire { ids: vec![b.lease] }).unwrap();
+        assert!(ov.row(&key(BOARD_PREFIX, "short")).unwrap().is_none());
+        assert!(ov.row(&key(CKPT_PREFIX, "short")).unwrap().is_none());
+    }
+}

@@ -1,0 +1,189 @@
+//! Game-state operations: the registry of game servers, boards with fenced ownership, and
+//! elections with fencing terms.
+//!
+//! Their records are ordinary rows in a reserved part of the key space (keys beginning with byte
+//! 0xff, which clients cannot write through the KV API), so they replicate, snapshot, attach to
+//! leases and produce watch events like any key; the typed streams (registry watch, assignment
+//! watch, election observe) are key watches decoded on the server. Values are postcard records.
+//!
+//! | record | key | lease |
+//! |---|---|---|
+//! | registration | `\xffhc/server/<id>` | the registration's lease |
+//! | incarnation counter | `\xffhc/incarnation/<id>` | none (never goes backwards) |
+//! | board owner record | `\xffhc/board/<id>` | the board's lifetime lease, if any |
+//! | board checkpoint | `\xffhc/ckpt/<id>` | same as the board |
+//! | election leader | `\xffhc/election/<name>` | the leader's lease |
+//! | election term counter | `\xffhc/eterm/<name>` | none (never goes backwards) |
+
+pub mod board;
+pub mod election;
+pub mod registry;
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::kv::{write_row, StoredValue};
+use super::overlay::{ApplyError, Base, Overlay};
+use super::Fail;
+use crate::types::{Attach, LeaseId};
+
+pub const SERVER_PREFIX: &[u8] = b"\xffhc/server/";
+pub const INCARNATION_PREFIX: &[u8] = b"\xffhc/incarnation/";
+pub const BOARD_PREFIX: &[u8] = b"\xffhc/board/";
+pub const CKPT_PREFIX: &[u8] = b"\xffhc/ckpt/";
+pub const LEADER_PREFIX: &[u8] = b"\xffhc/election/";
+pub const TERM_PREFIX: &[u8] = b"\xffhc/eterm/";
+
+pub fn key(prefix: &[u8], id: &str) -> Bytes {
+    let mut k = Vec::with_capacity(prefix.len() + id.len());
+    k.extend_from_slice(prefix);
+    k.extend_from_slice(id.as_bytes());
+    Bytes::from(k)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GameOp {
+    Register { server_id: String, address: String, capacity: u32, labels: BTreeMap<String, String>, ttl_ms: u64 },
+    Deregister { server_id: String, incarnation: u64 },
+    CreateBoard { board_id: String, params: Bytes, checkpoint: Bytes, lifetime_ms: Option<u64> },
+    AssignBoard(board::Assign),
+    SyncBoard { board_id: String, epoch: u64, seq: u64, checkpoint: Bytes },
+    ReleaseBoard { board_id: String, server_id: String, epoch: u64 },
+    DeleteBoard { board_id: String, expected_epoch: Option<u64> },
+    Campaign { name: String, candidate: String, lease: LeaseId },
+    Resign { name: String, term: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GameReply {
+    Registered {
+        lease: LeaseId,
+        incarnation: u64,
+        ttl_ms: u64,
+    },
+    Done,
+    Board(BoardView),
+    Synced {
+        seq: u64,
+        written: bool,
+    },
+    /// `won`: the candidate leads (now or already); otherwise `leader` is who does.
+    Campaign {
+        won: bool,
+        leader: Option<LeaderView>,
+    },
+}
+
+/// A registration as stored (the lease is the row's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerRecord {
+    pub server_id: String,
+    pub address: String,
+    pub capacity: u32,
+    pub labels: BTreeMap<String, String>,
+    pub incarnation: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    pub server_id: String,
+    pub incarnation: u64,
+}
+
+/// A board's owner record as stored (the lifetime lease is the row's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoardRecord {
+    pub params: Bytes,
+    pub owner: Option<Owner>,
+    pub epoch: u64,
+    /// The last assignment: its request id and the epoch it produced (idempotent retries).
+    pub last_assign: Option<(String, u64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointRecord {
+    pub seq: u64,
+    pub epoch: u64,
+    pub data: Bytes,
+}
+
+/// A board as replies and streams show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoardView {
+    pub board_id: String,
+    pub record: BoardRecord,
+    pub lease: LeaseId,
+    /// Revision of the last change of the owner record.
+    pub revision: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderRecord {
+    pub candidate: String,
+    pub term: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderView {
+    pub candidate: String,
+    pub lease: LeaseId,
+    pub term: u64,
+}
+
+pub fn decode<T: DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T, ApplyError> {
+    postcard::from_bytes(value)
+        .map_err(|e| ApplyError(format!("game record {:?} does not decode: {e}", String::from_utf8_lossy(key))))
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Bytes, ApplyError> {
+    postcard::to_allocvec(value).map(Bytes::from).map_err(|e| ApplyError(format!("encoding a game record: {e}")))
+}
+
+/// Reads a record row: (record, its row).
+fn read<B: Base, T: DeserializeOwned>(ov: &Overlay<B>, key: &Bytes) -> Result<Option<(T, StoredValue)>, ApplyError> {
+    match ov.row(key)? {
+        None => Ok(None),
+        Some(row) => Ok(Some((decode(key, &row.value)?, row))),
+    }
+}
+
+fn write<B: Base, T: Serialize>(
+    ov: &mut Overlay<B>,
+    revision: u64,
+    key: &Bytes,
+    record: &T,
+    lease: LeaseId,
+) -> Result<StoredValue, Fail> {
+    let attach = if lease == 0 { Attach::None } else { Attach::Lease(lease) };
+    Ok(write_row(ov, revision, key, encode(record)?, attach)?.1)
+}
+
+fn counter_row<B: Base>(ov: &Overlay<B>, key: &Bytes) -> Result<u64, ApplyError> {
+    Ok(read::<B, u64>(ov, key)?.map_or(0, |(n, _)| n))
+}
+
+pub fn apply<B: Base>(ov: &mut Overlay<B>, revision: u64, op: &GameOp) -> Result<crate::types::Reply, Fail> {
+    let reply = match op {
+        GameOp::Register { server_id, address, capacity, labels, ttl_ms } => {
+            registry::register(ov, revision, server_id, address, *capacity, labels, *ttl_ms)?
+        }
+        GameOp::Deregister { server_id, incarnation } => registry::deregister(ov, revision, server_id, *incarnation)?,
+        GameOp::CreateBoard { board_id, params, checkpoint, lifetime_ms } => {
+            board::create(ov, revision, board_id, params, checkpoint, *lifetime_ms)?
+        }
+        GameOp::AssignBoard(a) => board::assign(ov, revision, a)?,
+        GameOp::SyncBoard { board_id, epoch, seq, checkpoint } => {
+            board::sync(ov, revision, board_id, *epoch, *seq, checkpoint)?
+        }
+        GameOp::ReleaseBoard { board_id, server_id, epoch } => {
+            board::release(ov, revision, board_id, server_id, *epoch)?
+        }
+        GameOp::DeleteBoard { board_id, expected_epoch } => board::delete(ov, revision, board_id, *expected_epoch)?,
+        GameOp::Campaign { name, candidate, lease } => election::campaign(ov, revision, name, candidate, *lease)?,
+        GameOp::Resign { name, term } => election::resign(ov, revision, name, *term)?,
+    };
+    Ok(crate::types::Reply::Game(reply))
+}

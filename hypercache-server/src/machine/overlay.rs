@@ -1,0 +1,299 @@
+//! The state machine's view of its rows while one apply batch runs.
+//!
+//! Committed rows sit in sled underneath; the batch's writes sit in `changes` on top, keyed by
+//! the raw sled key and holding sealed (checksummed) bytes, so committing is a straight copy into
+//! one `sled::Batch`. Every write also pushes an undo record: a request that is rejected halfway
+//! is rolled back to its [`Savepoint`], which is what makes each request atomic without the
+//! request logic having to check everything before writing anything.
+//!
+//! Alongside the rows the overlay collects what the rest of the node must learn after the commit:
+//! watch [`Event`]s (key-space changes) and [`LeaseChange`]s (for the leader's lease clock).
+//!
+//! Sled key layout of a shard's `sm` tree:
+//! - `d<key>`: a row ([`StoredValue`]);
+//! - `l<lease id, big-endian>`: a lease ([`LeaseRecord`]);
+//! - `c<name>`: a counter (u64);
+//! - `m<name>`: applied log id, revision, membership (written by the state machine itself).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::kv::StoredValue;
+use crate::storage::record::{seal, unseal};
+use crate::types::{KeyValue, LeaseId, ShardId};
+
+pub const DATA: u8 = b'd';
+pub const LEASE: u8 = b'l';
+pub const COUNTER: u8 = b'c';
+
+pub fn data_key(key: &[u8]) -> Vec<u8> {
+    prefixed(DATA, key)
+}
+
+pub fn lease_key(id: LeaseId) -> Vec<u8> {
+    prefixed(LEASE, &id.to_be_bytes())
+}
+
+fn prefixed(tag: u8, rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(rest.len() + 1);
+    k.push(tag);
+    k.extend_from_slice(rest);
+    k
+}
+
+/// A lease as the state machine stores it. Deadlines are not here: time is the leader's
+/// business (`lease_clock.rs`); the state machine only knows which leases exist.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    pub ttl_ms: u64,
+    /// Keys attached to the lease, deleted with it.
+    pub keys: BTreeSet<Bytes>,
+    /// A per-key TTL lease: it ends when its last key is deleted or detached.
+    pub auto: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    Put,
+    Delete,
+}
+
+/// One key-space change, as watchers see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub revision: u64,
+    pub kind: EventKind,
+    /// For a delete: the key with `mod_revision` = the delete's revision and nothing else.
+    pub kv: KeyValue,
+    pub prev: Option<KeyValue>,
+}
+
+impl Event {
+    /// Approximate memory held by the event (history accounting).
+    pub fn bytes(&self) -> usize {
+        let prev = self.prev.as_ref().map_or(0, |p| p.key.len() + p.value.len());
+        self.kv.key.len() + self.kv.value.len() + prev + 96
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseChange {
+    Granted { id: LeaseId, ttl_ms: u64 },
+    Ended { id: LeaseId },
+}
+
+/// A row store or a corrupt record: the state machine cannot go on (the node stops rather than
+/// diverge from its peers).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct ApplyError(pub String);
+
+/// Where committed rows come from.
+pub trait Base {
+    fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ApplyError>;
+}
+
+impl Base for sled::Tree {
+    fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ApplyError> {
+        self.get(key).map(|v| v.map(|v| v.to_vec())).map_err(|e| ApplyError(format!("sled read: {e}")))
+    }
+}
+
+impl<T: Base> Base for &T {
+    fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ApplyError> {
+        (**self).get_raw(key)
+    }
+}
+
+impl Base for BTreeMap<Vec<u8>, Vec<u8>> {
+    fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ApplyError> {
+        Ok(self.get(key).cloned())
+    }
+}
+
+/// Lengths to truncate back to when a request is rejected.
+#[derive(Debug, Clone, Copy)]
+pub struct Savepoint {
+    undo: usize,
+    events: usize,
+    lease_changes: usize,
+}
+
+impl Savepoint {
+    /// Events recorded before the savepoint.
+    pub fn events(&self) -> usize {
+        self.events
+    }
+}
+
+pub struct Overlay<B> {
+    pub shard: ShardId,
+    base: B,
+    changes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// (key, what `changes` held for it before the write: None = nothing).
+    undo: Vec<(Vec<u8>, Option<Option<Vec<u8>>>)>,
+    pub events: Vec<Event>,
+    pub lease_changes: Vec<LeaseChange>,
+}
+
+impl<B: Base> Overlay<B> {
+    pub fn new(shard: ShardId, base: B) -> Self {
+        Overlay {
+            shard,
+            base,
+            changes: BTreeMap::new(),
+            undo: Vec::new(),
+            events: Vec::new(),
+            lease_changes: Vec::new(),
+        }
+    }
+
+    pub fn savepoint(&self) -> Savepoint {
+        Savepoint { undo: self.undo.len(), events: self.events.len(), lease_changes: self.lease_changes.len() }
+    }
+
+    pub fn rollback(&mut self, sp: Savepoint) {
+        while self.undo.len() > sp.undo {
+            let Some((key, before)) = self.undo.pop() else { break };
+            match before {
+                Some(entry) => self.changes.insert(key, entry),
+                None => self.changes.remove(&key),
+            };
+        }
+        self.events.truncate(sp.events);
+        self.lease_changes.truncate(sp.lease_changes);
+    }
+
+    /// Accepts the current state: undo records are no longer needed (one per request).
+    pub fn release(&mut self) {
+        self.undo.clear();
+    }
+
+    /// The writes to commit: raw sled key -> sealed value (None = delete).
+    pub fn into_changes(self) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
+        self.changes
+    }
+
+    fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        raw_key: &[u8],
+        what: &dyn Fn() -> String,
+    ) -> Result<Option<T>, ApplyError> {
+        let bytes = match self.changes.get(raw_key) {
+            Some(entry) => entry.clone(),
+            None => self.base.get_raw(raw_key)?,
+        };
+        match bytes {
+            None => Ok(None),
+            Some(b) => unseal(&b)
+                .map(Some)
+                .map_err(|e| ApplyError(format!("shard {}: {} is corrupt: {e}", self.shard, what()))),
+        }
+    }
+
+    fn set<T: Serialize>(&mut self, raw_key: Vec<u8>, value: Option<&T>) -> Result<(), ApplyError> {
+        let sealed = match value {
+            Some(v) => Some(seal(v).map_err(|e| ApplyError(format!("shard {}: encoding a row: {e}", self.shard)))?),
+            None => None,
+        };
+        let before = self.changes.insert(raw_key.clone(), sealed);
+        self.undo.push((raw_key, before));
+        Ok(())
+    }
+
+    pub fn row(&self, key: &[u8]) -> Result<Option<StoredValue>, ApplyError> {
+        self.get(&data_key(key), &|| format!("row {:?}", String::from_utf8_lossy(key)))
+    }
+
+    /// Writes a row and records the watch event. Lease bookkeeping is the caller's (see `kv.rs`).
+    pub fn set_row(&mut self, key: &Bytes, row: StoredValue, prev: Option<&StoredValue>) -> Result<(), ApplyError> {
+        self.set(data_key(key), Some(&row))?;
+        self.events.push(Event {
+            revision: row.mod_revision,
+            kind: EventKind::Put,
+            kv: row.to_kv(key),
+            prev: prev.map(|p| p.to_kv(key)),
+        });
+        Ok(())
+    }
+
+    pub fn remove_row(&mut self, key: &Bytes, revision: u64, prev: &StoredValue) -> Result<(), ApplyError> {
+        self.set::<StoredValue>(data_key(key), None)?;
+        let kv = KeyValue {
+            key: key.clone(),
+            value: Bytes::new(),
+            create_revision: 0,
+            mod_revision: revision,
+            version: 0,
+            lease: 0,
+        };
+        self.events.push(Event { revision, kind: EventKind::Delete, kv, prev: Some(prev.to_kv(key)) });
+        Ok(())
+    }
+
+    pub fn lease(&self, id: LeaseId) -> Result<Option<LeaseRecord>, ApplyError> {
+        self.get(&lease_key(id), &|| format!("lease {id}"))
+    }
+
+    /// Writes a lease record; `granted` records a new lease for the lease clock.
+    pub fn set_lease(&mut self, id: LeaseId, lease: &LeaseRecord, granted: bool) -> Result<(), ApplyError> {
+        self.set(lease_key(id), Some(lease))?;
+        if granted {
+            self.lease_changes.push(LeaseChange::Granted { id, ttl_ms: lease.ttl_ms });
+        }
+        Ok(())
+    }
+
+    pub fn remove_lease(&mut self, id: LeaseId) -> Result<(), ApplyError> {
+        self.set::<LeaseRecord>(lease_key(id), None)?;
+        self.lease_changes.push(LeaseChange::Ended { id });
+        Ok(())
+    }
+
+    pub fn counter(&self, name: &str) -> Result<u64, ApplyError> {
+        Ok(self.get(&prefixed(COUNTER, name.as_bytes()), &|| format!("counter {name}"))?.unwrap_or(0))
+    }
+
+    pub fn set_counter(&mut self, name: &str, value: u64) -> Result<(), ApplyError> {
+        self.set(prefixed(COUNTER, name.as_bytes()), Some(&value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(v: &str, rev: u64) -> StoredValue {
+        StoredValue { value: Bytes::from(v.to_string()), create_revision: rev, mod_revision: rev, version: 1, lease: 0 }
+    }
+
+    #[test]
+    fn rollback_restores_rows_events_and_lease_changes() {
+        let mut ov = Overlay::new(ShardId(0), BTreeMap::new());
+        let k = Bytes::from_static(b"k");
+        ov.set_row(&k, row("a", 1), None).unwrap();
+        ov.release();
+        let sp = ov.savepoint();
+        ov.set_row(&k, row("b", 2), None).unwrap();
+        ov.set_lease(7, &LeaseRecord { ttl_ms: 5, keys: BTreeSet::new(), auto: false }, true).unwrap();
+        ov.set_counter("x", 3).unwrap();
+        assert_eq!(ov.row(b"k").unwrap().unwrap().value, "b");
+        ov.rollback(sp);
+        assert_eq!(ov.row(b"k").unwrap().unwrap().value, "a");
+        assert!(ov.lease(7).unwrap().is_none());
+        assert_eq!(ov.counter("x").unwrap(), 0);
+        assert_eq!(ov.events.len(), 1);
+        assert!(ov.lease_changes.is_empty());
+    }
+
+    #[test]
+    fn corrupt_base_rows_are_errors_not_panics() {
+        let mut base = BTreeMap::new();
+        base.insert(data_key(b"k"), vec![1, 2, 3, 4, 5]);
+        let ov = Overlay::new(ShardId(3), base);
+        let err = ov.row(b"k").unwrap_err();
+        assert!(err.0.contains("shard 3"), "{err}");
+    }
+}

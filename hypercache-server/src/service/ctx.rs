@@ -1,0 +1,67 @@
+//! What every client-facing service shares: the shards, the input validator, the metrics, and the
+//! helpers that instrument a call and build response headers.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hypercache_proto::v1 as pb;
+use tonic::{Response, Status};
+
+use super::validate::Validator;
+use crate::error::ServiceError;
+use crate::metrics::Metrics;
+use crate::routing::Router;
+use crate::shard::{Shard, Shards};
+
+#[derive(Clone)]
+pub struct Ctx {
+    pub shards: Arc<Shards>,
+    pub validator: Validator,
+    pub metrics: Arc<Metrics>,
+    pub router: Router,
+}
+
+impl Ctx {
+    pub fn new(shards: Arc<Shards>, validator: Validator, metrics: Arc<Metrics>) -> Self {
+        Ctx { shards, validator, metrics, router: Router::new(1) }
+    }
+
+    /// Runs one request, recording its latency and status code under `method`.
+    pub async fn instrumented<T, F>(&self, method: &'static str, fut: F) -> Result<Response<T>, Status>
+    where
+        F: Future<Output = Result<T, ServiceError>>,
+    {
+        let started = Instant::now();
+        let result = fut.await.map_err(ServiceError::into_status);
+        let code = result.as_ref().map(|_| tonic::Code::Ok).unwrap_or_else(|s| s.code());
+        self.metrics.observe(method, code, started.elapsed().as_secs_f64());
+        result.map(Response::new)
+    }
+
+    pub fn shard(&self, id: u32) -> Result<Arc<Shard>, ServiceError> {
+        self.shards.lookup(id).cloned()
+    }
+}
+
+pub fn header(shard: &Shard, revision: u64) -> Option<pb::ResponseHeader> {
+    Some(pb::ResponseHeader { shard_id: shard.id.0, revision, node_id: shard.node_id, raft_term: shard.current_term() })
+}
+
+/// Linearizable reads wait for the read barrier; serializable ones are served as they are.
+pub async fn read_barrier(shard: &Shard, serializable: bool) -> Result<(), ServiceError> {
+    if serializable {
+        Ok(())
+    } else {
+        shard.read_barrier().await
+    }
+}
+
+pub fn read_error(shard: &Shard, e: impl std::fmt::Display) -> ServiceError {
+    ServiceError::Internal { shard: shard.id, detail: format!("reading the state machine: {e}") }
+}
+
+/// A reply of an unexpected shape: a bug, reported as INTERNAL rather than a panic.
+pub fn unexpected(shard: &Shard, op: &str, got: impl std::fmt::Debug) -> ServiceError {
+    ServiceError::Internal { shard: shard.id, detail: format!("{op}: unexpected state machine reply {got:?}") }
+}
