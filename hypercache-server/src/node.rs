@@ -12,8 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hypercache_proto::raft::v1::raft_server::RaftServer;
+use hypercache_proto::v1::boards_server::BoardsServer;
 use hypercache_proto::v1::cluster_server::ClusterServer;
+use hypercache_proto::v1::election_server::ElectionServer;
 use hypercache_proto::v1::kv_server::KvServer;
+use hypercache_proto::v1::lease_server::LeaseServer;
+use hypercache_proto::v1::registry_server::RegistryServer;
 use openraft::{Raft, SnapshotPolicy};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -25,7 +29,9 @@ use crate::bootstrap;
 use crate::config::{Config, RaftSettings};
 use crate::metrics::Metrics;
 use crate::network::{NetworkFactory, PeerPool, RaftService};
-use crate::service::{ClusterService, Ctx, KvService, Validator};
+use crate::service::{
+    BoardsService, ClusterService, Ctx, ElectionService, KvService, LeaseService, RegistryService, Validator,
+};
 use crate::shard::{Shard, ShardParts, Shards};
 use crate::storage::{self, Flusher, OpenError, ShardStorage};
 use crate::types::{NodeInfo, ShardId};
@@ -150,6 +156,12 @@ impl Node {
         let kv = KvServer::new(KvService::new(ctx.clone()))
             .max_decoding_message_size(client_max)
             .max_encoding_message_size(client_max);
+        let lease = LeaseServer::new(LeaseService::new(ctx.clone()));
+        let registry = RegistryServer::new(RegistryService::new(ctx.clone()));
+        let boards = BoardsServer::new(BoardsService::new(ctx.clone()))
+            .max_decoding_message_size(client_max)
+            .max_encoding_message_size(client_max);
+        let election = ElectionServer::new(ElectionService::new(ctx.clone()));
         let cluster = ClusterServer::new(ClusterService::new(shards.clone(), me.clone()));
         let raft_svc = RaftServer::new(RaftService::new(shards.clone()))
             .max_decoding_message_size(peer_max)
@@ -164,6 +176,10 @@ impl Node {
         let grpc_task = tokio::spawn(async move {
             let result = tonic::transport::Server::builder()
                 .add_service(kv)
+                .add_service(lease)
+                .add_service(registry)
+                .add_service(boards)
+                .add_service(election)
                 .add_service(cluster)
                 .add_service(raft_svc)
                 .serve_with_incoming_shutdown(incoming, wait_for(grpc_stop_rx))

@@ -13,7 +13,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for SledStoreBuil
         let dir = tempfile::tempdir().expect("tempdir");
         let db = open_db(dir.path(), 4 * 1024 * 1024).expect("open sled");
         let (flusher, _task) = Flusher::spawn(db.clone(), None);
-        let s = ShardStorage::open(&db, dir.path(), ShardId(0), flusher).expect("open shard storage");
+        let history = hypercache_server::watch_hub::HistoryLimits { events: 1000, bytes: 1 << 20 };
+        let s = ShardStorage::open(&db, dir.path(), ShardId(0), flusher, history).expect("open shard storage");
         Ok((dir, s.log, s.state_machine))
     }
 }

@@ -1,0 +1,69 @@
+//! Helpers the game-state services share: reading all records under a prefix, decoding them,
+//! and opening a typed stream that starts with a consistent snapshot.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use super::ctx::read_error;
+use crate::error::ServiceError;
+use crate::machine::game::decode;
+use crate::machine::Rejection;
+use crate::shard::Shard;
+use crate::types::{KeyValue, Reply};
+use crate::watch_hub::{prefix_end, KeyFilter, Subscription};
+
+/// Every row under `prefix`, in key order (read from this node's state machine).
+pub fn scan(shard: &Shard, prefix: &[u8]) -> Result<Vec<KeyValue>, ServiceError> {
+    let end = prefix_end(prefix);
+    let mut start = prefix.to_vec();
+    let mut out = Vec::new();
+    loop {
+        let page =
+            shard.reader.range(&start, end.as_deref(), 10_000, false, usize::MAX).map_err(|e| read_error(shard, e))?;
+        out.extend(page.kvs);
+        match page.next {
+            Some(next) => start = next.to_vec(),
+            None => return Ok(out),
+        }
+    }
+}
+
+pub fn decode_kv<T: DeserializeOwned>(shard: &Shard, kv: &KeyValue) -> Result<T, ServiceError> {
+    decode(&kv.key, &kv.value).map_err(|e| read_error(shard, e))
+}
+
+/// The id part of a record key.
+pub fn id_of(prefix: &[u8], key: &Bytes) -> String {
+    String::from_utf8_lossy(key.get(prefix.len()..).unwrap_or_default()).into_owned()
+}
+
+/// Under the hub lock (rows and revision agree): reads the snapshot with `read`, and subscribes
+/// to every change of `filter` after it.
+pub fn snapshot_then_watch<T>(
+    shard: &Arc<Shard>,
+    filter: KeyFilter,
+    read: impl FnOnce(&Shard) -> Result<T, ServiceError>,
+) -> Result<(T, u64, Subscription), ServiceError> {
+    let mut hub = shard.hub.lock();
+    let snapshot = read(shard)?;
+    let revision = hub.revision;
+    let sub = hub.subscribe(filter, revision + 1).map_err(|c| ServiceError::Internal {
+        shard: shard.id,
+        detail: format!("subscribing at the current revision failed: {c}"),
+    })?;
+    Ok((snapshot, revision, sub))
+}
+
+/// A game reply, or INTERNAL if the state machine answered something else (a bug).
+pub fn game_reply(shard: &Shard, op: &str, reply: Reply) -> Result<crate::machine::game::GameReply, ServiceError> {
+    match reply {
+        Reply::Game(g) => Ok(g),
+        other => Err(super::ctx::unexpected(shard, op, other)),
+    }
+}
+
+pub fn rejected(shard: &Shard, rejection: Rejection) -> ServiceError {
+    ServiceError::Rejected { shard: shard.id, revision: shard.reader.revision(), rejection }
+}
