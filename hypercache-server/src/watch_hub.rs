@@ -88,6 +88,8 @@ pub struct HistoryLimits {
 struct Slot {
     id: u64,
     filter: KeyFilter,
+    /// First revision wanted: a lagging replica may still publish older ones.
+    start: u64,
     tx: mpsc::Sender<Vec<Event>>,
     cut: Arc<AtomicU8>,
 }
@@ -177,7 +179,8 @@ impl HubState {
             return;
         }
         self.watchers.retain(|w| {
-            let mine: Vec<Event> = events.iter().filter(|e| w.filter.matches(&e.kv.key)).cloned().collect();
+            let mine: Vec<Event> =
+                events.iter().filter(|e| e.revision >= w.start && w.filter.matches(&e.kv.key)).cloned().collect();
             if mine.is_empty() {
                 return true;
             }
@@ -224,7 +227,7 @@ impl HubState {
         let cut = Arc::new(AtomicU8::new(CutOff::None as u8));
         let id = self.next_id;
         self.next_id += 1;
-        self.watchers.push(Slot { id, filter, tx, cut: cut.clone() });
+        self.watchers.push(Slot { id, filter, start, tx, cut: cut.clone() });
         Ok(Subscription { id, catch_up, rx, cut })
     }
 }
@@ -274,6 +277,19 @@ mod tests {
         let live = sub.rx.try_recv().unwrap();
         assert_eq!(live.len(), 1);
         assert_eq!(live[0].kv.key, "a/4");
+    }
+
+    #[test]
+    fn a_lagging_replica_does_not_deliver_revisions_before_the_start() {
+        let hub = WatchHub::new(5, limits(100));
+        let l = limits(100);
+        // Resuming at 8 on a replica that has only applied up to 5.
+        let mut sub = hub.lock().subscribe(KeyFilter::prefix(b""), 8).unwrap();
+        for r in 6..=9 {
+            hub.lock().publish(&l, r, vec![ev(r, "k")]);
+        }
+        let got: Vec<u64> = std::iter::from_fn(|| sub.rx.try_recv().ok()).flatten().map(|e| e.revision).collect();
+        assert_eq!(got, vec![8, 9]);
     }
 
     #[test]
