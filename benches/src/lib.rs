@@ -12,6 +12,11 @@
 //!
 //! Every run is bounded: by `--duration` or by `--count`, and every operation by the client's
 //! request deadline.
+//!
+//! The game-state benchmarks of issue #3 ([`game`]) are `hcbench` subcommands (`board-sync`,
+//! `watch-latency`, `heartbeat`, `lease-expiry`); `hcbench` without a subcommand is the KV load
+//! generator above, so existing scripts keep working.
 
+pub mod game;
 pub mod load;
 pub mod report;

@@ -121,29 +121,38 @@ impl Report {
             "total: {} ops, {} errors, {:.1} ops/s",
             self.total_ops, self.total_errors, self.throughput_ops_per_sec
         );
-        let _ = writeln!(
-            s,
-            "{:<4} {:>10} {:>8} {:>11} {:>9} {:>9} {:>9} {:>9}",
-            "op", "ops", "errors", "ops/s", "p50(us)", "p99(us)", "p999(us)", "max(us)"
-        );
-        for (name, op) in [("put", &self.put), ("get", &self.get)] {
-            let _ = writeln!(
-                s,
-                "{:<4} {:>10} {:>8} {:>11.1} {:>9} {:>9} {:>9} {:>9}",
-                name, op.ops, op.errors, op.throughput_ops_per_sec, op.p50_us, op.p99_us, op.p999_us, op.max_us
-            );
-        }
-        for (name, op) in [("put", &self.put), ("get", &self.get)] {
-            if !op.errors_by_kind.is_empty() {
-                let kinds: Vec<String> = op.errors_by_kind.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                let _ = writeln!(s, "{name} errors: {}", kinds.join(" "));
-                for (kind, message) in &op.error_samples {
-                    let _ = writeln!(s, "  e.g. {kind}: {message}");
-                }
-            }
-        }
+        s.push_str(&op_table(&[("put", &self.put), ("get", &self.get)]));
         s
     }
+}
+
+/// The latency table (one row per operation type) followed, for each type that failed, by its
+/// error counts and one example message per kind.
+pub fn op_table(rows: &[(&str, &OpSummary)]) -> String {
+    let w = rows.iter().map(|(name, _)| name.len()).max().unwrap_or(0).max(4);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<w$} {:>10} {:>8} {:>11} {:>9} {:>9} {:>9} {:>9}",
+        "op", "ops", "errors", "ops/s", "p50(us)", "p99(us)", "p999(us)", "max(us)"
+    );
+    for (name, op) in rows {
+        let _ = writeln!(
+            s,
+            "{:<w$} {:>10} {:>8} {:>11.1} {:>9} {:>9} {:>9} {:>9}",
+            name, op.ops, op.errors, op.throughput_ops_per_sec, op.p50_us, op.p99_us, op.p999_us, op.max_us
+        );
+    }
+    for (name, op) in rows {
+        if !op.errors_by_kind.is_empty() {
+            let kinds: Vec<String> = op.errors_by_kind.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = writeln!(s, "{name} errors: {}", kinds.join(" "));
+            for (kind, message) in &op.error_samples {
+                let _ = writeln!(s, "  e.g. {kind}: {message}");
+            }
+        }
+    }
+    s
 }
 
 #[cfg(test)]

@@ -24,12 +24,16 @@ use crate::retry::{backoff_delay, classify, delivery_of, Decision, Delivery, OpK
 pub(crate) const MAX_LEARNED_ENDPOINTS: usize = 32;
 
 /// Where the first attempt of an operation goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Route {
     /// The cached leader, else the first endpoint; successes update the cache.
     Leader,
     /// The first configured endpoint (serializable reads); the cache is left alone.
     First,
+    /// Streams any node can serve (watches): the cached leader unless it is `avoid` (the node a
+    /// stream just broke on), else the endpoint after `avoid`, else the first. A success says
+    /// nothing about leadership, so the cache is left alone.
+    PreferLeader { avoid: Option<String> },
 }
 
 /// A HyperCache client. Cheap to clone (clones share channels and the leader cache).
@@ -108,13 +112,21 @@ impl Client {
         self.inner.table.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn first_target(&self, route: Route) -> Node {
+    fn first_target(&self, route: &Route) -> Node {
         let table = self.read_table();
-        let cached = match route {
-            Route::Leader => table.leader.as_ref().and_then(|l| table.nodes.iter().find(|n| &n.endpoint == l)),
+        let leader = || table.leader.as_ref().and_then(|l| table.nodes.iter().find(|n| &n.endpoint == l));
+        let chosen = match route {
+            Route::Leader => leader(),
             Route::First => None,
+            Route::PreferLeader { avoid: None } => leader(),
+            Route::PreferLeader { avoid: Some(avoid) } => {
+                leader().filter(|n| &n.endpoint != avoid).or_else(|| {
+                    let i = table.nodes.iter().position(|n| &n.endpoint == avoid)?;
+                    Some(&table.nodes[(i + 1) % table.nodes.len()])
+                })
+            }
         };
-        cached.unwrap_or(&table.nodes[0]).clone()
+        chosen.unwrap_or(&table.nodes[0]).clone()
     }
 
     fn next_after(&self, endpoint: &str) -> Node {
@@ -123,14 +135,23 @@ impl Client {
         table.nodes[next].clone()
     }
 
-    fn remember_leader(&self, endpoint: &str) {
+    pub(crate) fn remember_leader(&self, endpoint: &str) {
         let mut table = self.write_table();
         if table.leader.as_deref() != Some(endpoint) {
             table.leader = Some(endpoint.to_string());
         }
     }
 
-    fn forget_leader(&self, endpoint: &str) {
+    /// Follows a leader hint received outside the retry loop (in a stream): later requests and
+    /// reconnects go there. An invalid endpoint is ignored (logged).
+    pub(crate) fn learn_leader(&self, endpoint: &str) {
+        match self.node_for(endpoint, true) {
+            Ok(node) => self.remember_leader(&node.endpoint),
+            Err(_) => tracing::warn!(leader = %endpoint, "server named an invalid leader endpoint"),
+        }
+    }
+
+    pub(crate) fn forget_leader(&self, endpoint: &str) {
         let mut table = self.write_table();
         if table.leader.as_deref() == Some(endpoint) {
             table.leader = None;
@@ -157,7 +178,8 @@ impl Client {
         Ok(node)
     }
 
-    /// Runs one operation with redirects, retries and the overall deadline.
+    /// Runs one operation with redirects, retries and the overall deadline
+    /// (`request_timeout`).
     ///
     /// `call` performs one attempt on a channel with the time left; it must set that time on
     /// the request (`Request::set_timeout`) so the server and tonic give up too.
@@ -173,9 +195,29 @@ impl Client {
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let timeout = self.inner.config.request_timeout;
+        self.execute_with(op, kind, route, timeout, call).await.map(|(_, response)| response)
+    }
+
+    /// [`execute`](Self::execute) with an explicit deadline for the whole operation (long polls
+    /// such as `Campaign`), also returning the endpoint that answered (streams remember it to
+    /// move elsewhere when they break). A stream opener must *not* set the time left on its
+    /// request, or the stream would be cut at the deadline; the deadline then only bounds the
+    /// wait for the response headers.
+    pub(crate) async fn execute_with<T, F, Fut>(
+        &self,
+        op: &'static str,
+        kind: OpKind,
+        route: Route,
+        timeout: Duration,
+        call: F,
+    ) -> Result<(String, T), Error>
+    where
+        F: FnMut(Channel, Duration) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
         let progress =
             Mutex::new(Progress { attempts: 0, endpoint: String::new(), in_flight: false, last_error: None });
-        match tokio::time::timeout(timeout, self.retry_loop(op, kind, route, call, &progress)).await {
+        match tokio::time::timeout(timeout, self.retry_loop(op, kind, route, timeout, call, &progress)).await {
             Ok(result) => result,
             Err(_elapsed) => Err(deadline_error(op, kind, timeout, &lock(&progress))),
         }
@@ -186,16 +228,17 @@ impl Client {
         op: &'static str,
         kind: OpKind,
         route: Route,
+        timeout: Duration,
         mut call: F,
         progress: &Mutex<Progress>,
-    ) -> Result<T, Error>
+    ) -> Result<(String, T), Error>
     where
         F: FnMut(Channel, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let config = &self.inner.config;
-        let deadline = tokio::time::Instant::now() + config.request_timeout;
-        let mut target = self.first_target(route);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut target = self.first_target(&route);
         let mut retries = 0u32;
         let mut last_error = String::new();
         // Endpoints that failed during this operation. Right after a leader dies, followers keep
@@ -205,7 +248,7 @@ impl Client {
         for attempt in 1..=config.max_attempts {
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             if remaining.is_zero() {
-                return Err(deadline_error(op, kind, config.request_timeout, &lock(progress)));
+                return Err(deadline_error(op, kind, timeout, &lock(progress)));
             }
             {
                 let mut p = lock(progress);
@@ -219,7 +262,7 @@ impl Client {
                     if route == Route::Leader {
                         self.remember_leader(&target.endpoint);
                     }
-                    return Ok(response.into_inner());
+                    return Ok((target.endpoint, response.into_inner()));
                 }
                 Err(status) => status,
             };
@@ -314,10 +357,10 @@ impl Client {
     }
 }
 
-/// The error for an operation whose deadline passed: a write with an attempt in flight may have
-/// been applied; otherwise nothing took effect.
+/// The error for an operation whose deadline passed: a write (idempotent or not) with an attempt
+/// in flight may have been applied; otherwise nothing took effect.
 fn deadline_error(op: &str, kind: OpKind, timeout: Duration, p: &Progress) -> Error {
-    if p.in_flight && kind == OpKind::Write {
+    if p.in_flight && kind != OpKind::Read {
         Error::OutcomeUnknown {
             message: format!(
                 "{op} sent to {} got no answer within the {timeout:?} deadline (attempt {}); \
@@ -347,7 +390,7 @@ fn make_channel(endpoint: &str, config: &ClientConfig) -> Result<Channel, Error>
 
 /// A one-line description of a failed attempt, including the transport cause (e.g.
 /// "Connection refused") that tonic keeps in the source chain.
-fn describe(status: &Status, delivery: Delivery) -> String {
+pub(crate) fn describe(status: &Status, delivery: Delivery) -> String {
     let mut text = if delivery == Delivery::NotSent {
         format!("could not connect ({})", status.message())
     } else {

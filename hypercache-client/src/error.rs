@@ -3,6 +3,7 @@
 //! | Variant            | Did the operation take effect?            | What to do                     |
 //! |--------------------|-------------------------------------------|--------------------------------|
 //! | `InvalidArgument`  | no                                        | fix the request                |
+//! | `Rejected`         | no (a deterministic refusal)              | act on `reason()` / `info()`   |
 //! | `UnknownShard`     | no                                        | fix the shard id / routing     |
 //! | `NotLeader`        | no (only from single-node calls)          | ask the leader it names        |
 //! | `Unavailable`      | no                                        | retry later                    |
@@ -11,15 +12,71 @@
 //! | `Internal`         | for writes: maybe                         | report; read back              |
 //! | `Rpc`              | no (rejected outside HyperCache's model)  | inspect the gRPC code          |
 //! | `Config`           | nothing was sent                          | fix the configuration          |
+//!
+//! `Rejected` covers the typed refusals of the lease, watch and game services
+//! (`FAILED_PRECONDITION`, `NOT_FOUND`, `ALREADY_EXISTS`, `OUT_OF_RANGE`, `RESOURCE_EXHAUSTED`
+//! with an `ErrorInfo`). The server marks them `not_applied`, but they are never retried: the same
+//! request would be refused the same way. The stable reasons are the constants in [`reason`];
+//! helpers such as [`Error::stale_epoch`] decode the fields each reason carries.
+
+use hypercache_proto::v1::ErrorInfo;
+
+/// The stable `ErrorInfo.reason` strings the server uses, for matching with [`Error::is_reason`].
+pub mod reason {
+    // KV and transactions.
+    pub const EMPTY_KEY: &str = "EMPTY_KEY";
+    pub const KEY_TOO_LONG: &str = "KEY_TOO_LONG";
+    pub const VALUE_TOO_LARGE: &str = "VALUE_TOO_LARGE";
+    /// Writes to keys beginning with byte 0xff are refused: that prefix holds the game services'
+    /// records.
+    pub const RESERVED_KEY: &str = "RESERVED_KEY";
+    pub const CROSS_SHARD: &str = "CROSS_SHARD";
+    pub const INVALID_ARGUMENT: &str = "INVALID_ARGUMENT";
+    // Leases.
+    pub const INVALID_TTL: &str = "INVALID_TTL";
+    pub const LEASE_NOT_FOUND: &str = "LEASE_NOT_FOUND";
+    // Watches.
+    /// `OUT_OF_RANGE`; `ErrorInfo.oldest_revision` is the oldest revision still available.
+    pub const COMPACTED: &str = "COMPACTED";
+    /// `RESOURCE_EXHAUSTED`; `ErrorInfo.revision` is the revision to resume from.
+    pub const WATCHER_TOO_SLOW: &str = "WATCHER_TOO_SLOW";
+    // Registry.
+    pub const INVALID_ID: &str = "INVALID_ID";
+    pub const SERVER_NOT_FOUND: &str = "SERVER_NOT_FOUND";
+    /// `ErrorInfo.incarnation` is the current incarnation.
+    pub const STALE_INCARNATION: &str = "STALE_INCARNATION";
+    // Boards.
+    pub const BOARD_EXISTS: &str = "BOARD_EXISTS";
+    pub const BOARD_NOT_FOUND: &str = "BOARD_NOT_FOUND";
+    /// `ErrorInfo.owner`, `.epoch` and `.incarnation` describe the current owner.
+    pub const STALE_EPOCH: &str = "STALE_EPOCH";
+    /// `ErrorInfo.seq` is the stored checkpoint seq.
+    pub const STALE_SEQ: &str = "STALE_SEQ";
+    pub const SERVER_NOT_LIVE: &str = "SERVER_NOT_LIVE";
+    /// `ErrorInfo.term` and `.leader` describe the election now.
+    pub const STALE_TERM: &str = "STALE_TERM";
+    pub const NOT_OWNER: &str = "NOT_OWNER";
+    pub const CHECKPOINT_TOO_LARGE: &str = "CHECKPOINT_TOO_LARGE";
+    pub const PARAMS_TOO_LARGE: &str = "PARAMS_TOO_LARGE";
+    // Elections.
+    /// `ErrorInfo.term` and `.leader` describe the election now.
+    pub const NOT_ELECTION_LEADER: &str = "NOT_ELECTION_LEADER";
+}
 
 /// Everything a [`Client`](crate::Client) operation can fail with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// The server rejected the request's contents. `reason` is the stable code (`EMPTY_KEY`,
-    /// `KEY_TOO_LONG`, `VALUE_TOO_LARGE`, `INVALID_RANGE`, `INVALID_ARGUMENT`); `message` is the
-    /// server's text, which names the limit.
+    /// `KEY_TOO_LONG`, `VALUE_TOO_LARGE`, `INVALID_RANGE`, `INVALID_ARGUMENT`, `INVALID_TTL`,
+    /// `INVALID_ID`, ...); `message` is the server's text, which names the limit.
     #[error("{message}")]
     InvalidArgument { reason: String, message: String },
+    /// The server refused the request because of the state it found (a stale epoch, a missing
+    /// lease, a compacted revision...). Nothing was applied and repeating the request as is would
+    /// be refused again. `message` is the server's text; `info` carries the fields the reason
+    /// defines (see [`reason`]).
+    #[error("{message}")]
+    Rejected { code: tonic::Code, reason: String, message: String, info: Box<ErrorInfo> },
     /// The addressed shard does not exist on the cluster.
     #[error("unknown shard: {message}")]
     UnknownShard { message: String },
@@ -49,11 +106,33 @@ pub enum Error {
     Config { message: String },
 }
 
+/// The board's owner as the server reported it with `STALE_EPOCH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrentOwner {
+    /// `None` when the board is unassigned.
+    pub owner: Option<String>,
+    pub incarnation: u64,
+    pub epoch: u64,
+}
+
+/// An election's state as the server reported it with `STALE_TERM` or `NOT_ELECTION_LEADER`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrentTerm {
+    /// 0 when nobody leads.
+    pub term: u64,
+    /// `None` when nobody leads.
+    pub leader: Option<String>,
+}
+
 fn leader_hint(leader: &Option<String>) -> String {
     match leader {
         Some(leader) => format!(" (the leader is {leader})"),
         None => String::new(),
     }
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
 }
 
 impl Error {
@@ -62,7 +141,8 @@ impl Error {
     }
 
     /// True when trying the same operation again later may succeed *and* is safe: the failed
-    /// attempt provably had no effect. `OutcomeUnknown` is deliberately not retryable.
+    /// attempt provably had no effect. `OutcomeUnknown` is deliberately not retryable, and
+    /// neither is `Rejected` (the same request would be refused again).
     pub fn is_retryable(&self) -> bool {
         matches!(self, Error::Unavailable { .. } | Error::DeadlineExceeded { .. } | Error::NotLeader { .. })
     }
@@ -71,6 +151,7 @@ impl Error {
     pub fn kind(&self) -> &'static str {
         match self {
             Error::InvalidArgument { .. } => "invalid_argument",
+            Error::Rejected { .. } => "rejected",
             Error::UnknownShard { .. } => "unknown_shard",
             Error::NotLeader { .. } => "not_leader",
             Error::Unavailable { .. } => "unavailable",
@@ -86,11 +167,90 @@ impl Error {
     pub fn may_have_been_applied(&self) -> bool {
         matches!(self, Error::OutcomeUnknown { .. } | Error::Internal { .. })
     }
+
+    /// The server's stable reason, for `InvalidArgument` and `Rejected`.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Error::InvalidArgument { reason, .. } | Error::Rejected { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// True when the server gave this stable reason (see [`reason`]).
+    pub fn is_reason(&self, reason: &str) -> bool {
+        self.reason() == Some(reason)
+    }
+
+    /// The server's `ErrorInfo`, for `Rejected`.
+    pub fn info(&self) -> Option<&ErrorInfo> {
+        match self {
+            Error::Rejected { info, .. } => Some(info),
+            _ => None,
+        }
+    }
+
+    /// The gRPC code of a `Rejected` error.
+    pub fn rejected_code(&self) -> Option<tonic::Code> {
+        match self {
+            Error::Rejected { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// True for a `NOT_FOUND` rejection (`LEASE_NOT_FOUND`, `BOARD_NOT_FOUND`,
+    /// `SERVER_NOT_FOUND`).
+    pub fn is_not_found(&self) -> bool {
+        self.rejected_code() == Some(tonic::Code::NotFound)
+    }
+
+    fn info_for(&self, wanted: &str) -> Option<&ErrorInfo> {
+        self.info().filter(|i| i.reason == wanted)
+    }
+
+    /// For `STALE_EPOCH`: the board's current owner and epoch. The caller's ownership is over.
+    pub fn stale_epoch(&self) -> Option<CurrentOwner> {
+        self.info_for(reason::STALE_EPOCH).map(|i| CurrentOwner {
+            owner: non_empty(&i.owner),
+            incarnation: i.incarnation,
+            epoch: i.epoch,
+        })
+    }
+
+    /// For `STALE_SEQ`: the checkpoint seq the store holds.
+    pub fn stale_seq(&self) -> Option<u64> {
+        self.info_for(reason::STALE_SEQ).map(|i| i.seq)
+    }
+
+    /// For `STALE_INCARNATION`: the registration's current incarnation.
+    pub fn stale_incarnation(&self) -> Option<u64> {
+        self.info_for(reason::STALE_INCARNATION).map(|i| i.incarnation)
+    }
+
+    /// For `STALE_TERM` and `NOT_ELECTION_LEADER`: the election's current term and leader.
+    pub fn current_term(&self) -> Option<CurrentTerm> {
+        self.info_for(reason::STALE_TERM)
+            .or_else(|| self.info_for(reason::NOT_ELECTION_LEADER))
+            .map(|i| CurrentTerm { term: i.term, leader: non_empty(&i.leader) })
+    }
+
+    /// For `COMPACTED`: the oldest revision the serving node can still deliver.
+    pub fn compacted(&self) -> Option<u64> {
+        self.info_for(reason::COMPACTED).map(|i| i.oldest_revision)
+    }
+
+    /// For `WATCHER_TOO_SLOW`: the revision to resume from.
+    pub fn watcher_too_slow(&self) -> Option<u64> {
+        self.info_for(reason::WATCHER_TOO_SLOW).map(|i| i.revision)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rejected(code: tonic::Code, info: ErrorInfo) -> Error {
+        Error::Rejected { code, reason: info.reason.clone(), message: "server text".into(), info: Box::new(info) }
+    }
 
     #[test]
     fn only_no_effect_errors_are_retryable() {
@@ -98,6 +258,9 @@ mod tests {
         assert!(!Error::OutcomeUnknown { message: "x".into() }.is_retryable());
         assert!(Error::OutcomeUnknown { message: "x".into() }.may_have_been_applied());
         assert!(!Error::InvalidArgument { reason: "EMPTY_KEY".into(), message: "x".into() }.is_retryable());
+        let stale = rejected(tonic::Code::FailedPrecondition, ErrorInfo { reason: "STALE_EPOCH".into(), ..Default::default() });
+        assert!(!stale.is_retryable());
+        assert!(!stale.may_have_been_applied());
     }
 
     #[test]
@@ -107,5 +270,44 @@ mod tests {
             message: "key is empty; keys must be 1..=4096 bytes".into(),
         };
         assert_eq!(e.to_string(), "key is empty; keys must be 1..=4096 bytes");
+    }
+
+    #[test]
+    fn typed_helpers_decode_only_their_own_reason() {
+        let info = ErrorInfo {
+            reason: reason::STALE_EPOCH.into(),
+            owner: "srv-b".into(),
+            epoch: 7,
+            incarnation: 3,
+            seq: 99,
+            ..Default::default()
+        };
+        let e = rejected(tonic::Code::FailedPrecondition, info);
+        assert_eq!(e.to_string(), "server text");
+        assert!(e.is_reason(reason::STALE_EPOCH));
+        assert_eq!(e.stale_epoch(), Some(CurrentOwner { owner: Some("srv-b".into()), incarnation: 3, epoch: 7 }));
+        assert_eq!(e.stale_seq(), None, "seq belongs to STALE_SEQ only");
+        assert!(!e.is_not_found());
+
+        let unassigned = rejected(
+            tonic::Code::FailedPrecondition,
+            ErrorInfo { reason: reason::STALE_EPOCH.into(), epoch: 8, ..Default::default() },
+        );
+        assert_eq!(unassigned.stale_epoch().and_then(|o| o.owner), None);
+
+        let term = rejected(
+            tonic::Code::FailedPrecondition,
+            ErrorInfo { reason: reason::NOT_ELECTION_LEADER.into(), term: 4, leader: "c2".into(), ..Default::default() },
+        );
+        assert_eq!(term.current_term(), Some(CurrentTerm { term: 4, leader: Some("c2".into()) }));
+
+        let gone = rejected(tonic::Code::NotFound, ErrorInfo { reason: reason::LEASE_NOT_FOUND.into(), ..Default::default() });
+        assert!(gone.is_not_found());
+        let compacted = rejected(
+            tonic::Code::OutOfRange,
+            ErrorInfo { reason: reason::COMPACTED.into(), oldest_revision: 40, ..Default::default() },
+        );
+        assert_eq!(compacted.compacted(), Some(40));
+        assert_eq!(compacted.kind(), "rejected");
     }
 }

@@ -22,12 +22,42 @@
 //!   [`Error::OutcomeUnknown`] and does not retry: a blind retry could apply a put twice or make a
 //!   compare-and-swap fail against its own earlier success. The caller decides (usually: read
 //!   the key back). Reads have no effect and are retried on any transient failure.
-//! - **Permanent errors** (`INVALID_ARGUMENT` and friends, `UNKNOWN_SHARD`, `INTERNAL`) are
-//!   returned at once with the server's message intact; it names the violated limit.
+//! - **Idempotent writes** are retried like reads, because the server applies them at most once
+//!   however often they arrive: `Boards.Sync` with the same (epoch, seq), `Boards.Assign` with
+//!   the same request id, `Election.Campaign` by the same candidate and lease, lease keepalives.
+//!   If the deadline passes with one in flight it is still reported as outcome unknown; the
+//!   caller may simply repeat it.
+//! - **Permanent errors** are returned at once with the server's message intact (it names the
+//!   violated limit or the state that caused the refusal): `INVALID_ARGUMENT` as
+//!   [`Error::InvalidArgument`]; the typed refusals of the lease, watch and game services
+//!   (`FAILED_PRECONDITION` such as `STALE_EPOCH`, `NOT_FOUND`, `ALREADY_EXISTS`, `OUT_OF_RANGE`,
+//!   `RESOURCE_EXHAUSTED`) as [`Error::Rejected`], decoded by helpers such as
+//!   [`Error::stale_epoch`]; `UNKNOWN_SHARD`; `INTERNAL`. They are never retried, although the
+//!   server marks them `not_applied`: the same request would be refused the same way.
 //!
 //! Serializable reads ([`Client::get_serializable`], [`RangeOptions::serializable`]) go to the
 //! first seed (then the others) and may be stale; [`Client::get_from`] and [`Client::status`]
 //! ask exactly one node, which is how operators inspect a particular replica.
+//!
+//! # Beyond single keys
+//!
+//! - **Transactions** ([`Client::txn`], built with [`Txn`], [`Compare`], [`Op`]): compares and
+//!   two op lists, atomic at one revision.
+//! - **Leases** ([`Client::grant`], [`Client::put_with`] with [`PutOptions`]): every [`Lease`]
+//!   carries the deadline the client can vouch for, measured from when the request was *sent*.
+//!   [`LeaseKeeper`] renews a lease in the background over the `Lease.KeepAlive` stream,
+//!   following the leader, and publishes [`LeaseState`]: `Alive { deadline }` until the server
+//!   says the lease is gone or the deadline passes without a renewal, then `Lost` (final).
+//!   Holders self-fence at `deadline - margin` ([`LeaseKeeper::is_safe`]).
+//! - **Watches** ([`Client::watch`]): a [`Watcher`] delivers every event exactly once and in
+//!   revision order across reconnects, resuming from the last delivered revision + 1 on any
+//!   node; `COMPACTED` is the one break it cannot repair and returns.
+//! - **Game services**: the registry ([`Client::register`], [`RegistryClient`]), boards with
+//!   epoch-fenced ownership ([`Client::assign_board`], [`Client::sync_board`], [`BoardClient`])
+//!   and elections with fencing terms ([`Client::campaign`], [`ElectionClient`]). Their watches
+//!   reconnect by themselves and start every connection with a snapshot of the whole state.
+//!   [`BoardSyncer`] is a board owner's checkpoint loop: same seq on retries, and a stop the
+//!   moment the owner is fenced (`STALE_EPOCH`) or its lease is about to lapse.
 //!
 //! # Not done (deliberately)
 //!
@@ -37,18 +67,40 @@
 //!   owns the limits and its message is the one users see).
 //! - Every request goes to one shard (`ClientConfig::shard_id`); key-to-shard routing comes with
 //!   sharding.
+//! - Snapshot-first watches (registry, assignments, observers) do not replay what changed
+//!   between two connections: the new snapshot replaces it.
 
+mod boards;
 mod client;
 mod config;
+mod election;
 mod error;
+mod keeper;
+mod lease;
 mod ops;
+mod registry;
 mod retry;
+mod stream;
+mod syncer;
+mod txn;
 mod types;
+mod watch;
 
 pub mod cli;
 
+pub use boards::{
+    AssignBoard, AssignmentChange, AssignmentUpdate, AssignmentWatch, Board, BoardClient, BoardOwner, BoardPage,
+    BoardRecord, Checkpoint, CreateBoard, SyncResult,
+};
 pub use client::Client;
 pub use config::{parse_endpoint_list, validate_endpoint, ClientConfig, DEFAULT_MAX_MESSAGE_BYTES};
-pub use error::Error;
-pub use hypercache_proto::v1::StatusResponse;
-pub use types::{CasResult, DeleteResult, KeyValue, PutResult, RangeOptions, RangePage};
+pub use election::{ElectionClient, ElectionState, LeaderObserver, Leadership};
+pub use error::{reason, CurrentOwner, CurrentTerm, Error};
+pub use hypercache_proto::v1::{ErrorInfo, StatusResponse};
+pub use keeper::{LeaseKeeper, LeaseState, LostReason};
+pub use lease::{Lease, LeaseId, LeaseTtl};
+pub use registry::{GameServer, RegisterOptions, Registration, RegistryClient, ServerChange, ServerUpdate, ServerWatch};
+pub use syncer::{BoardSyncer, SyncHandle, SyncStatus, SyncStopped, DEFAULT_SYNC_INTERVAL};
+pub use txn::{Compare, Op, OpResult, Txn, TxnResult};
+pub use types::{CasResult, DeleteResult, KeyValue, PutOptions, PutResult, RangeOptions, RangePage};
+pub use watch::{Event, EventKind, WatchOptions, WatchTarget, WatchUpdate, Watcher};

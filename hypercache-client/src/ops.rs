@@ -13,21 +13,21 @@ use tonic::Request;
 use crate::client::{Client, Route};
 use crate::error::Error;
 use crate::retry::OpKind;
-use crate::types::{CasResult, DeleteResult, KeyValue, PutResult, RangeOptions, RangePage};
+use crate::types::{CasResult, DeleteResult, KeyValue, PutOptions, PutResult, RangeOptions, RangePage};
 
-fn request<T>(message: T, timeout: Duration) -> Request<T> {
+pub(crate) fn request<T>(message: T, timeout: Duration) -> Request<T> {
     let mut request = Request::new(message);
     request.set_timeout(timeout);
     request
 }
 
 impl Client {
-    fn kv(&self, channel: Channel) -> KvClient<Channel> {
+    pub(crate) fn kv(&self, channel: Channel) -> KvClient<Channel> {
         let max = self.inner.config.max_message_bytes;
         KvClient::new(channel).max_decoding_message_size(max).max_encoding_message_size(max)
     }
 
-    fn shard(&self) -> u32 {
+    pub(crate) fn shard(&self) -> u32 {
         self.inner.config.shard_id
     }
 
@@ -76,16 +76,24 @@ impl Client {
     /// Writes `value` under `key`. Never retried once it may have reached a leader: a lost
     /// answer is [`Error::OutcomeUnknown`].
     pub async fn put(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<PutResult, Error> {
-        self.put_inner(key.into(), value.into(), false).await
+        self.put_with(key, value, PutOptions::default()).await
     }
 
     /// Like [`put`](Self::put), also returning the previous key-value.
     pub async fn put_returning_prev(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<PutResult, Error> {
-        self.put_inner(key.into(), value.into(), true).await
+        self.put_with(key, value, PutOptions { prev_kv: true, ..PutOptions::default() }).await
     }
 
-    async fn put_inner(&self, key: Bytes, value: Bytes, prev_kv: bool) -> Result<PutResult, Error> {
-        let msg = pb::PutRequest { shard_id: self.shard(), key, value, prev_kv };
+    /// [`put`](Self::put) with options: attach the key to a lease, or give it a TTL of its own
+    /// (not both), and/or return the previous key-value. Keys beginning with byte 0xff are
+    /// refused (`RESERVED_KEY`); a missing lease is `LEASE_NOT_FOUND`.
+    pub async fn put_with(
+        &self,
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+        options: PutOptions,
+    ) -> Result<PutResult, Error> {
+        let msg = options.to_request(self.shard(), key.into(), value.into())?;
         let response = self
             .execute("put", OpKind::Write, Route::Leader, |ch, t| {
                 let mut kv = self.kv(ch);

@@ -6,6 +6,14 @@
 //! effect**, i.e. the server said `ErrorInfo.not_applied = true`, or the connection was never
 //! established so the request was never sent. Every other write failure after sending is
 //! [`Decision::OutcomeUnknown`]. Reads have no effect, so any transient failure is retried.
+//! Writes the server applies at most once however often they are repeated
+//! ([`OpKind::Idempotent`]) are retried like reads.
+//!
+//! Only `NOT_LEADER`, `NO_LEADER`, `SHUTTING_DOWN` (and, for reads, `OUTCOME_UNKNOWN`) and
+//! transport failures are transient. Every other status with an `ErrorInfo` is a deterministic
+//! refusal and fails at once, even though the server marks it `not_applied`: `INVALID_ARGUMENT`
+//! as [`Error::InvalidArgument`], `FAILED_PRECONDITION` / `NOT_FOUND` / `ALREADY_EXISTS` /
+//! `OUT_OF_RANGE` / `RESOURCE_EXHAUSTED` as [`Error::Rejected`].
 //!
 //! [`backoff_delay`] is the bounded exponential backoff with "equal jitter": the n-th retry waits
 //! a uniformly random time in `[cap/2, cap]` where `cap = min(base * 2^(n-1), max)`. The lower
@@ -19,11 +27,24 @@ use tonic::{Code, Status};
 
 use crate::error::Error;
 
-/// Whether an operation changes state.
+/// Whether an operation changes state, and whether repeating it is safe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum OpKind {
     Read,
     Write,
+    /// A write the server applies at most once however often it is repeated: `Boards.Sync` with
+    /// the same (epoch, seq), `Boards.Assign` with the same request id, `Election.Campaign` by
+    /// the same candidate and lease, a lease keepalive. Retried like a read; a deadline that
+    /// passes with an attempt in flight is still reported as outcome unknown, because the
+    /// caller cannot tell whether it took effect (it may simply repeat it).
+    Idempotent,
+}
+
+impl OpKind {
+    /// True when a failed attempt may be repeated whatever happened to it.
+    pub(crate) fn retry_safe(self) -> bool {
+        !matches!(self, OpKind::Write)
+    }
 }
 
 /// Whether a failed request can have reached a server.
@@ -73,7 +94,7 @@ pub(crate) fn classify(status: &Status, kind: OpKind, delivery: Delivery) -> Dec
     };
     // Retrying is safe for reads always, for writes only on the server's promise.
     let transient = || {
-        if kind == OpKind::Read || info.not_applied {
+        if kind.retry_safe() || info.not_applied {
             Decision::Retry
         } else {
             Decision::OutcomeUnknown
@@ -81,27 +102,34 @@ pub(crate) fn classify(status: &Status, kind: OpKind, delivery: Delivery) -> Dec
     };
     match info.reason.as_str() {
         "NOT_LEADER" if !info.leader_endpoint.is_empty() => {
-            if kind == OpKind::Read || info.not_applied {
+            if kind.retry_safe() || info.not_applied {
                 Decision::Redirect(info.leader_endpoint)
             } else {
                 Decision::OutcomeUnknown
             }
         }
         "NOT_LEADER" | "NO_LEADER" | "SHUTTING_DOWN" => transient(),
-        "OUTCOME_UNKNOWN" => match kind {
-            OpKind::Read => Decision::Retry,
-            OpKind::Write => Decision::OutcomeUnknown,
-        },
+        "OUTCOME_UNKNOWN" => unknown_unless_safe(kind),
         "EMPTY_KEY" | "KEY_TOO_LONG" | "VALUE_TOO_LARGE" | "INVALID_RANGE" | "INVALID_ARGUMENT" => {
             Decision::Fail(Error::InvalidArgument { reason: info.reason, message })
         }
         "UNKNOWN_SHARD" => Decision::Fail(Error::UnknownShard { message }),
         "INTERNAL" => Decision::Fail(Error::Internal { message }),
-        // A reason this client does not know yet: go by the gRPC code, which is stable.
+        // Every other reason is decided by the gRPC code, which is stable.
         _ => match status.code() {
-            Code::InvalidArgument | Code::OutOfRange => {
-                Decision::Fail(Error::InvalidArgument { reason: info.reason, message })
-            }
+            Code::InvalidArgument => Decision::Fail(Error::InvalidArgument { reason: info.reason, message }),
+            // Deterministic refusals: the same request would be refused again, so `not_applied`
+            // does not make them worth retrying.
+            code @ (Code::FailedPrecondition
+            | Code::NotFound
+            | Code::AlreadyExists
+            | Code::OutOfRange
+            | Code::ResourceExhausted) => Decision::Fail(Error::Rejected {
+                code,
+                reason: info.reason.clone(),
+                message,
+                info: Box::new(info),
+            }),
             Code::Unavailable => transient(),
             _ => classify_foreign(status.code(), message, kind),
         },
@@ -120,14 +148,19 @@ fn classify_foreign(code: Code, message: String, kind: OpKind) -> Decision {
         | Code::Unknown
         | Code::Internal
         | Code::Aborted
-        | Code::DataLoss => match kind {
-            OpKind::Read => Decision::Retry,
-            OpKind::Write => Decision::OutcomeUnknown,
-        },
+        | Code::DataLoss => unknown_unless_safe(kind),
         Code::InvalidArgument | Code::OutOfRange => {
             Decision::Fail(Error::InvalidArgument { reason: format!("{code:?}"), message })
         }
         _ => Decision::Fail(Error::Rpc { code, message }),
+    }
+}
+
+fn unknown_unless_safe(kind: OpKind) -> Decision {
+    if kind.retry_safe() {
+        Decision::Retry
+    } else {
+        Decision::OutcomeUnknown
     }
 }
 
@@ -212,6 +245,52 @@ mod tests {
         let s = st(Code::Internal, "INTERNAL", false, "");
         assert!(matches!(classify(&s, Read, MaybeSent), Fail(Error::Internal { .. })));
         assert!(matches!(classify(&s, Write, MaybeSent), Fail(Error::Internal { .. })));
+    }
+
+    #[test]
+    fn typed_rejections_fail_at_once_despite_not_applied() {
+        let cases = [
+            (Code::FailedPrecondition, "STALE_EPOCH"),
+            (Code::FailedPrecondition, "NOT_ELECTION_LEADER"),
+            (Code::NotFound, "LEASE_NOT_FOUND"),
+            (Code::NotFound, "BOARD_NOT_FOUND"),
+            (Code::AlreadyExists, "BOARD_EXISTS"),
+            (Code::OutOfRange, "COMPACTED"),
+            (Code::ResourceExhausted, "WATCHER_TOO_SLOW"),
+        ];
+        for (code, reason) in cases {
+            let s = st(code, reason, true, "");
+            for kind in [Read, Write, Idempotent] {
+                match classify(&s, kind, MaybeSent) {
+                    Fail(Error::Rejected { code: c, reason: r, message, info }) => {
+                        assert_eq!((c, r.as_str()), (code, reason));
+                        assert_eq!(message, format!("{reason} message"), "message kept intact");
+                        assert!(info.not_applied);
+                    }
+                    other => panic!("{reason} {kind:?}: {other:?}"),
+                }
+            }
+        }
+        // NOT_LEADER keeps its meaning although it is also FAILED_PRECONDITION, and so does
+        // UNKNOWN_SHARD although it is NOT_FOUND.
+        let s = st(Code::FailedPrecondition, "NOT_LEADER", true, "n2:7001");
+        assert_eq!(classify(&s, Write, MaybeSent), Redirect("n2:7001".into()));
+        let s = st(Code::NotFound, "UNKNOWN_SHARD", true, "");
+        assert!(matches!(classify(&s, Write, MaybeSent), Fail(Error::UnknownShard { .. })));
+        for reason in ["INVALID_TTL", "INVALID_ID", "RESERVED_KEY", "CHECKPOINT_TOO_LARGE"] {
+            let s = st(Code::InvalidArgument, reason, true, "");
+            assert!(matches!(classify(&s, Write, MaybeSent), Fail(Error::InvalidArgument { .. })), "{reason}");
+        }
+    }
+
+    #[test]
+    fn idempotent_writes_are_retried_like_reads() {
+        let s = st(Code::Unavailable, "OUTCOME_UNKNOWN", false, "");
+        assert_eq!(classify(&s, Idempotent, MaybeSent), Retry);
+        let s = st(Code::FailedPrecondition, "NOT_LEADER", false, "n2:7001");
+        assert_eq!(classify(&s, Idempotent, MaybeSent), Redirect("n2:7001".into()));
+        let s = Status::new(Code::Unavailable, "connection reset");
+        assert_eq!(classify(&s, Idempotent, MaybeSent), Retry);
     }
 
     #[test]

@@ -1,10 +1,72 @@
 //! Results and options of the KV operations, converted from the wire types at the edge.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use hypercache_proto::v1 as pb;
 
-/// A key with its metadata (`create_revision`, `mod_revision`, `version`).
+use crate::error::Error;
+use crate::lease::LeaseId;
+
+/// A key with its metadata (`create_revision`, `mod_revision`, `version`, and `lease`: the lease
+/// it is attached to, 0 for none).
 pub use pb::KeyValue;
+
+/// Options of [`Client::put_with`](crate::Client::put_with) and [`Op::put_with`](crate::Op::put_with).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PutOptions {
+    /// Attach the key to this existing lease: it is deleted when the lease ends.
+    pub lease: Option<LeaseId>,
+    /// Give the key a lease of its own with this TTL (rounded up to whole milliseconds). A later
+    /// put without a TTL removes it. Mutually exclusive with `lease`.
+    pub ttl: Option<Duration>,
+    /// Return the previous key-value.
+    pub prev_kv: bool,
+}
+
+impl PutOptions {
+    /// Attach the key to `lease`.
+    pub fn lease(lease: LeaseId) -> Self {
+        PutOptions { lease: Some(lease), ..Self::default() }
+    }
+
+    /// Give the key its own TTL.
+    pub fn ttl(ttl: Duration) -> Self {
+        PutOptions { ttl: Some(ttl), ..Self::default() }
+    }
+
+    /// Checks what only the client can check (a zero TTL would silently mean "no TTL" on the
+    /// wire); the server validates everything else.
+    pub(crate) fn to_request(self, shard_id: u32, key: Bytes, value: Bytes) -> Result<pb::PutRequest, Error> {
+        if self.lease.is_some() && self.ttl.is_some() {
+            return Err(Error::config("put: give either a lease or a TTL, not both"));
+        }
+        let ttl_ms = match self.ttl {
+            Some(ttl) if ttl.is_zero() => return Err(Error::config("put: a TTL must be at least 1 ms")),
+            Some(ttl) => millis_ceil(ttl),
+            None => 0,
+        };
+        Ok(pb::PutRequest {
+            shard_id,
+            key,
+            value,
+            prev_kv: self.prev_kv,
+            lease: self.lease.map_or(0, |l| l.0),
+            ttl_ms: u64::try_from(ttl_ms).unwrap_or(u64::MAX),
+        })
+    }
+}
+
+/// `d` in whole milliseconds, rounded up (so a sub-millisecond TTL is not 0 = "none"), saturated.
+pub(crate) fn millis_ceil(d: Duration) -> i64 {
+    let ms = d.as_nanos().div_ceil(1_000_000);
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+/// A wire TTL in milliseconds as a duration; negative values are zero.
+pub(crate) fn duration_ms(ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
 
 /// Result of [`Client::put`](crate::Client::put).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,7 +147,7 @@ pub struct RangePage {
     pub revision: u64,
 }
 
-fn revision(header: Option<&pb::ResponseHeader>) -> u64 {
+pub(crate) fn revision(header: Option<&pb::ResponseHeader>) -> u64 {
     header.map_or(0, |h| h.revision)
 }
 
@@ -114,5 +176,23 @@ impl From<pb::RangeResponse> for RangePage {
             kvs: r.kvs,
             continuation: (!r.continuation.is_empty()).then_some(r.continuation),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_options_map_to_the_wire_and_reject_ambiguity() {
+        let req = PutOptions::ttl(Duration::from_micros(1500)).to_request(0, "k".into(), "v".into()).expect("valid");
+        assert_eq!((req.ttl_ms, req.lease), (2, 0), "rounded up, never 0");
+        let req = PutOptions::lease(LeaseId(7)).to_request(0, "k".into(), "v".into()).expect("valid");
+        assert_eq!((req.ttl_ms, req.lease), (0, 7));
+        assert!(PutOptions::ttl(Duration::ZERO).to_request(0, "k".into(), "v".into()).is_err());
+        let both = PutOptions { lease: Some(LeaseId(1)), ttl: Some(Duration::from_secs(1)), prev_kv: false };
+        assert!(both.to_request(0, "k".into(), "v".into()).is_err());
+        assert_eq!(millis_ceil(Duration::MAX), i64::MAX);
+        assert_eq!(duration_ms(-5), Duration::ZERO);
     }
 }

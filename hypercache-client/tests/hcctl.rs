@@ -85,3 +85,43 @@ async fn a_closed_stdout_is_not_a_crash() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_epoch_exits_2_with_the_current_owner_on_stderr() {
+    use common::scripted::{BoardsFake, Script, SyncAnswer};
+    use hypercache_proto::v1::boards_server::BoardsServer;
+
+    let script = Script::new([], SyncAnswer::StaleEpoch { owner: "srv-b", epoch: 4, incarnation: 2 });
+    let fake = BoardsFake { script: script.clone() };
+    let ep = vec![common::serve_routes(tonic::service::Routes::new(BoardsServer::new(fake))).await];
+
+    let out = hcctl(&ep, &["boards", "sync", "b1", "--epoch", "3", "--seq", "2", "data"], None).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr),
+        "error: epoch 3 of board b1 is stale (current owner: srv-b, incarnation 2, epoch 4)\n"
+    );
+    assert!(out.stdout.is_empty());
+    assert_eq!(common::scripted::lock(&script).received.len(), 1, "not retried");
+
+    let out = hcctl(&ep, &["boards", "get", "b1"], None).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn txn_exit_codes_follow_the_branch_that_ran() {
+    let ep = vec![serve(Fake::new(Behaviour::Serve)).await];
+    // The fake fails every transaction that has a compare.
+    let out = hcctl(&ep, &["txn", "--if", "exists(k)", "--then", "put k v", "--else", "get present"], None).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "FAILED (--else ran) revision=5\nget present: \"value\"\n");
+
+    let out = hcctl(&ep, &["--json", "txn", "--then", "put k v", "--then", "get absent"], None).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["succeeded"], true);
+    assert_eq!(v["responses"][1]["found"], false);
+
+    let out = hcctl(&ep, &["txn", "--if", "value(k) v"], None).await;
+    assert_eq!(out.status.code(), Some(64), "a malformed condition is a usage error");
+}

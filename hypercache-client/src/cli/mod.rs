@@ -3,9 +3,17 @@
 //! [`main`]; the logic lives here so it is unit-tested with the library.
 //!
 //! Output goes through [`output::Out`], which turns a closed stdout (`hcctl range | head`) into
-//! a quiet exit instead of a panic.
+//! a quiet exit instead of a panic. Streaming commands (`watch`, `servers watch`, `boards watch`,
+//! `election observe`, `lease keepalive`) print one line (one JSON object with `--json`) per
+//! update, flushed at once, and end on Ctrl-C (exit 0) or an unrecoverable error.
 
+mod boards_cmd;
+mod election_cmd;
+mod lease_cmd;
 mod output;
+mod servers_cmd;
+pub mod txn_syntax;
+mod watch_cmd;
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -14,15 +22,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::{ArgGroup, Parser, Subcommand};
 
-use crate::{parse_endpoint_list, Client, ClientConfig, Error, RangeOptions};
+use crate::{parse_endpoint_list, Client, ClientConfig, Error, LeaseId, PutOptions, RangeOptions, Txn};
 use output::Out;
+use txn_syntax::{parse_condition, parse_op, TxnOp};
 
 /// Exit codes (also listed in `hcctl --help`).
 pub mod exit {
     pub const OK: u8 = 0;
-    /// `get`: the key does not exist.
+    /// `get`: the key does not exist; a lease, board, server or leader does not exist; a kept
+    /// lease was lost.
     pub const NOT_FOUND: u8 = 1;
-    /// `cas`: the comparison failed; nothing was written.
+    /// `cas`/`txn`: the comparison failed; a precondition (epoch, seq, term, incarnation) failed.
     pub const CAS_FAILED: u8 = 2;
     /// A write may or may not have been applied; read the key back.
     pub const OUTCOME_UNKNOWN: u8 = 3;
@@ -38,17 +48,26 @@ pub mod exit {
 
 const EXIT_CODES: &str = "\
 Exit codes:
-  0   success (del: whether or not the key existed; status: at least one node answered)
-  1   get: key not found
-  2   cas: comparison failed, nothing written (current state printed on stderr)
+  0   success (del: whether or not the key existed; status: at least one node answered;
+      txn: the --then branch ran; streams: stopped with Ctrl-C)
+  1   not found: get of a missing key; a lease, board, server or election leader that does not
+      exist; lease keepalive / servers register --keepalive: the lease was lost
+  2   comparison or precondition failed: cas comparison failed, txn ran its --else branch (nothing
+      written); a stale epoch, seq, term or incarnation, a board that already exists, a server
+      that is not live (the server's message, with the current owner or term, is on stderr)
   3   outcome unknown: a write may or may not have been applied; read the key back
-  4   invalid argument: rejected by the server (empty key, key/value over the limit, bad range)
+  4   invalid argument: rejected by the server (empty key, key/value over the limit, bad range,
+      bad TTL or id, reserved key); watch: the start revision was compacted
   5   unavailable: no leader / no node reachable / deadline passed; the request had no effect
   6   other error: internal server error, unknown shard, bad configuration, I/O error
   64  command-line usage error
 
-JSON output (--json): keys and values are UTF-8 strings when they are valid UTF-8; otherwise the
-field is replaced by \"<field>_hex\" (lowercase hex of the raw bytes), e.g. \"value_hex\":\"00ff\".
+Streams (watch, servers watch, boards watch, election observe) reconnect by themselves; watch
+resumes after the last revision printed, so no event is printed twice or skipped.
+
+JSON output (--json): one object per line (one per update for streams). Keys and values are
+UTF-8 strings when they are valid UTF-8; otherwise the field is replaced by \"<field>_hex\"
+(lowercase hex of the raw bytes), e.g. \"value_hex\":\"00ff\".
 Errors are always a single line on stderr: `error: <message>`.";
 
 /// HyperCache command line.
@@ -83,7 +102,16 @@ pub enum Command {
         serializable: bool,
     },
     /// Write a key. VALUE "-" reads the value (raw bytes) from stdin.
-    Put { key: String, value: String },
+    Put {
+        key: String,
+        value: String,
+        /// Attach the key to this lease (it is deleted when the lease ends).
+        #[arg(long, conflicts_with = "ttl_ms")]
+        lease: Option<u64>,
+        /// Give the key a TTL of its own, in milliseconds.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        ttl_ms: Option<u64>,
+    },
     /// Delete a key; prints "deleted" or "not found" and exits 0 either way.
     Del { key: String },
     /// Compare-and-swap: write NEW_VALUE only if the key matches the expectations. Exit 2 if not.
@@ -120,11 +148,53 @@ pub enum Command {
     },
     /// One row per configured endpoint: identity, Raft role, term, leader, indexes, readiness.
     Status,
+    /// Compare, then run the --then ops if every --if holds, else the --else ops; atomically.
+    /// Exit 0 if the --then branch ran, 2 if the --else branch ran.
+    #[command(after_help = "Conditions: value(k) = v, version(k) = N, mod(k) = N, create(k) = N, lease(k) = ID, \
+                            exists(k), missing(k).\nOps: put k v, del k, get k.\n\
+                            Example: hcctl txn --if 'mod(k) = 5' --then 'put k v2' --else 'get k'")]
+    Txn {
+        /// A condition, e.g. 'value(k) = v' (repeatable; all must hold).
+        #[arg(long = "if", value_name = "COND", value_parser = parse_condition)]
+        conditions: Vec<crate::Compare>,
+        /// An op run when every condition holds, e.g. 'put k v' (repeatable).
+        #[arg(long = "then", value_name = "OP", value_parser = parse_op)]
+        then_ops: Vec<TxnOp>,
+        /// An op run otherwise, e.g. 'get k' (repeatable).
+        #[arg(long = "else", value_name = "OP", value_parser = parse_op)]
+        else_ops: Vec<TxnOp>,
+    },
+    /// Print changes to KEY (or under it with --prefix) as they happen, resuming across
+    /// reconnects: "PUT key value (rev N)" / "DELETE key (rev N)". Runs until Ctrl-C.
+    Watch {
+        key: String,
+        /// Watch every key starting with KEY.
+        #[arg(long)]
+        prefix: bool,
+        /// First revision to print (default: changes from now on).
+        #[arg(long, value_name = "N")]
+        rev: Option<u64>,
+        /// Also print the previous value of each changed key.
+        #[arg(long)]
+        prev_kv: bool,
+    },
+    /// Leases: grant, revoke, keep alive, inspect.
+    #[command(subcommand)]
+    Lease(lease_cmd::LeaseCommand),
+    /// The game-server registry.
+    #[command(subcommand)]
+    Servers(servers_cmd::ServersCommand),
+    /// Boards: creation, fenced assignment, checkpoints.
+    #[command(subcommand)]
+    Boards(boards_cmd::BoardsCommand),
+    /// Leader elections with fencing terms.
+    #[command(subcommand)]
+    Election(election_cmd::ElectionCommand),
 }
 
 /// Why a command failed.
 #[derive(Debug)]
-enum Failure {
+pub(crate) enum Failure {
     Client(Error),
     Io(std::io::Error),
 }
@@ -143,11 +213,43 @@ impl From<std::io::Error> for Failure {
 
 /// The exit code for a client error.
 pub fn exit_code(error: &Error) -> u8 {
+    use tonic::Code;
     match error {
         Error::OutcomeUnknown { .. } => exit::OUTCOME_UNKNOWN,
         Error::InvalidArgument { .. } => exit::INVALID_ARGUMENT,
+        Error::Rejected { code, .. } => match code {
+            Code::NotFound => exit::NOT_FOUND,
+            Code::FailedPrecondition | Code::AlreadyExists => exit::CAS_FAILED,
+            Code::OutOfRange => exit::INVALID_ARGUMENT,
+            Code::ResourceExhausted => exit::UNAVAILABLE,
+            _ => exit::OTHER,
+        },
         Error::Unavailable { .. } | Error::DeadlineExceeded { .. } | Error::NotLeader { .. } => exit::UNAVAILABLE,
         Error::UnknownShard { .. } | Error::Internal { .. } | Error::Rpc { .. } | Error::Config { .. } => exit::OTHER,
+    }
+}
+
+/// The error line for `error`: the server's message, plus the current state a typed refusal
+/// carries when the message does not already name it (e.g. the board's current owner).
+pub fn error_text(error: &Error) -> String {
+    let message = error.to_string();
+    let detail = if let Some(owner) = error.stale_epoch() {
+        let who = owner.owner.unwrap_or_else(|| "nobody (unassigned)".to_string());
+        (!message.contains(&who))
+            .then(|| format!("current owner: {who}, incarnation {}, epoch {}", owner.incarnation, owner.epoch))
+    } else if let Some(term) = error.current_term() {
+        let who = term.leader.unwrap_or_else(|| "nobody".to_string());
+        (!message.contains(&who)).then(|| format!("current term {}, leader {who}", term.term))
+    } else if let Some(seq) = error.stale_seq() {
+        Some(format!("stored seq {seq}"))
+    } else if let Some(incarnation) = error.stale_incarnation() {
+        Some(format!("current incarnation {incarnation}"))
+    } else {
+        error.compacted().map(|oldest| format!("oldest available revision {oldest}"))
+    };
+    match detail {
+        Some(detail) if !message.contains(&detail) => format!("{message} ({detail})"),
+        _ => message,
     }
 }
 
@@ -179,7 +281,7 @@ fn run_to_exit(cli: Cli) -> u8 {
             exit::OTHER
         }
         Err(Failure::Client(e)) => {
-            output::error_line(&e.to_string());
+            output::error_line(&error_text(&e));
             exit_code(&e)
         }
     }
@@ -199,9 +301,14 @@ async fn run(cli: Cli, out: &mut Out) -> Result<u8, Failure> {
             };
             output::get(out, json, key.as_bytes(), found.as_ref())
         }
-        Command::Put { key, value } => {
+        Command::Put { key, value, lease, ttl_ms } => {
             let value = if value == "-" { read_stdin()? } else { Bytes::from(value.into_bytes()) };
-            let result = client.put(key, value).await?;
+            let options = PutOptions {
+                lease: lease.map(LeaseId),
+                ttl: ttl_ms.map(Duration::from_millis),
+                prev_kv: false,
+            };
+            let result = client.put_with(key, value, options).await?;
             output::put(out, json, &result)
         }
         Command::Del { key } => {
@@ -229,6 +336,21 @@ async fn run(cli: Cli, out: &mut Out) -> Result<u8, Failure> {
             let rows = client.cluster_status().await;
             output::status(out, json, &rows)
         }
+        Command::Txn { conditions, then_ops, else_ops } => {
+            let mut txn = conditions.into_iter().fold(Txn::new(), Txn::when);
+            txn = then_ops.iter().fold(txn, |txn, op| txn.then(op.op.clone()));
+            txn = else_ops.iter().fold(txn, |txn, op| txn.otherwise(op.op.clone()));
+            let result = client.txn(txn).await?;
+            let ran = if result.succeeded { &then_ops } else { &else_ops };
+            output::txn(out, json, &result, ran)
+        }
+        Command::Watch { key, prefix, rev, prev_kv } => {
+            watch_cmd::run(&client, out, json, key, prefix, rev.unwrap_or(0), prev_kv).await
+        }
+        Command::Lease(command) => lease_cmd::run(&client, out, json, command).await,
+        Command::Servers(command) => servers_cmd::run(&client, out, json, command).await,
+        Command::Boards(command) => boards_cmd::run(&client, out, json, command).await,
+        Command::Election(command) => election_cmd::run(&client, out, json, command).await,
     }
 }
 
@@ -260,6 +382,14 @@ async fn range(
                 return Ok(exit::OK);
             }
         }
+    }
+}
+
+/// Resolves on Ctrl-C (SIGINT). If the handler cannot be installed, never: the command then
+/// runs until it ends by itself or the process is killed.
+pub(crate) async fn ctrl_c() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -297,6 +427,70 @@ mod tests {
         assert!(cli.json);
         assert_eq!(cli.timeout_ms, 100);
         assert!(parse(&["get", "k", "--timeout-ms", "0"]).is_err());
+    }
+
+    fn rejected(code: tonic::Code, info: crate::ErrorInfo, message: &str) -> Error {
+        Error::Rejected { code, reason: info.reason.clone(), message: message.into(), info: Box::new(info) }
+    }
+
+    #[test]
+    fn typed_rejections_map_to_their_exit_codes_with_the_state_on_stderr() {
+        let info = crate::ErrorInfo {
+            reason: "STALE_EPOCH".into(),
+            owner: "srv-b".into(),
+            epoch: 4,
+            incarnation: 2,
+            ..Default::default()
+        };
+        let stale = rejected(tonic::Code::FailedPrecondition, info.clone(), "epoch 3 is stale");
+        assert_eq!(exit_code(&stale), 2);
+        assert_eq!(error_text(&stale), "epoch 3 is stale (current owner: srv-b, incarnation 2, epoch 4)");
+        // A message that already names the owner is left alone.
+        let named = rejected(tonic::Code::FailedPrecondition, info, "board b1 is owned by srv-b at epoch 4");
+        assert_eq!(error_text(&named), "board b1 is owned by srv-b at epoch 4");
+        let gone = crate::ErrorInfo { reason: "LEASE_NOT_FOUND".into(), ..Default::default() };
+        assert_eq!(exit_code(&rejected(tonic::Code::NotFound, gone, "no lease")), 1);
+        let exists = crate::ErrorInfo { reason: "BOARD_EXISTS".into(), ..Default::default() };
+        assert_eq!(exit_code(&rejected(tonic::Code::AlreadyExists, exists, "taken")), 2);
+        let compacted = crate::ErrorInfo { reason: "COMPACTED".into(), oldest_revision: 9, ..Default::default() };
+        let compacted = rejected(tonic::Code::OutOfRange, compacted, "revision 3 is compacted");
+        assert_eq!(exit_code(&compacted), 4);
+        assert!(error_text(&compacted).ends_with("(oldest available revision 9)"));
+    }
+
+    #[test]
+    fn txn_flags_parse_conditions_and_ops() {
+        let cli = parse(&["txn", "--if", "mod(k) = 5", "--if", "exists(j)", "--then", "put k v", "--else", "get k"])
+            .expect("valid");
+        match cli.command {
+            Command::Txn { conditions, then_ops, else_ops } => {
+                assert_eq!(conditions, vec![crate::Compare::mod_revision("k", 5), crate::Compare::exists("j")]);
+                assert_eq!(then_ops[0].op, crate::Op::put("k", "v"));
+                assert_eq!(else_ops[0].verb, "get");
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = parse(&["txn", "--if", "size(k) = 1"]).expect_err("unknown function");
+        assert!(err.use_stderr());
+        assert!(err.to_string().contains("unknown function"), "{err}");
+    }
+
+    #[test]
+    fn game_subcommands_parse() {
+        assert!(parse(&["put", "k", "v", "--lease", "7"]).is_ok());
+        assert!(parse(&["put", "k", "v", "--lease", "7", "--ttl-ms", "100"]).is_err(), "lease xor ttl");
+        assert!(parse(&["lease", "grant", "1000"]).is_ok());
+        assert!(parse(&["lease", "keepalive", "7", "--once"]).is_ok());
+        assert!(parse(&["watch", "k", "--prefix", "--rev", "3", "--prev-kv"]).is_ok());
+        assert!(parse(&["servers", "register", "s1", "h:1", "--ttl-ms", "3000", "--label", "a=b", "--keepalive"]).is_ok());
+        assert!(parse(&["servers", "register", "s1", "h:1"]).is_err(), "--ttl-ms is required");
+        assert!(parse(&["servers", "register", "s1", "h:1", "--ttl-ms", "9", "--label", "ab"]).is_err());
+        assert!(parse(&["boards", "assign", "b", "s", "--epoch", "0", "--request-id", "r1"]).is_ok());
+        assert!(parse(&["boards", "assign", "b", "s", "--epoch", "0", "--election", "e"]).is_err(), "term needed");
+        assert!(parse(&["boards", "sync", "b", "--epoch", "1", "--seq", "2", "data"]).is_ok());
+        assert!(parse(&["election", "campaign", "e", "c", "--ttl-ms", "2000", "--hold"]).is_ok());
+        assert!(parse(&["election", "campaign", "e", "c"]).is_err(), "a lease or a TTL is required");
+        assert!(parse(&["election", "campaign", "e", "c", "--lease", "1", "--ttl-ms", "5"]).is_err());
     }
 
     #[test]

@@ -7,9 +7,10 @@ use std::io::{self, Write};
 
 use serde_json::{json, Map, Value};
 
+use super::txn_syntax::TxnOp;
 use super::{exit, Failure};
 use crate::types::{CasResult, DeleteResult, KeyValue, PutResult};
-use crate::{Error, StatusResponse};
+use crate::{Error, OpResult, StatusResponse, TxnResult};
 
 /// Buffered stdout. Write errors are returned (never a panic); `BrokenPipe` becomes a quiet
 /// exit in the caller.
@@ -22,21 +23,31 @@ impl Out {
         Out { inner: io::BufWriter::new(io::stdout()) }
     }
 
-    fn bytes(&mut self, data: &[u8]) -> io::Result<()> {
+    pub(super) fn bytes(&mut self, data: &[u8]) -> io::Result<()> {
         self.inner.write_all(data)
     }
 
-    fn line(&mut self, text: &str) -> io::Result<()> {
+    pub(super) fn line(&mut self, text: &str) -> io::Result<()> {
         self.inner.write_all(text.as_bytes())?;
         self.inner.write_all(b"\n")
     }
 
-    fn json(&mut self, value: &Value) -> io::Result<()> {
+    pub(super) fn json(&mut self, value: &Value) -> io::Result<()> {
         self.line(&value.to_string())
     }
 
-    fn flush(&mut self) -> io::Result<()> {
+    pub(super) fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
+    }
+
+    /// One line of a stream, flushed at once: text, or the JSON object with `--json`.
+    pub(super) fn update(&mut self, json: bool, text: &str, value: &Value) -> io::Result<()> {
+        if json {
+            self.json(value)?;
+        } else {
+            self.line(text)?;
+        }
+        self.flush()
     }
 }
 
@@ -55,7 +66,7 @@ pub(super) fn hex(data: &[u8]) -> String {
 }
 
 /// Inserts `name` as a string if `data` is UTF-8, else `<name>_hex`.
-fn put_bytes(obj: &mut Map<String, Value>, name: &str, data: &[u8]) {
+pub(super) fn put_bytes(obj: &mut Map<String, Value>, name: &str, data: &[u8]) {
     match std::str::from_utf8(data) {
         Ok(s) => obj.insert(name.to_string(), Value::from(s)),
         Err(_) => obj.insert(format!("{name}_hex"), Value::from(hex(data))),
@@ -71,6 +82,7 @@ pub(super) fn kv_json(kv: &KeyValue, with_value: bool) -> Value {
     obj.insert("create_revision".into(), kv.create_revision.into());
     obj.insert("mod_revision".into(), kv.mod_revision.into());
     obj.insert("version".into(), kv.version.into());
+    obj.insert("lease".into(), kv.lease.into());
     Value::Object(obj)
 }
 
@@ -145,13 +157,55 @@ pub(super) fn cas_failure_text(current: Option<&KeyValue>) -> String {
 }
 
 /// A value for a human-readable message: quoted UTF-8 (escaped), else hex; at most 200 bytes.
-fn printable(data: &[u8]) -> String {
+pub(super) fn printable(data: &[u8]) -> String {
     const MAX: usize = 200;
     let (shown, cut) = if data.len() > MAX { (&data[..MAX], "...") } else { (data, "") };
     match std::str::from_utf8(shown) {
         Ok(s) => format!("{s:?}{cut}"),
         Err(_) => format!("0x{}{cut}", hex(shown)),
     }
+}
+
+/// A transaction's outcome: a summary line, then one line per op of the branch that ran.
+pub(super) fn txn(out: &mut Out, json: bool, result: &TxnResult, ran: &[TxnOp]) -> Result<u8, Failure> {
+    let ops = ran.iter().zip(&result.responses);
+    if json {
+        let responses: Vec<Value> = ops
+            .map(|(op, r)| {
+                let mut obj = Map::new();
+                obj.insert("op".into(), op.verb.into());
+                put_bytes(&mut obj, "key", op.key.as_bytes());
+                match r {
+                    OpResult::Get(kv) => {
+                        obj.insert("found".into(), kv.is_some().into());
+                        obj.insert("kv".into(), kv.as_ref().map_or(Value::Null, |kv| kv_json(kv, true)));
+                    }
+                    OpResult::Put(put) => {
+                        obj.insert("version".into(), put.kv.as_ref().map_or(0, |kv| kv.version).into());
+                    }
+                    OpResult::Delete(del) => {
+                        obj.insert("deleted".into(), del.deleted.into());
+                    }
+                }
+                Value::Object(obj)
+            })
+            .collect();
+        out.json(&json!({"succeeded": result.succeeded, "revision": result.revision, "responses": responses}))?;
+    } else {
+        let branch = if result.succeeded { "SUCCEEDED (--then ran)" } else { "FAILED (--else ran)" };
+        out.line(&format!("{branch} revision={}", result.revision))?;
+        for (op, r) in ops {
+            let outcome = match r {
+                OpResult::Get(Some(kv)) => printable(&kv.value),
+                OpResult::Get(None) => "not found".to_string(),
+                OpResult::Put(put) => format!("OK version={}", put.kv.as_ref().map_or(0, |kv| kv.version)),
+                OpResult::Delete(del) => if del.deleted { "deleted" } else { "not found" }.to_string(),
+            };
+            out.line(&format!("{} {}: {outcome}", op.verb, op.key))?;
+        }
+    }
+    out.flush()?;
+    Ok(if result.succeeded { exit::OK } else { exit::CAS_FAILED })
 }
 
 pub(super) fn range_lines(out: &mut Out, kvs: &[KeyValue], keys_only: bool) -> io::Result<()> {
@@ -274,13 +328,17 @@ mod tests {
             create_revision: 3,
             mod_revision: 7,
             version: 2,
+            lease: 0,
         }
     }
 
     #[test]
     fn json_uses_strings_for_utf8_and_hex_otherwise() {
         let v = kv_json(&kv(b"k", b"v"), true);
-        assert_eq!(v, json!({"key": "k", "value": "v", "create_revision": 3, "mod_revision": 7, "version": 2}));
+        assert_eq!(
+            v,
+            json!({"key": "k", "value": "v", "create_revision": 3, "mod_revision": 7, "version": 2, "lease": 0})
+        );
         let v = kv_json(&kv(b"k", &[0, 0xff]), true);
         assert_eq!(v["value_hex"], "00ff");
         assert!(v.get("value").is_none());

@@ -1,6 +1,9 @@
 //! A tiny fake KV server for client tests: answers according to a fixed [`Behaviour`] and
-//! counts the calls it receives.
+//! counts the calls it receives. Scripted fakes of the lease, watch and board services live in
+//! [`scripted`].
 #![allow(dead_code)]
+
+pub mod scripted;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -62,7 +65,7 @@ impl Fake {
     }
 
     fn kv(key: Bytes, value: Bytes) -> KeyValue {
-        KeyValue { key, value, create_revision: 5, mod_revision: 5, version: 1 }
+        KeyValue { key, value, create_revision: 5, mod_revision: 5, version: 1, lease: 0 }
     }
 }
 
@@ -115,6 +118,38 @@ impl Kv for Fake {
     async fn range(&self, _: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+
+    /// Succeeds only without compares (enough to test both branches); gets see `present`.
+    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        self.refuse()?;
+        let req = request.into_inner();
+        let succeeded = req.compares.is_empty();
+        let branch = if succeeded { req.success } else { req.failure };
+        let responses = branch
+            .into_iter()
+            .filter_map(|op| op.op)
+            .map(|op| {
+                let op = match op {
+                    request_op::Op::Get(get) => {
+                        let kv = (get.key.as_ref() == b"present").then(|| Fake::kv(get.key, Bytes::from_static(b"value")));
+                        response_op::Op::Get(GetResponse { header: None, kv })
+                    }
+                    request_op::Op::Put(put) => {
+                        response_op::Op::Put(PutResponse { header: None, prev_kv: None, kv: Some(Fake::kv(put.key, put.value)) })
+                    }
+                    request_op::Op::Delete(_) => response_op::Op::Delete(DeleteResponse::default()),
+                };
+                ResponseOp { op: Some(op) }
+            })
+            .collect();
+        Ok(Response::new(TxnResponse { header: header(), succeeded, responses }))
+    }
+
+    type WatchStream = scripted::BoxStream<WatchResponse>;
+
+    async fn watch(&self, _: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 /// Serves `fake` on 127.0.0.1 at an OS-chosen port; returns "127.0.0.1:port".
@@ -126,6 +161,24 @@ pub async fn serve(fake: Fake) -> String {
         .serve_with_incoming(TcpIncoming::from(listener));
     tokio::spawn(server);
     addr.to_string()
+}
+
+/// Serves several services on 127.0.0.1 at an OS-chosen port; returns "127.0.0.1:port".
+pub async fn serve_routes(routes: tonic::service::Routes) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let server = tonic::transport::Server::builder().add_routes(routes).serve_with_incoming(TcpIncoming::from(listener));
+    tokio::spawn(server);
+    addr.to_string()
+}
+
+/// Polls `condition` every few milliseconds until it holds; panics with `what` after `limit`.
+pub async fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// An address nothing listens on.

@@ -128,12 +128,15 @@ impl Savepoint {
     }
 }
 
+/// A pending write: sealed bytes, or None for a delete.
+type Pending = Option<Vec<u8>>;
+
 pub struct Overlay<B> {
     pub shard: ShardId,
     base: B,
-    changes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    changes: BTreeMap<Vec<u8>, Pending>,
     /// (key, what `changes` held for it before the write: None = nothing).
-    undo: Vec<(Vec<u8>, Option<Option<Vec<u8>>>)>,
+    undo: Vec<(Vec<u8>, Option<Pending>)>,
     pub events: Vec<Event>,
     pub lease_changes: Vec<LeaseChange>,
 }
@@ -172,7 +175,7 @@ impl<B: Base> Overlay<B> {
     }
 
     /// The writes to commit: raw sled key -> sealed value (None = delete).
-    pub fn into_changes(self) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
+    pub fn into_changes(self) -> BTreeMap<Vec<u8>, Pending> {
         self.changes
     }
 
