@@ -20,6 +20,9 @@ pub struct Metrics {
     raft_applied: IntGaugeVec,
     raft_last_log: IntGaugeVec,
     raft_leader: IntGaugeVec,
+    leases: IntGaugeVec,
+    watchers: IntGaugeVec,
+    watch_oldest: IntGaugeVec,
 }
 
 const LATENCY_BUCKETS: &[f64] =
@@ -50,10 +53,16 @@ impl Metrics {
         let raft_applied = gauge("hypercache_raft_applied_index", "Highest log index applied to the state machine")?;
         let raft_last_log = gauge("hypercache_raft_last_log_index", "Highest log index in the local log")?;
         let raft_leader = gauge("hypercache_raft_is_leader", "1 if this node leads the shard")?;
+        let leases = gauge("hypercache_leases", "Leases that exist in the shard's state machine")?;
+        let watchers = gauge("hypercache_watchers", "Watch streams registered on this node")?;
+        let watch_oldest =
+            gauge("hypercache_watch_oldest_revision", "Oldest revision a watch can resume from on this node")?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_seconds.clone()))?;
         registry.register(Box::new(flush_seconds.clone()))?;
-        for g in [&raft_term, &raft_commit, &raft_applied, &raft_last_log, &raft_leader] {
+        for g in
+            [&raft_term, &raft_commit, &raft_applied, &raft_last_log, &raft_leader, &leases, &watchers, &watch_oldest]
+        {
             registry.register(Box::new(g.clone()))?;
         }
         Ok(Metrics {
@@ -66,6 +75,9 @@ impl Metrics {
             raft_applied,
             raft_last_log,
             raft_leader,
+            leases,
+            watchers,
+            watch_oldest,
         })
     }
 
@@ -87,6 +99,9 @@ impl Metrics {
             self.raft_applied.with_label_values(&l).set(clamp(m.last_applied.map(|x| x.index).unwrap_or(0)));
             self.raft_last_log.with_label_values(&l).set(clamp(m.last_log_index.unwrap_or(0)));
             self.raft_leader.with_label_values(&l).set(i64::from(m.current_leader == Some(m.id)));
+            self.leases.with_label_values(&l).set(clamp(shard.clock.len() as u64));
+            self.watchers.with_label_values(&l).set(clamp(shard.hub.watcher_count() as u64));
+            self.watch_oldest.with_label_values(&l).set(clamp(shard.hub.oldest()));
         }
         let mut buf = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {

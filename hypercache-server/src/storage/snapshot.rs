@@ -27,7 +27,8 @@ pub struct SnapshotBody {
     pub membership: StoredMembership<NodeId, NodeInfo>,
     /// The shard's revision counter.
     pub revision: u64,
-    /// Data rows as stored: (key, sealed StoredValue).
+    /// Every row of the `sm` tree except the `m` records, as stored: (sled key, sealed value).
+    /// Rows, leases and counters (see `machine/overlay.rs`).
     pub rows: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
