@@ -119,12 +119,10 @@ impl Client {
             Route::Leader => leader(),
             Route::First => None,
             Route::PreferLeader { avoid: None } => leader(),
-            Route::PreferLeader { avoid: Some(avoid) } => {
-                leader().filter(|n| &n.endpoint != avoid).or_else(|| {
-                    let i = table.nodes.iter().position(|n| &n.endpoint == avoid)?;
-                    Some(&table.nodes[(i + 1) % table.nodes.len()])
-                })
-            }
+            Route::PreferLeader { avoid: Some(avoid) } => leader().filter(|n| &n.endpoint != avoid).or_else(|| {
+                let i = table.nodes.iter().position(|n| &n.endpoint == avoid)?;
+                Some(&table.nodes[(i + 1) % table.nodes.len()])
+            }),
         };
         chosen.unwrap_or(&table.nodes[0]).clone()
     }

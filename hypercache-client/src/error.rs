@@ -258,7 +258,8 @@ mod tests {
         assert!(!Error::OutcomeUnknown { message: "x".into() }.is_retryable());
         assert!(Error::OutcomeUnknown { message: "x".into() }.may_have_been_applied());
         assert!(!Error::InvalidArgument { reason: "EMPTY_KEY".into(), message: "x".into() }.is_retryable());
-        let stale = rejected(tonic::Code::FailedPrecondition, ErrorInfo { reason: "STALE_EPOCH".into(), ..Default::default() });
+        let stale =
+            rejected(tonic::Code::FailedPrecondition, ErrorInfo { reason: "STALE_EPOCH".into(), ..Default::default() });
         assert!(!stale.is_retryable());
         assert!(!stale.may_have_been_applied());
     }
@@ -297,11 +298,17 @@ mod tests {
 
         let term = rejected(
             tonic::Code::FailedPrecondition,
-            ErrorInfo { reason: reason::NOT_ELECTION_LEADER.into(), term: 4, leader: "c2".into(), ..Default::default() },
+            ErrorInfo {
+                reason: reason::NOT_ELECTION_LEADER.into(),
+                term: 4,
+                leader: "c2".into(),
+                ..Default::default()
+            },
         );
         assert_eq!(term.current_term(), Some(CurrentTerm { term: 4, leader: Some("c2".into()) }));
 
-        let gone = rejected(tonic::Code::NotFound, ErrorInfo { reason: reason::LEASE_NOT_FOUND.into(), ..Default::default() });
+        let gone =
+            rejected(tonic::Code::NotFound, ErrorInfo { reason: reason::LEASE_NOT_FOUND.into(), ..Default::default() });
         assert!(gone.is_not_found());
         let compacted = rejected(
             tonic::Code::OutOfRange,

@@ -124,12 +124,9 @@ pub(crate) fn classify(status: &Status, kind: OpKind, delivery: Delivery) -> Dec
             | Code::NotFound
             | Code::AlreadyExists
             | Code::OutOfRange
-            | Code::ResourceExhausted) => Decision::Fail(Error::Rejected {
-                code,
-                reason: info.reason.clone(),
-                message,
-                info: Box::new(info),
-            }),
+            | Code::ResourceExhausted) => {
+                Decision::Fail(Error::Rejected { code, reason: info.reason.clone(), message, info: Box::new(info) })
+            }
             Code::Unavailable => transient(),
             _ => classify_foreign(status.code(), message, kind),
         },

@@ -303,11 +303,8 @@ async fn run(cli: Cli, out: &mut Out) -> Result<u8, Failure> {
         }
         Command::Put { key, value, lease, ttl_ms } => {
             let value = if value == "-" { read_stdin()? } else { Bytes::from(value.into_bytes()) };
-            let options = PutOptions {
-                lease: lease.map(LeaseId),
-                ttl: ttl_ms.map(Duration::from_millis),
-                prev_kv: false,
-            };
+            let options =
+                PutOptions { lease: lease.map(LeaseId), ttl: ttl_ms.map(Duration::from_millis), prev_kv: false };
             let result = client.put_with(key, value, options).await?;
             output::put(out, json, &result)
         }
@@ -482,7 +479,9 @@ mod tests {
         assert!(parse(&["lease", "grant", "1000"]).is_ok());
         assert!(parse(&["lease", "keepalive", "7", "--once"]).is_ok());
         assert!(parse(&["watch", "k", "--prefix", "--rev", "3", "--prev-kv"]).is_ok());
-        assert!(parse(&["servers", "register", "s1", "h:1", "--ttl-ms", "3000", "--label", "a=b", "--keepalive"]).is_ok());
+        assert!(
+            parse(&["servers", "register", "s1", "h:1", "--ttl-ms", "3000", "--label", "a=b", "--keepalive"]).is_ok()
+        );
         assert!(parse(&["servers", "register", "s1", "h:1"]).is_err(), "--ttl-ms is required");
         assert!(parse(&["servers", "register", "s1", "h:1", "--ttl-ms", "9", "--label", "ab"]).is_err());
         assert!(parse(&["boards", "assign", "b", "s", "--epoch", "0", "--request-id", "r1"]).is_ok());

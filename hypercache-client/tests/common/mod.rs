@@ -131,12 +131,15 @@ impl Kv for Fake {
             .map(|op| {
                 let op = match op {
                     request_op::Op::Get(get) => {
-                        let kv = (get.key.as_ref() == b"present").then(|| Fake::kv(get.key, Bytes::from_static(b"value")));
+                        let kv =
+                            (get.key.as_ref() == b"present").then(|| Fake::kv(get.key, Bytes::from_static(b"value")));
                         response_op::Op::Get(GetResponse { header: None, kv })
                     }
-                    request_op::Op::Put(put) => {
-                        response_op::Op::Put(PutResponse { header: None, prev_kv: None, kv: Some(Fake::kv(put.key, put.value)) })
-                    }
+                    request_op::Op::Put(put) => response_op::Op::Put(PutResponse {
+                        header: None,
+                        prev_kv: None,
+                        kv: Some(Fake::kv(put.key, put.value)),
+                    }),
                     request_op::Op::Delete(_) => response_op::Op::Delete(DeleteResponse::default()),
                 };
                 ResponseOp { op: Some(op) }
@@ -167,7 +170,8 @@ pub async fn serve(fake: Fake) -> String {
 pub async fn serve_routes(routes: tonic::service::Routes) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
-    let server = tonic::transport::Server::builder().add_routes(routes).serve_with_incoming(TcpIncoming::from(listener));
+    let server =
+        tonic::transport::Server::builder().add_routes(routes).serve_with_incoming(TcpIncoming::from(listener));
     tokio::spawn(server);
     addr.to_string()
 }
