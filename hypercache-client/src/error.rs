@@ -31,6 +31,7 @@ pub mod reason {
     /// records.
     pub const RESERVED_KEY: &str = "RESERVED_KEY";
     pub const CROSS_SHARD: &str = "CROSS_SHARD";
+    pub const WRONG_SHARD: &str = "WRONG_SHARD";
     pub const INVALID_ARGUMENT: &str = "INVALID_ARGUMENT";
     // Leases.
     pub const INVALID_TTL: &str = "INVALID_TTL";
@@ -40,6 +41,8 @@ pub mod reason {
     pub const COMPACTED: &str = "COMPACTED";
     /// `RESOURCE_EXHAUSTED`; `ErrorInfo.revision` is the revision to resume from.
     pub const WATCHER_TOO_SLOW: &str = "WATCHER_TOO_SLOW";
+    /// `UNAVAILABLE` (transient): the node restarted its history; resume on another node.
+    pub const WATCH_RESET: &str = "WATCH_RESET";
     // Registry.
     pub const INVALID_ID: &str = "INVALID_ID";
     pub const SERVER_NOT_FOUND: &str = "SERVER_NOT_FOUND";

@@ -125,3 +125,49 @@ async fn txn_exit_codes_follow_the_branch_that_ran() {
     let out = hcctl(&ep, &["txn", "--if", "value(k) v"], None).await;
     assert_eq!(out.status.code(), Some(64), "a malformed condition is a usage error");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_prints_every_event_once_across_breaks_and_stops_on_ctrl_c() {
+    use common::scripted::{history, watch_script, StreamEnd, StreamPlan, WatchFake};
+    use hypercache_proto::v1::kv_server::KvServer;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let plan = |rewind, messages, end| StreamPlan { rewind, messages, end };
+    let plans = vec![plan(0, 3, StreamEnd::Reset), plan(2, 3, StreamEnd::TooSlow)];
+    let script = watch_script(history(6), 1, plans, plan(0, 100, StreamEnd::Idle));
+    let mut endpoints = Vec::new();
+    for name in ["A", "B"] {
+        let fake = WatchFake { name, script: script.clone() };
+        endpoints.push(common::serve_routes(tonic::service::Routes::new(KvServer::new(fake))).await);
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hcctl"))
+        .args(["--endpoints", &endpoints.join(","), "watch", "k", "--rev", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut printed = Vec::new();
+    while !printed.last().is_some_and(|l: &String| l.ends_with("(rev 6)")) {
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await.expect("watch stalled");
+        printed.push(line.expect("read").expect("hcctl ended early"));
+    }
+    let expected: Vec<String> = (1..=6)
+        .flat_map(|r| {
+            let mut v = vec![format!("PUT k v{r} (rev {r})")];
+            if r == 4 {
+                v.push("PUT k2 v4 (rev 4)".to_string());
+            }
+            v
+        })
+        .collect();
+    assert_eq!(printed, expected);
+
+    // Ctrl-C ends the watch with exit 0.
+    let pid = child.id().expect("pid").to_string();
+    let status = Command::new("kill").args(["-INT", &pid]).status().await.expect("kill");
+    assert!(status.success());
+    let out =
+        tokio::time::timeout(Duration::from_secs(20), child.wait_with_output()).await.expect("hung").expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}

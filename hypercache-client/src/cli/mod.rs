@@ -2,7 +2,7 @@
 //! mapping from client errors to exit codes. The binary in `src/bin/hcctl.rs` only calls
 //! [`main`]; the logic lives here so it is unit-tested with the library.
 //!
-//! Output goes through [`output::Out`], which turns a closed stdout (`hcctl range | head`) into
+//! Output goes through `output::Out`, which turns a closed stdout (`hcctl range | head`) into
 //! a quiet exit instead of a panic. Streaming commands (`watch`, `servers watch`, `boards watch`,
 //! `election observe`, `lease keepalive`) print one line (one JSON object with `--json`) per
 //! update, flushed at once, and end on Ctrl-C (exit 0) or an unrecoverable error.
@@ -51,10 +51,10 @@ Exit codes:
   0   success (del: whether or not the key existed; status: at least one node answered;
       txn: the --then branch ran; streams: stopped with Ctrl-C)
   1   not found: get of a missing key; a lease, board, server or election leader that does not
-      exist; lease keepalive / servers register --keepalive: the lease was lost
-  2   comparison or precondition failed: cas comparison failed, txn ran its --else branch (nothing
-      written); a stale epoch, seq, term or incarnation, a board that already exists, a server
-      that is not live (the server's message, with the current owner or term, is on stderr)
+      exist; lease keepalive, servers register --keepalive, election campaign: the lease was lost
+  2   comparison or precondition failed: cas comparison failed (nothing written); txn ran its
+      --else branch; a stale epoch, seq, term or incarnation, a board that already exists, a
+      server that is not live (the server's message, with the current owner or term, is on stderr)
   3   outcome unknown: a write may or may not have been applied; read the key back
   4   invalid argument: rejected by the server (empty key, key/value over the limit, bad range,
       bad TTL or id, reserved key); watch: the start revision was compacted

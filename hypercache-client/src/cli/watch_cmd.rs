@@ -1,0 +1,96 @@
+//! `hcctl watch`: prints every change exactly once, resuming across reconnects, until Ctrl-C.
+
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+
+use super::output::{kv_json, note, put_bytes, Out};
+use super::{ctrl_c, exit, Failure};
+use crate::{Client, Event, EventKind, WatchOptions, WatchUpdate};
+
+pub(super) async fn run(
+    client: &Client,
+    out: &mut Out,
+    json: bool,
+    key: String,
+    prefix: bool,
+    rev: u64,
+    prev_kv: bool,
+) -> Result<u8, Failure> {
+    let key = Bytes::from(key.into_bytes());
+    let options = if prefix { WatchOptions::prefix(key) } else { WatchOptions::key(key) };
+    let mut watcher = client.watch(options.start_revision(rev).prev_kv(prev_kv));
+    // One listener for the whole loop, so a Ctrl-C between two polls is not missed.
+    let mut interrupted = std::pin::pin!(ctrl_c());
+    loop {
+        let update = tokio::select! {
+            update = watcher.next() => update,
+            _ = &mut interrupted => return Ok(exit::OK),
+        };
+        match update {
+            Ok(WatchUpdate::Events { events, .. }) => {
+                for event in &events {
+                    out.update(json, &event_line(event), &event_json(event))?;
+                }
+            }
+            Ok(WatchUpdate::Progress { revision }) => {
+                if json {
+                    out.update(json, "", &json!({"type": "PROGRESS", "revision": revision}))?;
+                }
+            }
+            // The watcher keeps its position: the next call resumes where it stopped.
+            Err(err) if err.is_retryable() => note(&format!("watch: {err}; retrying")),
+            Err(err) => return Err(err.into()),
+        }
+    }
+}
+
+/// `PUT key value (rev N)` or `DELETE key (rev N)`; bytes that are not UTF-8 are replaced.
+pub(super) fn event_line(event: &Event) -> String {
+    let key = String::from_utf8_lossy(&event.kv.key);
+    let mut line = match event.kind {
+        EventKind::Put => {
+            format!("PUT {key} {} (rev {})", String::from_utf8_lossy(&event.kv.value), event.revision())
+        }
+        EventKind::Delete => format!("DELETE {key} (rev {})", event.revision()),
+    };
+    if let Some(prev) = &event.prev_kv {
+        line.push_str(&format!(" prev={}", String::from_utf8_lossy(&prev.value)));
+    }
+    line
+}
+
+fn event_json(event: &Event) -> Value {
+    let mut obj = Map::new();
+    let kind = match event.kind {
+        EventKind::Put => "PUT",
+        EventKind::Delete => "DELETE",
+    };
+    obj.insert("type".into(), kind.into());
+    put_bytes(&mut obj, "key", &event.kv.key);
+    if event.kind == EventKind::Put {
+        put_bytes(&mut obj, "value", &event.kv.value);
+        obj.insert("version".into(), event.kv.version.into());
+        obj.insert("lease".into(), event.kv.lease.into());
+    }
+    obj.insert("revision".into(), event.revision().into());
+    if let Some(prev) = &event.prev_kv {
+        obj.insert("prev_kv".into(), kv_json(prev, true));
+    }
+    Value::Object(obj)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::KeyValue;
+
+    #[test]
+    fn events_print_as_documented() {
+        let kv = KeyValue { key: "k".into(), value: "v".into(), mod_revision: 9, ..Default::default() };
+        let put = Event { kind: EventKind::Put, kv: kv.clone(), prev_kv: None };
+        assert_eq!(event_line(&put), "PUT k v (rev 9)");
+        let del = Event { kind: EventKind::Delete, kv: KeyValue { value: Bytes::new(), ..kv }, prev_kv: None };
+        assert_eq!(event_line(&del), "DELETE k (rev 9)");
+        assert_eq!(event_json(&del), json!({"type": "DELETE", "key": "k", "revision": 9}));
+    }
+}
