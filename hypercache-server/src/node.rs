@@ -1,7 +1,8 @@
 //! A running node: storage + one Raft per shard + the gRPC server (clients and peers on one port)
 //! + the admin HTTP server, and the shutdown plumbing that ties them together.
 //!
-//! Graceful shutdown order (SIGTERM): not ready (`/readyz` 503) -> stop accepting and finish
+//! Graceful shutdown order (SIGTERM): not ready (`/readyz` 503) -> end watch streams, keepalive
+//! streams and campaigns (SHUTTING_DOWN; clients resume elsewhere) -> stop accepting and finish
 //! in-flight requests (bounded by `shutdown_grace_ms`) -> stop Raft -> flush sled -> exit.
 //! Leadership hand-off before stopping needs a transfer-leader API that openraft 0.9 lacks; the
 //! followers elect a new leader after one election timeout instead (see docs/operations.md).
@@ -63,6 +64,8 @@ pub struct Node {
     admin_addr: SocketAddr,
     shards: Arc<Shards>,
     accepting: Arc<AtomicBool>,
+    /// Tells long-lived calls (keepalive streams, campaigns) to end.
+    stopping: watch::Sender<bool>,
     stop_grpc: watch::Sender<bool>,
     stop_admin: watch::Sender<bool>,
     grpc_task: JoinHandle<()>,
@@ -150,7 +153,8 @@ impl Node {
         let (stop_admin, admin_stop_rx) = watch::channel(false);
 
         let validator = Validator { max_value_bytes: config.limits.max_value_bytes };
-        let ctx = Ctx::new(shards.clone(), validator, metrics.clone());
+        let (stopping, stopping_rx) = watch::channel(false);
+        let ctx = Ctx::new(shards.clone(), validator, metrics.clone(), stopping_rx);
         let client_max = config.max_client_message_bytes();
         let peer_max = config.max_peer_message_bytes();
         let kv = KvServer::new(KvService::new(ctx.clone()))
@@ -203,6 +207,7 @@ impl Node {
             admin_addr,
             shards,
             accepting,
+            stopping,
             stop_grpc,
             stop_admin,
             grpc_task,
@@ -234,6 +239,11 @@ impl Node {
         let grace = Duration::from_millis(self.config.shutdown_grace_ms);
         tracing::info!(node = self.config.node_id, "shutting down: not ready, draining requests");
         self.accepting.store(false, Ordering::Release);
+        // Streams and long polls never finish on their own: end them (clients resume elsewhere).
+        let _ = self.stopping.send(true);
+        for shard in self.shards.iter() {
+            shard.hub.lock().close();
+        }
         let _ = self.stop_grpc.send(true);
         let mut grpc_task = self.grpc_task;
         if tokio::time::timeout(grace, &mut grpc_task).await.is_err() {

@@ -26,7 +26,7 @@ use crate::proposer::{ProposeError, Proposer};
 use crate::read_index::ReadIndex;
 use crate::storage::KvReader;
 use crate::types::{Applied, LeaseId, LeaseOp, NodeId, NodeInfo, Reply, Request, ShardId, TypeConfig};
-use crate::watch_hub::WatchHub;
+use crate::watch_hub::{KeyFilter, SubscribeError, Subscription, WatchHub};
 
 pub struct Shard {
     pub id: ShardId,
@@ -168,6 +168,20 @@ impl Shard {
         self.read_barrier().await?;
         let term = self.leader_term()?;
         Ok(self.clock.keep_alive(id, term))
+    }
+
+    /// Registers a watcher on this replica's hub; see [`Shard::subscribe_error`].
+    pub fn subscribe(&self, filter: KeyFilter, start: u64) -> Result<Subscription, ServiceError> {
+        self.hub.lock().subscribe(filter, start).map_err(|e| self.subscribe_error(e))
+    }
+
+    pub fn subscribe_error(&self, e: SubscribeError) -> ServiceError {
+        match e {
+            SubscribeError::Compacted { requested, oldest } => {
+                ServiceError::Compacted { shard: self.id, requested, oldest }
+            }
+            SubscribeError::Closed => ServiceError::ShuttingDown { node: self.node_id },
+        }
     }
 
     /// The term this node leads, or NotLeader.

@@ -73,10 +73,12 @@ pub enum CutOff {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("revision {requested} is no longer in this node's watch history; the oldest available is {oldest}")]
-pub struct Compacted {
-    pub requested: u64,
-    pub oldest: u64,
+pub enum SubscribeError {
+    #[error("revision {requested} is no longer in this node's watch history; the oldest available is {oldest}")]
+    Compacted { requested: u64, oldest: u64 },
+    /// The node is shutting down.
+    #[error("the node is shutting down")]
+    Closed,
 }
 
 #[derive(Debug, Clone)]
@@ -103,6 +105,8 @@ pub struct HubState {
     history_bytes: usize,
     watchers: Vec<Slot>,
     next_id: u64,
+    /// Shutting down: no new watchers.
+    closed: bool,
 }
 
 pub struct WatchHub {
@@ -140,6 +144,7 @@ impl WatchHub {
                 history_bytes: 0,
                 watchers: Vec::new(),
                 next_id: 1,
+                closed: false,
             }),
             limits,
         }
@@ -215,11 +220,21 @@ impl HubState {
         self.oldest = revision + 1;
     }
 
+    /// Ends every watcher (their streams end with SHUTTING_DOWN) and refuses new ones: a graceful
+    /// shutdown must not wait for streams that never end on their own.
+    pub fn close(&mut self) {
+        self.closed = true;
+        self.watchers.clear();
+    }
+
     /// Registers a watcher for revisions `start..` (`start = 0`: from the next revision).
-    pub fn subscribe(&mut self, filter: KeyFilter, start: u64) -> Result<Subscription, Compacted> {
+    pub fn subscribe(&mut self, filter: KeyFilter, start: u64) -> Result<Subscription, SubscribeError> {
+        if self.closed {
+            return Err(SubscribeError::Closed);
+        }
         let start = if start == 0 { self.revision + 1 } else { start };
         if start < self.oldest {
-            return Err(Compacted { requested: start, oldest: self.oldest });
+            return Err(SubscribeError::Compacted { requested: start, oldest: self.oldest });
         }
         let catch_up =
             self.history.iter().filter(|e| e.revision >= start && filter.matches(&e.kv.key)).cloned().collect();
@@ -296,7 +311,10 @@ mod tests {
     fn evicted_revisions_are_compacted_with_the_oldest_named() {
         let hub = WatchHub::new(10, limits(2));
         let l = limits(2);
-        assert_eq!(hub.lock().subscribe(KeyFilter::prefix(b""), 5).unwrap_err().oldest, 11);
+        assert_eq!(
+            hub.lock().subscribe(KeyFilter::prefix(b""), 5).unwrap_err(),
+            SubscribeError::Compacted { requested: 5, oldest: 11 }
+        );
         {
             let mut s = hub.lock();
             for r in 11..=14 {
@@ -304,7 +322,7 @@ mod tests {
             }
         }
         let err = hub.lock().subscribe(KeyFilter::prefix(b""), 12).unwrap_err();
-        assert_eq!(err.oldest, 13);
+        assert_eq!(err, SubscribeError::Compacted { requested: 12, oldest: 13 });
         assert!(err.to_string().contains("oldest available is 13"), "{err}");
         assert_eq!(hub.lock().subscribe(KeyFilter::prefix(b""), 13).unwrap().catch_up.len(), 2);
     }
@@ -322,6 +340,16 @@ mod tests {
         assert_eq!(slow.cut_off(), CutOff::TooSlow);
         assert_eq!(fast.cut_off(), CutOff::None);
         assert_eq!(hub.watcher_count(), 1);
+    }
+
+    #[test]
+    fn closing_ends_watchers_and_refuses_new_ones() {
+        let hub = WatchHub::new(0, limits(10));
+        let mut sub = hub.lock().subscribe(KeyFilter::prefix(b""), 0).unwrap();
+        hub.lock().close();
+        assert!(sub.rx.try_recv().is_err());
+        assert_eq!(sub.cut_off(), CutOff::None);
+        assert_eq!(hub.lock().subscribe(KeyFilter::prefix(b""), 0).unwrap_err(), SubscribeError::Closed);
     }
 
     #[test]

@@ -322,3 +322,30 @@ async fn a_slow_watcher_is_cut_off_without_slowing_writes_and_old_revisions_are_
     eprintln!("1500 x 4 KiB puts with a stalled watcher: {elapsed:?} (worst single put {worst:?})");
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_ends_open_streams_instead_of_waiting_for_them() {
+    let mut c = TestCluster::start(1, |cfg| cfg.shutdown_grace_ms = 10_000).await;
+    let (_, ch) = leader_channel(&c).await;
+    let mut kv = KvClient::new(ch.clone());
+    let mut watch =
+        kv.watch(pb::WatchRequest { prefix: "p/".into(), ..Default::default() }).await.unwrap().into_inner();
+    let id = grant(&ch, 5000).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(pb::LeaseKeepAliveRequest { shard_id: 0, id }).await.unwrap();
+    let mut keepalive = LeaseClient::new(ch.clone())
+        .keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("keepalive stream")
+        .into_inner();
+    assert_eq!(keepalive.next().await.unwrap().unwrap().ttl_ms, 5000);
+    let started = Instant::now();
+    c.stop(0).await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "shutdown waited {took:?} for open streams (grace is 10 s)");
+    let end = tokio::time::timeout(Duration::from_secs(2), watch.next()).await.expect("watch stream ends");
+    if let Some(Err(st)) = end {
+        assert_eq!(reason(&st), "SHUTTING_DOWN", "{st}");
+    }
+    drop(tx);
+}

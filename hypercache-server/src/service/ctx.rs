@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hypercache_proto::v1 as pb;
+use tokio::sync::watch;
 use tonic::{Response, Status};
 
 use super::validate::Validator;
@@ -20,11 +21,26 @@ pub struct Ctx {
     pub validator: Validator,
     pub metrics: Arc<Metrics>,
     pub router: Router,
+    /// Becomes true when the node starts a graceful shutdown.
+    stopping: watch::Receiver<bool>,
 }
 
 impl Ctx {
-    pub fn new(shards: Arc<Shards>, validator: Validator, metrics: Arc<Metrics>) -> Self {
-        Ctx { shards, validator, metrics, router: Router::new(1) }
+    pub fn new(
+        shards: Arc<Shards>,
+        validator: Validator,
+        metrics: Arc<Metrics>,
+        stopping: watch::Receiver<bool>,
+    ) -> Self {
+        Ctx { shards, validator, metrics, router: Router::new(1), stopping }
+    }
+
+    /// Resolves once the node is shutting down. Long-lived calls (keepalive streams, campaigns)
+    /// select on it so that a graceful shutdown does not wait for them.
+    pub async fn stopped(&self) {
+        let mut rx = self.stopping.clone();
+        // An error means the node is gone, which is as stopped as it gets.
+        let _ = rx.wait_for(|s| *s).await;
     }
 
     /// Runs one request, recording its latency and status code under `method`.

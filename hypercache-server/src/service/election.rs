@@ -45,15 +45,24 @@ impl ElectionService {
 
     async fn campaign(&self, req: pb::CampaignRequest) -> Result<pb::CampaignResponse, ServiceError> {
         let shard = self.ctx.shard(req.shard_id)?;
+        let node = shard.node_id;
+        tokio::select! {
+            r = self.campaign_loop(shard, req) => r,
+            _ = self.ctx.stopped() => Err(ServiceError::ShuttingDown { node }),
+        }
+    }
+
+    async fn campaign_loop(
+        &self,
+        shard: std::sync::Arc<Shard>,
+        req: pb::CampaignRequest,
+    ) -> Result<pb::CampaignResponse, ServiceError> {
         self.ctx.validator.id("name", &req.name)?;
         self.ctx.validator.text("candidate", &req.candidate, true)?;
         let op = GameOp::Campaign { name: req.name.clone(), candidate: req.candidate, lease: req.lease };
         loop {
             // Subscribe before trying, so a resignation right after a lost attempt is not missed.
-            let mut sub =
-                shard.hub.lock().subscribe(KeyFilter::key(key(LEADER_PREFIX, &req.name)), 0).map_err(|c| {
-                    ServiceError::Internal { shard: shard.id, detail: format!("subscribing failed: {c}") }
-                })?;
+            let mut sub = shard.subscribe(KeyFilter::key(key(LEADER_PREFIX, &req.name)), 0)?;
             let attempt = shard.submit(SmRequest::Game(op.clone())).await;
             let (revision, reply) = match attempt {
                 Ok(r) => r,

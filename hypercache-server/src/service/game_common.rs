@@ -49,10 +49,7 @@ pub fn snapshot_then_watch<T>(
     let mut hub = shard.hub.lock();
     let snapshot = read(shard)?;
     let revision = hub.revision;
-    let sub = hub.subscribe(filter, revision + 1).map_err(|c| ServiceError::Internal {
-        shard: shard.id,
-        detail: format!("subscribing at the current revision failed: {c}"),
-    })?;
+    let sub = hub.subscribe(filter, revision + 1).map_err(|e| shard.subscribe_error(e))?;
     Ok((snapshot, revision, sub))
 }
 

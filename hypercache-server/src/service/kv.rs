@@ -246,11 +246,7 @@ impl KvService {
             0 => DEFAULT_PROGRESS_MS,
             ms => ms.clamp(10, 3_600_000),
         };
-        let sub = shard.hub.lock().subscribe(filter, req.start_revision).map_err(|c| ServiceError::Compacted {
-            shard: shard.id,
-            requested: c.requested,
-            oldest: c.oldest,
-        })?;
+        let sub = shard.subscribe(filter, req.start_revision)?;
         let convert = WatchConvert { prev_kv: req.prev_kv };
         Ok(forward(shard, sub, None, convert, Duration::from_millis(u64::from(every))))
     }

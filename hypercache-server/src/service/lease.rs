@@ -115,7 +115,16 @@ impl Lease for LeaseService {
         // One response per request, in order; an error (NOT_LEADER, ...) ends the stream and the
         // client reconnects to the leader.
         let output = async_stream_like(move |tx| async move {
-            while let Some(item) = input.next().await {
+            loop {
+                let item = tokio::select! {
+                    item = input.next() => item,
+                    _ = this.ctx.stopped() => {
+                        let node = this.ctx.shards.iter().next().map_or(0, |s| s.node_id);
+                        let _ = tx.send(Err(ServiceError::ShuttingDown { node }.into_status())).await;
+                        return;
+                    }
+                };
+                let Some(item) = item else { return };
                 let reply = match item {
                     Ok(req) => this.keep_alive_once(req).await.map_err(ServiceError::into_status),
                     Err(status) => Err(status),
