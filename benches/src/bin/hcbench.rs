@@ -10,6 +10,8 @@ use hypercache_benches::game::Command;
 use hypercache_benches::load::{run, Args};
 
 #[derive(Parser)]
+/// HyperCache load generators: the closed-loop KV load generator without a subcommand, the
+/// game-state benchmarks (issue #3) with one.
 #[command(name = "hcbench", version, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]

@@ -1,0 +1,390 @@
+//! `hcbench lease-expiry`: how late an abandoned lease's keys disappear.
+//!
+//! A watcher on a per-run prefix starts first (`--watch-endpoint`, default the leader). Then
+//! `--concurrency` workers grant `--leases` leases of `--ttl-ms` each and attach one key to each
+//! (`KV.Put` with `lease`); nobody keeps them alive. For every DELETE event the watcher notes
+//! the receive time. Lag is `receive time - (start of the lease's TTL + TTL)`.
+//!
+//! The start of the TTL is the moment the leader applied the grant (its lease clock sets the
+//! deadline then). We cannot see that moment, only bracket it: the grant was applied after we
+//! sent it and before we got its answer. So we report the lag two ways:
+//! - **from the ack** (`receive - (grant ack + TTL)`): the ack is *later* than the true start,
+//!   so this *under*-states the lag by up to one grant round trip; it can even be negative;
+//! - **from the send** (`receive - (grant send + TTL)`): the send is *earlier*, so this
+//!   *over*-states the lag by up to one grant round trip; it is never negative unless a lease
+//!   expired before its TTL (which would be a safety bug; the report counts such samples).
+//!
+//! The true lag lies between the two. Either includes the expiry's Raft commit, apply on the
+//! watch's node, and delivery to the watcher. The run is bounded: after the last grant, the
+//! watcher waits at most TTL + `--duration` seconds; leases whose delete never arrived are
+//! reported as missing.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use hypercache_proto::v1::kv_client::KvClient;
+use hypercache_proto::v1::lease_client::LeaseClient;
+use hypercache_proto::v1::{event, LeaseGrantRequest, PutRequest, WatchRequest};
+use serde::Serialize;
+use tokio::task::JoinSet;
+use tonic::transport::Channel;
+
+use super::common::{channel, describe, find_leader, kind, run_tag, wait_for, CommonArgs, SHARD};
+use crate::report::{op_table, OpStats, OpSummary};
+
+/// Highest lag the histograms track (10 min); later samples saturate.
+const MAX_LAG_MICROS: u64 = 600_000_000;
+
+/// Lag between a lease's TTL running out and its key's delete event reaching a watcher.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LeaseExpiryArgs {
+    /// --duration here bounds the wait for deletes after the last grant's TTL has run out.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Leases to grant, each with one key (1..=1000000).
+    #[arg(long, default_value_t = 10_000)]
+    pub leases: u32,
+    /// TTL of every lease, in milliseconds.
+    #[arg(long, default_value_t = 2_000)]
+    pub ttl_ms: u64,
+    /// Grant-and-attach workers (1..=10000).
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Node serving the watch (default: the leader).
+    #[arg(long)]
+    pub watch_endpoint: Option<String>,
+    /// Prefix of the attached keys (a per-run tag is appended).
+    #[arg(long, default_value = "hcbench-lease/")]
+    pub key_prefix: String,
+}
+
+/// Quantiles of a lag that may be negative: negative samples count as zero in the quantiles
+/// and are reported by number and minimum.
+#[derive(Debug, Clone, Serialize)]
+pub struct LagSummary {
+    pub samples: u64,
+    pub below_zero: u64,
+    pub min_us: i64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LeaseExpiryReport {
+    pub leader: String,
+    pub watch_endpoint: String,
+    pub leases: u32,
+    pub ttl_ms: u64,
+    pub concurrency: usize,
+    pub grant_phase_secs: f64,
+    pub grant: OpSummary,
+    pub attach: OpSummary,
+    /// Leases whose key was attached (the ones whose expiry is awaited).
+    pub attached: u64,
+    pub deletes_seen: u64,
+    pub missing: u64,
+    pub lag_from_ack: LagSummary,
+    pub lag_from_send: LagSummary,
+    pub watch: OpSummary,
+}
+
+impl LeaseExpiryReport {
+    pub fn to_text(&self) -> String {
+        let mut s = format!(
+            "lease-expiry: {} leases of {} ms, one key each, {} workers, granted in {:.2}s; leader {}, watch on {}\n",
+            self.leases, self.ttl_ms, self.concurrency, self.grant_phase_secs, self.leader, self.watch_endpoint
+        );
+        s.push_str(&op_table(&[("grant", &self.grant), ("attach", &self.attach)]));
+        s.push_str(&format!(
+            "expiries: {} keys attached, {} deletes seen, {} missing\n",
+            self.attached, self.deletes_seen, self.missing
+        ));
+        s.push_str(&format!(
+            "{:<22} {:>8} {:>6} {:>10} {:>9} {:>9} {:>9} {:>9}\n",
+            "lag", "samples", "<0", "min(us)", "p50(us)", "p99(us)", "p999(us)", "max(us)"
+        ));
+        for (name, l) in
+            [("from ack (lower bound)", &self.lag_from_ack), ("from send (upper bnd)", &self.lag_from_send)]
+        {
+            s.push_str(&format!(
+                "{:<22} {:>8} {:>6} {:>10} {:>9} {:>9} {:>9} {:>9}\n",
+                name, l.samples, l.below_zero, l.min_us, l.p50_us, l.p99_us, l.p999_us, l.max_us
+            ));
+        }
+        if self.watch.errors > 0 {
+            s.push_str(&op_table(&[("watch", &self.watch)]));
+        }
+        s
+    }
+}
+
+impl LeaseExpiryArgs {
+    fn check(&self) -> anyhow::Result<()> {
+        if !(1..=1_000_000).contains(&self.leases) {
+            bail!("--leases must be in 1..=1000000, got {}", self.leases);
+        }
+        if !(10..=3_600_000).contains(&self.ttl_ms) {
+            bail!("--ttl-ms must be in 10..=3600000, got {}", self.ttl_ms);
+        }
+        if !(1..=10_000).contains(&self.concurrency) {
+            bail!("--concurrency must be in 1..=10000, got {}", self.concurrency);
+        }
+        if self.key_prefix.is_empty() || self.key_prefix.as_bytes()[0] == 0xff {
+            bail!("--key-prefix must be non-empty and must not begin with byte 0xff");
+        }
+        Ok(())
+    }
+}
+
+/// A lease whose grant and key attachment both succeeded, with the times that bracket its
+/// TTL's start.
+#[derive(Debug, Clone, Copy)]
+struct Granted {
+    index: u32,
+    sent: Instant,
+    acked: Instant,
+}
+
+/// Set by the main task once granting is done; the watcher stops at `expected` deletes.
+struct Shared {
+    expected: AtomicU64,
+    give_up: AtomicBool,
+}
+
+pub async fn run(args: LeaseExpiryArgs) -> anyhow::Result<LeaseExpiryReport> {
+    args.check()?;
+    let common = args.common.validate()?;
+    let leader = find_leader(&common.endpoints, Duration::from_secs(10)).await?;
+    let watch_endpoint = args.watch_endpoint.clone().unwrap_or_else(|| leader.endpoint.clone());
+    let prefix = format!("{}{}/", args.key_prefix, run_tag());
+    let shared = Arc::new(Shared { expected: AtomicU64::new(u64::MAX), give_up: AtomicBool::new(false) });
+
+    let request = WatchRequest {
+        shard_id: SHARD,
+        prefix: Bytes::from(prefix.clone()),
+        progress_interval_ms: 250,
+        ..Default::default()
+    };
+    let stream = tokio::time::timeout(common.timeout, KvClient::new(channel(&watch_endpoint, None)?).watch(request))
+        .await
+        .with_context(|| format!("KV.Watch on {watch_endpoint}: no response within {:?}", common.timeout))?
+        .map_err(|s| anyhow::anyhow!("KV.Watch on {watch_endpoint}: {}", describe(&s)))?
+        .into_inner();
+    let watcher = tokio::spawn(watch(stream, prefix.clone(), args.leases, shared.clone()));
+
+    let unary = channel(&leader.endpoint, Some(common.timeout))?;
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut workers = JoinSet::new();
+    for _ in 0..args.concurrency {
+        let (unary, next, prefix) = (unary.clone(), next.clone(), prefix.clone());
+        workers.spawn(grant_worker(unary, next, prefix, args.leases, args.ttl_ms));
+    }
+    let (mut grant, mut attach, mut granted) = (OpStats::new(), OpStats::new(), Vec::new());
+    while let Some(joined) = workers.join_next().await {
+        let (g, a, mine) = joined.context("a grant worker panicked")?;
+        grant.merge(&g);
+        attach.merge(&a);
+        granted.extend(mine);
+    }
+    let grant_phase = started.elapsed();
+    shared.expected.store(granted.len() as u64, Ordering::Relaxed);
+    let last_ack = granted.iter().map(|g| g.acked).max().unwrap_or_else(Instant::now);
+    let deadline = last_ack + Duration::from_millis(args.ttl_ms) + common.duration;
+    let give_up = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(deadline.into()).await;
+            shared.give_up.store(true, Ordering::Relaxed);
+        })
+    };
+    let (received, watch_stats) = watcher.await.context("the watcher panicked")?;
+    give_up.abort();
+
+    let ttl = Duration::from_millis(args.ttl_ms);
+    let (mut from_ack, mut from_send) = (Lag::new(), Lag::new());
+    let mut seen = 0u64;
+    for g in &granted {
+        if let Some(at) = received[g.index as usize] {
+            seen += 1;
+            from_ack.record(at, g.acked + ttl);
+            from_send.record(at, g.sent + ttl);
+        }
+    }
+    let attached = granted.len() as u64;
+    Ok(LeaseExpiryReport {
+        leader: leader.endpoint,
+        watch_endpoint,
+        leases: args.leases,
+        ttl_ms: args.ttl_ms,
+        concurrency: args.concurrency,
+        grant_phase_secs: grant_phase.as_secs_f64(),
+        grant: grant.summary(grant_phase),
+        attach: attach.summary(grant_phase),
+        attached,
+        deletes_seen: seen,
+        missing: attached - seen,
+        lag_from_ack: from_ack.summary(),
+        lag_from_send: from_send.summary(),
+        watch: watch_stats.summary(grant_phase),
+    })
+}
+
+fn key(prefix: &str, index: u32) -> Bytes {
+    Bytes::from(format!("{prefix}{index:07}"))
+}
+
+/// Grants leases and attaches a key to each until the shared budget is spent.
+async fn grant_worker(
+    unary: Channel,
+    next: Arc<AtomicU64>,
+    prefix: String,
+    leases: u32,
+    ttl_ms: u64,
+) -> (OpStats, OpStats, Vec<Granted>) {
+    let (mut lease_client, mut kv) = (LeaseClient::new(unary.clone()), KvClient::new(unary));
+    let (mut grants, mut attaches, mut granted) = (OpStats::new(), OpStats::new(), Vec::new());
+    let ttl = i64::try_from(ttl_ms).expect("--ttl-ms is checked to be at most 3600000");
+    while let Ok(index) = u32::try_from(next.fetch_add(1, Ordering::Relaxed)) {
+        if index >= leases {
+            break;
+        }
+        let sent = Instant::now();
+        let id = match lease_client.grant(LeaseGrantRequest { shard_id: SHARD, ttl_ms: ttl }).await {
+            Ok(r) => r.into_inner().id,
+            Err(s) => {
+                grants.record_error(kind(&s), || describe(&s));
+                continue;
+            }
+        };
+        let acked = Instant::now();
+        grants.record_ok(acked - sent);
+        let put = PutRequest { shard_id: SHARD, key: key(&prefix, index), lease: id, ..Default::default() };
+        match kv.put(put).await {
+            Ok(_) => {
+                attaches.record_ok(acked.elapsed());
+                granted.push(Granted { index, sent, acked });
+            }
+            Err(s) => attaches.record_error(kind(&s), || describe(&s)),
+        }
+    }
+    (grants, attaches, granted)
+}
+
+/// Collects the receive time of the first DELETE of every key, indexed by lease number.
+async fn watch(
+    mut stream: tonic::Streaming<hypercache_proto::v1::WatchResponse>,
+    prefix: String,
+    leases: u32,
+    shared: Arc<Shared>,
+) -> (Vec<Option<Instant>>, OpStats) {
+    let mut received = vec![None; leases as usize];
+    let mut stats = OpStats::new();
+    let mut deletes = 0u64;
+    loop {
+        let message = tokio::select! {
+            m = stream.message() => m,
+            _ = wait_for(&shared.give_up) => break,
+        };
+        let now = Instant::now();
+        match message {
+            Ok(Some(response)) => {
+                for e in response.events.iter().filter(|e| e.r#type == event::Type::Delete as i32) {
+                    let index = e.kv.as_ref().and_then(|kv| kv.key.strip_prefix(prefix.as_bytes()));
+                    let index = index.and_then(|i| std::str::from_utf8(i).ok()).and_then(|i| i.parse::<usize>().ok());
+                    match index.and_then(|i| received.get_mut(i)) {
+                        Some(slot @ None) => {
+                            *slot = Some(now);
+                            deletes += 1;
+                        }
+                        Some(Some(_)) => {}
+                        None => stats.record_error("unexpected_key", || format!("a delete of {:?}", e.kv)),
+                    }
+                }
+            }
+            Ok(None) => {
+                stats.record_error("stream_ended", || "the server ended the watch stream".into());
+                break;
+            }
+            Err(s) => {
+                stats.record_error(kind(&s), || describe(&s));
+                break;
+            }
+        }
+        if deletes >= shared.expected.load(Ordering::Relaxed) {
+            break;
+        }
+    }
+    (received, stats)
+}
+
+/// Signed lag samples in microseconds.
+struct Lag {
+    histogram: Histogram<u64>,
+    below_zero: u64,
+    min_us: i64,
+}
+
+impl Lag {
+    fn new() -> Lag {
+        let histogram =
+            Histogram::new_with_bounds(1, MAX_LAG_MICROS, 3).expect("static bounds 1..600s with 3 digits are valid");
+        Lag { histogram, below_zero: 0, min_us: i64::MAX }
+    }
+
+    fn record(&mut self, received: Instant, due: Instant) {
+        let micros = match received.checked_duration_since(due) {
+            Some(late) => i64::try_from(late.as_micros()).unwrap_or(i64::MAX),
+            None => -i64::try_from(due.duration_since(received).as_micros()).unwrap_or(i64::MAX),
+        };
+        self.min_us = self.min_us.min(micros);
+        if micros < 0 {
+            self.below_zero += 1;
+        }
+        let clamped = u64::try_from(micros.max(1)).unwrap_or(1).min(MAX_LAG_MICROS);
+        self.histogram.saturating_record(clamped);
+    }
+
+    fn summary(&self) -> LagSummary {
+        let n = self.histogram.len();
+        let q = |quantile| if n == 0 { 0 } else { self.histogram.value_at_quantile(quantile) };
+        LagSummary {
+            samples: n,
+            below_zero: self.below_zero,
+            min_us: if n == 0 { 0 } else { self.min_us },
+            p50_us: q(0.5),
+            p99_us: q(0.99),
+            p999_us: q(0.999),
+            max_us: if n == 0 { 0 } else { self.histogram.max() },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negative_lags_are_counted_and_clamped() {
+        let due = Instant::now() + Duration::from_secs(1);
+        let mut lag = Lag::new();
+        lag.record(due + Duration::from_millis(30), due);
+        lag.record(due - Duration::from_millis(5), due);
+        let s = lag.summary();
+        assert_eq!((s.samples, s.below_zero), (2, 1));
+        assert_eq!(s.min_us, -5_000);
+        assert!((29_900..=30_100).contains(&s.max_us), "{}", s.max_us);
+        assert_eq!(Lag::new().summary().min_us, 0);
+    }
+
+    #[test]
+    fn keys_sort_by_lease_number() {
+        assert_eq!(key("p/", 42), Bytes::from_static(b"p/0000042"));
+    }
+}
