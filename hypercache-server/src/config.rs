@@ -126,7 +126,7 @@ impl Default for RaftSettings {
             election_timeout_max_ms: 1200,
             snapshot_after_entries: 20_000,
             logs_kept_after_snapshot: 5_000,
-            max_entries_per_append: 64,
+            max_entries_per_append: 16,
             install_snapshot_timeout_ms: 10_000,
         }
     }

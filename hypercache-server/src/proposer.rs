@@ -9,7 +9,7 @@
 //! Up to [`MAX_IN_FLIGHT`] batches are in flight at once. A lone write is proposed immediately (no
 //! added latency when idle); under load, writes queue while the in-flight batches replicate and
 //! leave together in the next one, so batch size adapts to load. A batch is also cut at
-//! `max_batch_bytes` of payload so one entry never outgrows the peer message limit.
+//! [`MAX_BATCH_BYTES`] of payload (see there why) and never outgrows the peer message limit.
 //!
 //! Each transaction still gets its own revision and result, applied in batch order, atomically on
 //! its own; a failed compare in one does not affect another. Every waiter of a batch sees the same
@@ -28,6 +28,15 @@ use crate::types::{Applied, Command, CommandResponse, LeaseOp, NodeId, NodeInfo,
 pub const MAX_IN_FLIGHT: usize = 2;
 /// Transactions in one batch at most.
 pub const MAX_BATCH_TXNS: usize = 1024;
+/// A batch stops growing past this many payload bytes (a single larger request still goes, alone).
+///
+/// Why: openraft 0.9 gives every AppendEntries the heartbeat interval (100 ms) as its deadline,
+/// whatever it carries, and a lagging follower is sent up to `raft.max_entries_per_append`
+/// entries at once. With 2 MiB batches of 64 KiB board checkpoints, catch-up messages could not
+/// finish in 100 ms, timed out, backed off and never caught up (the cluster lost its quorum under
+/// load; see docs/benchmarks.md). Small batches keep catch-up messages small; batching gains
+/// nothing measurable beyond a few hundred KiB anyway.
+pub const MAX_BATCH_BYTES: usize = 256 * 1024;
 
 #[derive(Debug, Clone)]
 pub enum ProposeError {
@@ -53,9 +62,9 @@ pub struct Proposer {
 }
 
 impl Proposer {
-    pub fn spawn(raft: Raft<TypeConfig>, max_batch_bytes: usize) -> Proposer {
+    pub fn spawn(raft: Raft<TypeConfig>, max_entry_bytes: usize) -> Proposer {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(raft, rx, max_batch_bytes));
+        tokio::spawn(run(raft, rx, max_entry_bytes.min(MAX_BATCH_BYTES)));
         Proposer { tx }
     }
 
