@@ -214,30 +214,44 @@ impl Shard {
 }
 
 /// On the leader, proposes the expiry of leases whose deadlines passed; elsewhere, waits.
+///
+/// Raft metrics change on every apply; only a change of role or term matters here, so the
+/// deadlines are looked at only then, when the lease set changed, or when the next deadline is due.
 async fn drive_expiry(shard: ShardId, raft: Raft<TypeConfig>, clock: Arc<LeaseClock>, proposer: Proposer) {
     let mut metrics = raft.metrics();
+    let mut role: Option<(bool, u64)> = None;
+    let mut next = None;
+    let mut due = true;
     loop {
-        let (leading, term) = {
+        let now_role = {
             let m = metrics.borrow_and_update();
             (m.state == ServerState::Leader, m.current_term)
         };
-        let mut next = None;
-        if leading {
-            let (expired, wake) = clock.take_expired(term);
-            next = wake;
-            for ids in expired.chunks(EXPIRE_BATCH) {
-                let (proposer, ids) = (proposer.clone(), ids.to_vec());
-                tokio::spawn(async move {
-                    let n = ids.len();
-                    match proposer.propose(Request::Lease(LeaseOp::Expire { ids })).await {
-                        Ok(_) => tracing::debug!(shard = %shard, leases = n, "expired leases"),
-                        // Not leader any more: the next leader resets deadlines and decides anew.
-                        Err(e) => tracing::info!(shard = %shard, leases = n, error = ?e, "lease expiry not committed"),
-                    }
-                });
+        let role_changed = role != Some(now_role);
+        role = Some(now_role);
+        match now_role {
+            (true, term) if role_changed || due => {
+                let (expired, wake) = clock.take_expired(term);
+                next = wake;
+                for ids in expired.chunks(EXPIRE_BATCH) {
+                    let (proposer, ids) = (proposer.clone(), ids.to_vec());
+                    tokio::spawn(async move {
+                        let n = ids.len();
+                        match proposer.propose(Request::Lease(LeaseOp::Expire { ids })).await {
+                            Ok(_) => tracing::debug!(shard = %shard, leases = n, "expired leases"),
+                            // Not leader any more: the next leader resets deadlines and decides anew.
+                            Err(e) => {
+                                tracing::info!(shard = %shard, leases = n, error = ?e, "lease expiry not committed")
+                            }
+                        }
+                    });
+                }
             }
-        } else {
-            clock.step_down();
+            (false, _) if role_changed => {
+                clock.step_down();
+                next = None;
+            }
+            _ => {}
         }
         let sleep = async {
             match next {
@@ -245,11 +259,11 @@ async fn drive_expiry(shard: ShardId, raft: Raft<TypeConfig>, clock: Arc<LeaseCl
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
-            changed = metrics.changed() => if changed.is_err() { return },
-            _ = clock.changed() => {}
-            _ = sleep => {}
-        }
+        due = tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { return } else { false },
+            _ = clock.changed() => true,
+            _ = sleep => true,
+        };
     }
 }
 

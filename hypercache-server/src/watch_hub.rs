@@ -180,6 +180,9 @@ impl HubState {
     /// Publishes one apply batch's events, now at `revision`. Never blocks.
     pub fn publish(&mut self, limits: &HistoryLimits, revision: u64, events: Vec<Event>) {
         self.revision = revision;
+        // Watchers whose receiver was dropped without `remove` (an abandoned campaign wait, a
+        // failed call) go here rather than at their next matching event.
+        self.watchers.retain(|w| !w.tx.is_closed());
         if events.is_empty() {
             return;
         }
@@ -350,6 +353,16 @@ mod tests {
         assert!(sub.rx.try_recv().is_err());
         assert_eq!(sub.cut_off(), CutOff::None);
         assert_eq!(hub.lock().subscribe(KeyFilter::prefix(b""), 0).unwrap_err(), SubscribeError::Closed);
+    }
+
+    #[test]
+    fn dropped_subscriptions_are_forgotten_at_the_next_publish() {
+        let hub = WatchHub::new(0, limits(10));
+        let sub = hub.lock().subscribe(KeyFilter::prefix(b"a"), 0).unwrap();
+        drop(sub);
+        assert_eq!(hub.watcher_count(), 1);
+        hub.lock().publish(&limits(10), 1, vec![ev(1, "zzz")]);
+        assert_eq!(hub.watcher_count(), 0);
     }
 
     #[test]

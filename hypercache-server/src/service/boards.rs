@@ -9,7 +9,6 @@ use tonic::{Request, Response, Status};
 use super::ctx::{header, read_barrier, read_error, unexpected, Ctx};
 use super::game_common::{decode_kv, game_reply, id_of, rejected, scan, snapshot_then_watch};
 use super::stream::{forward, Convert, Out};
-use super::validate::{DEFAULT_RANGE_LIMIT, MAX_RANGE_LIMIT};
 use crate::error::ServiceError;
 use crate::machine::game::board::Assign;
 use crate::machine::game::{
@@ -147,13 +146,7 @@ impl BoardsService {
         if !req.page_token.is_empty() {
             self.ctx.validator.id("page_token", &req.page_token)?;
         }
-        let limit = match req.limit {
-            0 => DEFAULT_RANGE_LIMIT as usize,
-            l if l > MAX_RANGE_LIMIT => {
-                return Err(ServiceError::invalid("INVALID_ARGUMENT", format!("limit {l} exceeds {MAX_RANGE_LIMIT}")))
-            }
-            l => l as usize,
-        };
+        let limit = self.ctx.validator.limit(req.limit)?;
         read_barrier(&shard, req.serializable).await?;
         let revision = shard.reader.revision();
         let end = prefix_end(BOARD_PREFIX);

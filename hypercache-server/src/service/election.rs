@@ -63,17 +63,10 @@ impl ElectionService {
         loop {
             // Subscribe before trying, so a resignation right after a lost attempt is not missed.
             let mut sub = shard.subscribe(KeyFilter::key(key(LEADER_PREFIX, &req.name)), 0)?;
-            let attempt = shard.submit(SmRequest::Game(op.clone())).await;
-            let (revision, reply) = match attempt {
-                Ok(r) => r,
-                Err(e) => {
-                    shard.hub.remove(sub.id);
-                    return Err(e);
-                }
-            };
+            // Early returns just drop `sub`; the hub forgets dropped subscriptions.
+            let (revision, reply) = shard.submit(SmRequest::Game(op.clone())).await?;
             match game_reply(&shard, "campaign", reply)? {
                 GameReply::Campaign { won: true, leader: Some(l) } => {
-                    shard.hub.remove(sub.id);
                     return Ok(pb::CampaignResponse { header: header(&shard, revision), leader: Some(leader(l)) });
                 }
                 GameReply::Campaign { won: false, .. } => {}
@@ -91,13 +84,12 @@ impl ElectionService {
                     _ = check.tick() => {
                         let ours = shard.reader.lease(req.lease).map_err(|e| read_error(&shard, e))?;
                         if ours.is_none() {
-                            shard.hub.remove(sub.id);
                             return Err(rejected(&shard, Rejection::LeaseNotFound { id: req.lease }));
                         }
                     }
                 }
             };
-            shard.hub.remove(sub.id);
+            drop(sub);
             tracing::debug!(election = %req.name, freed, "campaign retrying");
         }
     }

@@ -14,8 +14,10 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::ctx::{header, read_error, unexpected, Ctx};
+use super::game_common::rejected;
 use crate::error::ServiceError;
 use crate::lease_clock::Renewal;
+use crate::machine::Rejection;
 use crate::types::{LeaseOp, Reply, Request as SmRequest};
 
 pub struct LeaseService {
@@ -73,11 +75,7 @@ impl LeaseService {
         let revision = shard.reader.revision();
         let record = shard.reader.lease(req.id).map_err(|e| read_error(&shard, e))?;
         let (Some(record), Some((ttl, left))) = (record, shard.clock.time_to_live(req.id, term)) else {
-            return Err(ServiceError::Rejected {
-                shard: shard.id,
-                revision,
-                rejection: crate::machine::Rejection::LeaseNotFound { id: req.id },
-            });
+            return Err(rejected(&shard, Rejection::LeaseNotFound { id: req.id }));
         };
         Ok(pb::LeaseTimeToLiveResponse {
             header: header(&shard, revision),
