@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/hypercache/v1/hypercache.proto",
         "proto/hypercache/v1/game.proto",
         "proto/hypercache/raft/v1/raft.proto",
+        "proto/orbstrike/v1/orbstrike.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

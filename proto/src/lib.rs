@@ -3,6 +3,7 @@
 //! - [`v1`]: the client API (`hypercache.v1`): KV and Cluster services, and [`v1::ErrorInfo`],
 //!   the error details every server-generated status carries.
 //! - [`raft::v1`]: peer traffic (`hypercache.raft.v1`): Raft RPCs tagged with a shard id.
+//! - [`orbstrike::v1`]: the Orbstrike game's orchestrator and game-server APIs.
 //!
 //! Generated types stay at the edge: server and client convert them to domain types.
 
@@ -15,6 +16,15 @@ pub mod raft {
     #[allow(clippy::all, missing_docs)]
     pub mod v1 {
         tonic::include_proto!("hypercache.raft.v1");
+    }
+}
+
+/// Orbstrike, the game built on HyperCache (`orbstrike.v1`): the public orchestrator API and the
+/// internal game-server API.
+pub mod orbstrike {
+    #[allow(clippy::all, missing_docs)]
+    pub mod v1 {
+        tonic::include_proto!("orbstrike.v1");
     }
 }
 

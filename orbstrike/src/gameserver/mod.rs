@@ -1,0 +1,1 @@
+//! gameserver (being built).

@@ -1,0 +1,1 @@
+//! Game rules (filled in by the rules work).
