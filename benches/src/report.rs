@@ -2,13 +2,16 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
 /// Highest latency the histograms track (60 s); slower samples saturate to it.
 const MAX_MICROS: u64 = 60_000_000;
+
+/// Highest lag [`Lag`] tracks (10 min); later samples saturate.
+const MAX_LAG_MICROS: u64 = 600_000_000;
 
 /// What one worker (or the merged run) observed for one operation type.
 pub struct OpStats {
@@ -155,9 +158,84 @@ pub fn op_table(rows: &[(&str, &OpSummary)]) -> String {
     s
 }
 
+/// Quantiles of a lag that may be negative: negative samples count as zero in the quantiles
+/// and are reported by number and minimum.
+#[derive(Debug, Clone, Serialize)]
+pub struct LagSummary {
+    pub samples: u64,
+    pub below_zero: u64,
+    pub min_us: i64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+}
+
+/// Signed lag samples in microseconds: `received - due`, where `due` may come after `received`
+/// when it is only a bound on the true start (e.g. a write's acknowledgement).
+pub struct Lag {
+    histogram: Histogram<u64>,
+    below_zero: u64,
+    min_us: i64,
+}
+
+impl Default for Lag {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Lag {
+    pub fn new() -> Lag {
+        let histogram =
+            Histogram::new_with_bounds(1, MAX_LAG_MICROS, 3).expect("static bounds 1..600s with 3 digits are valid");
+        Lag { histogram, below_zero: 0, min_us: i64::MAX }
+    }
+
+    pub fn record(&mut self, received: Instant, due: Instant) {
+        let micros = match received.checked_duration_since(due) {
+            Some(late) => i64::try_from(late.as_micros()).unwrap_or(i64::MAX),
+            None => -i64::try_from(due.duration_since(received).as_micros()).unwrap_or(i64::MAX),
+        };
+        self.min_us = self.min_us.min(micros);
+        if micros < 0 {
+            self.below_zero += 1;
+        }
+        let clamped = u64::try_from(micros.max(1)).unwrap_or(1).min(MAX_LAG_MICROS);
+        self.histogram.saturating_record(clamped);
+    }
+
+    pub fn summary(&self) -> LagSummary {
+        let n = self.histogram.len();
+        let q = |quantile| if n == 0 { 0 } else { self.histogram.value_at_quantile(quantile) };
+        LagSummary {
+            samples: n,
+            below_zero: self.below_zero,
+            min_us: if n == 0 { 0 } else { self.min_us },
+            p50_us: q(0.5),
+            p99_us: q(0.99),
+            p999_us: q(0.999),
+            max_us: if n == 0 { 0 } else { self.histogram.max() },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn negative_lags_are_counted_and_clamped() {
+        let due = Instant::now() + Duration::from_secs(1);
+        let mut lag = Lag::new();
+        lag.record(due + Duration::from_millis(30), due);
+        lag.record(due - Duration::from_millis(5), due);
+        let s = lag.summary();
+        assert_eq!((s.samples, s.below_zero), (2, 1));
+        assert_eq!(s.min_us, -5_000);
+        assert!((29_900..=30_100).contains(&s.max_us), "{}", s.max_us);
+        assert_eq!(Lag::new().summary().min_us, 0);
+    }
 
     #[test]
     fn quantiles_errors_and_merge() {

@@ -10,6 +10,11 @@ use hypercache_server::dev::{self, DevArgs};
 use hypercache_server::node::Node;
 use serde::Serialize;
 
+// mimalloc instead of glibc malloc: allocation was a fifth of the leader's CPU under load
+// (docs/benchmarks.md, "Board sync").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "hypercache", version, about = "HyperCache: a Raft-replicated key-value cache for game state")]
 struct Cli {

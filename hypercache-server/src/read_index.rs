@@ -11,10 +11,20 @@
 //! it (its read index may predate them); they wait for the next one. So a read waits for at most
 //! two barriers, and the number of barriers per second is bounded by the barrier latency, not by
 //! the number of reads.
+//!
+//! A *paced* instance ([`ReadIndex::spawn_paced`]) also leaves at least `min_gap` between the
+//! starts of two barriers. Lease keepalives use one: a thousand game servers heartbeating every
+//! second would otherwise keep barriers running back to back (two heartbeat RPCs each), while a
+//! keepalive can well wait a few milliseconds more to share a barrier with its neighbours. The
+//! gap only delays the answer; the barrier still starts after every request it answers, so the
+//! argument above is unchanged. Client reads use an unpaced instance.
+
+use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::Raft;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use crate::types::{NodeId, NodeInfo, TypeConfig};
 
@@ -27,8 +37,13 @@ pub struct ReadIndex {
 
 impl ReadIndex {
     pub fn spawn(raft: Raft<TypeConfig>) -> ReadIndex {
+        Self::spawn_paced(raft, Duration::ZERO)
+    }
+
+    /// Like [`ReadIndex::spawn`], with at least `min_gap` between the starts of two barriers.
+    pub fn spawn_paced(raft: Raft<TypeConfig>, min_gap: Duration) -> ReadIndex {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(raft, rx));
+        tokio::spawn(run(raft, rx, min_gap));
         ReadIndex { tx }
     }
 
@@ -42,10 +57,20 @@ impl ReadIndex {
     }
 }
 
-async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::UnboundedReceiver<oneshot::Sender<BarrierResult>>) {
+async fn run(
+    raft: Raft<TypeConfig>,
+    mut rx: mpsc::UnboundedReceiver<oneshot::Sender<BarrierResult>>,
+    min_gap: Duration,
+) {
     let mut waiting = Vec::new();
+    let mut next_start = Instant::now();
     while let Some(first) = rx.recv().await {
         waiting.push(first);
+        if !min_gap.is_zero() {
+            // Requests arriving during the pause join this barrier: it has not started yet.
+            tokio::time::sleep_until(next_start).await;
+            next_start = Instant::now() + min_gap;
+        }
         // Everything queued so far arrived before the barrier below starts.
         while let Ok(more) = rx.try_recv() {
             waiting.push(more);

@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
 use openraft::{Raft, RaftMetrics, ServerState};
@@ -28,6 +29,11 @@ use crate::storage::KvReader;
 use crate::types::{Applied, LeaseId, LeaseOp, NodeId, NodeInfo, Reply, Request, ShardId, TypeConfig};
 use crate::watch_hub::{KeyFilter, SubscribeError, Subscription, WatchHub};
 
+/// Least time between two keepalive barriers: at most 100 barriers a second for keepalives,
+/// whatever their number, for at most 10 ms more keepalive latency (TTLs are seconds in practice;
+/// the holder's deadline is measured from when it sent the keepalive, so the wait is safe).
+const KEEPALIVE_BARRIER_GAP: Duration = Duration::from_millis(10);
+
 pub struct Shard {
     pub id: ShardId,
     pub node_id: NodeId,
@@ -38,6 +44,8 @@ pub struct Shard {
     /// Highest log index known committed, maintained by the log store.
     committed: Arc<AtomicU64>,
     read_index: ReadIndex,
+    /// Paced barriers for lease keepalives (see `read_index.rs`).
+    keepalive_index: ReadIndex,
     proposer: Proposer,
     expiry_task: JoinHandle<()>,
 }
@@ -63,6 +71,7 @@ impl Drop for Shard {
 impl Shard {
     pub fn new(p: ShardParts) -> Self {
         let read_index = ReadIndex::spawn(p.raft.clone());
+        let keepalive_index = ReadIndex::spawn_paced(p.raft.clone(), KEEPALIVE_BARRIER_GAP);
         let proposer = Proposer::spawn(p.raft.clone(), p.max_batch_bytes);
         let expiry_task = tokio::spawn(drive_expiry(p.id, p.raft.clone(), p.clock.clone(), proposer.clone()));
         Shard {
@@ -74,6 +83,7 @@ impl Shard {
             clock: p.clock,
             committed: p.committed,
             read_index,
+            keepalive_index,
             proposer,
             expiry_task,
         }
@@ -165,7 +175,7 @@ impl Shard {
     /// confirmed after the request arrived and every earlier expiry is applied (see
     /// `lease_clock.rs`).
     pub async fn keep_alive(&self, id: LeaseId) -> Result<Renewal, ServiceError> {
-        self.read_barrier().await?;
+        self.barrier(&self.keepalive_index).await?;
         let term = self.leader_term()?;
         Ok(self.clock.keep_alive(id, term))
     }
@@ -200,8 +210,12 @@ impl Shard {
 
     /// Waits until a linearizable read may be served from the local state machine.
     pub async fn read_barrier(&self) -> Result<(), ServiceError> {
+        self.barrier(&self.read_index).await
+    }
+
+    async fn barrier(&self, index: &ReadIndex) -> Result<(), ServiceError> {
         self.check_leader_hint()?;
-        match self.read_index.barrier().await {
+        match index.barrier().await {
             Ok(_) => Ok(()),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(self.forward(f)),
             Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {

@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use hdrhistogram::Histogram;
 use hypercache_proto::v1::kv_client::KvClient;
 use hypercache_proto::v1::lease_client::LeaseClient;
 use hypercache_proto::v1::{event, LeaseGrantRequest, PutRequest, WatchRequest};
@@ -34,10 +33,7 @@ use tokio::task::JoinSet;
 use tonic::transport::Channel;
 
 use super::common::{channel, describe, find_leader, kind, run_tag, wait_for, CommonArgs, SHARD};
-use crate::report::{op_table, OpStats, OpSummary};
-
-/// Highest lag the histograms track (10 min); later samples saturate.
-const MAX_LAG_MICROS: u64 = 600_000_000;
+use crate::report::{op_table, Lag, LagSummary, OpStats, OpSummary};
 
 /// Lag between a lease's TTL running out and its key's delete event reaching a watcher.
 #[derive(Debug, Clone, clap::Args)]
@@ -60,19 +56,6 @@ pub struct LeaseExpiryArgs {
     /// Prefix of the attached keys (a per-run tag is appended).
     #[arg(long, default_value = "hcbench-lease/")]
     pub key_prefix: String,
-}
-
-/// Quantiles of a lag that may be negative: negative samples count as zero in the quantiles
-/// and are reported by number and minimum.
-#[derive(Debug, Clone, Serialize)]
-pub struct LagSummary {
-    pub samples: u64,
-    pub below_zero: u64,
-    pub min_us: i64,
-    pub p50_us: u64,
-    pub p99_us: u64,
-    pub p999_us: u64,
-    pub max_us: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -324,64 +307,9 @@ async fn watch(
     (received, stats)
 }
 
-/// Signed lag samples in microseconds.
-struct Lag {
-    histogram: Histogram<u64>,
-    below_zero: u64,
-    min_us: i64,
-}
-
-impl Lag {
-    fn new() -> Lag {
-        let histogram =
-            Histogram::new_with_bounds(1, MAX_LAG_MICROS, 3).expect("static bounds 1..600s with 3 digits are valid");
-        Lag { histogram, below_zero: 0, min_us: i64::MAX }
-    }
-
-    fn record(&mut self, received: Instant, due: Instant) {
-        let micros = match received.checked_duration_since(due) {
-            Some(late) => i64::try_from(late.as_micros()).unwrap_or(i64::MAX),
-            None => -i64::try_from(due.duration_since(received).as_micros()).unwrap_or(i64::MAX),
-        };
-        self.min_us = self.min_us.min(micros);
-        if micros < 0 {
-            self.below_zero += 1;
-        }
-        let clamped = u64::try_from(micros.max(1)).unwrap_or(1).min(MAX_LAG_MICROS);
-        self.histogram.saturating_record(clamped);
-    }
-
-    fn summary(&self) -> LagSummary {
-        let n = self.histogram.len();
-        let q = |quantile| if n == 0 { 0 } else { self.histogram.value_at_quantile(quantile) };
-        LagSummary {
-            samples: n,
-            below_zero: self.below_zero,
-            min_us: if n == 0 { 0 } else { self.min_us },
-            p50_us: q(0.5),
-            p99_us: q(0.99),
-            p999_us: q(0.999),
-            max_us: if n == 0 { 0 } else { self.histogram.max() },
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn negative_lags_are_counted_and_clamped() {
-        let due = Instant::now() + Duration::from_secs(1);
-        let mut lag = Lag::new();
-        lag.record(due + Duration::from_millis(30), due);
-        lag.record(due - Duration::from_millis(5), due);
-        let s = lag.summary();
-        assert_eq!((s.samples, s.below_zero), (2, 1));
-        assert_eq!(s.min_us, -5_000);
-        assert!((29_900..=30_100).contains(&s.max_us), "{}", s.max_us);
-        assert_eq!(Lag::new().summary().min_us, 0);
-    }
 
     #[test]
     fn keys_sort_by_lease_number() {

@@ -13,7 +13,12 @@
 //! index), fan-out by the watch hub, the stream back to the watcher, and scheduling on this
 //! process's runtime, which shares the machine's cores with the nodes. It is therefore an upper
 //! bound on commit-to-delivery. The put's own ack latency (send to response) is reported next
-//! to it: for a watch on the leader, delivery minus ack is roughly the hub's fan-out delay.
+//! to it.
+//!
+//! A lower bound is reported too: `receive time - ack time` of the same put (its key carries the
+//! sequence number). The ack leaves the leader after the entry is committed and applied there,
+//! so the commit happened before it; events that beat the ack count as negative lag (shown, and
+//! clamped to zero in the quantiles). The true commit-to-delivery time lies between the two.
 //!
 //! After `--duration` the writer stops; each watcher then reads until it has seen the revision
 //! of the last acknowledged put (progress notifications come every 250 ms) or a 10 s grace
@@ -32,7 +37,7 @@ use tokio::task::JoinSet;
 use tonic::transport::Channel;
 
 use super::common::{channel, describe, find_leader, kind, run_tag, wait_for, CommonArgs, SHARD};
-use crate::report::{op_table, OpStats, OpSummary};
+use crate::report::{op_table, Lag, LagSummary, OpStats, OpSummary};
 
 const GRACE: Duration = Duration::from_secs(10);
 const PROGRESS_MS: u32 = 250;
@@ -83,6 +88,8 @@ pub struct WatchLatencyReport {
     pub delivery: OpSummary,
     pub delivery_from_leader: OpSummary,
     pub delivery_from_followers: OpSummary,
+    /// Receive time minus the put's ack time (a lower bound on commit-to-delivery).
+    pub delivery_after_ack: LagSummary,
     /// Acknowledged puts times watchers.
     pub expected_deliveries: u64,
     pub missing_deliveries: u64,
@@ -104,6 +111,11 @@ impl WatchLatencyReport {
             ("delivery(leader)", &self.delivery_from_leader),
             ("delivery(followers)", &self.delivery_from_followers),
         ]));
+        let l = &self.delivery_after_ack;
+        s.push_str(&format!(
+            "delivery after the put's ack (lower bound): {} samples, {} before the ack (min {} us), p50 {} us, p99 {} us, p999 {} us, max {} us\n",
+            l.samples, l.below_zero, l.min_us, l.p50_us, l.p99_us, l.p999_us, l.max_us
+        ));
         s
     }
 }
@@ -129,6 +141,8 @@ impl WatchLatencyArgs {
 /// What the watchers are told while they read.
 struct Shared {
     base: Instant,
+    /// Ack time of put `seq` (index seq - 1) in nanoseconds since `base`; 0 until acknowledged.
+    acks: Vec<AtomicU64>,
     /// Revision of the last acknowledged put once the writer is done; 0 before.
     target: AtomicU64,
     give_up: AtomicBool,
@@ -139,7 +153,14 @@ pub async fn run(args: WatchLatencyArgs) -> anyhow::Result<WatchLatencyReport> {
     let common = args.common.validate()?;
     let leader = find_leader(&common.endpoints, Duration::from_secs(10)).await?;
     let prefix = Bytes::from(format!("{}{}/", args.key_prefix, run_tag()));
-    let shared = Arc::new(Shared { base: Instant::now(), target: AtomicU64::new(0), give_up: AtomicBool::new(false) });
+    // One slot per scheduled put, plus slack for the burst after a stalled tick.
+    let slots = (u64::from(args.rate) * (common.duration.as_secs() + 2)) as usize + 1024;
+    let shared = Arc::new(Shared {
+        base: Instant::now(),
+        acks: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+        target: AtomicU64::new(0),
+        give_up: AtomicBool::new(false),
+    });
 
     let mut watchers = JoinSet::new();
     let mut on_leader = 0;
@@ -181,8 +202,16 @@ pub async fn run(args: WatchLatencyArgs) -> anyhow::Result<WatchLatencyReport> {
     };
 
     let (mut all, mut from_leader, mut from_followers) = (OpStats::new(), OpStats::new(), OpStats::new());
+    let mut after_ack = Lag::new();
     while let Some(joined) = watchers.join_next().await {
-        let (stats, is_leader) = joined.context("a watcher panicked")?;
+        let (stats, received, is_leader) = joined.context("a watcher panicked")?;
+        for (seq, at) in received {
+            let ack =
+                seq.checked_sub(1).and_then(|i| shared.acks.get(i as usize)).map_or(0, |a| a.load(Ordering::Relaxed));
+            if ack != 0 {
+                after_ack.record(shared.base + Duration::from_nanos(at), shared.base + Duration::from_nanos(ack));
+            }
+        }
         all.merge(&stats);
         if is_leader { &mut from_leader } else { &mut from_followers }.merge(&stats);
     }
@@ -204,6 +233,7 @@ pub async fn run(args: WatchLatencyArgs) -> anyhow::Result<WatchLatencyReport> {
         delivery,
         delivery_from_leader: from_leader.summary(elapsed),
         delivery_from_followers: from_followers.summary(elapsed),
+        delivery_after_ack: after_ack.summary(),
     })
 }
 
@@ -233,6 +263,11 @@ async fn write(
             value[..STAMP_BYTES].copy_from_slice(&nanos_since(shared.base, sent).to_be_bytes());
             let request = PutRequest { shard_id: SHARD, key: key.into(), value: value.into(), ..Default::default() };
             let result = client.put(request).await;
+            if result.is_ok() {
+                if let Some(slot) = usize::try_from(seq - 1).ok().and_then(|i| shared.acks.get(i)) {
+                    slot.store(nanos_since(shared.base, Instant::now()), Ordering::Relaxed);
+                }
+            }
             (sent.elapsed(), result.map(|r| r.into_inner().header.map_or(0, |h| h.revision)))
         });
     }
@@ -249,13 +284,15 @@ async fn write(
     Ok((stats, last))
 }
 
-/// Reads one stream until it has seen the target revision or is told to give up.
+/// Reads one stream until it has seen the target revision or is told to give up. Returns the
+/// send-to-receive latencies and (put seq, receive time in ns since `base`) per event.
 async fn watch(
     mut stream: tonic::Streaming<hypercache_proto::v1::WatchResponse>,
     shared: Arc<Shared>,
     is_leader: bool,
-) -> (OpStats, bool) {
+) -> (OpStats, Vec<(u64, u64)>, bool) {
     let mut stats = OpStats::new();
+    let mut received = Vec::new();
     loop {
         let message = tokio::select! {
             m = stream.message() => m,
@@ -277,6 +314,9 @@ async fn watch(
             if e.r#type != event::Type::Put as i32 {
                 continue;
             }
+            if let Some(seq) = e.kv.as_ref().and_then(|kv| seq_of(&kv.key)) {
+                received.push((seq, now));
+            }
             match e.kv.as_ref().and_then(|kv| stamp_of(&kv.value)) {
                 Some(stamp) => stats.record_ok(Duration::from_nanos(now.saturating_sub(stamp))),
                 None => stats.record_error("bad_value", || "an event without a timestamp".into()),
@@ -288,7 +328,13 @@ async fn watch(
             break;
         }
     }
-    (stats, is_leader)
+    (stats, received, is_leader)
+}
+
+/// The put's sequence number: the last ten bytes of its key are the zero-padded seq.
+fn seq_of(key: &[u8]) -> Option<u64> {
+    let tail = key.get(key.len().checked_sub(10)?..)?;
+    std::str::from_utf8(tail).ok()?.parse().ok()
 }
 
 fn nanos_since(base: Instant, at: Instant) -> u64 {
@@ -312,5 +358,12 @@ mod tests {
         value.extend_from_slice(b"padding");
         assert_eq!(stamp_of(&value), Some(1_500_000_000));
         assert_eq!(stamp_of(b"short"), None);
+    }
+
+    #[test]
+    fn the_put_seq_is_read_back_from_the_key() {
+        assert_eq!(seq_of(b"hcbench-watch/run/0000000042"), Some(42));
+        assert_eq!(seq_of(b"short"), None);
+        assert_eq!(seq_of(b"p/abcdefghij"), None);
     }
 }
