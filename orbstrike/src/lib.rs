@@ -7,5 +7,6 @@
 
 pub mod bot;
 pub mod gameserver;
+pub mod net;
 pub mod orchestrator;
 pub mod rules;

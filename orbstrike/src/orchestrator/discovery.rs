@@ -1,0 +1,105 @@
+//! The drivers that keep the placement view current.
+//!
+//! - [`watch_registry`] follows the HyperCache registry watch: a snapshot of the live servers
+//!   first (and after every reconnect), then UP/DOWN changes. While the watch is broken the view
+//!   is marked unsynced, which stops failover decisions (a stale view could make live servers
+//!   look dead) but not routing (the last known addresses are still the best guess).
+//! - [`scan_boards`] lists every board each `scan_interval`: the counts feed placement, the
+//!   orphan tracker decides what the failover master should move, and the total feeds stats.
+//!
+//! Not done: the scan is a full listing (1000 boards per page). At tens of thousands of games a
+//! per-owner count maintained by the store would be cheaper; the interval is configurable.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hypercache_client::ServerUpdate;
+use tokio::sync::watch;
+use tokio::time::{sleep, Instant, MissedTickBehavior};
+
+use super::failover::OrphanTracker;
+use super::placement::LiveServer;
+use super::shared::{BoardScan, Shared};
+
+const WATCH_RETRY: Duration = Duration::from_millis(200);
+
+/// Follows the registry until shutdown.
+pub async fn watch_registry(shared: Arc<Shared>) {
+    let mut watch = shared.store.registry().watch();
+    loop {
+        let update = tokio::select! {
+            _ = shared.shutdown_started() => return,
+            update = watch.next() => update,
+        };
+        match update {
+            Ok(ServerUpdate::Snapshot { revision, servers }) => {
+                tracing::debug!(revision, servers = servers.len(), "registry snapshot");
+                shared.placement().replace_servers(servers.into_iter().map(LiveServer::from));
+            }
+            Ok(ServerUpdate::Changes { changes, .. }) => {
+                let mut placement = shared.placement();
+                for change in changes {
+                    let server = LiveServer::from(change.server);
+                    if change.up {
+                        tracing::info!(server = %server.server_id, address = %server.address,
+                            incarnation = server.incarnation, capacity = server.capacity, "game server up");
+                        placement.server_up(server);
+                    } else {
+                        tracing::info!(server = %server.server_id, incarnation = server.incarnation,
+                            "game server down");
+                        placement.server_down(&server.server_id, server.incarnation);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "registry watch broken; failover paused until it resumes");
+                shared.placement().mark_unsynced();
+                tokio::select! {
+                    _ = shared.shutdown_started() => return,
+                    _ = sleep(WATCH_RETRY) => {}
+                }
+                continue;
+            }
+        }
+        let placement = shared.placement();
+        shared.metrics.live_servers.set(i64::try_from(placement.server_count()).unwrap_or(i64::MAX));
+        let live: HashSet<&str> = placement.live_servers().map(|s| s.address.as_str()).collect();
+        shared.pool.retain(&live);
+    }
+}
+
+/// Lists all boards every `scan_interval` and publishes the result until shutdown.
+pub async fn scan_boards(shared: Arc<Shared>, scans: watch::Sender<Option<Arc<BoardScan>>>) {
+    let mut tracker = OrphanTracker::new(shared.config.failover_margin);
+    let mut ticks = tokio::time::interval(shared.config.scan_interval);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shared.shutdown_started() => return,
+            _ = ticks.tick() => {}
+        }
+        let boards = tokio::select! {
+            _ = shared.shutdown_started() => return,
+            listed = shared.store.list_all_boards(None) => match listed {
+                Ok(boards) => boards,
+                Err(e) => {
+                    tracing::warn!(error = %e, "listing boards failed; placement counts and failover wait");
+                    continue;
+                }
+            },
+        };
+        let due = {
+            let mut placement = shared.placement();
+            let owners = boards.iter().map(|b| (b.board_id.as_str(), b.owner.as_ref().map(|o| o.server_id.as_str())));
+            placement.apply_scan(owners, Instant::now());
+            if placement.is_synced() {
+                tracker.observe(&boards, &placement, Instant::now())
+            } else {
+                Vec::new()
+            }
+        };
+        shared.metrics.games.set(i64::try_from(boards.len()).unwrap_or(i64::MAX));
+        scans.send_replace(Some(Arc::new(BoardScan { boards, due })));
+    }
+}

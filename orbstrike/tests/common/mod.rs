@@ -1,0 +1,216 @@
+//! Helpers for Orbstrike's in-process tests: a real HyperCache cluster (nodes with their own sled
+//! directories and gRPC ports on 127.0.0.1, talking over real sockets) and game servers started
+//! in the same process. Everything binds ephemeral ports.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use hypercache_client::{Client, ClientConfig};
+use hypercache_proto::orbstrike::v1 as pb;
+use hypercache_proto::orbstrike::v1::game_server_client::GameServerClient;
+use hypercache_server::config::Config as NodeConfig;
+use hypercache_server::node::Node;
+use orbstrike::gameserver::{Config as GameServerConfig, GameServer};
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+/// Logs go to the test output when `ORBSTRIKE_TEST_LOG` is set (e.g. `info,orbstrike=debug`).
+pub fn init_logging() {
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("ORBSTRIKE_TEST_LOG") {
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics naming `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// An in-process HyperCache cluster.
+pub struct HyperCache {
+    pub root: TempDir,
+    pub configs: Vec<NodeConfig>,
+    pub nodes: Vec<Option<Node>>,
+}
+
+impl HyperCache {
+    /// Starts `n` nodes with static peers and waits until a client can write.
+    pub async fn start(n: usize) -> HyperCache {
+        let root = tempfile::tempdir().expect("tempdir");
+        let mut listeners = Vec::new();
+        for _ in 0..n {
+            let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
+            let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
+            listeners.push((grpc, admin));
+        }
+        let addrs: Vec<String> =
+            listeners.iter().map(|(g, _)| g.local_addr().expect("local addr").to_string()).collect();
+        let peers: Vec<String> =
+            if n == 1 { vec![] } else { addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect() };
+        let mut configs = Vec::new();
+        let mut nodes = Vec::new();
+        for (i, (grpc, admin)) in listeners.into_iter().enumerate() {
+            let mut c = NodeConfig {
+                node_id: i as u64 + 1,
+                name: format!("node-{}", i + 1),
+                data_dir: root.path().join(format!("node-{}", i + 1)),
+                listen_addr: grpc.local_addr().expect("local addr"),
+                advertise_addr: addrs[i].clone(),
+                admin_addr: admin.local_addr().expect("local addr"),
+                peers: peers.clone(),
+                ..NodeConfig::default()
+            };
+            c.storage.cache_capacity_mb = 8;
+            c.shutdown_grace_ms = 5_000;
+            c.validate().expect("test config is valid");
+            nodes.push(Some(Node::start_on(c.clone(), grpc, admin).await.expect("node starts")));
+            configs.push(c);
+        }
+        let cluster = HyperCache { root, configs, nodes };
+        let client = cluster.client();
+        eventually("the cluster accepts writes", Duration::from_secs(30), || {
+            let client = client.clone();
+            async move { client.list_servers().await.ok() }
+        })
+        .await;
+        cluster
+    }
+
+    /// Client endpoints of the running nodes.
+    pub fn endpoints(&self) -> Vec<String> {
+        (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].is_some())
+            .map(|i| self.configs[i].advertise_addr.clone())
+            .collect()
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(ClientConfig::new(self.endpoints())).expect("client")
+    }
+
+    pub async fn shutdown(mut self) {
+        for node in self.nodes.iter_mut() {
+            if let Some(node) = node.take() {
+                node.shutdown().await.expect("graceful shutdown");
+            }
+        }
+    }
+}
+
+/// A game-server configuration for tests: ephemeral port on 127.0.0.1, default lease (3 s TTL,
+/// 500 ms margin; generous enough for a loaded 2-core machine), 5 s drain.
+pub fn game_server_config(cluster: &HyperCache, server_id: &str) -> GameServerConfig {
+    GameServerConfig {
+        server_id: Some(server_id.to_string()),
+        listen: "127.0.0.1:0".parse().expect("address"),
+        drain_timeout_ms: 5_000,
+        ..GameServerConfig::new(cluster.endpoints())
+    }
+}
+
+/// Starts a game server in-process and waits until it is registered.
+pub async fn start_game_server(cluster: &HyperCache, config: GameServerConfig) -> GameServer {
+    let server = GameServer::start(config).await.expect("game server starts");
+    let client = cluster.client();
+    let id = server.server_id().to_string();
+    eventually("the game server is registered", Duration::from_secs(20), || {
+        let (client, id) = (client.clone(), id.clone());
+        async move { client.list_servers().await.ok()?.into_iter().any(|s| s.server_id == id).then_some(()) }
+    })
+    .await;
+    server
+}
+
+/// A gRPC client of a game server.
+pub async fn game_client(server: &GameServer) -> GameServerClient<Channel> {
+    GameServerClient::connect(format!("http://{}", server.local_addr())).await.expect("connect to game server")
+}
+
+/// Reasonable game parameters for tests.
+pub fn params() -> pb::GameParams {
+    pb::GameParams {
+        arena_radius: 1000.0,
+        max_players: 16,
+        speed: 100.0,
+        player_radius: 10.0,
+        ring_radius: 30.0,
+        tick_hz: 0,
+    }
+}
+
+/// The checkpoint an orchestrator creates a game with: params only, tick 0.
+pub fn initial_checkpoint(params: &pb::GameParams) -> bytes::Bytes {
+    use prost::Message;
+    bytes::Bytes::from(pb::BoardCheckpoint { params: Some(*params), ..Default::default() }.encode_to_vec())
+}
+
+/// One player's Play stream: inputs in, updates out.
+pub struct PlayStream {
+    pub inputs: mpsc::Sender<pb::PlayRequest>,
+    pub updates: tonic::Streaming<pb::PlayUpdate>,
+}
+
+impl PlayStream {
+    /// Opens a Play stream with `hello {game_id, player_id}`.
+    pub async fn open(
+        client: &mut GameServerClient<Channel>,
+        game_id: &str,
+        player_id: u32,
+    ) -> Result<PlayStream, tonic::Status> {
+        let (inputs, rx) = mpsc::channel(64);
+        let hello = pb::Hello { token: Default::default(), game_id: game_id.to_string(), player_id };
+        inputs.send(pb::PlayRequest { msg: Some(pb::play_request::Msg::Hello(hello)) }).await.expect("queue hello");
+        let updates = client.play(ReceiverStream::new(rx)).await?.into_inner();
+        Ok(PlayStream { inputs, updates })
+    }
+
+    pub async fn send(&self, seq: u64, direction: pb::Direction, ring: bool) {
+        let input = pb::Input { seq, direction: direction as i32, ring };
+        let _ = self.inputs.send(pb::PlayRequest { msg: Some(pb::play_request::Msg::Input(input)) }).await;
+    }
+
+    /// The next update, failing the test after `timeout`.
+    pub async fn next(&mut self, timeout: Duration) -> Result<Option<pb::PlayUpdate>, tonic::Status> {
+        tokio::time::timeout(timeout, self.updates.message()).await.expect("an update (or the end) in time")
+    }
+
+    /// Reads updates until one satisfies `wanted` (failing the test after `timeout`).
+    pub async fn until(&mut self, timeout: Duration, wanted: impl Fn(&pb::PlayUpdate) -> bool) -> pb::PlayUpdate {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.updates.message()).await;
+            let update =
+                next.expect("the wanted update in time").expect("the stream is ok").expect("the stream goes on");
+            if wanted(&update) {
+                return update;
+            }
+        }
+    }
+
+    /// Reads until the stream ends; returns the final status (`Ok` for a clean end).
+    pub async fn end(&mut self, timeout: Duration) -> Result<(), tonic::Status> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.updates.message()).await.expect("the stream ends in time") {
+                Ok(Some(_)) => continue,
+                Ok(None) => return Ok(()),
+                Err(status) => return Err(status),
+            }
+        }
+    }
+}
