@@ -40,12 +40,19 @@ rpc_timeouts() { cat "$dir"/node-*.log | grep -c 'ERROR openraft::replication: R
 # which tracks the leader's), i.e. how many writes the proposer batched per entry; replication
 # RPC errors logged during the run; and every node's Raft view, so a lost or split leadership
 # shows next to the figures it spoiled.
+# CPU time the hypervisor gave to other guests (the "steal" column of /proc/stat), in ticks.
+# On a shared VM it can be a third of the machine; figures taken under heavy steal are not
+# comparable with quiet ones, so every run reports it.
+cpu_ticks() { awk '/^cpu /{print $2+$3+$4+$5+$6+$7+$8+$9, $9}' /proc/stat; }
 bench() {
   echo "== $(date -u +%T) hcbench $*  (load average $(cut -d' ' -f1-3 /proc/loadavg))"
-  local before after timeouts rc=0
+  local before after timeouts rc=0 t0 s0 t1 s1
   before=$(log_index || true)
   timeouts=$(rpc_timeouts)
+  read -r t0 s0 < <(cpu_ticks)
   ./target/release/hcbench "$@" || rc=$?
+  read -r t1 s1 < <(cpu_ticks)
+  echo "cpu stolen by the hypervisor during the run: $(( (s1 - s0) * 100 / (t1 - t0 > 0 ? t1 - t0 : 1) )) %"
   if [ "$rc" != 0 ]; then failed=$((failed + 1)); echo "FAILED (exit $rc)"; fi
   after=$(log_index || true)
   echo "raft entries appended: $(( ${after:-0} - ${before:-0} )); replication RPC errors logged: $(( $(rpc_timeouts) - timeouts ))"
