@@ -214,3 +214,129 @@ impl PlayStream {
         }
     }
 }
+
+/// A child process of a test (a game server or orchestrator binary), with its output in a log
+/// file. Dropping it kills it (SIGKILL) and reaps it, also when the test panics.
+pub struct ChildProcess {
+    pub name: String,
+    pub log: std::path::PathBuf,
+    child: std::process::Child,
+    exit: Option<std::process::ExitStatus>,
+}
+
+impl ChildProcess {
+    /// Starts `program args...` with stdout and stderr appended to `log`.
+    pub fn spawn(name: &str, program: &str, args: &[String], log: std::path::PathBuf) -> ChildProcess {
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("open the process log");
+        let err = out.try_clone().expect("clone the log handle");
+        let child = std::process::Command::new(program)
+            .args(args)
+            .env("ORBSTRIKE_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({program}): {e}"));
+        ChildProcess { name: name.to_string(), log, child, exit: None }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (SIGTERM for a graceful stop; SIGKILL for a crash).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.pid()).expect("pid fits i32"));
+        nix::sys::signal::kill(pid, signal).unwrap_or_else(|e| panic!("cannot signal {}: {e}", self.name));
+    }
+
+    /// `kill -9` and reap: a crash with no chance to clean up.
+    pub fn kill9(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGKILL);
+        self.exit = Some(self.child.wait().expect("reap the killed process"));
+    }
+
+    /// The exit status, if it has exited.
+    pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
+        if self.exit.is_none() {
+            self.exit = self.child.try_wait().expect("check the process");
+        }
+        self.exit
+    }
+
+    /// Waits for the process to exit, failing the test (with its log's tail) after `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_exit() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit within {timeout:?}; log tail:\n{}",
+                self.name,
+                self.log_tail(20)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = self.log_text();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// The process's JSON log lines (`--log-format json`) whose message is `message`, as their
+    /// `fields` objects.
+    pub fn json_events(&self, message: &str) -> Vec<serde_json::Value> {
+        self.log_text()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter_map(|v| {
+                let fields = v.get("fields")?;
+                (fields.get("message")?.as_str()? == message).then(|| fields.clone())
+            })
+            .collect()
+    }
+
+    /// Waits until the process logs `message` (JSON) with fields that `pick` accepts; fails the
+    /// test with the log's tail if the process exits or `timeout` passes first.
+    pub async fn wait_event<T>(
+        &mut self,
+        message: &str,
+        timeout: Duration,
+        pick: impl Fn(&serde_json::Value) -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(found) = self.json_events(message).iter().find_map(&pick) {
+                return found;
+            }
+            if let Some(status) = self.try_exit() {
+                panic!("{} exited ({status}) before logging {message:?}; log tail:\n{}", self.name, self.log_tail(20));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not log {message:?} within {timeout:?}; log tail:\n{}",
+                self.name,
+                self.log_tail(20)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        // No panics here: this also runs while a failed test unwinds.
+        if self.exit.is_none() && !matches!(self.child.try_wait(), Ok(Some(_))) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
