@@ -138,11 +138,22 @@ impl TestCluster {
         put_via(&self.endpoints(), key, value).await
     }
 
-    /// A linearizable get from the current leader.
+    /// A linearizable get from the current leader. Right after a failover the read barrier can
+    /// miss its quorum (`NO_LEADER`) or land on a node that just lost the lead (`NOT_LEADER`);
+    /// both are retryable by contract, so they are retried for up to 15 s.
     pub async fn get(&self, key: &str) -> Option<pb::KeyValue> {
-        let l = self.wait_leader(Duration::from_secs(15)).await;
-        let req = pb::GetRequest { key: key.to_string().into(), ..Default::default() };
-        self.kv(l).await.get(req).await.expect("linearizable get").into_inner().kv
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let l = self.wait_leader(Duration::from_secs(15)).await;
+            let req = pb::GetRequest { key: key.to_string().into(), ..Default::default() };
+            match self.kv(l).await.get(req).await {
+                Ok(r) => return r.into_inner().kv,
+                Err(s) if is_retryable(&s) && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(s) => panic!("linearizable get of {key}: {s:?}"),
+            }
+        }
     }
 
     /// A serializable (local) get from node `i`.
@@ -192,4 +203,10 @@ pub async fn put_via(endpoints: &[String], key: &str, value: &str) -> Result<u64
             }
         }
     }
+}
+
+/// Errors a client retries: no leader yet, or asked a node that no longer leads.
+fn is_retryable(s: &tonic::Status) -> bool {
+    let reason = info_of(s).map(|i| i.reason).unwrap_or_default();
+    reason == "NO_LEADER" || reason == "NOT_LEADER"
 }
