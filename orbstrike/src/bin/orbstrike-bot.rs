@@ -37,12 +37,12 @@ fn main() -> ExitCode {
             let mut stdout = std::io::stdout();
             tokio::select! {
                 r = bot::spectate(&config, game_id, &mut stdout) => r.map(|()| None),
-                _ = tokio::signal::ctrl_c() => Ok(None),
+                _ = orbstrike::process::wait_for_stop_signal() => Ok(None),
             }
         } else {
             tokio::select! {
                 r = bot::run(config) => r.map(Some),
-                _ = tokio::signal::ctrl_c() => {
+                _ = orbstrike::process::wait_for_stop_signal() => {
                     eprintln!("interrupted");
                     Ok(None)
                 }
