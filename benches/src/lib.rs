@@ -16,7 +16,10 @@
 //! The game-state benchmarks of issue #3 ([`game`]) are `hcbench` subcommands (`board-sync`,
 //! `watch-latency`, `heartbeat`, `lease-expiry`); `hcbench` without a subcommand is the KV load
 //! generator above, so existing scripts keep working.
+//!
+//! The Orbstrike benchmarks of issue #4 ([`orbstrike`]) are the `orbstrike-*` subcommands.
 
 pub mod game;
 pub mod load;
+pub mod orbstrike;
 pub mod report;

@@ -1,6 +1,6 @@
 //! `hcbench`: load generators for HyperCache. Without a subcommand, the closed-loop KV load
 //! generator ([`hypercache_benches::load`]); with one, a game-state benchmark
-//! ([`hypercache_benches::game`]).
+//! ([`hypercache_benches::game`]) or an Orbstrike benchmark ([`hypercache_benches::orbstrike`]).
 
 use std::process::ExitCode;
 
@@ -8,16 +8,26 @@ use anyhow::Context;
 use clap::Parser;
 use hypercache_benches::game::Command;
 use hypercache_benches::load::{run, Args};
+use hypercache_benches::orbstrike::Command as OrbstrikeCommand;
 
 #[derive(Parser)]
 /// HyperCache load generators: the closed-loop KV load generator without a subcommand, the
-/// game-state benchmarks (issue #3) with one.
+/// game-state benchmarks (issue #3) and the Orbstrike benchmarks (issue #4) with one.
 #[command(name = "hcbench", version, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
-    game: Option<Command>,
+    game: Option<Sub>,
     #[command(flatten)]
     kv: Args,
+}
+
+/// Every subcommand: the game-state benchmarks and the Orbstrike ones.
+#[derive(clap::Subcommand)]
+enum Sub {
+    #[command(flatten)]
+    Game(Command),
+    #[command(flatten)]
+    Orbstrike(OrbstrikeCommand),
 }
 
 fn main() -> ExitCode {
@@ -32,8 +42,12 @@ fn main() -> ExitCode {
 
 fn bench(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the Tokio runtime")?;
-    if let Some(game) = cli.game {
-        print!("{}", runtime.block_on(game.run())?);
+    if let Some(sub) = cli.game {
+        let report = match sub {
+            Sub::Game(game) => runtime.block_on(game.run())?,
+            Sub::Orbstrike(orbstrike) => runtime.block_on(orbstrike.run())?,
+        };
+        print!("{report}");
         return Ok(());
     }
     let args = cli.kv;
@@ -61,8 +75,18 @@ mod tests {
         assert!(cli.game.is_none());
         assert_eq!(cli.kv.concurrency, 4);
         let cli = parse(&["board-sync", "--boards", "8", "--concurrency", "8"]).expect("subcommand");
-        assert!(matches!(cli.game, Some(Command::BoardSync(a)) if a.boards == 8));
-        for name in ["watch-latency", "heartbeat", "lease-expiry"] {
+        assert!(matches!(cli.game, Some(Sub::Game(Command::BoardSync(a))) if a.boards == 8));
+        let cli = parse(&["orbstrike-capacity", "--boards", "5"]).expect("orbstrike subcommand");
+        assert!(matches!(cli.game, Some(Sub::Orbstrike(OrbstrikeCommand::OrbstrikeCapacity(a))) if a.boards == 5));
+        for name in [
+            "watch-latency",
+            "heartbeat",
+            "lease-expiry",
+            "orbstrike-proxy",
+            "orbstrike-failover",
+            "orbstrike-drain",
+            "orbstrike-placement",
+        ] {
             assert!(parse(&[name]).expect(name).game.is_some());
         }
         assert!(parse(&["--concurrency", "4", "heartbeat"]).is_err(), "kv flags do not mix with a subcommand");
