@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -217,6 +218,17 @@ impl Lag {
             p999_us: q(0.999),
             max_us: if n == 0 { 0 } else { self.histogram.max() },
         }
+    }
+}
+
+/// A benchmark report as text, or as pretty JSON with `--json`.
+pub fn render<R: Serialize>(report: R, json: bool, text: fn(&R) -> String) -> anyhow::Result<String> {
+    if json {
+        let mut s = serde_json::to_string_pretty(&report).context("encoding the report")?;
+        s.push('\n');
+        Ok(s)
+    } else {
+        Ok(text(&report))
     }
 }
 

@@ -2,11 +2,12 @@
 
 use std::io::IsTerminal;
 
-/// Logs to stderr, filtered by `ORBSTRIKE_LOG` (default `info`); `format` is `text` or `json`.
+/// Logs to stderr, filtered by `ORBSTRIKE_LOG` (else `default_filter`: `info` for the servers,
+/// `warn` for the bot and the demo, whose own output is on stdout); `format` is `text` or `json`.
 /// Colours only on a terminal, so log files stay plain.
-pub fn init_logging(format: &str) {
+pub fn init_logging(format: &str, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ORBSTRIKE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

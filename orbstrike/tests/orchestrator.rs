@@ -6,23 +6,23 @@
 //! they crashed (every call and stream fails UNAVAILABLE). End-to-end tests with the real game
 //! server live with the game server's tests.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::{eventually, HyperCache};
 use futures::StreamExt;
-use hypercache_client::{AssignBoard, Client, ClientConfig, LeaseKeeper, RegisterOptions};
+use hypercache_client::{AssignBoard, Client, LeaseKeeper, RegisterOptions};
 use hypercache_proto::orbstrike::v1 as pb;
-use hypercache_server::node::Node;
 use orbstrike::orchestrator::token::{Claims, TokenKey};
 use orbstrike::orchestrator::{Config, Orchestrator};
 use pb::game_server_server::{GameServer as GameServerApi, GameServerServer};
 use pb::orchestrator_client::OrchestratorClient;
 use pb::play_request::Msg;
 use pb::play_update::Body;
-use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -33,60 +33,26 @@ use tonic::{Code, Request, Response, Status, Streaming};
 const SECRET: &[u8] = b"orchestrator-test-secret";
 const WAIT: Duration = Duration::from_secs(20);
 
-/// Polls `check` until it returns Some, or panics naming `what` after `timeout`.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // A one-node HyperCache.
 
+/// A one-node HyperCache ([`common::HyperCache`]) with its endpoint and a client.
 struct Store {
-    _dir: TempDir,
-    node: Option<Node>,
+    cluster: HyperCache,
     endpoint: String,
     client: Client,
 }
 
 impl Store {
     async fn start() -> Store {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let endpoint = grpc.local_addr().expect("addr").to_string();
-        let mut config = hypercache_server::config::Config {
-            node_id: 1,
-            name: "node-1".into(),
-            data_dir: dir.path().join("node-1"),
-            listen_addr: grpc.local_addr().expect("addr"),
-            advertise_addr: endpoint.clone(),
-            admin_addr: admin.local_addr().expect("addr"),
-            ..Default::default()
-        };
-        config.storage.cache_capacity_mb = 8;
-        config.shutdown_grace_ms = 2_000;
-        config.validate().expect("valid store config");
-        let node = Node::start_on(config, grpc, admin).await.expect("store starts");
-        let client = Client::new(ClientConfig::new([endpoint.clone()])).expect("client");
-        eventually("the store to elect itself", WAIT, || async { client.list_servers().await.ok() }).await;
-        Store { _dir: dir, node: Some(node), endpoint, client }
+        let cluster = HyperCache::start(1).await;
+        let endpoint = cluster.endpoints()[0].clone();
+        let client = cluster.client();
+        Store { cluster, endpoint, client }
     }
 
-    async fn stop(mut self) {
-        if let Some(node) = self.node.take() {
-            let _ = node.shutdown().await;
-        }
+    async fn stop(self) {
+        self.cluster.shutdown().await;
     }
 }
 
@@ -307,6 +273,13 @@ impl FakeServer {
 
 // ---------------------------------------------------------------------------------------------
 // Orchestrators and players.
+
+/// The value of an unlabelled metric in the orchestrator's exposition (0 if absent).
+fn metric(o: &Orchestrator, name: &str) -> u64 {
+    let text = o.metrics_text();
+    let line = text.lines().find(|l| l.split_whitespace().next() == Some(name));
+    line.and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()).map_or(0, |v| v as u64)
+}
 
 fn config(store: &Store, id: &str) -> Config {
     let mut c = Config::new(vec![store.endpoint.clone()], SECRET);
@@ -762,8 +735,13 @@ async fn a_deposed_master_stops_moving_boards_until_it_leads_again() {
     // A's boards are orphaned, but o1 is not the master: nothing moves.
     a.crash().await;
     eventually("A to leave the view", WAIT, || async { (o.live_servers() == 1).then_some(()) }).await;
-    // A negative check needs a window: several scans and twice the margin.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // A negative check needs a window: seven more scans of 100 ms each cover twice the 300 ms
+    // failover margin after A left the view.
+    let scans = metric(&o, "orbstrike_orchestrator_board_scans_total");
+    eventually("seven more board scans", WAIT, || async {
+        (metric(&o, "orbstrike_orchestrator_board_scans_total") >= scans + 7).then_some(())
+    })
+    .await;
     let board = store.client.get_board(&game.game_id, false).await.expect("get").expect("exists").board;
     assert_eq!((board.owner.map(|o| o.server_id), board.epoch), (Some("gs-a".to_string()), 1));
 
@@ -820,7 +798,11 @@ async fn bots_keep_playing_while_a_game_server_drains() {
         (gs1.running_boards().len() == 1 && gs2.running_boards().len() == 1).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Drain only once every player is streaming, so the drain re-routes live streams.
+    eventually("all six players to stream", WAIT, || async {
+        (metric(&o, "orbstrike_orchestrator_play_streams") >= 6).then_some(())
+    })
+    .await;
     let moved_game = gs1.running_boards()[0].clone();
     gs1.drain().await.expect("drain");
     eventually("gs-2 to run the drained server's game", WAIT, || async {

@@ -19,8 +19,7 @@ pub mod heartbeat;
 pub mod lease_expiry;
 pub mod watch_latency;
 
-use anyhow::Context;
-use serde::Serialize;
+use crate::report::render;
 
 /// The game-state subcommands of `hcbench`.
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -56,15 +55,5 @@ impl Command {
                 render(lease_expiry::run(a).await?, json, lease_expiry::LeaseExpiryReport::to_text)
             }
         }
-    }
-}
-
-fn render<R: Serialize>(report: R, json: bool, text: fn(&R) -> String) -> anyhow::Result<String> {
-    if json {
-        let mut s = serde_json::to_string_pretty(&report).context("encoding the report")?;
-        s.push('\n');
-        Ok(s)
-    } else {
-        Ok(text(&report))
     }
 }

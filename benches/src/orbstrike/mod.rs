@@ -26,8 +26,7 @@ pub mod procs;
 pub mod proxy;
 pub mod swarm;
 
-use anyhow::Context;
-use serde::Serialize;
+use crate::report::render;
 
 /// The Orbstrike subcommands of `hcbench`.
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -69,15 +68,5 @@ impl Command {
                 render(placement::run(a).await?, json, placement::PlacementReport::to_text)
             }
         }
-    }
-}
-
-fn render<R: Serialize>(report: R, json: bool, text: fn(&R) -> String) -> anyhow::Result<String> {
-    if json {
-        let mut s = serde_json::to_string_pretty(&report).context("encoding the report")?;
-        s.push('\n');
-        Ok(s)
-    } else {
-        Ok(text(&report))
     }
 }

@@ -32,9 +32,7 @@ fn main() -> ExitCode {
     };
     // The demo's own diagnostics (rare: a child that cannot be checked) go to stderr, warnings
     // only, so that they do not interleave with the status lines.
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ORBSTRIKE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    orbstrike::process::init_logging("text", "warn");
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -25,7 +25,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    orbstrike::process::init_logging(&cli.log_format);
+    orbstrike::process::init_logging(&cli.log_format, "info");
     if let Err(e) = cli.config.validate() {
         eprintln!("error: {e}");
         return ExitCode::from(2);

@@ -100,6 +100,7 @@ pub async fn scan_boards(shared: Arc<Shared>, scans: watch::Sender<Option<Arc<Bo
             }
         };
         shared.metrics.games.set(i64::try_from(boards.len()).unwrap_or(i64::MAX));
+        shared.metrics.board_scans.inc();
         scans.send_replace(Some(Arc::new(BoardScan { boards, due })));
     }
 }

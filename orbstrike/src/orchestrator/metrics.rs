@@ -21,6 +21,7 @@ pub struct Metrics {
     pub failover_leader: IntGauge,
     pub live_servers: IntGauge,
     pub games: IntGauge,
+    pub board_scans: IntCounter,
 }
 
 impl Metrics {
@@ -53,6 +54,9 @@ impl Metrics {
         let live_servers =
             IntGauge::new("orbstrike_orchestrator_live_servers", "Game servers live in the registry view")?;
         let games = IntGauge::new("orbstrike_orchestrator_games", "Games (boards) in the last scan")?;
+        // How often placement and failover got a fresh view (a stalled scan stalls failover).
+        let board_scans =
+            IntCounter::new("orbstrike_orchestrator_board_scans_total", "Completed listings of all boards")?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_seconds.clone()))?;
         registry.register(Box::new(play_streams.clone()))?;
@@ -62,6 +66,7 @@ impl Metrics {
         registry.register(Box::new(failover_leader.clone()))?;
         registry.register(Box::new(live_servers.clone()))?;
         registry.register(Box::new(games.clone()))?;
+        registry.register(Box::new(board_scans.clone()))?;
         Ok(Metrics {
             registry,
             requests,
@@ -73,6 +78,7 @@ impl Metrics {
             failover_leader,
             live_servers,
             games,
+            board_scans,
         })
     }
 
