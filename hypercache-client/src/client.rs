@@ -20,6 +20,10 @@ use crate::config::{validate_endpoint, ClientConfig};
 use crate::error::Error;
 use crate::retry::{backoff_delay, classify, delivery_of, Decision, Delivery, OpKind};
 
+/// HTTP/2 ping interval and the wait for its answer on every channel.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Learned (non-configured) endpoints kept in the table; more are used once and dropped.
 pub(crate) const MAX_LEARNED_ENDPOINTS: usize = 32;
 
@@ -382,7 +386,13 @@ fn make_channel(endpoint: &str, config: &ClientConfig) -> Result<Channel, Error>
     let endpoint = Endpoint::from_shared(uri)
         .map_err(|e| Error::config(format!("invalid endpoint {endpoint:?}: {e}")))?
         .connect_timeout(config.connect_timeout)
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        // A node that vanished (a pod replaced under the same name with a new IP) leaves a
+        // connection nobody answers; pings find it within seconds so the channel reconnects and
+        // resolves the name again, instead of waiting minutes for TCP to give up.
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true);
     Ok(endpoint.connect_lazy())
 }
 

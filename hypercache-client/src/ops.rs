@@ -178,6 +178,20 @@ impl Client {
         .await
     }
 
+    /// Removes the node named `name` from the cluster's membership (scale-down). The leader
+    /// refuses the last voter (`LAST_VOTER`) and unknown names (`UNKNOWN_NODE`). Returns the
+    /// removed node's id and the members left. Removing a member that is already gone is
+    /// `UNKNOWN_NODE`, so a retried decommission never removes a second node.
+    pub async fn decommission(&self, name: &str) -> Result<pb::DecommissionResponse, Error> {
+        let msg = pb::DecommissionRequest { name: name.to_string() };
+        self.execute("decommission", OpKind::Write, Route::Leader, |ch, t| {
+            let mut cluster = ClusterClient::new(ch);
+            let req = request(msg.clone(), t);
+            async move { cluster.decommission(req).await }
+        })
+        .await
+    }
+
     /// The status of every configured endpoint, asked concurrently, in configuration order.
     pub async fn cluster_status(&self) -> Vec<(String, Result<pb::StatusResponse, Error>)> {
         let endpoints = self.inner.config.endpoints.clone();

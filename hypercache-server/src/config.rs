@@ -16,6 +16,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+use crate::discovery::{split_host_port, Target};
+use crate::identity;
 use crate::types::NodeId;
 
 /// Hard protocol limit on key length; not configurable (see docs/api.md).
@@ -24,20 +26,31 @@ pub const MAX_KEY_BYTES: usize = 4096;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// This node's id, >= 1, unique in the cluster and never reused for a wiped node.
+    /// This node's id, >= 1, unique in the cluster and never reused for a wiped node. 0 (unset):
+    /// the id persisted in the data dir, else the hostname's StatefulSet ordinal + 1
+    /// (see `identity.rs`).
     pub node_id: NodeId,
-    /// Human-readable name; defaults to `node-{node_id}`.
+    /// Human-readable name, unique in the cluster; `hcctl node decommission` takes it. Defaults to
+    /// the hostname when `discovery` is set, else `node-{node_id}`.
     pub name: String,
     /// Where sled data and snapshots live.
     pub data_dir: PathBuf,
     /// gRPC listen address (clients and peers).
     pub listen_addr: SocketAddr,
-    /// `host:port` other nodes and clients use to reach this node. Defaults to `listen_addr`.
+    /// `host:port` other nodes and clients use to reach this node. With `discovery` it must be a
+    /// DNS name (membership stores names, never IPs) and defaults to `<hostname>:<listen port>`;
+    /// otherwise it defaults to `listen_addr`.
     pub advertise_addr: String,
     /// Admin HTTP listen address: /metrics, /livez, /readyz.
     pub admin_addr: SocketAddr,
-    /// Static cluster members including this node, as `id=host:port`.
+    /// Static cluster members including this node, as `id=host:port`. Exclusive with `discovery`.
     pub peers: Vec<String>,
+    /// Where to find the other nodes: `dns://<name>:<port>` (A records, e.g. a headless Service),
+    /// `dns+srv://_<port-name>._tcp.<service>` or `static://host:port,...`. Empty: static `peers`.
+    pub discovery: String,
+    /// With `discovery`: the number of nodes that form a new cluster. The lowest id among the
+    /// first N visible nodes initializes it; 0 means this node only ever joins an existing one.
+    pub bootstrap_expect: usize,
     /// `text` or `json`.
     pub log_format: String,
     pub limits: Limits,
@@ -102,6 +115,8 @@ impl Default for Config {
             advertise_addr: String::new(),
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 7101)),
             peers: Vec::new(),
+            discovery: String::new(),
+            bootstrap_expect: 0,
             log_format: "text".to_string(),
             limits: Limits::default(),
             raft: RaftSettings::default(),
@@ -172,18 +187,34 @@ impl Config {
             .merge(Env::prefixed("HYPERCACHE_").ignore(&["ENDPOINTS", "LOG"]).split("__"))
             .merge(Serialized::defaults(overrides));
         let mut config: Config = fig.extract().map_err(Box::new)?;
-        config.fill_defaults();
+        config.fill_defaults(identity::hostname().as_deref())?;
         config.validate()?;
         Ok(config)
     }
 
-    fn fill_defaults(&mut self) {
+    /// Fills the id, name and advertised address left unset (see their docs).
+    pub fn fill_defaults(&mut self, hostname: Option<&str>) -> Result<(), ConfigError> {
+        let discovery = !self.discovery.is_empty();
+        let id_error = |e: identity::IdentityError| invalid("node_id", e.to_string().trim_start_matches("node_id: "));
+        let persisted = identity::persisted_id(&self.data_dir).map_err(id_error)?;
+        if self.node_id != 0 || discovery || persisted.is_some() {
+            self.node_id = identity::resolve_id(self.node_id, &self.data_dir, hostname).map_err(id_error)?;
+        }
         if self.name.is_empty() {
-            self.name = format!("node-{}", self.node_id);
+            self.name = match hostname {
+                Some(host) if discovery => host.split('.').next().unwrap_or(host).to_string(),
+                _ => format!("node-{}", self.node_id),
+            };
         }
         if self.advertise_addr.is_empty() {
-            self.advertise_addr = self.listen_addr.to_string();
+            self.advertise_addr = match hostname {
+                Some(host) if discovery && self.listen_addr.ip().is_unspecified() => {
+                    format!("{host}:{}", self.listen_addr.port())
+                }
+                _ => self.listen_addr.to_string(),
+            };
         }
+        Ok(())
     }
 
     /// Checks every field; the error names the field and the problem.
@@ -216,6 +247,28 @@ impl Config {
                 }
                 Some(_) => {}
             }
+        }
+        if !self.discovery.is_empty() {
+            if !peers.is_empty() {
+                return Err(invalid("discovery", "set either discovery or peers, not both"));
+            }
+            Target::parse(&self.discovery).map_err(|e| invalid("discovery", e.to_string()))?;
+            let (host, _) = split_host_port(&self.advertise_addr).map_err(|e| invalid("advertise_addr", e))?;
+            if host.parse::<std::net::IpAddr>().is_ok() {
+                return Err(invalid(
+                    "advertise_addr",
+                    format!(
+                        "must be a DNS name when discovery is set (membership stores names, never IPs), got {}",
+                        self.advertise_addr
+                    ),
+                ));
+            }
+        }
+        if self.bootstrap_expect > 0 && self.discovery.is_empty() {
+            return Err(invalid("bootstrap_expect", "needs discovery (with static peers the lowest id initializes)"));
+        }
+        if self.bootstrap_expect > 99 {
+            return Err(invalid("bootstrap_expect", format!("must be 0..=99, got {}", self.bootstrap_expect)));
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(invalid("log_format", format!("must be \"text\" or \"json\", got {:?}", self.log_format)));
@@ -327,7 +380,7 @@ mod tests {
 
     fn base() -> Config {
         let mut c = Config { node_id: 1, ..Config::default() };
-        c.fill_defaults();
+        c.fill_defaults(None).unwrap();
         c
     }
 

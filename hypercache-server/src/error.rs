@@ -48,6 +48,10 @@ pub enum ServiceError {
     /// from `resume`.
     #[error("shard {shard}: this node's watch history was reset by a snapshot; resume from revision {resume}")]
     WatchReset { shard: ShardId, resume: u64 },
+    /// A join or decommission was refused; membership is unchanged. `reason` is the stable code
+    /// (MEMBER_CONFLICT, DATA_LOST, LAST_VOTER, UNKNOWN_NODE, MEMBERSHIP_BUSY).
+    #[error("{message}")]
+    Membership { reason: &'static str, message: String },
 }
 
 fn leader_hint(id: &Option<NodeId>, endpoint: &Option<String>) -> String {
@@ -77,6 +81,7 @@ impl ServiceError {
             ServiceError::Compacted { .. } => "COMPACTED",
             ServiceError::WatcherTooSlow { .. } => "WATCHER_TOO_SLOW",
             ServiceError::WatchReset { .. } => "WATCH_RESET",
+            ServiceError::Membership { reason, .. } => reason,
         }
     }
 
@@ -129,6 +134,9 @@ impl ServiceError {
                 info.revision = *resume;
                 Code::Unavailable
             }
+            ServiceError::Membership { reason: "UNKNOWN_NODE", .. } => Code::NotFound,
+            ServiceError::Membership { reason: "MEMBERSHIP_BUSY", .. } => Code::Unavailable,
+            ServiceError::Membership { .. } => Code::FailedPrecondition,
         };
         status_with_info(code, self.to_string(), &info)
     }

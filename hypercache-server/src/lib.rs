@@ -2,6 +2,9 @@
 //!
 //! Module map (one concept each):
 //! - [`config`]: the strict node configuration.
+//! - [`identity`]: node id from the data dir, config or StatefulSet ordinal.
+//! - [`discovery`]: finding peers (DNS A/SRV, static) and forming or joining a cluster.
+//! - [`membership`]: leader-driven joins (learner -> voter) and decommission.
 //! - [`storage`]: sled-backed Raft log, state machine, snapshots (the four Raft seams' storage half).
 //! - [`network`]: Raft transport over tonic (outbound client, inbound service, peer pool).
 //! - [`machine`]: the state machine's request logic (KV transactions, leases, registry, boards,
@@ -21,9 +24,12 @@ pub mod admin;
 pub mod bootstrap;
 pub mod config;
 pub mod dev;
+pub mod discovery;
 pub mod error;
+pub mod identity;
 pub mod lease_clock;
 pub mod machine;
+pub mod membership;
 pub mod metrics;
 pub mod network;
 pub mod node;

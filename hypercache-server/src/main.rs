@@ -39,7 +39,8 @@ struct NodeFlags {
     #[arg(long)]
     #[serde(skip)]
     config: Option<PathBuf>,
-    /// This node's id (>= 1).
+    /// This node's id (>= 1). Unset: the id persisted in the data dir, else (with --discovery) the
+    /// hostname's StatefulSet ordinal + 1.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     node_id: Option<u64>,
@@ -67,6 +68,15 @@ struct NodeFlags {
     #[arg(long, value_delimiter = ',')]
     #[serde(skip_serializing_if = "Vec::is_empty")]
     peers: Vec<String>,
+    /// Peer discovery: dns://<name>:<port>, dns+srv://_<port-name>._tcp.<service> or
+    /// static://host:port,... (exclusive with --peers).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    discovery: Option<String>,
+    /// With --discovery: how many nodes form a new cluster (the lowest id among them initializes).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bootstrap_expect: Option<usize>,
     /// "text" or "json".
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -5,7 +5,8 @@
 //! Raft gauges are refreshed from openraft's metrics at scrape time, so they are never stale.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::shard::Shards;
@@ -15,6 +16,8 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     pub request_seconds: HistogramVec,
     pub flush_seconds: Histogram,
+    /// Discovery rounds run while this node was not yet a cluster member.
+    pub discovery_rounds: IntCounter,
     raft_term: IntGaugeVec,
     raft_commit: IntGaugeVec,
     raft_applied: IntGaugeVec,
@@ -47,6 +50,10 @@ impl Metrics {
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
         )?;
+        let discovery_rounds = IntCounter::new(
+            "hypercache_discovery_rounds_total",
+            "Discovery rounds (resolve, ask every node who it is, decide) run while not a cluster member",
+        )?;
         let gauge = |name: &str, help: &str| IntGaugeVec::new(Opts::new(name, help), &["shard"]);
         let raft_term = gauge("hypercache_raft_term", "Current Raft term")?;
         let raft_commit = gauge("hypercache_raft_commit_index", "Highest log index known committed")?;
@@ -60,6 +67,7 @@ impl Metrics {
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_seconds.clone()))?;
         registry.register(Box::new(flush_seconds.clone()))?;
+        registry.register(Box::new(discovery_rounds.clone()))?;
         for g in
             [&raft_term, &raft_commit, &raft_applied, &raft_last_log, &raft_leader, &leases, &watchers, &watch_oldest]
         {
@@ -70,6 +78,7 @@ impl Metrics {
             requests,
             request_seconds,
             flush_seconds,
+            discovery_rounds,
             raft_term,
             raft_commit,
             raft_applied,

@@ -28,6 +28,9 @@ use tokio_stream::StreamExt;
 use crate::admin::{self, AdminState};
 use crate::bootstrap;
 use crate::config::{Config, RaftSettings};
+use crate::discovery::{self, DiscoveryError};
+use crate::identity::{self, IdentityError};
+use crate::membership::Membership;
 use crate::metrics::Metrics;
 use crate::network::{NetworkFactory, PeerPool, RaftService};
 use crate::service::{
@@ -55,11 +58,16 @@ pub enum NodeError {
     Metrics(#[from] prometheus::Error),
     #[error("flushing storage at shutdown: {0}")]
     Flush(String),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error("discovery: {0}")]
+    Discovery(#[from] DiscoveryError),
 }
 
 /// A node serving until [`Node::shutdown`].
 pub struct Node {
     config: Config,
+    metrics: Arc<Metrics>,
     grpc_addr: SocketAddr,
     admin_addr: SocketAddr,
     shards: Arc<Shards>,
@@ -70,7 +78,8 @@ pub struct Node {
     stop_admin: watch::Sender<bool>,
     grpc_task: JoinHandle<()>,
     admin_task: JoinHandle<()>,
-    bootstrap_task: JoinHandle<()>,
+    /// Cluster formation (static bootstrap or discovery) and the learner promoter.
+    background: Vec<JoinHandle<()>>,
     flusher: Flusher,
     flusher_task: JoinHandle<()>,
 }
@@ -117,6 +126,8 @@ impl Node {
             shard: ShardId::DEFAULT,
             detail: format!("{}: {e}", config.data_dir.display()),
         })?;
+        // Before any Raft state exists: the data dir is this id's from now on.
+        identity::persist_id(&config.data_dir, config.node_id)?;
         let db = storage::open_db(&config.data_dir, config.storage.cache_capacity_mb * 1024 * 1024)?;
         let flush_hist = metrics.flush_seconds.clone();
         let (flusher, flusher_task) = Flusher::spawn(db.clone(), Some(Box::new(move |s| flush_hist.observe(s))));
@@ -166,7 +177,8 @@ impl Node {
             .max_decoding_message_size(client_max)
             .max_encoding_message_size(client_max);
         let election = ElectionServer::new(ElectionService::new(ctx.clone()));
-        let cluster = ClusterServer::new(ClusterService::new(shards.clone(), me.clone()));
+        let membership = Membership::new(shard.clone());
+        let cluster = ClusterServer::new(ClusterService::new(shards.clone(), me.clone(), membership.clone()));
         let raft_svc = RaftServer::new(RaftService::new(shards.clone()))
             .max_decoding_message_size(peer_max)
             .max_encoding_message_size(peer_max);
@@ -193,16 +205,32 @@ impl Node {
             }
         });
 
-        let admin_state = AdminState { shards: shards.clone(), metrics, accepting: accepting.clone() };
+        let admin_state = AdminState { shards: shards.clone(), metrics: metrics.clone(), accepting: accepting.clone() };
         let admin_task = tokio::spawn(admin::serve(admin, admin_state, wait_for(admin_stop_rx)));
 
-        let peers = config.parsed_peers().map_err(|e| NodeError::Raft { shard: shard_id, detail: e.to_string() })?;
-        let bootstrap_task = tokio::spawn(bootstrap::run(shard, me, peers, pool));
+        let formation = if config.discovery.is_empty() {
+            let peers =
+                config.parsed_peers().map_err(|e| NodeError::Raft { shard: shard_id, detail: e.to_string() })?;
+            tokio::spawn(bootstrap::run(shard, me, peers, pool))
+        } else {
+            let resolver = discovery::resolver_for(&config.discovery)?;
+            tokio::spawn(discovery::join::run(
+                shard,
+                me,
+                config.bootstrap_expect,
+                resolver,
+                metrics.discovery_rounds.clone(),
+                stopping.subscribe(),
+            ))
+        };
+        let promoter = tokio::spawn(membership.run_promoter(stopping.subscribe()));
+        let background = vec![formation, promoter];
 
         tracing::info!(node = config.node_id, name = %config.name, grpc = %grpc_addr, admin = %admin_addr,
             advertise = %config.advertise_addr, "node started");
         Ok(Node {
             config,
+            metrics,
             grpc_addr,
             admin_addr,
             shards,
@@ -212,7 +240,7 @@ impl Node {
             stop_admin,
             grpc_task,
             admin_task,
-            bootstrap_task,
+            background,
             flusher,
             flusher_task,
         })
@@ -232,6 +260,10 @@ impl Node {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Graceful shutdown; see the module docs for the order.
@@ -262,7 +294,7 @@ impl Node {
         let _ = self.stop_admin.send(true);
         let _ = tokio::time::timeout(grace, self.admin_task).await;
         let flushed = self.flusher.flush().await.map_err(NodeError::Flush);
-        release(self.shards, self.flusher, self.bootstrap_task, self.flusher_task, grace).await;
+        release(self.shards, self.flusher, self.background, self.flusher_task, grace).await;
         flushed?;
         tracing::info!(node = self.config.node_id, "shutdown complete");
         Ok(())
@@ -279,7 +311,7 @@ impl Node {
         }
         let _ = (&mut self.grpc_task).await;
         let _ = (&mut self.admin_task).await;
-        release(self.shards, self.flusher, self.bootstrap_task, self.flusher_task, Duration::from_secs(5)).await;
+        release(self.shards, self.flusher, self.background, self.flusher_task, Duration::from_secs(5)).await;
     }
 }
 
@@ -289,12 +321,14 @@ impl Node {
 async fn release(
     shards: Arc<Shards>,
     flusher: Flusher,
-    bootstrap_task: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
     flusher_task: JoinHandle<()>,
     timeout: Duration,
 ) {
-    bootstrap_task.abort();
-    let _ = bootstrap_task.await;
+    for task in background {
+        task.abort();
+        let _ = task.await;
+    }
     drop(shards);
     drop(flusher);
     if tokio::time::timeout(timeout, flusher_task).await.is_err() {

@@ -10,6 +10,7 @@
 mod boards_cmd;
 mod election_cmd;
 mod lease_cmd;
+mod node_cmd;
 mod output;
 mod servers_cmd;
 pub mod txn_syntax;
@@ -190,6 +191,9 @@ pub enum Command {
     /// Leader elections with fencing terms.
     #[command(subcommand)]
     Election(election_cmd::ElectionCommand),
+    /// Cluster membership: list members, decommission a node.
+    #[command(subcommand)]
+    Node(node_cmd::NodeCommand),
 }
 
 /// Why a command failed.
@@ -348,6 +352,7 @@ async fn run(cli: Cli, out: &mut Out) -> Result<u8, Failure> {
         Command::Servers(command) => servers_cmd::run(&client, out, json, command).await,
         Command::Boards(command) => boards_cmd::run(&client, out, json, command).await,
         Command::Election(command) => election_cmd::run(&client, out, json, command).await,
+        Command::Node(command) => node_cmd::run(&client, out, json, command).await,
     }
 }
 

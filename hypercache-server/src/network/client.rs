@@ -10,7 +10,7 @@
 //! "Timeout expired"`, which looked like a transport failure and cost a 500 ms backoff during
 //! which the follower got nothing, a commit stall that showed up in every watch and write p99.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hypercache_proto::raft::v1::raft_client::RaftClient;
 use hypercache_proto::raft::v1::RaftMessage;
@@ -54,6 +54,8 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             target,
             addr: node.addr.clone(),
             channel,
+            pool: self.pool.clone(),
+            failing_since: None,
             max_message_bytes: self.max_message_bytes,
         }
     }
@@ -67,8 +69,17 @@ pub struct PeerClient {
     addr: String,
     /// An invalid address is reported on every call rather than panicking at creation.
     channel: Result<Channel, String>,
+    pool: PeerPool,
+    /// Start of the current run of failed calls; None after a success.
+    failing_since: Option<Instant>,
     max_message_bytes: usize,
 }
+
+/// After this long without one successful call, the peer's connection is replaced by a new one.
+/// A pod that came back under its name with a new IP leaves the old HTTP/2 connection pointing at
+/// an address nobody answers; HTTP/2 keepalive would take 15 s to notice. A fresh connection
+/// resolves the name again.
+const RECONNECT_AFTER: Duration = Duration::from_millis(1500);
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -76,6 +87,38 @@ struct TransportError(String);
 
 impl PeerClient {
     async fn call<Req, Resp, E>(
+        &mut self,
+        kind: Rpc,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let result = self.call_once(kind, req, option).await;
+        match &result {
+            Ok(_) | Err(RPCError::RemoteError(_)) => self.failing_since = None,
+            Err(_) => self.note_failure(),
+        }
+        result
+    }
+
+    fn note_failure(&mut self) {
+        let now = Instant::now();
+        let since = *self.failing_since.get_or_insert(now);
+        if now.duration_since(since) >= RECONNECT_AFTER {
+            tracing::info!(shard = %self.shard, peer = self.target, addr = %self.addr,
+                "no answer from the peer for {} ms; reconnecting (the name is resolved again)",
+                RECONNECT_AFTER.as_millis());
+            self.pool.evict(&self.addr);
+            self.channel = self.pool.channel(&self.addr).map_err(|e| e.to_string());
+            self.failing_since = Some(now);
+        }
+    }
+
+    async fn call_once<Req, Resp, E>(
         &mut self,
         kind: Rpc,
         req: &Req,

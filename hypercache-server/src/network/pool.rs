@@ -33,6 +33,14 @@ impl PeerPool {
         PeerPool { inner: Arc::new(Inner { channels: Mutex::new(HashMap::new()), connect_timeout }) }
     }
 
+    /// Drops the channel to `addr`; the next [`PeerPool::channel`] makes a new connection,
+    /// resolving the name again. Callers holding clones of the old channel keep it until they
+    /// ask again.
+    pub fn evict(&self, addr: &str) {
+        let mut channels = self.inner.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        channels.remove(addr);
+    }
+
     /// The shared channel to `addr` (`host:port`), created on first use.
     pub fn channel(&self, addr: &str) -> Result<Channel, BadPeerAddr> {
         let mut channels = self.inner.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());

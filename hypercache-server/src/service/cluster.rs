@@ -1,4 +1,5 @@
-//! `hypercache.v1.Cluster`: this node's view of itself and its shard.
+//! `hypercache.v1.Cluster`: this node's view of itself and its shard, and membership changes
+//! (join, decommission; the rules live in `membership.rs`).
 
 use std::sync::Arc;
 
@@ -7,18 +8,44 @@ use hypercache_proto::v1::cluster_server::Cluster;
 use openraft::ServerState;
 use tonic::{Request, Response, Status};
 
+use crate::discovery::split_host_port;
+use crate::error::ServiceError;
+use crate::membership::{JoinOutcome, MemberView, Membership};
 use crate::shard::Shards;
 use crate::types::{NodeInfo, ShardId};
 
 pub struct ClusterService {
     shards: Arc<Shards>,
     me: NodeInfo,
+    membership: Arc<Membership>,
 }
 
 impl ClusterService {
-    pub fn new(shards: Arc<Shards>, me: NodeInfo) -> Self {
-        ClusterService { shards, me }
+    pub fn new(shards: Arc<Shards>, me: NodeInfo, membership: Arc<Membership>) -> Self {
+        ClusterService { shards, me, membership }
     }
+}
+
+fn member_pb(m: MemberView) -> pb::Member {
+    pb::Member { node_id: m.id, name: m.node.name, endpoint: m.node.addr, voter: m.voter }
+}
+
+/// Join requests name a node as membership will store it: an id, a name, and a DNS endpoint.
+fn validate_join(req: &pb::JoinRequest) -> Result<(), ServiceError> {
+    if req.node_id == 0 {
+        return Err(ServiceError::invalid("INVALID_ARGUMENT", "join: node_id must be >= 1"));
+    }
+    if req.name.trim().is_empty() || req.name.len() > 253 {
+        return Err(ServiceError::invalid("INVALID_ARGUMENT", "join: name must be 1..=253 characters"));
+    }
+    let (host, _) = split_host_port(&req.endpoint).map_err(|e| ServiceError::invalid("INVALID_ARGUMENT", e))?;
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return Err(ServiceError::invalid(
+            "INVALID_ARGUMENT",
+            format!("join: endpoint {} is an IP; membership stores DNS names", req.endpoint),
+        ));
+    }
+    Ok(())
 }
 
 fn role(state: ServerState) -> &'static str {
@@ -37,17 +64,7 @@ impl Cluster for ClusterService {
         let shard =
             self.shards.get(ShardId::DEFAULT).ok_or_else(|| Status::unavailable("this node hosts no shard yet"))?;
         let m = shard.metrics();
-        let membership = m.membership_config.membership();
-        let voters: Vec<_> = membership.voter_ids().collect();
-        let members = membership
-            .nodes()
-            .map(|(id, node)| pb::Member {
-                node_id: *id,
-                name: node.name.clone(),
-                endpoint: node.addr.clone(),
-                voter: voters.contains(id),
-            })
-            .collect();
+        let members = self.membership.members().into_iter().map(member_pb).collect();
         let leader_endpoint = m.current_leader.and_then(|l| shard.endpoint_of(l)).unwrap_or_default();
         Ok(Response::new(pb::StatusResponse {
             node_id: m.id,
@@ -63,6 +80,32 @@ impl Cluster for ClusterService {
             last_log_index: m.last_log_index.unwrap_or(0),
             members,
             ready: shard.is_ready(),
+        }))
+    }
+
+    async fn join(&self, request: Request<pb::JoinRequest>) -> Result<Response<pb::JoinResponse>, Status> {
+        let req = request.into_inner();
+        validate_join(&req).map_err(ServiceError::into_status)?;
+        let node = NodeInfo { name: req.name, addr: req.endpoint };
+        let outcome = self.membership.join(req.node_id, node).await.map_err(ServiceError::into_status)?;
+        Ok(Response::new(pb::JoinResponse {
+            already_member: outcome == JoinOutcome::AlreadyMember,
+            members: self.membership.members().into_iter().map(member_pb).collect(),
+        }))
+    }
+
+    async fn decommission(
+        &self,
+        request: Request<pb::DecommissionRequest>,
+    ) -> Result<Response<pb::DecommissionResponse>, Status> {
+        let name = request.into_inner().name;
+        if name.trim().is_empty() {
+            return Err(ServiceError::invalid("INVALID_ARGUMENT", "decommission: name is empty").into_status());
+        }
+        let node_id = self.membership.decommission(&name).await.map_err(ServiceError::into_status)?;
+        Ok(Response::new(pb::DecommissionResponse {
+            node_id,
+            members: self.membership.members().into_iter().map(member_pb).collect(),
         }))
     }
 }

@@ -1,0 +1,196 @@
+//! Peer discovery: where to look for the other nodes of this cluster.
+//!
+//! A discovery target yields *contact addresses* only. They may be IPs (a headless Service's A
+//! records), and they are used once, to ask each node who it is ([`crate::discovery::join`]).
+//! What goes into membership is each node's own advertised name, never a discovered IP, so a pod
+//! that comes back with a new IP is still the same member under the same name.
+//!
+//! Targets (the `discovery` config key):
+//! - `dns://<name>:<port>`: A/AAAA records of `<name>` (Kubernetes headless Service, Docker
+//!   network alias), each at `<port>`.
+//! - `dns+srv://<_service._proto.name>`: SRV records; each target host (a name) at its port.
+//! - `static://<host:port>,<host:port>`: a fixed list (tests, or hosts without DNS).
+//!
+//! Resolution sits behind [`Resolve`] so tests can use a static list; DNS goes through
+//! hickory-resolver with its cache capped at one second, because Docker's and CoreDNS's TTLs
+//! (up to minutes) would hide a node that just appeared.
+
+pub mod join;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use hickory_resolver::config::ResolverOpts;
+use hickory_resolver::TokioResolver;
+
+/// Longest time a DNS answer is reused.
+const MAX_CACHE_TTL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A/AAAA records of `host`, each at `port`.
+    Dns { host: String, port: u16 },
+    /// SRV records of `name`.
+    Srv { name: String },
+    /// A fixed list of `host:port`.
+    Static(Vec<String>),
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error("discovery target {target:?}: {problem}")]
+    BadTarget { target: String, problem: String },
+    #[error("resolving {name}: {detail}")]
+    Lookup { name: String, detail: String },
+}
+
+fn bad(target: &str, problem: impl Into<String>) -> DiscoveryError {
+    DiscoveryError::BadTarget { target: target.to_string(), problem: problem.into() }
+}
+
+impl Target {
+    /// Parses a `discovery` value; the error names the target and what is wrong with it.
+    pub fn parse(spec: &str) -> Result<Target, DiscoveryError> {
+        if let Some(rest) = spec.strip_prefix("dns://") {
+            let (host, port) = split_host_port(rest).map_err(|p| bad(spec, p))?;
+            return Ok(Target::Dns { host, port });
+        }
+        if let Some(name) = spec.strip_prefix("dns+srv://") {
+            let labels: Vec<&str> = name.split('.').collect();
+            if labels.len() < 3 || !labels[0].starts_with('_') || !labels[1].starts_with('_') {
+                return Err(bad(spec, "expected dns+srv://_<port-name>._tcp.<service>[.<namespace>...]"));
+            }
+            if labels.iter().skip(2).any(|l| l.is_empty()) {
+                return Err(bad(spec, "empty DNS label"));
+            }
+            return Ok(Target::Srv { name: name.to_string() });
+        }
+        if let Some(list) = spec.strip_prefix("static://") {
+            let mut out = Vec::new();
+            for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                split_host_port(item).map_err(|p| bad(spec, p))?;
+                out.push(item.to_string());
+            }
+            if out.is_empty() {
+                return Err(bad(spec, "static:// needs at least one host:port"));
+            }
+            return Ok(Target::Static(out));
+        }
+        Err(bad(spec, "must start with dns://, dns+srv:// or static://"))
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Dns { host, port } => write!(f, "dns://{host}:{port}"),
+            Target::Srv { name } => write!(f, "dns+srv://{name}"),
+            Target::Static(list) => write!(f, "static://{}", list.join(",")),
+        }
+    }
+}
+
+/// `host:port` with a non-empty host and a port in 1..=65535.
+pub fn split_host_port(s: &str) -> Result<(String, u16), String> {
+    let (host, port) = s.rsplit_once(':').ok_or_else(|| format!("{s:?} is not host:port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("{s:?} has an empty host"));
+    }
+    let port: u16 = port.parse().ok().filter(|p| *p != 0).ok_or_else(|| format!("{s:?}: port must be 1..=65535"))?;
+    Ok((host.to_string(), port))
+}
+
+/// Turns a discovery target into contact addresses (`host:port`).
+pub trait Resolve: Send + Sync {
+    fn resolve(&self) -> BoxFuture<'_, Result<Vec<String>, DiscoveryError>>;
+}
+
+/// Resolves a [`Target`] through DNS (or returns the static list).
+pub struct DnsResolver {
+    target: Target,
+    dns: TokioResolver,
+}
+
+impl DnsResolver {
+    /// Reads the system resolver configuration (`/etc/resolv.conf`, which Docker and Kubernetes
+    /// provide to every container).
+    pub fn shared(target: Target) -> Result<Arc<dyn Resolve>, DiscoveryError> {
+        let mut builder = TokioResolver::builder_tokio()
+            .map_err(|e| DiscoveryError::Lookup { name: "/etc/resolv.conf".into(), detail: e.to_string() })?;
+        let opts: &mut ResolverOpts = builder.options_mut();
+        opts.positive_max_ttl = Some(MAX_CACHE_TTL);
+        opts.negative_max_ttl = Some(MAX_CACHE_TTL);
+        Ok(Arc::new(DnsResolver { target, dns: builder.build() }))
+    }
+}
+
+impl Resolve for DnsResolver {
+    fn resolve(&self) -> BoxFuture<'_, Result<Vec<String>, DiscoveryError>> {
+        Box::pin(async move {
+            let lookup_err = |name: &str, e: &dyn fmt::Display| DiscoveryError::Lookup {
+                name: name.to_string(),
+                detail: e.to_string(),
+            };
+            let mut out = match &self.target {
+                Target::Static(list) => list.clone(),
+                Target::Dns { host, port } => {
+                    let ips = self.dns.lookup_ip(host.as_str()).await.map_err(|e| lookup_err(host, &e))?;
+                    ips.iter().map(|ip| std::net::SocketAddr::new(ip, *port).to_string()).collect()
+                }
+                Target::Srv { name } => {
+                    let srv = self.dns.srv_lookup(name.as_str()).await.map_err(|e| lookup_err(name, &e))?;
+                    srv.iter().map(|r| format!("{}:{}", r.target().to_utf8().trim_end_matches('.'), r.port())).collect()
+                }
+            };
+            out.sort();
+            out.dedup();
+            Ok(out)
+        })
+    }
+}
+
+/// Builds the resolver for a `discovery` config value.
+pub fn resolver_for(spec: &str) -> Result<Arc<dyn Resolve>, DiscoveryError> {
+    DnsResolver::shared(Target::parse(spec)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_and_print_back() {
+        for spec in [
+            "dns://hypercache:7000",
+            "dns+srv://_grpc._tcp.hypercache.default.svc.cluster.local",
+            "static://localhost:7001,localhost:7002",
+        ] {
+            assert_eq!(Target::parse(spec).unwrap().to_string(), spec);
+        }
+        assert_eq!(Target::parse("dns://hc:7000").unwrap(), Target::Dns { host: "hc".into(), port: 7000 });
+    }
+
+    #[test]
+    fn bad_targets_name_the_problem() {
+        for (spec, needle) in [
+            ("hypercache:7000", "must start with"),
+            ("dns://hypercache", "not host:port"),
+            ("dns://:7000", "empty host"),
+            ("dns://hc:0", "port must be"),
+            ("dns+srv://hypercache.default", "expected dns+srv://"),
+            ("static://", "at least one"),
+        ] {
+            let e = Target::parse(spec).unwrap_err().to_string();
+            assert!(e.contains(needle), "{spec}: {e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_static_target_resolves_to_its_sorted_list() {
+        let r = resolver_for("static://b:2,a:1,b:2").unwrap();
+        assert_eq!(r.resolve().await.unwrap(), vec!["a:1".to_string(), "b:2".to_string()]);
+    }
+}
