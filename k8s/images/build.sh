@@ -89,8 +89,14 @@ USER 65532:65532
 VOLUME ["/data"]
 ENTRYPOINT ["$entry"]
 DOCKERFILE
+  # The image this tag named before becomes dangling; remove it so repeated builds (every test
+  # run) do not pile up (kept if a container still uses it).
+  local old
+  old=$(docker image inspect --format '{{.Id}}' "$name:$tag" 2>/dev/null || true)
   docker build -q -t "$name:$tag" "$work/$name" >/dev/null 2>"$work/$name/build.err" || { cat "$work/$name/build.err" >&2; exit 1; }
-  local bytes
+  local bytes new
+  new=$(docker image inspect --format '{{.Id}}' "$name:$tag")
+  if [ -n "$old" ] && [ "$old" != "$new" ]; then docker rmi "$old" >/dev/null 2>&1 || true; fi
   bytes=$(docker image inspect --format '{{.Size}}' "$name:$tag")
   echo "$name:$tag $(( bytes / 1024 / 1024 )) MiB ($bytes bytes, binaries from $outdir)"
 }

@@ -22,8 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use hickory_resolver::config::ResolverOpts;
-use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{ResolverConfig, ResolverOpts};
+use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::{ResolverBuilder, TokioResolver};
 
 /// Longest time a DNS answer is reused.
 const MAX_CACHE_TTL: Duration = Duration::from_secs(1);
@@ -58,7 +59,8 @@ impl Target {
             return Ok(Target::Dns { host, port });
         }
         if let Some(name) = spec.strip_prefix("dns+srv://") {
-            let labels: Vec<&str> = name.split('.').collect();
+            // A trailing dot (a fully qualified name) is fine.
+            let labels: Vec<&str> = name.strip_suffix('.').unwrap_or(name).split('.').collect();
             if labels.len() < 3 || !labels[0].starts_with('_') || !labels[1].starts_with('_') {
                 return Err(bad(spec, "expected dns+srv://_<port-name>._tcp.<service>[.<namespace>...]"));
             }
@@ -118,12 +120,21 @@ impl DnsResolver {
     /// Reads the system resolver configuration (`/etc/resolv.conf`, which Docker and Kubernetes
     /// provide to every container).
     pub fn shared(target: Target) -> Result<Arc<dyn Resolve>, DiscoveryError> {
-        let mut builder = TokioResolver::builder_tokio()
+        let builder = TokioResolver::builder_tokio()
             .map_err(|e| DiscoveryError::Lookup { name: "/etc/resolv.conf".into(), detail: e.to_string() })?;
+        Ok(Arc::new(Self::from_builder(target, builder)))
+    }
+
+    /// Asks the given name servers instead of the system's (tests run their own DNS server).
+    pub fn with_config(target: Target, config: ResolverConfig) -> DnsResolver {
+        Self::from_builder(target, TokioResolver::builder_with_config(config, TokioConnectionProvider::default()))
+    }
+
+    fn from_builder(target: Target, mut builder: ResolverBuilder<TokioConnectionProvider>) -> DnsResolver {
         let opts: &mut ResolverOpts = builder.options_mut();
         opts.positive_max_ttl = Some(MAX_CACHE_TTL);
         opts.negative_max_ttl = Some(MAX_CACHE_TTL);
-        Ok(Arc::new(DnsResolver { target, dns: builder.build() }))
+        DnsResolver { target, dns: builder.build() }
     }
 }
 
@@ -186,6 +197,65 @@ mod tests {
             let e = Target::parse(spec).unwrap_err().to_string();
             assert!(e.contains(needle), "{spec}: {e}");
         }
+    }
+
+    /// A one-socket DNS server: SRV records for `_grpc._tcp.hc.test.` and A records for `hc.test.`.
+    async fn fake_dns() -> std::net::SocketAddr {
+        use hickory_resolver::proto::op::{Message, MessageType, ResponseCode};
+        use hickory_resolver::proto::rr::rdata::{A, SRV};
+        use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            loop {
+                let Ok((n, from)) = socket.recv_from(&mut buf).await else { return };
+                let Ok(query) = Message::from_vec(&buf[..n]) else { continue };
+                let mut reply = Message::new();
+                reply.set_id(query.id()).set_message_type(MessageType::Response).set_authoritative(true);
+                for q in query.queries() {
+                    reply.add_query(q.clone());
+                    let name = q.name().clone();
+                    let answers: Vec<RData> = match (q.query_type(), name.to_ascii().as_str()) {
+                        (RecordType::SRV, "_grpc._tcp.hc.test.") => (0..3)
+                            .map(|i| {
+                                RData::SRV(SRV::new(0, 10, 7000, Name::from_ascii(format!("hc-{i}.hc.test.")).unwrap()))
+                            })
+                            .collect(),
+                        (RecordType::A, "hc.test.") => (1..=2).map(|i| RData::A(A::new(10, 0, 0, i))).collect(),
+                        _ => vec![],
+                    };
+                    if answers.is_empty() {
+                        reply.set_response_code(ResponseCode::NXDomain);
+                    }
+                    for rdata in answers {
+                        reply.add_answer(Record::from_rdata(name.clone(), 30, rdata));
+                    }
+                }
+                let _ = socket.send_to(&reply.to_vec().unwrap(), from).await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn srv_records_give_names_and_a_records_give_contact_addresses() {
+        use hickory_resolver::config::NameServerConfigGroup;
+        let dns = fake_dns().await;
+        let config = || {
+            ResolverConfig::from_parts(
+                None,
+                vec![],
+                NameServerConfigGroup::from_ips_clear(&[dns.ip()], dns.port(), true),
+            )
+        };
+        let srv = DnsResolver::with_config(Target::parse("dns+srv://_grpc._tcp.hc.test.").unwrap(), config());
+        assert_eq!(srv.resolve().await.unwrap(), vec!["hc-0.hc.test:7000", "hc-1.hc.test:7000", "hc-2.hc.test:7000"]);
+        let a = DnsResolver::with_config(Target::parse("dns://hc.test.:7000").unwrap(), config());
+        assert_eq!(a.resolve().await.unwrap(), vec!["10.0.0.1:7000", "10.0.0.2:7000"]);
+        let missing = DnsResolver::with_config(Target::parse("dns://nothing.test.:7000").unwrap(), config());
+        let e = missing.resolve().await.unwrap_err().to_string();
+        assert!(e.contains("resolving nothing.test."), "{e}");
     }
 
     #[tokio::test]
