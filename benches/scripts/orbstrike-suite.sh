@@ -15,11 +15,16 @@
 # than the default 200 boards on it for the search).
 # Every run prints the CPU stolen by the hypervisor over it (the "steal" column of /proc/stat).
 # A failed run does not stop the suite; logs are then kept, path printed.
-# Usage: benches/scripts/orbstrike-suite.sh [seconds-per-window]   (default 10; 10-15 minutes on a quiet machine)
+# Usage: benches/scripts/orbstrike-suite.sh [seconds-per-window] [part...]
+#   (default 10 s and every part; 10-15 minutes on a quiet machine). Parts: capacity proxy
+#   failover drain placement, e.g. `orbstrike-suite.sh 10 failover drain`.
 # Ports: HyperCache gRPC 7801-7803, admin 7901-7903; Orbstrike 7810-7899.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-10}
+shift || true
+parts=${*:-capacity proxy failover drain placement}
+want() { [[ " $parts " == *" $1 "* ]]; }
 cargo build --release --bin hypercache --bin hcbench --bin orbstrike-gameserver --bin orbstrike-orchestrator
 bin=./target/release
 dir=$(mktemp -d /tmp/orbstrike-bench.XXXXXX)
@@ -100,22 +105,32 @@ orchestrator 1 7820 --create-rate 1000000 --create-burst 1000000
 orchestrator 2 7822
 sleep 2
 
-gameserver bench-gs-capacity 7810 --capacity 5000
-orb orbstrike-capacity --gameserver 127.0.0.1:7810 --gameserver-admin 127.0.0.1:7811 --boards 200 --players 10
-orb orbstrike-capacity --gameserver 127.0.0.1:7810 --gameserver-admin 127.0.0.1:7811 --boards 25 --players 10 \
-  --search --step 25 --max-boards 1000
-stop "$gs"
+if want capacity; then
+  gameserver bench-gs-capacity 7810 --capacity 5000
+  orb orbstrike-capacity --gameserver 127.0.0.1:7810 --gameserver-admin 127.0.0.1:7811 --boards 200 --players 10
+  orb orbstrike-capacity --gameserver 127.0.0.1:7810 --gameserver-admin 127.0.0.1:7811 --boards 25 --players 10 \
+    --search --step 25 --max-boards 1000
+  stop "$gs"
+fi
 
-gameserver bench-gs-proxy 7810
-orb orbstrike-proxy --gameserver 127.0.0.1:7810 --games 20 --players 10
-orb orbstrike-proxy --gameserver 127.0.0.1:7810 --games 60 --players 10
-stop "$gs"
+if want proxy; then
+  gameserver bench-gs-proxy 7810
+  orb orbstrike-proxy --gameserver 127.0.0.1:7810 --games 20 --players 10
+  orb orbstrike-proxy --gameserver 127.0.0.1:7810 --games 60 --players 10
+  stop "$gs"
+fi
 
-orb orbstrike-failover --gameserver-bin "$bin/orbstrike-gameserver" --base-port 7830 --log-dir "$dir/failover" \
-  --boards 10 --players 2 --trials 5
-orb orbstrike-drain --gameserver-bin "$bin/orbstrike-gameserver" --base-port 7840 --log-dir "$dir/drain" \
-  --boards 10 --players 2 --trials 5
+if want failover; then
+  orb orbstrike-failover --gameserver-bin "$bin/orbstrike-gameserver" --base-port 7830 --log-dir "$dir/failover" \
+    --boards 10 --players 2 --trials 5
+fi
+if want drain; then
+  orb orbstrike-drain --gameserver-bin "$bin/orbstrike-gameserver" --base-port 7840 --log-dir "$dir/drain" \
+    --boards 10 --players 2 --trials 5
+fi
 
-orb orbstrike-placement --concurrency 16,64,256 --servers 3 --stand-in-address 127.0.0.1:7899
+if want placement; then
+  orb orbstrike-placement --concurrency 16,64,256 --servers 3 --stand-in-address 127.0.0.1:7899
+fi
 
 [ "$failed" = 0 ]

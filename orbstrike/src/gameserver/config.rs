@@ -12,7 +12,7 @@
 //!   --capacity 200 \                            # boards this server offers to host
 //!   --tick-hz 30 \                              # ticks per second of boards whose tick_hz is 0
 //!   --checkpoint-interval-ms 250 \              # fenced Boards.Sync period per board
-//!   --lease-ttl-ms 3000 --lease-margin-ms 500 \ # registration lease; self-fence margin
+//!   --lease-ttl-ms 2000 --lease-margin-ms 500 \ # registration lease; self-fence margin
 //!   --admin-listen 0.0.0.0:7401 \               # /metrics, /livez, /readyz (optional)
 //!   --accept-log /var/log/orbstrike/accept.jsonl \ # one JSON line per tick with inputs (optional)
 //!   --drain-timeout-ms 10000                    # SIGTERM: time allowed to hand boards over
@@ -28,7 +28,7 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:7400";
 pub const DEFAULT_CAPACITY: u32 = 200;
 pub const DEFAULT_TICK_HZ: u32 = 30;
 pub const DEFAULT_CHECKPOINT_INTERVAL_MS: u64 = 250;
-pub const DEFAULT_LEASE_TTL_MS: u64 = 3000;
+pub const DEFAULT_LEASE_TTL_MS: u64 = 2000;
 pub const DEFAULT_LEASE_MARGIN_MS: u64 = 500;
 pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 10_000;
 
@@ -247,7 +247,7 @@ mod tests {
     fn defaults_are_valid() {
         let s = valid().validate().expect("valid");
         assert_eq!(s.checkpoint_interval, Duration::from_millis(250));
-        assert_eq!(s.lease_ttl, Duration::from_secs(3));
+        assert_eq!(s.lease_ttl, Duration::from_secs(2));
         assert_eq!(s.advertise_for("10.1.2.3:7400".parse().unwrap()), "10.1.2.3:7400");
         assert_eq!(s.advertise_for("[::1]:9".parse().unwrap()), "[::1]:9");
         let with = Settings { advertise: Some("gs.example:1".into()), ..s };

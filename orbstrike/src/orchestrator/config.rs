@@ -68,7 +68,7 @@ pub struct OrchestratorArgs {
     #[arg(long, env = "ORBSTRIKE_CREATE_BURST", default_value_t = 10)]
     pub create_burst: u32,
     /// Extra wait, after a game server's registration is gone, before its boards are moved.
-    #[arg(long, env = "ORBSTRIKE_FAILOVER_MARGIN_MS", default_value_t = 1000)]
+    #[arg(long, env = "ORBSTRIKE_FAILOVER_MARGIN_MS", default_value_t = 500)]
     pub failover_margin_ms: u64,
     /// HyperCache election the failover master is chosen by.
     #[arg(long, env = "ORBSTRIKE_ELECTION", default_value = DEFAULT_ELECTION)]
@@ -157,7 +157,7 @@ impl Config {
             token_ttl: Duration::from_secs(3600),
             create_rate: 5.0,
             create_burst: 10,
-            failover_margin: Duration::from_millis(1000),
+            failover_margin: Duration::from_millis(500),
             election: DEFAULT_ELECTION.to_string(),
             election_ttl: Duration::from_millis(3000),
             scan_interval: Duration::from_millis(1000),
@@ -298,7 +298,7 @@ mod tests {
     fn defaults_are_valid() {
         let c = parse(&["--token-secret", "0123456789abcdef"]).unwrap();
         assert_eq!(c.id, "o1");
-        assert_eq!(c.failover_margin, Duration::from_millis(1000));
+        assert_eq!(c.failover_margin, Duration::from_millis(500));
         assert_eq!(c.election, DEFAULT_ELECTION);
         assert!(!format!("{c:?}").contains("0123456789abcdef"), "the secret is redacted");
     }

@@ -6,6 +6,9 @@
 //!   look dead) but not routing (the last known addresses are still the best guess).
 //! - [`scan_boards`] lists every board each `scan_interval`: the counts feed placement, the
 //!   orphan tracker decides what the failover master should move, and the total feeds stats.
+//!   It also scans at once when a game server goes down (a DOWN event from the registry watch)
+//!   and when an orphan's failover margin runs out, so a dead server's boards move
+//!   `failover_margin` after its lease expired, not up to two scan intervals later.
 //!
 //! Not done: the scan is a full listing (1000 boards per page). At tens of thousands of games a
 //! per-owner count maintained by the store would be cheaper; the interval is configurable.
@@ -16,7 +19,7 @@ use std::time::Duration;
 
 use hypercache_client::ServerUpdate;
 use tokio::sync::watch;
-use tokio::time::{sleep, Instant, MissedTickBehavior};
+use tokio::time::{sleep, sleep_until, Instant, MissedTickBehavior};
 
 use super::failover::OrphanTracker;
 use super::placement::LiveServer;
@@ -49,6 +52,7 @@ pub async fn watch_registry(shared: Arc<Shared>) {
                         tracing::info!(server = %server.server_id, incarnation = server.incarnation,
                             "game server down");
                         placement.server_down(&server.server_id, server.incarnation);
+                        shared.rescan.notify_one();
                     }
                 }
             }
@@ -75,9 +79,13 @@ pub async fn scan_boards(shared: Arc<Shared>, scans: watch::Sender<Option<Arc<Bo
     let mut ticks = tokio::time::interval(shared.config.scan_interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
+        // The next orphan whose margin runs out; far away when there is none.
+        let due_at = tracker.next_due(Instant::now()).unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             _ = shared.shutdown_started() => return,
             _ = ticks.tick() => {}
+            _ = shared.rescan.notified() => {}
+            _ = sleep_until(due_at) => {}
         }
         let boards = tokio::select! {
             _ = shared.shutdown_started() => return,

@@ -121,6 +121,11 @@ impl OrphanTracker {
         self.since = since;
         due
     }
+
+    /// The earliest instant after `now` at which an orphan seen so far becomes due, if any.
+    pub fn next_due(&self, now: Instant) -> Option<Instant> {
+        self.since.values().map(|(_, first)| *first + self.margin).filter(|at| *at > now).min()
+    }
 }
 
 /// Why leadership ended.
@@ -371,8 +376,12 @@ mod tests {
         assert_eq!(due, vec!["released"]);
         let half = t.observe(&boards, &p, t0 + margin / 2);
         assert_eq!(half.len(), 1);
+        // The scanner wakes exactly when the waiting orphans become due.
+        assert_eq!(t.next_due(t0 + margin / 2), Some(t0 + margin));
         let due: Vec<String> = t.observe(&boards, &p, t0 + margin).into_iter().map(|o| o.board_id).collect();
         assert_eq!(due, vec!["released", "dead", "new"]);
+        assert_eq!(t.next_due(t0 + margin), None);
+        assert_eq!(OrphanTracker::new(margin).next_due(t0), None);
     }
 
     #[test]

@@ -154,7 +154,10 @@ pub fn classify_failure(status: &tonic::Status) -> Failure {
         return Failure::Moved;
     }
     match status.code() {
-        Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded | Code::Aborted => Failure::Broken,
+        Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded => Failure::Broken,
+        // ABORTED is the owner's answer that a newer Play stream of the same player replaced this
+        // one: re-routing would only fight the newer stream.
+        Code::Aborted => Failure::Final,
         Code::NotFound => Failure::NotFound,
         Code::Unknown | Code::Internal if is_transport(status.message()) => Failure::Broken,
         _ => Failure::Final,
@@ -202,6 +205,7 @@ mod tests {
         use tonic::Status;
         assert_eq!(classify_failure(&Status::unavailable("MOVED: now gs-2")), Failure::Moved);
         assert_eq!(classify_failure(&Status::not_found("MOVED: now gs-2")), Failure::Moved);
+        assert_eq!(classify_failure(&Status::aborted("superseded by a newer Play stream of player p")), Failure::Final);
         assert_eq!(classify_failure(&Status::unavailable("tcp connect error")), Failure::Broken);
         assert_eq!(classify_failure(&Status::unknown("h2 protocol error: reset")), Failure::Broken);
         assert_eq!(classify_failure(&Status::not_found("game g-1 is not here")), Failure::NotFound);

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use hypercache_client::{Board, Client};
 use hypercache_proto::orbstrike::v1 as pb;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use super::config::Config;
 use super::failover::Orphan;
@@ -39,6 +39,8 @@ pub struct Shared {
     /// Becomes true once, when shutdown begins.
     pub shutdown: watch::Receiver<bool>,
     leader: AtomicBool,
+    /// Asks the board scanner for a scan now (a game server just went down).
+    pub rescan: Notify,
 }
 
 impl Shared {
@@ -64,6 +66,7 @@ impl Shared {
             stats,
             shutdown,
             leader: AtomicBool::new(false),
+            rescan: Notify::new(),
         }
     }
 
