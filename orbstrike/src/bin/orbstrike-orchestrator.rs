@@ -5,6 +5,11 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+
+// mimalloc instead of glibc malloc: the orchestrator allocates per update and per stream message, and the
+// allocator was a large share of its CPU under load (docs/benchmarks.md, "Game-server capacity").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use orbstrike::orchestrator::{self, Config, OrchestratorArgs};
 
 #[derive(Parser)]
