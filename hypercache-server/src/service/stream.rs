@@ -87,7 +87,7 @@ where
             loop {
                 tokio::select! {
                     batch = sub.rx.recv() => {
-                        let Some(batch) = batch else {
+                        let Some(mut batch) = batch else {
                             return Err(match sub.cut_off() {
                                 CutOff::TooSlow => ServiceError::WatcherTooSlow { shard: shard_id, resume: last + 1 },
                                 CutOff::Reset => ServiceError::WatchReset { shard: shard_id, resume: last + 1 },
@@ -95,6 +95,15 @@ where
                             });
                         };
                         idle = false;
+                        // Whatever else is already queued goes into the same message: under load
+                        // one message (and one encode and frame) per revision per watcher is what
+                        // falls behind. Batches hold whole revisions, so none is split.
+                        while batch.len() < CATCH_UP_CHUNK {
+                            match sub.rx.try_recv() {
+                                Ok(more) => batch.extend(more),
+                                Err(_) => break,
+                            }
+                        }
                         if let Some(m) = convert.events(&shard, &batch)? {
                             if tx.send(Ok(m)).await.is_err() {
                                 return Ok(());

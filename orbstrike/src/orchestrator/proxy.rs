@@ -218,9 +218,12 @@ impl Session {
         to_server: mpsc::Sender<pb::PlayRequest>,
     ) -> (Ended, bool) {
         let mut delivered = false;
+        // Created once, not per message: this loop runs for every update and input.
+        let shutdown = self.shared.shutdown_started();
+        tokio::pin!(shutdown);
         loop {
             tokio::select! {
-                _ = self.shared.shutdown_started() => return (Ended::Shutdown, delivered),
+                _ = &mut shutdown => return (Ended::Shutdown, delivered),
                 update = server.next() => match update {
                     Some(Ok(update)) => {
                         let over = matches!(update.body, Some(Body::GameOver(_)));
