@@ -10,7 +10,9 @@
 //!    there over the pooled channel, starting with `hello{game_id, player_id}`.
 //! 3. Updates flow to the player as they come; inputs flow to the server through a small
 //!    buffer. When it is full an input is dropped rather than delaying the stream (inputs are
-//!    "latest intent": a newer one supersedes it).
+//!    "latest intent": a newer one supersedes it). The player's response stream
+//!    ([`PlayerStream`]) reads the game server's stream itself: an update costs no hop through
+//!    the session task, which only hands it each new server stream and hears how it ended.
 //! 4. A `GameOver` update is forwarded and ends the player's stream normally; so does a clean
 //!    end of the server's stream.
 //!
@@ -37,7 +39,9 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
@@ -59,8 +63,6 @@ use super::token::Claims;
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for a game server to accept a Play stream.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
-/// Updates buffered towards the player.
-const UPDATE_BUFFER: usize = 64;
 /// Inputs buffered towards the game server.
 const INPUT_BUFFER: usize = 32;
 
@@ -87,11 +89,85 @@ pub async fn play(
         return Err(Status::invalid_argument("the first message must be hello{token}"));
     };
     let claims = shared.tokens.verify(&hello.token, now_ms()).map_err(|e| Status::unauthenticated(e.to_string()))?;
-    let (updates, rx) = mpsc::channel(UPDATE_BUFFER);
+    let (ctl, ctl_rx) = mpsc::channel(2);
+    let (ended_tx, ended) = mpsc::unbounded_channel();
+    let delivered = Arc::new(AtomicBool::new(false));
+    let stream =
+        PlayerStream { ctl: ctl_rx, current: None, ended: ended_tx, delivered: delivered.clone(), done: false };
     let span = tracing::info_span!("play", game = %claims.game_id, player = claims.player_id);
-    let session = Session { shared, claims, updates };
+    let session = Session { shared, claims, ctl, ended: tokio::sync::Mutex::new(ended), delivered };
     tokio::spawn(session.run(inbound).instrument(span));
-    Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    Ok(Response::new(Box::pin(stream)))
+}
+
+/// What the session tells the player's stream.
+enum Ctl {
+    /// Forward this game server stream from now on.
+    Serve(Box<Streaming<pb::PlayUpdate>>),
+    /// End the player's stream with this status.
+    Fail(Status),
+}
+
+/// The player's response stream: forwards the current game server stream and reports to the
+/// session how each one ended (a game over or a clean end also ends the player's stream).
+struct PlayerStream {
+    ctl: mpsc::Receiver<Ctl>,
+    current: Option<Streaming<pb::PlayUpdate>>,
+    ended: mpsc::UnboundedSender<Ended>,
+    /// Set when an update of the current server stream reached the player.
+    delivered: Arc<AtomicBool>,
+    done: bool,
+}
+
+impl Stream for PlayerStream {
+    type Item = Result<pb::PlayUpdate, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            if let Some(server) = this.current.as_mut() {
+                match server.poll_next_unpin(cx) {
+                    Poll::Ready(Some(Ok(update))) => {
+                        this.delivered.store(true, Ordering::Release);
+                        if matches!(update.body, Some(Body::GameOver(_))) {
+                            this.current = None;
+                            this.done = true;
+                            let _ = this.ended.send(Ended::Finished);
+                        }
+                        return Poll::Ready(Some(Ok(update)));
+                    }
+                    Poll::Ready(Some(Err(status))) => {
+                        this.current = None;
+                        let _ = this.ended.send(Ended::Server(status));
+                    }
+                    Poll::Ready(None) => {
+                        this.current = None;
+                        this.done = true;
+                        let _ = this.ended.send(Ended::Finished);
+                        return Poll::Ready(None);
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            match this.ctl.poll_recv(cx) {
+                Poll::Ready(Some(Ctl::Serve(server))) => this.current = Some(*server),
+                Poll::Ready(Some(Ctl::Fail(status))) => {
+                    this.current = None;
+                    this.done = true;
+                    return Poll::Ready(Some(Err(status)));
+                }
+                // The session is gone (it ended the stream normally).
+                Poll::Ready(None) => {
+                    this.done = true;
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
 }
 
 /// How one server stream ended.
@@ -115,7 +191,10 @@ impl Drop for Gauge {
 struct Session {
     shared: Arc<Shared>,
     claims: Claims,
-    updates: mpsc::Sender<Result<pb::PlayUpdate, Status>>,
+    ctl: mpsc::Sender<Ctl>,
+    /// How each server stream ended, from the player's stream.
+    ended: tokio::sync::Mutex<mpsc::UnboundedReceiver<Ended>>,
+    delivered: Arc<AtomicBool>,
 }
 
 impl Session {
@@ -209,41 +288,34 @@ impl Session {
         }
     }
 
-    /// Forwards both ways until the server stream or the player ends; reports whether any update
-    /// reached the player.
+    /// Hands the server stream to the player's stream, then forwards inputs until that stream
+    /// ends or the player leaves; reports whether any update reached the player.
     async fn pump(
         &self,
         inbound: &mut Streaming<pb::PlayRequest>,
-        mut server: Streaming<pb::PlayUpdate>,
+        server: Streaming<pb::PlayUpdate>,
         to_server: mpsc::Sender<pb::PlayRequest>,
     ) -> (Ended, bool) {
-        let mut delivered = false;
-        // Created once, not per message: this loop runs for every update and input.
+        self.delivered.store(false, Ordering::Release);
+        let delivered = || self.delivered.load(Ordering::Acquire);
+        if self.ctl.send(Ctl::Serve(Box::new(server))).await.is_err() {
+            return (Ended::PlayerGone, false);
+        }
+        let mut ended = self.ended.lock().await;
+        // Created once, not per message: this loop runs for every input.
         let shutdown = self.shared.shutdown_started();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
-                _ = &mut shutdown => return (Ended::Shutdown, delivered),
-                update = server.next() => match update {
-                    Some(Ok(update)) => {
-                        let over = matches!(update.body, Some(Body::GameOver(_)));
-                        if self.updates.send(Ok(update)).await.is_err() {
-                            return (Ended::PlayerGone, delivered);
-                        }
-                        delivered = true;
-                        if over {
-                            return (Ended::Finished, true);
-                        }
-                    }
-                    Some(Err(status)) => return (Ended::Server(status), delivered),
-                    None => return (Ended::Finished, delivered),
-                },
+                _ = &mut shutdown => return (Ended::Shutdown, delivered()),
+                end = ended.recv() => return (end.unwrap_or(Ended::PlayerGone), delivered()),
+                _ = self.ctl.closed() => return (Ended::PlayerGone, delivered()),
                 msg = inbound.next() => match self.player_input(msg).await {
-                    None => return (Ended::PlayerGone, delivered),
+                    None => return (Ended::PlayerGone, delivered()),
                     Some(input) => match to_server.try_send(pb::PlayRequest { msg: Some(Msg::Input(input)) }) {
                         Ok(()) => {}
                         Err(TrySendError::Full(_)) => self.shared.metrics.dropped_inputs.inc(),
-                        // The server stream is ending; its status arrives on the other branch.
+                        // The server stream is ending; how is reported on the other branch.
                         Err(TrySendError::Closed(_)) => {}
                     },
                 },
@@ -267,7 +339,7 @@ impl Session {
                     self.shutting_down().await;
                     return None;
                 }
-                _ = self.updates.closed() => return None,
+                _ = self.ctl.closed() => return None,
                 msg = inbound.next() => match self.player_input(msg).await {
                     None => return None,
                     Some(input) => {
@@ -299,7 +371,7 @@ impl Session {
 
     async fn fail(&self, status: Status) {
         tracing::debug!(%status, "ending player stream");
-        let _ = self.updates.send(Err(status)).await;
+        let _ = self.ctl.send(Ctl::Fail(status)).await;
     }
 
     async fn shutting_down(&self) {
