@@ -103,12 +103,17 @@ pub fn sync<B: Base>(
         return Err(stale(board_id, epoch, &record));
     }
     let ckpt_key = key(CKPT_PREFIX, board_id);
-    let stored = read::<B, CheckpointRecord>(ov, &ckpt_key)?.map_or(0, |(c, _)| c.seq);
-    if seq == stored {
-        return Ok(GameReply::Synced { seq, written: false });
-    }
-    if seq < stored {
-        return Err(Rejection::StaleSeq { board_id: board_id.to_string(), given: seq, stored }.into());
+    // Seqs order the syncs of one owner, i.e. of one epoch. A checkpoint stored under an older
+    // epoch (the previous owner's, or the initial one) never makes the current owner's sync a
+    // repeat or stale, whatever its seq: comparing seqs across epochs would report a new owner's
+    // first sync as an idempotent success without writing it.
+    let stored = read::<B, CheckpointRecord>(ov, &ckpt_key)?.filter(|(c, _)| c.epoch == epoch).map(|(c, _)| c.seq);
+    match stored {
+        Some(stored) if seq == stored => return Ok(GameReply::Synced { seq, written: false }),
+        Some(stored) if seq < stored => {
+            return Err(Rejection::StaleSeq { board_id: board_id.to_string(), given: seq, stored }.into())
+        }
+        _ => {}
     }
     write(ov, revision, &ckpt_key, &CheckpointRecord { seq, epoch, data: checkpoint.clone() }, row.lease)?;
     Ok(GameReply::Synced { seq, written: true })
@@ -256,6 +261,21 @@ mod tests {
         sync(&mut ov, 5, "b1", e, 5).unwrap();
         assert_eq!(sync(&mut ov, 6, "b1", e, 5).unwrap(), GameReply::Synced { seq: 5, written: false });
         assert!(matches!(sync(&mut ov, 6, "b1", e, 4).unwrap_err(), Rejection::StaleSeq { stored: 5, .. }));
+    }
+
+    #[test]
+    fn a_new_owners_first_sync_is_written_whatever_the_previous_owners_seq() {
+        let mut ov = setup();
+        let e1 = assign(&mut ov, 4, "b1", "A", 0, "r1").unwrap();
+        sync(&mut ov, 5, "b1", e1, 5).unwrap();
+        let e2 = assign(&mut ov, 6, "b1", "B", e1, "r2").unwrap();
+        // The same seq as A's last one, and a lower one: both are B's own first syncs.
+        assert_eq!(sync(&mut ov, 7, "b1", e2, 5).unwrap(), GameReply::Synced { seq: 5, written: true });
+        let e3 = assign(&mut ov, 8, "b1", "A", e2, "r3").unwrap();
+        assert_eq!(sync(&mut ov, 9, "b1", e3, 1).unwrap(), GameReply::Synced { seq: 1, written: true });
+        // Within one epoch the usual rules hold.
+        assert_eq!(sync(&mut ov, 10, "b1", e3, 1).unwrap(), GameReply::Synced { seq: 1, written: false });
+        assert!(matches!(sync(&mut ov, 10, "b1", e3, 0).unwrap_err(), Rejection::StaleSeq { stored: 1, .. }));
     }
 
     #[test]
