@@ -16,7 +16,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-use crate::discovery::{split_host_port, Target};
+use crate::discovery::{require_dns_name, Target};
 use crate::identity;
 use crate::types::NodeId;
 
@@ -253,16 +253,8 @@ impl Config {
                 return Err(invalid("discovery", "set either discovery or peers, not both"));
             }
             Target::parse(&self.discovery).map_err(|e| invalid("discovery", e.to_string()))?;
-            let (host, _) = split_host_port(&self.advertise_addr).map_err(|e| invalid("advertise_addr", e))?;
-            if host.parse::<std::net::IpAddr>().is_ok() {
-                return Err(invalid(
-                    "advertise_addr",
-                    format!(
-                        "must be a DNS name when discovery is set (membership stores names, never IPs), got {}",
-                        self.advertise_addr
-                    ),
-                ));
-            }
+            require_dns_name(&self.advertise_addr)
+                .map_err(|e| invalid("advertise_addr", format!("must be a DNS name when discovery is set: {e}")))?;
         }
         if self.bootstrap_expect > 0 && self.discovery.is_empty() {
             return Err(invalid("bootstrap_expect", "needs discovery (with static peers the lowest id initializes)"));
@@ -387,6 +379,22 @@ mod tests {
     #[test]
     fn defaults_validate_once_node_id_is_set() {
         base().validate().expect("valid");
+    }
+
+    #[test]
+    fn discovery_needs_a_dns_name_to_advertise_and_no_static_peers() {
+        let mut c = base();
+        c.discovery = "dns://hypercache:7000".into();
+        c.advertise_addr = "10.0.0.7:7000".into();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("advertise_addr") && err.contains("is an IP"), "{err}");
+        c.advertise_addr = "hypercache-0:7000".into();
+        c.validate().unwrap();
+        c.peers = vec!["1=hypercache-0:7000".into()];
+        assert!(c.validate().unwrap_err().to_string().contains("either discovery or peers"));
+        c.peers.clear();
+        c.discovery = "hypercache:7000".into();
+        assert!(c.validate().unwrap_err().to_string().contains("dns://"));
     }
 
     #[test]

@@ -79,16 +79,8 @@ impl<'s> Cluster<'s> {
         })
     }
 
-    pub fn network(&self) -> &str {
-        &self.network
-    }
-
     pub fn ip(&self, ordinal: usize) -> Option<Ipv4Addr> {
         self.nodes.get(&ordinal).map(|(_, ip)| *ip)
-    }
-
-    pub fn ordinals(&self) -> Vec<usize> {
-        self.nodes.keys().copied().collect()
     }
 
     fn container(&self, ordinal: usize) -> String {

@@ -212,11 +212,6 @@ impl Scope {
     pub fn running(&self, name: &str) -> Option<bool> {
         docker(&["inspect", "-f", "{{.State.Running}}", name]).ok().map(|s| s == "true")
     }
-
-    /// Names of the containers this scope still owns.
-    pub fn containers(&self) -> Vec<String> {
-        lock(&self.containers).clone()
-    }
 }
 
 impl Drop for Scope {

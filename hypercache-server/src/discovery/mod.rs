@@ -105,6 +105,16 @@ pub fn split_host_port(s: &str) -> Result<(String, u16), String> {
     Ok((host.to_string(), port))
 }
 
+/// Checks that `addr` is `host:port` with a DNS name for host, as membership stores it: an IP
+/// would break as soon as the node comes back with another one.
+pub fn require_dns_name(addr: &str) -> Result<(), String> {
+    let (host, _) = split_host_port(addr)?;
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return Err(format!("{addr} is an IP; membership stores DNS names, never IPs"));
+    }
+    Ok(())
+}
+
 /// Turns a discovery target into contact addresses (`host:port`).
 pub trait Resolve: Send + Sync {
     fn resolve(&self) -> BoxFuture<'_, Result<Vec<String>, DiscoveryError>>;

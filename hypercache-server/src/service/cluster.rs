@@ -8,7 +8,7 @@ use hypercache_proto::v1::cluster_server::Cluster;
 use openraft::ServerState;
 use tonic::{Request, Response, Status};
 
-use crate::discovery::split_host_port;
+use crate::discovery::require_dns_name;
 use crate::error::ServiceError;
 use crate::membership::{JoinOutcome, MemberView, Membership};
 use crate::shard::Shards;
@@ -38,14 +38,8 @@ fn validate_join(req: &pb::JoinRequest) -> Result<(), ServiceError> {
     if req.name.trim().is_empty() || req.name.len() > 253 {
         return Err(ServiceError::invalid("INVALID_ARGUMENT", "join: name must be 1..=253 characters"));
     }
-    let (host, _) = split_host_port(&req.endpoint).map_err(|e| ServiceError::invalid("INVALID_ARGUMENT", e))?;
-    if host.parse::<std::net::IpAddr>().is_ok() {
-        return Err(ServiceError::invalid(
-            "INVALID_ARGUMENT",
-            format!("join: endpoint {} is an IP; membership stores DNS names", req.endpoint),
-        ));
-    }
-    Ok(())
+    require_dns_name(&req.endpoint)
+        .map_err(|e| ServiceError::invalid("INVALID_ARGUMENT", format!("join: endpoint {e}")))
 }
 
 fn role(state: ServerState) -> &'static str {

@@ -6,9 +6,7 @@
 //! writing, reads every acknowledged key back (linearizably) and prints the final report; exit 0
 //! when nothing acknowledged was lost, 1 otherwise. Report formats: `hypercache_jepsen::workload`.
 
-use std::collections::BTreeSet;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -16,7 +14,6 @@ use futures::StreamExt;
 use hypercache_client::{Client, ClientConfig, Error};
 use hypercache_jepsen::workload::{Final, Progress};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::Mutex;
 
 #[derive(Parser)]
 #[command(name = "hc-workload", about = "Writes sequential keys, then verifies every acknowledged one")]
@@ -63,8 +60,9 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<bool, String> {
     let config = ClientConfig::new(cli.endpoints.clone()).request_timeout(Duration::from_millis(cli.timeout_ms));
     let client = Client::new(config).map_err(|e| e.to_string())?;
-    let progress = Arc::new(Mutex::new(Progress::default()));
-    let acked = Arc::new(Mutex::new(BTreeSet::<u64>::new()));
+    let mut progress = Progress::default();
+    // Writes go one at a time with increasing n, so the acknowledged ones come in order.
+    let mut acked: Vec<u64> = Vec::new();
     let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
     let mut report = tokio::time::interval(Duration::from_millis(500));
     let mut n: u64 = 0;
@@ -72,31 +70,28 @@ async fn run(cli: Cli) -> Result<bool, String> {
     loop {
         tokio::select! {
             _ = term.recv() => break,
-            _ = report.tick() => print(&*progress.lock().await),
+            _ = report.tick() => print(&progress),
             _ = pace.tick() => {
                 let key = format!("{}{n:010}", cli.prefix);
-                let result = client.put(key, n.to_string()).await;
-                let mut p = progress.lock().await;
-                match result {
+                match client.put(key, n.to_string()).await {
                     Ok(_) => {
-                        p.acked += 1;
-                        acked.lock().await.insert(n);
-                    }
-                    Err(Error::OutcomeUnknown { .. }) => {
-                        p.unknown += 1;
-                        p.last_error = result.err().map(|e| e.to_string());
+                        progress.acked += 1;
+                        acked.push(n);
                     }
                     Err(e) => {
-                        p.failed += 1;
-                        p.last_error = Some(e.to_string());
+                        if matches!(e, Error::OutcomeUnknown { .. }) {
+                            progress.unknown += 1;
+                        } else {
+                            progress.failed += 1;
+                        }
+                        progress.last_error = Some(e.to_string());
                     }
                 }
                 n += 1;
             }
         }
     }
-    print(&*progress.lock().await);
-    let acked: Vec<u64> = acked.lock().await.iter().copied().collect();
+    print(&progress);
     let mut report = Final { acked: acked.len() as u64, ..Final::default() };
     let checks = futures::stream::iter(acked)
         .map(|n| {

@@ -95,8 +95,8 @@ pub async fn play(
     let stream =
         PlayerStream { ctl: ctl_rx, current: None, ended: ended_tx, delivered: delivered.clone(), done: false };
     let span = tracing::info_span!("play", game = %claims.game_id, player = claims.player_id);
-    let session = Session { shared, claims, ctl, ended: tokio::sync::Mutex::new(ended), delivered };
-    tokio::spawn(session.run(inbound).instrument(span));
+    let session = Session { shared, claims, ctl, delivered };
+    tokio::spawn(session.run(inbound, ended).instrument(span));
     Ok(Response::new(Box::pin(stream)))
 }
 
@@ -192,13 +192,12 @@ struct Session {
     shared: Arc<Shared>,
     claims: Claims,
     ctl: mpsc::Sender<Ctl>,
-    /// How each server stream ended, from the player's stream.
-    ended: tokio::sync::Mutex<mpsc::UnboundedReceiver<Ended>>,
     delivered: Arc<AtomicBool>,
 }
 
 impl Session {
-    async fn run(self, mut inbound: Streaming<pb::PlayRequest>) {
+    /// `ended` hears from the player's stream how each server stream ended.
+    async fn run(self, mut inbound: Streaming<pb::PlayRequest>, mut ended: mpsc::UnboundedReceiver<Ended>) {
         self.shared.metrics.play_streams.inc();
         let _gauge = Gauge(self.shared.metrics.play_streams.clone());
         let limit = self.shared.config.reroute_timeout;
@@ -241,12 +240,12 @@ impl Session {
                 Some(Ok(Err(status))) => status,
                 Some(Ok(Ok(response))) => {
                     tracing::debug!(server = %route.server_id, epoch = route.epoch, "streaming");
-                    let (ended, delivered) = self.pump(&mut inbound, response.into_inner(), to_server).await;
+                    let (end, delivered) = self.pump(&mut inbound, &mut ended, response.into_inner(), to_server).await;
                     if delivered {
                         deadline = Instant::now() + limit;
                         backoff = Backoff::default();
                     }
-                    match ended {
+                    match end {
                         Ended::PlayerGone | Ended::Finished => return,
                         Ended::Shutdown => return self.shutting_down().await,
                         Ended::Server(status) => {
@@ -293,6 +292,7 @@ impl Session {
     async fn pump(
         &self,
         inbound: &mut Streaming<pb::PlayRequest>,
+        ended: &mut mpsc::UnboundedReceiver<Ended>,
         server: Streaming<pb::PlayUpdate>,
         to_server: mpsc::Sender<pb::PlayRequest>,
     ) -> (Ended, bool) {
@@ -301,7 +301,6 @@ impl Session {
         if self.ctl.send(Ctl::Serve(Box::new(server))).await.is_err() {
             return (Ended::PlayerGone, false);
         }
-        let mut ended = self.ended.lock().await;
         // Created once, not per message: this loop runs for every input.
         let shutdown = self.shared.shutdown_started();
         tokio::pin!(shutdown);
