@@ -51,6 +51,11 @@ pub struct Config {
     /// With `discovery`: the number of nodes that form a new cluster. The lowest id among the
     /// first N visible nodes initializes it; 0 means this node only ever joins an existing one.
     pub bootstrap_expect: usize,
+    /// Data shards, used when this node creates the cluster's placement (the meta leader does,
+    /// once); after that the cluster's recorded count rules and this value is ignored.
+    pub shards: u32,
+    /// Replicas per data shard (at most the node count), recorded like `shards`.
+    pub replication: u32,
     /// `text` or `json`.
     pub log_format: String,
     pub limits: Limits,
@@ -117,6 +122,8 @@ impl Default for Config {
             peers: Vec::new(),
             discovery: String::new(),
             bootstrap_expect: 0,
+            shards: 16,
+            replication: 3,
             log_format: "text".to_string(),
             limits: Limits::default(),
             raft: RaftSettings::default(),
@@ -261,6 +268,12 @@ impl Config {
         }
         if self.bootstrap_expect > 99 {
             return Err(invalid("bootstrap_expect", format!("must be 0..=99, got {}", self.bootstrap_expect)));
+        }
+        if !(1..=1024).contains(&self.shards) {
+            return Err(invalid("shards", format!("must be 1..=1024, got {}", self.shards)));
+        }
+        if !(1..=7).contains(&self.replication) {
+            return Err(invalid("replication", format!("must be 1..=7, got {}", self.replication)));
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(invalid("log_format", format!("must be \"text\" or \"json\", got {:?}", self.log_format)));

@@ -7,12 +7,13 @@
 //! and the rest keep serving. On Ctrl-C or SIGTERM every node gets SIGTERM (graceful shutdown),
 //! then SIGKILL if it has not exited within the grace period.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use hypercache_proto::v1::cluster_client::ClusterClient;
-use hypercache_proto::v1::StatusRequest;
+use hypercache_proto::v1::{LocalShardsRequest, RoutingRequest};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
@@ -31,6 +32,12 @@ pub struct DevArgs {
     /// Admin HTTP port of node 1; node i uses admin_base_port + i - 1.
     #[arg(long, default_value_t = 7101)]
     pub admin_base_port: u16,
+    /// Data shards of the new cluster.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub shards: u32,
+    /// Replicas per data shard (at most the node count is used).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=7))]
+    pub replication: u32,
     /// How long each node may take to shut down gracefully before it is killed.
     #[arg(long, default_value_t = 15)]
     pub grace_secs: u64,
@@ -84,6 +91,10 @@ pub async fn run(args: DevArgs) -> Result<(), DevError> {
             admin.clone(),
             "--peers".into(),
             peers.join(","),
+            "--shards".into(),
+            args.shards.to_string(),
+            "--replication".into(),
+            args.replication.to_string(),
         ];
         let log_path = args.dir.join(format!("node-{i}.log"));
         let child = spawn(&exe, &argv, &log_path)?;
@@ -97,9 +108,9 @@ pub async fn run(args: DevArgs) -> Result<(), DevError> {
         println!("  {}: {}", node.name, node.command_line);
     }
 
-    match wait_for_leader(&nodes, Duration::from_secs(30)).await {
-        Some(leader) => println!("\ncluster ready: leader is {leader}"),
-        None => println!("\nno leader after 30 s; check the node logs in {}", args.dir.display()),
+    match wait_for_shards(&nodes, Duration::from_secs(60)).await {
+        Some(summary) => println!("\ncluster ready: {summary}"),
+        None => println!("\nnot every shard has a leader after 60 s; check the node logs in {}", args.dir.display()),
     }
     println!("try:  hcctl --endpoints {} put hello world", endpoints.join(","));
     println!("serving until Ctrl-C or SIGTERM");
@@ -131,21 +142,46 @@ fn spawn(exe: &Path, argv: &[String], log_path: &Path) -> Result<Child, DevError
         .map_err(|e| DevError::Io(format!("starting {}: {e}", exe.display())))
 }
 
-async fn wait_for_leader(nodes: &[DevNode], timeout: Duration) -> Option<String> {
+/// Waits until the placement exists and every data shard reports a leader; returns a summary
+/// (shards and how many each node leads).
+async fn wait_for_shards(nodes: &[DevNode], timeout: Duration) -> Option<String> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        for node in nodes {
-            let Ok(mut client) = ClusterClient::connect(format!("http://{}", node.endpoint)).await else { continue };
-            if let Ok(resp) = client.status(StatusRequest {}).await {
-                let s = resp.into_inner();
-                if s.leader_id != 0 && s.ready {
-                    return Some(format!("node-{} ({})", s.leader_id, s.leader_endpoint));
-                }
-            }
+        if let Some(summary) = shard_summary(nodes).await {
+            return Some(summary);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     None
+}
+
+async fn shard_summary(nodes: &[DevNode]) -> Option<String> {
+    let mut shard_count = None;
+    let mut leaders: BTreeMap<u32, String> = BTreeMap::new();
+    for node in nodes {
+        let Ok(mut client) = ClusterClient::connect(format!("http://{}", node.endpoint)).await else { continue };
+        if shard_count.is_none() {
+            if let Ok(r) = client.routing(RoutingRequest {}).await {
+                let r = r.into_inner();
+                shard_count = (r.version > 0).then_some(r.shard_count);
+            }
+        }
+        if let Ok(r) = client.local_shards(LocalShardsRequest { with_size: false }).await {
+            for replica in r.into_inner().replicas.iter().filter(|r| r.role == "leader" && r.ready) {
+                leaders.insert(replica.shard_id, node.name.clone());
+            }
+        }
+    }
+    let shard_count = shard_count?;
+    if leaders.len() < shard_count as usize {
+        return None;
+    }
+    let mut per_node: BTreeMap<&str, u32> = BTreeMap::new();
+    for name in leaders.values() {
+        *per_node.entry(name).or_default() += 1;
+    }
+    let spread: Vec<String> = per_node.iter().map(|(n, c)| format!("{n}={c}")).collect();
+    Some(format!("{shard_count} shards, each with a leader (leaders per node: {})", spread.join(" ")))
 }
 
 async fn supervise(nodes: &mut [DevNode]) {

@@ -20,6 +20,9 @@ pub enum ServiceError {
     InvalidArgument { reason: &'static str, message: String },
     #[error("unknown shard {shard}: this node serves shards {known}")]
     UnknownShard { shard: u32, known: String },
+    /// The key maps to another shard than the request named (the client's routing table is old).
+    #[error("{key:?} lives in shard {actual}, not in shard {named}; refresh the routing table")]
+    WrongShard { key: String, named: u32, actual: u32 },
     /// This node is not the shard leader; nothing was proposed.
     #[error("node {node} is not the leader of shard {shard}{}", leader_hint(.leader_id, .leader_endpoint))]
     NotLeader { node: NodeId, shard: ShardId, leader_id: Option<NodeId>, leader_endpoint: Option<String> },
@@ -72,6 +75,7 @@ impl ServiceError {
         match self {
             ServiceError::InvalidArgument { reason, .. } => reason,
             ServiceError::UnknownShard { .. } => "UNKNOWN_SHARD",
+            ServiceError::WrongShard { .. } => "WRONG_SHARD",
             ServiceError::NotLeader { .. } => "NOT_LEADER",
             ServiceError::NoLeader { .. } => "NO_LEADER",
             ServiceError::ShuttingDown { .. } => "SHUTTING_DOWN",
@@ -92,6 +96,10 @@ impl ServiceError {
             ServiceError::UnknownShard { shard, .. } => {
                 info.shard_id = *shard;
                 Code::NotFound
+            }
+            ServiceError::WrongShard { named, .. } => {
+                info.shard_id = *named;
+                Code::FailedPrecondition
             }
             ServiceError::NotLeader { shard, leader_id, leader_endpoint, .. } => {
                 info.shard_id = shard.0;

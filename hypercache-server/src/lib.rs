@@ -14,6 +14,8 @@
 //! - [`proposer`]: batching of concurrent writes into one Raft entry.
 //! - [`read_index`]: coalesced read-index barriers for linearizable reads.
 //! - [`routing`]: key -> shard routing and hash tags.
+//! - [`placement`]: where data shards' replicas live, and the placement driver that moves them.
+//! - [`replica`]: opening and closing shard replicas on a running node.
 //! - [`shard`]: one Raft group's replica and its read/write paths; [`shard::Shards`] routes by id.
 //! - [`service`]: the client-facing `hypercache.v1` gRPC services.
 //! - [`node`]: wiring: storage + Raft + servers + bootstrap + graceful shutdown.
@@ -33,8 +35,10 @@ pub mod membership;
 pub mod metrics;
 pub mod network;
 pub mod node;
+pub mod placement;
 pub mod proposer;
 pub mod read_index;
+pub mod replica;
 pub mod routing;
 pub mod service;
 pub mod shard;

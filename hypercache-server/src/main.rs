@@ -77,6 +77,14 @@ struct NodeFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     bootstrap_expect: Option<usize>,
+    /// Data shards of a new cluster (fixed once the cluster exists).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shards: Option<u32>,
+    /// Replicas per data shard of a new cluster.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replication: Option<u32>,
     /// "text" or "json".
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

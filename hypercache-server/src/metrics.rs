@@ -5,7 +5,7 @@
 //! Raft gauges are refreshed from openraft's metrics at scrape time, so they are never stale.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
 
@@ -18,6 +18,10 @@ pub struct Metrics {
     pub flush_seconds: Histogram,
     /// Discovery rounds run while this node was not yet a cluster member.
     pub discovery_rounds: IntCounter,
+    /// Set by the placement driver on the meta leader: shards not yet at their target replicas.
+    pub placement_pending: IntGauge,
+    shards_hosted: IntGauge,
+    leaders_held: IntGauge,
     raft_term: IntGaugeVec,
     raft_commit: IntGaugeVec,
     raft_applied: IntGaugeVec,
@@ -54,6 +58,12 @@ impl Metrics {
             "hypercache_discovery_rounds_total",
             "Discovery rounds (resolve, ask every node who it is, decide) run while not a cluster member",
         )?;
+        let placement_pending = IntGauge::new(
+            "hypercache_placement_pending_changes",
+            "On the meta leader: data shards whose replicas or leader are not yet where the placement wants them",
+        )?;
+        let shards_hosted = IntGauge::new("hypercache_shards_hosted", "Data-shard replicas this node hosts")?;
+        let leaders_held = IntGauge::new("hypercache_shard_leaders_held", "Data shards this node leads")?;
         let gauge = |name: &str, help: &str| IntGaugeVec::new(Opts::new(name, help), &["shard"]);
         let raft_term = gauge("hypercache_raft_term", "Current Raft term")?;
         let raft_commit = gauge("hypercache_raft_commit_index", "Highest log index known committed")?;
@@ -68,6 +78,9 @@ impl Metrics {
         registry.register(Box::new(request_seconds.clone()))?;
         registry.register(Box::new(flush_seconds.clone()))?;
         registry.register(Box::new(discovery_rounds.clone()))?;
+        for g in [&placement_pending, &shards_hosted, &leaders_held] {
+            registry.register(Box::new(g.clone()))?;
+        }
         for g in
             [&raft_term, &raft_commit, &raft_applied, &raft_last_log, &raft_leader, &leases, &watchers, &watch_oldest]
         {
@@ -79,6 +92,9 @@ impl Metrics {
             request_seconds,
             flush_seconds,
             discovery_rounds,
+            placement_pending,
+            shards_hosted,
+            leaders_held,
             raft_term,
             raft_commit,
             raft_applied,
@@ -98,6 +114,24 @@ impl Metrics {
 
     /// Prometheus text exposition, with the Raft gauges refreshed first.
     pub fn render(&self, shards: &Shards) -> String {
+        // Replicas come and go: drop the series of closed ones.
+        for g in [
+            &self.raft_term,
+            &self.raft_commit,
+            &self.raft_applied,
+            &self.raft_last_log,
+            &self.raft_leader,
+            &self.leases,
+            &self.watchers,
+            &self.watch_oldest,
+        ] {
+            g.reset();
+        }
+        let data = shards.data();
+        self.shards_hosted.set(data.len() as i64);
+        self.leaders_held.set(
+            data.iter().filter(|s| s.raft.metrics().borrow().state == openraft::ServerState::Leader).count() as i64,
+        );
         for shard in shards.iter() {
             let m = shard.metrics();
             let label = shard.id.to_string();

@@ -19,7 +19,7 @@ use hypercache_proto::v1::election_server::ElectionServer;
 use hypercache_proto::v1::kv_server::KvServer;
 use hypercache_proto::v1::lease_server::LeaseServer;
 use hypercache_proto::v1::registry_server::RegistryServer;
-use openraft::{Raft, SnapshotPolicy};
+use openraft::SnapshotPolicy;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -32,12 +32,14 @@ use crate::discovery::{self, DiscoveryError};
 use crate::identity::{self, IdentityError};
 use crate::membership::Membership;
 use crate::metrics::Metrics;
-use crate::network::{NetworkFactory, PeerPool, RaftService};
+use crate::network::{PeerPool, RaftService};
+use crate::placement::driver::Driver;
+use crate::replica::{HostParts, ReplicaHost};
 use crate::service::{
     BoardsService, ClusterService, Ctx, ElectionService, KvService, LeaseService, RegistryService, Validator,
 };
-use crate::shard::{Shard, ShardParts, Shards};
-use crate::storage::{self, Flusher, OpenError, ShardStorage};
+use crate::shard::Shards;
+use crate::storage::{self, Flusher, OpenError};
 use crate::types::{NodeInfo, ShardId};
 use crate::watch_hub::HistoryLimits;
 
@@ -71,6 +73,8 @@ pub struct Node {
     grpc_addr: SocketAddr,
     admin_addr: SocketAddr,
     shards: Arc<Shards>,
+    /// Holds the sled `Db`; dropped last (see `release`).
+    host: Arc<ReplicaHost>,
     accepting: Arc<AtomicBool>,
     /// Tells long-lived calls (keepalive streams, campaigns) to end.
     stopping: watch::Sender<bool>,
@@ -134,29 +138,26 @@ impl Node {
         let pool = PeerPool::new(Duration::from_millis(config.raft.heartbeat_interval_ms.max(500)));
         let raft_config = Arc::new(raft_config(&config.raft)?);
 
-        let shard_id = ShardId::DEFAULT;
         let history =
             HistoryLimits { events: config.watch.history_events, bytes: config.watch.history_mb * 1024 * 1024 };
-        let ShardStorage { log, state_machine, reader, hub, clock } =
-            ShardStorage::open(&db, &config.data_dir, shard_id, flusher.clone(), history)?;
-        // From here on the storage components own the Db; see `release`.
-        drop(db);
-        let committed = log.committed_handle();
-        let network = NetworkFactory::new(shard_id, config.node_id, pool.clone(), config.max_peer_message_bytes());
-        let raft = Raft::new(config.node_id, raft_config, network, log, state_machine)
-            .await
-            .map_err(|e| NodeError::Raft { shard: shard_id, detail: e.to_string() })?;
-        let shard = Arc::new(Shard::new(ShardParts {
-            id: shard_id,
+        let shards = Arc::new(Shards::new(Vec::new()));
+        let host = Arc::new(ReplicaHost::new(HostParts {
             node_id: config.node_id,
-            raft,
-            reader,
-            hub,
-            clock,
-            committed,
+            shards: shards.clone(),
+            db,
+            data_dir: config.data_dir.clone(),
+            flusher: flusher.clone(),
+            pool: pool.clone(),
+            raft_config,
+            history,
             max_batch_bytes: config.max_entry_bytes(),
+            max_peer_message_bytes: config.max_peer_message_bytes(),
         }));
-        let shards = Arc::new(Shards::new(vec![shard.clone()]));
+        // The meta group first, then every data replica this node held when it stopped.
+        let meta = host.open(ShardId::META).await?;
+        for id in host.stored_shards() {
+            host.open(id).await?;
+        }
 
         let me = NodeInfo { name: config.name.clone(), addr: config.advertise_addr.clone() };
         let accepting = Arc::new(AtomicBool::new(true));
@@ -177,9 +178,24 @@ impl Node {
             .max_decoding_message_size(client_max)
             .max_encoding_message_size(client_max);
         let election = ElectionServer::new(ElectionService::new(ctx.clone()));
-        let membership = Membership::new(shard.clone());
-        let cluster = ClusterServer::new(ClusterService::new(shards.clone(), me.clone(), membership.clone()));
-        let raft_svc = RaftServer::new(RaftService::new(shards.clone()))
+        let membership = Membership::new(meta.clone());
+        let driver = Driver::new(
+            meta.clone(),
+            membership.clone(),
+            host.clone(),
+            pool.clone(),
+            metrics.clone(),
+            config.shards,
+            config.replication,
+        );
+        let cluster = ClusterServer::new(ClusterService::new(
+            shards.clone(),
+            me.clone(),
+            membership.clone(),
+            driver.clone(),
+            pool.clone(),
+        ));
+        let raft_svc = RaftServer::new(RaftService::new(shards.clone(), host.clone()))
             .max_decoding_message_size(peer_max)
             .max_encoding_message_size(peer_max);
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc).map(|conn| {
@@ -210,12 +226,12 @@ impl Node {
 
         let formation = if config.discovery.is_empty() {
             let peers =
-                config.parsed_peers().map_err(|e| NodeError::Raft { shard: shard_id, detail: e.to_string() })?;
-            tokio::spawn(bootstrap::run(shard, me, peers, pool))
+                config.parsed_peers().map_err(|e| NodeError::Raft { shard: ShardId::META, detail: e.to_string() })?;
+            tokio::spawn(bootstrap::run(meta, me, peers, pool))
         } else {
             let resolver = discovery::resolver_for(&config.discovery)?;
             tokio::spawn(discovery::join::run(
-                shard,
+                meta,
                 me,
                 config.bootstrap_expect,
                 resolver,
@@ -224,7 +240,8 @@ impl Node {
             ))
         };
         let promoter = tokio::spawn(membership.run_promoter(stopping.subscribe()));
-        let background = vec![formation, promoter];
+        let placement = tokio::spawn(driver.run(stopping.subscribe()));
+        let background = vec![formation, promoter, placement];
 
         tracing::info!(node = config.node_id, name = %config.name, grpc = %grpc_addr, admin = %admin_addr,
             advertise = %config.advertise_addr, "node started");
@@ -234,6 +251,7 @@ impl Node {
             grpc_addr,
             admin_addr,
             shards,
+            host,
             accepting,
             stopping,
             stop_grpc,
@@ -294,7 +312,7 @@ impl Node {
         let _ = self.stop_admin.send(true);
         let _ = tokio::time::timeout(grace, self.admin_task).await;
         let flushed = self.flusher.flush().await.map_err(NodeError::Flush);
-        release(self.shards, self.flusher, self.background, self.flusher_task, grace).await;
+        release(self.shards, self.host, self.flusher, self.background, self.flusher_task, grace).await;
         flushed?;
         tracing::info!(node = self.config.node_id, "shutdown complete");
         Ok(())
@@ -311,7 +329,7 @@ impl Node {
         }
         let _ = (&mut self.grpc_task).await;
         let _ = (&mut self.admin_task).await;
-        release(self.shards, self.flusher, self.background, self.flusher_task, Duration::from_secs(5)).await;
+        release(self.shards, self.host, self.flusher, self.background, self.flusher_task, Duration::from_secs(5)).await;
     }
 }
 
@@ -320,6 +338,7 @@ impl Node {
 /// sled `Db` is closed and the data directory may be opened again.
 async fn release(
     shards: Arc<Shards>,
+    host: Arc<ReplicaHost>,
     flusher: Flusher,
     background: Vec<JoinHandle<()>>,
     flusher_task: JoinHandle<()>,
@@ -330,6 +349,7 @@ async fn release(
         let _ = task.await;
     }
     drop(shards);
+    drop(host);
     drop(flusher);
     if tokio::time::timeout(timeout, flusher_task).await.is_err() {
         tracing::warn!("storage was still in use {} ms after shutdown", timeout.as_millis());

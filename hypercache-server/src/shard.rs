@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
@@ -281,29 +281,62 @@ async fn drive_expiry(shard: ShardId, raft: Raft<TypeConfig>, clock: Arc<LeaseCl
     }
 }
 
-/// The shards this node hosts. Fixed at startup for now (one shard).
+/// The shard replicas this node hosts: the meta group and the data shards the placement driver
+/// gave it. Replicas come and go while the node runs (see `replica.rs`); readers take a snapshot.
 pub struct Shards {
-    map: BTreeMap<ShardId, Arc<Shard>>,
+    map: RwLock<BTreeMap<ShardId, Arc<Shard>>>,
 }
 
 impl Shards {
     pub fn new(shards: Vec<Arc<Shard>>) -> Self {
-        Shards { map: shards.into_iter().map(|s| (s.id, s)).collect() }
+        Shards { map: RwLock::new(shards.into_iter().map(|s| (s.id, s)).collect()) }
     }
 
-    pub fn get(&self, id: ShardId) -> Option<&Arc<Shard>> {
-        self.map.get(&id)
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<ShardId, Arc<Shard>>> {
+        self.map.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The shard, or an UNKNOWN_SHARD error listing the shards this node serves.
-    pub fn lookup(&self, id: u32) -> Result<&Arc<Shard>, ServiceError> {
-        self.map.get(&ShardId(id)).ok_or_else(|| ServiceError::UnknownShard {
-            shard: id,
-            known: self.map.keys().map(|s| s.to_string()).collect::<Vec<_>>().join(", "),
-        })
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<ShardId, Arc<Shard>>> {
+        self.map.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<Shard>> {
-        self.map.values()
+    pub fn get(&self, id: ShardId) -> Option<Arc<Shard>> {
+        self.read().get(&id).cloned()
+    }
+
+    /// The meta group's replica (every node has one from startup on).
+    pub fn meta(&self) -> Option<Arc<Shard>> {
+        self.get(ShardId::META)
+    }
+
+    /// A data shard for a client request: UNKNOWN_SHARD when this node hosts no replica of it
+    /// (the client refreshes its routing table), and the meta group is never a client's shard.
+    pub fn lookup(&self, id: u32) -> Result<Arc<Shard>, ServiceError> {
+        let map = self.read();
+        match map.get(&ShardId(id)) {
+            Some(s) if !s.id.is_meta() => Ok(s.clone()),
+            _ => Err(ServiceError::UnknownShard {
+                shard: id,
+                known: map.keys().filter(|s| !s.is_meta()).map(|s| s.to_string()).collect::<Vec<_>>().join(", "),
+            }),
+        }
+    }
+
+    /// Every replica, the meta group last.
+    pub fn iter(&self) -> std::vec::IntoIter<Arc<Shard>> {
+        self.read().values().cloned().collect::<Vec<_>>().into_iter()
+    }
+
+    /// The data-shard replicas, in shard order.
+    pub fn data(&self) -> Vec<Arc<Shard>> {
+        self.read().values().filter(|s| !s.id.is_meta()).cloned().collect()
+    }
+
+    pub fn insert(&self, shard: Arc<Shard>) {
+        self.write().insert(shard.id, shard);
+    }
+
+    pub fn remove(&self, id: ShardId) -> Option<Arc<Shard>> {
+        self.write().remove(&id)
     }
 }

@@ -27,12 +27,24 @@ pub type NodeId = u64;
 pub struct ShardId(pub u32);
 
 impl ShardId {
+    /// The first data shard (the only one of a single-shard cluster).
     pub const DEFAULT: ShardId = ShardId(0);
+    /// The meta group: cluster membership and the placement. Every node is a member; it takes no
+    /// client requests. Data shards are `0..shard_count`.
+    pub const META: ShardId = ShardId(u32::MAX);
+
+    pub fn is_meta(self) -> bool {
+        self == ShardId::META
+    }
 }
 
 impl fmt::Display for ShardId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
+        if self.is_meta() {
+            f.write_str("meta")
+        } else {
+            write!(f, "{}", self.0)
+        }
     }
 }
 

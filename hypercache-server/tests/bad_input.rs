@@ -7,6 +7,7 @@ use std::time::Duration;
 use common::TestCluster;
 use hypercache_proto::error_info::info_of;
 use hypercache_proto::v1 as pb;
+use hypercache_server::types::ShardId;
 use tonic::Code;
 
 fn reason(st: &tonic::Status) -> String {
@@ -18,7 +19,7 @@ async fn bad_inputs_are_rejected_and_write_nothing() {
     let c = TestCluster::start(1, |cfg| cfg.limits.max_value_bytes = 1024).await;
     let l = c.wait_leader(Duration::from_secs(20)).await;
     let mut kv = c.kv(l).await;
-    let applied_before = c.node(l).shards().iter().next().unwrap().reader.applied_index();
+    let applied_before = c.node(l).shards().get(ShardId(0)).unwrap().reader.applied_index();
 
     let put =
         |key: Vec<u8>, value: Vec<u8>| pb::PutRequest { key: key.into(), value: value.into(), ..Default::default() };
@@ -84,7 +85,7 @@ async fn bad_inputs_are_rejected_and_write_nothing() {
     // Nothing was written: no keys, and the log did not advance.
     let all = kv.range(range("", "", "", 0)).await.unwrap().into_inner();
     assert!(all.kvs.is_empty(), "{:?}", all.kvs);
-    let applied_after = c.node(l).shards().iter().next().unwrap().reader.applied_index();
+    let applied_after = c.node(l).shards().get(ShardId(0)).unwrap().reader.applied_index();
     assert_eq!(applied_before, applied_after);
     // And the node still serves.
     c.put("k", "ok").await.unwrap();

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::{eventually, put_via, TestCluster};
 use hypercache_proto::v1 as pb;
+use hypercache_server::types::ShardId;
 use tokio::sync::Mutex;
 
 const T: Duration = Duration::from_secs(20);
@@ -219,7 +220,7 @@ async fn far_behind_node_catches_up_by_snapshot() {
     }
     // The leader must have compacted past what the stopped follower has.
     eventually("leader purged its log", T, || async {
-        let m = c.node(l).shards().iter().next()?.metrics();
+        let m = c.node(l).shards().get(ShardId(0))?.metrics();
         (m.purged.map_or(0, |p| p.index) > 50).then_some(())
     })
     .await;
@@ -229,7 +230,7 @@ async fn far_behind_node_catches_up_by_snapshot() {
         (kv.mod_revision == last).then_some(())
     })
     .await;
-    let m = c.node(f).shards().iter().next().unwrap().metrics();
+    let m = c.node(f).shards().get(ShardId(0)).unwrap().metrics();
     assert!(m.snapshot.is_some(), "the follower caught up through a snapshot: {m:?}");
     for i in [0, 57, 123, 199] {
         assert_eq!(c.local_get(f, &format!("k/{i:04}")).await.unwrap().value, format!("v{i}"));
@@ -288,8 +289,8 @@ async fn batched_concurrent_writes_stay_atomic_and_get_distinct_revisions() {
         assert!(revisions.binary_search(&kv.mod_revision).is_ok());
     }
     // How much batching happened (informational: depends on scheduling).
-    let last_log = c.node(l).shards().iter().next().unwrap().metrics().last_log_index.unwrap_or(0);
-    let revision = c.node(l).shards().iter().next().unwrap().reader.revision();
+    let last_log = c.node(l).shards().get(ShardId(0)).unwrap().metrics().last_log_index.unwrap_or(0);
+    let revision = c.node(l).shards().get(ShardId(0)).unwrap().reader.revision();
     assert!(revision > 128);
     eprintln!("{revision} revisions in {last_log} log entries");
     c.shutdown().await;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::{eventually, put_via};
 use hypercache_proto::v1::cluster_client::ClusterClient;
 use hypercache_proto::v1::kv_client::KvClient;
-use hypercache_proto::v1::{GetRequest, StatusRequest};
+use hypercache_proto::v1::{GetRequest, LocalShardsRequest};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -49,9 +49,11 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-async fn status(endpoint: &str) -> Option<hypercache_proto::v1::StatusResponse> {
+/// This node's replica of data shard 0, if it hosts one.
+async fn shard0(endpoint: &str) -> Option<hypercache_proto::v1::ReplicaStatus> {
     let mut c = ClusterClient::connect(format!("http://{endpoint}")).await.ok()?;
-    Some(c.status(StatusRequest {}).await.ok()?.into_inner())
+    let r = c.local_shards(LocalShardsRequest { with_size: false }).await.ok()?.into_inner();
+    r.replicas.into_iter().find(|r| r.shard_id == 0)
 }
 
 async fn leader_of(procs: &[Proc]) -> usize {
@@ -60,7 +62,7 @@ async fn leader_of(procs: &[Proc]) -> usize {
             if p.child.is_none() {
                 continue;
             }
-            let s = status(&p.endpoint).await?;
+            let Some(s) = shard0(&p.endpoint).await else { continue };
             if s.role == "leader" && s.ready {
                 return Some(i);
             }
@@ -91,6 +93,9 @@ async fn sigkill_leader_then_restart_with_original_command_line() {
                 format!("127.0.0.1:{a}"),
                 "--peers".into(),
                 peers.join(","),
+                // One data shard: this test talks the raw protocol to shard 0.
+                "--shards".into(),
+                "1".into(),
             ],
             child: None,
             endpoint: format!("127.0.0.1:{g}"),

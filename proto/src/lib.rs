@@ -29,3 +29,4 @@ pub mod orbstrike {
 }
 
 pub mod error_info;
+pub mod routing;

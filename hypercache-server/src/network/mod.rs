@@ -11,7 +11,7 @@
 //! after the first failed attempt; nothing resolves a name once and keeps the IP.
 
 mod client;
-mod codec;
+pub(crate) mod codec;
 mod pool;
 mod service;
 

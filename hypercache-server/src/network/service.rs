@@ -10,16 +10,19 @@ use openraft::Raft;
 use tonic::{Request, Response, Status};
 
 use super::codec;
+use crate::placement::ops::{self, ShardOp};
+use crate::replica::ReplicaHost;
 use crate::shard::Shards;
 use crate::types::{NodeId, ShardId, TypeConfig};
 
 pub struct RaftService {
     shards: Arc<Shards>,
+    host: Arc<ReplicaHost>,
 }
 
 impl RaftService {
-    pub fn new(shards: Arc<Shards>) -> Self {
-        RaftService { shards }
+    pub fn new(shards: Arc<Shards>, host: Arc<ReplicaHost>) -> Self {
+        RaftService { shards, host }
     }
 
     fn raft(&self, shard_id: u32) -> Result<Raft<TypeConfig>, Status> {
@@ -69,5 +72,20 @@ impl RaftRpc for RaftService {
         let raft = self.raft(msg.shard_id)?;
         let result = raft.install_snapshot(decode(&msg)?).await;
         reply(msg.shard_id, &result)
+    }
+
+    async fn shard_op(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let msg = request.into_inner();
+        let op: ShardOp = decode(&msg)?;
+        let shard = ShardId(msg.shard_id);
+        let result = match tokio::time::timeout(ops::OP_TIMEOUT, ops::apply(&self.host, shard, op.clone())).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("shard {shard}: {op:?} did not finish within {} s", ops::OP_TIMEOUT.as_secs())),
+        };
+        if let Err(e) = &result {
+            tracing::info!(shard = %shard, op = ?op, error = %e, "placement step failed");
+        }
+        let payload = codec::encode(&result).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(RaftMessage { shard_id: msg.shard_id, payload: payload.into() }))
     }
 }

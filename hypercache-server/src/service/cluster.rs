@@ -1,9 +1,12 @@
-//! `hypercache.v1.Cluster`: this node's view of itself and its shard, and membership changes
-//! (join, decommission; the rules live in `membership.rs`).
+//! `hypercache.v1.Cluster`: this node's view of itself and the meta group, its data replicas, the
+//! routing table, and membership changes (join, add, decommission; the rules live in
+//! `membership.rs` and `placement/driver.rs`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use hypercache_proto::v1 as pb;
+use hypercache_proto::v1::cluster_client::ClusterClient;
 use hypercache_proto::v1::cluster_server::Cluster;
 use openraft::ServerState;
 use tonic::{Request, Response, Status};
@@ -11,19 +14,85 @@ use tonic::{Request, Response, Status};
 use crate::discovery::require_dns_name;
 use crate::error::ServiceError;
 use crate::membership::{JoinOutcome, MemberView, Membership};
-use crate::shard::Shards;
+use crate::network::PeerPool;
+use crate::placement::driver::Driver;
+use crate::placement::store;
+use crate::shard::{Shard, Shards};
 use crate::types::{NodeInfo, ShardId};
 
 pub struct ClusterService {
     shards: Arc<Shards>,
     me: NodeInfo,
     membership: Arc<Membership>,
+    driver: Arc<Driver>,
+    pool: PeerPool,
 }
 
 impl ClusterService {
-    pub fn new(shards: Arc<Shards>, me: NodeInfo, membership: Arc<Membership>) -> Self {
-        ClusterService { shards, me, membership }
+    pub fn new(
+        shards: Arc<Shards>,
+        me: NodeInfo,
+        membership: Arc<Membership>,
+        driver: Arc<Driver>,
+        pool: PeerPool,
+    ) -> Self {
+        ClusterService { shards, me, membership, driver, pool }
     }
+
+    fn meta(&self) -> Result<Arc<Shard>, Status> {
+        self.shards.meta().ok_or_else(|| Status::unavailable("this node has no meta replica yet"))
+    }
+
+    /// Asks the node at `endpoint` who it is (AddNode), over the peer pool.
+    async fn identify(&self, endpoint: &str) -> Result<pb::StatusResponse, ServiceError> {
+        let unreachable = |e: String| {
+            ServiceError::invalid("NODE_UNREACHABLE", format!("add node: cannot ask {endpoint} who it is: {e}"))
+        };
+        let channel = self.pool.channel(endpoint).map_err(|e| unreachable(e.to_string()))?;
+        let mut client = ClusterClient::new(channel);
+        let call = client.status(pb::StatusRequest {});
+        match tokio::time::timeout(Duration::from_secs(3), call).await {
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(s)) => Err(unreachable(s.message().to_string())),
+            Err(_) => Err(unreachable("no answer within 3 s".into())),
+        }
+    }
+}
+
+/// The status of every data-shard replica in `shards` (`Cluster.LocalShards`, and the placement
+/// driver's poll of its own node).
+pub fn local_shards(shards: &Shards, with_size: bool) -> Vec<pb::ReplicaStatus> {
+    shards
+        .data()
+        .iter()
+        .map(|shard| {
+            let m = shard.metrics();
+            let membership = m.membership_config.membership();
+            let voters: Vec<u64> = membership.voter_ids().collect();
+            let learners: Vec<u64> = membership.learner_ids().collect();
+            let matched = m
+                .replication
+                .as_ref()
+                .map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index).unwrap_or(0))).collect())
+                .unwrap_or_default();
+            let (keys, size_bytes) = if with_size { shard.reader.size() } else { (0, 0) };
+            pb::ReplicaStatus {
+                shard_id: shard.id.0,
+                role: role(m.state).to_string(),
+                term: m.current_term,
+                leader_id: m.current_leader.unwrap_or(0),
+                commit_index: shard.committed_index(),
+                applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+                last_log_index: m.last_log_index.unwrap_or(0),
+                voters,
+                learners,
+                keys,
+                size_bytes,
+                matched,
+                ready: shard.is_ready(),
+            }
+        })
+        .collect()
 }
 
 fn member_pb(m: MemberView) -> pb::Member {
@@ -42,7 +111,7 @@ fn validate_join(req: &pb::JoinRequest) -> Result<(), ServiceError> {
         .map_err(|e| ServiceError::invalid("INVALID_ARGUMENT", format!("join: endpoint {e}")))
 }
 
-fn role(state: ServerState) -> &'static str {
+pub fn role(state: ServerState) -> &'static str {
     match state {
         ServerState::Leader => "leader",
         ServerState::Follower => "follower",
@@ -55,8 +124,7 @@ fn role(state: ServerState) -> &'static str {
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
-        let shard =
-            self.shards.get(ShardId::DEFAULT).ok_or_else(|| Status::unavailable("this node hosts no shard yet"))?;
+        let shard = self.meta()?;
         let m = shard.metrics();
         let members = self.membership.members().into_iter().map(member_pb).collect();
         let leader_endpoint = m.current_leader.and_then(|l| shard.endpoint_of(l)).unwrap_or_default();
@@ -96,9 +164,82 @@ impl Cluster for ClusterService {
         if name.trim().is_empty() {
             return Err(ServiceError::invalid("INVALID_ARGUMENT", "decommission: name is empty").into_status());
         }
-        let node_id = self.membership.decommission(&name).await.map_err(ServiceError::into_status)?;
+        let (node_id, replicas_left, removed) =
+            self.driver.decommission(&name).await.map_err(ServiceError::into_status)?;
         Ok(Response::new(pb::DecommissionResponse {
             node_id,
+            members: self.membership.members().into_iter().map(member_pb).collect(),
+            replicas_left,
+            removed,
+        }))
+    }
+
+    async fn routing(&self, _request: Request<pb::RoutingRequest>) -> Result<Response<pb::RoutingResponse>, Status> {
+        let meta = self.meta()?;
+        let stored = store::load_local(&meta).map_err(|e| Status::internal(e.to_string()))?;
+        let nodes: Vec<pb::Member> = self.membership.members().into_iter().map(member_pb).collect();
+        let meta_leader_id = meta.metrics().current_leader.unwrap_or(0);
+        let Some(stored) = stored else {
+            return Ok(Response::new(pb::RoutingResponse { nodes, meta_leader_id, ..Default::default() }));
+        };
+        let p = stored.placement;
+        let shards = p
+            .shards
+            .iter()
+            .enumerate()
+            .map(|(s, plan)| {
+                // The leader this node knows of if it hosts the shard, else the preferred one.
+                let known = self.shards.get(ShardId(s as u32)).and_then(|r| r.metrics().current_leader);
+                pb::ShardRoute {
+                    shard_id: s as u32,
+                    replicas: plan.replicas.clone(),
+                    leader_id: known.or(plan.replicas.first().copied()).unwrap_or(0),
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::RoutingResponse {
+            version: p.version,
+            shard_count: p.shard_count,
+            replication: p.replication,
+            nodes,
+            shards,
+            draining: p.draining.into_iter().collect(),
+            meta_leader_id,
+        }))
+    }
+
+    async fn local_shards(
+        &self,
+        request: Request<pb::LocalShardsRequest>,
+    ) -> Result<Response<pb::LocalShardsResponse>, Status> {
+        let with_size = request.into_inner().with_size;
+        let shards = self.shards.clone();
+        // Sizing reads whole trees: keep it off the async workers.
+        let replicas = tokio::task::spawn_blocking(move || local_shards(&shards, with_size))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::LocalShardsResponse {
+            node_id: self.shards.meta().map(|m| m.node_id).unwrap_or(0),
+            name: self.me.name.clone(),
+            replicas,
+        }))
+    }
+
+    async fn add_node(&self, request: Request<pb::AddNodeRequest>) -> Result<Response<pb::AddNodeResponse>, Status> {
+        let endpoint = request.into_inner().endpoint;
+        require_dns_name(&endpoint)
+            .map_err(|e| ServiceError::invalid("INVALID_ARGUMENT", format!("add node: endpoint {e}")).into_status())?;
+        self.meta()?.leader_term().map_err(ServiceError::into_status)?;
+        let status = self.identify(&endpoint).await.map_err(ServiceError::into_status)?;
+        if status.node_id == 0 {
+            return Err(Status::failed_precondition(format!("add node: {endpoint} did not report a node id")));
+        }
+        let node = NodeInfo { name: status.name.clone(), addr: endpoint };
+        let outcome = self.membership.join(status.node_id, node).await.map_err(ServiceError::into_status)?;
+        Ok(Response::new(pb::AddNodeResponse {
+            node_id: status.node_id,
+            name: status.name,
+            already_member: outcome == JoinOutcome::AlreadyMember,
             members: self.membership.members().into_iter().map(member_pb).collect(),
         }))
     }

@@ -2,7 +2,7 @@
 //! helpers that instrument a call and build response headers.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use hypercache_proto::v1 as pb;
@@ -12,15 +12,16 @@ use tonic::{Response, Status};
 use super::validate::Validator;
 use crate::error::ServiceError;
 use crate::metrics::Metrics;
-use crate::routing::Router;
 use crate::shard::{Shard, Shards};
+use hypercache_proto::routing::Router;
 
 #[derive(Clone)]
 pub struct Ctx {
     pub shards: Arc<Shards>,
     pub validator: Validator,
     pub metrics: Arc<Metrics>,
-    pub router: Router,
+    /// Key -> shard, once the cluster's shard count is known (it never changes after).
+    router: Arc<OnceLock<Router>>,
     /// Becomes true when the node starts a graceful shutdown.
     stopping: watch::Receiver<bool>,
 }
@@ -32,7 +33,7 @@ impl Ctx {
         metrics: Arc<Metrics>,
         stopping: watch::Receiver<bool>,
     ) -> Self {
-        Ctx { shards, validator, metrics, router: Router::new(1), stopping }
+        Ctx { shards, validator, metrics, router: Arc::new(OnceLock::new()), stopping }
     }
 
     /// Resolves once the node is shutting down. Long-lived calls (keepalive streams, campaigns)
@@ -56,7 +57,27 @@ impl Ctx {
     }
 
     pub fn shard(&self, id: u32) -> Result<Arc<Shard>, ServiceError> {
-        self.shards.lookup(id).cloned()
+        self.shards.lookup(id)
+    }
+
+    /// The key -> shard map, read from this node's meta replica the first time it is there.
+    pub fn router(&self) -> Option<&Router> {
+        if let Some(r) = self.router.get() {
+            return Some(r);
+        }
+        let meta = self.shards.meta()?;
+        let stored = crate::placement::store::load_local(&meta).ok()??;
+        Some(self.router.get_or_init(|| Router::new(stored.placement.shard_count)))
+    }
+
+    /// Shard `id` for a request on `key`: UNKNOWN_SHARD if this node has no replica of it,
+    /// WRONG_SHARD if the key maps elsewhere (the client's routing table is stale).
+    pub fn keyed_shard(&self, id: u32, key: &[u8]) -> Result<Arc<Shard>, ServiceError> {
+        let shard = self.shards.lookup(id)?;
+        if let Some(router) = self.router() {
+            crate::routing::check_single_shard(router, id, [key])?;
+        }
+        Ok(shard)
     }
 }
 

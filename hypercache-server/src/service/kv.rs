@@ -57,7 +57,7 @@ impl KvService {
     }
 
     async fn get(&self, req: pb::GetRequest) -> Result<pb::GetResponse, ServiceError> {
-        let shard = self.ctx.shard(req.shard_id)?;
+        let shard = self.ctx.keyed_shard(req.shard_id, &req.key)?;
         self.ctx.validator.key("key", &req.key)?;
         read_barrier(&shard, req.serializable).await?;
         let revision = shard.reader.revision();
@@ -66,7 +66,7 @@ impl KvService {
     }
 
     async fn put(&self, req: pb::PutRequest) -> Result<pb::PutResponse, ServiceError> {
-        let shard = self.ctx.shard(req.shard_id)?;
+        let shard = self.ctx.keyed_shard(req.shard_id, &req.key)?;
         let op = self.put_op(req)?;
         let (revision, result) = self.run_txn(&shard, Txn { success: vec![op], ..Txn::default() }).await?;
         match result.results.into_iter().next() {
@@ -80,7 +80,7 @@ impl KvService {
     }
 
     async fn delete(&self, req: pb::DeleteRequest) -> Result<pb::DeleteResponse, ServiceError> {
-        let shard = self.ctx.shard(req.shard_id)?;
+        let shard = self.ctx.keyed_shard(req.shard_id, &req.key)?;
         self.ctx.validator.writable_key("key", &req.key)?;
         let op = Op::Delete { key: req.key, prev_kv: req.prev_kv };
         let (revision, result) = self.run_txn(&shard, Txn { success: vec![op], ..Txn::default() }).await?;
@@ -96,7 +96,7 @@ impl KvService {
         &self,
         req: pb::CompareAndSwapRequest,
     ) -> Result<pb::CompareAndSwapResponse, ServiceError> {
-        let shard = self.ctx.shard(req.shard_id)?;
+        let shard = self.ctx.keyed_shard(req.shard_id, &req.key)?;
         self.ctx.validator.writable_key("key", &req.key)?;
         self.ctx.validator.value("new_value", &req.new_value)?;
         if let Some(v) = &req.expected_value {
@@ -200,7 +200,9 @@ impl KvService {
         let keys = compares.iter().map(|c| c.key.as_ref()).chain(success.iter().chain(&failure).map(|op| match op {
             Op::Get { key } | Op::Put { key, .. } | Op::Delete { key, .. } => key.as_ref(),
         }));
-        self.ctx.router.check_single_shard(req.shard_id, keys)?;
+        if let Some(router) = self.ctx.router() {
+            crate::routing::check_single_shard(router, req.shard_id, keys)?;
+        }
         let (revision, result) = self.run_txn(&shard, Txn { compares, success, failure }).await?;
         let responses = result
             .results

@@ -3,7 +3,7 @@
 //! state changes happen in the state machine, never as read-modify-write here.
 
 mod boards;
-mod cluster;
+pub mod cluster;
 mod convert;
 mod ctx;
 mod election;

@@ -54,6 +54,37 @@ pub fn open_db(data_dir: &Path, cache_capacity_bytes: u64) -> Result<sled::Db, O
         .open()?)
 }
 
+/// The data shards that have a Raft log in `db` (the meta group excluded): the replicas this
+/// node hosted when it stopped, reopened at startup.
+pub fn stored_data_shards(db: &sled::Db) -> Vec<ShardId> {
+    let mut shards: Vec<ShardId> = db
+        .tree_names()
+        .iter()
+        .filter_map(|name| {
+            let name = std::str::from_utf8(name).ok()?;
+            name.strip_prefix("shard-")?.strip_suffix("/log")?.parse::<u32>().ok()
+        })
+        .filter(|id| *id != ShardId::META.0)
+        .map(ShardId)
+        .collect();
+    shards.sort();
+    shards
+}
+
+/// Deletes a replica's trees and snapshot file, after its Raft has stopped (the replica moved to
+/// another node). Idempotent.
+pub fn remove_shard(db: &sled::Db, data_dir: &Path, shard: ShardId) -> Result<(), OpenError> {
+    for tree in ["log", "meta", "sm"] {
+        db.drop_tree(format!("shard-{shard}/{tree}"))?;
+    }
+    let file = snapshot::SnapshotFile::new(data_dir, shard);
+    match std::fs::remove_file(file.path()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(OpenError::Other { shard, detail: format!("{}: {e}", file.path().display()) }),
+    }
+}
+
 /// Everything one shard replica needs from storage.
 pub struct ShardStorage {
     pub log: LogStore,

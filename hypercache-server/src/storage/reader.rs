@@ -74,6 +74,14 @@ impl KvReader {
         }
     }
 
+    /// Keys stored and the bytes of their keys and stored values (a full scan: for operators).
+    pub fn size(&self) -> (u64, u64) {
+        self.tree
+            .scan_prefix([DATA])
+            .filter_map(Result::ok)
+            .fold((0, 0), |(n, bytes), (k, v)| (n + 1, bytes + (k.len() + v.len()) as u64))
+    }
+
     pub fn lease(&self, id: LeaseId) -> Result<Option<LeaseRecord>, ReadError> {
         match self.tree.get(lease_key(id)).map_err(|e| self.err(e))? {
             None => Ok(None),

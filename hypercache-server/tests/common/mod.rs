@@ -11,6 +11,7 @@ use hypercache_proto::v1::kv_client::KvClient;
 use hypercache_proto::v1::{self as pb};
 use hypercache_server::config::Config;
 use hypercache_server::node::Node;
+use hypercache_server::types::ShardId;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
@@ -65,6 +66,9 @@ impl TestCluster {
             };
             c.storage.cache_capacity_mb = 8;
             c.shutdown_grace_ms = 5_000;
+            // One data shard unless a test asks for more (tests/sharding.rs does): the earlier
+            // issues' guarantees are per shard, and one shard keeps these clusters light.
+            c.shards = 1;
             tweak(&mut c);
             c.validate().expect("test config is valid");
             nodes.push(Some(Node::start_on(c.clone(), g, a).await.expect("node starts")));
@@ -93,21 +97,39 @@ impl TestCluster {
             .max_encoding_message_size(64 << 20)
     }
 
-    /// Index of the node all running nodes agree leads shard 0.
+    /// Index of the node that every running replica of data shard 0 agrees leads it.
     pub async fn wait_leader(&self, timeout: Duration) -> usize {
-        eventually("a leader every running node agrees on", timeout, || async {
+        eventually("a shard-0 leader every running replica agrees on", timeout, || async {
             let mut leader = None;
             for n in self.nodes.iter().flatten() {
-                let m = n.shards().iter().next()?.metrics();
-                let l = m.current_leader?;
+                let Some(shard) = n.shards().get(ShardId(0)) else { continue };
+                let l = shard.metrics().current_leader?;
                 if leader.is_some_and(|x| x != l) {
                     return None;
                 }
                 leader = Some(l);
             }
             let l = leader? as usize - 1;
-            let shard = self.nodes[l].as_ref()?.shards().iter().next()?.clone();
+            let shard = self.nodes[l].as_ref()?.shards().get(ShardId(0))?;
             shard.is_ready().then_some(l)
+        })
+        .await
+    }
+
+    /// Index of the node that leads the meta group (membership), once every running node
+    /// agrees.
+    pub async fn wait_meta_leader(&self, timeout: Duration) -> usize {
+        eventually("a meta leader every running node agrees on", timeout, || async {
+            let mut leader = None;
+            for n in self.nodes.iter().flatten() {
+                let l = n.shards().meta()?.metrics().current_leader?;
+                if leader.is_some_and(|x| x != l) {
+                    return None;
+                }
+                leader = Some(l);
+            }
+            let l = leader? as usize - 1;
+            self.nodes[l].as_ref()?.shards().meta()?.is_ready().then_some(l)
         })
         .await
     }

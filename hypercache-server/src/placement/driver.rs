@@ -1,0 +1,570 @@
+//! The placement driver: on the meta group's leader, a loop that moves every data shard toward
+//! its placement, one membership change per shard at a time, and spreads shard leaders.
+//!
+//! Each round (every [`ROUND`]):
+//! 1. Read the placement (after a read barrier); create it for a new cluster; retarget it when
+//!    the meta group's voters or the draining set changed.
+//! 2. Ask every node which replicas it hosts (`Cluster.LocalShards`): role, term, membership and,
+//!    on leaders, how far each replica has replicated.
+//! 3. For each shard, send at most one step (see [`next_steps`]): create the shard; open a
+//!    replica on a target node; add it as a learner; make a caught-up learner a voter; then remove
+//!    a voter the target no longer has; close replicas that left the membership; move the
+//!    leadership to the preferred replica.
+//! 4. Remove draining nodes from the cluster once no shard has them as a member any more.
+//!
+//! Everything the driver knows is re-read each round, so a new meta leader simply carries on,
+//! and a step whose answer was lost is sent again (every step is idempotent, `ops.rs`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use hypercache_proto::v1 as pb;
+use hypercache_proto::v1::cluster_client::ClusterClient;
+use openraft::ServerState;
+use tokio::sync::watch;
+
+use super::ops::{self, ShardOp};
+use super::store::{self, StoreError};
+use super::{Placement, ShardPlan};
+use crate::error::ServiceError;
+use crate::membership::Membership;
+use crate::metrics::Metrics;
+use crate::network::PeerPool;
+use crate::replica::ReplicaHost;
+use crate::service::cluster::local_shards;
+use crate::shard::Shard;
+use crate::types::{NodeId, NodeInfo, ShardId};
+
+/// Time between rounds.
+pub const ROUND: Duration = Duration::from_millis(300);
+/// How long a node may take to say which replicas it hosts.
+const POLL_TIMEOUT: Duration = Duration::from_secs(1);
+/// A replica whose matched log index is within this many entries of the leader's is caught up.
+const CAUGHT_UP_WITHIN: u64 = 64;
+/// Least time between two elections the driver starts for one shard.
+const ELECT_GAP: Duration = Duration::from_secs(3);
+
+pub struct Driver {
+    meta: Arc<Shard>,
+    membership: Arc<Membership>,
+    host: Arc<ReplicaHost>,
+    pool: PeerPool,
+    metrics: Arc<Metrics>,
+    /// Used only when this driver creates the cluster's placement.
+    shard_count: u32,
+    replication: u32,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    last_elect: BTreeMap<u32, Instant>,
+    /// Data shards each node reported last round (None: it did not answer).
+    hosted: BTreeMap<NodeId, Option<Vec<u32>>>,
+}
+
+/// One node's answer to the poll.
+type Reports = BTreeMap<NodeId, Option<Vec<pb::ReplicaStatus>>>;
+
+/// A step for one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub to: NodeId,
+    pub shard: u32,
+    pub op: ShardOp,
+}
+
+impl Driver {
+    pub fn new(
+        meta: Arc<Shard>,
+        membership: Arc<Membership>,
+        host: Arc<ReplicaHost>,
+        pool: PeerPool,
+        metrics: Arc<Metrics>,
+        shard_count: u32,
+        replication: u32,
+    ) -> Arc<Driver> {
+        Arc::new(Driver {
+            meta,
+            membership,
+            host,
+            pool,
+            metrics,
+            shard_count,
+            replication,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs rounds while this node leads the meta group, until `stop`.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(ROUND) => {}
+                _ = stop.changed() => return,
+            }
+            if *stop.borrow() {
+                return;
+            }
+            if self.meta.metrics().state != ServerState::Leader {
+                self.metrics.placement_pending.set(0);
+                continue;
+            }
+            if let Err(e) = self.round().await {
+                tracing::debug!(error = %e, "placement round ended early");
+            }
+        }
+    }
+
+    /// The meta group's voters (the nodes replicas may live on) and every member's address.
+    fn nodes(&self) -> (BTreeMap<NodeId, String>, BTreeMap<NodeId, NodeInfo>) {
+        let members = self.membership.members();
+        let voters = members.iter().filter(|m| m.voter).map(|m| (m.id, m.node.name.clone())).collect();
+        let all = members.into_iter().map(|m| (m.id, m.node)).collect();
+        (voters, all)
+    }
+
+    async fn round(&self) -> Result<(), StoreError> {
+        let (voters, members) = self.nodes();
+        let stored = store::load(&self.meta).await?;
+        let (mut placement, mut revision) = match stored {
+            None => {
+                let p = Placement::new(self.shard_count, self.replication, &voters);
+                let rev = store::save(&self.meta, 0, &p).await?;
+                tracing::info!(
+                    shards = p.shard_count,
+                    replication = p.replication,
+                    nodes = voters.len(),
+                    "created the cluster's placement"
+                );
+                (p, rev)
+            }
+            Some(s) => (s.placement, s.mod_revision),
+        };
+        // Nodes that left the meta group are no longer draining.
+        let left: Vec<NodeId> = placement.draining.iter().filter(|d| !members.contains_key(d)).copied().collect();
+        if !left.is_empty() {
+            for d in &left {
+                placement.draining.remove(d);
+            }
+            placement.version += 1;
+            revision = store::save(&self.meta, revision, &placement).await?;
+        }
+        if let Some(next) = placement.retarget(&voters) {
+            revision = store::save(&self.meta, revision, &next).await?;
+            tracing::info!(version = next.version, "placement retargeted");
+            placement = next;
+        }
+
+        let reports = self.poll(&members).await;
+        self.state().hosted =
+            reports.iter().map(|(id, r)| (*id, r.as_ref().map(|rs| rs.iter().map(|s| s.shard_id).collect()))).collect();
+
+        // Shards that reported a leader now exist.
+        let mut created_now = false;
+        for (s, plan) in placement.shards.iter_mut().enumerate() {
+            if !plan.created && leader_of(&reports, s as u32).is_some() {
+                plan.created = true;
+                created_now = true;
+            }
+        }
+        if created_now {
+            placement.version += 1;
+            revision = store::save(&self.meta, revision, &placement).await?;
+        }
+        let _ = revision;
+
+        let now = Instant::now();
+        let steps = {
+            let st = self.state();
+            next_steps(&placement, &reports, |shard| {
+                st.last_elect.get(&shard).is_none_or(|at| now.duration_since(*at) >= ELECT_GAP)
+            })
+        };
+        let pending = pending_shards(&placement, &reports);
+        self.metrics.placement_pending.set(pending as i64);
+        {
+            let mut st = self.state();
+            for step in steps.iter().filter(|s| s.op == ShardOp::Elect) {
+                st.last_elect.insert(step.shard, now);
+            }
+        }
+        self.execute(steps, &members).await;
+        self.retire_drained(&placement, &reports).await;
+        Ok(())
+    }
+
+    async fn execute(&self, steps: Vec<Step>, members: &BTreeMap<NodeId, NodeInfo>) {
+        let sends = steps.into_iter().filter_map(|step| {
+            let addr = members.get(&step.to)?.addr.clone();
+            let op = match step.op {
+                // The new replica's address comes from the meta membership.
+                ShardOp::AddLearner { id, .. } => ShardOp::AddLearner { id, node: members.get(&id)?.clone() },
+                ShardOp::Initialize { voters } => ShardOp::Initialize {
+                    voters: voters.keys().filter_map(|id| Some((*id, members.get(id)?.clone()))).collect(),
+                },
+                other => other,
+            };
+            Some(async move {
+                let shard = ShardId(step.shard);
+                tracing::debug!(shard = %shard, to = step.to, op = ?op, "placement step");
+                let result = if step.to == self.host.node_id {
+                    ops::apply(&self.host, shard, op.clone()).await
+                } else {
+                    ops::send(&self.pool, &addr, shard, &op).await
+                };
+                match result {
+                    Ok(()) => tracing::info!(shard = %shard, node = step.to, op = ?op, "placement step done"),
+                    Err(e) => {
+                        tracing::info!(shard = %shard, node = step.to, op = ?op, error = %e, "placement step failed")
+                    }
+                }
+            })
+        });
+        join_all(sends).await;
+    }
+
+    /// Asks every member which replicas it hosts.
+    async fn poll(&self, members: &BTreeMap<NodeId, NodeInfo>) -> Reports {
+        let polls = members.iter().map(|(id, node)| async move {
+            if *id == self.host.node_id {
+                return (*id, Some(local_shards(&self.host.shards, false)));
+            }
+            let Ok(channel) = self.pool.channel(&node.addr) else { return (*id, None) };
+            let mut client = ClusterClient::new(channel);
+            let call = client.local_shards(pb::LocalShardsRequest { with_size: false });
+            match tokio::time::timeout(POLL_TIMEOUT, call).await {
+                Ok(Ok(r)) => (*id, Some(r.into_inner().replicas)),
+                _ => (*id, None),
+            }
+        });
+        join_all(polls).await.into_iter().collect()
+    }
+
+    /// Removes draining nodes that no shard has as a member any more and that host nothing.
+    async fn retire_drained(&self, placement: &Placement, reports: &Reports) {
+        for d in &placement.draining {
+            let still_member = reports
+                .values()
+                .flatten()
+                .flatten()
+                .any(|r| r.role == "leader" && (r.voters.contains(d) || r.learners.contains(d)));
+            let hosts_some = matches!(reports.get(d), Some(Some(rs)) if !rs.is_empty());
+            let unplaced = placement.shards.iter().any(|s| !s.created && s.initial.contains(d));
+            if still_member || hosts_some || unplaced || placement.holders().contains(d) {
+                continue;
+            }
+            let Some(name) = self.membership.members().into_iter().find(|m| m.id == *d).map(|m| m.node.name) else {
+                continue;
+            };
+            match self.membership.decommission(&name).await {
+                Ok(_) => tracing::info!(node = d, name = %name, "drained node left the cluster"),
+                Err(e) => tracing::info!(node = d, name = %name, error = %e, "removing the drained node deferred"),
+            }
+        }
+    }
+
+    /// Starts decommissioning `name` (on the meta leader): it stops getting replicas, its
+    /// replicas move away, then it leaves. Returns its id and how many replicas it still hosts.
+    pub async fn decommission(&self, name: &str) -> Result<(NodeId, u32, bool), ServiceError> {
+        self.meta.leader_term()?;
+        let members = self.membership.members();
+        let Some(target) = members.iter().find(|m| m.node.name == name).cloned() else {
+            let known: Vec<&str> = members.iter().map(|m| m.node.name.as_str()).collect();
+            return Err(ServiceError::Membership {
+                reason: "UNKNOWN_NODE",
+                message: format!("no member is named {name:?}; members: {}", known.join(", ")),
+            });
+        };
+        if target.voter && members.iter().filter(|m| m.voter).count() <= 1 {
+            return Err(ServiceError::Membership {
+                reason: "LAST_VOTER",
+                message: format!("{name} is the last voter; decommissioning it would leave the data with no replica"),
+            });
+        }
+        let stored = store::load(&self.meta).await.map_err(store_error)?;
+        let Some(stored) = stored else {
+            // No placement yet: nothing to move.
+            self.membership.decommission(name).await?;
+            return Ok((target.id, 0, true));
+        };
+        let mut placement = stored.placement;
+        let others = members.iter().filter(|m| m.voter && m.id != target.id && !placement.draining.contains(&m.id));
+        if others.count() == 0 {
+            return Err(ServiceError::Membership {
+                reason: "LAST_REPLICA_HOLDER",
+                message: format!(
+                    "{name} is the last node that can hold replicas; decommissioning it would leave shards with no \
+                     replica. Add a node first"
+                ),
+            });
+        }
+        if placement.draining.insert(target.id) {
+            placement.version += 1;
+            store::save(&self.meta, stored.mod_revision, &placement).await.map_err(store_error)?;
+            tracing::info!(node = target.id, name, "decommission started: moving its replicas away");
+        }
+        let left = self.state().hosted.get(&target.id).cloned().flatten().map(|v| v.len() as u32).unwrap_or(0);
+        Ok((target.id, left, false))
+    }
+}
+
+fn store_error(e: StoreError) -> ServiceError {
+    match e {
+        StoreError::Service(s) => s,
+        StoreError::Conflict => ServiceError::Membership {
+            reason: "MEMBERSHIP_BUSY",
+            message: "the placement changed meanwhile; retry".into(),
+        },
+        StoreError::Corrupt(d) => ServiceError::Internal { shard: ShardId::META, detail: d },
+    }
+}
+
+/// The report of shard `s`'s leader (the highest term wins if two claim it), and its node.
+fn leader_of(reports: &Reports, s: u32) -> Option<(NodeId, &pb::ReplicaStatus)> {
+    reports
+        .iter()
+        .filter_map(|(id, r)| Some((*id, r.as_ref()?.iter().find(|x| x.shard_id == s && x.role == "leader")?)))
+        .max_by_key(|(_, r)| r.term)
+}
+
+fn hosts(reports: &Reports, node: NodeId, s: u32) -> bool {
+    matches!(reports.get(&node), Some(Some(rs)) if rs.iter().any(|r| r.shard_id == s))
+}
+
+fn caught_up(leader: &pb::ReplicaStatus, node: NodeId) -> bool {
+    let matched = leader.matched.get(&node).copied().unwrap_or(0);
+    matched > 0 && matched + CAUGHT_UP_WITHIN >= leader.last_log_index
+}
+
+/// Shards not yet created, not at their target replicas, or not led by their preferred replica.
+pub fn pending_shards(placement: &Placement, reports: &Reports) -> usize {
+    placement
+        .shards
+        .iter()
+        .enumerate()
+        .filter(|(s, plan)| {
+            let Some((leader, status)) = leader_of(reports, *s as u32) else { return true };
+            let target: BTreeSet<NodeId> = plan.replicas.iter().copied().collect();
+            let voters: BTreeSet<NodeId> = status.voters.iter().copied().collect();
+            !plan.created || voters != target || !status.learners.is_empty() || plan.replicas.first() != Some(&leader)
+        })
+        .count()
+}
+
+/// The steps of one round: at most one membership step per shard, plus opens and closes.
+/// `may_elect(shard)` rate-limits leadership moves.
+pub fn next_steps(placement: &Placement, reports: &Reports, may_elect: impl Fn(u32) -> bool) -> Vec<Step> {
+    let reachable = |n: NodeId| matches!(reports.get(&n), Some(Some(_)));
+    let mut steps = Vec::new();
+    for (s, plan) in placement.shards.iter().enumerate() {
+        let s = s as u32;
+        if !plan.created {
+            steps.extend(create_steps(s, plan, reports));
+            continue;
+        }
+        let Some((leader, status)) = leader_of(reports, s) else { continue };
+        let target: BTreeSet<NodeId> = plan.replicas.iter().copied().collect();
+        let voters: BTreeSet<NodeId> = status.voters.iter().copied().collect();
+        let learners: BTreeSet<NodeId> = status.learners.iter().copied().collect();
+        let step = |to: NodeId, op: ShardOp| Step { to, shard: s, op };
+
+        // Replicas to open on target nodes.
+        for t in &target {
+            if !hosts(reports, *t, s) && reachable(*t) {
+                steps.push(step(*t, ShardOp::Open));
+            }
+        }
+        // Replicas that left the membership: close them.
+        for (node, r) in reports {
+            if r.as_ref().is_some_and(|rs| rs.iter().any(|x| x.shard_id == s))
+                && !voters.contains(node)
+                && !learners.contains(node)
+                && !target.contains(node)
+            {
+                steps.push(step(*node, ShardOp::Close));
+            }
+        }
+        // One membership (or leadership) step.
+        let kept_voter = voters.iter().find(|v| target.contains(v) && caught_up(status, **v)).copied();
+        if !target.contains(&leader) {
+            // The leader is leaving: hand leadership to a target voter first.
+            if let Some(v) = kept_voter.filter(|_| may_elect(s)) {
+                steps.push(step(v, ShardOp::Elect));
+            }
+        } else if let Some(t) =
+            target.iter().find(|t| !voters.contains(t) && !learners.contains(t) && hosts(reports, **t, s))
+        {
+            steps.push(step(leader, ShardOp::AddLearner { id: *t, node: NodeInfo::default() }));
+        } else if let Some(l) = learners.iter().find(|l| target.contains(l) && caught_up(status, **l)) {
+            let mut next = voters.clone();
+            next.insert(*l);
+            steps.push(step(leader, ShardOp::SetVoters { voters: next }));
+        } else if target.is_subset(&voters) && voters.len() > target.len() {
+            if let Some(extra) = voters.iter().find(|v| !target.contains(v)) {
+                let mut next = voters.clone();
+                next.remove(extra);
+                steps.push(step(leader, ShardOp::SetVoters { voters: next }));
+            }
+        } else if learners.iter().any(|l| !target.contains(l)) {
+            let ids = learners.iter().filter(|l| !target.contains(l)).copied().collect();
+            steps.push(step(leader, ShardOp::RemoveLearners { ids }));
+        } else if voters == target && learners.is_empty() {
+            // Settled: move leadership to the preferred replica once it has caught up.
+            if let Some(preferred) = plan.replicas.first().copied() {
+                if preferred != leader && caught_up(status, preferred) && may_elect(s) {
+                    steps.push(step(preferred, ShardOp::Elect));
+                }
+            }
+        }
+    }
+    steps
+}
+
+/// A shard not created yet: open it on its initial replicas, then initialize it on the first.
+fn create_steps(s: u32, plan: &ShardPlan, reports: &Reports) -> Vec<Step> {
+    let mut steps = Vec::new();
+    let mut open = 0;
+    for n in &plan.initial {
+        if hosts(reports, *n, s) {
+            open += 1;
+        } else if matches!(reports.get(n), Some(Some(_))) {
+            steps.push(Step { to: *n, shard: s, op: ShardOp::Open });
+        }
+    }
+    if let Some(first) = plan.initial.first() {
+        // A majority of the initial voters is enough to elect a leader; the rest open later.
+        if hosts(reports, *first, s) && open * 2 > plan.initial.len() {
+            let voters = plan.initial.iter().map(|id| (*id, NodeInfo::default())).collect();
+            steps.push(Step { to: *first, shard: s, op: ShardOp::Initialize { voters } });
+        }
+    }
+    steps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(
+        s: u32,
+        role: &str,
+        term: u64,
+        voters: &[u64],
+        learners: &[u64],
+        matched: &[(u64, u64)],
+    ) -> pb::ReplicaStatus {
+        pb::ReplicaStatus {
+            shard_id: s,
+            role: role.into(),
+            term,
+            voters: voters.to_vec(),
+            learners: learners.to_vec(),
+            matched: matched.iter().copied().collect(),
+            last_log_index: 1000,
+            ..Default::default()
+        }
+    }
+
+    fn one_shard(replicas: &[u64], created: bool) -> Placement {
+        Placement {
+            version: 1,
+            shard_count: 1,
+            replication: 3,
+            draining: BTreeSet::new(),
+            shards: vec![ShardPlan { replicas: replicas.to_vec(), initial: replicas.to_vec(), created }],
+        }
+    }
+
+    #[test]
+    fn a_new_shard_is_opened_then_initialized_once_a_majority_hosts_it() {
+        let p = one_shard(&[1, 2, 3], false);
+        let empty: Reports = [(1, Some(vec![])), (2, Some(vec![])), (3, None)].into_iter().collect();
+        let steps = next_steps(&p, &empty, |_| true);
+        assert_eq!(steps.iter().filter(|s| s.op == ShardOp::Open).count(), 2, "{steps:?}");
+        assert!(!steps.iter().any(|s| matches!(s.op, ShardOp::Initialize { .. })));
+        let open: Reports = [
+            (1, Some(vec![status(0, "learner", 0, &[], &[], &[])])),
+            (2, Some(vec![status(0, "learner", 0, &[], &[], &[])])),
+            (3, None),
+        ]
+        .into_iter()
+        .collect();
+        let steps = next_steps(&p, &open, |_| true);
+        assert!(steps.iter().any(|s| s.to == 1 && matches!(s.op, ShardOp::Initialize { .. })), "{steps:?}");
+    }
+
+    #[test]
+    fn a_move_goes_learner_then_voter_then_removal_then_close() {
+        // Target {1,2,4}; the shard is on {1,2,3}, 1 leads.
+        let p = one_shard(&[1, 2, 4], true);
+        let lead = |voters: &[u64], learners: &[u64], matched: &[(u64, u64)]| {
+            status(0, "leader", 2, voters, learners, matched)
+        };
+        let f = || status(0, "follower", 2, &[], &[], &[]);
+        // 4 does not host it yet: open it there, nothing else.
+        let r: Reports = [
+            (1, Some(vec![lead(&[1, 2, 3], &[], &[])])),
+            (2, Some(vec![f()])),
+            (3, Some(vec![f()])),
+            (4, Some(vec![])),
+        ]
+        .into_iter()
+        .collect();
+        let steps = next_steps(&p, &r, |_| true);
+        assert_eq!(steps, vec![Step { to: 4, shard: 0, op: ShardOp::Open }]);
+        // Hosted: add it as a learner on the leader.
+        let r: Reports = [
+            (1, Some(vec![lead(&[1, 2, 3], &[], &[])])),
+            (2, Some(vec![f()])),
+            (3, Some(vec![f()])),
+            (4, Some(vec![f()])),
+        ]
+        .into_iter()
+        .collect();
+        let steps = next_steps(&p, &r, |_| true);
+        assert!(matches!(steps[..], [Step { to: 1, op: ShardOp::AddLearner { id: 4, .. }, .. }]), "{steps:?}");
+        // A learner not caught up: wait. Caught up: voter.
+        let r: Reports =
+            [(1, Some(vec![lead(&[1, 2, 3], &[4], &[(4, 1)])])), (4, Some(vec![f()]))].into_iter().collect();
+        assert!(next_steps(&p, &r, |_| true).is_empty());
+        let r: Reports =
+            [(1, Some(vec![lead(&[1, 2, 3], &[4], &[(4, 1000)])])), (4, Some(vec![f()]))].into_iter().collect();
+        assert_eq!(
+            next_steps(&p, &r, |_| true),
+            vec![Step { to: 1, shard: 0, op: ShardOp::SetVoters { voters: [1, 2, 3, 4].into() } }]
+        );
+        // Then the old voter is removed, and once out of the membership its replica is closed.
+        let r: Reports = [(1, Some(vec![lead(&[1, 2, 3, 4], &[], &[])])), (3, Some(vec![f()]))].into_iter().collect();
+        assert_eq!(
+            next_steps(&p, &r, |_| true),
+            vec![Step { to: 1, shard: 0, op: ShardOp::SetVoters { voters: [1, 2, 4].into() } }]
+        );
+        let r: Reports = [(1, Some(vec![lead(&[1, 2, 4], &[], &[])])), (3, Some(vec![f()]))].into_iter().collect();
+        assert_eq!(next_steps(&p, &r, |_| true), vec![Step { to: 3, shard: 0, op: ShardOp::Close }]);
+    }
+
+    #[test]
+    fn leadership_moves_to_the_preferred_replica_and_off_a_leaving_node() {
+        let p = one_shard(&[2, 1, 3], true);
+        let r: Reports =
+            [(1, Some(vec![status(0, "leader", 2, &[1, 2, 3], &[], &[(2, 1000), (3, 1000)])]))].into_iter().collect();
+        assert_eq!(next_steps(&p, &r, |_| true), vec![Step { to: 2, shard: 0, op: ShardOp::Elect }]);
+        assert!(next_steps(&p, &r, |_| false).is_empty(), "rate-limited");
+        // A preferred replica that lags is not elected.
+        let r: Reports =
+            [(1, Some(vec![status(0, "leader", 2, &[1, 2, 3], &[], &[(2, 1), (3, 1000)])]))].into_iter().collect();
+        assert!(next_steps(&p, &r, |_| true).is_empty());
+        // The leader (1) is not in the target {2,3,4}: leadership goes first.
+        let p = one_shard(&[2, 3, 4], true);
+        let r: Reports =
+            [(1, Some(vec![status(0, "leader", 2, &[1, 2, 3], &[], &[(2, 1000), (3, 1000)])]))].into_iter().collect();
+        assert!(matches!(next_steps(&p, &r, |_| true)[..], [Step { op: ShardOp::Elect, .. }]));
+    }
+}

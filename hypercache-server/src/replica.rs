@@ -1,0 +1,122 @@
+//! Opening and closing shard replicas on this node while it runs.
+//!
+//! The placement driver decides where replicas live and sends each node the steps it must take
+//! (`placement/ops.rs`); this module is how a node carries out "open a replica" and "close a
+//! replica". Opening creates (or reopens) the shard's trees in the node's one sled `Db` and
+//! starts its `Raft`; every replica shares the node's flusher (group commit) and peer pool (one
+//! connection per peer pair). Closing stops the Raft and deletes the replica's data: it is only
+//! asked for once the shard's membership no longer includes this node.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use openraft::Raft;
+use tokio::sync::Mutex;
+
+use crate::network::{NetworkFactory, PeerPool};
+use crate::node::NodeError;
+use crate::shard::{Shard, ShardParts, Shards};
+use crate::storage::{self, Flusher, ShardStorage};
+use crate::types::{NodeId, ShardId};
+use crate::watch_hub::HistoryLimits;
+
+/// What opening a replica needs; one per node.
+pub struct ReplicaHost {
+    pub node_id: NodeId,
+    pub shards: Arc<Shards>,
+    db: sled::Db,
+    data_dir: PathBuf,
+    flusher: Flusher,
+    pool: PeerPool,
+    raft_config: Arc<openraft::Config>,
+    history: HistoryLimits,
+    max_batch_bytes: usize,
+    max_peer_message_bytes: usize,
+    /// Opens and closes one at a time, so two steps for one shard never interleave.
+    busy: Mutex<()>,
+}
+
+pub struct HostParts {
+    pub node_id: NodeId,
+    pub shards: Arc<Shards>,
+    pub db: sled::Db,
+    pub data_dir: PathBuf,
+    pub flusher: Flusher,
+    pub pool: PeerPool,
+    pub raft_config: Arc<openraft::Config>,
+    pub history: HistoryLimits,
+    pub max_batch_bytes: usize,
+    pub max_peer_message_bytes: usize,
+}
+
+impl ReplicaHost {
+    pub fn new(p: HostParts) -> Self {
+        ReplicaHost {
+            node_id: p.node_id,
+            shards: p.shards,
+            db: p.db,
+            data_dir: p.data_dir,
+            flusher: p.flusher,
+            pool: p.pool,
+            raft_config: p.raft_config,
+            history: p.history,
+            max_batch_bytes: p.max_batch_bytes,
+            max_peer_message_bytes: p.max_peer_message_bytes,
+            busy: Mutex::new(()),
+        }
+    }
+
+    /// Opens shard `id`'s replica (creating empty storage if it has none) unless it is open.
+    pub async fn open(&self, id: ShardId) -> Result<Arc<Shard>, NodeError> {
+        let _busy = self.busy.lock().await;
+        if let Some(shard) = self.shards.get(id) {
+            return Ok(shard);
+        }
+        let shard = self.start(id).await?;
+        self.shards.insert(shard.clone());
+        tracing::info!(node = self.node_id, shard = %id, "replica opened");
+        Ok(shard)
+    }
+
+    async fn start(&self, id: ShardId) -> Result<Arc<Shard>, NodeError> {
+        let ShardStorage { log, state_machine, reader, hub, clock } =
+            ShardStorage::open(&self.db, &self.data_dir, id, self.flusher.clone(), self.history.clone())?;
+        let committed = log.committed_handle();
+        let network = NetworkFactory::new(id, self.node_id, self.pool.clone(), self.max_peer_message_bytes);
+        let raft = Raft::new(self.node_id, self.raft_config.clone(), network, log, state_machine)
+            .await
+            .map_err(|e| NodeError::Raft { shard: id, detail: e.to_string() })?;
+        Ok(Arc::new(Shard::new(ShardParts {
+            id,
+            node_id: self.node_id,
+            raft,
+            reader,
+            hub,
+            clock,
+            committed,
+            max_batch_bytes: self.max_batch_bytes,
+        })))
+    }
+
+    /// Stops shard `id`'s replica and deletes its data. Idempotent.
+    pub async fn close(&self, id: ShardId) -> Result<(), NodeError> {
+        if id.is_meta() {
+            return Err(NodeError::Raft { shard: id, detail: "the meta group's replica is never closed".into() });
+        }
+        let _busy = self.busy.lock().await;
+        if let Some(shard) = self.shards.remove(id) {
+            shard.hub.lock().close();
+            if let Err(e) = shard.raft.shutdown().await {
+                tracing::warn!(shard = %id, error = %e, "raft shutdown while closing the replica");
+            }
+        }
+        storage::remove_shard(&self.db, &self.data_dir, id)?;
+        tracing::info!(node = self.node_id, shard = %id, "replica closed and its data deleted");
+        Ok(())
+    }
+
+    /// The data shards with storage on this node (reopened at startup).
+    pub fn stored_shards(&self) -> Vec<ShardId> {
+        storage::stored_data_shards(&self.db)
+    }
+}
