@@ -202,7 +202,17 @@ pub async fn start_again(config: &Config) -> Result<Node, hypercache_server::nod
 /// that promise the write had no effect (or a failed connect). Returns the revision, or the first
 /// error whose outcome is unknown or final.
 pub async fn put_via(endpoints: &[String], key: &str, value: &str) -> Result<u64, tonic::Status> {
-    let req = pb::PutRequest { key: key.to_string().into(), value: value.to_string().into(), ..Default::default() };
+    put_in(endpoints, 0, key, value).await
+}
+
+/// [`put_via`] for data shard `shard` (the shard `key` maps to).
+pub async fn put_in(endpoints: &[String], shard: u32, key: &str, value: &str) -> Result<u64, tonic::Status> {
+    let req = pb::PutRequest {
+        shard_id: shard,
+        key: key.to_string().into(),
+        value: value.to_string().into(),
+        ..Default::default()
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut target = 0usize;
     loop {

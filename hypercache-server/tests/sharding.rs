@@ -1,0 +1,341 @@
+//! Multi-Raft sharding with real nodes in one process: 5 nodes, 8 shards, 3 replicas each.
+//!
+//! Placement (replicas, leaders), losing a node, adding a node, decommissioning a node, and the
+//! earlier issues' guarantees on a shard other than 0.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{eventually, put_in, TestCluster};
+use hypercache_proto::error_info::info_of;
+use hypercache_proto::routing::Router;
+use hypercache_proto::v1 as pb;
+use hypercache_proto::v1::cluster_client::ClusterClient;
+use hypercache_proto::v1::kv_client::KvClient;
+use hypercache_proto::v1::lease_client::LeaseClient;
+use hypercache_server::node::Node;
+use openraft::ServerState;
+use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
+
+const SHARDS: u32 = 8;
+const SETTLE: Duration = Duration::from_secs(60);
+
+async fn start(n: usize) -> TestCluster {
+    TestCluster::start(n, |c| {
+        c.shards = SHARDS;
+        c.replication = 3;
+    })
+    .await
+}
+
+/// One shard as the running nodes report it.
+#[derive(Debug, Clone, Default)]
+struct ShardView {
+    /// Node indexes hosting a replica.
+    hosts: BTreeSet<usize>,
+    leader: Option<usize>,
+    /// As the leader's membership has them (node indexes).
+    voters: BTreeSet<usize>,
+    learners: BTreeSet<usize>,
+}
+
+fn view(c: &TestCluster) -> BTreeMap<u32, ShardView> {
+    let mut out: BTreeMap<u32, ShardView> = (0..SHARDS).map(|s| (s, ShardView::default())).collect();
+    for (i, node) in c.nodes.iter().enumerate() {
+        let Some(node) = node else { continue };
+        for shard in node.shards().data() {
+            let v = out.entry(shard.id.0).or_default();
+            v.hosts.insert(i);
+            let m = shard.metrics();
+            if m.state == ServerState::Leader {
+                let membership = m.membership_config.membership();
+                v.leader = Some(i);
+                v.voters = membership.voter_ids().map(|id| id as usize - 1).collect();
+                v.learners = membership.learner_ids().map(|id| id as usize - 1).collect();
+            }
+        }
+    }
+    out
+}
+
+/// Every shard has a leader, exactly 3 voters on distinct running nodes, no learners, and no
+/// replica outside its voters; leaders are spread (at most ceil(S/N)+1 per node).
+fn settled(c: &TestCluster) -> Option<BTreeMap<u32, ShardView>> {
+    let v = view(c);
+    let running = c.nodes.iter().filter(|n| n.is_some()).count() as u32;
+    let mut leaders: BTreeMap<usize, u32> = BTreeMap::new();
+    for s in v.values() {
+        let leader = s.leader?;
+        if s.voters.len() != 3 || !s.learners.is_empty() || s.hosts != s.voters {
+            return None;
+        }
+        if s.voters.iter().any(|i| c.nodes[*i].is_none()) {
+            return None;
+        }
+        *leaders.entry(leader).or_default() += 1;
+    }
+    let max = SHARDS.div_ceil(running) + 1;
+    leaders.values().all(|n| *n <= max).then_some(v)
+}
+
+/// A key that maps to shard `s`.
+fn key_in(s: u32, tag: &str) -> String {
+    let r = Router::new(SHARDS);
+    (0..).map(|i| format!("{tag}-{i}")).find(|k| r.shard_of(k.as_bytes()) == s).expect("some key maps to s")
+}
+
+fn shard_of(key: &str) -> u32 {
+    Router::new(SHARDS).shard_of(key.as_bytes())
+}
+
+/// A linearizable get of `key` from its shard, trying every endpoint until one leads.
+async fn get_routed(endpoints: &[String], key: &str) -> Option<pb::KeyValue> {
+    let req = pb::GetRequest { shard_id: shard_of(key), key: key.to_string().into(), serializable: false };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut i = 0usize;
+    loop {
+        let endpoint = &endpoints[i % endpoints.len()];
+        i += 1;
+        if let Ok(mut kv) = KvClient::connect(format!("http://{endpoint}")).await {
+            match kv.get(req.clone()).await {
+                Ok(r) => return r.into_inner().kv,
+                Err(st) => {
+                    let retry = info_of(&st).is_some_and(|i| i.not_applied);
+                    assert!(retry && Instant::now() < deadline, "get {key}: {st:?}");
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn meta_client(c: &TestCluster) -> ClusterClient<tonic::transport::Channel> {
+    let l = c.wait_meta_leader(SETTLE).await;
+    ClusterClient::connect(format!("http://{}", c.endpoint(l))).await.expect("connect")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_and_leaders_spread_and_the_routing_table_shows_them() {
+    let c = start(5).await;
+    let v =
+        eventually("8 shards settled with 3 voters each and leaders spread", SETTLE, || async { settled(&c) }).await;
+    let mut leaders: BTreeMap<usize, u32> = BTreeMap::new();
+    for s in v.values() {
+        *leaders.entry(s.leader.unwrap()).or_default() += 1;
+    }
+    eprintln!("leaders per node index: {leaders:?}");
+    assert!(leaders.values().all(|n| *n <= SHARDS.div_ceil(5) + 1), "{leaders:?}");
+
+    // The routing table agrees: 8 shards, 3 distinct replicas each, every node listed.
+    let mut cluster = ClusterClient::connect(format!("http://{}", c.endpoint(0))).await.unwrap();
+    let table = cluster.routing(pb::RoutingRequest {}).await.unwrap().into_inner();
+    assert!(table.version > 0);
+    assert_eq!((table.shard_count, table.replication, table.nodes.len()), (SHARDS, 3, 5));
+    for (s, route) in table.shards.iter().enumerate() {
+        assert_eq!(route.shard_id, s as u32);
+        let replicas: BTreeSet<u64> = route.replicas.iter().copied().collect();
+        assert_eq!(replicas.len(), 3, "{route:?}");
+        let voters: BTreeSet<u64> = v[&(s as u32)].voters.iter().map(|i| *i as u64 + 1).collect();
+        assert_eq!(replicas, voters, "shard {s}: the table and the shard agree");
+    }
+
+    // A node without a replica of a shard answers with a routing error, not a hang.
+    let (s, outsider) = v
+        .iter()
+        .find_map(|(s, sv)| (0..5).find(|i| !sv.hosts.contains(i)).map(|i| (*s, i)))
+        .expect("with 3 of 5 nodes per shard some node lacks each shard");
+    let mut kv = KvClient::connect(format!("http://{}", c.endpoint(outsider))).await.unwrap();
+    let key = key_in(s, "probe");
+    let st = tokio::time::timeout(
+        Duration::from_secs(2),
+        kv.get(pb::GetRequest { shard_id: s, key: key.into(), serializable: false }),
+    )
+    .await
+    .expect("answered at once")
+    .unwrap_err();
+    assert_eq!(info_of(&st).unwrap().reason, "UNKNOWN_SHARD", "{st:?}");
+    // A key sent to the wrong shard is refused as such.
+    let leader = v[&s].leader.unwrap();
+    let mut kv = KvClient::connect(format!("http://{}", c.endpoint(leader))).await.unwrap();
+    let elsewhere = key_in((s + 1) % SHARDS, "probe");
+    let st = kv.get(pb::GetRequest { shard_id: s, key: elsewhere.into(), serializable: false }).await.unwrap_err();
+    assert_eq!(info_of(&st).unwrap().reason, "WRONG_SHARD", "{st:?}");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_any_one_node_leaves_every_shard_writable() {
+    let mut c = start(5).await;
+    let v = eventually("settled", SETTLE, || async { settled(&c) }).await;
+    // The node leading the most shards is the hardest one to lose.
+    let mut leaders: BTreeMap<usize, u32> = BTreeMap::new();
+    for s in v.values() {
+        *leaders.entry(s.leader.unwrap()).or_default() += 1;
+    }
+    let victim = leaders.iter().max_by_key(|(_, n)| **n).map(|(i, _)| *i).unwrap();
+    c.crash(victim).await;
+    let endpoints = c.endpoints();
+    let started = Instant::now();
+    for s in 0..SHARDS {
+        let key = key_in(s, "after-crash");
+        put_in(&endpoints, s, &key, "v").await.unwrap_or_else(|e| panic!("shard {s} not writable: {e:?}"));
+        assert_eq!(get_routed(&endpoints, &key).await.map(|kv| kv.value), Some("v".into()));
+    }
+    eprintln!("every shard written {} ms after node {victim} crashed", started.elapsed().as_millis());
+    c.shutdown().await;
+}
+
+/// Starts a sixth node that waits to be added (its static peers name a lower id, so it never
+/// initializes anything itself) under a DNS name.
+async fn start_sixth(c: &TestCluster) -> (Node, hypercache_server::config::Config) {
+    let g = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = g.local_addr().unwrap().port();
+    let endpoint = format!("localhost:{port}");
+    let mut config = c.configs[0].clone();
+    config.node_id = 6;
+    config.name = "node-6".into();
+    config.data_dir = c.root.path().join("node-6");
+    config.listen_addr = g.local_addr().unwrap();
+    config.admin_addr = a.local_addr().unwrap();
+    config.advertise_addr = endpoint.clone();
+    config.peers = vec![format!("1={}", c.endpoint(0)), format!("6={endpoint}")];
+    config.validate().expect("valid");
+    let node = Node::start_on(config.clone(), g, a).await.expect("sixth node starts");
+    (node, config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sixth_node_receives_replicas_and_fewer_than_half_move() {
+    let mut c = start(5).await;
+    let before = eventually("settled", SETTLE, || async { settled(&c) }).await;
+    let mut meta = meta_client(&c).await;
+    let (node, config) = start_sixth(&c).await;
+    let endpoint = config.advertise_addr.clone();
+    c.nodes.push(Some(node));
+    c.configs.push(config);
+    let added = meta.add_node(pb::AddNodeRequest { endpoint }).await.expect("add node").into_inner();
+    assert_eq!((added.node_id, added.name.as_str()), (6, "node-6"));
+
+    let after = eventually("settled with node 6 holding replicas", SETTLE, || async {
+        settled(&c).filter(|v| v.values().any(|s| s.voters.contains(&5)))
+    })
+    .await;
+    let moved: usize = (0..SHARDS).map(|s| after[&s].voters.difference(&before[&s].voters).count()).sum();
+    let on_new = after.values().filter(|s| s.voters.contains(&5)).count();
+    eprintln!("{moved} of 24 replicas moved; node 6 holds {on_new}");
+    assert!(moved < 12, "{moved} of 24 replicas moved");
+    assert_eq!(moved, on_new, "replicas moved only to the new node");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decommission_moves_replicas_away_first_and_loses_no_write() {
+    let c = Arc::new(start(5).await);
+    eventually("settled", SETTLE, || async { settled(&c) }).await;
+    let endpoints = c.endpoints();
+
+    // Writes to every shard run throughout.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, endpoints) = (stop.clone(), endpoints.clone());
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut i = 0u32;
+            while !stop.load(Ordering::Acquire) {
+                let key = format!("w-{i}");
+                put_in(&endpoints, shard_of(&key), &key, "v").await.expect("write during decommission");
+                acked.push(key);
+                i += 1;
+            }
+            acked
+        })
+    };
+
+    let leaving = 4usize; // node-5
+    let started = meta_client(&c)
+        .await
+        .decommission(pb::DecommissionRequest { name: "node-5".into() })
+        .await
+        .expect("decommission starts")
+        .into_inner();
+    assert_eq!(started.node_id, 5);
+    assert!(!started.removed);
+    // While it is a member its replicas move; it leaves only once it hosts none.
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let meta = c.node(0).shards().meta().unwrap();
+        let member = meta.metrics().membership_config.membership().get_node(&5).is_some();
+        let hosted = c.node(leaving).shards().data().len();
+        if !member {
+            assert_eq!(hosted, 0, "node-5 left while it still hosted {hosted} replicas");
+            break;
+        }
+        assert!(Instant::now() < deadline, "node-5 still a member after {SETTLE:?}; hosts {hosted}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::Release);
+    let acked = writer.await.unwrap();
+    assert!(acked.len() > 10, "writes kept flowing: {}", acked.len());
+    let others: Vec<String> = (0..4).map(|i| c.endpoint(i)).collect();
+    for key in &acked {
+        assert!(get_routed(&others, key).await.is_some(), "acknowledged {key} was lost");
+    }
+    eprintln!("{} acknowledged writes during the decommission, all readable", acked.len());
+    let c = Arc::try_unwrap(c).ok().expect("writer done");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_watches_and_linearizable_reads_hold_on_a_non_zero_shard() {
+    let c = start(5).await;
+    let v = eventually("settled", SETTLE, || async { settled(&c) }).await;
+    let s = 5u32;
+    let leader = c.endpoint(v[&s].leader.unwrap());
+    let channel = tonic::transport::Channel::from_shared(format!("http://{leader}")).unwrap().connect().await.unwrap();
+    let mut kv = KvClient::new(channel.clone());
+    let mut leases = LeaseClient::new(channel);
+
+    let key = key_in(s, "session");
+    let mut watch = kv
+        .watch(pb::WatchRequest { shard_id: s, key: key.clone().into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let lease = leases.grant(pb::LeaseGrantRequest { shard_id: s, ttl_ms: 60_000 }).await.unwrap().into_inner();
+    assert_eq!(lease.id >> 48, u64::from(s), "lease ids carry their shard");
+    let put = pb::PutRequest {
+        shard_id: s,
+        key: key.clone().into(),
+        value: "on".into(),
+        lease: lease.id,
+        ..Default::default()
+    };
+    kv.put(put).await.unwrap();
+    // Linearizable: a read through any node after the ack sees the write.
+    assert_eq!(get_routed(&c.endpoints(), &key).await.map(|kv| kv.lease), Some(lease.id));
+    leases.revoke(pb::LeaseRevokeRequest { shard_id: s, id: lease.id }).await.unwrap();
+    assert_eq!(get_routed(&c.endpoints(), &key).await, None, "revoking the lease deleted its key");
+
+    let mut types = Vec::new();
+    while types.len() < 2 {
+        let msg = tokio::time::timeout(Duration::from_secs(10), watch.next()).await.expect("event").unwrap().unwrap();
+        types.extend(msg.events.iter().map(|e| e.r#type));
+        assert_eq!(msg.header.unwrap().shard_id, s);
+    }
+    assert_eq!(types, vec![pb::event::Type::Put as i32, pb::event::Type::Delete as i32]);
+
+    // A lease of one shard cannot carry a key of another.
+    let other = key_in((s + 1) % SHARDS, "x");
+    let lease = leases.grant(pb::LeaseGrantRequest { shard_id: s, ttl_ms: 60_000 }).await.unwrap().into_inner();
+    let put =
+        pb::PutRequest { shard_id: s, key: other.into(), value: "v".into(), lease: lease.id, ..Default::default() };
+    let st = kv.put(put).await.unwrap_err();
+    assert_eq!(info_of(&st).unwrap().reason, "WRONG_SHARD");
+    c.shutdown().await;
+}
