@@ -21,9 +21,9 @@ use hypercache_proto::v1 as pb;
 use pb::boards_client::BoardsClient as WireClient;
 use tonic::transport::Channel;
 
-use crate::client::{Client, Route};
+use crate::client::{Client, Route, Target};
 use crate::error::{reason, Error};
-use crate::ops::request;
+use crate::ops::{in_shard, request};
 use crate::retry::OpKind;
 use crate::stream::Resuming;
 use crate::types::{millis_ceil, revision};
@@ -163,16 +163,16 @@ impl Client {
     /// Creates a board, unassigned at epoch 0 (`BOARD_EXISTS` if the id is taken).
     pub async fn create_board(&self, board: CreateBoard) -> Result<Board, Error> {
         let msg = pb::CreateBoardRequest {
-            shard_id: self.shard(),
+            shard_id: 0,
             board_id: board.board_id,
             params: board.params,
             checkpoint: board.checkpoint,
             lifetime_ms: board.lifetime.map(millis_ceil),
         };
         let response = self
-            .execute("create_board", OpKind::Write, Route::Leader, |ch, t| {
+            .execute("create_board", OpKind::Write, Target::Home, Route::Leader, |ch, shard_id, t| {
                 let mut boards = self.boards_wire(ch);
-                let req = request(msg.clone(), t);
+                let req = request(in_shard!(msg.clone(), shard_id), t);
                 async move { boards.create(req).await }
             })
             .await?;
@@ -183,7 +183,7 @@ impl Client {
     pub async fn assign_board(&self, assign: AssignBoard) -> Result<Board, Error> {
         let (election, election_term) = assign.election.unwrap_or_default();
         let msg = pb::AssignBoardRequest {
-            shard_id: self.shard(),
+            shard_id: 0,
             board_id: assign.board_id,
             server_id: assign.server_id,
             expected_epoch: assign.expected_epoch,
@@ -192,9 +192,9 @@ impl Client {
             election_term,
         };
         let response = self
-            .execute("assign_board", OpKind::Idempotent, Route::Leader, |ch, t| {
+            .execute("assign_board", OpKind::Idempotent, Target::Home, Route::Leader, |ch, shard_id, t| {
                 let mut boards = self.boards_wire(ch);
-                let req = request(msg.clone(), t);
+                let req = request(in_shard!(msg.clone(), shard_id), t);
                 async move { boards.assign(req).await }
             })
             .await?;
@@ -204,17 +204,11 @@ impl Client {
     /// Writes a checkpoint, fenced by `epoch`; `seq` must be above the stored one (an equal
     /// seq is an idempotent success with `written = false`; a lower one is `STALE_SEQ`).
     pub async fn sync_board(&self, board_id: &str, epoch: u64, seq: u64, data: Bytes) -> Result<SyncResult, Error> {
-        let msg = pb::SyncBoardRequest {
-            shard_id: self.shard(),
-            board_id: board_id.to_string(),
-            epoch,
-            seq,
-            checkpoint: data,
-        };
+        let msg = pb::SyncBoardRequest { shard_id: 0, board_id: board_id.to_string(), epoch, seq, checkpoint: data };
         let response = self
-            .execute("sync_board", OpKind::Idempotent, Route::Leader, |ch, t| {
+            .execute("sync_board", OpKind::Idempotent, Target::Home, Route::Leader, |ch, shard_id, t| {
                 let mut boards = self.boards_wire(ch);
-                let req = request(msg.clone(), t);
+                let req = request(in_shard!(msg.clone(), shard_id), t);
                 async move { boards.sync(req).await }
             })
             .await?;
@@ -224,11 +218,11 @@ impl Client {
     /// Reads a board and its checkpoint; `None` if it does not exist. Linearizable unless
     /// `serializable`.
     pub async fn get_board(&self, board_id: &str, serializable: bool) -> Result<Option<BoardRecord>, Error> {
-        let msg = pb::GetBoardRequest { shard_id: self.shard(), board_id: board_id.to_string(), serializable };
+        let msg = pb::GetBoardRequest { shard_id: 0, board_id: board_id.to_string(), serializable };
         let result = self
-            .execute("get_board", OpKind::Read, route(serializable), |ch, t| {
+            .execute("get_board", OpKind::Read, Target::Home, route(serializable), |ch, shard_id, t| {
                 let mut boards = self.boards_wire(ch);
-                let req = request(msg.clone(), t);
+                let req = request(in_shard!(msg.clone(), shard_id), t);
                 async move { boards.get(req).await }
             })
             .await;
@@ -252,16 +246,16 @@ impl Client {
         serializable: bool,
     ) -> Result<BoardPage, Error> {
         let msg = pb::ListBoardsRequest {
-            shard_id: self.shard(),
+            shard_id: 0,
             owner: owner.unwrap_or_default().to_string(),
             limit,
             page_token: page_token.unwrap_or_default(),
             serializable,
         };
         let response = self
-            .execute("list_boards", OpKind::Read, route(serializable), |ch, t| {
+            .execute("list_boards", OpKind::Read, Target::Home, route(serializable), |ch, shard_id, t| {
                 let mut boards = self.boards_wire(ch);
-                let req = request(msg.clone(), t);
+                let req = request(in_shard!(msg.clone(), shard_id), t);
                 async move { boards.list(req).await }
             })
             .await?;
@@ -288,15 +282,15 @@ impl Client {
     /// The owner gives the board up: owner cleared, epoch bumped (fencing any late sync).
     pub async fn release_board(&self, board_id: &str, server_id: &str, epoch: u64) -> Result<Board, Error> {
         let msg = pb::ReleaseBoardRequest {
-            shard_id: self.shard(),
+            shard_id: 0,
             board_id: board_id.to_string(),
             server_id: server_id.to_string(),
             epoch,
         };
         let response = self
-            .execute("release_board", OpKind::Write, Route::Leader, |ch, t| {
+            .execute("release_board", OpKind::Write, Target::Home, Route::Leader, |ch, shard_id, t| {
                 let mut boards = self.boards_wire(ch);
-                let req = request(msg.clone(), t);
+                let req = request(in_shard!(msg.clone(), shard_id), t);
                 async move { boards.release(req).await }
             })
             .await?;
@@ -305,10 +299,10 @@ impl Client {
 
     /// Deletes the board and its checkpoint; with `expected_epoch`, only at that epoch.
     pub async fn delete_board(&self, board_id: &str, expected_epoch: Option<u64>) -> Result<(), Error> {
-        let msg = pb::DeleteBoardRequest { shard_id: self.shard(), board_id: board_id.to_string(), expected_epoch };
-        self.execute("delete_board", OpKind::Write, Route::Leader, |ch, t| {
+        let msg = pb::DeleteBoardRequest { shard_id: 0, board_id: board_id.to_string(), expected_epoch };
+        self.execute("delete_board", OpKind::Write, Target::Home, Route::Leader, |ch, shard_id, t| {
             let mut boards = self.boards_wire(ch);
-            let req = request(msg.clone(), t);
+            let req = request(in_shard!(msg.clone(), shard_id), t);
             async move { boards.delete(req).await }
         })
         .await?;
@@ -317,14 +311,14 @@ impl Client {
 
     /// Watches what `server_id` owns: a snapshot, then boards gained and lost.
     pub fn watch_assignments(&self, server_id: &str) -> AssignmentWatch {
-        let msg = pb::WatchAssignmentsRequest { shard_id: self.shard(), server_id: server_id.to_string() };
+        let msg = pb::WatchAssignmentsRequest { shard_id: 0, server_id: server_id.to_string() };
         let client = self.clone();
         AssignmentWatch(Resuming::new(
             self.clone(),
             "watch_assignments",
-            Box::new(move |ch| {
+            Box::new(move |ch, shard_id| {
                 let mut boards = client.boards_wire(ch);
-                let req = tonic::Request::new(msg.clone());
+                let req = tonic::Request::new(in_shard!(msg.clone(), shard_id));
                 async move { boards.watch_assignments(req).await }.boxed()
             }),
         ))

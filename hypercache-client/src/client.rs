@@ -1,13 +1,23 @@
-//! The [`Client`]: endpoint table, leader cache, and the retry loop every operation runs in.
+//! The [`Client`]: endpoint table, per-shard leader cache, and the retry loop every operation
+//! runs in.
 //!
-//! The endpoint table starts as the configured seed list and grows with leader endpoints learned
-//! from NOT_LEADER redirects (at most [`MAX_LEARNED_ENDPOINTS`] of them). Each entry owns one
-//! lazily connected tonic `Channel`; tonic multiplexes all concurrent requests over it and
-//! re-resolves the host name whenever it reconnects.
+//! The endpoint table starts as the configured seed list, gains the nodes of the routing table
+//! (`routing.rs`) and the leader endpoints learned from NOT_LEADER redirects (at most
+//! [`MAX_LEARNED_ENDPOINTS`] of those). Each entry owns one lazily connected tonic `Channel`;
+//! tonic multiplexes all concurrent requests over it and re-resolves the host name whenever it
+//! reconnects.
+//!
+//! Every operation names a [`Target`] (a key, a shard, the home shard, or the meta group); the
+//! routing table turns it into a [`Group`], whose leader is cached separately: a NOT_LEADER for
+//! shard `s` moves shard `s` only. The first attempt goes to the group's cached leader, else the
+//! table's leader hint, else its first replica ([`Route`]); retries walk the shard's replicas.
+//! `UNKNOWN_SHARD` and `WRONG_SHARD` (both promise "not applied", so even writes are retried)
+//! and `NO_LEADER` refresh the routing table, then the shard is resolved again.
 //!
 //! The lock around the table is a std `RwLock`: it is only held to look up or insert an entry,
 //! never across an `.await`.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
@@ -18,7 +28,10 @@ use tonic::Status;
 
 use crate::config::{validate_endpoint, ClientConfig};
 use crate::error::Error;
-use crate::retry::{backoff_delay, classify, delivery_of, Decision, Delivery, OpKind};
+use crate::retry::{backoff_delay, classify, delivery_of, wants_refresh, Decision, Delivery, OpKind};
+use crate::routing::{RoutingCache, RoutingTable};
+use crate::target::{after, candidates, choose};
+pub(crate) use crate::target::{Group, Route, Target};
 
 /// HTTP/2 ping interval and the wait for its answer on every channel.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
@@ -27,20 +40,8 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Learned (non-configured) endpoints kept in the table; more are used once and dropped.
 pub(crate) const MAX_LEARNED_ENDPOINTS: usize = 32;
 
-/// Where the first attempt of an operation goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Route {
-    /// The cached leader, else the first endpoint; successes update the cache.
-    Leader,
-    /// The first configured endpoint (serializable reads); the cache is left alone.
-    First,
-    /// Streams any node can serve (watches): the cached leader unless it is `avoid` (the node a
-    /// stream just broke on), else the endpoint after `avoid`, else the first. A success says
-    /// nothing about leadership, so the cache is left alone.
-    PreferLeader { avoid: Option<String> },
-}
-
-/// A HyperCache client. Cheap to clone (clones share channels and the leader cache).
+/// A HyperCache client. Cheap to clone (clones share channels, the routing table and the
+/// leader cache).
 #[derive(Clone)]
 pub struct Client {
     pub(crate) inner: Arc<Inner>,
@@ -49,28 +50,40 @@ pub struct Client {
 pub(crate) struct Inner {
     pub(crate) config: ClientConfig,
     table: RwLock<Table>,
+    pub(crate) routing: RoutingCache,
 }
 
 struct Table {
+    /// Seeds first (configuration order), then the routing table's nodes, then learned ones.
     nodes: Vec<Node>,
-    leader: Option<String>,
+    leaders: HashMap<Group, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    Seed,
+    Routing,
+    /// A leader endpoint from a NOT_LEADER redirect.
+    Learned,
 }
 
 #[derive(Clone)]
 pub(crate) struct Node {
     pub(crate) endpoint: String,
     pub(crate) channel: Channel,
+    pub(crate) origin: Origin,
 }
 
 /// What the retry loop has done so far, read when the overall deadline fires.
-struct Progress {
-    attempts: u32,
-    endpoint: String,
-    in_flight: bool,
-    last_error: Option<String>,
+#[derive(Default)]
+pub(crate) struct Progress {
+    pub(crate) attempts: u32,
+    pub(crate) endpoint: String,
+    pub(crate) in_flight: bool,
+    pub(crate) last_error: Option<String>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -91,10 +104,10 @@ impl Client {
         let nodes = config
             .endpoints
             .iter()
-            .map(|e| Ok(Node { endpoint: e.clone(), channel: make_channel(e, &config)? }))
+            .map(|e| Ok(Node { endpoint: e.clone(), channel: make_channel(e, &config)?, origin: Origin::Seed }))
             .collect::<Result<Vec<_>, Error>>()?;
-        let table = RwLock::new(Table { nodes, leader: None });
-        Ok(Client { inner: Arc::new(Inner { config, table }) })
+        let table = RwLock::new(Table { nodes, leaders: HashMap::new() });
+        Ok(Client { inner: Arc::new(Inner { config, table, routing: RoutingCache::default() }) })
     }
 
     /// The configuration this client was built with.
@@ -102,10 +115,15 @@ impl Client {
         &self.inner.config
     }
 
-    /// The endpoint believed to be the leader (the last one that served a leader request, or
-    /// the last redirect target), if any.
-    pub fn leader_hint(&self) -> Option<String> {
-        self.read_table().leader.clone()
+    /// The endpoint believed to lead `shard` (the last one that served a leader request for
+    /// it, or the last redirect target), if any.
+    pub fn leader_hint(&self, shard: u32) -> Option<String> {
+        self.read_table().leaders.get(&Group::Shard(shard)).cloned()
+    }
+
+    /// Every endpoint the client knows: the seeds, the routing table's nodes, learned leaders.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.read_table().nodes.iter().map(|n| n.endpoint.clone()).collect()
     }
 
     fn read_table(&self) -> std::sync::RwLockReadGuard<'_, Table> {
@@ -116,47 +134,63 @@ impl Client {
         self.inner.table.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn first_target(&self, route: &Route) -> Node {
-        let table = self.read_table();
-        let leader = || table.leader.as_ref().and_then(|l| table.nodes.iter().find(|n| &n.endpoint == l));
-        let chosen = match route {
-            Route::Leader => leader(),
-            Route::First => None,
-            Route::PreferLeader { avoid: None } => leader(),
-            Route::PreferLeader { avoid: Some(avoid) } => leader().filter(|n| &n.endpoint != avoid).or_else(|| {
-                let i = table.nodes.iter().position(|n| &n.endpoint == avoid)?;
-                Some(&table.nodes[(i + 1) % table.nodes.len()])
-            }),
+    /// The group `target` addresses under `table` (which every target but `Meta` needs).
+    pub(crate) fn resolve(&self, target: &Target, table: Option<&RoutingTable>) -> Result<Group, Error> {
+        let Some(table) = table else {
+            return Ok(match target {
+                Target::Meta => Group::Meta,
+                Target::Shard(s) => Group::Shard(*s),
+                Target::Key(_) | Target::Home => Group::Shard(0),
+            });
         };
-        chosen.unwrap_or(&table.nodes[0]).clone()
+        match target {
+            Target::Meta => Ok(Group::Meta),
+            Target::Key(key) => Ok(Group::Shard(table.shard_of(key))),
+            Target::Home => Ok(Group::Shard(table.shard_of(self.inner.config.namespace.as_bytes()))),
+            Target::Shard(s) if *s < table.shard_count => Ok(Group::Shard(*s)),
+            Target::Shard(s) => Err(Error::UnknownShard {
+                message: format!("shard {s} does not exist: the cluster has {} shard(s)", table.shard_count),
+            }),
+        }
     }
 
-    fn next_after(&self, endpoint: &str) -> Node {
-        let table = self.read_table();
-        let next = table.nodes.iter().position(|n| n.endpoint == endpoint).map_or(0, |i| (i + 1) % table.nodes.len());
-        table.nodes[next].clone()
+    /// The home shard: where the game services (registry, boards, elections) live.
+    pub async fn home_shard(&self) -> Result<u32, Error> {
+        let table = self.routing().await?;
+        Ok(self.resolve(&Target::Home, Some(&table))?.shard_id())
     }
 
-    pub(crate) fn remember_leader(&self, endpoint: &str) {
+    pub(crate) fn first_target(&self, group: Group, route: &Route, table: Option<&RoutingTable>) -> Node {
+        let t = self.read_table();
+        choose(&t.nodes, &t.leaders, table, group, route)
+    }
+
+    fn next_after(&self, group: Group, table: Option<&RoutingTable>, endpoint: &str) -> Node {
+        let t = self.read_table();
+        let candidates = candidates(&t.nodes, table, group);
+        after(&candidates, endpoint).unwrap_or(&t.nodes[0]).clone()
+    }
+
+    pub(crate) fn remember_leader(&self, group: Group, endpoint: &str) {
         let mut table = self.write_table();
-        if table.leader.as_deref() != Some(endpoint) {
-            table.leader = Some(endpoint.to_string());
+        if table.leaders.get(&group).map(String::as_str) != Some(endpoint) {
+            table.leaders.insert(group, endpoint.to_string());
         }
     }
 
     /// Follows a leader hint received outside the retry loop (in a stream): later requests and
-    /// reconnects go there. An invalid endpoint is ignored (logged).
-    pub(crate) fn learn_leader(&self, endpoint: &str) {
+    /// reconnects for `group` go there. An invalid endpoint is ignored (logged).
+    pub(crate) fn learn_leader(&self, group: Group, endpoint: &str) {
         match self.node_for(endpoint, true) {
-            Ok(node) => self.remember_leader(&node.endpoint),
+            Ok(node) => self.remember_leader(group, &node.endpoint),
             Err(_) => tracing::warn!(leader = %endpoint, "server named an invalid leader endpoint"),
         }
     }
 
-    pub(crate) fn forget_leader(&self, endpoint: &str) {
+    pub(crate) fn forget_leader(&self, group: Group, endpoint: &str) {
         let mut table = self.write_table();
-        if table.leader.as_deref() == Some(endpoint) {
-            table.leader = None;
+        if table.leaders.get(&group).map(String::as_str) == Some(endpoint) {
+            table.leaders.remove(&group);
         }
     }
 
@@ -167,37 +201,68 @@ impl Client {
             return Ok(node.clone());
         }
         validate_endpoint(endpoint)?;
-        let node = Node { endpoint: endpoint.to_string(), channel: make_channel(endpoint, &self.inner.config)? };
+        let channel = make_channel(endpoint, &self.inner.config)?;
+        let node = Node { endpoint: endpoint.to_string(), channel, origin: Origin::Learned };
         if learn {
             let mut table = self.write_table();
             if let Some(existing) = table.nodes.iter().find(|n| n.endpoint == endpoint) {
                 return Ok(existing.clone());
             }
-            if table.nodes.len() < self.inner.config.endpoints.len() + MAX_LEARNED_ENDPOINTS {
+            if table.nodes.iter().filter(|n| n.origin == Origin::Learned).count() < MAX_LEARNED_ENDPOINTS {
                 table.nodes.push(node.clone());
             }
         }
         Ok(node)
     }
 
-    /// Runs one operation with redirects, retries and the overall deadline
+    /// Makes the routing table's nodes part of the endpoint table: seeds stay first, nodes that
+    /// left the table are dropped (unless seeds), channels of known endpoints are reused.
+    pub(crate) fn adopt_endpoints(&self, routing: &RoutingTable) {
+        let config = &self.inner.config;
+        let mut table = self.write_table();
+        let mut nodes: Vec<Node> = table.nodes.iter().filter(|n| n.origin == Origin::Seed).cloned().collect();
+        for member in routing.nodes.values() {
+            let endpoint = member.endpoint.as_str();
+            if nodes.iter().any(|n| n.endpoint == endpoint) || validate_endpoint(endpoint).is_err() {
+                continue;
+            }
+            let channel = match table.nodes.iter().find(|n| n.endpoint == endpoint) {
+                Some(known) => known.channel.clone(),
+                None => match make_channel(endpoint, config) {
+                    Ok(channel) => channel,
+                    Err(_) => continue,
+                },
+            };
+            nodes.push(Node { endpoint: endpoint.to_string(), channel, origin: Origin::Routing });
+        }
+        for learned in table.nodes.iter().filter(|n| n.origin == Origin::Learned) {
+            if !nodes.iter().any(|n| n.endpoint == learned.endpoint) {
+                nodes.push(learned.clone());
+            }
+        }
+        table.nodes = nodes;
+    }
+
+    /// Runs one operation with routing, redirects, retries and the overall deadline
     /// (`request_timeout`).
     ///
-    /// `call` performs one attempt on a channel with the time left; it must set that time on
-    /// the request (`Request::set_timeout`) so the server and tonic give up too.
+    /// `call` performs one attempt on a channel for a shard with the time left; it must put the
+    /// shard id in its request and set the time on it (`Request::set_timeout`) so the server
+    /// and tonic give up too.
     pub(crate) async fn execute<T, F, Fut>(
         &self,
         op: &'static str,
         kind: OpKind,
+        target: Target,
         route: Route,
         call: F,
     ) -> Result<T, Error>
     where
-        F: FnMut(Channel, Duration) -> Fut,
+        F: FnMut(Channel, u32, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let timeout = self.inner.config.request_timeout;
-        self.execute_with(op, kind, route, timeout, call).await.map(|(_, response)| response)
+        self.execute_with(op, kind, target, route, timeout, call).await.map(|(_, response)| response)
     }
 
     /// [`execute`](Self::execute) with an explicit deadline for the whole operation (long polls
@@ -209,38 +274,47 @@ impl Client {
         &self,
         op: &'static str,
         kind: OpKind,
+        target: Target,
         route: Route,
         timeout: Duration,
         call: F,
     ) -> Result<(String, T), Error>
     where
-        F: FnMut(Channel, Duration) -> Fut,
+        F: FnMut(Channel, u32, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
-        let progress =
-            Mutex::new(Progress { attempts: 0, endpoint: String::new(), in_flight: false, last_error: None });
-        match tokio::time::timeout(timeout, self.retry_loop(op, kind, route, timeout, call, &progress)).await {
+        let progress = Mutex::new(Progress::default());
+        let attempt = self.retry_loop(op, kind, target, route, timeout, call, &progress);
+        match tokio::time::timeout(timeout, attempt).await {
             Ok(result) => result,
             Err(_elapsed) => Err(deadline_error(op, kind, timeout, &lock(&progress))),
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn retry_loop<T, F, Fut>(
         &self,
         op: &'static str,
         kind: OpKind,
+        target: Target,
         route: Route,
         timeout: Duration,
         mut call: F,
         progress: &Mutex<Progress>,
     ) -> Result<(String, T), Error>
     where
-        F: FnMut(Channel, Duration) -> Fut,
+        F: FnMut(Channel, u32, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let config = &self.inner.config;
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut target = self.first_target(&route);
+        // The meta group needs no table, but uses a cached one for its leader hint.
+        let mut table = match target {
+            Target::Meta => self.inner.routing.current(),
+            _ => Some(self.routing_until(deadline, progress).await?),
+        };
+        let mut group = self.resolve(&target, table.as_deref())?;
+        let mut node = self.first_target(group, &route, table.as_deref());
         let mut retries = 0u32;
         let mut last_error = String::new();
         // Endpoints that failed during this operation. Right after a leader dies, followers keep
@@ -255,58 +329,68 @@ impl Client {
             {
                 let mut p = lock(progress);
                 p.attempts = attempt;
-                p.endpoint.clone_from(&target.endpoint);
+                p.endpoint.clone_from(&node.endpoint);
                 p.in_flight = true;
             }
-            let result = call(target.channel.clone(), remaining).await;
-            let status = match result {
+            let status = match call(node.channel.clone(), group.shard_id(), remaining).await {
                 Ok(response) => {
                     if route == Route::Leader {
-                        self.remember_leader(&target.endpoint);
+                        self.remember_leader(group, &node.endpoint);
                     }
-                    return Ok((target.endpoint, response.into_inner()));
+                    return Ok((node.endpoint, response.into_inner()));
                 }
                 Err(status) => status,
             };
             let delivery = delivery_of(&status);
-            last_error = format!("{}: {}", target.endpoint, describe(&status, delivery));
+            last_error = format!("{}: {}", node.endpoint, describe(&status, delivery));
             {
                 let mut p = lock(progress);
                 p.in_flight = false;
                 p.last_error = Some(last_error.clone());
             }
-            tracing::debug!(op, attempt, endpoint = %target.endpoint, error = %last_error, "attempt failed");
-            match classify(&status, kind, delivery) {
+            tracing::debug!(op, attempt, endpoint = %node.endpoint, shard = group.shard_id(), error = %last_error, "attempt failed");
+            let decision = classify(&status, kind, delivery);
+            let refresh = matches!(decision, Decision::Reroute)
+                || (wants_refresh(&status) && table.as_ref().is_some_and(|t| !t.is_legacy()));
+            if refresh && table.is_some() {
+                // The table was wrong about this shard: ask the node that just answered for its
+                // table (coalesced with other callers), then route again.
+                let seen = self.routing_generation();
+                self.refresh_from(seen, &node.endpoint, deadline).await;
+                table = self.inner.routing.current().or(table);
+                group = self.resolve(&target, table.as_deref())?;
+            }
+            match decision {
                 Decision::Fail(err) => return Err(err),
                 Decision::OutcomeUnknown => {
                     return Err(Error::OutcomeUnknown {
                         message: format!("{op} sent to {last_error}; it may or may not have been applied"),
                     })
                 }
-                Decision::Redirect(leader) if leader != target.endpoint && !failed.contains(&leader) => {
+                Decision::Redirect(leader) if leader != node.endpoint && !failed.contains(&leader) => {
                     match self.node_for(&leader, true) {
-                        Ok(node) => {
-                            self.remember_leader(&node.endpoint);
-                            target = node;
+                        Ok(next) => {
+                            self.remember_leader(group, &next.endpoint);
+                            node = next;
                             continue;
                         }
                         Err(_) => {
                             tracing::warn!(op, leader = %leader, "server named an invalid leader endpoint");
-                            target = self.next_after(&target.endpoint);
+                            node = self.next_after(group, table.as_deref(), &node.endpoint);
                         }
                     }
                 }
                 // A redirect to itself or to a node that already failed: pause, try the next.
-                Decision::Redirect(_) => {
-                    self.forget_leader(&target.endpoint);
-                    target = self.next_after(&target.endpoint);
+                Decision::Redirect(_) | Decision::Reroute => {
+                    self.forget_leader(group, &node.endpoint);
+                    node = self.next_after(group, table.as_deref(), &node.endpoint);
                 }
                 Decision::Retry => {
-                    if !failed.contains(&target.endpoint) {
-                        failed.push(target.endpoint.clone());
+                    if !failed.contains(&node.endpoint) {
+                        failed.push(node.endpoint.clone());
                     }
-                    self.forget_leader(&target.endpoint);
-                    target = self.next_after(&target.endpoint);
+                    self.forget_leader(group, &node.endpoint);
+                    node = self.next_after(group, table.as_deref(), &node.endpoint);
                 }
             }
             if attempt < config.max_attempts {
@@ -343,7 +427,8 @@ impl Client {
         };
         let delivery = delivery_of(&status);
         let described = describe(&status, delivery);
-        let not_leader = hypercache_proto::error_info::info_of(&status).is_some_and(|i| i.reason == "NOT_LEADER");
+        let info = hypercache_proto::error_info::info_of(&status);
+        let not_leader = info.as_ref().is_some_and(|i| i.reason == "NOT_LEADER");
         Err(match classify(&status, OpKind::Read, delivery) {
             Decision::Fail(err) => err,
             Decision::Redirect(leader) => {
@@ -352,6 +437,8 @@ impl Client {
             Decision::Retry if not_leader => {
                 Error::NotLeader { endpoint: endpoint.to_string(), leader_endpoint: None, message: described }
             }
+            // Asked one node on purpose: that it does not host the shard is the answer.
+            Decision::Reroute => Error::UnknownShard { message: format!("{op} on {endpoint}: {described}") },
             Decision::Retry | Decision::OutcomeUnknown => {
                 Error::Unavailable { message: format!("{op} on {endpoint}: {described}") }
             }
@@ -361,7 +448,7 @@ impl Client {
 
 /// The error for an operation whose deadline passed: a write (idempotent or not) with an attempt
 /// in flight may have been applied; otherwise nothing took effect.
-fn deadline_error(op: &str, kind: OpKind, timeout: Duration, p: &Progress) -> Error {
+pub(crate) fn deadline_error(op: &str, kind: OpKind, timeout: Duration, p: &Progress) -> Error {
     if p.in_flight && kind != OpKind::Read {
         Error::OutcomeUnknown {
             message: format!(
@@ -381,7 +468,7 @@ fn deadline_error(op: &str, kind: OpKind, timeout: Duration, p: &Progress) -> Er
     }
 }
 
-fn make_channel(endpoint: &str, config: &ClientConfig) -> Result<Channel, Error> {
+pub(crate) fn make_channel(endpoint: &str, config: &ClientConfig) -> Result<Channel, Error> {
     let uri = format!("http://{endpoint}");
     let endpoint = Endpoint::from_shared(uri)
         .map_err(|e| Error::config(format!("invalid endpoint {endpoint:?}: {e}")))?
@@ -414,4 +501,27 @@ pub(crate) fn describe(status: &Status, delivery: Delivery) -> String {
         source = err.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::routing::tests::response;
+
+    fn table() -> RoutingTable {
+        RoutingTable::from_wire(response(2, 1)).expect("ready")
+    }
+
+    #[tokio::test]
+    async fn the_routing_tables_nodes_join_the_endpoint_table_and_seeds_stay() {
+        let client = Client::new(ClientConfig::new(["seed:1", "n1:7000"])).expect("client");
+        client.node_for("learned:1", true).expect("valid");
+        client.adopt_endpoints(&table());
+        assert_eq!(client.endpoints(), vec!["seed:1", "n1:7000", "n2:7000", "n3:7000", "learned:1"]);
+        let home = client.resolve(&Target::Home, Some(&table())).expect("home");
+        assert_eq!(home, Group::Shard(hypercache_proto::routing::Router::new(2).shard_of(b"hypercache")));
+        let err = client.resolve(&Target::Shard(2), Some(&table())).expect_err("two shards");
+        assert!(matches!(err, Error::UnknownShard { .. }), "{err:?}");
+    }
 }

@@ -14,6 +14,9 @@ use crate::error::Error;
 /// room for the key and metadata.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024 + 64 * 1024;
 
+/// The namespace of clients that do not name one (see [`ClientConfig::namespace`]).
+pub const DEFAULT_NAMESPACE: &str = "hypercache";
+
 /// How a [`Client`](crate::Client) reaches the cluster and how hard it tries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientConfig {
@@ -28,8 +31,13 @@ pub struct ClientConfig {
     /// First retry delay; doubles per retry up to `backoff_max`, with jitter.
     pub backoff_base: Duration,
     pub backoff_max: Duration,
-    /// Shard addressed by every request (a cluster has one shard, id 0, today).
-    pub shard_id: u32,
+    /// Names the game deployment. The game services (registry, boards, elections) and leases
+    /// granted without a key live in the *home shard*, the shard this string maps to like a
+    /// key (so `{tag}` rules apply). Boards, registrations and election terms reference each
+    /// other atomically inside one shard: **every client of one deployment must use the same
+    /// namespace**, or they will not see each other's servers and boards. Default
+    /// [`DEFAULT_NAMESPACE`].
+    pub namespace: String,
     /// Largest gRPC message sent or accepted.
     pub max_message_bytes: usize,
 }
@@ -65,8 +73,9 @@ impl ClientConfig {
         self
     }
 
-    pub fn shard_id(mut self, shard_id: u32) -> Self {
-        self.shard_id = shard_id;
+    /// See [`ClientConfig::namespace`].
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
         self
     }
 
@@ -98,6 +107,9 @@ impl ClientConfig {
                 self.backoff_base, self.backoff_max
             )));
         }
+        if self.namespace.is_empty() {
+            return Err(Error::config("namespace must not be empty; every client of one deployment uses the same one"));
+        }
         if self.max_message_bytes < 1024 {
             return Err(Error::config(format!("max_message_bytes ({}) must be at least 1024", self.max_message_bytes)));
         }
@@ -116,7 +128,7 @@ impl Default for ClientConfig {
             max_attempts: 16,
             backoff_base: Duration::from_millis(25),
             backoff_max: Duration::from_millis(500),
-            shard_id: 0,
+            namespace: DEFAULT_NAMESPACE.to_string(),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
@@ -185,6 +197,8 @@ mod tests {
         assert!(ClientConfig::new(["a:1"]).max_attempts(0).validate().is_err());
         let inverted = ClientConfig::new(["a:1"]).backoff(Duration::from_secs(2), Duration::from_secs(1));
         assert!(inverted.validate().is_err());
+        assert!(ClientConfig::new(["a:1"]).namespace("").validate().is_err());
+        assert_eq!(ClientConfig::new(["a:1"]).namespace, DEFAULT_NAMESPACE);
     }
 
     #[test]

@@ -20,10 +20,10 @@ use hypercache_proto::v1 as pb;
 use pb::election_client::ElectionClient as WireClient;
 use tonic::transport::Channel;
 
-use crate::client::{Client, Route};
+use crate::client::{Client, Route, Target};
 use crate::error::Error;
 use crate::lease::LeaseId;
-use crate::ops::request;
+use crate::ops::{in_shard, request};
 use crate::retry::OpKind;
 use crate::stream::Resuming;
 use crate::types::revision;
@@ -85,15 +85,15 @@ impl Client {
         wait: Duration,
     ) -> Result<Leadership, Error> {
         let msg = pb::CampaignRequest {
-            shard_id: self.shard(),
+            shard_id: 0,
             name: name.to_string(),
             candidate: candidate.to_string(),
             lease: lease.0,
         };
         let (_, response) = self
-            .execute_with("campaign", OpKind::Idempotent, Route::Leader, wait, |ch, t| {
+            .execute_with("campaign", OpKind::Idempotent, Target::Home, Route::Leader, wait, |ch, shard_id, t| {
                 let mut election = self.election_wire(ch);
-                let req = request(msg.clone(), t);
+                let req = request(in_shard!(msg.clone(), shard_id), t);
                 async move { election.campaign(req).await }
             })
             .await?;
@@ -105,10 +105,10 @@ impl Client {
     /// Gives up leadership of `name`; `term` must be the current one (`NOT_ELECTION_LEADER`
     /// otherwise, with the current term in [`Error::current_term`]).
     pub async fn resign(&self, name: &str, term: u64) -> Result<(), Error> {
-        let msg = pb::ResignRequest { shard_id: self.shard(), name: name.to_string(), term };
-        self.execute("resign", OpKind::Write, Route::Leader, |ch, t| {
+        let msg = pb::ResignRequest { shard_id: 0, name: name.to_string(), term };
+        self.execute("resign", OpKind::Write, Target::Home, Route::Leader, |ch, shard_id, t| {
             let mut election = self.election_wire(ch);
-            let req = request(msg.clone(), t);
+            let req = request(in_shard!(msg.clone(), shard_id), t);
             async move { election.resign(req).await }
         })
         .await?;
@@ -117,11 +117,11 @@ impl Client {
 
     /// Who leads `name` now (linearizable, through the leader).
     pub async fn election_leader(&self, name: &str) -> Result<ElectionState, Error> {
-        let msg = pb::LeaderRequest { shard_id: self.shard(), name: name.to_string(), serializable: false };
+        let msg = pb::LeaderRequest { shard_id: 0, name: name.to_string(), serializable: false };
         let response = self
-            .execute("election_leader", OpKind::Read, Route::Leader, |ch, t| {
+            .execute("election_leader", OpKind::Read, Target::Home, Route::Leader, |ch, shard_id, t| {
                 let mut election = self.election_wire(ch);
-                let req = request(msg.clone(), t);
+                let req = request(in_shard!(msg.clone(), shard_id), t);
                 async move { election.leader(req).await }
             })
             .await?;
@@ -134,14 +134,14 @@ impl Client {
 
     /// Observes `name`: the current leader, then every change; reconnects on breaks.
     pub fn observe(&self, name: &str) -> LeaderObserver {
-        let msg = pb::ObserveRequest { shard_id: self.shard(), name: name.to_string() };
+        let msg = pb::ObserveRequest { shard_id: 0, name: name.to_string() };
         let client = self.clone();
         LeaderObserver(Resuming::new(
             self.clone(),
             "observe",
-            Box::new(move |ch| {
+            Box::new(move |ch, shard_id| {
                 let mut election = client.election_wire(ch);
-                let req = tonic::Request::new(msg.clone());
+                let req = tonic::Request::new(in_shard!(msg.clone(), shard_id));
                 async move { election.observe(req).await }.boxed()
             }),
         ))

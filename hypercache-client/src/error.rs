@@ -4,7 +4,7 @@
 //! |--------------------|-------------------------------------------|--------------------------------|
 //! | `InvalidArgument`  | no                                        | fix the request                |
 //! | `Rejected`         | no (a deterministic refusal)              | act on `reason()` / `info()`   |
-//! | `UnknownShard`     | no                                        | fix the shard id / routing     |
+//! | `UnknownShard`     | no                                        | fix the shard or lease id      |
 //! | `NotLeader`        | no (only from single-node calls)          | ask the leader it names        |
 //! | `Unavailable`      | no                                        | retry later                    |
 //! | `DeadlineExceeded` | no (nothing was in flight at the deadline) | retry later, or a longer deadline |
@@ -80,7 +80,10 @@ pub enum Error {
     /// defines (see [`reason`]).
     #[error("{message}")]
     Rejected { code: tonic::Code, reason: String, message: String, info: Box<ErrorInfo> },
-    /// The addressed shard does not exist on the cluster.
+    /// The addressed shard does not exist on the cluster (a shard id beyond the routing
+    /// table's shard count, e.g. from a lease id minted by another cluster), or the one node
+    /// asked directly hosts no replica of it. Requests routed by the client are re-routed, never
+    /// failed, when a node does not host their shard.
     #[error("unknown shard: {message}")]
     UnknownShard { message: String },
     /// A node asked directly (no redirects) is not the leader.

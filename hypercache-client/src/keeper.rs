@@ -16,9 +16,9 @@
 //!
 //! # How it renews
 //!
-//! Over one bidirectional `Lease.KeepAlive` stream to the leader, one keepalive in flight at a
-//! time, the next one a third of the TTL after the previous was sent, so two more attempts fit
-//! before the deadline if one fails. An answer that does not come within half the TTL (or the
+//! Over one bidirectional `Lease.KeepAlive` stream to the leader of the lease's shard (encoded in
+//! its id), one keepalive in flight at a time, the next one a third of the TTL after the
+//! previous was sent, so two more attempts fit before the deadline if one fails. An answer that does not come within half the TTL (or the
 //! request timeout), a broken stream, or `NOT_LEADER` / `NO_LEADER` / connection loss make it
 //! reconnect (following the leader hint, with backoff); the first keepalive of each stream is
 //! queued with the call itself. It reports the lease lost when
@@ -36,7 +36,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, timeout_at, Instant};
 use tonic::codec::Streaming;
 
-use crate::client::{Client, Route};
+use crate::client::{Client, Group, Route, Target};
 use crate::error::{reason, Error};
 use crate::lease::{Lease, LeaseId};
 use crate::retry::OpKind;
@@ -258,7 +258,16 @@ impl Driver {
     }
 
     fn request(&self) -> pb::LeaseKeepAliveRequest {
-        pb::LeaseKeepAliveRequest { shard_id: self.client.shard(), id: self.id.0 }
+        pb::LeaseKeepAliveRequest { shard_id: self.id.shard(), id: self.id.0 }
+    }
+
+    /// Keepalives go to the shard encoded in the lease id.
+    fn target(&self) -> Target {
+        Target::Shard(self.id.shard())
+    }
+
+    fn group(&self) -> Group {
+        Group::Shard(self.id.shard())
     }
 
     /// Renews until the lease is lost; returns why.
@@ -301,7 +310,7 @@ impl Driver {
         let timeout = self.client.config().request_timeout;
         let (endpoint, (requests, responses, sent)) = self
             .client
-            .execute_with("lease_keep_alive", OpKind::Idempotent, Route::Leader, timeout, |ch, _| {
+            .execute_with("lease_keep_alive", OpKind::Idempotent, self.target(), Route::Leader, timeout, |ch, _, _| {
                 let (tx, rx) = mpsc::channel(1);
                 let sent = Instant::now();
                 tx.try_send(msg).expect("a new channel has room for one message");
@@ -327,7 +336,7 @@ impl Driver {
                 None => return Some(LostReason::DeadlinePassed),
                 Some(Err(_elapsed)) => {
                     tracing::debug!(lease = %self.id, endpoint = %stream.endpoint, ?wait, "no keepalive answer");
-                    self.client.forget_leader(&stream.endpoint);
+                    self.client.forget_leader(self.group(), &stream.endpoint);
                     return None;
                 }
                 Some(Ok(Ok(Some(response)))) => match renewal(sent, response.ttl_ms) {
@@ -335,10 +344,12 @@ impl Driver {
                     Some((ttl, deadline)) => self.renewed(sent, ttl, deadline),
                 },
                 Some(Ok(Ok(None))) => return None,
-                Some(Ok(Err(status))) => match classify_break::<()>(&self.client, &stream.endpoint, &status) {
-                    Next::Failed(err) => return self.judge(err),
-                    Next::Broken(_) | Next::Message(()) => return None,
-                },
+                Some(Ok(Err(status))) => {
+                    match classify_break::<()>(&self.client, self.group(), &stream.endpoint, &status) {
+                        Next::Failed(err) => return self.judge(err),
+                        Next::Broken(_) | Next::Message(()) => return None,
+                    }
+                }
             }
             if before(self.deadline, sleep_until(self.next_due)).await.is_none() {
                 return Some(LostReason::DeadlinePassed);

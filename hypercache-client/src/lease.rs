@@ -1,5 +1,9 @@
 //! Lease operations: grant, revoke, one keepalive, time to live.
 //!
+//! Leases live in one shard: [`Client::grant`] grants in the home shard (the game services'),
+//! [`Client::grant_for_key`] in a key's shard, and every later operation is routed by the shard
+//! encoded in the id ([`LeaseId::shard`]).
+//!
 //! A lease is a TTL that keys, registrations and election leadership hang on; the shard leader
 //! decides expiry and replicates it. The client never trusts its own clock against the server's:
 //! what it can *vouch for* is that a lease granted or renewed by a request sent at instant `t`
@@ -16,15 +20,27 @@ use pb::lease_client::LeaseClient;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
-use crate::client::{Client, Route};
+use crate::client::{Client, Route, Target};
 use crate::error::{reason, Error};
 use crate::ops::request;
 use crate::retry::OpKind;
 use crate::types::{duration_ms, millis_ceil};
 
-/// A lease id as the server hands it out (never 0; 0 on the wire means "no lease").
+/// A lease id as the server hands it out (never 0; 0 on the wire means "no lease"). The top 16
+/// bits are the shard that granted it (`shard << 48 | n`), so every lease operation is routed by
+/// id alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LeaseId(pub u64);
+
+impl LeaseId {
+    /// Bits of the id below the shard.
+    pub const SHARD_SHIFT: u32 = 48;
+
+    /// The shard that granted the lease (and holds the keys attached to it).
+    pub fn shard(self) -> u32 {
+        u32::try_from(self.0 >> Self::SHARD_SHIFT).expect("a u64 shifted right by 48 fits in 16 bits")
+    }
+}
 
 impl std::fmt::Display for LeaseId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -66,16 +82,31 @@ impl Client {
         LeaseClient::new(channel).max_decoding_message_size(max).max_encoding_message_size(max)
     }
 
-    /// Grants a lease of (at least) `ttl`, rounded up to whole milliseconds; the server rejects
-    /// TTLs outside its bounds with `INVALID_TTL`. Not retried once it may have reached the
-    /// leader (a retry could grant a second lease): a lost answer is [`Error::OutcomeUnknown`].
+    /// Grants a lease of (at least) `ttl` in the home shard (see
+    /// [`ClientConfig::namespace`](crate::ClientConfig::namespace)), where the game services
+    /// live: the lease for an election campaign or a registration. Keys attached to a lease
+    /// must live in its shard: for a lease that keys hang on, use
+    /// [`grant_for_key`](Self::grant_for_key). The TTL is rounded up to whole milliseconds; the
+    /// server rejects TTLs outside its bounds with `INVALID_TTL`. Not retried once it may have
+    /// reached the leader (a retry could grant a second lease): a lost answer is
+    /// [`Error::OutcomeUnknown`].
     pub async fn grant(&self, ttl: Duration) -> Result<Lease, Error> {
-        let msg = pb::LeaseGrantRequest { shard_id: self.shard(), ttl_ms: millis_ceil(ttl) };
+        self.grant_in(Target::Home, ttl).await
+    }
+
+    /// Grants a lease in the shard of `key`, so that `key` (and every key sharing its hash tag)
+    /// can be attached to it. Otherwise like [`grant`](Self::grant).
+    pub async fn grant_for_key(&self, key: impl Into<Bytes>, ttl: Duration) -> Result<Lease, Error> {
+        self.grant_in(Target::Key(key.into()), ttl).await
+    }
+
+    async fn grant_in(&self, target: Target, ttl: Duration) -> Result<Lease, Error> {
+        let ttl_ms = millis_ceil(ttl);
         let sent = Instant::now();
         let response = self
-            .execute("lease_grant", OpKind::Write, Route::Leader, |ch, t| {
+            .execute("lease_grant", OpKind::Write, target, Route::Leader, |ch, shard_id, t| {
                 let mut leases = self.leases(ch);
-                let req = request(msg, t);
+                let req = request(pb::LeaseGrantRequest { shard_id, ttl_ms }, t);
                 async move { leases.grant(req).await }
             })
             .await?;
@@ -86,11 +117,10 @@ impl Client {
     /// Revokes the lease: it ends at once and everything attached to it is deleted atomically.
     /// Returns the number of keys deleted. A lease that is already gone is `LEASE_NOT_FOUND`.
     pub async fn revoke(&self, id: LeaseId) -> Result<u64, Error> {
-        let msg = pb::LeaseRevokeRequest { shard_id: self.shard(), id: id.0 };
         let response = self
-            .execute("lease_revoke", OpKind::Write, Route::Leader, |ch, t| {
+            .execute("lease_revoke", OpKind::Write, Target::Shard(id.shard()), Route::Leader, |ch, shard_id, t| {
                 let mut leases = self.leases(ch);
-                let req = request(msg, t);
+                let req = request(pb::LeaseRevokeRequest { shard_id, id: id.0 }, t);
                 async move { leases.revoke(req).await }
             })
             .await?;
@@ -101,12 +131,12 @@ impl Client {
     /// twice is harmless, so a keepalive is retried on any transient failure. The deadline is
     /// measured from the start of the call (before the first attempt), which is conservative.
     pub async fn keep_alive_once(&self, id: LeaseId) -> Result<Option<Lease>, Error> {
-        let msg = pb::LeaseKeepAliveRequest { shard_id: self.shard(), id: id.0 };
         let sent = Instant::now();
+        let target = Target::Shard(id.shard());
         let result = self
-            .execute("lease_keep_alive_once", OpKind::Idempotent, Route::Leader, |ch, t| {
+            .execute("lease_keep_alive_once", OpKind::Idempotent, target, Route::Leader, |ch, shard_id, t| {
                 let mut leases = self.leases(ch);
-                let req = request(msg, t);
+                let req = request(pb::LeaseKeepAliveRequest { shard_id, id: id.0 }, t);
                 async move { leases.keep_alive_once(req).await }
             })
             .await;
@@ -124,11 +154,11 @@ impl Client {
     /// The lease's granted TTL and the time it has left (linearizable, through the leader), and
     /// with `keys` the keys attached to it; `None` when the lease does not exist.
     pub async fn time_to_live(&self, id: LeaseId, keys: bool) -> Result<Option<LeaseTtl>, Error> {
-        let msg = pb::LeaseTimeToLiveRequest { shard_id: self.shard(), id: id.0, keys };
+        let target = Target::Shard(id.shard());
         let result = self
-            .execute("lease_time_to_live", OpKind::Read, Route::Leader, |ch, t| {
+            .execute("lease_time_to_live", OpKind::Read, target, Route::Leader, |ch, shard_id, t| {
                 let mut leases = self.leases(ch);
-                let req = request(msg, t);
+                let req = request(pb::LeaseTimeToLiveRequest { shard_id, id: id.0, keys }, t);
                 async move { leases.time_to_live(req).await }
             })
             .await;
@@ -143,5 +173,17 @@ impl Client {
             Err(err) if err.is_reason(reason::LEASE_NOT_FOUND) => Ok(None),
             Err(err) => Err(err),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_ids_carry_their_shard() {
+        assert_eq!(LeaseId(7).shard(), 0, "legacy ids are shard 0");
+        assert_eq!(LeaseId(3 << 48 | 42).shard(), 3);
+        assert_eq!(LeaseId(u64::MAX).shard(), 0xffff);
     }
 }

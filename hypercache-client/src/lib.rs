@@ -2,15 +2,21 @@
 //!
 //! # Model
 //!
-//! A HyperCache shard is a Raft group: one leader serves writes and linearizable reads, the
-//! followers redirect. The client is configured with a few *seed* endpoints (`host:port`, DNS
-//! names welcome; they are resolved by tonic at every (re)connect, never frozen here) and finds
-//! the leader itself:
+//! A HyperCache cluster is a fixed number of shards; each shard is a Raft group: one leader
+//! serves writes and linearizable reads, the followers redirect. The client is configured with a
+//! few *seed* endpoints (`host:port`, DNS names welcome; they are resolved by tonic at every
+//! (re)connect, never frozen here) and finds the shards and their leaders itself:
 //!
-//! - **Leader discovery.** Writes and linearizable reads go to the cached leader, else to the
-//!   first seed. A follower answers `NOT_LEADER` with the leader's endpoint in the `ErrorInfo`;
-//!   the client switches to it at once (creating a channel if the leader is not a seed) and
-//!   remembers it. Every success confirms the cache.
+//! - **Routing.** On first use the client fetches the routing table ([`Client::routing`],
+//!   [`RoutingTable`]) from any endpoint, sends each keyed request to the shard its key maps to
+//!   (hash tags `{...}` honoured), and refreshes the table when a node says it was wrong
+//!   (`UNKNOWN_SHARD`, `WRONG_SHARD`, `NO_LEADER`). A server that predates sharding is one shard.
+//!   The game services and plain lease grants go to the *home shard*, the shard of
+//!   [`ClientConfig::namespace`]; lease operations follow the shard in the lease id.
+//! - **Leader discovery.** Writes and linearizable reads go to the shard's cached leader, else
+//!   to the table's hint, else to a replica. A follower answers `NOT_LEADER` with the leader's
+//!   endpoint in the `ErrorInfo`; the client switches to it at once (creating a channel if the
+//!   leader is not known) and remembers it for that shard. Every success confirms the cache.
 //! - **Retries.** `NO_LEADER` (election in progress), `SHUTTING_DOWN` and connection failures
 //!   move to the next endpoint after a bounded, jittered exponential backoff, up to
 //!   `max_attempts` attempts and never past the request deadline (`request_timeout`, enforced
@@ -32,17 +38,20 @@
 //!   [`Error::InvalidArgument`]; the typed refusals of the lease, watch and game services
 //!   (`FAILED_PRECONDITION` such as `STALE_EPOCH`, `NOT_FOUND`, `ALREADY_EXISTS`, `OUT_OF_RANGE`,
 //!   `RESOURCE_EXHAUSTED`) as [`Error::Rejected`], decoded by helpers such as
-//!   [`Error::stale_epoch`]; `UNKNOWN_SHARD`; `INTERNAL`. They are never retried, although the
-//!   server marks them `not_applied`: the same request would be refused the same way.
+//!   [`Error::stale_epoch`]; `INTERNAL`. They are never retried, although the server marks
+//!   them `not_applied`: the same request would be refused the same way.
 //!
-//! Serializable reads ([`Client::get_serializable`], [`RangeOptions::serializable`]) go to the
-//! first seed (then the others) and may be stale; [`Client::get_from`] and [`Client::status`]
+//! Serializable reads ([`Client::get_serializable`], [`RangeOptions::serializable`]) go to a
+//! replica of the key's shard (a seed if one is) and may be stale; [`Client::get_from`] and [`Client::status`]
 //! ask exactly one node, which is how operators inspect a particular replica.
 //!
 //! # Beyond single keys
 //!
 //! - **Transactions** ([`Client::txn`], built with [`Txn`], [`Compare`], [`Op`]): compares and
-//!   two op lists, atomic at one revision.
+//!   two op lists, atomic at one revision, in one shard (the client refuses keys of several
+//!   shards with reason `CROSS_SHARD` before sending; use hash tags).
+//! - **Ranges** ([`Client::range`]) query every shard the range covers and merge the pages in
+//!   key order, honouring `limit`; [`RangePage::revisions`] has each shard's revision.
 //! - **Leases** ([`Client::grant`], [`Client::put_with`] with [`PutOptions`]): every [`Lease`]
 //!   carries the deadline the client can vouch for, measured from when the request was *sent*.
 //!   [`LeaseKeeper`] renews a lease in the background over the `Lease.KeepAlive` stream,
@@ -50,8 +59,9 @@
 //!   says the lease is gone or the deadline passes without a renewal, then `Lost` (final).
 //!   Holders self-fence at `deadline - margin` ([`LeaseKeeper::is_safe`]).
 //! - **Watches** ([`Client::watch`]): a [`Watcher`] delivers every event exactly once and in
-//!   revision order across reconnects, resuming from the last delivered revision + 1 on any
-//!   node; `COMPACTED` is the one break it cannot repair and returns.
+//!   revision order per shard across reconnects, resuming each shard from its last delivered
+//!   revision + 1 on any replica; a prefix or range watch merges one stream per shard, and every
+//!   update names its shard. `COMPACTED` is the one break it cannot repair and returns.
 //! - **Game services**: the registry ([`Client::register`], [`RegistryClient`]), boards with
 //!   epoch-fenced ownership ([`Client::assign_board`], [`Client::sync_board`], [`BoardClient`])
 //!   and elections with fencing terms ([`Client::campaign`], [`ElectionClient`]). Their watches
@@ -65,8 +75,8 @@
 //!   (conservative: reported as outcome unknown for writes).
 //! - No hedged or parallel requests; no client-side validation of key/value limits (the server
 //!   owns the limits and its message is the one users see).
-//! - Every request goes to one shard (`ClientConfig::shard_id`); key-to-shard routing comes with
-//!   sharding.
+//! - No periodic routing refresh: the table is replaced only when a node's answer shows it is
+//!   wrong. No cross-shard snapshot: a merged range page reads each shard at its own moment.
 //! - Snapshot-first watches (registry, assignments, observers) do not replay what changed
 //!   between two connections: the new snapshot replaces it.
 
@@ -78,13 +88,17 @@ mod error;
 mod keeper;
 mod lease;
 mod ops;
+mod range;
 mod registry;
 mod retry;
+mod routing;
 mod stream;
 mod syncer;
+mod target;
 mod txn;
 mod types;
 mod watch;
+mod watch_shard;
 
 pub mod cli;
 
@@ -93,7 +107,7 @@ pub use boards::{
     BoardRecord, Checkpoint, CreateBoard, SyncResult,
 };
 pub use client::Client;
-pub use config::{parse_endpoint_list, validate_endpoint, ClientConfig, DEFAULT_MAX_MESSAGE_BYTES};
+pub use config::{parse_endpoint_list, validate_endpoint, ClientConfig, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_NAMESPACE};
 pub use election::{ElectionClient, ElectionState, LeaderObserver, Leadership};
 pub use error::{reason, CurrentOwner, CurrentTerm, Error};
 pub use hypercache_proto::v1::{ErrorInfo, StatusResponse};
@@ -102,6 +116,7 @@ pub use lease::{Lease, LeaseId, LeaseTtl};
 pub use registry::{
     GameServer, RegisterOptions, Registration, RegistryClient, ServerChange, ServerUpdate, ServerWatch,
 };
+pub use routing::{RoutingNode, RoutingTable, ShardPlacement};
 pub use syncer::{BoardSyncer, SyncHandle, SyncStatus, SyncStopped, DEFAULT_SYNC_INTERVAL};
 pub use txn::{Compare, Op, OpResult, Txn, TxnResult};
 pub use types::{CasResult, DeleteResult, KeyValue, PutOptions, PutResult, RangeOptions, RangePage};

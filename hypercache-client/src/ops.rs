@@ -1,5 +1,6 @@
-//! The public operations of [`Client`]: each builds its request once and hands a closure that
-//! performs one attempt to the retry loop in `client.rs`.
+//! The single-key and cluster operations of [`Client`]: each builds its request once and hands
+//! a closure that performs one attempt (on a channel, for the shard the retry loop resolved) to
+//! the retry loop in `client.rs`. Multi-shard reads are in `range.rs`.
 
 use std::time::Duration;
 
@@ -10,10 +11,21 @@ use pb::kv_client::KvClient;
 use tonic::transport::Channel;
 use tonic::Request;
 
-use crate::client::{Client, Route};
-use crate::error::Error;
+use crate::client::{Client, Route, Target};
+use crate::error::{reason, Error};
+use crate::lease::LeaseId;
 use crate::retry::OpKind;
-use crate::types::{CasResult, DeleteResult, KeyValue, PutOptions, PutResult, RangeOptions, RangePage};
+use crate::types::{CasResult, DeleteResult, KeyValue, PutOptions, PutResult};
+
+/// `$msg` (a request message) with its `shard_id` set to `$shard`.
+macro_rules! in_shard {
+    ($msg:expr, $shard:expr) => {{
+        let mut msg = $msg;
+        msg.shard_id = $shard;
+        msg
+    }};
+}
+pub(crate) use in_shard;
 
 pub(crate) fn request<T>(message: T, timeout: Duration) -> Request<T> {
     let mut request = Request::new(message);
@@ -27,28 +39,31 @@ impl Client {
         KvClient::new(channel).max_decoding_message_size(max).max_encoding_message_size(max)
     }
 
-    pub(crate) fn shard(&self) -> u32 {
-        self.inner.config.shard_id
+    pub(crate) fn cluster(&self, channel: Channel) -> ClusterClient<Channel> {
+        let max = self.inner.config.max_message_bytes;
+        ClusterClient::new(channel).max_decoding_message_size(max).max_encoding_message_size(max)
     }
 
-    /// Linearizable read of one key through the leader; `None` if the key does not exist.
+    /// Linearizable read of one key through its shard's leader; `None` if the key does not
+    /// exist.
     pub async fn get(&self, key: impl Into<Bytes>) -> Result<Option<KeyValue>, Error> {
-        let msg = pb::GetRequest { shard_id: self.shard(), key: key.into(), serializable: false };
-        self.get_routed(msg, Route::Leader).await
+        self.get_routed(key.into(), false, Route::Leader).await
     }
 
-    /// Serializable (possibly stale) read served from the local state of the first configured
-    /// endpoint, falling back to the others if it is unreachable.
+    /// Serializable (possibly stale) read served from the local state of one replica of the
+    /// key's shard: a configured seed if one hosts it, else its first replica (in a cluster
+    /// without a routing table: the first configured endpoint), falling back to the others if it
+    /// is unreachable.
     pub async fn get_serializable(&self, key: impl Into<Bytes>) -> Result<Option<KeyValue>, Error> {
-        let msg = pb::GetRequest { shard_id: self.shard(), key: key.into(), serializable: true };
-        self.get_routed(msg, Route::First).await
+        self.get_routed(key.into(), true, Route::First).await
     }
 
-    async fn get_routed(&self, msg: pb::GetRequest, route: Route) -> Result<Option<KeyValue>, Error> {
+    async fn get_routed(&self, key: Bytes, serializable: bool, route: Route) -> Result<Option<KeyValue>, Error> {
+        let target = Target::Key(key.clone());
         let response = self
-            .execute("get", OpKind::Read, route, |ch, t| {
+            .execute("get", OpKind::Read, target, route, |ch, shard_id, t| {
                 let mut kv = self.kv(ch);
-                let req = request(msg.clone(), t);
+                let req = request(pb::GetRequest { shard_id, key: key.clone(), serializable }, t);
                 async move { kv.get(req).await }
             })
             .await?;
@@ -56,14 +71,17 @@ impl Client {
     }
 
     /// Reads one key from exactly `endpoint`, with no redirect and no retry. A linearizable
-    /// read on a follower fails with [`Error::NotLeader`].
+    /// read on a follower fails with [`Error::NotLeader`]; a node that hosts no replica of the
+    /// key's shard with [`Error::UnknownShard`].
     pub async fn get_from(
         &self,
         endpoint: &str,
         key: impl Into<Bytes>,
         serializable: bool,
     ) -> Result<Option<KeyValue>, Error> {
-        let msg = pb::GetRequest { shard_id: self.shard(), key: key.into(), serializable };
+        let key = key.into();
+        let shard_id = self.routing().await?.shard_of(&key);
+        let msg = pb::GetRequest { shard_id, key, serializable };
         let response = self
             .single("get", endpoint, |ch, t| {
                 let mut kv = self.kv(ch);
@@ -86,18 +104,27 @@ impl Client {
 
     /// [`put`](Self::put) with options: attach the key to a lease, or give it a TTL of its own
     /// (not both), and/or return the previous key-value. Keys beginning with byte 0xff are
-    /// refused (`RESERVED_KEY`); a missing lease is `LEASE_NOT_FOUND`.
+    /// refused (`RESERVED_KEY`); a missing lease is `LEASE_NOT_FOUND`. A key attached to a lease
+    /// must live in the lease's shard ([`Client::grant_for_key`]); otherwise the put is refused
+    /// with reason `CROSS_SHARD` (by the client when it knows the routing table, else by the
+    /// server).
     pub async fn put_with(
         &self,
         key: impl Into<Bytes>,
         value: impl Into<Bytes>,
         options: PutOptions,
     ) -> Result<PutResult, Error> {
-        let msg = options.to_request(self.shard(), key.into(), value.into())?;
+        let msg = options.to_request(0, key.into(), value.into())?;
+        if let (Some(lease), Some(table)) = (options.lease, self.inner.routing.current()) {
+            let shard = table.shard_of(&msg.key);
+            if !table.is_legacy() && lease.shard() != shard {
+                return Err(lease_cross_shard(&msg.key, shard, lease));
+            }
+        }
         let response = self
-            .execute("put", OpKind::Write, Route::Leader, |ch, t| {
+            .execute("put", OpKind::Write, Target::Key(msg.key.clone()), Route::Leader, |ch, shard_id, t| {
                 let mut kv = self.kv(ch);
-                let req = request(msg.clone(), t);
+                let req = request(pb::PutRequest { shard_id, ..msg.clone() }, t);
                 async move { kv.put(req).await }
             })
             .await?;
@@ -115,11 +142,11 @@ impl Client {
     }
 
     async fn delete_inner(&self, key: Bytes, prev_kv: bool) -> Result<DeleteResult, Error> {
-        let msg = pb::DeleteRequest { shard_id: self.shard(), key, prev_kv };
+        let target = Target::Key(key.clone());
         let response = self
-            .execute("delete", OpKind::Write, Route::Leader, |ch, t| {
+            .execute("delete", OpKind::Write, target, Route::Leader, |ch, shard_id, t| {
                 let mut kv = self.kv(ch);
-                let req = request(msg.clone(), t);
+                let req = request(pb::DeleteRequest { shard_id, key: key.clone(), prev_kv }, t);
                 async move { kv.delete(req).await }
             })
             .await?;
@@ -138,56 +165,69 @@ impl Client {
         new_value: impl Into<Bytes>,
     ) -> Result<CasResult, Error> {
         let msg = pb::CompareAndSwapRequest {
-            shard_id: self.shard(),
+            shard_id: 0,
             key: key.into(),
             expected_mod_revision,
             expected_value,
             new_value: new_value.into(),
         };
+        let target = Target::Key(msg.key.clone());
         let response = self
-            .execute("compare_and_swap", OpKind::Write, Route::Leader, |ch, t| {
+            .execute("compare_and_swap", OpKind::Write, target, Route::Leader, |ch, shard_id, t| {
                 let mut kv = self.kv(ch);
-                let req = request(msg.clone(), t);
+                let req = request(pb::CompareAndSwapRequest { shard_id, ..msg.clone() }, t);
                 async move { kv.compare_and_swap(req).await }
             })
             .await?;
         Ok(response.into())
     }
 
-    /// Reads one page of keys in order. Linearizable unless `options.serializable`.
-    pub async fn range(&self, options: RangeOptions) -> Result<RangePage, Error> {
-        let msg = options.to_request(self.shard());
-        let route = if options.serializable { Route::First } else { Route::Leader };
-        let response = self
-            .execute("range", OpKind::Read, route, |ch, t| {
-                let mut kv = self.kv(ch);
-                let req = request(msg.clone(), t);
-                async move { kv.range(req).await }
-            })
-            .await?;
-        Ok(response.into())
-    }
-
-    /// The status of the node at `endpoint` (any endpoint, configured or not).
+    /// The status of the node at `endpoint` (any endpoint, configured or not): its view of the
+    /// meta group.
     pub async fn status(&self, endpoint: &str) -> Result<pb::StatusResponse, Error> {
-        let max = self.inner.config.max_message_bytes;
         self.single("status", endpoint, |ch, t| {
-            let mut cluster = ClusterClient::new(ch).max_decoding_message_size(max);
+            let mut cluster = self.cluster(ch);
             async move { cluster.status(request(pb::StatusRequest {}, t)).await }
         })
         .await
     }
 
-    /// Removes the node named `name` from the cluster's membership (scale-down). The leader
-    /// refuses the last voter (`LAST_VOTER`) and unknown names (`UNKNOWN_NODE`). Returns the
-    /// removed node's id and the members left. Removing a member that is already gone is
-    /// `UNKNOWN_NODE`, so a retried decommission never removes a second node.
+    /// The data-shard replicas the node at `endpoint` hosts, with their Raft state; with
+    /// `with_size`, each replica's key count and bytes (the node reads its whole state: for
+    /// operators, not polls).
+    pub async fn local_shards(&self, endpoint: &str, with_size: bool) -> Result<pb::LocalShardsResponse, Error> {
+        self.single("local_shards", endpoint, |ch, t| {
+            let mut cluster = self.cluster(ch);
+            async move { cluster.local_shards(request(pb::LocalShardsRequest { with_size }, t)).await }
+        })
+        .await
+    }
+
+    /// Starts removing the node named `name` from the cluster (scale-down): the placement
+    /// driver moves its replicas away, then the node leaves; `replicas_left` says how many it
+    /// still hosts (0 with `removed` once it has left). Watch [`Client::routing_fresh`] for the
+    /// node to disappear. The meta leader refuses the last voter (`LAST_VOTER`), unknown names
+    /// (`UNKNOWN_NODE`) and a node that holds the last replica of a shard; a retried
+    /// decommission never removes a second node.
     pub async fn decommission(&self, name: &str) -> Result<pb::DecommissionResponse, Error> {
         let msg = pb::DecommissionRequest { name: name.to_string() };
-        self.execute("decommission", OpKind::Write, Route::Leader, |ch, t| {
-            let mut cluster = ClusterClient::new(ch);
+        self.execute("decommission", OpKind::Write, Target::Meta, Route::Leader, |ch, _, t| {
+            let mut cluster = self.cluster(ch);
             let req = request(msg.clone(), t);
             async move { cluster.decommission(req).await }
+        })
+        .await
+    }
+
+    /// Adds the node serving at `endpoint` (`host:port`, a DNS name) to the cluster; the
+    /// placement driver then moves replicas onto it. Idempotent (`already_member` on repeats).
+    pub async fn add_node(&self, endpoint: &str) -> Result<pb::AddNodeResponse, Error> {
+        crate::config::validate_endpoint(endpoint)?;
+        let msg = pb::AddNodeRequest { endpoint: endpoint.to_string() };
+        self.execute("add_node", OpKind::Idempotent, Target::Meta, Route::Leader, |ch, _, t| {
+            let mut cluster = self.cluster(ch);
+            let req = request(msg.clone(), t);
+            async move { cluster.add_node(req).await }
         })
         .await
     }
@@ -197,5 +237,18 @@ impl Client {
         let endpoints = self.inner.config.endpoints.clone();
         let answers = futures::future::join_all(endpoints.iter().map(|e| self.status(e))).await;
         endpoints.into_iter().zip(answers).collect()
+    }
+}
+
+/// The client-side refusal of a key attached to a lease of another shard.
+fn lease_cross_shard(key: &[u8], shard: u32, lease: LeaseId) -> Error {
+    Error::InvalidArgument {
+        reason: reason::CROSS_SHARD.to_string(),
+        message: format!(
+            "key {:?} lives in shard {shard} but lease {lease} belongs to shard {}; grant the lease with \
+             grant_for_key (the key's shard) or give the key the hash tag of the key the lease was granted for",
+            String::from_utf8_lossy(key),
+            lease.shard()
+        ),
     }
 }

@@ -16,10 +16,10 @@ use pb::registry_client::RegistryClient as WireClient;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
-use crate::client::{Client, Route};
+use crate::client::{Client, Route, Target};
 use crate::error::Error;
 use crate::lease::{Lease, LeaseId};
-use crate::ops::request;
+use crate::ops::{in_shard, request};
 use crate::retry::OpKind;
 use crate::stream::Resuming;
 use crate::types::{duration_ms, millis_ceil, revision};
@@ -124,7 +124,7 @@ impl Client {
     /// Registers (or re-registers) a game server.
     pub async fn register(&self, options: RegisterOptions) -> Result<Registration, Error> {
         let msg = pb::RegisterRequest {
-            shard_id: self.shard(),
+            shard_id: 0,
             server_id: options.server_id.clone(),
             address: options.address,
             capacity: options.capacity,
@@ -133,9 +133,9 @@ impl Client {
         };
         let sent = Instant::now();
         let response = self
-            .execute("register", OpKind::Write, Route::Leader, |ch, t| {
+            .execute("register", OpKind::Write, Target::Home, Route::Leader, |ch, shard_id, t| {
                 let mut registry = self.registry_wire(ch);
-                let req = request(msg.clone(), t);
+                let req = request(in_shard!(msg.clone(), shard_id), t);
                 async move { registry.register(req).await }
             })
             .await?;
@@ -151,10 +151,10 @@ impl Client {
     /// Ends the registration (revokes its lease). `incarnation` must be the current one
     /// (`STALE_INCARNATION` otherwise, with the current one in [`Error::stale_incarnation`]).
     pub async fn deregister(&self, server_id: &str, incarnation: u64) -> Result<(), Error> {
-        let msg = pb::DeregisterRequest { shard_id: self.shard(), server_id: server_id.to_string(), incarnation };
-        self.execute("deregister", OpKind::Write, Route::Leader, |ch, t| {
+        let msg = pb::DeregisterRequest { shard_id: 0, server_id: server_id.to_string(), incarnation };
+        self.execute("deregister", OpKind::Write, Target::Home, Route::Leader, |ch, shard_id, t| {
             let mut registry = self.registry_wire(ch);
-            let req = request(msg.clone(), t);
+            let req = request(in_shard!(msg.clone(), shard_id), t);
             async move { registry.deregister(req).await }
         })
         .await?;
@@ -163,11 +163,11 @@ impl Client {
 
     /// The live servers (linearizable, through the leader).
     pub async fn list_servers(&self) -> Result<Vec<GameServer>, Error> {
-        let msg = pb::ListServersRequest { shard_id: self.shard(), serializable: false };
+        let msg = pb::ListServersRequest { shard_id: 0, serializable: false };
         let response = self
-            .execute("list_servers", OpKind::Read, Route::Leader, |ch, t| {
+            .execute("list_servers", OpKind::Read, Target::Home, Route::Leader, |ch, shard_id, t| {
                 let mut registry = self.registry_wire(ch);
-                let req = request(msg, t);
+                let req = request(in_shard!(msg, shard_id), t);
                 async move { registry.list(req).await }
             })
             .await?;
@@ -176,14 +176,14 @@ impl Client {
 
     /// Watches the registry: a snapshot, then changes; reconnects on breaks.
     pub fn watch_servers(&self) -> ServerWatch {
-        let msg = pb::WatchServersRequest { shard_id: self.shard() };
+        let msg = pb::WatchServersRequest { shard_id: 0 };
         let client = self.clone();
         ServerWatch(Resuming::new(
             self.clone(),
             "watch_servers",
-            Box::new(move |ch| {
+            Box::new(move |ch, shard_id| {
                 let mut registry = client.registry_wire(ch);
-                async move { registry.watch(tonic::Request::new(msg)).await }.boxed()
+                async move { registry.watch(tonic::Request::new(in_shard!(msg, shard_id))).await }.boxed()
             }),
         ))
     }

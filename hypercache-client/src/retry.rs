@@ -10,7 +10,9 @@
 //! ([`OpKind::Idempotent`]) are retried like reads.
 //!
 //! Only `NOT_LEADER`, `NO_LEADER`, `SHUTTING_DOWN` (and, for reads, `OUTCOME_UNKNOWN`) and
-//! transport failures are transient. Every other status with an `ErrorInfo` is a deterministic
+//! transport failures are transient. `UNKNOWN_SHARD` and `WRONG_SHARD` are
+//! [`Decision::Reroute`]: the client's routing table was wrong, the server promises no effect,
+//! so the request goes again (writes too) after a refresh. Every other status with an `ErrorInfo` is a deterministic
 //! refusal and fails at once, even though the server marks it `not_applied`: `INVALID_ARGUMENT`
 //! as [`Error::InvalidArgument`], `FAILED_PRECONDITION` / `NOT_FOUND` / `ALREADY_EXISTS` /
 //! `OUT_OF_RANGE` / `RESOURCE_EXHAUSTED` as [`Error::Rejected`].
@@ -63,6 +65,9 @@ pub(crate) enum Decision {
     Redirect(String),
     /// Try the next endpoint after a backoff.
     Retry,
+    /// The node does not host the shard, or the key maps to another shard: refresh the routing
+    /// table and try again (the server promises no effect, so even a write is retried).
+    Reroute,
     /// Give up with this error.
     Fail(Error),
     /// A write may have been applied: report it, never retry it.
@@ -113,7 +118,7 @@ pub(crate) fn classify(status: &Status, kind: OpKind, delivery: Delivery) -> Dec
         "EMPTY_KEY" | "KEY_TOO_LONG" | "VALUE_TOO_LARGE" | "INVALID_RANGE" | "INVALID_ARGUMENT" => {
             Decision::Fail(Error::InvalidArgument { reason: info.reason, message })
         }
-        "UNKNOWN_SHARD" => Decision::Fail(Error::UnknownShard { message }),
+        "UNKNOWN_SHARD" | "WRONG_SHARD" => Decision::Reroute,
         "INTERNAL" => Decision::Fail(Error::Internal { message }),
         // Every other reason is decided by the gRPC code, which is stable.
         _ => match status.code() {
@@ -131,6 +136,13 @@ pub(crate) fn classify(status: &Status, kind: OpKind, delivery: Delivery) -> Dec
             _ => classify_foreign(status.code(), message, kind),
         },
     }
+}
+
+/// True when `status` says the routing table's leader hints are out of date: `NO_LEADER`, or a
+/// `NOT_LEADER` that names no leader.
+pub(crate) fn wants_refresh(status: &Status) -> bool {
+    info_of(status)
+        .is_some_and(|i| i.reason == "NO_LEADER" || (i.reason == "NOT_LEADER" && i.leader_endpoint.is_empty()))
 }
 
 /// A status without HyperCache's `ErrorInfo`: produced by the transport, tonic itself, or
@@ -237,8 +249,6 @@ mod tests {
             let s = st(Code::InvalidArgument, reason, true, "");
             assert!(matches!(classify(&s, Read, MaybeSent), Fail(Error::InvalidArgument { .. })), "{reason}");
         }
-        let s = st(Code::NotFound, "UNKNOWN_SHARD", true, "");
-        assert!(matches!(classify(&s, Read, MaybeSent), Fail(Error::UnknownShard { .. })));
         let s = st(Code::Internal, "INTERNAL", false, "");
         assert!(matches!(classify(&s, Read, MaybeSent), Fail(Error::Internal { .. })));
         assert!(matches!(classify(&s, Write, MaybeSent), Fail(Error::Internal { .. })));
@@ -268,16 +278,31 @@ mod tests {
                 }
             }
         }
-        // NOT_LEADER keeps its meaning although it is also FAILED_PRECONDITION, and so does
-        // UNKNOWN_SHARD although it is NOT_FOUND.
+        // NOT_LEADER keeps its meaning although it is also FAILED_PRECONDITION, and so do
+        // UNKNOWN_SHARD (NOT_FOUND) and WRONG_SHARD (FAILED_PRECONDITION).
         let s = st(Code::FailedPrecondition, "NOT_LEADER", true, "n2:7001");
         assert_eq!(classify(&s, Write, MaybeSent), Redirect("n2:7001".into()));
-        let s = st(Code::NotFound, "UNKNOWN_SHARD", true, "");
-        assert!(matches!(classify(&s, Write, MaybeSent), Fail(Error::UnknownShard { .. })));
         for reason in ["INVALID_TTL", "INVALID_ID", "RESERVED_KEY", "CHECKPOINT_TOO_LARGE"] {
             let s = st(Code::InvalidArgument, reason, true, "");
             assert!(matches!(classify(&s, Write, MaybeSent), Fail(Error::InvalidArgument { .. })), "{reason}");
         }
+    }
+
+    #[test]
+    fn routing_errors_reroute_even_writes() {
+        for (code, reason) in [(Code::NotFound, "UNKNOWN_SHARD"), (Code::FailedPrecondition, "WRONG_SHARD")] {
+            let s = st(code, reason, true, "");
+            for kind in [Read, Write, Idempotent] {
+                assert_eq!(classify(&s, kind, MaybeSent), Reroute, "{reason} {kind:?}");
+            }
+            assert!(!wants_refresh(&s), "rerouting refreshes by itself");
+        }
+        let s = st(Code::FailedPrecondition, "CROSS_SHARD", true, "");
+        assert!(matches!(classify(&s, Write, MaybeSent), Fail(Error::Rejected { .. })), "final");
+        assert!(wants_refresh(&st(Code::Unavailable, "NO_LEADER", true, "")));
+        assert!(wants_refresh(&st(Code::FailedPrecondition, "NOT_LEADER", true, "")));
+        assert!(!wants_refresh(&st(Code::FailedPrecondition, "NOT_LEADER", true, "n2:7001")));
+        assert!(!wants_refresh(&Status::unavailable("connection reset")));
     }
 
     #[test]

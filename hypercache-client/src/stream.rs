@@ -1,15 +1,15 @@
 //! Long-lived server streams: opening one, reading it, and telling a break that another node
 //! (or a reconnect) may fix from a refusal that must reach the caller.
 //!
-//! Every stream the client exposes is served by any node (watches read the replicated state
-//! machine), so a stream is opened on the cached leader when there is one (it is the most up to
-//! date) and otherwise on any endpoint, and after a break on a *different* endpoint than the one
-//! that broke ([`Route::PreferLeader`]). Opening goes through the normal retry loop, so a node that
+//! Every stream the client exposes is served by any replica of its shard (watches read the
+//! replicated state machine), so a stream is opened on the shard's cached leader when there is
+//! one (it is the most up to date) and otherwise on any replica, and after a break on a
+//! *different* replica than the one that broke ([`Route::PreferLeader`]). Opening goes through the normal retry loop, so a node that
 //! is down or refuses at once is skipped within one call; only the wait for response headers is
 //! bounded by the request timeout, never the stream itself.
 //!
-//! [`Resuming`] is the reconnecting reader for the streams whose first message is a snapshot of
-//! the whole state (registry, board assignments, election observers): after a reconnect the
+//! [`Resuming`] is the reconnecting reader for the streams of the home shard whose first message
+//! is a snapshot of the whole state (registry, board assignments, election observers): after a reconnect the
 //! caller simply receives a new snapshot and must *replace* its state with it (changes between
 //! the two connections are not replayed). The KV watcher needs exact resumption by revision and
 //! has its own loop in `watch.rs` built from the same pieces.
@@ -22,9 +22,9 @@ use tonic::codec::Streaming;
 use tonic::transport::Channel;
 use tonic::{Response, Status};
 
-use crate::client::{describe, Client, Route};
+use crate::client::{describe, Client, Group, Route, Target};
 use crate::error::Error;
-use crate::retry::{backoff_delay, classify, delivery_of, Decision, OpKind};
+use crate::retry::{backoff_delay, classify, delivery_of, wants_refresh, Decision, OpKind};
 
 /// What reading one message from a stream produced.
 pub(crate) enum Next<T> {
@@ -35,28 +35,45 @@ pub(crate) enum Next<T> {
     Failed(Error),
 }
 
-/// Reads the next message of the stream open on `endpoint`, classifying any failure as a read
-/// (streams have no effect). A NOT_LEADER hint is remembered so the reconnect goes there.
-pub(crate) async fn next_message<T>(client: &Client, endpoint: &str, stream: &mut Streaming<T>) -> Next<T> {
+/// Reads the next message of the stream for `group` open on `endpoint`, classifying any failure
+/// as a read (streams have no effect). A NOT_LEADER hint is remembered so the reconnect goes
+/// there.
+pub(crate) async fn next_message<T>(
+    client: &Client,
+    group: Group,
+    endpoint: &str,
+    stream: &mut Streaming<T>,
+) -> Next<T> {
     match stream.message().await {
         Ok(Some(message)) => Next::Message(message),
         Ok(None) => Next::Broken(format!("{endpoint} ended the stream")),
-        Err(status) => classify_break(client, endpoint, &status),
+        Err(status) => classify_break(client, group, endpoint, &status),
     }
 }
 
-/// Classifies a status that ended a stream.
-pub(crate) fn classify_break<T>(client: &Client, endpoint: &str, status: &Status) -> Next<T> {
+/// Classifies a status that ended a stream for `group`. A routing error (`UNKNOWN_SHARD`,
+/// `WRONG_SHARD`: the replica moved away) or a lost leader marks the routing table stale, so the
+/// reconnect refreshes it first.
+pub(crate) fn classify_break<T>(client: &Client, group: Group, endpoint: &str, status: &Status) -> Next<T> {
     let delivery = delivery_of(status);
+    let broken = || Next::Broken(format!("{endpoint}: {}", describe(status, delivery)));
     match classify(status, OpKind::Read, delivery) {
         Decision::Fail(err) => Next::Failed(err),
         Decision::Redirect(leader) => {
-            client.learn_leader(&leader);
-            Next::Broken(format!("{endpoint}: {}", describe(status, delivery)))
+            client.learn_leader(group, &leader);
+            broken()
+        }
+        Decision::Reroute => {
+            client.forget_leader(group, endpoint);
+            client.invalidate_routing();
+            broken()
         }
         Decision::Retry | Decision::OutcomeUnknown => {
-            client.forget_leader(endpoint);
-            Next::Broken(format!("{endpoint}: {}", describe(status, delivery)))
+            if wants_refresh(status) {
+                client.invalidate_routing();
+            }
+            client.forget_leader(group, endpoint);
+            broken()
         }
     }
 }
@@ -68,26 +85,32 @@ pub(crate) fn reconnect_delay(client: &Client, failures: u32) -> Duration {
     backoff_delay(failures, config.backoff_base, config.backoff_max, jitter)
 }
 
-/// Opens a stream with the retry loop: `avoid` is the endpoint the previous stream broke on.
+/// Opens a stream for `target` with the retry loop: `avoid` is the endpoint the previous stream
+/// broke on. `call` gets the channel and the shard id to put in its request.
 pub(crate) async fn open<T, F>(
     client: &Client,
     op: &'static str,
+    target: Target,
     avoid: Option<String>,
     mut call: F,
 ) -> Result<(String, Streaming<T>), Error>
 where
-    F: FnMut(Channel) -> BoxFuture<'static, Result<Response<Streaming<T>>, Status>>,
+    F: FnMut(Channel, u32) -> BoxFuture<'static, Result<Response<Streaming<T>>, Status>>,
 {
     let timeout = client.config().request_timeout;
-    client.execute_with(op, OpKind::Read, Route::PreferLeader { avoid }, timeout, |ch, _| call(ch)).await
+    let route = Route::PreferLeader { avoid };
+    client.execute_with(op, OpKind::Read, target, route, timeout, |ch, shard, _| call(ch, shard)).await
 }
 
-type Opener<T> = Box<dyn FnMut(Channel) -> BoxFuture<'static, Result<Response<Streaming<T>>, Status>> + Send>;
+type Opener<T> = Box<dyn FnMut(Channel, u32) -> BoxFuture<'static, Result<Response<Streaming<T>>, Status>> + Send>;
 
-/// A snapshot-first stream that reconnects on breaks. See the module documentation.
+/// A snapshot-first stream of the home shard that reconnects on breaks. See the module
+/// documentation.
 pub(crate) struct Resuming<T> {
     client: Client,
     op: &'static str,
+    /// The home shard as resolved by the last open (for the leader cache).
+    group: Group,
     open: Opener<T>,
     current: Option<(String, Streaming<T>)>,
     avoid: Option<String>,
@@ -97,7 +120,7 @@ pub(crate) struct Resuming<T> {
 
 impl<T> Resuming<T> {
     pub(crate) fn new(client: Client, op: &'static str, open: Opener<T>) -> Self {
-        Resuming { client, op, open, current: None, avoid: None, failures: 0 }
+        Resuming { client, op, group: Group::Shard(0), open, current: None, avoid: None, failures: 0 }
     }
 
     /// The next message; the first one after every (re)connect is a snapshot. A transient
@@ -109,7 +132,14 @@ impl<T> Resuming<T> {
                 if self.failures > 0 {
                     tokio::time::sleep(reconnect_delay(&self.client, self.failures)).await;
                 }
-                match open_boxed(&self.client, self.op, self.avoid.clone(), &mut self.open).await {
+                let group = &mut self.group;
+                let open = &mut self.open;
+                let opened = self::open(&self.client, self.op, Target::Home, self.avoid.clone(), |ch, shard| {
+                    *group = Group::Shard(shard);
+                    open(ch, shard)
+                })
+                .await;
+                match opened {
                     Ok(opened) => self.current = Some(opened),
                     Err(err) => {
                         self.failures = self.failures.saturating_add(1);
@@ -118,7 +148,7 @@ impl<T> Resuming<T> {
                 }
                 continue;
             };
-            match next_message(&self.client, endpoint, stream).await {
+            match next_message(&self.client, self.group, endpoint, stream).await {
                 Next::Message(message) => {
                     self.failures = 0;
                     return Ok(message);
@@ -140,13 +170,4 @@ impl<T> Resuming<T> {
             }
         }
     }
-}
-
-async fn open_boxed<T>(
-    client: &Client,
-    op: &'static str,
-    avoid: Option<String>,
-    open: &mut Opener<T>,
-) -> Result<(String, Streaming<T>), Error> {
-    self::open(client, op, avoid, |ch| open(ch)).await
 }

@@ -9,7 +9,11 @@
 //! # let _ = result; Ok(()) }
 //! ```
 //!
-//! All keys must live in one shard (`CROSS_SHARD` otherwise). A transaction with a put or a
+//! All keys (of the compares and of both branches) must live in one shard: the client checks
+//! this against the routing table before sending and refuses a transaction that spans shards
+//! with [`Error::InvalidArgument`] (reason `CROSS_SHARD`), naming two keys and their shards.
+//! Keys that share a hash tag (`{user:42}:balance`, `{user:42}:items`) always share a shard.
+//! A transaction with a put or a
 //! delete in either branch is a write (never blindly retried); one made of gets only is a read.
 //! A failed comparison is not an error: `succeeded` is false and the `otherwise` ops ran.
 
@@ -19,8 +23,8 @@ use pb::compare::Target;
 use pb::request_op::Op as WireOp;
 use pb::response_op::Op as WireResult;
 
-use crate::client::{Client, Route};
-use crate::error::Error;
+use crate::client::{self, Client, Route};
+use crate::error::{reason, Error};
 use crate::lease::LeaseId;
 use crate::ops::request;
 use crate::retry::OpKind;
@@ -105,6 +109,12 @@ impl Op {
         matches!(self.0, OpSpec::Get(_))
     }
 
+    fn key(&self) -> &Bytes {
+        match &self.0 {
+            OpSpec::Get(key) | OpSpec::Put(key, _, _) | OpSpec::Delete(key, _) => key,
+        }
+    }
+
     fn to_wire(&self, shard_id: u32) -> Result<pb::RequestOp, Error> {
         let op = match &self.0 {
             OpSpec::Get(key) => WireOp::Get(pb::GetOp { key: key.clone() }),
@@ -153,6 +163,32 @@ impl Txn {
 
     fn is_read_only(&self) -> bool {
         self.success.iter().chain(&self.failure).all(Op::is_read)
+    }
+
+    /// Every key the transaction touches, compares first.
+    fn keys(&self) -> impl Iterator<Item = &Bytes> {
+        self.compares.iter().map(|c| &c.0.key).chain(self.success.iter().chain(&self.failure).map(Op::key))
+    }
+
+    /// The one key that decides the shard (`None` for a transaction without keys), or the
+    /// refusal naming two keys in different shards.
+    fn shard_key(&self, shard_of: impl Fn(&[u8]) -> u32) -> Result<Option<Bytes>, Error> {
+        let mut keys = self.keys();
+        let Some(first) = keys.next() else { return Ok(None) };
+        let shard = shard_of(first);
+        if let Some(other) = keys.find(|k| shard_of(k) != shard) {
+            let (a, b) = (String::from_utf8_lossy(first), String::from_utf8_lossy(other));
+            return Err(Error::InvalidArgument {
+                reason: reason::CROSS_SHARD.to_string(),
+                message: format!(
+                    "a transaction's keys must live in one shard, but {a:?} is in shard {shard} and {b:?} is in \
+                     shard {}; give the keys a common hash tag, e.g. \"{{user:42}}:balance\" and \
+                     \"{{user:42}}:items\" both live in the shard of \"user:42\"",
+                    shard_of(other)
+                ),
+            });
+        }
+        Ok(Some(first.clone()))
     }
 
     fn to_request(&self, shard_id: u32) -> Result<pb::TxnRequest, Error> {
@@ -207,14 +243,20 @@ impl From<pb::TxnResponse> for TxnResult {
 }
 
 impl Client {
-    /// Runs `txn` atomically. See the module documentation for retry rules.
+    /// Runs `txn` atomically in the shard of its keys (a transaction without keys goes to the
+    /// home shard). See the module documentation for the one-shard rule and retry rules.
     pub async fn txn(&self, txn: Txn) -> Result<TxnResult, Error> {
-        let msg = txn.to_request(self.shard())?;
+        let msg = txn.to_request(0)?;
+        let table = self.routing().await?;
+        let target = match txn.shard_key(|key| table.shard_of(key))? {
+            Some(key) => client::Target::Key(key),
+            None => client::Target::Home,
+        };
         let kind = if txn.is_read_only() { OpKind::Read } else { OpKind::Write };
         let response = self
-            .execute("txn", kind, Route::Leader, |ch, t| {
+            .execute("txn", kind, target, Route::Leader, |ch, shard_id, t| {
                 let mut kv = self.kv(ch);
-                let req = request(msg.clone(), t);
+                let req = request(pb::TxnRequest { shard_id, ..msg.clone() }, t);
                 async move { kv.txn(req).await }
             })
             .await?;
@@ -247,6 +289,27 @@ mod tests {
         assert!(Txn::new().when(Compare::exists("k")).then(Op::get("k")).is_read_only());
         let bad = Txn::new().then(Op::put_with("k", "v", PutOptions::ttl(std::time::Duration::ZERO)));
         assert!(bad.to_request(0).is_err());
+    }
+
+    #[test]
+    fn transactions_spanning_shards_are_refused_before_sending() {
+        let router = hypercache_proto::routing::Router::new(8);
+        let shard_of = |key: &[u8]| router.shard_of(key);
+        // "a" and "hello" live in different shards of 8 (pinned in proto's routing tests).
+        let (a, b) = (shard_of(b"a"), shard_of(b"hello"));
+        assert_ne!(a, b);
+        let txn = Txn::new().when(Compare::exists("a")).then(Op::put("a", "1")).otherwise(Op::get("hello"));
+        let err = txn.shard_key(shard_of).expect_err("two shards");
+        assert!(err.is_reason(reason::CROSS_SHARD), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains(&format!("\"a\" is in shard {a}")), "{text}");
+        assert!(text.contains(&format!("\"hello\" is in shard {b}")), "{text}");
+        assert!(text.contains("hash tag"), "{text}");
+        assert!(matches!(err, Error::InvalidArgument { .. }));
+
+        let tagged = Txn::new().when(Compare::exists("{u1}:a")).then(Op::put("{u1}:b", "1")).otherwise(Op::get("u1"));
+        assert_eq!(tagged.shard_key(shard_of).expect("one shard"), Some(Bytes::from_static(b"{u1}:a")));
+        assert_eq!(Txn::new().shard_key(shard_of).expect("no keys"), None);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Results and options of the KV operations, converted from the wire types at the edge.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -98,7 +99,9 @@ pub struct CasResult {
 }
 
 /// What [`Client::range`](crate::Client::range) reads: a prefix, or `[start, end)` (an empty
-/// `end` means "to the end of the keyspace"); everything when all three are empty.
+/// `end` means "to the end of the keyspace"); everything when all three are empty. Unless the
+/// prefix holds a complete hash tag, the keys are spread over every shard and the client merges
+/// the shards' pages (see `Client::range`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RangeOptions {
     pub prefix: Bytes,
@@ -137,14 +140,17 @@ impl RangeOptions {
     }
 }
 
-/// One page of a range read.
+/// One page of a range read, in key order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RangePage {
     pub kvs: Vec<KeyValue>,
     /// `Some` when more keys remain: pass it as [`RangeOptions::continuation`].
     pub continuation: Option<Bytes>,
-    /// The serving node's applied revision.
+    /// When one shard served the page: its revision on the serving node. 0 when the page was
+    /// merged from several shards (revisions are per shard; see `revisions`).
     pub revision: u64,
+    /// Every shard that served the page, with its revision on the serving node.
+    pub revisions: BTreeMap<u32, u64>,
 }
 
 pub(crate) fn revision(header: Option<&pb::ResponseHeader>) -> u64 {
@@ -169,10 +175,13 @@ impl From<pb::CompareAndSwapResponse> for CasResult {
     }
 }
 
-impl From<pb::RangeResponse> for RangePage {
-    fn from(r: pb::RangeResponse) -> Self {
+impl RangePage {
+    /// The page one shard served.
+    pub(crate) fn from_shard(shard: u32, r: pb::RangeResponse) -> Self {
+        let revision = revision(r.header.as_ref());
         RangePage {
-            revision: revision(r.header.as_ref()),
+            revision,
+            revisions: BTreeMap::from([(shard, revision)]),
             kvs: r.kvs,
             continuation: (!r.continuation.is_empty()).then_some(r.continuation),
         }

@@ -1,39 +1,64 @@
-//! The resuming KV watcher: every event exactly once, in revision order, across reconnects.
+//! KV watches across shards: every event exactly once, in revision order per shard, across
+//! reconnects.
 //!
-//! # Guarantees
+//! # Shards
+//!
+//! Revisions are per shard: each shard numbers its own writes. A watch of one key covers that
+//! key's shard; so does a prefix that holds a complete hash tag (`board:{b7}:`). Any other prefix
+//! or range covers every shard: the [`Watcher`] opens one stream per shard and merges them into
+//! one sequence of [`WatchUpdate`]s. Every update and every [`Event`] names its shard and carries
+//! that shard's revision. Updates of one shard arrive in that shard's revision order; updates of
+//! different shards interleave in arrival order (there is no global order to restore).
+//!
+//! # Guarantees (per shard)
 //!
 //! The server streams put/delete events in revision order and never splits the events of one
-//! revision across messages. The [`Watcher`] remembers the last revision it has *fully*
+//! revision across messages. Each shard's stream remembers the last revision it has *fully*
 //! delivered (the revision of the last event handed out, or the revision a progress
 //! notification vouched for). When the stream breaks (connection loss, the node shutting down,
-//! `NOT_LEADER`, `WATCHER_TOO_SLOW`), it reopens on another endpoint (any node serves watches;
-//! the leader is preferred because it is the most up to date) from `last + 1`, and drops,
-//! defensively, any event whose revision is not above `last`. So nothing is skipped and nothing
-//! is delivered twice, whichever node serves the next stream.
+//! `NOT_LEADER`, `WATCHER_TOO_SLOW`, the replica moving away), it reopens on another replica of
+//! the shard (the leader is preferred because it is the most up to date) from `last + 1`, and
+//! drops, defensively, any event whose revision is not above `last`. So nothing is skipped and
+//! nothing is delivered twice, whichever node serves the next stream, and each shard resumes from
+//! its own position whatever the others do.
 //!
-//! `start_revision = 0` means "changes from now on": before the first stream the watcher reads
-//! the shard's current revision `R` through the leader and starts at `R + 1`, so that even a
-//! break before the first event resumes without a gap.
+//! # Where a watch starts
+//!
+//! - [`WatchOptions::start_revision`]: the first revision to deliver, for a watch that covers one
+//!   shard (a key, a tagged prefix, or any watch in a one-shard cluster).
+//! - [`WatchOptions::start_revisions`]: per-shard first revisions for a watch that covers several
+//!   shards (shards not listed start from now). To resume a watcher that was dropped, pass
+//!   [`WatchOptions::resume_after`] its [`Watcher::last_revisions`].
+//! - Neither (the default, 0): "changes from now on". Before a shard's first stream the watcher
+//!   reads that shard's current revision `R` through its leader and starts at `R + 1`, so that
+//!   even a break before the first event resumes without a gap.
+//!
+//! A non-zero `start_revision` on a watch that covers several shards is a configuration error
+//! (one number cannot name a position in several independent histories).
 //!
 //! # Errors
 //!
-//! `COMPACTED` (the node no longer holds the history needed to resume; the error carries the
-//! oldest revision available, see [`Error::compacted`]) cannot be resumed and is returned.
-//! Failing to reconnect within the client's request deadline is returned as a retryable error;
-//! the watcher keeps its position, so calling [`Watcher::next`] again continues exactly where it
-//! stopped.
+//! `COMPACTED` (a node no longer holds the history needed to resume; the error carries the
+//! oldest revision available, see [`Error::compacted`]) cannot be resumed: it is returned, and
+//! the watcher is finished (every later call returns it again). Failing to reconnect within the
+//! client's request deadline is returned as a retryable error; the shard keeps its position and
+//! keeps trying, so calling [`Watcher::next`] again continues exactly where it stopped.
+//!
+//! Each shard's stream runs in a task (so a shard that is reconnecting never delays the others);
+//! the tasks start at the first [`Watcher::next`] and end when the watcher is dropped.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::FutureExt;
 use hypercache_proto::v1 as pb;
-use tonic::codec::Streaming;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::client::Client;
 use crate::error::Error;
-use crate::stream::{next_message, open, reconnect_delay, Next};
-use crate::types::{revision, KeyValue, RangeOptions};
+use crate::types::{KeyValue, RangeOptions};
+use crate::watch_shard::ShardWatch;
 
 /// What a watch covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,8 +76,12 @@ pub enum WatchTarget {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatchOptions {
     pub target: WatchTarget,
-    /// First revision to deliver; 0 means "changes from now on" (see the module documentation).
+    /// First revision to deliver, for a watch that covers one shard; 0 means "changes from now
+    /// on" (see the module documentation).
     pub start_revision: u64,
+    /// First revision to deliver per shard, for a watch that covers several shards; shards not
+    /// listed start from now.
+    pub start_revisions: BTreeMap<u32, u64>,
     /// Fill [`Event::prev_kv`].
     pub prev_kv: bool,
     /// How often an idle stream gets a progress notification; `None` for the server default.
@@ -61,7 +90,13 @@ pub struct WatchOptions {
 
 impl WatchOptions {
     fn new(target: WatchTarget) -> Self {
-        WatchOptions { target, start_revision: 0, prev_kv: false, progress_interval: None }
+        WatchOptions {
+            target,
+            start_revision: 0,
+            start_revisions: BTreeMap::new(),
+            prev_kv: false,
+            progress_interval: None,
+        }
     }
 
     pub fn key(key: impl Into<Bytes>) -> Self {
@@ -76,9 +111,22 @@ impl WatchOptions {
         WatchOptions::new(WatchTarget::Range { start: start.into(), end: end.into() })
     }
 
+    /// See [`WatchOptions::start_revision`] (one-shard watches).
     pub fn start_revision(mut self, revision: u64) -> Self {
         self.start_revision = revision;
         self
+    }
+
+    /// See [`WatchOptions::start_revisions`] (multi-shard watches).
+    pub fn start_revisions(mut self, revisions: BTreeMap<u32, u64>) -> Self {
+        self.start_revisions = revisions;
+        self
+    }
+
+    /// Starts every shard right after the revision given for it (typically
+    /// [`Watcher::last_revisions`] of an earlier watcher); works for one-shard watches too.
+    pub fn resume_after(self, last: &BTreeMap<u32, u64>) -> Self {
+        self.start_revisions(last.iter().map(|(shard, revision)| (*shard, revision + 1)).collect())
     }
 
     pub fn prev_kv(mut self, prev_kv: bool) -> Self {
@@ -91,7 +139,7 @@ impl WatchOptions {
         self
     }
 
-    fn to_request(&self, shard_id: u32, start_revision: u64) -> pb::WatchRequest {
+    pub(crate) fn to_request(&self, shard_id: u32, start_revision: u64) -> pb::WatchRequest {
         let (key, prefix, start, end) = match &self.target {
             WatchTarget::Key(key) => (key.clone(), Bytes::new(), Bytes::new(), Bytes::new()),
             WatchTarget::Prefix(prefix) => (Bytes::new(), prefix.clone(), Bytes::new(), Bytes::new()),
@@ -112,7 +160,7 @@ impl WatchOptions {
     }
 
     /// A one-key read of the same target: its header carries the shard's current revision.
-    fn probe(&self) -> RangeOptions {
+    pub(crate) fn probe(&self) -> RangeOptions {
         let mut options = match &self.target {
             WatchTarget::Key(key) => {
                 let mut end = key.to_vec();
@@ -126,6 +174,31 @@ impl WatchOptions {
         options.keys_only = true;
         options
     }
+
+    /// The shards the watch covers and where each starts (0: now), under a cluster of
+    /// `shard_count` shards mapped by `shard_of`.
+    pub(crate) fn plan(&self, shard_count: u32, shards: Vec<u32>) -> Result<Vec<(u32, u64)>, Error> {
+        if let Some(bad) = self.start_revisions.keys().find(|s| **s >= shard_count) {
+            return Err(Error::config(format!(
+                "watch: start_revisions names shard {bad}, but the cluster has {shard_count} shard(s)"
+            )));
+        }
+        if shards.len() > 1 && self.start_revision != 0 {
+            return Err(Error::config(format!(
+                "watch: start_revision {} names a position in one shard's history, but this watch covers {} \
+                 shards; give per-shard positions with WatchOptions::start_revisions",
+                self.start_revision,
+                shards.len()
+            )));
+        }
+        Ok(shards
+            .into_iter()
+            .map(|shard| {
+                let listed = self.start_revisions.get(&shard).copied().unwrap_or(0);
+                (shard, if self.start_revision != 0 { self.start_revision } else { listed })
+            })
+            .collect())
+    }
 }
 
 /// Whether an event wrote or deleted its key.
@@ -138,6 +211,8 @@ pub enum EventKind {
 /// One change. For a delete, `kv` holds the key with `mod_revision` = the delete's revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
+    /// The shard the key lives in; [`Event::revision`] is that shard's.
+    pub shard: u32,
     pub kind: EventKind,
     pub kv: KeyValue,
     /// The key before the change, when asked for and it existed.
@@ -145,49 +220,81 @@ pub struct Event {
 }
 
 impl Event {
-    /// The revision of the change.
+    /// The revision of the change, in its shard.
     pub fn revision(&self) -> u64 {
         self.kv.mod_revision
     }
-}
 
-impl From<pb::Event> for Event {
-    fn from(e: pb::Event) -> Self {
+    pub(crate) fn from_wire(shard: u32, e: pb::Event) -> Self {
         let kind = match pb::event::Type::try_from(e.r#type) {
             Ok(pb::event::Type::Delete) => EventKind::Delete,
             _ => EventKind::Put,
         };
-        Event { kind, kv: e.kv.unwrap_or_default(), prev_kv: e.prev_kv }
+        Event { shard, kind, kv: e.kv.unwrap_or_default(), prev_kv: e.prev_kv }
     }
 }
 
-/// What [`Watcher::next`] yields.
+/// What [`Watcher::next`] yields; each update comes from one shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchUpdate {
-    /// Events of one or more whole revisions, in order; `revision` is the last one's.
-    Events { revision: u64, events: Vec<Event> },
-    /// Every event up to `revision` has been delivered.
-    Progress { revision: u64 },
+    /// Events of one or more whole revisions of `shard`, in order; `revision` is the last one's.
+    Events { shard: u32, revision: u64, events: Vec<Event> },
+    /// Every event of `shard` up to `revision` has been delivered.
+    Progress { shard: u32, revision: u64 },
 }
 
-/// A resuming watch; see the module documentation. Created by [`Client::watch`].
+impl WatchUpdate {
+    pub fn shard(&self) -> u32 {
+        match self {
+            WatchUpdate::Events { shard, .. } | WatchUpdate::Progress { shard, .. } => *shard,
+        }
+    }
+
+    /// The shard's revision up to which everything has now been delivered.
+    pub fn revision(&self) -> u64 {
+        match self {
+            WatchUpdate::Events { revision, .. } | WatchUpdate::Progress { revision, .. } => *revision,
+        }
+    }
+}
+
+/// A resuming, shard-merging watch; see the module documentation. Created by
+/// [`Client::watch`].
 pub struct Watcher {
     client: Client,
     options: WatchOptions,
-    /// The last revision fully delivered; `None` until "now" has been resolved.
-    last: Option<u64>,
-    stream: Option<(String, Streaming<pb::WatchResponse>)>,
-    avoid: Option<String>,
-    /// Consecutive breaks without a message in between.
-    failures: u32,
+    state: State,
+}
+
+enum State {
+    /// Nothing sent yet.
+    Idle,
+    Running(Running),
+    /// A shard failed in a way that cannot be resumed; returned again on every call.
+    Failed(Error),
+}
+
+/// The per-shard tasks and what the caller has received from them.
+struct Running {
+    updates: mpsc::Receiver<Result<WatchUpdate, Error>>,
+    tasks: Vec<JoinHandle<()>>,
+    /// Per shard: the last revision fully delivered to the caller (0 before anything is known).
+    last: BTreeMap<u32, u64>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
 }
 
 impl std::fmt::Debug for Watcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Watcher")
             .field("options", &self.options)
-            .field("last", &self.last)
-            .field("endpoint", &self.stream.as_ref().map(|(e, _)| e))
+            .field("last", &self.last_revisions())
             .finish_non_exhaustive()
     }
 }
@@ -195,50 +302,52 @@ impl std::fmt::Debug for Watcher {
 impl Client {
     /// A watcher for `options`; nothing is sent until the first [`Watcher::next`].
     pub fn watch(&self, options: WatchOptions) -> Watcher {
-        let last = options.start_revision.checked_sub(1);
-        Watcher { client: self.clone(), options, last, stream: None, avoid: None, failures: 0 }
+        Watcher { client: self.clone(), options, state: State::Idle }
     }
 }
 
 impl Watcher {
-    /// The last revision fully delivered (0 before anything is known).
+    /// For a watch of one shard: the last revision fully delivered (before the first call, the
+    /// start revision - 1; 0 when nothing is known). For a multi-shard watch use
+    /// [`last_revisions`](Self::last_revisions); this returns 0.
     pub fn last_revision(&self) -> u64 {
-        self.last.unwrap_or(0)
+        match &self.state {
+            State::Running(running) if running.last.len() == 1 => running.last.values().copied().sum(),
+            State::Running(_) => 0,
+            State::Idle | State::Failed(_) => self.options.start_revision.saturating_sub(1),
+        }
     }
 
-    /// The next batch of events or progress notification. See the module documentation for
-    /// which errors can be followed by another call.
+    /// Per shard covered: the last revision fully delivered (0 before anything is known for
+    /// it). Empty before the first [`next`](Self::next). Pass it to
+    /// [`WatchOptions::resume_after`] to continue in a new watcher.
+    pub fn last_revisions(&self) -> BTreeMap<u32, u64> {
+        match &self.state {
+            State::Running(running) => running.last.clone(),
+            State::Idle | State::Failed(_) => BTreeMap::new(),
+        }
+    }
+
+    /// The next batch of events or progress notification of some shard. See the module
+    /// documentation for which errors can be followed by another call.
     pub async fn next(&mut self) -> Result<WatchUpdate, Error> {
         loop {
-            let Some((endpoint, stream)) = &mut self.stream else {
-                self.connect().await?;
-                continue;
-            };
-            match next_message(&self.client, endpoint, stream).await {
-                Next::Message(response) => {
-                    self.failures = 0;
-                    let last = self.last.get_or_insert(0);
-                    if let Some(update) = accept(last, response) {
-                        return Ok(update);
-                    }
-                }
-                Next::Failed(err) if err.watcher_too_slow().is_some() => {
-                    tracing::debug!(last = ?self.last, error = %err, "watch fell behind; resuming");
-                    self.drop_stream();
-                }
-                Next::Failed(err) => {
-                    self.stream = None;
+            match &mut self.state {
+                State::Failed(err) => return Err(err.clone()),
+                State::Idle => self.state = State::Running(self.start().await?),
+                State::Running(running) => {
+                    let err = match running.updates.recv().await {
+                        Some(Ok(update)) => {
+                            let last = running.last.entry(update.shard()).or_insert(0);
+                            *last = (*last).max(update.revision());
+                            return Ok(update);
+                        }
+                        Some(Err(err)) if err.is_retryable() => return Err(err),
+                        Some(Err(err)) => err,
+                        None => Error::Internal { message: "watch: every shard's stream task ended".into() },
+                    };
+                    self.state = State::Failed(err.clone());
                     return Err(err);
-                }
-                Next::Broken(why) => {
-                    tracing::debug!(last = ?self.last, %why, "watch stream broke; resuming");
-                    self.drop_stream();
-                    self.failures = self.failures.saturating_add(1);
-                    if self.failures >= self.client.config().max_attempts {
-                        return Err(Error::Unavailable {
-                            message: format!("watch: {} streams in a row broke; last: {why}", self.failures),
-                        });
-                    }
                 }
             }
         }
@@ -255,117 +364,55 @@ impl Watcher {
         })
     }
 
-    fn drop_stream(&mut self) {
-        self.avoid = self.stream.take().map(|(endpoint, _)| endpoint);
-    }
-
-    async fn connect(&mut self) -> Result<(), Error> {
-        if self.failures > 0 {
-            tokio::time::sleep(reconnect_delay(&self.client, self.failures)).await;
-        }
-        let last = match self.last {
-            Some(last) => last,
-            None => {
-                let now = self.client.range(self.options.probe()).await?.revision;
-                *self.last.insert(now)
-            }
+    /// Resolves the shards the watch covers and starts one stream task per shard.
+    async fn start(&self) -> Result<Running, Error> {
+        let table = self.client.routing().await?;
+        let shards = match &self.options.target {
+            WatchTarget::Key(key) => vec![table.shard_of(key)],
+            WatchTarget::Prefix(prefix) => table.shards_for_prefix(prefix),
+            WatchTarget::Range { .. } => (0..table.shard_count).collect(),
         };
-        let msg = self.options.to_request(self.client.shard(), last + 1);
-        let client = &self.client;
-        let opened = open(client, "watch", self.avoid.clone(), |ch| {
-            let mut kv = client.kv(ch);
-            let req = tonic::Request::new(msg.clone());
-            async move { kv.watch(req).await }.boxed()
-        })
-        .await;
-        match opened {
-            Ok(stream) => {
-                self.stream = Some(stream);
-                Ok(())
-            }
-            Err(err) => {
-                self.failures = self.failures.saturating_add(1);
-                Err(err)
-            }
+        let plan = self.options.plan(table.shard_count, shards)?;
+        // One message in flight per shard: a slow caller slows the streams down (the server
+        // sheds a watcher that falls too far behind, and the shard resumes).
+        let (tx, updates) = mpsc::channel(plan.len());
+        let mut last = BTreeMap::new();
+        let mut tasks = Vec::with_capacity(plan.len());
+        for (shard, start) in plan {
+            last.insert(shard, start.saturating_sub(1));
+            let watch = ShardWatch::new(self.client.clone(), self.options.clone(), shard, start);
+            tasks.push(tokio::spawn(watch.run(tx.clone())));
         }
+        Ok(Running { updates, tasks, last })
     }
-}
-
-/// Advances `last` past `response` and returns what is new in it, if anything: events at or
-/// below `last` were delivered before (by an earlier stream) and are dropped.
-fn accept(last: &mut u64, response: pb::WatchResponse) -> Option<WatchUpdate> {
-    let header_revision = revision(response.header.as_ref());
-    if response.progress && response.events.is_empty() {
-        *last = (*last).max(header_revision);
-        return Some(WatchUpdate::Progress { revision: *last });
-    }
-    let floor = *last;
-    let events: Vec<Event> =
-        response.events.into_iter().map(Event::from).filter(|event| event.revision() > floor).collect();
-    let newest = events.iter().map(Event::revision).max()?;
-    *last = newest;
-    Some(WatchUpdate::Events { revision: newest, events })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn event(kind: pb::event::Type, key: &'static str, revision: u64) -> pb::Event {
-        pb::Event {
-            r#type: kind as i32,
-            kv: Some(KeyValue {
-                key: Bytes::from_static(key.as_bytes()),
-                mod_revision: revision,
-                ..Default::default()
-            }),
-            prev_kv: None,
-        }
-    }
+    #[test]
+    fn one_start_revision_cannot_position_several_shards() {
+        let options = WatchOptions::prefix("p/").start_revision(5);
+        assert_eq!(options.plan(4, vec![2]).expect("one shard"), vec![(2, 5)]);
+        let err = options.plan(4, vec![0, 1, 2, 3]).expect_err("four shards");
+        assert!(err.to_string().contains("start_revisions"), "{err}");
 
-    fn events(revisions: &[u64]) -> pb::WatchResponse {
-        pb::WatchResponse {
-            header: Some(pb::ResponseHeader { revision: 100, ..Default::default() }),
-            events: revisions.iter().map(|r| event(pb::event::Type::Put, "k", *r)).collect(),
-            progress: false,
-        }
+        let positions = BTreeMap::from([(1, 9), (3, 20)]);
+        let resumed = WatchOptions::prefix("p/").resume_after(&positions);
+        assert_eq!(resumed.plan(4, vec![0, 1, 2, 3]).expect("valid"), vec![(0, 0), (1, 10), (2, 0), (3, 21)]);
+        let err = WatchOptions::prefix("p/").start_revisions(BTreeMap::from([(7, 1)])).plan(4, vec![0, 1]);
+        assert!(err.expect_err("no shard 7").to_string().contains("shard 7"));
     }
 
     #[test]
-    fn already_delivered_revisions_are_dropped() {
-        let mut last = 5;
-        assert_eq!(accept(&mut last, events(&[4, 5])), None);
-        assert_eq!(last, 5);
-        match accept(&mut last, events(&[5, 6, 6, 7])) {
-            Some(WatchUpdate::Events { revision: 7, events }) => {
-                assert_eq!(events.iter().map(Event::revision).collect::<Vec<_>>(), vec![6, 6, 7]);
-            }
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(last, 7, "the header revision (100) is not trusted for event batches");
-    }
-
-    #[test]
-    fn progress_advances_but_never_rewinds() {
-        let mut last = 7;
-        let progress = |revision| pb::WatchResponse {
-            header: Some(pb::ResponseHeader { revision, ..Default::default() }),
-            events: vec![],
-            progress: true,
-        };
-        assert_eq!(accept(&mut last, progress(9)), Some(WatchUpdate::Progress { revision: 9 }));
-        assert_eq!(accept(&mut last, progress(3)), Some(WatchUpdate::Progress { revision: 9 }));
-        assert_eq!(last, 9);
-    }
-
-    #[test]
-    fn deletes_are_recognised_and_requests_name_one_target() {
-        let e = Event::from(event(pb::event::Type::Delete, "gone", 4));
-        assert_eq!((e.kind, e.revision()), (EventKind::Delete, 4));
-        let req = WatchOptions::prefix("p/").prev_kv(true).to_request(0, 12);
+    fn requests_name_one_target_and_probes_read_one_key() {
+        let e = Event::from_wire(3, pb::Event { r#type: pb::event::Type::Delete as i32, kv: None, prev_kv: None });
+        assert_eq!((e.shard, e.kind), (3, EventKind::Delete));
+        let req = WatchOptions::prefix("p/").prev_kv(true).to_request(2, 12);
         assert_eq!(
-            (req.prefix.as_ref(), req.key.is_empty(), req.start_revision, req.prev_kv),
-            (&b"p/"[..], true, 12, true)
+            (req.shard_id, req.prefix.as_ref(), req.key.is_empty(), req.start_revision, req.prev_kv),
+            (2, &b"p/"[..], true, 12, true)
         );
         let probe = WatchOptions::key("k").probe();
         assert_eq!((probe.start.as_ref(), probe.end.as_ref(), probe.limit), (&b"k"[..], &b"k\0"[..], 1));

@@ -28,7 +28,7 @@ async fn follows_not_leader_redirects_and_caches_the_leader() {
     assert_eq!(put.revision, 5);
     assert_eq!(follower.puts.load(Ordering::SeqCst), 1);
     assert_eq!(leader.puts.load(Ordering::SeqCst), 1);
-    assert_eq!(client.leader_hint(), Some(leader_addr));
+    assert_eq!(client.leader_hint(0), Some(leader_addr));
 
     // Later requests go straight to the cached leader.
     client.put("k", "v2").await.expect("second put");

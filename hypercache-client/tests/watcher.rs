@@ -48,7 +48,7 @@ async fn resumes_after_breaks_and_never_delivers_a_revision_twice() {
     let mut delivered = Vec::new();
     while watcher.last_revision() < 10 {
         match timeout(LIMIT, watcher.next()).await.expect("watch stalled").expect("watch failed") {
-            WatchUpdate::Events { revision, events } => {
+            WatchUpdate::Events { revision, events, .. } => {
                 assert_eq!(revision, events.last().expect("non-empty batch").revision());
                 delivered
                     .extend(events.iter().map(|e| (String::from_utf8_lossy(&e.kv.key).into_owned(), e.revision())));

@@ -13,6 +13,7 @@ mod lease_cmd;
 mod node_cmd;
 mod output;
 mod servers_cmd;
+mod shards_cmd;
 pub mod txn_syntax;
 mod watch_cmd;
 
@@ -86,6 +87,10 @@ pub struct Cli {
     /// Print machine-readable JSON on stdout.
     #[arg(long, global = true)]
     pub json: bool,
+    /// The deployment's namespace: decides the home shard of the game services (servers,
+    /// boards, elections) and of leases granted without a key. Use the game's own.
+    #[arg(long, env = "HYPERCACHE_NAMESPACE", default_value = crate::DEFAULT_NAMESPACE, global = true)]
+    pub namespace: String,
     /// Deadline per operation in milliseconds, retries and redirects included.
     #[arg(long, default_value_t = 5000, global = true, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout_ms: u64,
@@ -147,8 +152,12 @@ pub enum Command {
         #[arg(long)]
         serializable: bool,
     },
-    /// One row per configured endpoint: identity, Raft role, term, leader, indexes, readiness.
+    /// One row per configured endpoint: identity, meta-group Raft role, term, leader, indexes,
+    /// readiness.
     Status,
+    /// One row per shard: replicas, leader, term, applied index, keys and size (every node is
+    /// asked; unreachable ones are reported, not fatal).
+    Shards,
     /// Compare, then run the --then ops if every --if holds, else the --else ops; atomically.
     /// Exit 0 if the --then branch ran, 2 if the --else branch ran.
     #[command(after_help = "Conditions: value(k) = v, version(k) = N, mod(k) = N, create(k) = N, lease(k) = ID, \
@@ -191,7 +200,7 @@ pub enum Command {
     /// Leader elections with fencing terms.
     #[command(subcommand)]
     Election(election_cmd::ElectionCommand),
-    /// Cluster membership: list members, decommission a node.
+    /// Cluster membership: list members, add a node, decommission a node.
     #[command(subcommand)]
     Node(node_cmd::NodeCommand),
 }
@@ -293,7 +302,8 @@ fn run_to_exit(cli: Cli) -> u8 {
 
 async fn run(cli: Cli, out: &mut Out) -> Result<u8, Failure> {
     let endpoints = parse_endpoint_list(&cli.endpoints)?;
-    let config = ClientConfig::new(endpoints).request_timeout(Duration::from_millis(cli.timeout_ms));
+    let config =
+        ClientConfig::new(endpoints).request_timeout(Duration::from_millis(cli.timeout_ms)).namespace(cli.namespace);
     let client = Client::new(config)?;
     let json = cli.json;
     match cli.command {
@@ -337,6 +347,7 @@ async fn run(cli: Cli, out: &mut Out) -> Result<u8, Failure> {
             let rows = client.cluster_status().await;
             output::status(out, json, &rows)
         }
+        Command::Shards => shards_cmd::run(&client, out, json).await,
         Command::Txn { conditions, then_ops, else_ops } => {
             let mut txn = conditions.into_iter().fold(Txn::new(), Txn::when);
             txn = then_ops.iter().fold(txn, |txn, op| txn.then(op.op.clone()));
@@ -372,12 +383,13 @@ async fn range(
         }
         let more = page.continuation.is_some();
         let revision = page.revision;
+        let revisions = page.revisions;
         collected.extend(if json { page.kvs } else { Vec::new() });
         match page.continuation {
             Some(next) if all => options.continuation = Some(next),
             _ => {
                 if json {
-                    output::range_json(out, &collected, revision, more, keys_only)?;
+                    output::range_json(out, &collected, revision, &revisions, more, keys_only)?;
                 } else if more {
                     output::note("more keys remain; pass --all to list everything");
                 }
@@ -495,6 +507,12 @@ mod tests {
         assert!(parse(&["election", "campaign", "e", "c", "--ttl-ms", "2000", "--hold"]).is_ok());
         assert!(parse(&["election", "campaign", "e", "c"]).is_err(), "a lease or a TTL is required");
         assert!(parse(&["election", "campaign", "e", "c", "--lease", "1", "--ttl-ms", "5"]).is_err());
+        assert!(parse(&["shards", "--json"]).is_ok());
+        assert!(parse(&["node", "add", "hypercache-5:7000"]).is_ok());
+        assert!(parse(&["node", "decommission", "n3", "--no-wait"]).is_ok());
+        assert!(parse(&["node", "decommission", "n3", "--wait-timeout-s", "0"]).is_err());
+        let cli = parse(&["--namespace", "orbstrike", "servers", "list"]).expect("valid");
+        assert_eq!(cli.namespace, "orbstrike");
     }
 
     #[test]

@@ -1,46 +1,142 @@
-//! `hcctl node`: cluster membership (list members, decommission one).
+//! `hcctl node`: cluster membership (list members, add a node, decommission one).
+//!
+//! Decommissioning only *starts* a node's departure: the placement driver moves its replicas to
+//! other nodes, then removes it. By default the command waits for that, polling the routing
+//! table and printing how many replicas the node still hosts whenever the number drops.
+
+use std::time::Duration;
 
 use clap::Subcommand;
 use hypercache_proto::v1 as pb;
 use serde_json::json;
+use tokio::time::Instant;
 
-use super::output::Out;
+use super::output::{note, Out};
 use super::{exit, Failure};
-use crate::Client;
+use crate::{Client, Error, RoutingTable};
+
+/// Pause between two looks at the routing table while waiting for a node to leave.
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {
-    /// List the cluster's members (id, name, endpoint, voter or learner), as the first
-    /// endpoint that answers sees them.
+    /// List the cluster's members (id, name, endpoint, voter or learner, and "draining" for
+    /// nodes being decommissioned), as the first endpoint that answers sees them.
     List,
-    /// Remove NAME from the cluster for good (scale-down): run it before the node is stopped
-    /// for the last time. The last voter is refused. The removed node keeps its data but never
-    /// rejoins by itself; wipe its data dir (delete the PVC) before reusing the name.
-    Decommission { name: String },
+    /// Add the node serving at ENDPOINT (host:port, a DNS name) to the cluster; the placement
+    /// driver then moves replicas onto it. Idempotent.
+    Add { endpoint: String },
+    /// Remove NAME from the cluster for good (scale-down): its replicas move to other nodes
+    /// first, then it leaves; waits for that unless --no-wait. Run it before the node is stopped
+    /// for the last time. The last voter, and a node holding the last replica of a shard, are
+    /// refused. The removed node keeps its data but never rejoins by itself; wipe its data dir
+    /// (delete the PVC) before reusing the name.
+    Decommission {
+        name: String,
+        /// Return once the decommission has started instead of waiting for the node to leave.
+        #[arg(long)]
+        no_wait: bool,
+        /// How long to wait for the node to leave, in seconds (exit 5 when it has not).
+        #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+        wait_timeout_s: u64,
+    },
 }
 
-fn member_line(m: &pb::Member) -> String {
-    format!("{}\t{}\t{}\t{}", m.node_id, m.name, m.endpoint, if m.voter { "voter" } else { "learner" })
+fn member_line(m: &pb::Member, draining: &[u64]) -> String {
+    let mut line = format!("{}\t{}\t{}\t{}", m.node_id, m.name, m.endpoint, if m.voter { "voter" } else { "learner" });
+    if draining.contains(&m.node_id) {
+        line.push_str("\tdraining");
+    }
+    line
 }
 
-fn member_json(m: &pb::Member) -> serde_json::Value {
-    json!({"node_id": m.node_id, "name": m.name, "endpoint": m.endpoint, "voter": m.voter})
+fn member_json(m: &pb::Member, draining: &[u64]) -> serde_json::Value {
+    json!({
+        "node_id": m.node_id, "name": m.name, "endpoint": m.endpoint, "voter": m.voter,
+        "draining": draining.contains(&m.node_id),
+    })
 }
 
-fn print_members(out: &mut Out, json: bool, members: &[pb::Member], extra: serde_json::Value) -> Result<(), Failure> {
+fn print_members(
+    out: &mut Out,
+    json: bool,
+    members: &[pb::Member],
+    draining: &[u64],
+    extra: serde_json::Value,
+) -> Result<(), Failure> {
     if json {
-        let mut value = json!({"members": members.iter().map(member_json).collect::<Vec<_>>()});
+        let members: Vec<_> = members.iter().map(|m| member_json(m, draining)).collect();
+        let mut value = json!({ "members": members });
         if let (Some(obj), Some(more)) = (value.as_object_mut(), extra.as_object()) {
             obj.extend(more.clone());
         }
         out.update(true, "", &value)?;
     } else {
         for m in members {
-            out.line(&member_line(m))?;
+            out.line(&member_line(m, draining))?;
         }
         out.flush()?;
     }
     Ok(())
+}
+
+/// The nodes being decommissioned, as the routing table says (none for a cluster that
+/// predates sharding, or when no table can be had).
+async fn draining(client: &Client) -> Vec<u64> {
+    match client.routing().await {
+        Ok(table) => table.nodes.values().filter(|n| n.draining).map(|n| n.node_id).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The replicas `node_id` still hosts under `table`; `None` once it has left the table.
+pub(super) fn replicas_left(table: &RoutingTable, node_id: u64) -> Option<usize> {
+    table.node(node_id)?;
+    Some(table.shards.iter().filter(|s| s.replicas.contains(&node_id)).count())
+}
+
+async fn wait_until_gone(
+    client: &Client,
+    out: &mut Out,
+    json: bool,
+    name: &str,
+    node_id: u64,
+    mut shown: usize,
+    timeout: Duration,
+) -> Result<u8, Failure> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if Instant::now() >= deadline {
+            return Err(Failure::Client(Error::DeadlineExceeded {
+                message: format!(
+                    "{name} still hosts {shown} replica(s) after {timeout:?}; the placement driver keeps moving \
+                     them (see `hcctl shards`; run again to keep waiting)"
+                ),
+            }));
+        }
+        tokio::time::sleep(POLL_INTERVAL.min(deadline.saturating_duration_since(Instant::now()))).await;
+        let table = match client.routing_fresh().await {
+            Ok(table) => table,
+            Err(e) => {
+                note(&format!("routing table: {e}; still waiting"));
+                continue;
+            }
+        };
+        match replicas_left(&table, node_id) {
+            None => {
+                let value = json!({"decommissioned": name, "node_id": node_id, "replicas_left": 0, "removed": true});
+                out.update(json, &format!("{name} has left the cluster"), &value)?;
+                return Ok(exit::OK);
+            }
+            Some(left) if left != shown => {
+                shown = left;
+                let value =
+                    json!({"decommissioning": name, "node_id": node_id, "replicas_left": left, "removed": false});
+                out.update(json, &format!("{name}: {left} replica(s) left to move"), &value)?;
+            }
+            Some(_) => {}
+        }
+    }
 }
 
 pub(super) async fn run(client: &Client, out: &mut Out, json: bool, command: NodeCommand) -> Result<u8, Failure> {
@@ -51,7 +147,8 @@ pub(super) async fn run(client: &Client, out: &mut Out, json: bool, command: Nod
             for (_, answer) in rows {
                 match answer {
                     Ok(status) => {
-                        print_members(out, json, &status.members, json!({"from": status.name}))?;
+                        let draining = draining(client).await;
+                        print_members(out, json, &status.members, &draining, json!({"from": status.name}))?;
                         return Ok(exit::OK);
                     }
                     Err(e) => last_error = Some(e),
@@ -62,13 +159,63 @@ pub(super) async fn run(client: &Client, out: &mut Out, json: bool, command: Nod
                 None => Ok(exit::OK),
             }
         }
-        NodeCommand::Decommission { name } => {
-            let removed = client.decommission(&name).await?;
+        NodeCommand::Add { endpoint } => {
+            let added = client.add_node(&endpoint).await?;
             if !json {
-                out.line(&format!("decommissioned {name} (node {}); members now:", removed.node_id))?;
+                let what = if added.already_member { "already a member" } else { "added" };
+                out.line(&format!("{} (node {}) at {endpoint}: {what}; members now:", added.name, added.node_id))?;
             }
-            print_members(out, json, &removed.members, json!({"decommissioned": name, "node_id": removed.node_id}))?;
+            let extra = json!({
+                "added": added.name, "node_id": added.node_id, "already_member": added.already_member,
+            });
+            print_members(out, json, &added.members, &[], extra)?;
             Ok(exit::OK)
         }
+        NodeCommand::Decommission { name, no_wait, wait_timeout_s } => {
+            let started = client.decommission(&name).await?;
+            let (id, left) = (started.node_id, started.replicas_left);
+            if started.removed || no_wait {
+                if !json {
+                    let state = if started.removed { "decommissioned" } else { "decommissioning" };
+                    out.line(&format!("{state} {name} (node {id}), {left} replica(s) left to move; members now:"))?;
+                }
+                let extra = json!({
+                    "decommissioned": name, "node_id": id, "replicas_left": left, "removed": started.removed,
+                });
+                print_members(out, json, &started.members, &[], extra)?;
+                return Ok(exit::OK);
+            }
+            let value = json!({"decommissioning": name, "node_id": id, "replicas_left": left, "removed": false});
+            out.update(json, &format!("decommissioning {name} (node {id}): {left} replica(s) left to move"), &value)?;
+            let shown = usize::try_from(left).unwrap_or(usize::MAX);
+            wait_until_gone(client, out, json, &name, id, shown, Duration::from_secs(wait_timeout_s)).await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replicas_left_counts_until_the_node_leaves_the_table() {
+        let mut response = pb::RoutingResponse {
+            version: 2,
+            shard_count: 3,
+            nodes: (1..=3).map(|id| pb::Member { node_id: id, name: format!("n{id}"), ..Default::default() }).collect(),
+            shards: vec![
+                pb::ShardRoute { shard_id: 0, replicas: vec![1, 3], leader_id: 1 },
+                pb::ShardRoute { shard_id: 1, replicas: vec![2, 3], leader_id: 0 },
+                pb::ShardRoute { shard_id: 2, replicas: vec![1, 2], leader_id: 0 },
+            ],
+            draining: vec![3],
+            ..Default::default()
+        };
+        let table = RoutingTable::from_wire(response.clone()).expect("ready");
+        assert_eq!(replicas_left(&table, 3), Some(2));
+        assert!(member_line(&response.nodes[2], &[3]).ends_with("\tdraining"));
+        response.nodes.pop();
+        let table = RoutingTable::from_wire(response).expect("ready");
+        assert_eq!(replicas_left(&table, 3), None, "gone from the table: it has left");
     }
 }

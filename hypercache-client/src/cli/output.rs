@@ -224,11 +224,15 @@ pub(super) fn range_json(
     out: &mut Out,
     kvs: &[KeyValue],
     revision: u64,
+    revisions: &std::collections::BTreeMap<u32, u64>,
     more: bool,
     keys_only: bool,
 ) -> io::Result<()> {
     let kvs: Vec<Value> = kvs.iter().map(|kv| kv_json(kv, !keys_only)).collect();
-    out.json(&json!({"kvs": kvs, "revision": revision, "more": more}))?;
+    // `revision` is the serving shard's when one shard answered (0 when merged from several);
+    // `revisions` maps every shard that answered to its revision.
+    let revisions: Map<String, Value> = revisions.iter().map(|(s, r)| (s.to_string(), (*r).into())).collect();
+    out.json(&json!({"kvs": kvs, "revision": revision, "revisions": revisions, "more": more}))?;
     out.flush()
 }
 
@@ -294,21 +298,27 @@ pub(super) fn status_table(rows: &[(String, Result<StatusResponse, Error>)]) -> 
             Err(e) => vec![endpoint.clone(), format!("unreachable: {e}")],
         });
     }
-    let mut widths = [0usize; HEADER.len()];
-    // Error rows span the table and do not widen the columns.
-    for row in cells.iter().filter(|r| r.len() == HEADER.len()) {
+    align(&cells, HEADER.len())
+}
+
+/// Aligns `cells` (the header row first) into columns two spaces apart. Rows shorter than
+/// `columns` (error rows) span the table and do not widen the columns.
+pub(super) fn align(cells: &[Vec<String>], columns: usize) -> String {
+    let mut widths = vec![0usize; columns];
+    for row in cells.iter().filter(|r| r.len() == columns) {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
     let mut text = String::new();
-    for row in &cells {
-        let last = row.len() - 1;
+    for row in cells {
+        let last = row.len().saturating_sub(1);
         for (i, cell) in row.iter().enumerate() {
             if i == last {
                 text.push_str(cell);
             } else {
-                text.push_str(&format!("{cell:<width$}  ", width = widths[i].max(cell.chars().count())));
+                let width = widths.get(i).copied().unwrap_or(0).max(cell.chars().count());
+                text.push_str(&format!("{cell:<width$}  "));
             }
         }
         text.push('\n');

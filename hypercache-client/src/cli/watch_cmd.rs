@@ -1,4 +1,8 @@
 //! `hcctl watch`: prints every change exactly once, resuming across reconnects, until Ctrl-C.
+//!
+//! Revisions are per shard: when the watch covers several shards (a prefix without a hash tag
+//! in a sharded cluster) each line names its shard, and `--rev` is refused (one revision cannot
+//! position several shards). JSON lines always carry `shard`.
 
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
@@ -28,13 +32,14 @@ pub(super) async fn run(
         };
         match update {
             Ok(WatchUpdate::Events { events, .. }) => {
+                let sharded = watcher.last_revisions().len() > 1;
                 for event in &events {
-                    out.update(json, &event_line(event), &event_json(event))?;
+                    out.update(json, &event_line(event, sharded), &event_json(event))?;
                 }
             }
-            Ok(WatchUpdate::Progress { revision }) => {
+            Ok(WatchUpdate::Progress { shard, revision }) => {
                 if json {
-                    out.update(json, "", &json!({"type": "PROGRESS", "revision": revision}))?;
+                    out.update(json, "", &json!({"type": "PROGRESS", "shard": shard, "revision": revision}))?;
                 }
             }
             // The watcher keeps its position: the next call resumes where it stopped.
@@ -44,14 +49,18 @@ pub(super) async fn run(
     }
 }
 
-/// `PUT key value (rev N)` or `DELETE key (rev N)`; bytes that are not UTF-8 are replaced.
-pub(super) fn event_line(event: &Event) -> String {
+/// `PUT key value (rev N)` or `DELETE key (rev N)` (`(shard S rev N)` when the watch covers
+/// several shards); bytes that are not UTF-8 are replaced.
+pub(super) fn event_line(event: &Event, sharded: bool) -> String {
     let key = String::from_utf8_lossy(&event.kv.key);
+    let at = if sharded {
+        format!("(shard {} rev {})", event.shard, event.revision())
+    } else {
+        format!("(rev {})", event.revision())
+    };
     let mut line = match event.kind {
-        EventKind::Put => {
-            format!("PUT {key} {} (rev {})", String::from_utf8_lossy(&event.kv.value), event.revision())
-        }
-        EventKind::Delete => format!("DELETE {key} (rev {})", event.revision()),
+        EventKind::Put => format!("PUT {key} {} {at}", String::from_utf8_lossy(&event.kv.value)),
+        EventKind::Delete => format!("DELETE {key} {at}"),
     };
     if let Some(prev) = &event.prev_kv {
         line.push_str(&format!(" prev={}", String::from_utf8_lossy(&prev.value)));
@@ -72,6 +81,7 @@ fn event_json(event: &Event) -> Value {
         obj.insert("version".into(), event.kv.version.into());
         obj.insert("lease".into(), event.kv.lease.into());
     }
+    obj.insert("shard".into(), event.shard.into());
     obj.insert("revision".into(), event.revision().into());
     if let Some(prev) = &event.prev_kv {
         obj.insert("prev_kv".into(), kv_json(prev, true));
@@ -87,10 +97,12 @@ mod tests {
     #[test]
     fn events_print_as_documented() {
         let kv = KeyValue { key: "k".into(), value: "v".into(), mod_revision: 9, ..Default::default() };
-        let put = Event { kind: EventKind::Put, kv: kv.clone(), prev_kv: None };
-        assert_eq!(event_line(&put), "PUT k v (rev 9)");
-        let del = Event { kind: EventKind::Delete, kv: KeyValue { value: Bytes::new(), ..kv }, prev_kv: None };
-        assert_eq!(event_line(&del), "DELETE k (rev 9)");
-        assert_eq!(event_json(&del), json!({"type": "DELETE", "key": "k", "revision": 9}));
+        let put = Event { shard: 0, kind: EventKind::Put, kv: kv.clone(), prev_kv: None };
+        assert_eq!(event_line(&put, false), "PUT k v (rev 9)");
+        let del =
+            Event { shard: 3, kind: EventKind::Delete, kv: KeyValue { value: Bytes::new(), ..kv }, prev_kv: None };
+        assert_eq!(event_line(&del, false), "DELETE k (rev 9)");
+        assert_eq!(event_line(&del, true), "DELETE k (shard 3 rev 9)");
+        assert_eq!(event_json(&del), json!({"type": "DELETE", "key": "k", "shard": 3, "revision": 9}));
     }
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod scripted;
+pub mod sharded;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
