@@ -229,16 +229,17 @@ impl RoutingCache {
     /// Installs `table` unless it is older than the cached one; returns what is cached now.
     fn install(&self, table: RoutingTable) -> (Arc<RoutingTable>, bool) {
         let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
-        let newer = match current.as_ref() {
-            None => true,
-            Some(old) => old.legacy || (!table.legacy && table.version >= old.version),
+        let (cached, newer) = match current.as_ref() {
+            Some(old) if !old.legacy && (table.legacy || table.version < old.version) => (old.clone(), false),
+            _ => {
+                let table = Arc::new(table);
+                *current = Some(table.clone());
+                (table, true)
+            }
         };
-        if newer {
-            *current = Some(Arc::new(table));
-        }
         self.stale.store(false, Ordering::Relaxed);
         self.generation.fetch_add(1, Ordering::AcqRel);
-        (current.clone().expect("a table was just installed or already cached"), newer)
+        (cached, newer)
     }
 }
 
