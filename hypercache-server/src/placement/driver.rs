@@ -131,6 +131,7 @@ impl Driver {
     }
 
     async fn round(&self) -> Result<(), StoreError> {
+        let term = self.meta.leader_term()?;
         let (voters, members) = self.nodes();
         let stored = store::load(&self.meta).await?;
         let (mut placement, mut revision) = match stored {
@@ -194,6 +195,11 @@ impl Driver {
             for step in steps.iter().filter(|s| s.op == ShardOp::Elect) {
                 st.last_elect.insert(step.shard, now);
             }
+        }
+        // A driver deposed during this round must not act on what it saw: a new driver may already
+        // have added a replica this round's poll did not show (and would close).
+        if self.meta.leader_term().ok() != Some(term) {
+            return Ok(());
         }
         self.execute(steps, &members).await;
         self.retire_drained(&placement, &reports).await;
