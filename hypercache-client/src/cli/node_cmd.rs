@@ -23,9 +23,13 @@ pub enum NodeCommand {
     /// List the cluster's members (id, name, endpoint, voter or learner, and "draining" for
     /// nodes being decommissioned), as the first endpoint that answers sees them.
     List,
-    /// Add the node serving at ENDPOINT (host:port, a DNS name) to the cluster; the placement
-    /// driver then moves replicas onto it. Idempotent.
-    Add { endpoint: String },
+    /// Add the node NAME (a DNS name, `host` or `host:port`; the port defaults to 7000, the
+    /// nodes' gRPC port in the Kubernetes manifests) to the cluster; the placement driver then
+    /// moves replicas onto it.
+    Add {
+        #[arg(value_name = "NAME")]
+        endpoint: String,
+    },
     /// Remove NAME from the cluster for good (scale-down): its replicas move to other nodes
     /// first, then it leaves; waits for that unless --no-wait. Run it before the node is stopped
     /// for the last time. The last voter, and a node holding the last replica of a shard, are
@@ -160,6 +164,7 @@ pub(super) async fn run(client: &Client, out: &mut Out, json: bool, command: Nod
             }
         }
         NodeCommand::Add { endpoint } => {
+            let endpoint = with_default_port(&endpoint);
             let added = client.add_node(&endpoint).await?;
             if !json {
                 let what = if added.already_member { "already a member" } else { "added" };
@@ -193,6 +198,18 @@ pub(super) async fn run(client: &Client, out: &mut Out, json: bool, command: Nod
     }
 }
 
+/// `host` -> `host:7000`; `host:port` and `[v6]:port` stay as they are.
+fn with_default_port(name: &str) -> String {
+    let has_port = name.rsplit_once(':').is_some_and(|(host, port)| {
+        !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && (!host.contains(':') || host.ends_with(']'))
+    });
+    if has_port {
+        name.to_string()
+    } else {
+        format!("{name}:7000")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,5 +234,11 @@ mod tests {
         response.nodes.pop();
         let table = RoutingTable::from_wire(response).expect("ready");
         assert_eq!(replicas_left(&table, 3), None, "gone from the table: it has left");
+    }
+
+    #[test]
+    fn node_add_defaults_the_port() {
+        assert_eq!(with_default_port("hypercache-5"), "hypercache-5:7000");
+        assert_eq!(with_default_port("hypercache-5.hypercache:7010"), "hypercache-5.hypercache:7010");
     }
 }
