@@ -14,9 +14,11 @@ use common::{eventually, put_in, TestCluster};
 use hypercache_proto::error_info::info_of;
 use hypercache_proto::routing::Router;
 use hypercache_proto::v1 as pb;
+use hypercache_proto::v1::boards_client::BoardsClient;
 use hypercache_proto::v1::cluster_client::ClusterClient;
 use hypercache_proto::v1::kv_client::KvClient;
 use hypercache_proto::v1::lease_client::LeaseClient;
+use hypercache_proto::v1::registry_client::RegistryClient;
 use hypercache_server::node::Node;
 use openraft::ServerState;
 use tokio::net::TcpListener;
@@ -292,7 +294,7 @@ async fn decommission_moves_replicas_away_first_and_loses_no_write() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leases_watches_and_linearizable_reads_hold_on_a_non_zero_shard() {
+async fn leases_watches_reads_and_fencing_hold_on_a_non_zero_shard() {
     let c = start(5).await;
     let v = eventually("settled", SETTLE, || async { settled(&c) }).await;
     let s = 5u32;
@@ -337,5 +339,49 @@ async fn leases_watches_and_linearizable_reads_hold_on_a_non_zero_shard() {
         pb::PutRequest { shard_id: s, key: other.into(), value: "v".into(), lease: lease.id, ..Default::default() };
     let st = kv.put(put).await.unwrap_err();
     assert_eq!(info_of(&st).unwrap().reason, "WRONG_SHARD");
+
+    // Board fencing on this shard: a sync at a superseded epoch is refused with the owner.
+    let ch = tonic::transport::Channel::from_shared(format!("http://{leader}")).unwrap().connect().await.unwrap();
+    let mut registry = RegistryClient::new(ch.clone());
+    let mut boards = BoardsClient::new(ch);
+    for server in ["srv-a", "srv-b"] {
+        let req = pb::RegisterRequest {
+            shard_id: s,
+            server_id: server.into(),
+            address: format!("{server}:9000"),
+            capacity: 4,
+            ttl_ms: 60_000,
+            ..Default::default()
+        };
+        registry.register(req).await.expect("register");
+    }
+    let create = pb::CreateBoardRequest {
+        shard_id: s,
+        board_id: "arena-1".into(),
+        checkpoint: "init".into(),
+        ..Default::default()
+    };
+    boards.create(create).await.expect("create");
+    let assign = |server: &str, expected: u64, id: &str| pb::AssignBoardRequest {
+        shard_id: s,
+        board_id: "arena-1".into(),
+        server_id: server.into(),
+        expected_epoch: expected,
+        request_id: id.into(),
+        ..Default::default()
+    };
+    boards.assign(assign("srv-a", 0, "r1")).await.expect("assign to a");
+    boards.assign(assign("srv-b", 1, "r2")).await.expect("move to b");
+    let sync = |epoch: u64| pb::SyncBoardRequest {
+        shard_id: s,
+        board_id: "arena-1".into(),
+        epoch,
+        seq: 1,
+        checkpoint: "state".into(),
+    };
+    let st = boards.sync(sync(1)).await.unwrap_err();
+    let info = info_of(&st).unwrap();
+    assert_eq!((info.reason.as_str(), info.owner.as_str(), info.epoch), ("STALE_EPOCH", "srv-b", 2), "{st:?}");
+    boards.sync(sync(2)).await.expect("the owner's sync is written");
     c.shutdown().await;
 }
