@@ -18,8 +18,13 @@
 //! generator above, so existing scripts keep working.
 //!
 //! The Orbstrike benchmarks of issue #4 ([`orbstrike`]) are the `orbstrike-*` subcommands.
+//!
+//! `routing-cost` ([`routing_cost`], issue #6) sets the client's CPU per request against the CPU
+//! of its key -> shard routing step. The KV generator's `--cpu` adds the CPU time of the nodes
+//! and of hcbench over the measured phase (ops per CPU-second, for the sharded throughput runs).
 
 pub mod game;
 pub mod load;
 pub mod orbstrike;
 pub mod report;
+pub mod routing_cost;

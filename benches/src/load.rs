@@ -12,7 +12,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use tokio::task::JoinSet;
 
-use crate::report::{OpStats, Report};
+use crate::game::cpu;
+use crate::report::{CpuCost, OpStats, Report};
 
 /// Closed-loop load generator for HyperCache (puts and gets over a fixed key space).
 #[derive(Debug, Clone, Parser)]
@@ -54,6 +55,10 @@ pub struct Args {
     /// Prefix of every key written or read.
     #[arg(long, default_value = "hcbench/")]
     pub key_prefix: String,
+    /// Also report the CPU time of the measured phase: of the `hypercache serve` processes
+    /// listening on --endpoints (on this machine; Linux `/proc`) and of hcbench itself.
+    #[arg(long)]
+    pub cpu: bool,
 }
 
 /// When the measured phase ends.
@@ -76,6 +81,7 @@ pub struct Plan {
     pub prefill: bool,
     pub timeout: Duration,
     pub key_prefix: String,
+    pub cpu: bool,
 }
 
 const MAX_VALUE_SIZE: usize = 4 * 1024 * 1024;
@@ -120,11 +126,13 @@ impl Args {
             prefill: self.prefill,
             timeout: Duration::from_millis(self.timeout_ms),
             key_prefix: self.key_prefix.clone(),
+            cpu: self.cpu,
         })
     }
 }
 
-fn key(prefix: &str, index: u64) -> Bytes {
+/// Key `index` of the key space: `<prefix><index, 10 digits>`.
+pub fn key(prefix: &str, index: u64) -> Bytes {
     Bytes::from(format!("{prefix}{index:010}"))
 }
 
@@ -141,6 +149,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
         prefill(&client, &plan, &value).await?;
     }
 
+    let cpu = if plan.cpu { Some(CpuWindow::start(&plan.endpoints)?) } else { None };
     let stop = Arc::new(AtomicBool::new(false));
     let issued = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -166,6 +175,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
     let elapsed = started.elapsed();
     let (put, get) = (puts.summary(elapsed), gets.summary(elapsed));
     let total_ops = put.ops + get.ops;
+    let cpu = cpu.map(|w| w.finish(total_ops, total_ops + put.errors + get.errors)).transpose()?;
     Ok(Report {
         endpoints: plan.endpoints.clone(),
         concurrency: plan.concurrency,
@@ -179,7 +189,32 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
         throughput_ops_per_sec: if elapsed.is_zero() { 0.0 } else { total_ops as f64 / elapsed.as_secs_f64() },
         put,
         get,
+        cpu,
     })
+}
+
+/// The CPU window of `--cpu`: the node processes serving the endpoints, then this process.
+struct CpuWindow {
+    node_pids: Vec<u32>,
+    window: cpu::Window,
+    hz: u64,
+}
+
+impl CpuWindow {
+    /// Nodes not running on this machine are left out (their CPU is not ours to read).
+    fn start(endpoints: &[String]) -> anyhow::Result<CpuWindow> {
+        let hz = cpu::ticks_per_sec()?;
+        let node_pids: Vec<u32> = endpoints.iter().filter_map(|e| cpu::find_node_pid(e).ok()).collect();
+        let mut pids = node_pids.clone();
+        pids.push(std::process::id());
+        Ok(CpuWindow { node_pids, window: cpu::Window::start(&pids)?, hz })
+    }
+
+    fn finish(self, ops: u64, requests: u64) -> anyhow::Result<CpuCost> {
+        let (mut secs, wall) = self.window.finish_secs(self.hz)?;
+        let own = secs.pop().context("the window holds this process")?;
+        Ok(CpuCost::new(wall, self.node_pids, secs, own, ops, requests))
+    }
 }
 
 /// One closed-loop worker: pick a key and an operation, run it, record it, repeat until told to

@@ -104,6 +104,69 @@ pub struct Report {
     pub throughput_ops_per_sec: f64,
     pub put: OpSummary,
     pub get: OpSummary,
+    /// With `--cpu`: what the measured phase cost the nodes and this process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuCost>,
+}
+
+/// CPU time spent during a measured phase, from `/proc/<pid>/stat` (10 ms ticks).
+#[derive(Debug, Clone, Serialize)]
+pub struct CpuCost {
+    pub window_secs: f64,
+    /// The `hypercache serve` processes listening on the endpoints, in endpoint order (those
+    /// not found on this machine are left out).
+    pub node_pids: Vec<u32>,
+    pub node_cpu_secs: Vec<f64>,
+    pub nodes_cpu_secs: f64,
+    /// This process: the client library, the workers and the runtime.
+    pub hcbench_cpu_secs: f64,
+    /// Successful operations per CPU-second of the nodes.
+    pub ops_per_node_cpu_sec: f64,
+    /// Successful operations per CPU-second of the nodes and hcbench together.
+    pub ops_per_cpu_sec: f64,
+    /// hcbench's CPU per request sent (successes and failures), in microseconds.
+    pub hcbench_us_per_request: f64,
+}
+
+impl CpuCost {
+    /// Adds up the samples; `ops` succeeded out of `requests` sent.
+    pub fn new(
+        window: Duration,
+        node_pids: Vec<u32>,
+        node_cpu_secs: Vec<f64>,
+        own: f64,
+        ops: u64,
+        requests: u64,
+    ) -> Self {
+        let nodes: f64 = node_cpu_secs.iter().sum();
+        let per = |n: u64, d: f64| if d > 0.0 { n as f64 / d } else { 0.0 };
+        CpuCost {
+            window_secs: window.as_secs_f64(),
+            node_pids,
+            node_cpu_secs,
+            nodes_cpu_secs: nodes,
+            hcbench_cpu_secs: own,
+            ops_per_node_cpu_sec: per(ops, nodes),
+            ops_per_cpu_sec: per(ops, nodes + own),
+            hcbench_us_per_request: if requests > 0 { own * 1e6 / requests as f64 } else { 0.0 },
+        }
+    }
+
+    pub fn to_text(&self) -> String {
+        let nodes: Vec<String> = self.node_cpu_secs.iter().map(|s| format!("{s:.2}")).collect();
+        format!(
+            "cpu over {:.2}s: nodes {} s (sum {:.2} s, {:.0} % of one core), hcbench {:.2} s; \
+             {:.0} ops per node CPU-second, {:.0} per CPU-second with hcbench; hcbench {:.1} us per request\n",
+            self.window_secs,
+            if nodes.is_empty() { "-".to_owned() } else { nodes.join(" / ") },
+            self.nodes_cpu_secs,
+            if self.window_secs > 0.0 { 100.0 * self.nodes_cpu_secs / self.window_secs } else { 0.0 },
+            self.hcbench_cpu_secs,
+            self.ops_per_node_cpu_sec,
+            self.ops_per_cpu_sec,
+            self.hcbench_us_per_request
+        )
+    }
 }
 
 impl Report {
@@ -126,6 +189,9 @@ impl Report {
             self.total_ops, self.total_errors, self.throughput_ops_per_sec
         );
         s.push_str(&op_table(&[("put", &self.put), ("get", &self.get)]));
+        if let Some(cpu) = &self.cpu {
+            s.push_str(&cpu.to_text());
+        }
         s
     }
 }
@@ -268,6 +334,16 @@ mod tests {
         assert!((s.throughput_ops_per_sec - 50.5).abs() < 1e-9);
         assert!((49_000..=51_100).contains(&s.p50_us), "{}", s.p50_us);
         assert!(s.max_us >= 59_000_000);
+    }
+
+    #[test]
+    fn cpu_cost_divides_by_the_right_totals() {
+        let c = CpuCost::new(Duration::from_secs(10), vec![1, 2], vec![3.0, 1.0], 1.0, 10_000, 10_100);
+        assert_eq!(c.nodes_cpu_secs, 4.0);
+        assert_eq!(c.ops_per_node_cpu_sec, 2_500.0);
+        assert_eq!(c.ops_per_cpu_sec, 2_000.0);
+        assert!((c.hcbench_us_per_request - 99.0099).abs() < 1e-3);
+        assert_eq!(CpuCost::new(Duration::ZERO, vec![], vec![], 0.0, 0, 0).ops_per_cpu_sec, 0.0);
     }
 
     #[test]

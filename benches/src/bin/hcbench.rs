@@ -9,10 +9,12 @@ use clap::Parser;
 use hypercache_benches::game::Command;
 use hypercache_benches::load::{run, Args};
 use hypercache_benches::orbstrike::Command as OrbstrikeCommand;
+use hypercache_benches::routing_cost::{self, RoutingCostArgs};
 
 #[derive(Parser)]
 /// HyperCache load generators: the closed-loop KV load generator without a subcommand, the
-/// game-state benchmarks (issue #3) and the Orbstrike benchmarks (issue #4) with one.
+/// game-state benchmarks (issue #3), the Orbstrike benchmarks (issue #4) and the routing cost
+/// (issue #6) with one.
 #[command(name = "hcbench", version, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
@@ -28,6 +30,9 @@ enum Sub {
     Game(Command),
     #[command(flatten)]
     Orbstrike(OrbstrikeCommand),
+    /// Client CPU per request through the client library, and the share of it spent routing
+    /// keys to shards (issue #6).
+    RoutingCost(RoutingCostArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +51,7 @@ fn bench(cli: Cli) -> anyhow::Result<()> {
         let report = match sub {
             Sub::Game(game) => runtime.block_on(game.run())?,
             Sub::Orbstrike(orbstrike) => runtime.block_on(orbstrike.run())?,
+            Sub::RoutingCost(args) => runtime.block_on(routing_cost::run(args))?,
         };
         print!("{report}");
         return Ok(());
@@ -86,6 +92,7 @@ mod tests {
             "orbstrike-failover",
             "orbstrike-drain",
             "orbstrike-placement",
+            "routing-cost",
         ] {
             assert!(parse(&[name]).expect(name).game.is_some());
         }

@@ -33,7 +33,7 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
 
-use super::common::{channel, describe, find_leader, kind, run_tag, wait_for, CommonArgs, SHARD};
+use super::common::{channel, describe, home_leader, kind, run_tag, wait_for, CommonArgs};
 use super::cpu::{self, CpuFigures, NodePids, NodeWindow};
 use crate::report::{op_table, OpStats, OpSummary};
 
@@ -136,7 +136,7 @@ struct Owned {
 pub async fn run(args: BoardSyncArgs) -> anyhow::Result<BoardSyncReport> {
     args.check()?;
     let common = args.common.validate()?;
-    let leader = find_leader(&common.endpoints, Duration::from_secs(10)).await?;
+    let (_, shard, leader) = home_leader(&common.endpoints, Duration::from_secs(10)).await?;
     let unary = channel(&leader.endpoint, Some(common.timeout))?;
     let tag = run_tag();
     let server_id = format!("{tag}-srv");
@@ -144,7 +144,7 @@ pub async fn run(args: BoardSyncArgs) -> anyhow::Result<BoardSyncReport> {
     let setup_started = Instant::now();
     let registered = RegistryClient::new(unary.clone())
         .register(RegisterRequest {
-            shard_id: SHARD,
+            shard_id: shard,
             server_id: server_id.clone(),
             address: "127.0.0.1:1".into(),
             capacity: u32::try_from(args.boards).unwrap_or(u32::MAX),
@@ -157,11 +157,12 @@ pub async fn run(args: BoardSyncArgs) -> anyhow::Result<BoardSyncReport> {
     let stop = Arc::new(AtomicBool::new(false));
     let keeper = tokio::spawn(keep_alive(
         LeaseClient::new(unary.clone()),
+        shard,
         registered.lease,
         Duration::from_millis(args.keepalive_ms),
         stop.clone(),
     ));
-    let owned = create_and_assign(&unary, &tag, &server_id, args.boards).await?;
+    let owned = create_and_assign(&unary, shard, &tag, &server_id, args.boards).await?;
     let setup_secs = setup_started.elapsed().as_secs_f64();
 
     let mut checkpoint = vec![0u8; args.checkpoint_size];
@@ -180,7 +181,7 @@ pub async fn run(args: BoardSyncArgs) -> anyhow::Result<BoardSyncReport> {
     for w in 0..args.concurrency {
         let mine: Vec<Owned> = owned.iter().skip(w).step_by(args.concurrency).cloned().collect();
         let client = BoardsClient::new(connections[w % connections.len()].clone());
-        workers.spawn(sync_worker(client, mine, checkpoint.clone(), sync_stop.clone()));
+        workers.spawn(sync_worker(client, shard, mine, checkpoint.clone(), sync_stop.clone()));
     }
     tokio::time::sleep(common.duration).await;
     sync_stop.store(true, Ordering::Relaxed);
@@ -194,7 +195,7 @@ pub async fn run(args: BoardSyncArgs) -> anyhow::Result<BoardSyncReport> {
     let keepalive = keeper.await.context("the keepalive task panicked")?;
 
     if !args.keep {
-        cleanup(&unary, &owned, &server_id, registered.incarnation).await;
+        cleanup(&unary, shard, &owned, &server_id, registered.incarnation).await;
     }
     Ok(BoardSyncReport {
         leader: leader.endpoint,
@@ -212,7 +213,13 @@ pub async fn run(args: BoardSyncArgs) -> anyhow::Result<BoardSyncReport> {
 
 /// Creates and assigns every board; any failure ends the run, since a board that is not
 /// assigned would turn every one of its syncs into an error.
-async fn create_and_assign(unary: &Channel, tag: &str, server_id: &str, boards: usize) -> anyhow::Result<Vec<Owned>> {
+async fn create_and_assign(
+    unary: &Channel,
+    shard: u32,
+    tag: &str,
+    server_id: &str,
+    boards: usize,
+) -> anyhow::Result<Vec<Owned>> {
     let mut owned = Vec::with_capacity(boards);
     let mut tasks = JoinSet::new();
     for i in 0..boards {
@@ -221,7 +228,7 @@ async fn create_and_assign(unary: &Channel, tag: &str, server_id: &str, boards: 
         }
         let client = BoardsClient::new(unary.clone());
         let (id, server_id, request_id) = (format!("{tag}-b{i:05}"), server_id.to_owned(), format!("{tag}-assign-{i}"));
-        tasks.spawn(create_one(client, id, server_id, request_id));
+        tasks.spawn(create_one(client, shard, id, server_id, request_id));
     }
     while !tasks.is_empty() {
         owned.push(next_owned(&mut tasks).await?);
@@ -236,17 +243,18 @@ async fn next_owned(tasks: &mut JoinSet<anyhow::Result<Owned>>) -> anyhow::Resul
 
 async fn create_one(
     mut client: BoardsClient<Channel>,
+    shard: u32,
     id: String,
     server_id: String,
     request_id: String,
 ) -> anyhow::Result<Owned> {
     client
-        .create(CreateBoardRequest { shard_id: SHARD, board_id: id.clone(), ..Default::default() })
+        .create(CreateBoardRequest { shard_id: shard, board_id: id.clone(), ..Default::default() })
         .await
         .map_err(|s| anyhow::anyhow!("Boards.Create {id}: {}", describe(&s)))?;
     let assigned = client
         .assign(AssignBoardRequest {
-            shard_id: SHARD,
+            shard_id: shard,
             board_id: id.clone(),
             server_id,
             expected_epoch: 0,
@@ -263,6 +271,7 @@ async fn create_one(
 /// One closed-loop worker over the boards it owns.
 async fn sync_worker(
     mut client: BoardsClient<Channel>,
+    shard: u32,
     boards: Vec<Owned>,
     checkpoint: Bytes,
     stop: Arc<AtomicBool>,
@@ -275,7 +284,7 @@ async fn sync_worker(
         }
         seqs[i] += 1;
         let request = SyncBoardRequest {
-            shard_id: SHARD,
+            shard_id: shard,
             board_id: boards[i].id.clone(),
             epoch: boards[i].epoch,
             seq: seqs[i],
@@ -292,7 +301,13 @@ async fn sync_worker(
 
 /// Keeps the hosting server's registration alive; a response with TTL 0 means the lease is
 /// gone, which the report counts as an error.
-async fn keep_alive(mut client: LeaseClient<Channel>, lease: u64, every: Duration, stop: Arc<AtomicBool>) -> OpStats {
+async fn keep_alive(
+    mut client: LeaseClient<Channel>,
+    shard: u32,
+    lease: u64,
+    every: Duration,
+    stop: Arc<AtomicBool>,
+) -> OpStats {
     let mut stats = OpStats::new();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -303,7 +318,7 @@ async fn keep_alive(mut client: LeaseClient<Channel>, lease: u64, every: Duratio
             _ = wait_for(&stop) => break,
         }
         let started = Instant::now();
-        match client.keep_alive_once(LeaseKeepAliveRequest { shard_id: SHARD, id: lease }).await {
+        match client.keep_alive_once(LeaseKeepAliveRequest { shard_id: shard, id: lease }).await {
             Ok(r) if r.get_ref().ttl_ms > 0 => stats.record_ok(started.elapsed()),
             Ok(_) => stats.record_error("lease_gone", || format!("lease {lease} no longer exists (ttl_ms 0)")),
             Err(s) => stats.record_error(kind(&s), || describe(&s)),
@@ -313,7 +328,7 @@ async fn keep_alive(mut client: LeaseClient<Channel>, lease: u64, every: Duratio
 }
 
 /// Best effort: failures are printed, not fatal, because the measurement is already taken.
-async fn cleanup(unary: &Channel, owned: &[Owned], server_id: &str, incarnation: u64) {
+async fn cleanup(unary: &Channel, shard: u32, owned: &[Owned], server_id: &str, incarnation: u64) {
     let mut tasks = JoinSet::new();
     let mut failures = Vec::new();
     for board in owned {
@@ -325,7 +340,7 @@ async fn cleanup(unary: &Channel, owned: &[Owned], server_id: &str, incarnation:
         let mut client = BoardsClient::new(unary.clone());
         let id = board.id.clone();
         tasks.spawn(async move {
-            let request = DeleteBoardRequest { shard_id: SHARD, board_id: id.clone(), expected_epoch: None };
+            let request = DeleteBoardRequest { shard_id: shard, board_id: id.clone(), expected_epoch: None };
             client.delete(request).await.map(drop).map_err(|s| format!("Boards.Delete {id}: {}", describe(&s)))
         });
     }
@@ -334,7 +349,7 @@ async fn cleanup(unary: &Channel, owned: &[Owned], server_id: &str, incarnation:
             failures.push(e);
         }
     }
-    let request = DeregisterRequest { shard_id: SHARD, server_id: server_id.to_owned(), incarnation };
+    let request = DeregisterRequest { shard_id: shard, server_id: server_id.to_owned(), incarnation };
     if let Err(s) = RegistryClient::new(unary.clone()).deregister(request).await {
         failures.push(format!("Registry.Deregister {server_id}: {}", describe(&s)));
     }

@@ -1,24 +1,35 @@
 //! What every game-state benchmark shares: the common flags, raw tonic channels to the nodes,
-//! finding the Raft leader, and naming gRPC failures for the error tables.
+//! finding a shard's Raft leader, and naming gRPC failures for the error tables.
 //!
 //! These benchmarks talk to the generated `hypercache-proto` clients directly rather than through
 //! `hypercache-client`, so they measure the server's services and not a client library's retry
-//! and routing policy. The price is that we route writes ourselves: every write goes to the node
-//! that `Cluster.Status` names as leader when the run starts. A leader change during a run shows
-//! up as NOT_LEADER errors in the report; nothing is retried, because a retried write would be
-//! timed twice or hide an outage.
+//! and routing policy. The price is that we route requests ourselves, once, at the start of a run
+//! ([`Shards`]):
+//!
+//! - `Cluster.Routing` is fetched once. A server that answers `UNIMPLEMENTED` predates sharding,
+//!   and a table of version 0 (no placement, after waiting for one) is taken the same way: one
+//!   shard, id 0, on every node.
+//! - The game services (registry, boards, elections, and the leases they hang on) live in the
+//!   *home shard*, the shard of the client library's default namespace
+//!   ([`hypercache_client::DEFAULT_NAMESPACE`]), exactly where `hypercache-client` sends them, so
+//!   a benchmark and a real game server see the same boards.
+//! - KV keys go to their own shard ([`Shards::shard_of`]).
+//! - A shard's leader is the replica whose `Cluster.LocalShards` says `leader` (or the node it
+//!   names as leader); every request for that shard goes there.
+//!
+//! A leader change during a run shows up as NOT_LEADER errors in the report; nothing is retried,
+//! because a retried write would be timed twice or hide an outage.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use hypercache_proto::error_info::info_of;
+use hypercache_proto::routing::Router;
 use hypercache_proto::v1::cluster_client::ClusterClient;
-use hypercache_proto::v1::StatusRequest;
+use hypercache_proto::v1::{LocalShardsRequest, RoutingRequest, StatusRequest};
 use tonic::transport::{Channel, Endpoint};
-
-/// Every request of these benchmarks addresses the single shard a cluster has today.
-pub const SHARD: u32 = 0;
 
 const MAX_DURATION_SECS: u64 = 24 * 3600;
 
@@ -93,16 +104,157 @@ pub fn channel(endpoint: &str, timeout: Option<Duration>) -> anyhow::Result<Chan
     Ok(e.connect_lazy())
 }
 
-/// The node that leads shard 0 when asked.
+/// The node that leads a shard when asked.
 #[derive(Debug, Clone)]
 pub struct Leader {
     pub node_id: u64,
     pub endpoint: String,
 }
 
-/// Asks the seeds for the leader until one is known, for at most `wait`. A fresh cluster may
-/// still be electing; a node that knows the leader answers with its endpoint.
-pub async fn find_leader(endpoints: &[String], wait: Duration) -> anyhow::Result<Leader> {
+/// The cluster's shards as a benchmark sees them: the routing table fetched once at the start.
+#[derive(Debug, Clone)]
+pub struct Shards {
+    router: Router,
+    /// gRPC endpoint by node id (empty for a one-shard legacy cluster).
+    nodes: BTreeMap<u64, String>,
+    /// Replica node ids, indexed by shard id (empty lists for a legacy cluster).
+    replicas: Vec<Vec<u64>>,
+    seeds: Vec<String>,
+}
+
+impl Shards {
+    /// Fetches `Cluster.Routing` from the seeds in turn. A fresh cluster may not have placed its
+    /// shards yet (version 0): asked again until `wait` has passed, then taken as one shard.
+    pub async fn discover(seeds: &[String], wait: Duration) -> anyhow::Result<Shards> {
+        let deadline = Instant::now() + wait;
+        let mut last_problem = String::from("no node answered");
+        let mut unplaced = false;
+        loop {
+            for endpoint in seeds {
+                let mut client = ClusterClient::new(channel(endpoint, Some(Duration::from_secs(2)))?);
+                match client.routing(RoutingRequest {}).await {
+                    Ok(r) => {
+                        let r = r.into_inner();
+                        if r.version == 0 || r.shard_count == 0 {
+                            unplaced = true;
+                            last_problem = format!("{endpoint}: routing table version 0 (no placement yet)");
+                            continue;
+                        }
+                        let nodes = r.nodes.into_iter().map(|m| (m.node_id, m.endpoint)).collect();
+                        let mut replicas = vec![Vec::new(); r.shard_count as usize];
+                        for route in r.shards {
+                            if let Some(slot) = replicas.get_mut(route.shard_id as usize) {
+                                *slot = route.replicas;
+                            }
+                        }
+                        return Ok(Shards {
+                            router: Router::new(r.shard_count),
+                            nodes,
+                            replicas,
+                            seeds: seeds.to_vec(),
+                        });
+                    }
+                    Err(status) if status.code() == tonic::Code::Unimplemented => return Ok(Shards::single(seeds)),
+                    Err(status) => last_problem = format!("{endpoint}: {}", describe(&status)),
+                }
+            }
+            if Instant::now() >= deadline {
+                if unplaced {
+                    return Ok(Shards::single(seeds));
+                }
+                bail!("no routing table within {wait:?}: {last_problem}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// A cluster of one shard, id 0, served by every seed.
+    pub fn single(seeds: &[String]) -> Shards {
+        Shards { router: Router::new(1), nodes: BTreeMap::new(), replicas: vec![Vec::new()], seeds: seeds.to_vec() }
+    }
+
+    pub fn count(&self) -> u32 {
+        self.router.shard_count()
+    }
+
+    /// The shard `key` lives in.
+    pub fn shard_of(&self, key: &[u8]) -> u32 {
+        self.router.shard_of(key)
+    }
+
+    /// Where the game services live: the shard of the client library's default namespace.
+    pub fn home(&self) -> u32 {
+        self.shard_of(hypercache_client::DEFAULT_NAMESPACE.as_bytes())
+    }
+
+    /// The endpoints of `shard`'s replicas, in placement order; the seeds when the table names
+    /// none (a legacy cluster).
+    pub fn replica_endpoints(&self, shard: u32) -> Vec<String> {
+        let ids = self.replicas.get(shard as usize).map(Vec::as_slice).unwrap_or_default();
+        let endpoints: Vec<String> = ids.iter().filter_map(|id| self.nodes.get(id)).cloned().collect();
+        if endpoints.is_empty() {
+            self.seeds.clone()
+        } else {
+            endpoints
+        }
+    }
+
+    /// Asks `shard`'s replicas for its leader until one is known, for at most `wait`. A fresh
+    /// cluster may still be electing; a replica that knows the leader names it.
+    pub async fn find_leader(&self, shard: u32, wait: Duration) -> anyhow::Result<Leader> {
+        let deadline = Instant::now() + wait;
+        let mut last_problem = String::from("no replica answered");
+        let candidates = self.replica_endpoints(shard);
+        loop {
+            for endpoint in &candidates {
+                let mut client = ClusterClient::new(channel(endpoint, Some(Duration::from_secs(2)))?);
+                match client.local_shards(LocalShardsRequest { with_size: false }).await {
+                    Ok(r) => {
+                        let r = r.into_inner();
+                        match r.replicas.iter().find(|s| s.shard_id == shard) {
+                            Some(s) if s.role == "leader" => {
+                                return Ok(Leader { node_id: r.node_id, endpoint: endpoint.clone() })
+                            }
+                            Some(s) if s.leader_id != 0 => {
+                                if let Some(leader) = self.nodes.get(&s.leader_id) {
+                                    return Ok(Leader { node_id: s.leader_id, endpoint: leader.clone() });
+                                }
+                                last_problem =
+                                    format!("{endpoint} names node {} as leader, not in the table", s.leader_id);
+                            }
+                            Some(s) => {
+                                last_problem = format!("{endpoint} knows no leader of shard {shard} (role {})", s.role)
+                            }
+                            None => last_problem = format!("{endpoint} hosts no replica of shard {shard}"),
+                        }
+                    }
+                    // A server that predates sharding: its one group is shard 0.
+                    Err(status) if status.code() == tonic::Code::Unimplemented => {
+                        return status_leader(&candidates, deadline.saturating_duration_since(Instant::now())).await;
+                    }
+                    Err(status) => last_problem = format!("{endpoint}: {}", describe(&status)),
+                }
+            }
+            if Instant::now() >= deadline {
+                bail!("no leader of shard {shard} found within {wait:?}: {last_problem}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The leader of every shard, indexed by shard id.
+    pub async fn find_leaders(&self, wait: Duration) -> anyhow::Result<Vec<Leader>> {
+        let mut leaders = Vec::with_capacity(self.count() as usize);
+        for shard in 0..self.count() {
+            leaders.push(self.find_leader(shard, wait).await?);
+        }
+        Ok(leaders)
+    }
+}
+
+/// The leader as `Cluster.Status` names it: on a server that predates sharding, the leader of
+/// its one group.
+async fn status_leader(endpoints: &[String], wait: Duration) -> anyhow::Result<Leader> {
     let deadline = Instant::now() + wait;
     let mut last_problem = String::from("no node answered");
     loop {
@@ -123,10 +275,48 @@ pub async fn find_leader(endpoints: &[String], wait: Duration) -> anyhow::Result
             }
         }
         if Instant::now() >= deadline {
-            bail!("no shard leader found within {wait:?}: {last_problem}");
+            bail!("no leader found within {wait:?}: {last_problem}");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// One unary channel per shard leader, indexed by shard id; shards led by the same node share
+/// its channel (one HTTP/2 connection per node, as in the client library).
+pub async fn leader_channels(
+    shards: &Shards,
+    timeout: Duration,
+    wait: Duration,
+) -> anyhow::Result<Vec<(Leader, Channel)>> {
+    let mut by_endpoint: BTreeMap<String, Channel> = BTreeMap::new();
+    let mut out = Vec::with_capacity(shards.count() as usize);
+    for leader in shards.find_leaders(wait).await? {
+        let ch = match by_endpoint.get(&leader.endpoint) {
+            Some(ch) => ch.clone(),
+            None => {
+                let ch = channel(&leader.endpoint, Some(timeout))?;
+                by_endpoint.insert(leader.endpoint.clone(), ch.clone());
+                ch
+            }
+        };
+        out.push((leader, ch));
+    }
+    Ok(out)
+}
+
+/// `prefix` followed by the run tag as a hash tag (`p/{hcb-...}/`): every key under it lives in
+/// the tag's shard, so one watch stream per watcher sees all of a run's keys, as a game server
+/// watching `board:{id}:` does.
+pub fn tagged_prefix(prefix: &str, tag: &str) -> String {
+    format!("{prefix}{{{tag}}}/")
+}
+
+/// The home shard and its leader: where a game benchmark sends everything.
+pub async fn home_leader(endpoints: &[String], wait: Duration) -> anyhow::Result<(Shards, u32, Leader)> {
+    let shards = Shards::discover(endpoints, wait).await?;
+    let home = shards.home();
+    let leader = shards.find_leader(home, wait).await?;
+    Ok((shards, home, leader))
 }
 
 /// ErrorInfo reasons the reports count separately; anything else is counted by gRPC code.
@@ -224,6 +414,36 @@ mod tests {
         assert!(parse_endpoints("a:1,b").is_err());
         assert!(parse_endpoints(":1").is_err());
         assert!(parse_endpoints("a:99999").is_err());
+    }
+
+    #[test]
+    fn a_legacy_cluster_is_one_shard_on_every_seed() {
+        let seeds = vec!["a:1".to_string(), "b:2".to_string()];
+        let shards = Shards::single(&seeds);
+        assert_eq!((shards.count(), shards.home(), shards.shard_of(b"any key")), (1, 0, 0));
+        assert_eq!(shards.replica_endpoints(0), seeds);
+    }
+
+    #[test]
+    fn a_tagged_prefix_keeps_a_run_in_one_shard() {
+        let r = Router::new(16);
+        let prefix = tagged_prefix("w/", "hcb-1");
+        assert_eq!(prefix, "w/{hcb-1}/");
+        let shard = r.shard_of(prefix.as_bytes());
+        assert!((0..100).all(|i| r.shard_of(format!("{prefix}{i:010}").as_bytes()) == shard));
+    }
+
+    #[test]
+    fn the_home_shard_is_the_client_librarys() {
+        let shards = Shards {
+            router: Router::new(16),
+            nodes: BTreeMap::from([(1, "n1:1".to_string()), (2, "n2:1".to_string())]),
+            replicas: (0..16).map(|s| if s % 2 == 0 { vec![2, 1] } else { vec![1] }).collect(),
+            seeds: vec!["seed:1".into()],
+        };
+        assert_eq!(shards.home(), Router::new(16).shard_of(b"hypercache"));
+        assert_eq!(shards.replica_endpoints(0), vec!["n2:1", "n1:1"], "placement order");
+        assert_eq!(shards.replica_endpoints(99), vec!["seed:1"], "no such shard: the seeds");
     }
 
     #[test]

@@ -40,6 +40,22 @@ pub fn sample(pid: u32) -> anyhow::Result<CpuSample> {
     Ok(CpuSample { ticks, at: Instant::now() })
 }
 
+/// Samples the CPU time of the calling thread now (`/proc/thread-self/stat`, Linux 3.17+).
+pub fn sample_thread() -> anyhow::Result<CpuSample> {
+    let path = "/proc/thread-self/stat";
+    let stat = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    let ticks = parse_stat_ticks(&stat).with_context(|| format!("parsing {path}"))?;
+    Ok(CpuSample { ticks, at: Instant::now() })
+}
+
+/// CPU seconds used between two samples.
+pub fn cpu_secs(before: CpuSample, after: CpuSample, ticks_per_sec: u64) -> f64 {
+    if ticks_per_sec == 0 {
+        return 0.0;
+    }
+    after.ticks.saturating_sub(before.ticks) as f64 / ticks_per_sec as f64
+}
+
 /// Average CPU use between two samples, in percent of one core (200 % = two busy cores).
 pub fn percent_of_core(before: CpuSample, after: CpuSample, ticks_per_sec: u64) -> f64 {
     let wall = after.at.saturating_duration_since(before.at);
@@ -185,6 +201,15 @@ impl Window {
         let pct = self.before.iter().zip(&after).map(|(b, a)| percent_of_core(*b, *a, ticks_per_sec)).collect();
         Ok((pct, wall))
     }
+
+    /// Ends the window; CPU seconds per process, in the order given to [`Window::start`].
+    pub fn finish_secs(self, ticks_per_sec: u64) -> anyhow::Result<(Vec<f64>, Duration)> {
+        let after: Vec<CpuSample> = self.pids.iter().map(|p| sample(*p)).collect::<anyhow::Result<_>>()?;
+        let wall = after.first().map(|a| a.at).zip(self.before.first().map(|b| b.at));
+        let wall = wall.map(|(a, b)| a.saturating_duration_since(b)).unwrap_or_default();
+        let secs = self.before.iter().zip(&after).map(|(b, a)| cpu_secs(*b, *a, ticks_per_sec)).collect();
+        Ok((secs, wall))
+    }
 }
 
 #[cfg(test)]
@@ -214,6 +239,7 @@ mod tests {
         let before = CpuSample { ticks: 100, at };
         let after = CpuSample { ticks: 150, at: at + Duration::from_secs(5) };
         assert!((percent_of_core(before, after, 100) - 10.0).abs() < 1e-9);
+        assert!((cpu_secs(before, after, 100) - 0.5).abs() < 1e-9);
         assert_eq!(percent_of_core(before, before, 100), 0.0);
     }
 
@@ -223,5 +249,9 @@ mod tests {
         let w = Window::start(&[std::process::id()]).expect("own stat");
         let (pct, _) = w.finish(hz).expect("own stat");
         assert_eq!(pct.len(), 1);
+        let w = Window::start(&[std::process::id()]).expect("own stat");
+        assert_eq!(w.finish_secs(hz).expect("own stat").0.len(), 1);
+        let before = sample_thread().expect("own thread");
+        assert!(cpu_secs(before, sample_thread().expect("own thread"), hz) >= 0.0);
     }
 }

@@ -29,7 +29,7 @@ use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
-use super::common::{channel, describe, find_leader, kind, run_tag, wait_for, CommonArgs, SHARD};
+use super::common::{channel, describe, home_leader, kind, run_tag, wait_for, CommonArgs};
 use super::cpu::{self, CpuFigures, NodePids, NodeWindow};
 use crate::report::{op_table, OpStats, OpSummary};
 
@@ -156,7 +156,7 @@ pub async fn run(args: HeartbeatArgs) -> anyhow::Result<HeartbeatReport> {
     let connections = args.check()?;
     let common = args.common.validate()?;
     let hz = cpu::ticks_per_sec()?;
-    let leader = find_leader(&common.endpoints, Duration::from_secs(10)).await?;
+    let (shards, shard, leader) = home_leader(&common.endpoints, Duration::from_secs(10)).await?;
     let pids = NodePids::find(&leader.endpoint, &common.endpoints, args.leader_pid)?;
 
     let idle = cpu_window(&pids, common.duration, hz).await?;
@@ -170,7 +170,7 @@ pub async fn run(args: HeartbeatArgs) -> anyhow::Result<HeartbeatReport> {
     let unary = channel(&leader.endpoint, Some(common.timeout))?;
     let tag = run_tag();
     let register_started = Instant::now();
-    let registered = register_all(&unary, &tag, args.servers, args.ttl_ms).await?;
+    let registered = register_all(&unary, shard, &tag, args.servers, args.ttl_ms).await?;
     let register_secs = register_started.elapsed().as_secs_f64();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -180,7 +180,7 @@ pub async fn run(args: HeartbeatArgs) -> anyhow::Result<HeartbeatReport> {
     for (i, (_, lease, _)) in registered.iter().enumerate() {
         let offset = interval.mul_f64(i as f64 / args.servers as f64);
         let client = LeaseClient::new(channels[i % channels.len()].clone());
-        let beat = Beat { lease: *lease, offset, interval, timeout: common.timeout };
+        let beat = Beat { shard, lease: *lease, offset, interval, timeout: common.timeout };
         let (stop, measuring) = (stop.clone(), measuring.clone());
         match args.mode {
             Mode::Once => beaters.spawn(beat.once(client, stop, measuring)),
@@ -198,9 +198,9 @@ pub async fn run(args: HeartbeatArgs) -> anyhow::Result<HeartbeatReport> {
     while let Some(joined) = beaters.join_next().await {
         keepalive.merge(&joined.context("a heartbeat task panicked")?);
     }
-    let leader_after = find_leader(&common.endpoints, Duration::from_secs(10)).await?.endpoint;
+    let leader_after = shards.find_leader(shard, Duration::from_secs(10)).await?.endpoint;
     if !args.keep {
-        deregister_all(&unary, &registered).await;
+        deregister_all(&unary, shard, &registered).await;
     }
     Ok(HeartbeatReport {
         leader: leader.endpoint,
@@ -221,6 +221,7 @@ pub async fn run(args: HeartbeatArgs) -> anyhow::Result<HeartbeatReport> {
 
 /// One server's heartbeat schedule.
 struct Beat {
+    shard: u32,
     lease: u64,
     offset: Duration,
     interval: Duration,
@@ -249,7 +250,7 @@ impl Beat {
             }
             let counted = measuring.load(Ordering::Relaxed);
             let started = Instant::now();
-            let result = client.keep_alive_once(LeaseKeepAliveRequest { shard_id: SHARD, id: self.lease }).await;
+            let result = client.keep_alive_once(LeaseKeepAliveRequest { shard_id: self.shard, id: self.lease }).await;
             if counted {
                 record(&mut stats, self.lease, started, result.map(|r| r.into_inner().ttl_ms));
             }
@@ -280,7 +281,7 @@ impl Beat {
             }
             let counted = measuring.load(Ordering::Relaxed);
             let started = Instant::now();
-            if tx.send(LeaseKeepAliveRequest { shard_id: SHARD, id: self.lease }).await.is_err() {
+            if tx.send(LeaseKeepAliveRequest { shard_id: self.shard, id: self.lease }).await.is_err() {
                 stats.record_error("stream_ended", || "the keepalive stream's request side closed".into());
                 break;
             }
@@ -313,6 +314,7 @@ fn record(stats: &mut OpStats, lease: u64, started: Instant, result: Result<i64,
 /// (server id, lease, incarnation) of every registration; any failure ends the run.
 async fn register_all(
     unary: &Channel,
+    shard: u32,
     tag: &str,
     servers: usize,
     ttl_ms: i64,
@@ -327,7 +329,7 @@ async fn register_all(
         let server_id = format!("{tag}-s{i:05}");
         tasks.spawn(async move {
             let request = RegisterRequest {
-                shard_id: SHARD,
+                shard_id: shard,
                 server_id: server_id.clone(),
                 address: format!("10.0.{}.{}:7000", i / 256, i % 256),
                 capacity: 16,
@@ -349,7 +351,7 @@ async fn register_all(
 }
 
 /// Best effort; failures are printed, since the measurement is already taken.
-async fn deregister_all(unary: &Channel, registered: &[(String, u64, u64)]) {
+async fn deregister_all(unary: &Channel, shard: u32, registered: &[(String, u64, u64)]) {
     let mut tasks = JoinSet::new();
     let mut failures = Vec::new();
     for (server_id, _, incarnation) in registered {
@@ -359,7 +361,7 @@ async fn deregister_all(unary: &Channel, registered: &[(String, u64, u64)]) {
             }
         }
         let mut client = RegistryClient::new(unary.clone());
-        let request = DeregisterRequest { shard_id: SHARD, server_id: server_id.clone(), incarnation: *incarnation };
+        let request = DeregisterRequest { shard_id: shard, server_id: server_id.clone(), incarnation: *incarnation };
         tasks.spawn(async move {
             let id = request.server_id.clone();
             client

@@ -1,8 +1,11 @@
 //! `hcbench lease-expiry`: how late an abandoned lease's keys disappear.
 //!
-//! A watcher on a per-run prefix starts first (`--watch-endpoint`, default the leader). Then
-//! `--concurrency` workers grant `--leases` leases of `--ttl-ms` each and attach one key to each
-//! (`KV.Put` with `lease`); nobody keeps them alive. For every DELETE event the watcher notes
+//! A watcher on a per-run prefix starts first (`--watch-endpoint`, default the leader of the
+//! prefix's shard). Then `--concurrency` workers grant `--leases` leases of `--ttl-ms` each and
+//! attach one key to each (`KV.Put` with `lease`); nobody keeps them alive. A key must live in its
+//! lease's shard, so each lease is granted in its key's shard (`Shards::shard_of`), on that
+//! shard's leader. The prefix ends in the run tag as a hash tag (`hcbench-lease/{hcb-...}/`), so
+//! on a sharded cluster every key of the run lives in one shard and one watch stream sees them all. For every DELETE event the watcher notes
 //! the receive time. Lag is `receive time - (start of the lease's TTL + TTL)`.
 //!
 //! The start of the TTL is the moment the leader applied the grant (its lease clock sets the
@@ -32,7 +35,9 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
 
-use super::common::{channel, describe, find_leader, kind, run_tag, wait_for, CommonArgs, SHARD};
+use super::common::{
+    channel, describe, kind, leader_channels, run_tag, tagged_prefix, wait_for, CommonArgs, Leader, Shards,
+};
 use crate::report::{op_table, Lag, LagSummary, OpStats, OpSummary};
 
 /// Lag between a lease's TTL running out and its key's delete event reaching a watcher.
@@ -60,6 +65,8 @@ pub struct LeaseExpiryArgs {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LeaseExpiryReport {
+    /// The shard the run's keys and leases live in, and its leader.
+    pub shard: u32,
     pub leader: String,
     pub watch_endpoint: String,
     pub leases: u32,
@@ -80,8 +87,14 @@ pub struct LeaseExpiryReport {
 impl LeaseExpiryReport {
     pub fn to_text(&self) -> String {
         let mut s = format!(
-            "lease-expiry: {} leases of {} ms, one key each, {} workers, granted in {:.2}s; leader {}, watch on {}\n",
-            self.leases, self.ttl_ms, self.concurrency, self.grant_phase_secs, self.leader, self.watch_endpoint
+            "lease-expiry: {} leases of {} ms, one key each, {} workers, granted in {:.2}s; leader {} of shard {}, watch on {}\n",
+            self.leases,
+            self.ttl_ms,
+            self.concurrency,
+            self.grant_phase_secs,
+            self.leader,
+            self.shard,
+            self.watch_endpoint
         );
         s.push_str(&op_table(&[("grant", &self.grant), ("attach", &self.attach)]));
         s.push_str(&format!(
@@ -143,13 +156,17 @@ struct Shared {
 pub async fn run(args: LeaseExpiryArgs) -> anyhow::Result<LeaseExpiryReport> {
     args.check()?;
     let common = args.common.validate()?;
-    let leader = find_leader(&common.endpoints, Duration::from_secs(10)).await?;
+    let wait = Duration::from_secs(10);
+    let shards = Arc::new(Shards::discover(&common.endpoints, wait).await?);
+    let prefix = tagged_prefix(&args.key_prefix, &run_tag());
+    let shard = shards.shard_of(prefix.as_bytes());
+    let leaders = Arc::new(leader_channels(&shards, common.timeout, wait).await?);
+    let leader = leaders.get(shard as usize).map(|(l, _)| l.clone()).context("no leader for the prefix's shard")?;
     let watch_endpoint = args.watch_endpoint.clone().unwrap_or_else(|| leader.endpoint.clone());
-    let prefix = format!("{}{}/", args.key_prefix, run_tag());
     let shared = Arc::new(Shared { expected: AtomicU64::new(u64::MAX), give_up: AtomicBool::new(false) });
 
     let request = WatchRequest {
-        shard_id: SHARD,
+        shard_id: shard,
         prefix: Bytes::from(prefix.clone()),
         progress_interval_ms: 250,
         ..Default::default()
@@ -161,13 +178,13 @@ pub async fn run(args: LeaseExpiryArgs) -> anyhow::Result<LeaseExpiryReport> {
         .into_inner();
     let watcher = tokio::spawn(watch(stream, prefix.clone(), args.leases, shared.clone()));
 
-    let unary = channel(&leader.endpoint, Some(common.timeout))?;
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut workers = JoinSet::new();
     for _ in 0..args.concurrency {
-        let (unary, next, prefix) = (unary.clone(), next.clone(), prefix.clone());
-        workers.spawn(grant_worker(unary, next, prefix, args.leases, args.ttl_ms));
+        let route = Route { shards: shards.clone(), leaders: leaders.clone() };
+        let (next, prefix) = (next.clone(), prefix.clone());
+        workers.spawn(grant_worker(route, next, prefix, args.leases, args.ttl_ms));
     }
     let (mut grant, mut attach, mut granted) = (OpStats::new(), OpStats::new(), Vec::new());
     while let Some(joined) = workers.join_next().await {
@@ -202,6 +219,7 @@ pub async fn run(args: LeaseExpiryArgs) -> anyhow::Result<LeaseExpiryReport> {
     }
     let attached = granted.len() as u64;
     Ok(LeaseExpiryReport {
+        shard,
         leader: leader.endpoint,
         watch_endpoint,
         leases: args.leases,
@@ -223,23 +241,35 @@ fn key(prefix: &str, index: u32) -> Bytes {
     Bytes::from(format!("{prefix}{index:07}"))
 }
 
+/// Where a key's grant and put go: the leader of the key's shard.
+struct Route {
+    shards: Arc<Shards>,
+    leaders: Arc<Vec<(Leader, Channel)>>,
+}
+
 /// Grants leases and attaches a key to each until the shared budget is spent.
 async fn grant_worker(
-    unary: Channel,
+    route: Route,
     next: Arc<AtomicU64>,
     prefix: String,
     leases: u32,
     ttl_ms: u64,
 ) -> (OpStats, OpStats, Vec<Granted>) {
-    let (mut lease_client, mut kv) = (LeaseClient::new(unary.clone()), KvClient::new(unary));
     let (mut grants, mut attaches, mut granted) = (OpStats::new(), OpStats::new(), Vec::new());
     let ttl = i64::try_from(ttl_ms).expect("--ttl-ms is checked to be at most 3600000");
     while let Ok(index) = u32::try_from(next.fetch_add(1, Ordering::Relaxed)) {
         if index >= leases {
             break;
         }
+        let key = key(&prefix, index);
+        let shard = route.shards.shard_of(&key);
+        let Some((_, unary)) = route.leaders.get(shard as usize) else {
+            grants.record_error("unknown_shard", || format!("no leader known for shard {shard}"));
+            continue;
+        };
+        let (mut lease_client, mut kv) = (LeaseClient::new(unary.clone()), KvClient::new(unary.clone()));
         let sent = Instant::now();
-        let id = match lease_client.grant(LeaseGrantRequest { shard_id: SHARD, ttl_ms: ttl }).await {
+        let id = match lease_client.grant(LeaseGrantRequest { shard_id: shard, ttl_ms: ttl }).await {
             Ok(r) => r.into_inner().id,
             Err(s) => {
                 grants.record_error(kind(&s), || describe(&s));
@@ -248,7 +278,7 @@ async fn grant_worker(
         };
         let acked = Instant::now();
         grants.record_ok(acked - sent);
-        let put = PutRequest { shard_id: SHARD, key: key(&prefix, index), lease: id, ..Default::default() };
+        let put = PutRequest { shard_id: shard, key, lease: id, ..Default::default() };
         match kv.put(put).await {
             Ok(_) => {
                 attaches.record_ok(acked.elapsed());

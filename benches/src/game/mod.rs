@@ -7,8 +7,9 @@
 //! - [`lease_expiry`]: how late abandoned leases' keys are deleted, as a watcher sees it.
 //!
 //! Unlike the KV load generator ([`crate::load`]) these use the generated tonic clients of
-//! `hypercache-proto` directly (see [`common`] for why) and send writes to the leader found at
-//! the start of the run. Every run is bounded by `--duration` (and every unary call by
+//! `hypercache-proto` directly (see [`common`] for why) and route by hand, once, at the start of
+//! the run: game services to the leader of the client library's home shard, KV keys to the
+//! leader of their own shard (their per-run prefix is a hash tag, so one shard per run). Every run is bounded by `--duration` (and every unary call by
 //! `--timeout-ms`); setup failures end the run with the server's exact error, failures during
 //! the measured phase are counted per kind in the report.
 

@@ -1,7 +1,10 @@
 //! `hcbench watch-latency`: how long a put takes to reach the watchers of its prefix.
 //!
 //! `--watchers` streams (`KV.Watch`, one prefix, `start_revision` 0, each on its own HTTP/2
-//! connection, like separate game servers) are spread over the nodes (`--watch-on`). One writer
+//! connection, like separate game servers) are spread over the replicas of the prefix's shard
+//! (`--watch-on`). The prefix ends in the run tag as a hash tag (`hcbench-watch/{hcb-...}/`), so
+//! on a sharded cluster every key of the run lives in one shard and one stream per watcher sees
+//! them all; each put is still routed by its own key (`Shards::shard_of`) to that shard's leader. One writer
 //! puts keys under the prefix at a fixed rate (open loop: each put is its own task, so a slow
 //! put does not delay the schedule). Every value starts with the nanoseconds since a start
 //! instant shared by writer and watchers (one process, one monotonic clock), taken just before
@@ -36,7 +39,9 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
 
-use super::common::{channel, describe, find_leader, kind, run_tag, wait_for, CommonArgs, SHARD};
+use super::common::{
+    channel, describe, kind, leader_channels, run_tag, tagged_prefix, wait_for, CommonArgs, Leader, Shards,
+};
 use crate::report::{op_table, Lag, LagSummary, OpStats, OpSummary};
 
 const GRACE: Duration = Duration::from_secs(10);
@@ -47,7 +52,7 @@ const STAMP_BYTES: usize = 8;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WatchOn {
-    /// Round-robin over every seed endpoint.
+    /// Round-robin over the replicas of the prefix's shard (every seed on a legacy cluster).
     All,
     Leader,
 }
@@ -76,6 +81,8 @@ pub struct WatchLatencyArgs {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct WatchLatencyReport {
+    /// The shard the run's keys live in, and its leader.
+    pub shard: u32,
     pub leader: String,
     pub watchers: usize,
     pub watchers_on_leader: usize,
@@ -98,8 +105,14 @@ pub struct WatchLatencyReport {
 impl WatchLatencyReport {
     pub fn to_text(&self) -> String {
         let mut s = format!(
-            "watch-latency: {} watchers ({} on the leader {}), {} puts/s of {} bytes, {:.2}s\n",
-            self.watchers, self.watchers_on_leader, self.leader, self.rate_per_sec, self.value_bytes, self.elapsed_secs
+            "watch-latency: {} watchers ({} on the leader {} of shard {}), {} puts/s of {} bytes, {:.2}s\n",
+            self.watchers,
+            self.watchers_on_leader,
+            self.leader,
+            self.shard,
+            self.rate_per_sec,
+            self.value_bytes,
+            self.elapsed_secs
         );
         s.push_str(&format!(
             "deliveries: expected {} (acknowledged puts x watchers), missing {}\n",
@@ -151,8 +164,13 @@ struct Shared {
 pub async fn run(args: WatchLatencyArgs) -> anyhow::Result<WatchLatencyReport> {
     args.check()?;
     let common = args.common.validate()?;
-    let leader = find_leader(&common.endpoints, Duration::from_secs(10)).await?;
-    let prefix = Bytes::from(format!("{}{}/", args.key_prefix, run_tag()));
+    let wait = Duration::from_secs(10);
+    let shards = Shards::discover(&common.endpoints, wait).await?;
+    let prefix = Bytes::from(tagged_prefix(&args.key_prefix, &run_tag()));
+    let shard = shards.shard_of(&prefix);
+    let leaders = leader_channels(&shards, common.timeout, wait).await?;
+    let leader = leaders.get(shard as usize).map(|(l, _)| l.clone()).context("no leader for the prefix's shard")?;
+    let replicas = shards.replica_endpoints(shard);
     // One slot per scheduled put, plus slack for the burst after a stalled tick.
     let slots = (u64::from(args.rate) * (common.duration.as_secs() + 2)) as usize + 1024;
     let shared = Arc::new(Shared {
@@ -167,13 +185,13 @@ pub async fn run(args: WatchLatencyArgs) -> anyhow::Result<WatchLatencyReport> {
     for w in 0..args.watchers {
         let endpoint = match args.watch_on {
             WatchOn::Leader => leader.endpoint.clone(),
-            WatchOn::All => common.endpoints[w % common.endpoints.len()].clone(),
+            WatchOn::All => replicas[w % replicas.len()].clone(),
         };
         let is_leader = endpoint == leader.endpoint;
         on_leader += usize::from(is_leader);
         let mut client = KvClient::new(channel(&endpoint, None)?);
         let request = WatchRequest {
-            shard_id: SHARD,
+            shard_id: shard,
             prefix: prefix.clone(),
             progress_interval_ms: PROGRESS_MS,
             ..Default::default()
@@ -188,7 +206,7 @@ pub async fn run(args: WatchLatencyArgs) -> anyhow::Result<WatchLatencyReport> {
         watchers.spawn(watch(stream, shared.clone(), is_leader));
     }
 
-    let writer = KvClient::new(channel(&leader.endpoint, Some(common.timeout))?);
+    let writer = Writer { shards, leaders };
     let started = Instant::now();
     let (put, last_revision) = write(writer, &prefix, &args, common.duration, &shared).await?;
     let elapsed = started.elapsed();
@@ -220,6 +238,7 @@ pub async fn run(args: WatchLatencyArgs) -> anyhow::Result<WatchLatencyReport> {
     let delivery = all.summary(elapsed);
     let expected = put.ops * args.watchers as u64;
     Ok(WatchLatencyReport {
+        shard,
         leader: leader.endpoint,
         watchers: args.watchers,
         watchers_on_leader: on_leader,
@@ -237,10 +256,24 @@ pub async fn run(args: WatchLatencyArgs) -> anyhow::Result<WatchLatencyReport> {
     })
 }
 
+/// Where the writer's puts go: each key to the leader of its own shard.
+struct Writer {
+    shards: Shards,
+    leaders: Vec<(Leader, Channel)>,
+}
+
+impl Writer {
+    fn client_for(&self, key: &[u8]) -> anyhow::Result<(u32, KvClient<Channel>)> {
+        let shard = self.shards.shard_of(key);
+        let (_, ch) = self.leaders.get(shard as usize).with_context(|| format!("no leader known for shard {shard}"))?;
+        Ok((shard, KvClient::new(ch.clone())))
+    }
+}
+
 /// Puts `rate` keys per second for `duration`; returns the ack latencies and the highest
 /// revision any put was applied at.
 async fn write(
-    client: KvClient<Channel>,
+    writer: Writer,
     prefix: &Bytes,
     args: &WatchLatencyArgs,
     duration: Duration,
@@ -256,12 +289,13 @@ async fn write(
         tick.tick().await;
         seq += 1;
         let key = [prefix.as_ref(), format!("{seq:010}").as_bytes()].concat();
-        let (mut client, shared, size) = (client.clone(), shared.clone(), args.value_size);
+        let (shard, mut client) = writer.client_for(&key)?;
+        let (shared, size) = (shared.clone(), args.value_size);
         puts.spawn(async move {
             let sent = Instant::now();
             let mut value = vec![0u8; size];
             value[..STAMP_BYTES].copy_from_slice(&nanos_since(shared.base, sent).to_be_bytes());
-            let request = PutRequest { shard_id: SHARD, key: key.into(), value: value.into(), ..Default::default() };
+            let request = PutRequest { shard_id: shard, key: key.into(), value: value.into(), ..Default::default() };
             let result = client.put(request).await;
             if result.is_ok() {
                 if let Some(slot) = usize::try_from(seq - 1).ok().and_then(|i| shared.acks.get(i)) {
