@@ -271,6 +271,18 @@ impl Client {
         let timeout = self.inner.config.request_timeout;
         let progress = Mutex::new(Progress::default());
         let deadline = tokio::time::Instant::now() + timeout;
+        // The meta leader has the newest table. Ask it first: a node removed from the cluster
+        // keeps answering with the table it had when it left (it never learns of its removal),
+        // and a seed name may keep resolving to it.
+        let leader = self.inner.routing.current().and_then(|t| {
+            let id = t.meta_leader_id?;
+            t.endpoint_of(id).map(str::to_owned)
+        });
+        if let Some(endpoint) = leader {
+            if let Fetched::Table(table) = self.fetch(&endpoint, deadline).await {
+                return Ok(self.adopt(table));
+            }
+        }
         match tokio::time::timeout(timeout, self.fetch_until(deadline, &progress, true)).await {
             Ok(result) => result,
             Err(_) => {
