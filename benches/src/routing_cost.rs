@@ -10,36 +10,28 @@
 //!    the library (routing, retry loop, deadline), tonic/h2/prost, the Tokio runtime and the
 //!    workers' own bookkeeping (key formatting, histograms), so the ratio below is against the
 //!    whole client, as an application would see it.
-//! 2. **The routing step alone.** What `Client::execute` does per request to pick a shard and a
+//! 2. **The routing step alone.** What the client runs per keyed request to pick a shard and a
 //!    node, in a tight loop on one thread over the same keys, timed by that thread's CPU time
-//!    (`/proc/thread-self/stat`) and by wall time. The library keeps that code crate-private, so
-//!    [`RouteStep`] is a copy of it as of this revision (`client.rs` `retry_loop` up to the first
-//!    attempt, `routing.rs` `routing_until`, `target.rs` `choose`), run on the real routing table
-//!    fetched from the cluster and on the client's real data structures (seed endpoints first,
-//!    a leader cached for every shard, as after warm-up): read the cached table (lock, `Arc`
-//!    clone, stale flag), `Target::Key` (a `Bytes` clone), the key's shard
+//!    (`/proc/thread-self/stat`) and by wall time. It is the library's own code,
+//!    [`Client::route_cached`] (the first part of its retry loop on a cached table): read the
+//!    cached table and its stale flag, `Target::Key` (a `Bytes` clone), the key's shard
 //!    ([`RoutingTable::shard_of`]: hash tag scan, SipHash, ring search), the shard's replicas
-//!    among the endpoints, the cached leader, the `Node` clone (`String` + tonic `Channel`), and
-//!    the leader-cache update after the success. Everything in it is counted as routing, although
-//!    the leader choice and the node clone existed before sharding: the figure is an upper bound.
-//!    `shard_of` alone is reported too.
+//!    among the endpoints, the cached leader, the `Node` clone, and the leader-cache update a
+//!    success makes. Everything in it is counted as routing, although the leader choice and the
+//!    node clone existed before sharding: the figure is an upper bound. `shard_of` alone is
+//!    reported too.
 //!
 //! Not counted: routing-table fetches and refreshes (once per run here, and on errors), and the
 //! shard id every request carries (4 bytes, present before sharding too).
 
-use std::collections::HashMap;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use hypercache_client::{Client, ClientConfig, RoutingTable};
 use serde::Serialize;
-use tonic::transport::Channel;
 
-use crate::game::common::channel;
 use crate::game::cpu;
 use crate::load::{self, Args};
 use crate::report::{render, Report};
@@ -114,14 +106,18 @@ pub async fn run(args: RoutingCostArgs) -> anyhow::Result<String> {
     let client = Client::new(config).context("creating the client")?;
     let table = client.routing().await.context("fetching the routing table")?;
     let keys: Vec<Bytes> = (0..plan.keys).map(|i| load::key(&plan.key_prefix, i)).collect();
-    let step = RouteStep::new(&plan.endpoints, table.clone())?;
+    // Warm the leader cache for every shard, as the workload's clients are after warm-up.
+    for key in &keys {
+        client.route_cached(key).context("the routing table is cached")?;
+    }
 
     let workload = load::run(plan).await?;
     let cost = workload.cpu.as_ref().context("the workload ran without its CPU window")?;
     let client_us = cost.hcbench_us_per_request;
 
     let (iterations, rounds) = (args.iterations, args.rounds);
-    let timed = tokio::task::spawn_blocking(move || time_rounds(&step, &keys, iterations, rounds))
+    let direct = table.clone();
+    let timed = tokio::task::spawn_blocking(move || time_rounds(&client, &direct, &keys, iterations, rounds))
         .await
         .context("the timing thread panicked")??;
     let (route_cpu_ns, route_wall_ns, shard_of_cpu_ns) = timed;
@@ -147,15 +143,20 @@ pub async fn run(args: RoutingCostArgs) -> anyhow::Result<String> {
 type Rounds = (Vec<f64>, Vec<f64>, Vec<f64>);
 
 /// Times `rounds` rounds of the routing step and of `shard_of` alone, on this thread.
-fn time_rounds(step: &RouteStep, keys: &[Bytes], iterations: u64, rounds: u32) -> anyhow::Result<Rounds> {
+fn time_rounds(
+    client: &Client,
+    table: &RoutingTable,
+    keys: &[Bytes],
+    iterations: u64,
+    rounds: u32,
+) -> anyhow::Result<Rounds> {
     let hz = cpu::ticks_per_sec()?;
     let (mut route_cpu, mut route_wall, mut shard_cpu) = (Vec::new(), Vec::new(), Vec::new());
     let key = |i: u64| &keys[(i % keys.len() as u64) as usize];
     for _ in 0..rounds {
         let (before, started) = (cpu::sample_thread()?, Instant::now());
         for i in 0..iterations {
-            let (shard, node) = step.route(black_box(key(i)));
-            black_box((shard, &node.endpoint, &node.channel));
+            black_box(client.route_cached(black_box(key(i))));
         }
         let wall = started.elapsed();
         route_cpu.push(per_call_ns(cpu::cpu_secs(before, cpu::sample_thread()?, hz), iterations));
@@ -163,7 +164,7 @@ fn time_rounds(step: &RouteStep, keys: &[Bytes], iterations: u64, rounds: u32) -
 
         let before = cpu::sample_thread()?;
         for i in 0..iterations {
-            black_box(step.direct.shard_of(black_box(key(i))));
+            black_box(table.shard_of(black_box(key(i))));
         }
         shard_cpu.push(per_call_ns(cpu::cpu_secs(before, cpu::sample_thread()?, hz), iterations));
     }
@@ -178,119 +179,6 @@ fn median(values: &[f64]) -> f64 {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(0.0)
-}
-
-/// A node of the client's endpoint table (`client.rs` `Node`).
-#[derive(Clone)]
-struct Node {
-    endpoint: String,
-    channel: Channel,
-}
-
-/// The client's leader-cache key (`target.rs` `Group`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Group {
-    // Never built here; kept so that the key hashes like the client's two-variant enum.
-    #[allow(dead_code)]
-    Meta,
-    Shard(u32),
-}
-
-impl Group {
-    fn shard_id(self) -> u32 {
-        match self {
-            Group::Meta => 0,
-            Group::Shard(s) => s,
-        }
-    }
-}
-
-/// The client's endpoint table and leader cache (`client.rs` `Table`).
-struct Table {
-    nodes: Vec<Node>,
-    leaders: HashMap<Group, String>,
-}
-
-/// The per-request routing step of `hypercache-client` (see the module documentation), over the
-/// same data structures and locks.
-struct RouteStep {
-    routing: RwLock<Option<Arc<RoutingTable>>>,
-    stale: AtomicBool,
-    table: RwLock<Table>,
-    /// The same routing table, for timing `shard_of` alone.
-    direct: Arc<RoutingTable>,
-}
-
-impl RouteStep {
-    /// The steady state after warm-up: seeds first, then the table's other nodes (as
-    /// `adopt_endpoints` orders them), and a cached leader for every shard (its table hint).
-    fn new(seeds: &[String], table: Arc<RoutingTable>) -> anyhow::Result<RouteStep> {
-        let mut nodes: Vec<Node> = seeds
-            .iter()
-            .map(|e| Ok(Node { endpoint: e.clone(), channel: channel(e, None)? }))
-            .collect::<anyhow::Result<_>>()?;
-        for member in table.nodes.values() {
-            if !member.endpoint.is_empty() && !nodes.iter().any(|n| n.endpoint == member.endpoint) {
-                nodes.push(Node { endpoint: member.endpoint.clone(), channel: channel(&member.endpoint, None)? });
-            }
-        }
-        let leaders = (0..table.shard_count)
-            .filter_map(|s| {
-                let id = table.shard(s)?.leader_id?;
-                Some((Group::Shard(s), table.endpoint_of(id)?.to_owned()))
-            })
-            .collect();
-        Ok(RouteStep {
-            routing: RwLock::new(Some(table.clone())),
-            stale: AtomicBool::new(false),
-            table: RwLock::new(Table { nodes, leaders }),
-            direct: table,
-        })
-    }
-
-    /// One request's routing: the shard of `key` and the node its first attempt goes to, then
-    /// the leader-cache update the client makes when that attempt succeeds.
-    fn route(&self, key: &Bytes) -> (u32, Node) {
-        // `routing_until`, cached path: the table and its stale flag.
-        let table = self.routing.read().unwrap_or_else(PoisonError::into_inner).clone();
-        let table = table.expect("the table is installed in RouteStep::new");
-        black_box(self.stale.load(Ordering::Relaxed));
-        // `Target::Key(key.clone())`, then `resolve`.
-        let target = key.clone();
-        let group = Group::Shard(table.shard_of(&target));
-        // `first_target` -> `choose(.., Route::Leader)`.
-        let node = {
-            let t = self.table.read().unwrap_or_else(PoisonError::into_inner);
-            let candidates = candidates(&t.nodes, &table, group);
-            let hint = t.leaders.get(&group).map(String::as_str).or_else(|| {
-                table.shard(group.shard_id()).and_then(|p| p.leader_id).and_then(|id| table.endpoint_of(id))
-            });
-            let leader = hint.and_then(|h| t.nodes.iter().find(|n| n.endpoint == h));
-            leader.or_else(|| candidates.first().copied()).unwrap_or(&t.nodes[0]).clone()
-        };
-        // `remember_leader` after the successful attempt.
-        {
-            let mut t = self.table.write().unwrap_or_else(PoisonError::into_inner);
-            if t.leaders.get(&group).map(String::as_str) != Some(node.endpoint.as_str()) {
-                t.leaders.insert(group, node.endpoint.clone());
-            }
-        }
-        (group.shard_id(), node)
-    }
-}
-
-/// `target.rs` `candidates`: the shard's replicas that the endpoint table holds, in placement
-/// order; every node when the table names none.
-fn candidates<'a>(nodes: &'a [Node], table: &RoutingTable, group: Group) -> Vec<&'a Node> {
-    let endpoints: Vec<&str> = table
-        .shard(group.shard_id())
-        .map_or_else(Vec::new, |s| s.replicas.iter().filter_map(|id| table.endpoint_of(*id)).collect());
-    let replicas: Vec<&Node> = endpoints.into_iter().filter_map(|e| nodes.iter().find(|n| n.endpoint == e)).collect();
-    if replicas.is_empty() {
-        nodes.iter().collect()
-    } else {
-        replicas
-    }
 }
 
 #[cfg(test)]

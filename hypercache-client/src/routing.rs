@@ -291,6 +291,23 @@ impl Client {
         }
     }
 
+    /// The routing step a keyed request runs before its first attempt when a table is cached
+    /// (what `retry_loop` does up to its first call): read the cached table and its stale flag,
+    /// map the key to its shard, pick the node (cached leader, else the table's hint, else a
+    /// replica), and update the leader cache as a success does. Returns the shard and the
+    /// endpoint, or None while no table is cached. Public only so that `hcbench routing-cost`
+    /// can time exactly this code; applications have no use for it.
+    #[doc(hidden)]
+    pub fn route_cached(&self, key: &bytes::Bytes) -> Option<(u32, String)> {
+        let cache = &self.inner.routing;
+        let table = cache.current()?;
+        std::hint::black_box(cache.is_stale());
+        let group = self.resolve(&crate::target::Target::Key(key.clone()), Some(&table)).ok()?;
+        let node = self.first_target(group, &crate::target::Route::Leader, Some(&table));
+        self.remember_leader(group, &node.endpoint);
+        Some((group.shard_id(), node.endpoint))
+    }
+
     /// Forgets the cached table's accuracy: the next operation fetches it again.
     pub fn invalidate_routing(&self) {
         self.inner.routing.mark_stale();
