@@ -113,22 +113,28 @@ impl Membership {
         Ok(JoinOutcome::Added)
     }
 
-    /// Removes the member named `name` from membership. Only the leader accepts.
-    pub async fn decommission(&self, name: &str) -> Result<NodeId, ServiceError> {
-        let _guard = self.lock.lock().await;
-        self.shard.leader_term()?;
+    /// The member named `name`, if it may be removed: UNKNOWN_NODE for a name no member has,
+    /// LAST_VOTER for the last voter.
+    pub fn removable(&self, name: &str) -> Result<MemberView, ServiceError> {
         let members = self.members();
         let Some(target) = members.iter().find(|m| m.node.name == name) else {
             let known: Vec<&str> = members.iter().map(|m| m.node.name.as_str()).collect();
             return Err(refused("UNKNOWN_NODE", format!("no member is named {name:?}; members: {}", known.join(", "))));
         };
-        let voters = members.iter().filter(|m| m.voter).count();
-        if target.voter && voters <= 1 {
+        if target.voter && members.iter().filter(|m| m.voter).count() <= 1 {
             return Err(refused(
                 "LAST_VOTER",
                 format!("{name} is the last voter; decommissioning it would leave the data with no replica"),
             ));
         }
+        Ok(target.clone())
+    }
+
+    /// Removes the member named `name` from membership. Only the leader accepts.
+    pub async fn decommission(&self, name: &str) -> Result<NodeId, ServiceError> {
+        let _guard = self.lock.lock().await;
+        self.shard.leader_term()?;
+        let target = self.removable(name)?;
         let change = if target.voter {
             ChangeMembers::RemoveVoters(BTreeSet::from([target.id]))
         } else {

@@ -177,9 +177,8 @@ impl Driver {
         }
         if created_now {
             placement.version += 1;
-            revision = store::save(&self.meta, revision, &placement).await?;
+            store::save(&self.meta, revision, &placement).await?;
         }
-        let _ = revision;
 
         let now = Instant::now();
         let steps = {
@@ -280,20 +279,8 @@ impl Driver {
     /// replicas move away, then it leaves. Returns its id and how many replicas it still hosts.
     pub async fn decommission(&self, name: &str) -> Result<(NodeId, u32, bool), ServiceError> {
         self.meta.leader_term()?;
+        let target = self.membership.removable(name)?;
         let members = self.membership.members();
-        let Some(target) = members.iter().find(|m| m.node.name == name).cloned() else {
-            let known: Vec<&str> = members.iter().map(|m| m.node.name.as_str()).collect();
-            return Err(ServiceError::Membership {
-                reason: "UNKNOWN_NODE",
-                message: format!("no member is named {name:?}; members: {}", known.join(", ")),
-            });
-        };
-        if target.voter && members.iter().filter(|m| m.voter).count() <= 1 {
-            return Err(ServiceError::Membership {
-                reason: "LAST_VOTER",
-                message: format!("{name} is the last voter; decommissioning it would leave the data with no replica"),
-            });
-        }
         let stored = store::load(&self.meta).await.map_err(store_error)?;
         let Some(stored) = stored else {
             // No placement yet: nothing to move.
