@@ -10,7 +10,7 @@
 #     workers (half puts, half gets): client CPU per request vs. the per-request routing step.
 # Every run prints the hypervisor's steal (`vmstat 1 3` just before, and /proc/stat over the run).
 # Usage: benches/scripts/sharding-suite.sh [seconds-per-run] [runs]   (defaults 10 and 3; ~12 min)
-# Env: CONCURRENCY (default 256); CARGO_TARGET_DIR (binaries from $CARGO_TARGET_DIR/release, else
+# Env: CONCURRENCY (default 256); ROUTING=0 skips part 2; CARGO_TARGET_DIR (binaries from $CARGO_TARGET_DIR/release, else
 # ./target/release; built if missing, or always with BUILD=1).
 # Ports: gRPC 8301-8303, admin 8311-8313. Data: /tmp/bench-sharding.XXXXXX (removed at the end).
 # Needs: jq, vmstat.
@@ -116,6 +116,7 @@ for workload in put get; do
   done
 done
 
+[ "${ROUTING:-1}" = 0 ] && exit 0
 echo
 echo "== routing cost (fresh 16-shard cluster per run)"
 for c in 1 "$conc"; do
