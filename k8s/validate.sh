@@ -33,6 +33,12 @@ if ! command -v "$KUBECTL" >/dev/null 2>&1; then
     KUBECTL=kubectl
 fi
 
+if ! command -v "$PYTHON" >/dev/null 2>&1 || ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
+    echo "k8s: $PYTHON or its pip not found; installing Debian's python3 and python3-pip"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 python3-pip >/dev/null
+    PYTHON=python3
+fi
 if ! "$PYTHON" -m pip show kubernetes-validate >/dev/null 2>&1; then
     echo "k8s: installing kubernetes-validate==$KUBERNETES_VALIDATE_VERSION from PyPI"
     pip_install=("$PYTHON" -m pip install --quiet --disable-pip-version-check "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION")
