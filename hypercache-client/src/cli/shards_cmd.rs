@@ -182,26 +182,13 @@ pub(super) fn human_bytes(n: u64) -> String {
 mod tests {
     use super::*;
 
+    /// The client's shared two-shard fixture, with these leaders: n2 for shard 0, n3 for shard 1.
     fn table() -> RoutingTable {
-        let response = pb::RoutingResponse {
-            version: 3,
-            shard_count: 2,
-            replication: 2,
-            nodes: (1..=3)
-                .map(|id| pb::Member {
-                    node_id: id,
-                    name: format!("n{id}"),
-                    endpoint: format!("n{id}:7000"),
-                    voter: true,
-                })
-                .collect(),
-            shards: vec![
-                pb::ShardRoute { shard_id: 0, replicas: vec![1, 2], leader_id: 2 },
-                pb::ShardRoute { shard_id: 1, replicas: vec![2, 3], leader_id: 3 },
-            ],
-            draining: vec![],
-            meta_leader_id: 1,
-        };
+        let mut response = crate::routing::tests::response(2, 3);
+        for (route, leader) in response.shards.iter_mut().zip([2, 3]) {
+            route.leader_id = leader;
+        }
+        response.draining.clear();
         RoutingTable::from_wire(response).expect("ready")
     }
 
