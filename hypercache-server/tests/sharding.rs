@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{eventually, put_in, TestCluster};
+use common::{eventually, get_in, put_in, TestCluster};
 use hypercache_proto::error_info::info_of;
 use hypercache_proto::routing::Router;
 use hypercache_proto::v1 as pb;
@@ -97,23 +97,7 @@ fn shard_of(key: &str) -> u32 {
 
 /// A linearizable get of `key` from its shard, trying every endpoint until one leads.
 async fn get_routed(endpoints: &[String], key: &str) -> Option<pb::KeyValue> {
-    let req = pb::GetRequest { shard_id: shard_of(key), key: key.to_string().into(), serializable: false };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut i = 0usize;
-    loop {
-        let endpoint = &endpoints[i % endpoints.len()];
-        i += 1;
-        if let Ok(mut kv) = KvClient::connect(format!("http://{endpoint}")).await {
-            match kv.get(req.clone()).await {
-                Ok(r) => return r.into_inner().kv,
-                Err(st) => {
-                    let retry = info_of(&st).is_some_and(|i| i.not_applied);
-                    assert!(retry && Instant::now() < deadline, "get {key}: {st:?}");
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    get_in(endpoints, shard_of(key), key).await
 }
 
 async fn meta_client(c: &TestCluster) -> ClusterClient<tonic::transport::Channel> {

@@ -237,6 +237,29 @@ pub async fn put_in(endpoints: &[String], shard: u32, key: &str, value: &str) ->
     }
 }
 
+/// A linearizable get of `key` from data shard `shard`, trying every endpoint until one leads.
+/// Errors that promise no effect (no leader yet, not the leader, e.g. while the placement driver
+/// moves a leader) are retried for up to 20 s; any other error fails the test.
+pub async fn get_in(endpoints: &[String], shard: u32, key: &str) -> Option<pb::KeyValue> {
+    let req = pb::GetRequest { shard_id: shard, key: key.to_string().into(), serializable: false };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut i = 0usize;
+    loop {
+        let endpoint = &endpoints[i % endpoints.len()];
+        i += 1;
+        if let Ok(mut kv) = KvClient::connect(format!("http://{endpoint}")).await {
+            match kv.get(req.clone()).await {
+                Ok(r) => return r.into_inner().kv,
+                Err(st) => {
+                    let retry = info_of(&st).is_some_and(|i| i.not_applied);
+                    assert!(retry && Instant::now() < deadline, "get {key}: {st:?}");
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Errors a client retries: no leader yet, or asked a node that no longer leads.
 fn is_retryable(s: &tonic::Status) -> bool {
     let reason = info_of(s).map(|i| i.reason).unwrap_or_default();
