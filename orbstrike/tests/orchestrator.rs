@@ -276,7 +276,11 @@ impl FakeServer {
 
 /// The value of an unlabelled metric in the orchestrator's exposition (0 if absent).
 fn metric(o: &Orchestrator, name: &str) -> u64 {
-    let text = o.metrics_text();
+    metric_in(&o.metrics_text(), name)
+}
+
+/// The value of the unlabelled series `name` in a Prometheus text exposition (0 if absent).
+fn metric_in(text: &str, name: &str) -> u64 {
     let line = text.lines().find(|l| l.split_whitespace().next() == Some(name));
     line.and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()).map_or(0, |v| v as u64)
 }
@@ -798,9 +802,16 @@ async fn bots_keep_playing_while_a_game_server_drains() {
         (gs1.running_boards().len() == 1 && gs2.running_boards().len() == 1).then_some(())
     })
     .await;
-    // Drain only once every player is streaming, so the drain re-routes live streams.
+    // Drain only once gs-1's three players stream from its board, so the drain re-routes live
+    // streams. The orchestrator counts a stream before it reaches the game server: a player
+    // whose stream reached gs-1 only after the drain would start on gs-2 and never be
+    // re-routed (seen in CI under load).
     eventually("all six players to stream", WAIT, || async {
         (metric(&o, "orbstrike_orchestrator_play_streams") >= 6).then_some(())
+    })
+    .await;
+    eventually("gs-1's three players to stream from its board", WAIT, || async {
+        (metric_in(&gs1.metrics_text(), "orbstrike_gameserver_play_streams") == 3).then_some(())
     })
     .await;
     let moved_game = gs1.running_boards()[0].clone();

@@ -203,7 +203,7 @@ impl<S: CheckpointStore> BoardTask<S> {
             checkpointer::spawn(spec.store.clone(), spec.board_id.clone(), spec.epoch, spec.metrics.clone());
         let interval = spec.board.params().tick_interval();
         let mut task = BoardTask {
-            subscribers: Subscribers::new(&spec.board_id),
+            subscribers: Subscribers::new(&spec.board_id, spec.metrics.play_streams.clone()),
             pending: Vec::new(),
             inputs_since_tick: 0,
             next_checkpoint: Instant::now() + spec.checkpoint_interval,

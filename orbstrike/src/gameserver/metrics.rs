@@ -22,6 +22,7 @@ pub(crate) struct Metrics {
     pub(crate) accept_log_dropped: IntCounter,
     pub(crate) boards: IntGauge,
     pub(crate) players: IntGauge,
+    pub(crate) play_streams: IntGauge,
 }
 
 const TICK_BUCKETS: &[f64] = &[0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025];
@@ -76,6 +77,11 @@ impl Metrics {
         registry.register(Box::new(boards.clone()))?;
         let players = IntGauge::new("orbstrike_gameserver_players", "Players on the boards of this server")?;
         registry.register(Box::new(players.clone()))?;
+        let play_streams = IntGauge::new(
+            "orbstrike_gameserver_play_streams",
+            "Player update streams connected to this server's boards",
+        )?;
+        registry.register(Box::new(play_streams.clone()))?;
         Ok(Metrics {
             registry,
             ticks,
@@ -92,6 +98,7 @@ impl Metrics {
             accept_log_dropped,
             boards,
             players,
+            play_streams,
         })
     }
 

@@ -154,6 +154,11 @@ impl GameServer {
         &self.shared.server_id
     }
 
+    /// The Prometheus text exposition of this server's metrics (what `/metrics` serves).
+    pub fn metrics_text(&self) -> String {
+        self.shared.metrics.render()
+    }
+
     /// Board ids this server currently runs.
     pub fn running_boards(&self) -> Vec<String> {
         let mut ids = self.shared.with_boards(|boards| {

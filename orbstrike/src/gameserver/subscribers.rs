@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use hypercache_proto::orbstrike::v1 as pb;
+use prometheus::IntGauge;
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
@@ -35,12 +36,32 @@ struct Subscriber {
     last_ack: u64,
     /// Dropped with the subscriber: tells the stream's input forwarder to stop reading.
     _done: oneshot::Sender<()>,
+    _counted: Counted,
+}
+
+/// Keeps the server's play-streams gauge exact: counted while the subscriber exists, however
+/// it is removed (game over, closed, superseded, board stopped).
+struct Counted(IntGauge);
+
+impl Counted {
+    fn new(gauge: &IntGauge) -> Counted {
+        gauge.inc();
+        Counted(gauge.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// The connected players of one board.
 pub(crate) struct Subscribers {
     game_id: String,
     by_player: HashMap<PlayerId, Subscriber>,
+    /// The server's `play_streams` gauge.
+    streams: IntGauge,
 }
 
 /// Sends the last message of a stream, waiting (off the tick) for room if the queue is full.
@@ -56,8 +77,8 @@ pub(crate) fn send_final(updates: UpdateSender, item: Result<pb::PlayUpdate, Sta
 }
 
 impl Subscribers {
-    pub(crate) fn new(game_id: &str) -> Subscribers {
-        Subscribers { game_id: game_id.to_string(), by_player: HashMap::new() }
+    pub(crate) fn new(game_id: &str, streams: IntGauge) -> Subscribers {
+        Subscribers { game_id: game_id.to_string(), by_player: HashMap::new(), streams }
     }
 
     #[cfg(test)]
@@ -68,7 +89,13 @@ impl Subscribers {
     /// Connects `player`; it gets a snapshot after the next tick. A stream the player already
     /// had (e.g. before an orchestrator re-routed it) is ended as superseded.
     pub(crate) fn add(&mut self, player: PlayerId, updates: UpdateSender, done: oneshot::Sender<()>) {
-        let new = Subscriber { updates, needs_snapshot: true, last_ack: 0, _done: done };
+        let new = Subscriber {
+            updates,
+            needs_snapshot: true,
+            last_ack: 0,
+            _done: done,
+            _counted: Counted::new(&self.streams),
+        };
         if let Some(old) = self.by_player.insert(player, new) {
             send_final(
                 old.updates,
@@ -156,6 +183,12 @@ mod tests {
         Board::new(validate_params(&params, 30).expect("valid"), 1)
     }
 
+    /// Subscribers of board "g1" and the play-streams gauge they keep.
+    fn subscribers() -> (Subscribers, IntGauge) {
+        let gauge = IntGauge::new("play_streams", "test").expect("gauge");
+        (Subscribers::new("g1", gauge.clone()), gauge)
+    }
+
     fn body(u: &pb::PlayUpdate) -> &pb::play_update::Body {
         u.body.as_ref().expect("body")
     }
@@ -164,7 +197,7 @@ mod tests {
     async fn snapshot_first_then_deltas_and_a_resync_after_a_full_queue() {
         let mut b = board();
         let a = b.add_player("a").unwrap();
-        let mut subs = Subscribers::new("g1");
+        let (mut subs, _) = subscribers();
         let (tx, mut rx) = mpsc::channel(2);
         subs.add(a, tx, oneshot::channel().0);
         b.apply_input(a, 1, Direction::Up, false).unwrap();
@@ -201,9 +234,10 @@ mod tests {
     async fn a_dead_player_gets_game_over_and_its_stream_ends() {
         let mut b = board();
         let a = b.add_player("a").unwrap();
-        let mut subs = Subscribers::new("g1");
+        let (mut subs, streams) = subscribers();
         let (tx, mut rx) = mpsc::channel(4);
         subs.add(a, tx, oneshot::channel().0);
+        assert_eq!(streams.get(), 1);
         b.remove_player(a).unwrap();
         let out = b.step();
         subs.publish(&b, &out);
@@ -213,11 +247,12 @@ mod tests {
         );
         assert!(rx.recv().await.is_none(), "the stream ends after the game over");
         assert_eq!(subs.len(), 0);
+        assert_eq!(streams.get(), 0, "the ended stream is no longer counted");
     }
 
     #[tokio::test]
     async fn a_second_stream_supersedes_the_first() {
-        let mut subs = Subscribers::new("g1");
+        let (mut subs, streams) = subscribers();
         let (tx1, mut rx1) = mpsc::channel(4);
         let (tx2, _rx2) = mpsc::channel(4);
         subs.add(PlayerId(1), tx1, oneshot::channel().0);
@@ -226,5 +261,8 @@ mod tests {
         assert_eq!(status.code(), tonic::Code::Aborted);
         assert!(rx1.recv().await.is_none());
         assert_eq!(subs.len(), 1);
+        assert_eq!(streams.get(), 1, "the superseded stream is no longer counted");
+        subs.close_all(|| Err(Status::unavailable("stopping")));
+        assert_eq!(streams.get(), 0);
     }
 }
