@@ -59,6 +59,9 @@ pub struct RoutingNode {
     pub voter: bool,
     /// Being decommissioned: its replicas are moving away.
     pub draining: bool,
+    /// Marked down by the placement driver (silent too long): its replicas are re-created on
+    /// other nodes until it answers again.
+    pub down: bool,
 }
 
 /// One shard's placement.
@@ -159,11 +162,16 @@ impl RoutingTable {
             .nodes
             .into_iter()
             .map(|m| {
-                let draining = r.draining.contains(&m.node_id);
-                (
-                    m.node_id,
-                    RoutingNode { node_id: m.node_id, name: m.name, endpoint: m.endpoint, voter: m.voter, draining },
-                )
+                let (draining, down) = (r.draining.contains(&m.node_id), r.down.contains(&m.node_id));
+                let node = RoutingNode {
+                    node_id: m.node_id,
+                    name: m.name,
+                    endpoint: m.endpoint,
+                    voter: m.voter,
+                    draining,
+                    down,
+                };
+                (m.node_id, node)
             })
             .collect();
         let mut shards: Vec<ShardPlacement> = (0..r.shard_count)
@@ -481,6 +489,7 @@ pub(crate) mod tests {
                 .collect(),
             draining: vec![3],
             meta_leader_id: 1,
+            down: vec![2],
         }
     }
 
@@ -492,6 +501,7 @@ pub(crate) mod tests {
         assert_eq!(table.leader_endpoint(0), None, "leader_id 0 is unknown");
         assert_eq!(table.leader_endpoint(2), Some("n3:7000"));
         assert!(table.node(3).expect("listed").draining);
+        assert!(table.node(2).expect("listed").down && !table.node(3).expect("listed").down);
         assert!(table.shard(4).is_none());
         assert_eq!(table.shard_of(b"board:{b7}:owner"), Router::new(4).shard_of(b"b7"));
         assert!(RoutingTable::from_wire(response(4, 0)).is_none(), "version 0: no placement yet");

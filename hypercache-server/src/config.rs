@@ -20,6 +20,10 @@ use crate::discovery::{require_dns_name, Target};
 use crate::identity;
 use crate::types::NodeId;
 
+/// Below this a node is declared down for a slow poll or a restart, and its replicas move for
+/// nothing.
+pub const MIN_REPLACE_DOWN_AFTER_MS: u64 = 2_000;
+
 /// Hard protocol limit on key length; not configurable (see docs/api.md).
 pub const MAX_KEY_BYTES: usize = 4096;
 
@@ -56,6 +60,10 @@ pub struct Config {
     pub shards: u32,
     /// Replicas per data shard (at most the node count), recorded like `shards`.
     pub replication: u32,
+    /// How long a node may fail to answer the placement driver before its replicas are
+    /// re-created on other nodes (when there are enough of them); 0 disables it. Used by
+    /// whichever node leads the meta group.
+    pub replace_down_node_after_ms: u64,
     /// `text` or `json`.
     pub log_format: String,
     pub limits: Limits,
@@ -124,6 +132,7 @@ impl Default for Config {
             bootstrap_expect: 0,
             shards: 16,
             replication: 3,
+            replace_down_node_after_ms: 300_000,
             log_format: "text".to_string(),
             limits: Limits::default(),
             raft: RaftSettings::default(),
@@ -274,6 +283,12 @@ impl Config {
         }
         if !(1..=7).contains(&self.replication) {
             return Err(invalid("replication", format!("must be 1..=7, got {}", self.replication)));
+        }
+        if self.replace_down_node_after_ms != 0 && self.replace_down_node_after_ms < MIN_REPLACE_DOWN_AFTER_MS {
+            return Err(invalid(
+                "replace_down_node_after_ms",
+                format!("must be 0 (never) or >= {MIN_REPLACE_DOWN_AFTER_MS}, got {}", self.replace_down_node_after_ms),
+            ));
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(invalid("log_format", format!("must be \"text\" or \"json\", got {:?}", self.log_format)));
@@ -456,5 +471,10 @@ mod tests {
         let mut c = base();
         c.limits.max_value_bytes = 0;
         assert!(c.validate().unwrap_err().to_string().contains("max_value_bytes"));
+        let mut c = base();
+        c.replace_down_node_after_ms = 500;
+        assert!(c.validate().unwrap_err().to_string().contains("replace_down_node_after_ms"));
+        c.replace_down_node_after_ms = 0;
+        c.validate().expect("0 disables replacing down nodes");
     }
 }

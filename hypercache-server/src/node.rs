@@ -33,7 +33,7 @@ use crate::identity::{self, IdentityError};
 use crate::membership::Membership;
 use crate::metrics::Metrics;
 use crate::network::{PeerPool, RaftService};
-use crate::placement::driver::Driver;
+use crate::placement::driver::{self, Driver};
 use crate::replica::{HostParts, ReplicaHost};
 use crate::service::{
     BoardsService, ClusterService, Ctx, ElectionService, KvService, LeaseService, RegistryService, Validator,
@@ -185,8 +185,12 @@ impl Node {
             host.clone(),
             pool.clone(),
             metrics.clone(),
-            config.shards,
-            config.replication,
+            driver::Settings {
+                shard_count: config.shards,
+                replication: config.replication,
+                down_after: (config.replace_down_node_after_ms > 0)
+                    .then(|| Duration::from_millis(config.replace_down_node_after_ms)),
+            },
         );
         let cluster = ClusterServer::new(ClusterService::new(
             shards.clone(),

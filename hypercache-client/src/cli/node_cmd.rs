@@ -20,8 +20,9 @@ const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {
-    /// List the cluster's members (id, name, endpoint, voter or learner, and "draining" for
-    /// nodes being decommissioned), as the first endpoint that answers sees them.
+    /// List the cluster's members (id, name, endpoint, voter or learner, "draining" for nodes
+    /// being decommissioned, "down" for nodes whose replicas are being re-created elsewhere),
+    /// as the first endpoint that answers sees them.
     List,
     /// Add the node NAME (a DNS name, `host` or `host:port`; the port defaults to 7000, the
     /// nodes' gRPC port in the Kubernetes manifests) to the cluster; the placement driver then
@@ -46,18 +47,28 @@ pub enum NodeCommand {
     },
 }
 
-fn member_line(m: &pb::Member, draining: &[u64]) -> String {
+/// What the placement says about nodes, beyond membership.
+#[derive(Debug, Default)]
+struct Marks {
+    draining: Vec<u64>,
+    down: Vec<u64>,
+}
+
+fn member_line(m: &pb::Member, marks: &Marks) -> String {
     let mut line = format!("{}\t{}\t{}\t{}", m.node_id, m.name, m.endpoint, if m.voter { "voter" } else { "learner" });
-    if draining.contains(&m.node_id) {
+    if marks.draining.contains(&m.node_id) {
         line.push_str("\tdraining");
+    }
+    if marks.down.contains(&m.node_id) {
+        line.push_str("\tdown");
     }
     line
 }
 
-fn member_json(m: &pb::Member, draining: &[u64]) -> serde_json::Value {
+fn member_json(m: &pb::Member, marks: &Marks) -> serde_json::Value {
     json!({
         "node_id": m.node_id, "name": m.name, "endpoint": m.endpoint, "voter": m.voter,
-        "draining": draining.contains(&m.node_id),
+        "draining": marks.draining.contains(&m.node_id), "down": marks.down.contains(&m.node_id),
     })
 }
 
@@ -65,11 +76,11 @@ fn print_members(
     out: &mut Out,
     json: bool,
     members: &[pb::Member],
-    draining: &[u64],
+    marks: &Marks,
     extra: serde_json::Value,
 ) -> Result<(), Failure> {
     if json {
-        let members: Vec<_> = members.iter().map(|m| member_json(m, draining)).collect();
+        let members: Vec<_> = members.iter().map(|m| member_json(m, marks)).collect();
         let mut value = json!({ "members": members });
         if let (Some(obj), Some(more)) = (value.as_object_mut(), extra.as_object()) {
             obj.extend(more.clone());
@@ -77,19 +88,22 @@ fn print_members(
         out.update(true, "", &value)?;
     } else {
         for m in members {
-            out.line(&member_line(m, draining))?;
+            out.line(&member_line(m, marks))?;
         }
         out.flush()?;
     }
     Ok(())
 }
 
-/// The nodes being decommissioned, as the routing table says (none for a cluster that
-/// predates sharding, or when no table can be had).
-async fn draining(client: &Client) -> Vec<u64> {
+/// The nodes being decommissioned and those marked down, as the routing table says (none for
+/// a cluster that predates sharding, or when no table can be had).
+async fn marks(client: &Client) -> Marks {
     match client.routing().await {
-        Ok(table) => table.nodes.values().filter(|n| n.draining).map(|n| n.node_id).collect(),
-        Err(_) => Vec::new(),
+        Ok(table) => Marks {
+            draining: table.nodes.values().filter(|n| n.draining).map(|n| n.node_id).collect(),
+            down: table.nodes.values().filter(|n| n.down).map(|n| n.node_id).collect(),
+        },
+        Err(_) => Marks::default(),
     }
 }
 
@@ -151,8 +165,8 @@ pub(super) async fn run(client: &Client, out: &mut Out, json: bool, command: Nod
             for (_, answer) in rows {
                 match answer {
                     Ok(status) => {
-                        let draining = draining(client).await;
-                        print_members(out, json, &status.members, &draining, json!({"from": status.name}))?;
+                        let marks = marks(client).await;
+                        print_members(out, json, &status.members, &marks, json!({"from": status.name}))?;
                         return Ok(exit::OK);
                     }
                     Err(e) => last_error = Some(e),
@@ -173,7 +187,7 @@ pub(super) async fn run(client: &Client, out: &mut Out, json: bool, command: Nod
             let extra = json!({
                 "added": added.name, "node_id": added.node_id, "already_member": added.already_member,
             });
-            print_members(out, json, &added.members, &[], extra)?;
+            print_members(out, json, &added.members, &Marks::default(), extra)?;
             Ok(exit::OK)
         }
         NodeCommand::Decommission { name, no_wait, wait_timeout_s } => {
@@ -187,7 +201,7 @@ pub(super) async fn run(client: &Client, out: &mut Out, json: bool, command: Nod
                 let extra = json!({
                     "decommissioned": name, "node_id": id, "replicas_left": left, "removed": started.removed,
                 });
-                print_members(out, json, &started.members, &[], extra)?;
+                print_members(out, json, &started.members, &Marks::default(), extra)?;
                 return Ok(exit::OK);
             }
             let value = json!({"decommissioning": name, "node_id": id, "replicas_left": left, "removed": false});
@@ -230,7 +244,10 @@ mod tests {
         };
         let table = RoutingTable::from_wire(response.clone()).expect("ready");
         assert_eq!(replicas_left(&table, 3), Some(2));
-        assert!(member_line(&response.nodes[2], &[3]).ends_with("\tdraining"));
+        let marks = Marks { draining: vec![3], down: vec![2] };
+        assert!(member_line(&response.nodes[2], &marks).ends_with("\tdraining"));
+        assert_eq!(member_line(&response.nodes[1], &marks), "2\tn2\t\tlearner\tdown");
+        assert_eq!(member_json(&response.nodes[1], &marks)["down"], true);
         response.nodes.pop();
         let table = RoutingTable::from_wire(response).expect("ready");
         assert_eq!(replicas_left(&table, 3), None, "gone from the table: it has left");

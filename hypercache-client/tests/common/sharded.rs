@@ -78,6 +78,7 @@ impl State {
                 .collect(),
             draining: vec![],
             meta_leader_id: 1,
+            down: vec![],
         }
     }
 

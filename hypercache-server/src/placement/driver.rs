@@ -12,6 +12,13 @@
 //!    leadership to the preferred replica.
 //! 4. Remove draining nodes from the cluster once no shard has them as a member any more.
 //!
+//! Down nodes: a voter that has not answered the poll for `replace_down_node_after_ms` is marked
+//! down in the placement (only if the other nodes can still hold R replicas of every shard), so
+//! its replicas are re-created elsewhere through the same learner -> voter -> remove steps and a
+//! second failure cannot take a shard's quorum. It returns to the placement once it answers and
+//! hosts no replica outside its shards' memberships: its stale replicas are closed first, so a
+//! replica that missed its own removal never campaigns against the group it left.
+//!
 //! Everything the driver knows is re-read each round, so a new meta leader simply carries on,
 //! and a step whose answer was lost is sent again (every step is idempotent, `ops.rs`).
 
@@ -52,10 +59,18 @@ pub struct Driver {
     host: Arc<ReplicaHost>,
     pool: PeerPool,
     metrics: Arc<Metrics>,
-    /// Used only when this driver creates the cluster's placement.
-    shard_count: u32,
-    replication: u32,
+    settings: Settings,
     state: Mutex<State>,
+}
+
+/// The driver's configuration (from the node's config).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Used only when this driver creates the cluster's placement.
+    pub shard_count: u32,
+    pub replication: u32,
+    /// How long a node may stay silent before it is marked down (None: never).
+    pub down_after: Option<Duration>,
 }
 
 #[derive(Default)]
@@ -63,6 +78,8 @@ struct State {
     last_elect: BTreeMap<u32, Instant>,
     /// Data shards each node reported last round (None: it did not answer).
     hosted: BTreeMap<NodeId, Option<Vec<u32>>>,
+    /// Since when each silent node has not answered a poll (while this driver ran rounds).
+    silent_since: BTreeMap<NodeId, Instant>,
 }
 
 /// One node's answer to the poll.
@@ -83,19 +100,9 @@ impl Driver {
         host: Arc<ReplicaHost>,
         pool: PeerPool,
         metrics: Arc<Metrics>,
-        shard_count: u32,
-        replication: u32,
+        settings: Settings,
     ) -> Arc<Driver> {
-        Arc::new(Driver {
-            meta,
-            membership,
-            host,
-            pool,
-            metrics,
-            shard_count,
-            replication,
-            state: Mutex::new(State::default()),
-        })
+        Arc::new(Driver { meta, membership, host, pool, metrics, settings, state: Mutex::new(State::default()) })
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -136,7 +143,7 @@ impl Driver {
         let stored = store::load(&self.meta).await?;
         let (mut placement, mut revision) = match stored {
             None => {
-                let p = Placement::new(self.shard_count, self.replication, &voters);
+                let p = Placement::new(self.settings.shard_count, self.settings.replication, &voters);
                 let rev = store::save(&self.meta, 0, &p).await?;
                 tracing::info!(
                     shards = p.shard_count,
@@ -157,13 +164,29 @@ impl Driver {
             placement.version += 1;
             revision = store::save(&self.meta, revision, &placement).await?;
         }
+        let reports = self.poll(&members).await;
+        let down = {
+            let mut st = self.state();
+            note_silence(&mut st.silent_since, &reports, Instant::now());
+            down_nodes(&placement, &voters, &reports, &st.silent_since, self.settings.down_after, Instant::now())
+        };
+        if down != placement.down {
+            for id in down.difference(&placement.down) {
+                tracing::warn!(node = id, "node is down: re-creating its replicas on the other nodes");
+            }
+            for id in placement.down.difference(&down) {
+                tracing::info!(node = id, "down node is back: it gets replicas again");
+            }
+            placement.down = down;
+            placement.version += 1;
+            revision = store::save(&self.meta, revision, &placement).await?;
+        }
         if let Some(next) = placement.retarget(&voters) {
             revision = store::save(&self.meta, revision, &next).await?;
             tracing::info!(version = next.version, "placement retargeted");
             placement = next;
         }
 
-        let reports = self.poll(&members).await;
         self.state().hosted =
             reports.iter().map(|(id, r)| (*id, r.as_ref().map(|rs| rs.iter().map(|s| s.shard_id).collect()))).collect();
 
@@ -319,6 +342,53 @@ fn store_error(e: StoreError) -> ServiceError {
     }
 }
 
+/// Starts the silence clock of nodes that did not answer; stops it for those that did.
+fn note_silence(silent_since: &mut BTreeMap<NodeId, Instant>, reports: &Reports, now: Instant) {
+    silent_since.retain(|id, _| matches!(reports.get(id), Some(None)));
+    for (id, report) in reports {
+        if report.is_none() {
+            silent_since.entry(*id).or_insert(now);
+        }
+    }
+}
+
+/// The down set after this round's poll. A down node stays down until it answers and every
+/// replica it hosts is a member of its shard (its stale replicas are closed meanwhile, as it is
+/// in no target). A voter silent for `down_after` goes down if the other eligible voters can
+/// still hold `replication` replicas of every shard; otherwise there is nowhere to move them.
+pub fn down_nodes(
+    placement: &Placement,
+    voters: &BTreeMap<NodeId, String>,
+    reports: &Reports,
+    silent_since: &BTreeMap<NodeId, Instant>,
+    down_after: Option<Duration>,
+    now: Instant,
+) -> BTreeSet<NodeId> {
+    let settled = |id: NodeId| match reports.get(&id) {
+        Some(Some(hosted)) => hosted.iter().all(|r| {
+            leader_of(reports, r.shard_id).is_some_and(|(_, l)| l.voters.contains(&id) || l.learners.contains(&id))
+        }),
+        _ => false,
+    };
+    let mut down: BTreeSet<NodeId> =
+        placement.down.iter().copied().filter(|id| voters.contains_key(id) && !settled(*id)).collect();
+    let Some(after) = down_after else { return down };
+    for (id, since) in silent_since {
+        if down.contains(id)
+            || placement.draining.contains(id)
+            || !voters.contains_key(id)
+            || now.duration_since(*since) < after
+        {
+            continue;
+        }
+        let others = voters.keys().filter(|v| *v != id && !down.contains(v) && !placement.draining.contains(v)).count();
+        if others >= placement.replication as usize {
+            down.insert(*id);
+        }
+    }
+    down
+}
+
 /// The report of shard `s`'s leader (the highest term wins if two claim it), and its node.
 fn leader_of(reports: &Reports, s: u32) -> Option<(NodeId, &pb::ReplicaStatus)> {
     reports
@@ -471,6 +541,7 @@ mod tests {
             shard_count: 1,
             replication: 3,
             draining: BTreeSet::new(),
+            down: BTreeSet::new(),
             shards: vec![ShardPlan { replicas: replicas.to_vec(), initial: replicas.to_vec(), created }],
         }
     }
@@ -559,5 +630,59 @@ mod tests {
         let r: Reports =
             [(1, Some(vec![status(0, "leader", 2, &[1, 2, 3], &[], &[(2, 1000), (3, 1000)])]))].into_iter().collect();
         assert!(matches!(next_steps(&p, &r, |_| true)[..], [Step { op: ShardOp::Elect, .. }]));
+    }
+
+    fn named(ids: &[u64]) -> BTreeMap<NodeId, String> {
+        ids.iter().map(|id| (*id, format!("node-{id}"))).collect()
+    }
+
+    #[test]
+    fn a_silent_node_goes_down_only_after_the_delay_and_only_with_somewhere_to_move() {
+        let p = one_shard(&[1, 2, 3], true);
+        let t0 = Instant::now();
+        let after = Some(Duration::from_secs(10));
+        let r: Reports = [(1, Some(vec![status(0, "leader", 2, &[1, 2, 3], &[], &[])])), (2, Some(vec![])), (3, None)]
+            .into_iter()
+            .chain([(4, Some(vec![]))])
+            .collect();
+        let mut silent = BTreeMap::new();
+        note_silence(&mut silent, &r, t0);
+        assert_eq!(silent.keys().copied().collect::<Vec<_>>(), vec![3]);
+        let four = named(&[1, 2, 3, 4]);
+        assert!(down_nodes(&p, &four, &r, &silent, after, t0 + Duration::from_secs(9)).is_empty());
+        let down = down_nodes(&p, &four, &r, &silent, after, t0 + Duration::from_secs(10));
+        assert_eq!(down, BTreeSet::from([3]));
+        // Disabled: never.
+        assert!(down_nodes(&p, &four, &r, &silent, None, t0 + Duration::from_secs(99)).is_empty());
+        // Three voters and R = 3: the other two cannot hold three replicas, so 3 stays.
+        let three = named(&[1, 2, 3]);
+        assert!(down_nodes(&p, &three, &r, &silent, after, t0 + Duration::from_secs(99)).is_empty());
+        // Answering again stops the clock.
+        let answered: Reports = r.iter().map(|(id, x)| (*id, x.clone().or(Some(vec![])))).collect();
+        note_silence(&mut silent, &answered, t0 + Duration::from_secs(1));
+        assert!(silent.is_empty());
+    }
+
+    #[test]
+    fn a_down_node_comes_back_once_its_stale_replicas_are_closed() {
+        let mut p = one_shard(&[1, 2, 4], true);
+        p.down.insert(3);
+        let four = named(&[1, 2, 3, 4]);
+        let lead = status(0, "leader", 5, &[1, 2, 4], &[], &[]);
+        let stale = status(0, "follower", 2, &[1, 2, 3], &[], &[]);
+        let r: Reports = [(1, Some(vec![lead.clone()])), (2, Some(vec![])), (3, Some(vec![stale])), (4, Some(vec![]))]
+            .into_iter()
+            .collect();
+        let now = Instant::now();
+        let silent = BTreeMap::new();
+        // It answers but hosts a replica its shard removed: still down, and the replica is closed.
+        assert_eq!(down_nodes(&p, &four, &r, &silent, None, now), BTreeSet::from([3]));
+        assert!(next_steps(&p, &r, |_| true).contains(&Step { to: 3, shard: 0, op: ShardOp::Close }));
+        // Closed: back.
+        let r: Reports =
+            [(1, Some(vec![lead])), (2, Some(vec![])), (3, Some(vec![])), (4, Some(vec![]))].into_iter().collect();
+        assert!(down_nodes(&p, &four, &r, &silent, None, now).is_empty());
+        // A node that left the cluster is no longer down either.
+        assert!(down_nodes(&p, &named(&[1, 2, 4]), &r, &silent, None, now).is_empty());
     }
 }

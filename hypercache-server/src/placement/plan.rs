@@ -31,6 +31,12 @@ pub struct Placement {
     pub replication: u32,
     /// Nodes being decommissioned: no new replicas; theirs move away, then they leave.
     pub draining: BTreeSet<NodeId>,
+    /// Nodes that stopped answering the driver for `replace_down_node_after_ms`: no new
+    /// replicas, and theirs are re-created on the other nodes. A down node stays a member and
+    /// returns to the placement as soon as it answers again. (Absent from documents written
+    /// before down nodes were replaced: empty.)
+    #[serde(default)]
+    pub down: BTreeSet<NodeId>,
     /// Indexed by shard id.
     pub shards: Vec<ShardPlan>,
 }
@@ -55,6 +61,7 @@ impl Placement {
             shard_count,
             replication,
             draining: BTreeSet::new(),
+            down: BTreeSet::new(),
             shards: targets
                 .into_iter()
                 .map(|replicas| ShardPlan { initial: replicas.clone(), replicas, created: false })
@@ -62,11 +69,10 @@ impl Placement {
         }
     }
 
-    /// The placement for `nodes` (draining ones excluded here), or None when nothing changes.
+    /// The placement for `nodes` (draining and down ones excluded here), or None when nothing
+    /// changes.
     pub fn retarget(&self, nodes: &BTreeMap<NodeId, String>) -> Option<Placement> {
-        let eligible: BTreeMap<NodeId, String> =
-            nodes.iter().filter(|(id, _)| !self.draining.contains(id)).map(|(id, n)| (*id, n.clone())).collect();
-        let targets = targets(self.shard_count, self.replication, &eligible);
+        let targets = targets(self.shard_count, self.replication, &self.eligible(nodes));
         if targets.iter().zip(&self.shards).all(|(t, s)| *t == s.replicas) {
             return None;
         }
@@ -76,6 +82,15 @@ impl Placement {
             plan.replicas = target;
         }
         Some(next)
+    }
+
+    /// The nodes of `nodes` that may hold replicas: neither draining nor down.
+    pub fn eligible(&self, nodes: &BTreeMap<NodeId, String>) -> BTreeMap<NodeId, String> {
+        nodes
+            .iter()
+            .filter(|(id, _)| !self.draining.contains(id) && !self.down.contains(id))
+            .map(|(id, n)| (*id, n.clone()))
+            .collect()
     }
 
     /// Every node holding a target replica of some shard.
@@ -222,5 +237,31 @@ mod tests {
         assert!(next.shards[0].created);
         assert_eq!(next.shards[0].initial, p.shards[0].initial);
         assert!(next.shards.iter().all(|s| !s.replicas.contains(&2) && s.replicas.len() == 3));
+    }
+
+    #[test]
+    fn down_nodes_get_no_replicas_and_come_back_to_the_same_ones() {
+        let before = Placement::new(8, 3, &nodes(4));
+        let mut p = before.clone();
+        p.down.insert(3);
+        let without = p.retarget(&nodes(4)).unwrap();
+        assert!(without.shards.iter().all(|s| !s.replicas.contains(&3) && s.replicas.len() == 3));
+        // Replicas of the other nodes stay where they were.
+        for (a, b) in before.shards.iter().zip(&without.shards) {
+            assert!(a.replicas.iter().filter(|n| **n != 3).all(|n| b.replicas.contains(n)));
+        }
+        let mut back = without.clone();
+        back.down.remove(&3);
+        let again = back.retarget(&nodes(4)).unwrap();
+        let replicas = |p: &Placement| p.shards.iter().map(|s| s.replicas.clone()).collect::<Vec<_>>();
+        assert_eq!(replicas(&again), replicas(&before), "placement is a function of the eligible names");
+    }
+
+    #[test]
+    fn a_document_without_the_down_set_still_reads() {
+        let mut json = serde_json::to_value(Placement::new(2, 1, &nodes(1))).unwrap();
+        json.as_object_mut().unwrap().remove("down");
+        let p: Placement = serde_json::from_value(json).unwrap();
+        assert!(p.down.is_empty());
     }
 }

@@ -205,6 +205,7 @@ impl Cluster for ClusterService {
             shards,
             draining: p.draining.into_iter().collect(),
             meta_leader_id,
+            down: p.down.into_iter().collect(),
         }))
     }
 
