@@ -157,18 +157,20 @@ impl Driver {
         };
         // Nodes that left the meta group are no longer draining.
         let left: Vec<NodeId> = placement.draining.iter().filter(|d| !members.contains_key(d)).copied().collect();
+        // The draining, down and target changes of this round go to the meta group in one write.
+        let stored_version = placement.version;
         if !left.is_empty() {
             for d in &left {
                 placement.draining.remove(d);
             }
             placement.version += 1;
-            revision = store::save(&self.meta, revision, &placement).await?;
         }
         let reports = self.poll(&members).await;
+        let now = Instant::now();
         let down = {
             let mut st = self.state();
-            note_silence(&mut st.silent_since, &reports, Instant::now());
-            down_nodes(&placement, &voters, &reports, &st.silent_since, self.settings.down_after, Instant::now())
+            note_silence(&mut st.silent_since, &reports, now);
+            down_nodes(&placement, &voters, &reports, &st.silent_since, self.settings.down_after, now)
         };
         if down != placement.down {
             for id in down.difference(&placement.down) {
@@ -179,12 +181,13 @@ impl Driver {
             }
             placement.down = down;
             placement.version += 1;
-            revision = store::save(&self.meta, revision, &placement).await?;
         }
         if let Some(next) = placement.retarget(&voters) {
-            revision = store::save(&self.meta, revision, &next).await?;
             tracing::info!(version = next.version, "placement retargeted");
             placement = next;
+        }
+        if placement.version != stored_version {
+            revision = store::save(&self.meta, revision, &placement).await?;
         }
 
         self.state().hosted =
@@ -203,7 +206,6 @@ impl Driver {
             store::save(&self.meta, revision, &placement).await?;
         }
 
-        let now = Instant::now();
         let steps = {
             let st = self.state();
             next_steps(&placement, &reports, |shard| {
