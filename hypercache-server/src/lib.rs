@@ -23,6 +23,7 @@
 //! - [`dev`]: `hypercache dev`, a local multi-process cluster.
 
 pub mod admin;
+pub mod batching;
 pub mod bootstrap;
 pub mod config;
 pub mod dev;

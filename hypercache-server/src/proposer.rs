@@ -6,10 +6,19 @@
 //! [`Proposer`] packs the requests waiting at a given moment into one
 //! [`Command::Batch`] entry.
 //!
-//! Up to [`MAX_IN_FLIGHT`] batches are in flight at once. A lone write is proposed immediately (no
-//! added latency when idle); under load, writes queue while the in-flight batches replicate and
-//! leave together in the next one, so batch size adapts to load. A batch is also cut at
-//! [`MAX_BATCH_BYTES`] of payload (see there why) and never outgrows the peer message limit.
+//! One batch is in flight at a time. A lone write is proposed immediately (no added latency when
+//! idle); under load, writes queue while the batch in flight replicates and leave together in the
+//! next one, so batch size adapts to load. A batch is also cut at [`MAX_BATCH_BYTES`] of payload
+//! (see there why) or [`MAX_BATCH_TXNS`] and never outgrows the peer message limit; only when a
+//! batch was cut that way, so more writes wait than one batch can take, may a second one start
+//! before the first has applied (up to [`MAX_IN_FLIGHT`]): large checkpoints keep their pipeline.
+//!
+//! Why not always two: openraft handles a shard's entries one after another anyway, and each
+//! entry has a fixed cost (a Raft core turn, an append and a flush on every replica, AppendEntries
+//! to each follower, an apply). Two small batches cost nearly twice one large one. With writes
+//! spread over 16 shards, each shard sees a sixteenth of the load, and splitting that in two
+//! halved the batches again: one in flight gave 1.1-1.25x the puts per CPU-second with 16 shards
+//! and 1.1x with one, at lower p50 and p99 (docs/benchmarks.md).
 //!
 //! Each transaction still gets its own revision and result, applied in batch order, atomically on
 //! its own; a failed compare in one does not affect another. Every waiter of a batch sees the same
@@ -21,10 +30,11 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::Raft;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use crate::batching::BatchQueue;
 use crate::machine::game::GameOp;
 use crate::types::{Applied, Command, CommandResponse, LeaseOp, NodeId, NodeInfo, Request, Txn, TypeConfig};
 
-/// Batches allowed in flight at once.
+/// Batches allowed in flight at once, the second only after a batch was cut at a size limit.
 pub const MAX_IN_FLIGHT: usize = 2;
 /// Transactions in one batch at most.
 pub const MAX_BATCH_TXNS: usize = 1024;
@@ -129,34 +139,23 @@ fn txn_bytes(txn: &Txn) -> usize {
     compares + ops + 16
 }
 
-async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::UnboundedReceiver<Proposal>, max_batch_bytes: usize) {
+async fn run(raft: Raft<TypeConfig>, rx: mpsc::UnboundedReceiver<Proposal>, max_batch_bytes: usize) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let mut carry: Option<Proposal> = None;
-    loop {
-        let first = match carry.take() {
-            Some(p) => p,
-            None => match rx.recv().await {
-                Some(p) => p,
-                None => return,
-            },
-        };
-        // Wait for a slot first: writes that arrive meanwhile join this batch.
-        let Ok(permit) = slots.clone().acquire_owned().await else { return };
-        let mut bytes = first.bytes;
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH_TXNS {
-            match rx.try_recv() {
-                Ok(p) if bytes + p.bytes > max_batch_bytes => {
-                    carry = Some(p);
-                    break;
-                }
-                Ok(p) => {
-                    bytes += p.bytes;
-                    batch.push(p);
-                }
-                Err(_) => break,
-            }
+    let mut queue = BatchQueue::new(rx);
+    // The last batch was cut at a size limit: more writes were waiting than it could take.
+    let mut last_was_full = false;
+    while let Some(first) = queue.first().await {
+        // Wait for a slot first: writes that arrive meanwhile join this batch. Unless the last
+        // batch was full, that means waiting until nothing is in flight. This loop is the only
+        // one taking permits, so none can be taken between the two acquires.
+        if !last_was_full {
+            let Ok(idle) = slots.acquire_many(MAX_IN_FLIGHT as u32).await else { return };
+            drop(idle);
         }
+        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        let cut = queue.fill(first, MAX_BATCH_TXNS, max_batch_bytes, |p| p.bytes);
+        last_was_full = cut.full;
+        let batch = cut.items;
         let raft = raft.clone();
         tokio::spawn(async move {
             let (requests, replies): (Vec<Request>, Vec<Reply>) =
