@@ -16,6 +16,9 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     pub request_seconds: HistogramVec,
     pub flush_seconds: Histogram,
+    /// AppendEntries messages received per peer call: 1 for a plain AppendEntries, n for an
+    /// AppendBatch. Its sum over its count is how well appends are batched across shards.
+    pub append_messages: Histogram,
     /// Discovery rounds run while this node was not yet a cluster member.
     pub discovery_rounds: IntCounter,
     /// Set by the placement driver on the meta leader: shards not yet at their target replicas.
@@ -54,6 +57,13 @@ impl Metrics {
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
         )?;
+        let append_messages = Histogram::with_opts(
+            HistogramOpts::new(
+                "hypercache_raft_append_messages_per_call",
+                "AppendEntries messages (heartbeats included) received per peer call; > 1 when several shards' appends came batched",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
+        )?;
         let discovery_rounds = IntCounter::new(
             "hypercache_discovery_rounds_total",
             "Discovery rounds (resolve, ask every node who it is, decide) run while not a cluster member",
@@ -77,6 +87,7 @@ impl Metrics {
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_seconds.clone()))?;
         registry.register(Box::new(flush_seconds.clone()))?;
+        registry.register(Box::new(append_messages.clone()))?;
         registry.register(Box::new(discovery_rounds.clone()))?;
         for g in [&placement_pending, &shards_hosted, &leaders_held] {
             registry.register(Box::new(g.clone()))?;
@@ -91,6 +102,7 @@ impl Metrics {
             requests,
             request_seconds,
             flush_seconds,
+            append_messages,
             discovery_rounds,
             placement_pending,
             shards_hosted,

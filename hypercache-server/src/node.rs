@@ -135,7 +135,10 @@ impl Node {
         let db = storage::open_db(&config.data_dir, config.storage.cache_capacity_mb * 1024 * 1024)?;
         let flush_hist = metrics.flush_seconds.clone();
         let (flusher, flusher_task) = Flusher::spawn(db.clone(), Some(Box::new(move |s| flush_hist.observe(s))));
-        let pool = PeerPool::new(Duration::from_millis(config.raft.heartbeat_interval_ms.max(500)));
+        let pool = PeerPool::new(
+            Duration::from_millis(config.raft.heartbeat_interval_ms.max(500)),
+            config.max_peer_message_bytes(),
+        );
         let raft_config = Arc::new(raft_config(&config.raft)?);
 
         let history =
@@ -199,7 +202,7 @@ impl Node {
             driver.clone(),
             pool.clone(),
         ));
-        let raft_svc = RaftServer::new(RaftService::new(shards.clone(), host.clone()))
+        let raft_svc = RaftServer::new(RaftService::new(shards.clone(), host.clone(), metrics.append_messages.clone()))
             .max_decoding_message_size(peer_max)
             .max_encoding_message_size(peer_max);
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc).map(|conn| {

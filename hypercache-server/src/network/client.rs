@@ -9,6 +9,10 @@
 //! therefore send no gRPC deadline of our own: a server-side deadline arrives as `CANCELLED
 //! "Timeout expired"`, which looked like a transport failure and cost a 500 ms backoff during
 //! which the follower got nothing, a commit stall that showed up in every watch and write p99.
+//!
+//! AppendEntries (heartbeats included) do not go out on their own: they join the peer's
+//! [`AppendBatcher`], shared by every shard of this node, which sends what is waiting as one
+//! `AppendBatch` call. Votes and snapshot chunks are rare and go out directly.
 
 use std::time::{Duration, Instant};
 
@@ -24,6 +28,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::Channel;
 
+use super::batch::AppendBatcher;
 use super::codec;
 use super::pool::PeerPool;
 use crate::types::{NodeId, NodeInfo, ShardId, TypeConfig};
@@ -48,12 +53,14 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerClient {
         let channel = self.pool.channel(&node.addr).map_err(|e| e.to_string());
+        let appends = self.pool.appends(&node.addr).map_err(|e| e.to_string());
         PeerClient {
             shard: self.shard,
             me: self.me,
             target,
             addr: node.addr.clone(),
             channel,
+            appends,
             pool: self.pool.clone(),
             failing_since: None,
             max_message_bytes: self.max_message_bytes,
@@ -69,6 +76,8 @@ pub struct PeerClient {
     addr: String,
     /// An invalid address is reported on every call rather than panicking at creation.
     channel: Result<Channel, String>,
+    /// The peer's append queue, shared with the node's other shards.
+    appends: Result<AppendBatcher, String>,
     pool: PeerPool,
     /// Start of the current run of failed calls; None after a success.
     failing_since: Option<Instant>,
@@ -114,6 +123,7 @@ impl PeerClient {
                 RECONNECT_AFTER.as_millis());
             self.pool.evict(&self.addr);
             self.channel = self.pool.channel(&self.addr).map_err(|e| e.to_string());
+            self.appends = self.pool.appends(&self.addr).map_err(|e| e.to_string());
             self.failing_since = Some(now);
         }
     }
@@ -129,25 +139,37 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let channel = match &self.channel {
-            Ok(ch) => ch.clone(),
-            Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&TransportError(e.clone())))),
-        };
         let payload = codec::encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let msg = RaftMessage { shard_id: self.shard.0, payload: payload.into() };
-        let mut client = RaftClient::new(channel)
-            .max_decoding_message_size(self.max_message_bytes)
-            .max_encoding_message_size(self.max_message_bytes);
         let ttl: Duration = option.hard_ttl();
-        let request = tonic::Request::new(msg);
-        let fut = async {
-            match kind {
-                Rpc::Append => client.append_entries(request).await,
-                Rpc::Vote => client.vote(request).await,
-                Rpc::Snapshot => client.install_snapshot(request).await,
+        let sent = match kind {
+            Rpc::Append => {
+                let appends = match &self.appends {
+                    Ok(a) => a.clone(),
+                    Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&TransportError(e.clone())))),
+                };
+                tokio::time::timeout(ttl, appends.send(msg, tokio::time::Instant::now() + ttl)).await
+            }
+            Rpc::Vote | Rpc::Snapshot => {
+                let channel = match &self.channel {
+                    Ok(ch) => ch.clone(),
+                    Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&TransportError(e.clone())))),
+                };
+                let mut client = RaftClient::new(channel)
+                    .max_decoding_message_size(self.max_message_bytes)
+                    .max_encoding_message_size(self.max_message_bytes);
+                let request = tonic::Request::new(msg);
+                let fut = async {
+                    let resp = match kind {
+                        Rpc::Vote => client.vote(request).await,
+                        _ => client.install_snapshot(request).await,
+                    };
+                    resp.map(|r| r.into_inner().payload)
+                };
+                tokio::time::timeout(ttl, fut).await
             }
         };
-        let resp = match tokio::time::timeout(ttl, fut).await {
+        let resp = match sent {
             Err(_) => return Err(self.timeout(kind, ttl)),
             Ok(Err(status)) if matches!(status.code(), tonic::Code::DeadlineExceeded | tonic::Code::Cancelled) => {
                 return Err(self.timeout(kind, ttl))
@@ -159,10 +181,10 @@ impl PeerClient {
                 ));
                 return Err(RPCError::Unreachable(Unreachable::new(&e)));
             }
-            Ok(Ok(resp)) => resp.into_inner(),
+            Ok(Ok(payload)) => payload,
         };
         let result: Result<Resp, RaftError<NodeId, E>> =
-            codec::decode(&resp.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+            codec::decode(&resp).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 

@@ -1,14 +1,21 @@
 //! Inbound Raft RPCs: decode, route to the shard's `Raft` by shard id, encode the result
 //! (including errors the Raft returned, which the sender turns into `RemoteError`).
+//!
+//! `AppendBatch` carries several shards' AppendEntries (see [`super::batch`]). Its messages are
+//! handed to their shards all at once, so their log writes share a flush, and each answer is
+//! streamed back as soon as its shard gives it: a heartbeat does not wait for another shard's flush.
 
+use std::pin::Pin;
 use std::sync::Arc;
 
+use futures::stream::{FuturesUnordered, Stream, StreamExt};
 use hypercache_proto::raft::v1::raft_server::Raft as RaftRpc;
-use hypercache_proto::raft::v1::RaftMessage;
+use hypercache_proto::raft::v1::{RaftBatch, RaftMessage, RaftReply};
 use openraft::error::RaftError;
 use openraft::Raft;
 use tonic::{Request, Response, Status};
 
+use super::batch::to_reply;
 use super::codec;
 use crate::placement::ops::{self, ShardOp};
 use crate::replica::ReplicaHost;
@@ -18,19 +25,25 @@ use crate::types::{NodeId, ShardId, TypeConfig};
 pub struct RaftService {
     shards: Arc<Shards>,
     host: Arc<ReplicaHost>,
+    /// Observes the AppendEntries messages per call (`hypercache_raft_append_messages_per_call`).
+    append_messages: prometheus::Histogram,
 }
 
 impl RaftService {
-    pub fn new(shards: Arc<Shards>, host: Arc<ReplicaHost>) -> Self {
-        RaftService { shards, host }
+    pub fn new(shards: Arc<Shards>, host: Arc<ReplicaHost>, append_messages: prometheus::Histogram) -> Self {
+        RaftService { shards, host, append_messages }
     }
 
     fn raft(&self, shard_id: u32) -> Result<Raft<TypeConfig>, Status> {
-        self.shards
-            .get(ShardId(shard_id))
-            .map(|s| s.raft.clone())
-            .ok_or_else(|| Status::not_found(format!("this node hosts no replica of shard {shard_id}")))
+        raft_of(&self.shards, shard_id)
     }
+}
+
+fn raft_of(shards: &Shards, shard_id: u32) -> Result<Raft<TypeConfig>, Status> {
+    shards
+        .get(ShardId(shard_id))
+        .map(|s| s.raft.clone())
+        .ok_or_else(|| Status::not_found(format!("this node hosts no replica of shard {shard_id}")))
 }
 
 fn decode<T: serde::de::DeserializeOwned>(msg: &RaftMessage) -> Result<T, Status> {
@@ -40,24 +53,59 @@ fn decode<T: serde::de::DeserializeOwned>(msg: &RaftMessage) -> Result<T, Status
 
 /// Encodes the Raft's answer. A stopped Raft is reported as UNAVAILABLE (the sender treats the
 /// peer as unreachable and backs off) rather than as a remote error from a live peer.
+fn encode_result<T: serde::Serialize, E: serde::Serialize + std::error::Error>(
+    shard_id: u32,
+    result: &Result<T, RaftError<NodeId, E>>,
+) -> Result<bytes::Bytes, Status> {
+    if let Err(RaftError::Fatal(f)) = result {
+        return Err(Status::unavailable(format!("shard {shard_id}: raft is stopped: {f}")));
+    }
+    Ok(codec::encode(result).map_err(|e| Status::internal(e.to_string()))?.into())
+}
+
 fn reply<T: serde::Serialize, E: serde::Serialize + std::error::Error>(
     shard_id: u32,
     result: &Result<T, RaftError<NodeId, E>>,
 ) -> Result<Response<RaftMessage>, Status> {
-    if let Err(RaftError::Fatal(f)) = result {
-        return Err(Status::unavailable(format!("shard {shard_id}: raft is stopped: {f}")));
+    let payload = encode_result(shard_id, result)?;
+    Ok(Response::new(RaftMessage { shard_id, payload }))
+}
+
+/// Message `index` of an `AppendBatch`: what `AppendEntries` would have answered, as a reply.
+async fn append_one(shards: Arc<Shards>, index: u32, msg: RaftMessage) -> RaftReply {
+    let shard_id = msg.shard_id;
+    let result = async {
+        let raft = raft_of(&shards, shard_id)?;
+        let result = raft.append_entries(decode(&msg)?).await;
+        encode_result(shard_id, &result)
     }
-    let payload = codec::encode(result).map_err(|e| Status::internal(e.to_string()))?;
-    Ok(Response::new(RaftMessage { shard_id, payload: payload.into() }))
+    .await;
+    to_reply(index, shard_id, result)
 }
 
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
     async fn append_entries(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        self.append_messages.observe(1.0);
         let msg = request.into_inner();
         let raft = self.raft(msg.shard_id)?;
         let result = raft.append_entries(decode(&msg)?).await;
         reply(msg.shard_id, &result)
+    }
+
+    type AppendBatchStream = Pin<Box<dyn Stream<Item = Result<RaftReply, Status>> + Send + 'static>>;
+
+    async fn append_batch(&self, request: Request<RaftBatch>) -> Result<Response<Self::AppendBatchStream>, Status> {
+        let messages = request.into_inner().messages;
+        self.append_messages.observe(messages.len() as f64);
+        // Polled together: the first poll hands every shard its message, so their appends reach
+        // the group-commit flusher together; answers leave in the order they complete.
+        let replies: FuturesUnordered<_> = messages
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| append_one(self.shards.clone(), u32::try_from(i).unwrap_or(u32::MAX), m))
+            .collect();
+        Ok(Response::new(Box::pin(replies.map(Ok))))
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
