@@ -106,17 +106,10 @@ async fn send_batch(
     // Callers that already gave up need no answer; a batch nobody waits for is not sent.
     let batch: Vec<Pending> = batch.into_iter().filter(|p| !p.reply.is_closed()).collect();
     let Some(deadline) = batch.iter().map(|p| p.deadline).max() else { return };
-    let legacy = {
-        let mut until = legacy_until.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        match *until {
-            Some(t) if Instant::now() < t => true,
-            Some(_) => {
-                *until = None;
-                false
-            }
-            None => false,
-        }
-    };
+    let legacy = matches!(
+        *legacy_until.lock().unwrap_or_else(|poisoned| poisoned.into_inner()),
+        Some(until) if Instant::now() < until
+    );
     if batch.len() == 1 || legacy {
         // One message needs no envelope; an old peer only understands single messages.
         return send_singly(client, batch).await;
@@ -220,10 +213,12 @@ mod tests {
     use super::*;
 
     /// A peer that answers every append with its payload reversed, after `delay`; shard 99 is
-    /// not hosted (NOT_FOUND), shard 77 answers after 2 s.
+    /// not hosted (NOT_FOUND), shard 88 answers after 500 ms, shard 77 after 2 s.
     struct Peer {
         batch_supported: bool,
         delay: Duration,
+        /// Messages that reached the peer, counted on arrival.
+        received: AtomicUsize,
         singles: AtomicUsize,
         batches: AtomicUsize,
         batched_messages: AtomicUsize,
@@ -231,8 +226,10 @@ mod tests {
 
     impl Peer {
         async fn answer(&self, msg: RaftMessage) -> Result<bytes::Bytes, Status> {
+            self.received.fetch_add(1, Ordering::SeqCst);
             match msg.shard_id {
                 99 => return Err(Status::not_found("this node hosts no replica of shard 99")),
+                88 => tokio::time::sleep(Duration::from_millis(500)).await,
                 77 => tokio::time::sleep(Duration::from_secs(2)).await,
                 _ => tokio::time::sleep(self.delay).await,
             }
@@ -294,6 +291,7 @@ mod tests {
         let peer = Arc::new(Peer {
             batch_supported,
             delay: Duration::from_millis(20),
+            received: AtomicUsize::new(0),
             singles: AtomicUsize::new(0),
             batches: AtomicUsize::new(0),
             batched_messages: AtomicUsize::new(0),
@@ -322,14 +320,25 @@ mod tests {
         v.into()
     }
 
-    /// Sends one message per in-flight slot, so that messages sent next queue until those end.
-    fn occupy_slots(batcher: &AppendBatcher, deadline: Instant) -> Vec<tokio::task::JoinHandle<Reply>> {
-        (0..MAX_IN_FLIGHT as u32)
-            .map(|s| {
-                let b = batcher.clone();
-                tokio::spawn(async move { b.send(msg(s, 0), deadline).await })
-            })
-            .collect()
+    /// Puts one slow (500 ms) call on the wire per in-flight slot, each sent only once the one
+    /// before has reached the peer (so each is a call of its own), so that messages sent next
+    /// queue and leave together once a slot frees.
+    async fn occupy_slots(
+        peer: &Peer,
+        batcher: &AppendBatcher,
+        deadline: Instant,
+    ) -> Vec<tokio::task::JoinHandle<Reply>> {
+        let mut busy = Vec::new();
+        for i in 0..MAX_IN_FLIGHT {
+            let b = batcher.clone();
+            busy.push(tokio::spawn(async move { b.send(msg(88, i as u32), deadline).await }));
+            let until = Instant::now() + Duration::from_secs(5);
+            while peer.received.load(Ordering::SeqCst) < i + 1 {
+                assert!(Instant::now() < until, "busy message {i} never reached the peer");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        busy
     }
 
     /// Sends `n` messages of shards 0..n at once; returns each one's reply, in shard order.
@@ -362,10 +371,10 @@ mod tests {
 
     #[tokio::test]
     async fn one_message_in_a_batch_can_fail_alone() {
-        let (_peer, batcher) = serve(true).await;
+        let (peer, batcher) = serve(true).await;
         let deadline = Instant::now() + Duration::from_secs(10);
         // Occupy both slots so the next three queue and leave as one batch.
-        let busy = occupy_slots(&batcher, deadline);
+        let busy = occupy_slots(&peer, &batcher, deadline).await;
         let (a, missing, c) = tokio::join!(
             batcher.send(msg(5, 1), deadline),
             batcher.send(msg(99, 1), deadline),
@@ -376,6 +385,7 @@ mod tests {
         let e = missing.unwrap_err();
         assert_eq!(e.code(), Code::NotFound, "{e:?}");
         assert!(e.message().contains("shard 99"), "{e:?}");
+        assert_eq!(peer.batches.load(Ordering::SeqCst), 1, "shards 5, 99 and 6 went in one batch");
         for b in busy {
             b.await.unwrap().unwrap();
         }
@@ -386,7 +396,7 @@ mod tests {
         let (peer, batcher) = serve(true).await;
         let deadline = Instant::now() + Duration::from_secs(10);
         // Occupy both slots so the next two queue and leave as one batch.
-        let busy = occupy_slots(&batcher, deadline);
+        let busy = occupy_slots(&peer, &batcher, deadline).await;
         let slow = {
             let b = batcher.clone();
             tokio::spawn(async move { b.send(msg(77, 1), deadline).await })
@@ -394,7 +404,8 @@ mod tests {
         let started = Instant::now();
         let fast = batcher.send(msg(5, 1), deadline).await.unwrap();
         assert_eq!(fast, reversed(&msg(5, 1)));
-        assert!(started.elapsed() < Duration::from_secs(1), "waited {:?} for the slow shard", started.elapsed());
+        // The slot frees within 500 ms; the slow shard answers 2 s after that.
+        assert!(started.elapsed() < Duration::from_millis(1500), "waited {:?} for the slow shard", started.elapsed());
         assert!(!slow.is_finished(), "the slow shard answered early");
         assert_eq!(peer.batches.load(Ordering::SeqCst), 1, "shards 77 and 5 went in one batch");
         assert_eq!(slow.await.unwrap().unwrap(), reversed(&msg(77, 1)));
