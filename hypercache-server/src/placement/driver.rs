@@ -236,8 +236,10 @@ impl Driver {
             let op = match step.op {
                 // The new replica's address comes from the meta membership.
                 ShardOp::AddLearner { id, .. } => ShardOp::AddLearner { id, node: members.get(&id)?.clone() },
+                // Every initializer must send the very same membership, so a voter whose address is
+                // unknown (it left the cluster) stops the step instead of being left out.
                 ShardOp::Initialize { voters } => ShardOp::Initialize {
-                    voters: voters.keys().filter_map(|id| Some((*id, members.get(id)?.clone()))).collect(),
+                    voters: voters.keys().map(|id| Some((*id, members.get(id)?.clone()))).collect::<Option<_>>()?,
                 },
                 other => other,
             };
@@ -503,11 +505,16 @@ fn create_steps(s: u32, plan: &ShardPlan, reports: &Reports) -> Vec<Step> {
             steps.push(Step { to: *n, shard: s, op: ShardOp::Open });
         }
     }
-    if let Some(first) = plan.initial.first() {
-        // A majority of the initial voters is enough to elect a leader; the rest open later.
-        if hosts(reports, *first, s) && open * 2 > plan.initial.len() {
+    // A majority of the initial voters is enough to elect a leader; the rest open later.
+    if open * 2 > plan.initial.len() {
+        // `initial[0]` initializes when it can. When it does not host the shard (it stopped, or is
+        // being decommissioned, before the shard was created), another initial voter initializes
+        // it with the same voters: openraft allows initializing several nodes with one identical
+        // membership (only different ones split the group), and waiting for `initial[0]` would
+        // leave the shard uncreated, and its node undrainable, for as long as that node is gone.
+        if let Some(by) = plan.initial.iter().find(|n| hosts(reports, **n, s)) {
             let voters = plan.initial.iter().map(|id| (*id, NodeInfo::default())).collect();
-            steps.push(Step { to: *first, shard: s, op: ShardOp::Initialize { voters } });
+            steps.push(Step { to: *by, shard: s, op: ShardOp::Initialize { voters } });
         }
     }
     steps
@@ -564,6 +571,27 @@ mod tests {
         .collect();
         let steps = next_steps(&p, &open, |_| true);
         assert!(steps.iter().any(|s| s.to == 1 && matches!(s.op, ShardOp::Initialize { .. })), "{steps:?}");
+    }
+
+    #[test]
+    fn a_new_shard_whose_first_voter_is_gone_is_initialized_by_another_with_the_same_voters() {
+        // initial[0] (node 4) stopped before the shard was created; 1 and 2 opened it.
+        let p = one_shard(&[4, 1, 2], false);
+        let r: Reports = [
+            (1, Some(vec![status(0, "learner", 0, &[], &[], &[])])),
+            (2, Some(vec![status(0, "learner", 0, &[], &[], &[])])),
+            (3, Some(vec![])),
+            (4, None),
+        ]
+        .into_iter()
+        .collect();
+        let steps = next_steps(&p, &r, |_| true);
+        let voters: BTreeMap<NodeId, NodeInfo> = [4, 1, 2].iter().map(|id| (*id, NodeInfo::default())).collect();
+        assert_eq!(steps, vec![Step { to: 1, shard: 0, op: ShardOp::Initialize { voters } }]);
+        // Only one of three opened: no majority, nobody initializes.
+        let r: Reports =
+            [(1, Some(vec![status(0, "learner", 0, &[], &[], &[])])), (2, None), (4, None)].into_iter().collect();
+        assert!(!next_steps(&p, &r, |_| true).iter().any(|s| matches!(s.op, ShardOp::Initialize { .. })));
     }
 
     #[test]

@@ -25,7 +25,8 @@ use crate::types::{NodeId, NodeInfo, ShardId};
 pub enum ShardOp {
     /// Open (or create, empty) this node's replica of the shard.
     Open,
-    /// Initialize a new shard with these voters (sent to `initial[0]` once all have opened).
+    /// Initialize a new shard with these voters (sent to `initial[0]`, or to another initial voter
+    /// when `initial[0]` does not host it, once a majority of them have opened; always the same voters).
     Initialize { voters: BTreeMap<NodeId, NodeInfo> },
     /// On the leader: add a (non-voting) learner.
     AddLearner { id: NodeId, node: NodeInfo },
