@@ -116,7 +116,11 @@ impl<'s> Cluster<'s> {
                 "--bootstrap-expect".into(),
                 self.expect.to_string(),
             ],
-            env: vec![("HYPERCACHE_LOG".into(), "info,openraft=warn".into())],
+            // HCJ_NODE_LOG overrides the nodes' log filter when a failure needs more detail.
+            env: vec![(
+                "HYPERCACHE_LOG".into(),
+                std::env::var("HCJ_NODE_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
+            )],
         };
         self.scope.run(&spec)?;
         self.nodes.insert(ordinal, (name, ip));
@@ -154,9 +158,11 @@ impl<'s> Cluster<'s> {
         let addr = SocketAddr::from((ip, ADMIN_PORT));
         let deadline = Instant::now() + within;
         let container = self.container(ordinal);
+        let mut last = None;
         for round in 0u64.. {
-            if http_status(addr, "/readyz") == Some(200) {
-                return Ok(Instant::now());
+            match http_get(addr, "/readyz") {
+                Some((200, _)) => return Ok(Instant::now()),
+                answer => last = answer.or(last),
             }
             // A node that exited will never be ready: say so at once, with its logs.
             if round % 20 == 19 && self.scope.running(&container) == Some(false) {
@@ -167,10 +173,14 @@ impl<'s> Cluster<'s> {
                 )));
             }
             if Instant::now() >= deadline {
+                // What it waits for (the shard and its leader), and the cluster's view of the
+                // shards, so a failure can be read without the containers.
+                let said = last.map_or("no answer".to_string(), |(status, body)| format!("{status} {}", body.trim()));
+                let shards = self.hcctl(&["--json", "shards"]).unwrap_or_else(|e| format!("hcctl shards failed: {e}"));
                 return Err(ClusterError::Timeout(format!(
-                    "{} not ready within {within:?}; last log lines:\n{}",
+                    "{} not ready within {within:?}; /readyz said: {said}\nhcctl --json shards: {shards}\nlast log lines:\n{}",
                     hostname(ordinal),
-                    self.logs(ordinal, 30)
+                    self.logs(ordinal, 60)
                 )));
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -244,13 +254,21 @@ impl<'s> Cluster<'s> {
 
 /// The HTTP status of `GET path` on `addr`, or None if it does not answer within 500 ms.
 pub fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    http_get(addr, path).map(|(status, _)| status)
+}
+
+/// A plain HTTP/1.0 GET: the status and the body (both None when the node does not answer).
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let timeout = Duration::from_millis(500);
     let mut s = TcpStream::connect_timeout(&addr, timeout).ok()?;
     s.set_read_timeout(Some(timeout)).ok()?;
     s.set_write_timeout(Some(timeout)).ok()?;
     s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).ok()?;
-    let mut buf = [0u8; 64];
-    let n = s.read(&mut buf).ok()?;
-    let head = String::from_utf8_lossy(&buf[..n]);
-    head.split_whitespace().nth(1)?.parse().ok()
+    // HTTP/1.0: the server closes the connection after the response.
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw);
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((status, body))
 }

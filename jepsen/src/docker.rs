@@ -218,7 +218,7 @@ impl Drop for Scope {
     fn drop(&mut self) {
         if std::thread::panicking() {
             for c in lock(&self.containers).iter() {
-                eprintln!("==== last log lines of {c}\n{}", self.logs(c, 40));
+                eprintln!("==== last log lines of {c}\n{}", self.logs(c, 200));
             }
         }
         for c in lock(&self.containers).drain(..) {

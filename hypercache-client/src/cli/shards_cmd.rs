@@ -136,6 +136,10 @@ fn shards_json(table: &RoutingTable, rows: &[ShardRow], answers: &[NodeAnswer]) 
                 })).collect::<Vec<_>>(),
                 "leader": row.leader.as_ref().map(|(id, name)| json!({"node_id": id, "name": name})),
                 "leader_answered": row.leader_answered,
+                // The membership as the reporting replica (the leader, when one answered) has it:
+                // differs from `replicas` (the target) while the shard is moving.
+                "voters": status.map(|s| s.voters.clone()),
+                "learners": status.map(|s| s.learners.clone()),
                 "term": status.map(|s| s.term),
                 "applied_index": status.map(|s| s.applied_index),
                 "keys": status.map(|s| s.keys),
@@ -201,6 +205,8 @@ mod tests {
             applied_index: 40 + u64::from(shard_id),
             keys: 12,
             size_bytes: 3 * 1024,
+            voters: vec![1, 2],
+            learners: if role == "leader" { vec![3] } else { vec![] },
             ..Default::default()
         }
     }
@@ -242,6 +248,8 @@ mod tests {
 
         let value = shards_json(&table(), &rows, &answers);
         assert_eq!(value["shards"][0]["leader"]["name"], "n1");
+        assert_eq!(value["shards"][0]["voters"], serde_json::json!([1, 2]));
+        assert_eq!(value["shards"][0]["learners"], serde_json::json!([3]), "the leader's view of the membership");
         assert_eq!(value["unreachable"][0]["name"], "n3");
     }
 

@@ -8,8 +8,8 @@
 //!    on leaders, how far each replica has replicated.
 //! 3. For each shard, send at most one step (see [`next_steps`]): create the shard; open a
 //!    replica on a target node; add it as a learner; make a caught-up learner a voter; then remove
-//!    a voter the target no longer has; close replicas that left the membership; move the
-//!    leadership to the preferred replica.
+//!    a voter the target no longer has (a leaving leader last, when no election moved it off);
+//!    close replicas that left the membership; move the leadership to the preferred replica.
 //! 4. Remove draining nodes from the cluster once no shard has them as a member any more.
 //!
 //! Down nodes: a voter that has not answered the poll for `replace_down_node_after_ms` is marked
@@ -52,6 +52,11 @@ const POLL_TIMEOUT: Duration = Duration::from_secs(1);
 const CAUGHT_UP_WITHIN: u64 = 64;
 /// Least time between two elections the driver starts for one shard.
 const ELECT_GAP: Duration = Duration::from_secs(3);
+/// Elections the driver starts for one shard while the same node keeps leading it, before it
+/// gives up on moving leadership that way (see [`ElectGate`]).
+const ELECT_TRIES: u32 = 3;
+/// After giving up, how long until the driver tries elections for that shard again.
+const ELECT_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 pub struct Driver {
     meta: Arc<Shard>,
@@ -76,10 +81,67 @@ pub struct Settings {
 #[derive(Default)]
 struct State {
     last_elect: BTreeMap<u32, Instant>,
+    /// Per shard: the leader when the driver first asked for an election that did not move
+    /// leadership, since when, and how many it asked for while that node kept leading.
+    elect_tries: BTreeMap<u32, ElectTries>,
     /// Data shards each node reported last round (None: it did not answer).
     hosted: BTreeMap<NodeId, Option<Vec<u32>>>,
     /// Since when each silent node has not answered a poll (while this driver ran rounds).
     silent_since: BTreeMap<NodeId, Instant>,
+}
+
+struct ElectTries {
+    leader: NodeId,
+    first: Instant,
+    count: u32,
+}
+
+/// Whether the driver may move a shard's leadership by starting an election on another replica.
+///
+/// openraft 0.9 has no leadership transfer, and a follower that heard from its leader within the
+/// leader lease (`election_timeout_max`) refuses to vote. An election the driver starts wins
+/// with the candidate's own vote and the old leader's, which is a majority of at most three
+/// voters: with four or more (a move in progress, or R >= 4) it usually fails, the old leader
+/// steps down and often wins again. So the driver starts one only while a shard has at most
+/// three voters, and stops after [`ELECT_TRIES`] that left the same node leading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElectGate {
+    /// Start one now.
+    Now,
+    /// One was started recently: wait for its outcome.
+    Wait,
+    /// Elections did not move leadership: a leader that must leave is removed by a membership
+    /// change instead (it steps down once that commits, and the others elect), and leaders are
+    /// not balanced for a while.
+    GaveUp,
+}
+
+impl State {
+    fn elect_gate(&self, shard: u32, leader: Option<NodeId>, now: Instant) -> ElectGate {
+        if self.last_elect.get(&shard).is_some_and(|at| now.duration_since(*at) < ELECT_GAP) {
+            return ElectGate::Wait;
+        }
+        match self.elect_tries.get(&shard) {
+            Some(t)
+                if Some(t.leader) == leader
+                    && t.count >= ELECT_TRIES
+                    && now.duration_since(t.first) < ELECT_RETRY_AFTER =>
+            {
+                ElectGate::GaveUp
+            }
+            _ => ElectGate::Now,
+        }
+    }
+
+    /// Records an election started in `shard` while `leader` led it.
+    fn elect_started(&mut self, shard: u32, leader: NodeId, now: Instant) {
+        self.last_elect.insert(shard, now);
+        let tries = self.elect_tries.entry(shard).or_insert(ElectTries { leader, first: now, count: 0 });
+        if tries.leader != leader || now.duration_since(tries.first) >= ELECT_RETRY_AFTER {
+            *tries = ElectTries { leader, first: now, count: 0 };
+        }
+        tries.count += 1;
+    }
 }
 
 /// One node's answer to the poll.
@@ -209,7 +271,7 @@ impl Driver {
         let steps = {
             let st = self.state();
             next_steps(&placement, &reports, |shard| {
-                st.last_elect.get(&shard).is_none_or(|at| now.duration_since(*at) >= ELECT_GAP)
+                st.elect_gate(shard, leader_of(&reports, shard).map(|(id, _)| id), now)
             })
         };
         let pending = pending_shards(&placement, &reports);
@@ -217,7 +279,9 @@ impl Driver {
         {
             let mut st = self.state();
             for step in steps.iter().filter(|s| s.op == ShardOp::Elect) {
-                st.last_elect.insert(step.shard, now);
+                if let Some((leader, _)) = leader_of(&reports, step.shard) {
+                    st.elect_started(step.shard, leader, now);
+                }
             }
         }
         // A driver deposed during this round must not act on what it saw: a new driver may already
@@ -426,8 +490,8 @@ pub fn pending_shards(placement: &Placement, reports: &Reports) -> usize {
 }
 
 /// The steps of one round: at most one membership step per shard, plus opens and closes.
-/// `may_elect(shard)` rate-limits leadership moves.
-pub fn next_steps(placement: &Placement, reports: &Reports, may_elect: impl Fn(u32) -> bool) -> Vec<Step> {
+/// `elect(shard)` says whether an election may be started to move leadership.
+pub fn next_steps(placement: &Placement, reports: &Reports, elect: impl Fn(u32) -> ElectGate) -> Vec<Step> {
     let reachable = |n: NodeId| matches!(reports.get(&n), Some(Some(_)));
     let mut steps = Vec::new();
     for (s, plan) in placement.shards.iter().enumerate() {
@@ -440,12 +504,11 @@ pub fn next_steps(placement: &Placement, reports: &Reports, may_elect: impl Fn(u
         let target: BTreeSet<NodeId> = plan.replicas.iter().copied().collect();
         let voters: BTreeSet<NodeId> = status.voters.iter().copied().collect();
         let learners: BTreeSet<NodeId> = status.learners.iter().copied().collect();
-        let step = |to: NodeId, op: ShardOp| Step { to, shard: s, op };
 
         // Replicas to open on target nodes.
         for t in &target {
             if !hosts(reports, *t, s) && reachable(*t) {
-                steps.push(step(*t, ShardOp::Open));
+                steps.push(Step { to: *t, shard: s, op: ShardOp::Open });
             }
         }
         // Replicas that left the membership: close them.
@@ -455,43 +518,77 @@ pub fn next_steps(placement: &Placement, reports: &Reports, may_elect: impl Fn(u
                 && !learners.contains(node)
                 && !target.contains(node)
             {
-                steps.push(step(*node, ShardOp::Close));
+                steps.push(Step { to: *node, shard: s, op: ShardOp::Close });
             }
         }
-        // One membership (or leadership) step.
-        let kept_voter = voters.iter().find(|v| target.contains(v) && caught_up(status, **v)).copied();
-        if !target.contains(&leader) {
-            // The leader is leaving: hand leadership to a target voter first.
-            if let Some(v) = kept_voter.filter(|_| may_elect(s)) {
-                steps.push(step(v, ShardOp::Elect));
-            }
-        } else if let Some(t) =
-            target.iter().find(|t| !voters.contains(t) && !learners.contains(t) && hosts(reports, **t, s))
-        {
-            steps.push(step(leader, ShardOp::AddLearner { id: *t, node: NodeInfo::default() }));
-        } else if let Some(l) = learners.iter().find(|l| target.contains(l) && caught_up(status, **l)) {
-            let mut next = voters.clone();
-            next.insert(*l);
-            steps.push(step(leader, ShardOp::SetVoters { voters: next }));
-        } else if target.is_subset(&voters) && voters.len() > target.len() {
-            if let Some(extra) = voters.iter().find(|v| !target.contains(v)) {
-                let mut next = voters.clone();
-                next.remove(extra);
-                steps.push(step(leader, ShardOp::SetVoters { voters: next }));
-            }
-        } else if learners.iter().any(|l| !target.contains(l)) {
-            let ids = learners.iter().filter(|l| !target.contains(l)).copied().collect();
-            steps.push(step(leader, ShardOp::RemoveLearners { ids }));
-        } else if voters == target && learners.is_empty() {
-            // Settled: move leadership to the preferred replica once it has caught up.
-            if let Some(preferred) = plan.replicas.first().copied() {
-                if preferred != leader && caught_up(status, preferred) && may_elect(s) {
-                    steps.push(step(preferred, ShardOp::Elect));
-                }
-            }
+        let shard = ShardState { plan, status, leader, target, voters, learners };
+        if let Some((to, op)) = shard.membership_step(reports, || elect(s)) {
+            steps.push(Step { to, shard: s, op });
         }
     }
     steps
+}
+
+/// One created shard as this round sees it.
+struct ShardState<'a> {
+    plan: &'a ShardPlan,
+    status: &'a pb::ReplicaStatus,
+    leader: NodeId,
+    target: BTreeSet<NodeId>,
+    voters: BTreeSet<NodeId>,
+    learners: BTreeSet<NodeId>,
+}
+
+impl ShardState<'_> {
+    /// The shard's one membership (or leadership) step this round, and the node it goes to.
+    fn membership_step(&self, reports: &Reports, elect: impl Fn() -> ElectGate) -> Option<(NodeId, ShardOp)> {
+        let (leader, status, target, voters, learners) =
+            (self.leader, self.status, &self.target, &self.voters, &self.learners);
+        let leaving = !target.contains(&leader);
+        // The candidate's vote and the old leader's are a majority of at most three voters.
+        let elect_can_win = voters.len() <= 3;
+        if leaving && elect_can_win {
+            // The leader is leaving: hand leadership to a caught-up target voter first, while
+            // elections can do it; otherwise carry on and remove the leader like any voter.
+            if let Some(v) = voters.iter().find(|v| target.contains(v) && caught_up(status, **v)) {
+                match elect() {
+                    ElectGate::Now => return Some((*v, ShardOp::Elect)),
+                    ElectGate::Wait => return None,
+                    ElectGate::GaveUp => {}
+                }
+            }
+        }
+        let s = status.shard_id;
+        if let Some(t) = target.iter().find(|t| !voters.contains(t) && !learners.contains(t) && hosts(reports, **t, s))
+        {
+            return Some((leader, ShardOp::AddLearner { id: *t, node: NodeInfo::default() }));
+        }
+        if let Some(l) = learners.iter().find(|l| target.contains(l) && caught_up(status, **l)) {
+            let mut next = voters.clone();
+            next.insert(*l);
+            return Some((leader, ShardOp::SetVoters { voters: next }));
+        }
+        if target.is_subset(voters) && voters.len() > target.len() {
+            // Followers leave before the leader; the leader is removed last (it steps down once
+            // the membership without it commits, and the remaining voters elect a new one).
+            let extra = voters.iter().find(|v| !target.contains(v) && **v != leader).or(leaving.then_some(&leader))?;
+            let mut next = voters.clone();
+            next.remove(extra);
+            return Some((leader, ShardOp::SetVoters { voters: next }));
+        }
+        if learners.iter().any(|l| !target.contains(l)) {
+            let ids = learners.iter().filter(|l| !target.contains(l)).copied().collect();
+            return Some((leader, ShardOp::RemoveLearners { ids }));
+        }
+        if *voters == *target && learners.is_empty() {
+            // Settled: move leadership to the preferred replica once it has caught up.
+            let preferred = self.plan.replicas.first().copied()?;
+            if preferred != leader && elect_can_win && caught_up(status, preferred) && elect() == ElectGate::Now {
+                return Some((preferred, ShardOp::Elect));
+            }
+        }
+        None
+    }
 }
 
 /// A shard not created yet: open it on its initial replicas, then initialize it on the first.
@@ -559,7 +656,7 @@ mod tests {
     fn a_new_shard_is_opened_then_initialized_once_a_majority_hosts_it() {
         let p = one_shard(&[1, 2, 3], false);
         let empty: Reports = [(1, Some(vec![])), (2, Some(vec![])), (3, None)].into_iter().collect();
-        let steps = next_steps(&p, &empty, |_| true);
+        let steps = next_steps(&p, &empty, |_| ElectGate::Now);
         assert_eq!(steps.iter().filter(|s| s.op == ShardOp::Open).count(), 2, "{steps:?}");
         assert!(!steps.iter().any(|s| matches!(s.op, ShardOp::Initialize { .. })));
         let open: Reports = [
@@ -569,7 +666,7 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        let steps = next_steps(&p, &open, |_| true);
+        let steps = next_steps(&p, &open, |_| ElectGate::Now);
         assert!(steps.iter().any(|s| s.to == 1 && matches!(s.op, ShardOp::Initialize { .. })), "{steps:?}");
     }
 
@@ -585,13 +682,13 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        let steps = next_steps(&p, &r, |_| true);
+        let steps = next_steps(&p, &r, |_| ElectGate::Now);
         let voters: BTreeMap<NodeId, NodeInfo> = [4, 1, 2].iter().map(|id| (*id, NodeInfo::default())).collect();
         assert_eq!(steps, vec![Step { to: 1, shard: 0, op: ShardOp::Initialize { voters } }]);
         // Only one of three opened: no majority, nobody initializes.
         let r: Reports =
             [(1, Some(vec![status(0, "learner", 0, &[], &[], &[])])), (2, None), (4, None)].into_iter().collect();
-        assert!(!next_steps(&p, &r, |_| true).iter().any(|s| matches!(s.op, ShardOp::Initialize { .. })));
+        assert!(!next_steps(&p, &r, |_| ElectGate::Now).iter().any(|s| matches!(s.op, ShardOp::Initialize { .. })));
     }
 
     #[test]
@@ -611,7 +708,7 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        let steps = next_steps(&p, &r, |_| true);
+        let steps = next_steps(&p, &r, |_| ElectGate::Now);
         assert_eq!(steps, vec![Step { to: 4, shard: 0, op: ShardOp::Open }]);
         // Hosted: add it as a learner on the leader.
         let r: Reports = [
@@ -622,26 +719,26 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        let steps = next_steps(&p, &r, |_| true);
+        let steps = next_steps(&p, &r, |_| ElectGate::Now);
         assert!(matches!(steps[..], [Step { to: 1, op: ShardOp::AddLearner { id: 4, .. }, .. }]), "{steps:?}");
         // A learner not caught up: wait. Caught up: voter.
         let r: Reports =
             [(1, Some(vec![lead(&[1, 2, 3], &[4], &[(4, 1)])])), (4, Some(vec![f()]))].into_iter().collect();
-        assert!(next_steps(&p, &r, |_| true).is_empty());
+        assert!(next_steps(&p, &r, |_| ElectGate::Now).is_empty());
         let r: Reports =
             [(1, Some(vec![lead(&[1, 2, 3], &[4], &[(4, 1000)])])), (4, Some(vec![f()]))].into_iter().collect();
         assert_eq!(
-            next_steps(&p, &r, |_| true),
+            next_steps(&p, &r, |_| ElectGate::Now),
             vec![Step { to: 1, shard: 0, op: ShardOp::SetVoters { voters: [1, 2, 3, 4].into() } }]
         );
         // Then the old voter is removed, and once out of the membership its replica is closed.
         let r: Reports = [(1, Some(vec![lead(&[1, 2, 3, 4], &[], &[])])), (3, Some(vec![f()]))].into_iter().collect();
         assert_eq!(
-            next_steps(&p, &r, |_| true),
+            next_steps(&p, &r, |_| ElectGate::Now),
             vec![Step { to: 1, shard: 0, op: ShardOp::SetVoters { voters: [1, 2, 4].into() } }]
         );
         let r: Reports = [(1, Some(vec![lead(&[1, 2, 4], &[], &[])])), (3, Some(vec![f()]))].into_iter().collect();
-        assert_eq!(next_steps(&p, &r, |_| true), vec![Step { to: 3, shard: 0, op: ShardOp::Close }]);
+        assert_eq!(next_steps(&p, &r, |_| ElectGate::Now), vec![Step { to: 3, shard: 0, op: ShardOp::Close }]);
     }
 
     #[test]
@@ -649,17 +746,101 @@ mod tests {
         let p = one_shard(&[2, 1, 3], true);
         let r: Reports =
             [(1, Some(vec![status(0, "leader", 2, &[1, 2, 3], &[], &[(2, 1000), (3, 1000)])]))].into_iter().collect();
-        assert_eq!(next_steps(&p, &r, |_| true), vec![Step { to: 2, shard: 0, op: ShardOp::Elect }]);
-        assert!(next_steps(&p, &r, |_| false).is_empty(), "rate-limited");
+        assert_eq!(next_steps(&p, &r, |_| ElectGate::Now), vec![Step { to: 2, shard: 0, op: ShardOp::Elect }]);
+        assert!(next_steps(&p, &r, |_| ElectGate::Wait).is_empty(), "rate-limited");
         // A preferred replica that lags is not elected.
         let r: Reports =
             [(1, Some(vec![status(0, "leader", 2, &[1, 2, 3], &[], &[(2, 1), (3, 1000)])]))].into_iter().collect();
-        assert!(next_steps(&p, &r, |_| true).is_empty());
+        assert!(next_steps(&p, &r, |_| ElectGate::Now).is_empty());
         // The leader (1) is not in the target {2,3,4}: leadership goes first.
         let p = one_shard(&[2, 3, 4], true);
         let r: Reports =
             [(1, Some(vec![status(0, "leader", 2, &[1, 2, 3], &[], &[(2, 1000), (3, 1000)])]))].into_iter().collect();
-        assert!(matches!(next_steps(&p, &r, |_| true)[..], [Step { op: ShardOp::Elect, .. }]));
+        assert!(matches!(next_steps(&p, &r, |_| ElectGate::Now)[..], [Step { op: ShardOp::Elect, .. }]));
+    }
+
+    #[test]
+    fn a_leader_that_elections_cannot_move_is_removed_last_like_any_voter() {
+        // A move was under way ({1,2,3,4}, leader 3) when the target changed to {5,2,4}.
+        let p = one_shard(&[5, 2, 4], true);
+        let all = |voters: &[u64], learners: &[u64]| {
+            let matched: Vec<(u64, u64)> = voters.iter().chain(learners).map(|id| (*id, 1000)).collect();
+            let lead = status(0, "leader", 9, voters, learners, &matched);
+            let f = || status(0, "follower", 9, &[], &[], &[]);
+            let r: Reports = [
+                (1, Some(vec![f()])),
+                (2, Some(vec![f()])),
+                (3, Some(vec![lead])),
+                (4, Some(vec![f()])),
+                (5, Some(vec![f()])),
+            ]
+            .into_iter()
+            .collect();
+            r
+        };
+        let membership = |r: &Reports, gate: ElectGate| {
+            next_steps(&p, r, |_| gate).into_iter().filter(|s| s.op != ShardOp::Close).collect::<Vec<_>>()
+        };
+        // With three voters, while elections may move it: elect a caught-up target voter, or
+        // wait for the outcome of the last one.
+        let r = all(&[2, 3, 4], &[]);
+        assert_eq!(membership(&r, ElectGate::Now), vec![Step { to: 2, shard: 0, op: ShardOp::Elect }]);
+        assert!(membership(&r, ElectGate::Wait).is_empty());
+        // Given up, or four voters (an election would need a vote the followers' leases refuse):
+        // the new replica comes in, then the other leaving voter goes, then the leader.
+        let r = all(&[1, 2, 3, 4], &[]);
+        let set = |voters: &[u64]| ShardOp::SetVoters { voters: voters.iter().copied().collect() };
+        assert_eq!(membership(&r, ElectGate::Now), membership(&r, ElectGate::GaveUp));
+        let steps = membership(&r, ElectGate::GaveUp);
+        assert!(matches!(steps[..], [Step { to: 3, op: ShardOp::AddLearner { id: 5, .. }, .. }]), "{steps:?}");
+        assert_eq!(
+            membership(&all(&[1, 2, 3, 4], &[5]), ElectGate::GaveUp),
+            vec![Step { to: 3, shard: 0, op: set(&[1, 2, 3, 4, 5]) }]
+        );
+        assert_eq!(
+            membership(&all(&[1, 2, 3, 4, 5], &[]), ElectGate::GaveUp),
+            vec![Step { to: 3, shard: 0, op: set(&[2, 3, 4, 5]) }]
+        );
+        assert_eq!(
+            membership(&all(&[2, 3, 4, 5], &[]), ElectGate::Now),
+            vec![Step { to: 3, shard: 0, op: set(&[2, 4, 5]) }]
+        );
+        // Three voters again, the leader among them, elections given up: it is replaced too.
+        let steps = membership(&all(&[2, 3, 4], &[]), ElectGate::GaveUp);
+        assert!(matches!(steps[..], [Step { to: 3, op: ShardOp::AddLearner { id: 5, .. }, .. }]), "{steps:?}");
+    }
+
+    #[test]
+    fn a_leader_leaving_with_no_target_voter_to_elect_still_moves_the_shard() {
+        // Every replica moves ({1,2,3} -> {4,5,6}): nobody to elect, so the move goes ahead.
+        let p = one_shard(&[4, 5, 6], true);
+        let r: Reports = [
+            (1, Some(vec![status(0, "leader", 2, &[1, 2, 3], &[], &[(2, 1000), (3, 1000)])])),
+            (4, Some(vec![status(0, "learner", 0, &[], &[], &[])])),
+        ]
+        .into_iter()
+        .collect();
+        let steps = next_steps(&p, &r, |_| ElectGate::Now);
+        assert!(steps.iter().any(|s| matches!(s.op, ShardOp::AddLearner { id: 4, .. }) && s.to == 1), "{steps:?}");
+    }
+
+    #[test]
+    fn elections_that_do_not_move_leadership_are_given_up_for_a_while() {
+        let mut st = State::default();
+        let t0 = Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        assert_eq!(st.elect_gate(0, Some(3), t0), ElectGate::Now);
+        st.elect_started(0, 3, t0);
+        assert_eq!(st.elect_gate(0, Some(3), at(1)), ElectGate::Wait, "within the gap");
+        assert_eq!(st.elect_gate(1, Some(3), at(1)), ElectGate::Now, "per shard");
+        st.elect_started(0, 3, at(3));
+        st.elect_started(0, 3, at(6));
+        assert_eq!(st.elect_gate(0, Some(3), at(9)), ElectGate::GaveUp, "3 tries, still the same leader");
+        assert_eq!(st.elect_gate(0, Some(2), at(9)), ElectGate::Now, "leadership moved after all");
+        assert_eq!(st.elect_gate(0, Some(3), at(60)), ElectGate::Now, "tried again after a while");
+        // A new leader starts a new count.
+        st.elect_started(0, 2, at(10));
+        assert_eq!(st.elect_gate(0, Some(2), at(13)), ElectGate::Now);
     }
 
     fn named(ids: &[u64]) -> BTreeMap<NodeId, String> {
@@ -707,7 +888,7 @@ mod tests {
         let silent = BTreeMap::new();
         // It answers but hosts a replica its shard removed: still down, and the replica is closed.
         assert_eq!(down_nodes(&p, &four, &r, &silent, None, now), BTreeSet::from([3]));
-        assert!(next_steps(&p, &r, |_| true).contains(&Step { to: 3, shard: 0, op: ShardOp::Close }));
+        assert!(next_steps(&p, &r, |_| ElectGate::Now).contains(&Step { to: 3, shard: 0, op: ShardOp::Close }));
         // Closed: back.
         let r: Reports =
             [(1, Some(vec![lead])), (2, Some(vec![])), (3, Some(vec![])), (4, Some(vec![]))].into_iter().collect();
