@@ -252,12 +252,7 @@ impl<'s> Cluster<'s> {
     }
 }
 
-/// The HTTP status of `GET path` on `addr`, or None if it does not answer within 500 ms.
-pub fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
-    http_get(addr, path).map(|(status, _)| status)
-}
-
-/// A plain HTTP/1.0 GET: the status and the body (both None when the node does not answer).
+/// A plain HTTP/1.0 GET: the status and the body, or None if it does not answer within 500 ms.
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let timeout = Duration::from_millis(500);
     let mut s = TcpStream::connect_timeout(&addr, timeout).ok()?;
