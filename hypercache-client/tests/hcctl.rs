@@ -104,8 +104,107 @@ async fn a_stale_epoch_exits_2_with_the_current_owner_on_stderr() {
     assert!(out.stdout.is_empty());
     assert_eq!(common::scripted::lock(&script).received.len(), 1, "not retried");
 
+    // A missing board has its own "not found" code, not the missing key's 1.
     let out = hcctl(&ep, &["boards", "get", "b1"], None).await;
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(9), "{}", text(&out.stderr));
+    let out = hcctl(&ep, &["--json", "boards", "get", "b1"], None).await;
+    assert_eq!(out.status.code(), Some(9), "{}", text(&out.stderr));
+    let e = json_error(&out);
+    assert_eq!((e["code"].as_str(), e["reason"].as_str()), (Some("NOT_FOUND"), Some("BOARD_NOT_FOUND")));
+
+    let out = hcctl(&ep, &["--json", "boards", "sync", "b1", "--epoch", "3", "--seq", "2", "data"], None).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let e = json_error(&out);
+    assert_eq!(e["reason"], "STALE_EPOCH");
+    assert_eq!(
+        (e["owner"].as_str(), e["epoch"].as_u64(), e["not_applied"].as_bool()),
+        (Some("srv-b"), Some(4), Some(true))
+    );
+}
+
+/// The `error` object of a `--json` failure: the only line on stdout, nothing on stderr.
+fn json_error(out: &Output) -> serde_json::Value {
+    assert!(out.stderr.is_empty(), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().count(), 1, "{}", text(&out.stdout));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON object on stdout");
+    let e = v["error"].clone();
+    assert!(e.is_object(), "{v}");
+    for field in ["code", "reason", "message"] {
+        assert!(e[field].as_str().is_some_and(|s| !s.is_empty()), "{field} missing: {v}");
+    }
+    assert_eq!(e["exit_code"].as_i64(), out.status.code().map(i64::from), "{v}");
+    e
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_errors_separate_definite_failures_from_unknown_outcomes() {
+    let ep = vec![serve(Fake::new(Behaviour::OutcomeUnknown)).await];
+    let out = hcctl(&ep, &["--json", "put", "k", "v"], None).await;
+    assert_eq!(out.status.code(), Some(3));
+    let e = json_error(&out);
+    assert_eq!((e["code"].as_str(), e["reason"].as_str()), (Some("UNKNOWN"), Some("OUTCOME_UNKNOWN")));
+    assert_eq!(e["not_applied"], false, "the only maybe-applied exit");
+
+    let ep = vec![serve(Fake::new(Behaviour::Serve)).await];
+    let out = hcctl(&ep, &["--json", "put", "", "v"], None).await;
+    assert_eq!(out.status.code(), Some(4));
+    let e = json_error(&out);
+    assert_eq!((e["code"].as_str(), e["reason"].as_str()), (Some("INVALID_ARGUMENT"), Some("EMPTY_KEY")));
+    assert_eq!(e["message"], "key is empty; keys must be 1..=4096 bytes");
+    assert_eq!(e["not_applied"], true);
+
+    let down = vec![closed_port(), closed_port()];
+    let out = hcctl(&down, &["--json", "put", "k", "v"], None).await;
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stdout));
+    let e = json_error(&out);
+    assert_eq!(e["not_applied"], true, "never connected: a definite failure");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_found_exit_codes_name_the_kind_of_thing() {
+    use common::scripted::{KeepAliveAnswer, LeaseFake, Script};
+    use hypercache_proto::v1::lease_server::LeaseServer;
+
+    let script = Script::new([], KeepAliveAnswer::Hang);
+    let routes = tonic::service::Routes::new(LeaseServer::new(LeaseFake::new(script)))
+        .add_service(hypercache_proto::v1::kv_server::KvServer::new(Fake::new(Behaviour::Serve)));
+    let ep = vec![common::serve_routes(routes).await];
+
+    let out = hcctl(&ep, &["get", "absent"], None).await;
+    assert_eq!(out.status.code(), Some(1), "a missing key: {}", text(&out.stderr));
+    let out = hcctl(&ep, &["lease", "revoke", "99"], None).await;
+    assert_eq!(out.status.code(), Some(7), "a missing lease: {}", text(&out.stderr));
+    let out = hcctl(&ep, &["--json", "lease", "revoke", "99"], None).await;
+    assert_eq!(out.status.code(), Some(7));
+    let e = json_error(&out);
+    assert_eq!((e["code"].as_str(), e["reason"].as_str()), (Some("NOT_FOUND"), Some("LEASE_NOT_FOUND")));
+    assert_eq!(e["not_applied"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_json_names_the_keys_shard() {
+    use common::scripted::lock;
+    let (state, ep) = common::sharded::cluster(&["A", "B"], 2).await;
+    {
+        let mut s = lock(&state);
+        s.hosts = [("A".to_string(), vec![0, 1]), ("B".to_string(), vec![0, 1])].into();
+        s.leaders = [(0, "A".to_string()), (1, "B".to_string())].into();
+        let table = s.table(1);
+        s.tables = [Some(table)].into();
+    }
+    let router = hypercache_proto::routing::Router::new(2);
+    for shard in [0, 1] {
+        let key = (0..).map(|i| format!("k{i}")).find(|k| router.shard_of(k.as_bytes()) == shard).expect("a key");
+        let out = hcctl(&ep, &["--json", "get", &key], None).await;
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert_eq!((v["found"].as_bool(), v["shard"].as_u64()), (Some(false), Some(u64::from(shard))), "{v}");
+        let out = hcctl(&ep, &["put", &key, "v"], None).await;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let out = hcctl(&ep, &["--json", "get", &key], None).await;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert_eq!((v["found"].as_bool(), v["shard"].as_u64()), (Some(true), Some(u64::from(shard))), "{v}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

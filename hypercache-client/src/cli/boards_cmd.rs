@@ -7,8 +7,9 @@ use clap::Subcommand;
 use rand::Rng;
 use serde_json::{json, Map, Value};
 
-use super::output::{note, printable, put_bytes, Out};
+use super::output::{not_found, note, printable, put_bytes, Out};
 use super::{ctrl_c, exit, read_stdin, Failure};
+use crate::error::reason;
 use crate::{AssignBoard, AssignmentChange, AssignmentUpdate, Board, Checkpoint, Client, CreateBoard};
 
 #[derive(Debug, Subcommand)]
@@ -53,7 +54,7 @@ pub enum BoardsCommand {
         seq: u64,
         data: String,
     },
-    /// Print a board and its checkpoint. Exit 1 if it does not exist.
+    /// Print a board and its checkpoint. Exit 9 if it does not exist.
     Get { id: String },
     /// List boards (all pages).
     List {
@@ -126,8 +127,8 @@ pub(super) async fn run(client: &Client, out: &mut Out, json: bool, command: Boa
                 }
             }
             None => {
-                note(&format!("board {id} not found"));
-                return Ok(exit::NOT_FOUND);
+                let message = format!("board {id} not found");
+                return not_found(out, json, reason::BOARD_NOT_FOUND, &message, exit::BOARD_NOT_FOUND);
             }
         },
         BoardsCommand::List { owner } => {

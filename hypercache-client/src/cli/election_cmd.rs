@@ -18,7 +18,7 @@ const CAMPAIGN_POLL: Duration = Duration::from_secs(30);
 pub enum ElectionCommand {
     /// Wait until CANDIDATE leads election NAME; prints the (fencing) term. With --ttl-ms a lease
     /// is granted and kept alive while waiting; without --hold, leadership then lasts until that
-    /// lease expires. Exit 1 if the lease is lost, 5 if not elected within --wait-ms or on Ctrl-C.
+    /// lease expires. Exit 7 if the lease is lost, 5 if not elected within --wait-ms or on Ctrl-C.
     #[command(group(ArgGroup::new("lease_source").required(true).args(["lease", "ttl_ms"])))]
     Campaign {
         name: String,
@@ -38,7 +38,7 @@ pub enum ElectionCommand {
     },
     /// Give up leadership; TERM must be the current term. Exit 2 if it is not.
     Resign { name: String, term: u64 },
-    /// Print who leads NAME. Exit 1 if nobody does.
+    /// Print who leads NAME. Exit 10 if nobody does.
     Leader { name: String },
     /// Print the leader of NAME, then every change, until Ctrl-C.
     Observe { name: String },
@@ -84,7 +84,7 @@ pub(super) async fn run(client: &Client, out: &mut Out, json: bool, command: Ele
                 None if json => out.update(true, "", &value)?,
                 None => note(&format!("nobody leads {name} (last term {})", state.last_term)),
             }
-            Ok(if state.leader.is_some() { exit::OK } else { exit::NOT_FOUND })
+            Ok(if state.leader.is_some() { exit::OK } else { exit::NO_ELECTION_LEADER })
         }
         ElectionCommand::Observe { name } => observe(client, out, json, &name).await,
     }
@@ -114,7 +114,7 @@ async fn campaign(
             result = client.campaign(name, candidate, lease, poll) => result,
             state = lease_lost(keeper) => {
                 note(&format!("lease {lease} lost while campaigning: {}", state_text(&state)));
-                return Ok(Err(exit::NOT_FOUND));
+                return Ok(Err(exit::LEASE_NOT_FOUND));
             }
             _ = &mut interrupted => {
                 note("interrupted before being elected");
@@ -130,7 +130,7 @@ async fn campaign(
     }
 }
 
-/// Holds leadership until Ctrl-C (resign, exit 0) or the loss of the lease (exit 1).
+/// Holds leadership until Ctrl-C (resign, exit 0) or the loss of the lease (exit 7).
 async fn hold_until_ctrl_c(
     client: &Client,
     out: &mut Out,
@@ -142,7 +142,7 @@ async fn hold_until_ctrl_c(
     tokio::select! {
         state = lease_lost(keeper.as_ref()) => {
             note(&format!("lease lost, leadership of {name} is over: {}", state_text(&state)));
-            return Ok(exit::NOT_FOUND);
+            return Ok(exit::LEASE_NOT_FOUND);
         }
         _ = ctrl_c() => {}
     }

@@ -6,8 +6,9 @@ use clap::Subcommand;
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::output::{note, Out};
+use super::output::{not_found, note, Out};
 use super::{ctrl_c, exit, Failure};
+use crate::error::reason;
 use crate::{Client, LeaseId, LeaseKeeper, LeaseState, LostReason};
 
 #[derive(Debug, Subcommand)]
@@ -20,14 +21,14 @@ pub enum LeaseCommand {
     /// Revoke a lease, deleting every key attached to it.
     Revoke { id: u64 },
     /// Keep a lease alive, printing each renewal, until Ctrl-C (the lease then expires on its
-    /// own). Exit 1 if the lease is lost.
+    /// own). Exit 7 if the lease is lost.
     Keepalive {
         id: u64,
         /// Renew once and exit.
         #[arg(long)]
         once: bool,
     },
-    /// Print a lease's granted TTL and time left. Exit 1 if it does not exist.
+    /// Print a lease's granted TTL and time left. Exit 7 if it does not exist.
     Ttl {
         id: u64,
         /// Also list the attached keys.
@@ -56,10 +57,7 @@ pub(super) async fn run(client: &Client, out: &mut Out, json: bool, command: Lea
                 out.update(json, &format!("lease {id} ttl_ms={ttl_ms}"), &json!({"id": id, "ttl_ms": ttl_ms}))?;
                 Ok(exit::OK)
             }
-            None => {
-                note(&format!("lease {id} does not exist (expired or revoked)"));
-                Ok(exit::NOT_FOUND)
-            }
+            None => lease_not_found(out, json, id),
         },
         LeaseCommand::Keepalive { id, once: false } => {
             let keeper = LeaseKeeper::start(client.clone(), LeaseId(id)).await?;
@@ -82,16 +80,19 @@ pub(super) async fn run(client: &Client, out: &mut Out, json: bool, command: Lea
                 }
                 Ok(exit::OK)
             }
-            None => {
-                note(&format!("lease {id} does not exist (expired or revoked)"));
-                Ok(exit::NOT_FOUND)
-            }
+            None => lease_not_found(out, json, id),
         },
     }
 }
 
+/// The report of a lease a successful call found missing.
+fn lease_not_found(out: &mut Out, json: bool, id: u64) -> Result<u8, Failure> {
+    let message = format!("lease {id} does not exist (expired or revoked)");
+    not_found(out, json, reason::LEASE_NOT_FOUND, &message, exit::LEASE_NOT_FOUND)
+}
+
 /// Prints every renewal of `keeper` until Ctrl-C (exit 0, the keeper stops and the lease then
-/// expires by itself) or the loss of the lease (exit 1).
+/// expires by itself) or the loss of the lease (exit 7).
 pub(super) async fn keep(out: &mut Out, json: bool, keeper: &LeaseKeeper) -> Result<u8, Failure> {
     let id = keeper.id();
     let mut states = keeper.subscribe();
@@ -111,14 +112,14 @@ pub(super) async fn keep(out: &mut Out, json: bool, keeper: &LeaseKeeper) -> Res
                     out.update(true, "", &json!({"id": id.0, "alive": false, "reason": why}))?;
                 }
                 note(&format!("lease {id} lost: {why}"));
-                return Ok(exit::NOT_FOUND);
+                return Ok(exit::LEASE_NOT_FOUND);
             }
         }
         tokio::select! {
             changed = states.changed() => {
                 if changed.is_err() {
                     note(&format!("lease {id} lost: keeper stopped"));
-                    return Ok(exit::NOT_FOUND);
+                    return Ok(exit::LEASE_NOT_FOUND);
                 }
             }
             _ = &mut interrupted => return Ok(exit::OK),

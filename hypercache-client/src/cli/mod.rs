@@ -9,6 +9,7 @@
 
 mod boards_cmd;
 mod election_cmd;
+mod failure;
 mod lease_cmd;
 mod node_cmd;
 mod output;
@@ -24,44 +25,61 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::{ArgGroup, Parser, Subcommand};
 
-use crate::{parse_endpoint_list, Client, ClientConfig, Error, LeaseId, PutOptions, RangeOptions, Txn};
+use crate::{parse_endpoint_list, Client, ClientConfig, LeaseId, PutOptions, RangeOptions, Txn};
+pub(crate) use failure::Failure;
+pub use failure::{error_json, error_text, exit_code, not_applied};
 use output::Out;
 use txn_syntax::{parse_condition, parse_op, TxnOp};
 
-/// Exit codes (also listed in `hcctl --help`).
+/// Exit codes (also listed in `hcctl --help` and docs/operations.md). Only
+/// [`OUTCOME_UNKNOWN`](exit::OUTCOME_UNKNOWN) means "may have taken effect"; every other
+/// failure is definite.
 pub mod exit {
     pub const OK: u8 = 0;
-    /// `get`: the key does not exist; a lease, board, server or leader does not exist; a kept
-    /// lease was lost.
-    pub const NOT_FOUND: u8 = 1;
+    /// `get`: the key does not exist.
+    pub const KEY_NOT_FOUND: u8 = 1;
     /// `cas`/`txn`: the comparison failed; a precondition (epoch, seq, term, incarnation) failed.
     pub const CAS_FAILED: u8 = 2;
-    /// A write may or may not have been applied; read the key back.
+    /// A write may or may not have been applied; read the key back. The only "maybe" code.
     pub const OUTCOME_UNKNOWN: u8 = 3;
     /// The server rejected the request (empty key, key or value too large, bad range...).
     pub const INVALID_ARGUMENT: u8 = 4;
     /// No node could serve the request in time (no leader, nodes down, deadline); no effect.
     pub const UNAVAILABLE: u8 = 5;
-    /// Anything else: internal server error, unknown shard, bad configuration, I/O error.
+    /// Any other definite failure (nothing was applied): unknown shard, bad configuration, an
+    /// internal error of a read, I/O error.
     pub const OTHER: u8 = 6;
+    /// The lease does not exist (expired or revoked), or a kept lease was lost.
+    pub const LEASE_NOT_FOUND: u8 = 7;
+    /// The game server is not registered (`SERVER_NOT_FOUND`).
+    pub const SERVER_NOT_FOUND: u8 = 8;
+    /// The board does not exist.
+    pub const BOARD_NOT_FOUND: u8 = 9;
+    /// `election leader`: nobody leads the election.
+    pub const NO_ELECTION_LEADER: u8 = 10;
     /// Command-line usage error.
     pub const USAGE: u8 = 64;
 }
 
 const EXIT_CODES: &str = "\
-Exit codes:
+Exit codes (only 3 means \"may have taken effect\"; every other failure is definite):
   0   success (del: whether or not the key existed; status: at least one node answered;
       txn: the --then branch ran; streams: stopped with Ctrl-C)
-  1   not found: get of a missing key; a lease, board, server or election leader that does not
-      exist; lease keepalive, servers register --keepalive, election campaign: the lease was lost
+  1   key not found: get of a missing key
   2   comparison or precondition failed: cas comparison failed (nothing written); txn ran its
       --else branch; a stale epoch, seq, term or incarnation, a board that already exists, a
-      server that is not live (the server's message, with the current owner or term, is on stderr)
-  3   outcome unknown: a write may or may not have been applied; read the key back
+      server that is not live (the server's message, with the current owner or term, is shown)
+  3   outcome unknown: a write may or may not have been applied (no answer came back, or the
+      server failed internally during the write); read the key back
   4   invalid argument: rejected by the server (empty key, key/value over the limit, bad range,
       bad TTL or id, reserved key); watch: the start revision was compacted
   5   unavailable: no leader / no node reachable / deadline passed; the request had no effect
-  6   other error: internal server error, unknown shard, bad configuration, I/O error
+  6   other definite failure: unknown shard, bad configuration, internal error of a read, I/O
+  7   lease not found: the lease does not exist (expired or revoked); lease keepalive, servers
+      register --keepalive, election campaign: the lease was lost
+  8   server not found: the game server is not registered
+  9   board not found
+  10  election leader: nobody leads the election
   64  command-line usage error
 
 Streams (watch, servers watch, boards watch, election observe) reconnect by themselves; watch
@@ -69,8 +87,14 @@ resumes after the last revision printed, so no event is printed twice or skipped
 
 JSON output (--json): one object per line (one per update for streams). Keys and values are
 UTF-8 strings when they are valid UTF-8; otherwise the field is replaced by \"<field>_hex\"
-(lowercase hex of the raw bytes), e.g. \"value_hex\":\"00ff\".
-Errors are always a single line on stderr: `error: <message>`.";
+(lowercase hex of the raw bytes), e.g. \"value_hex\":\"00ff\". `get` names the key's \"shard\".
+Errors: without --json, one line on stderr: `error: <message>`. With --json, one object on
+stdout and nothing on stderr:
+  {\"error\":{\"code\":\"NOT_FOUND\",\"reason\":\"LEASE_NOT_FOUND\",\"message\":\"...\",
+   \"not_applied\":true,\"kind\":\"rejected\",\"exit_code\":7}}
+code is the gRPC status name, reason the stable HyperCache reason, not_applied is true when the
+command provably had no effect (false only with exit 3); a refusal's state (owner, epoch, term,
+leader, seq, incarnation, oldest_revision, leader_endpoint) follows when the reason sets it.";
 
 /// HyperCache command line.
 #[derive(Debug, Parser)]
@@ -205,64 +229,37 @@ pub enum Command {
     Node(node_cmd::NodeCommand),
 }
 
-/// Why a command failed.
-#[derive(Debug)]
-pub(crate) enum Failure {
-    Client(Error),
-    Io(std::io::Error),
-}
-
-impl From<Error> for Failure {
-    fn from(e: Error) -> Self {
-        Failure::Client(e)
-    }
-}
-
-impl From<std::io::Error> for Failure {
-    fn from(e: std::io::Error) -> Self {
-        Failure::Io(e)
-    }
-}
-
-/// The exit code for a client error.
-pub fn exit_code(error: &Error) -> u8 {
-    use tonic::Code;
-    match error {
-        Error::OutcomeUnknown { .. } => exit::OUTCOME_UNKNOWN,
-        Error::InvalidArgument { .. } => exit::INVALID_ARGUMENT,
-        Error::Rejected { code, .. } => match code {
-            Code::NotFound => exit::NOT_FOUND,
-            Code::FailedPrecondition | Code::AlreadyExists => exit::CAS_FAILED,
-            Code::OutOfRange => exit::INVALID_ARGUMENT,
-            Code::ResourceExhausted => exit::UNAVAILABLE,
-            _ => exit::OTHER,
-        },
-        Error::Unavailable { .. } | Error::DeadlineExceeded { .. } | Error::NotLeader { .. } => exit::UNAVAILABLE,
-        Error::UnknownShard { .. } | Error::Internal { .. } | Error::Rpc { .. } | Error::Config { .. } => exit::OTHER,
-    }
-}
-
-/// The error line for `error`: the server's message, plus the current state a typed refusal
-/// carries when the message does not already name it (e.g. the board's current owner).
-pub fn error_text(error: &Error) -> String {
-    let message = error.to_string();
-    let detail = if let Some(owner) = error.stale_epoch() {
-        let who = owner.owner.unwrap_or_else(|| "nobody (unassigned)".to_string());
-        (!message.contains(&who))
-            .then(|| format!("current owner: {who}, incarnation {}, epoch {}", owner.incarnation, owner.epoch))
-    } else if let Some(term) = error.current_term() {
-        let who = term.leader.unwrap_or_else(|| "nobody".to_string());
-        (!message.contains(&who)).then(|| format!("current term {}, leader {who}", term.term))
-    } else if let Some(seq) = error.stale_seq() {
-        Some(format!("stored seq {seq}"))
-    } else if let Some(incarnation) = error.stale_incarnation() {
-        Some(format!("current incarnation {incarnation}"))
-    } else {
-        error.compacted().map(|oldest| format!("oldest available revision {oldest}"))
-    };
-    match detail {
-        Some(detail) if !message.contains(&detail) => format!("{message} ({detail})"),
-        _ => message,
+impl Command {
+    /// True when the command may change state: its failures can leave an unknown outcome.
+    /// Reads (and streams that only read) fail definitely, whatever the error.
+    pub fn mutating(&self) -> bool {
+        use boards_cmd::BoardsCommand as B;
+        use election_cmd::ElectionCommand as E;
+        use lease_cmd::LeaseCommand as L;
+        use node_cmd::NodeCommand as N;
+        use servers_cmd::ServersCommand as S;
+        match self {
+            Command::Get { .. }
+            | Command::Range { .. }
+            | Command::Status
+            | Command::Shards
+            | Command::Watch { .. }
+            | Command::Lease(L::Ttl { .. })
+            | Command::Servers(S::List | S::Watch)
+            | Command::Boards(B::Get { .. } | B::List { .. } | B::Watch { .. })
+            | Command::Election(E::Leader { .. } | E::Observe { .. })
+            | Command::Node(N::List) => false,
+            // A txn of gets only is a read, but the server runs it through the log like any txn.
+            Command::Put { .. }
+            | Command::Del { .. }
+            | Command::Cas { .. }
+            | Command::Txn { .. }
+            | Command::Lease(_)
+            | Command::Servers(_)
+            | Command::Boards(_)
+            | Command::Election(_)
+            | Command::Node(_) => true,
+        }
     }
 }
 
@@ -281,6 +278,7 @@ pub fn main() -> ExitCode {
 
 fn run_to_exit(cli: Cli) -> u8 {
     let mut out = Out::stdout();
+    let (json, mutating) = (cli.json, cli.command.mutating());
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -289,13 +287,22 @@ fn run_to_exit(cli: Cli) -> u8 {
     match result {
         Ok(code) => code,
         Err(Failure::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::OK,
+        Err(Failure::Io(e)) if json => {
+            let _ = out.json(&failure::io_error_json(&e, mutating)).and_then(|()| out.flush());
+            exit::OTHER
+        }
         Err(Failure::Io(e)) => {
             output::error_line(&format!("I/O: {e}"));
             exit::OTHER
         }
         Err(Failure::Client(e)) => {
-            output::error_line(&error_text(&e));
-            exit_code(&e)
+            if json {
+                // A closed stdout leaves nowhere to report to; the exit code still says it.
+                let _ = out.json(&error_json(&e, mutating)).and_then(|()| out.flush());
+            } else {
+                output::error_line(&error_text(&e));
+            }
+            exit_code(&e, mutating)
         }
     }
 }
@@ -313,7 +320,9 @@ async fn run(cli: Cli, out: &mut Out) -> Result<u8, Failure> {
             } else {
                 client.get(key.clone()).await?
             };
-            output::get(out, json, key.as_bytes(), found.as_ref())
+            // The table the get was routed with (cached by it): the shard that answered.
+            let shard = client.routing().await?.shard_of(key.as_bytes());
+            output::get(out, json, key.as_bytes(), shard, found.as_ref())
         }
         Command::Put { key, value, lease, ttl_ms } => {
             let value = if value == "-" { read_stdin()? } else { Bytes::from(value.into_bytes()) };
@@ -416,6 +425,7 @@ fn read_stdin() -> Result<Bytes, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Error;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("hcctl").chain(args.iter().copied()))
@@ -457,18 +467,18 @@ mod tests {
             ..Default::default()
         };
         let stale = rejected(tonic::Code::FailedPrecondition, info.clone(), "epoch 3 is stale");
-        assert_eq!(exit_code(&stale), 2);
+        assert_eq!(exit_code(&stale, true), 2);
         assert_eq!(error_text(&stale), "epoch 3 is stale (current owner: srv-b, incarnation 2, epoch 4)");
         // A message that already names the owner is left alone.
         let named = rejected(tonic::Code::FailedPrecondition, info, "board b1 is owned by srv-b at epoch 4");
         assert_eq!(error_text(&named), "board b1 is owned by srv-b at epoch 4");
         let gone = crate::ErrorInfo { reason: "LEASE_NOT_FOUND".into(), ..Default::default() };
-        assert_eq!(exit_code(&rejected(tonic::Code::NotFound, gone, "no lease")), 1);
+        assert_eq!(exit_code(&rejected(tonic::Code::NotFound, gone, "no lease"), true), exit::LEASE_NOT_FOUND);
         let exists = crate::ErrorInfo { reason: "BOARD_EXISTS".into(), ..Default::default() };
-        assert_eq!(exit_code(&rejected(tonic::Code::AlreadyExists, exists, "taken")), 2);
+        assert_eq!(exit_code(&rejected(tonic::Code::AlreadyExists, exists, "taken"), true), 2);
         let compacted = crate::ErrorInfo { reason: "COMPACTED".into(), oldest_revision: 9, ..Default::default() };
         let compacted = rejected(tonic::Code::OutOfRange, compacted, "revision 3 is compacted");
-        assert_eq!(exit_code(&compacted), 4);
+        assert_eq!(exit_code(&compacted, false), 4);
         assert!(error_text(&compacted).ends_with("(oldest available revision 9)"));
     }
 
@@ -518,11 +528,17 @@ mod tests {
     #[test]
     fn exit_codes_follow_the_documented_table() {
         let m = || "m".to_string();
-        assert_eq!(exit_code(&Error::OutcomeUnknown { message: m() }), 3);
-        assert_eq!(exit_code(&Error::InvalidArgument { reason: m(), message: m() }), 4);
-        assert_eq!(exit_code(&Error::Unavailable { message: m() }), 5);
-        assert_eq!(exit_code(&Error::DeadlineExceeded { message: m() }), 5);
-        assert_eq!(exit_code(&Error::Internal { message: m() }), 6);
-        assert!(EXIT_CODES.contains("3   outcome unknown"));
+        assert_eq!(exit_code(&Error::OutcomeUnknown { message: m() }, true), 3);
+        assert_eq!(exit_code(&Error::InvalidArgument { reason: m(), message: m() }, true), 4);
+        assert_eq!(exit_code(&Error::Unavailable { message: m() }, true), 5);
+        assert_eq!(exit_code(&Error::DeadlineExceeded { message: m() }, true), 5);
+        assert_eq!(exit_code(&Error::Internal { message: m() }, true), 3, "a write may have been applied");
+        assert_eq!(exit_code(&Error::Internal { message: m() }, false), 6, "a read: definite");
+        for line in ["3   outcome unknown", "1   key not found", "7   lease not found", "9   board not found"] {
+            assert!(EXIT_CODES.contains(line), "{line}");
+        }
+        assert!(parse(&["put", "k", "v"]).expect("valid").command.mutating());
+        assert!(!parse(&["get", "k"]).expect("valid").command.mutating());
+        assert!(!parse(&["lease", "ttl", "7"]).expect("valid").command.mutating());
     }
 }

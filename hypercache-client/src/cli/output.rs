@@ -56,6 +56,18 @@ pub(super) fn error_line(message: &str) {
     let _ = writeln!(io::stderr(), "error: {}", message.replace('\n', " "));
 }
 
+/// Something a successful call found missing (a lease, a board): a note on stderr, or with
+/// `--json` the error object on stdout. Returns `exit_code`.
+pub(super) fn not_found(out: &mut Out, json: bool, reason: &str, message: &str, exit_code: u8) -> Result<u8, Failure> {
+    if json {
+        out.json(&super::failure::own_error_json(tonic::Code::NotFound, reason, message, exit_code))?;
+        out.flush()?;
+    } else {
+        note(message);
+    }
+    Ok(exit_code)
+}
+
 /// An informational line on stderr.
 pub(super) fn note(message: &str) {
     let _ = writeln!(io::stderr(), "{message}");
@@ -86,13 +98,16 @@ pub(super) fn kv_json(kv: &KeyValue, with_value: bool) -> Value {
     Value::Object(obj)
 }
 
-pub(super) fn get(out: &mut Out, json: bool, key: &[u8], found: Option<&KeyValue>) -> Result<u8, Failure> {
+/// `get`'s output; `shard` is the shard the key maps to (named in JSON, so a script can tell
+/// which shard's leader or replica it read).
+pub(super) fn get(out: &mut Out, json: bool, key: &[u8], shard: u32, found: Option<&KeyValue>) -> Result<u8, Failure> {
     match (found, json) {
         (Some(kv), false) => out.bytes(&kv.value)?,
         (Some(kv), true) => {
             let mut v = kv_json(kv, true);
             if let Value::Object(obj) = &mut v {
                 obj.insert("found".into(), true.into());
+                obj.insert("shard".into(), shard.into());
             }
             out.json(&v)?;
         }
@@ -101,11 +116,12 @@ pub(super) fn get(out: &mut Out, json: bool, key: &[u8], found: Option<&KeyValue
             let mut obj = Map::new();
             obj.insert("found".into(), false.into());
             put_bytes(&mut obj, "key", key);
+            obj.insert("shard".into(), shard.into());
             out.json(&Value::Object(obj))?;
         }
     }
     out.flush()?;
-    Ok(if found.is_some() { exit::OK } else { exit::NOT_FOUND })
+    Ok(if found.is_some() { exit::OK } else { exit::KEY_NOT_FOUND })
 }
 
 pub(super) fn put(out: &mut Out, json: bool, result: &PutResult) -> Result<u8, Failure> {

@@ -30,7 +30,7 @@ pub enum ServersCommand {
         /// TTL of the registration's lease, in milliseconds.
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         ttl_ms: u64,
-        /// Keep the lease alive until Ctrl-C, then deregister. Exit 1 if the lease is lost.
+        /// Keep the lease alive until Ctrl-C, then deregister. Exit 7 if the lease is lost.
         #[arg(long)]
         keepalive: bool,
     },
@@ -85,7 +85,7 @@ pub(super) async fn run(client: &Client, out: &mut Out, json: bool, command: Ser
                     if let crate::LeaseState::Lost { reason, .. } = state {
                         note(&format!("registration lease {lease} lost: {}", lost_text(&reason)));
                     }
-                    Ok(exit::NOT_FOUND)
+                    Ok(exit::LEASE_NOT_FOUND)
                 }
                 _ = ctrl_c() => {
                     keeper.stop().await;
