@@ -14,6 +14,15 @@
 //! `UNKNOWN_SHARD` and `WRONG_SHARD` (both promise "not applied", so even writes are retried)
 //! and `NO_LEADER` refresh the routing table, then the shard is resolved again.
 //!
+//! Every attempt has its own timeout (`ClientConfig::attempt_timeout`), shorter than the
+//! operation's deadline: a frozen node (SIGSTOP) accepts connections and never answers, and
+//! without it one attempt would eat the whole deadline. An attempt that times out gives its
+//! endpoint a strike in the health table (`health.rs`), which routing then avoids for a while;
+//! a read moves on to the next replica at once, a write reports `OutcomeUnknown` (it may sit
+//! in the frozen leader's socket buffer and be applied when the node resumes). A NOT_LEADER
+//! redirect to a skipped endpoint is not followed. Serializable answers older than what the
+//! client already saw of the shard are refused here too (`freshness.rs`).
+//!
 //! The lock around the table is a std `RwLock`: it is only held to look up or insert an entry,
 //! never across an `.await`.
 
@@ -28,6 +37,8 @@ use tonic::Status;
 
 use crate::config::{validate_endpoint, ClientConfig};
 use crate::error::Error;
+use crate::freshness::Seen;
+use crate::health::{timed_out, Health};
 use crate::retry::{backoff_delay, classify, delivery_of, wants_refresh, Decision, Delivery, OpKind};
 use crate::routing::{RoutingCache, RoutingTable};
 use crate::target::{after, candidates, choose};
@@ -51,6 +62,10 @@ pub(crate) struct Inner {
     pub(crate) config: ClientConfig,
     table: RwLock<Table>,
     pub(crate) routing: RoutingCache,
+    /// Endpoints that recently did not answer in time.
+    pub(crate) health: Health,
+    /// The newest revision seen per shard (serializable reads never go below it).
+    pub(crate) seen: Seen,
 }
 
 struct Table {
@@ -107,7 +122,9 @@ impl Client {
             .map(|e| Ok(Node { endpoint: e.clone(), channel: make_channel(e, &config)?, origin: Origin::Seed }))
             .collect::<Result<Vec<_>, Error>>()?;
         let table = RwLock::new(Table { nodes, leaders: HashMap::new() });
-        Ok(Client { inner: Arc::new(Inner { config, table, routing: RoutingCache::default() }) })
+        let inner =
+            Inner { config, table, routing: RoutingCache::default(), health: Health::default(), seen: Seen::default() };
+        Ok(Client { inner: Arc::new(inner) })
     }
 
     /// The configuration this client was built with.
@@ -161,13 +178,15 @@ impl Client {
     }
 
     pub(crate) fn first_target(&self, group: Group, route: &Route, table: Option<&RoutingTable>) -> Node {
+        let skipped = self.inner.health.skipped(tokio::time::Instant::now());
         let t = self.read_table();
-        choose(&t.nodes, &t.leaders, table, group, route)
+        choose(&t.nodes, &t.leaders, table, group, route, &skipped)
     }
 
     fn next_after(&self, group: Group, table: Option<&RoutingTable>, endpoint: &str) -> Node {
+        let skipped = self.inner.health.skipped(tokio::time::Instant::now());
         let t = self.read_table();
-        let candidates = candidates(&t.nodes, table, group);
+        let candidates = candidates(&t.nodes, table, group, &skipped);
         after(&candidates, endpoint).unwrap_or(&t.nodes[0]).clone()
     }
 
@@ -261,15 +280,16 @@ impl Client {
         F: FnMut(Channel, u32, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
-        let timeout = self.inner.config.request_timeout;
-        self.execute_with(op, kind, target, route, timeout, call).await.map(|(_, response)| response)
+        let timeouts = (self.inner.config.request_timeout, self.inner.config.attempt_timeout);
+        self.run(op, kind, target, route, timeouts, call).await.map(|(_, response)| response)
     }
 
     /// [`execute`](Self::execute) with an explicit deadline for the whole operation (long polls
     /// such as `Campaign`), also returning the endpoint that answered (streams remember it to
     /// move elsewhere when they break). A stream opener must *not* set the time left on its
     /// request, or the stream would be cut at the deadline; the deadline then only bounds the
-    /// wait for the response headers.
+    /// wait for the response headers. A long poll legitimately waits, so the per-attempt
+    /// timeout is the deadline here.
     pub(crate) async fn execute_with<T, F, Fut>(
         &self,
         op: &'static str,
@@ -283,11 +303,28 @@ impl Client {
         F: FnMut(Channel, u32, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
+        self.run(op, kind, target, route, (timeout, timeout), call).await
+    }
+
+    /// The retry loop under the operation's deadline; `timeouts` is (deadline, per attempt).
+    async fn run<T, F, Fut>(
+        &self,
+        op: &'static str,
+        kind: OpKind,
+        target: Target,
+        route: Route,
+        timeouts: (Duration, Duration),
+        call: F,
+    ) -> Result<(String, T), Error>
+    where
+        F: FnMut(Channel, u32, Duration) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
         let progress = Mutex::new(Progress::default());
-        let attempt = self.retry_loop(op, kind, target, route, timeout, call, &progress);
-        match tokio::time::timeout(timeout, attempt).await {
+        let attempts = self.retry_loop(op, kind, target, route, timeouts, call, &progress);
+        match tokio::time::timeout(timeouts.0, attempts).await {
             Ok(result) => result,
-            Err(_elapsed) => Err(deadline_error(op, kind, timeout, &lock(&progress))),
+            Err(_elapsed) => Err(deadline_error(op, kind, timeouts.0, &lock(&progress))),
         }
     }
 
@@ -298,7 +335,7 @@ impl Client {
         kind: OpKind,
         target: Target,
         route: Route,
-        timeout: Duration,
+        (timeout, attempt_timeout): (Duration, Duration),
         mut call: F,
         progress: &Mutex<Progress>,
     ) -> Result<(String, T), Error>
@@ -332,14 +369,28 @@ impl Client {
                 p.endpoint.clone_from(&node.endpoint);
                 p.in_flight = true;
             }
-            let status = match call(node.channel.clone(), group.shard_id(), remaining).await {
-                Ok(response) => {
+            let limit = remaining.min(attempt_timeout);
+            let status = match tokio::time::timeout(limit, call(node.channel.clone(), group.shard_id(), limit)).await {
+                Ok(Ok(response)) => {
+                    self.inner.health.answered(&node.endpoint);
                     if route == Route::Leader {
                         self.remember_leader(group, &node.endpoint);
                     }
                     return Ok((node.endpoint, response.into_inner()));
                 }
-                Err(status) => status,
+                Ok(Err(status)) if !timed_out(&status) => {
+                    if hypercache_proto::error_info::info_of(&status).is_some() {
+                        self.inner.health.answered(&node.endpoint);
+                    }
+                    status
+                }
+                _no_answer_in_time => {
+                    // Silence, not an error: the node may be frozen with our request in its
+                    // socket buffer. Stop waiting on it (and on it as this group's leader).
+                    self.inner.health.unresponsive(&node.endpoint, tokio::time::Instant::now());
+                    self.forget_leader(group, &node.endpoint);
+                    Status::deadline_exceeded(format!("no answer within the {limit:?} attempt timeout"))
+                }
             };
             let delivery = delivery_of(&status);
             last_error = format!("{}: {}", node.endpoint, describe(&status, delivery));
@@ -367,7 +418,11 @@ impl Client {
                         message: format!("{op} sent to {last_error}; it may or may not have been applied"),
                     })
                 }
-                Decision::Redirect(leader) if leader != node.endpoint && !failed.contains(&leader) => {
+                Decision::Redirect(leader)
+                    if leader != node.endpoint
+                        && !failed.contains(&leader)
+                        && !self.inner.health.is_skipped(&leader, tokio::time::Instant::now()) =>
+                {
                     match self.node_for(&leader, true) {
                         Ok(next) => {
                             self.remember_leader(group, &next.endpoint);

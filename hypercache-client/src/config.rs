@@ -24,6 +24,15 @@ pub struct ClientConfig {
     pub endpoints: Vec<String>,
     /// Deadline for one operation, all retries included.
     pub request_timeout: Duration,
+    /// How long one attempt may go unanswered before the client stops waiting on that endpoint
+    /// (a frozen node accepts connections and never answers): the endpoint is skipped for a
+    /// while (`health.rs`) and a read moves to the next replica at once. A write whose attempt
+    /// times out may have reached the leader: it fails with `OutcomeUnknown` at this point
+    /// instead of at the overall deadline. Keep it above the slowest answer a healthy cluster
+    /// gives (a write waits for a quorum's fsync) and below the servers' election timeout plus
+    /// a little, so that a frozen leader costs about one election. Long polls and stream
+    /// openers are bounded by their own deadlines instead.
+    pub attempt_timeout: Duration,
     /// Deadline for establishing one TCP connection.
     pub connect_timeout: Duration,
     /// Attempts per operation (first try, retries and redirects all count).
@@ -54,6 +63,12 @@ impl ClientConfig {
 
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
+        self
+    }
+
+    /// See [`ClientConfig::attempt_timeout`].
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = timeout;
         self
     }
 
@@ -95,6 +110,9 @@ impl ClientConfig {
         if self.request_timeout.is_zero() {
             return Err(Error::config("request_timeout must be greater than zero"));
         }
+        if self.attempt_timeout.is_zero() {
+            return Err(Error::config("attempt_timeout must be greater than zero"));
+        }
         if self.connect_timeout.is_zero() {
             return Err(Error::config("connect_timeout must be greater than zero"));
         }
@@ -122,12 +140,22 @@ impl Default for ClientConfig {
         ClientConfig {
             endpoints: Vec::new(),
             request_timeout: Duration::from_secs(5),
+            // The servers' default election timeout is 0.6-1.2 s, so an election takes at least
+            // ~0.65 s: a write stuck on a frozen leader is given up on within that election
+            // plus 0.5 s (issue 16), and a healthy write (a quorum fsync, ~1-10 ms; 100s of ms
+            // on a loaded 2-core machine) stays well inside it.
+            attempt_timeout: Duration::from_millis(750),
             connect_timeout: Duration::from_secs(1),
             // Enough attempts to ride out a leader election (about 1.2-2.4 s with the server's
-            // default timings); the request deadline bounds the total either way.
-            max_attempts: 16,
+            // default timings; 24 attempts back off 2.1-4.2 s in total); the request deadline
+            // bounds the total either way.
+            max_attempts: 24,
             backoff_base: Duration::from_millis(25),
-            backoff_max: Duration::from_millis(500),
+            // While a shard elects, retries poll for its new leader: the poll interval is how
+            // late the client notices it, so it stays well under the 0.5 s a write may stall
+            // beyond the election (issue 16). 200 ms keeps a whole fleet of clients at 5 polls
+            // per second each.
+            backoff_max: Duration::from_millis(200),
             namespace: DEFAULT_NAMESPACE.to_string(),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         }
@@ -195,6 +223,7 @@ mod tests {
         let err = ClientConfig::new(["a:1", "b"]).validate().expect_err("bad second entry");
         assert!(err.to_string().contains("\"b\""), "{err}");
         assert!(ClientConfig::new(["a:1"]).max_attempts(0).validate().is_err());
+        assert!(ClientConfig::new(["a:1"]).attempt_timeout(Duration::ZERO).validate().is_err());
         let inverted = ClientConfig::new(["a:1"]).backoff(Duration::from_secs(2), Duration::from_secs(1));
         assert!(inverted.validate().is_err());
         assert!(ClientConfig::new(["a:1"]).namespace("").validate().is_err());

@@ -20,7 +20,11 @@
 //! - **Retries.** `NO_LEADER` (election in progress), `SHUTTING_DOWN` and connection failures
 //!   move to the next endpoint after a bounded, jittered exponential backoff, up to
 //!   `max_attempts` attempts and never past the request deadline (`request_timeout`, enforced
-//!   around the whole loop and also sent to the server as the gRPC timeout).
+//!   around the whole loop).
+//! - **Frozen nodes.** Each attempt has its own timeout (`attempt_timeout`, also sent to the
+//!   server as the gRPC timeout): a frozen node accepts connections and never answers. A read
+//!   moves to the next replica when it fires, a write ends as outcome unknown; the endpoint is
+//!   then skipped for a while, even as a shard's leader, and redirects to it are not followed.
 //! - **Outcome unknown.** A write is retried *only* when it provably had no effect: the server
 //!   set `ErrorInfo.not_applied = true`, or the connection was never established. If a write
 //!   may have reached a leader and no answer came back (deadline, connection reset,
@@ -42,7 +46,10 @@
 //!   them `not_applied`: the same request would be refused the same way.
 //!
 //! Serializable reads ([`Client::get_serializable`], [`RangeOptions::serializable`]) go to a
-//! replica of the key's shard (a seed if one is) and may be stale; [`Client::get_from`] and [`Client::status`]
+//! replica of the key's shard (a seed if one is) and may be stale, but never come from a
+//! learner or an empty replica (the server refuses) nor from one behind a revision this client
+//! already saw of the shard (the client refuses and asks another replica; `freshness.rs`);
+//! [`Client::get_from`] and [`Client::status`]
 //! ask exactly one node, which is how operators inspect a particular replica.
 //!
 //! # Beyond single keys
@@ -85,6 +92,8 @@ mod client;
 mod config;
 mod election;
 mod error;
+mod freshness;
+mod health;
 mod keeper;
 mod lease;
 mod ops;

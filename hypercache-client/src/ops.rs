@@ -53,7 +53,8 @@ impl Client {
     /// Serializable (possibly stale) read served from the local state of one replica of the
     /// key's shard: a configured seed if one hosts it, else its first replica (in a cluster
     /// without a routing table: the first configured endpoint), falling back to the others if it
-    /// is unreachable.
+    /// is unreachable, refuses (a learner or an empty replica), or answers at a revision below
+    /// one this client already saw of the shard.
     pub async fn get_serializable(&self, key: impl Into<Bytes>) -> Result<Option<KeyValue>, Error> {
         self.get_routed(key.into(), true, Route::First).await
     }
@@ -64,7 +65,8 @@ impl Client {
             .execute("get", OpKind::Read, target, route, |ch, shard_id, t| {
                 let mut kv = self.kv(ch);
                 let req = request(pb::GetRequest { shard_id, key: key.clone(), serializable }, t);
-                async move { kv.get(req).await }
+                let seen = &self.inner.seen;
+                async move { seen.check(shard_id, serializable, kv.get(req).await) }
             })
             .await?;
         Ok(response.kv)
@@ -125,7 +127,8 @@ impl Client {
             .execute("put", OpKind::Write, Target::Key(msg.key.clone()), Route::Leader, |ch, shard_id, t| {
                 let mut kv = self.kv(ch);
                 let req = request(pb::PutRequest { shard_id, ..msg.clone() }, t);
-                async move { kv.put(req).await }
+                let seen = &self.inner.seen;
+                async move { seen.check(shard_id, false, kv.put(req).await) }
             })
             .await?;
         Ok(response.into())
@@ -147,7 +150,8 @@ impl Client {
             .execute("delete", OpKind::Write, target, Route::Leader, |ch, shard_id, t| {
                 let mut kv = self.kv(ch);
                 let req = request(pb::DeleteRequest { shard_id, key: key.clone(), prev_kv }, t);
-                async move { kv.delete(req).await }
+                let seen = &self.inner.seen;
+                async move { seen.check(shard_id, false, kv.delete(req).await) }
             })
             .await?;
         Ok(response.into())
@@ -176,7 +180,8 @@ impl Client {
             .execute("compare_and_swap", OpKind::Write, target, Route::Leader, |ch, shard_id, t| {
                 let mut kv = self.kv(ch);
                 let req = request(pb::CompareAndSwapRequest { shard_id, ..msg.clone() }, t);
-                async move { kv.compare_and_swap(req).await }
+                let seen = &self.inner.seen;
+                async move { seen.check(shard_id, false, kv.compare_and_swap(req).await) }
             })
             .await?;
         Ok(response.into())

@@ -76,7 +76,8 @@ impl Client {
             .execute("range", OpKind::Read, Target::Shard(shard), route, |ch, shard_id, t| {
                 let mut kv = self.kv(ch);
                 let req = request(pb::RangeRequest { shard_id, ..msg.clone() }, t);
-                async move { kv.range(req).await }
+                let (seen, serializable) = (&self.inner.seen, options.serializable);
+                async move { seen.check(shard_id, serializable, kv.range(req).await) }
             })
             .await?;
         Ok(RangePage::from_shard(shard, response))

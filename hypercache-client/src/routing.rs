@@ -336,7 +336,7 @@ impl Client {
             // generation, so successive refreshes rotate over the endpoints instead of waiting on
             // one that is down.
             let seen = cache.generation();
-            let endpoints = self.endpoints();
+            let endpoints = self.endpoints_by_health();
             let index = usize::try_from(seen % endpoints.len().max(1) as u64).unwrap_or(0);
             let endpoint = endpoints.get(index).cloned().unwrap_or_default();
             self.refresh_from(seen, &endpoint, deadline).await;
@@ -359,7 +359,7 @@ impl Client {
         let mut failures = 0u32;
         let mut attempt = 0usize;
         loop {
-            let endpoints = self.endpoints();
+            let endpoints = self.endpoints_by_health();
             let endpoint = endpoints[attempt % endpoints.len()].clone();
             attempt += 1;
             let seen = cache.generation();
@@ -435,20 +435,46 @@ impl Client {
         self.inner.routing.generation()
     }
 
+    /// The endpoints, those the health table skips last (a fresh client knows none: a frozen
+    /// first seed then costs one attempt timeout, not the whole deadline).
+    fn endpoints_by_health(&self) -> Vec<String> {
+        let skipped = self.inner.health.skipped(tokio::time::Instant::now());
+        let (healthy, skipped): (Vec<String>, Vec<String>) =
+            self.endpoints().into_iter().partition(|e| !skipped.contains(e));
+        healthy.into_iter().chain(skipped).collect()
+    }
+
+    /// One `Routing` call to `endpoint`, bounded by the per-attempt timeout.
     async fn fetch(&self, endpoint: &str, deadline: tokio::time::Instant) -> Fetched {
         let node = match self.node_for(endpoint, false) {
             Ok(node) => node,
             Err(err) => return Fetched::Failed(tonic::Status::invalid_argument(err.to_string())),
         };
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_millis(1));
+        let limit = remaining.min(self.inner.config.attempt_timeout);
         let max = self.inner.config.max_message_bytes;
         let mut cluster = ClusterClient::new(node.channel).max_decoding_message_size(max);
-        match cluster.routing(request(pb::RoutingRequest {}, remaining)).await {
-            Ok(response) => match RoutingTable::from_wire(response.into_inner()) {
-                Some(table) => Fetched::Table(table),
-                None => Fetched::NotReady,
-            },
-            Err(status) => Fetched::Failed(status),
+        let health = &self.inner.health;
+        match tokio::time::timeout(limit, cluster.routing(request(pb::RoutingRequest {}, limit))).await {
+            Ok(Ok(response)) => {
+                health.answered(endpoint);
+                match RoutingTable::from_wire(response.into_inner()) {
+                    Some(table) => Fetched::Table(table),
+                    None => Fetched::NotReady,
+                }
+            }
+            Ok(Err(status)) if !crate::health::timed_out(&status) => {
+                if status.code() == Code::Unimplemented || hypercache_proto::error_info::info_of(&status).is_some() {
+                    health.answered(endpoint);
+                }
+                Fetched::Failed(status)
+            }
+            _no_answer_in_time => {
+                health.unresponsive(endpoint, tokio::time::Instant::now());
+                Fetched::Failed(tonic::Status::deadline_exceeded(format!(
+                    "no answer within the {limit:?} attempt timeout"
+                )))
+            }
         }
     }
 

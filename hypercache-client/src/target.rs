@@ -1,7 +1,10 @@
 //! Where an operation goes: its [`Target`] (a key, a shard, the home shard, the meta group)
 //! resolves to a [`Group`] through the routing table, and the [`Route`] picks a node among the
 //! group's replicas. The choice is a pure function of the endpoint table, the per-group leader
-//! cache and the routing table, so it is tested without sockets.
+//! cache, the routing table and the endpoints the health table skips (`health.rs`), so it is
+//! tested without sockets. A skipped endpoint is never chosen while another candidate is not
+//! skipped, not even as the group's leader: a frozen leader stays "the leader" in every table
+//! until its followers elect another, and waiting on it is what the skip exists to avoid.
 
 use std::collections::HashMap;
 
@@ -56,16 +59,28 @@ impl Group {
 }
 
 /// The replicas of `group`'s shard that the endpoint table holds, in placement order; every
-/// node when the table names none (legacy clusters, the meta group).
-pub(crate) fn candidates<'a>(nodes: &'a [Node], table: Option<&RoutingTable>, group: Group) -> Vec<&'a Node> {
+/// node when the table names none (legacy clusters, the meta group). Endpoints in `skipped`
+/// are left out unless that would leave none.
+pub(crate) fn candidates<'a>(
+    nodes: &'a [Node],
+    table: Option<&RoutingTable>,
+    group: Group,
+    skipped: &[String],
+) -> Vec<&'a Node> {
+    let mut all: Vec<&Node> = nodes.iter().collect();
     if let (Some(table), Group::Shard(shard)) = (table, group) {
         let replicas: Vec<&Node> =
             table.replica_endpoints(shard).into_iter().filter_map(|e| nodes.iter().find(|n| n.endpoint == e)).collect();
         if !replicas.is_empty() {
-            return replicas;
+            all = replicas;
         }
     }
-    nodes.iter().collect()
+    let healthy: Vec<&Node> = all.iter().copied().filter(|n| !skipped.contains(&n.endpoint)).collect();
+    if healthy.is_empty() {
+        all
+    } else {
+        healthy
+    }
 }
 
 /// The node believed to lead `group`: the cached leader, else the routing table's hint.
@@ -91,16 +106,20 @@ pub(crate) fn after<'a>(candidates: &[&'a Node], endpoint: &str) -> Option<&'a N
     candidates.get(next).copied()
 }
 
-/// Where the first attempt for `group` goes (see [`Route`]). Pure, for tests.
+/// Where the first attempt for `group` goes (see [`Route`]), avoiding `skipped` endpoints.
+/// Pure, for tests.
 pub(crate) fn choose(
     nodes: &[Node],
     leaders: &HashMap<Group, String>,
     table: Option<&RoutingTable>,
     group: Group,
     route: &Route,
+    skipped: &[String],
 ) -> Node {
-    let candidates = candidates(nodes, table, group);
-    let leader = || leader_of(nodes, leaders, table, group);
+    let candidates = candidates(nodes, table, group, skipped);
+    // A skipped leader is a candidate only when every candidate is skipped.
+    let usable = |n: &&Node| !skipped.contains(&n.endpoint) || candidates.iter().any(|c| c.endpoint == n.endpoint);
+    let leader = || leader_of(nodes, leaders, table, group).filter(usable);
     let chosen = match route {
         Route::Leader | Route::PreferLeader { avoid: None } => leader().or_else(|| candidates.first().copied()),
         Route::First => candidates.iter().find(|n| n.origin == Origin::Seed).or_else(|| candidates.first()).copied(),
@@ -152,13 +171,13 @@ mod tests {
         let table = table();
         let mut leaders = HashMap::new();
         let pick = |leaders: &HashMap<Group, String>, group, route: &Route| {
-            choose(&nodes, leaders, Some(&table), group, route).endpoint
+            choose(&nodes, leaders, Some(&table), group, route, &[]).endpoint
         };
         assert_eq!(pick(&leaders, Group::Shard(0), &Route::Leader), "n1:1", "the table's hint");
         assert_eq!(pick(&leaders, Group::Shard(1), &Route::Leader), "n2:1", "no hint: the first replica");
         assert_eq!(pick(&leaders, Group::Meta, &Route::Leader), "n3:1", "the meta leader");
         assert_eq!(pick(&leaders, Group::Shard(1), &Route::First), "n2:1", "no seed hosts shard 1");
-        assert_eq!(choose(&nodes, &leaders, None, Group::Shard(1), &Route::First).endpoint, "seed:1", "no table");
+        assert_eq!(choose(&nodes, &leaders, None, Group::Shard(1), &Route::First, &[]).endpoint, "seed:1", "no table");
 
         // A NOT_LEADER for shard 1 updates shard 1 only.
         leaders.insert(Group::Shard(1), "n3:1".to_string());
@@ -167,8 +186,27 @@ mod tests {
         // Streams avoid the node that just broke, staying on the shard's replicas.
         let avoid = Route::PreferLeader { avoid: Some("n3:1".into()) };
         assert_eq!(pick(&leaders, Group::Shard(1), &avoid), "n2:1");
-        let candidates = candidates(&nodes, Some(&table), Group::Shard(1));
+        let candidates = candidates(&nodes, Some(&table), Group::Shard(1), &[]);
         assert_eq!(after(&candidates, "n2:1").map(|n| n.endpoint.as_str()), Some("n3:1"));
         assert_eq!(after(&candidates, "seed:1").map(|n| n.endpoint.as_str()), Some("n2:1"), "not a replica: the first");
+    }
+
+    #[tokio::test]
+    async fn skipped_endpoints_are_avoided_even_as_leaders_unless_nothing_else_is_left() {
+        let nodes = vec![node("n1:1", Origin::Seed), node("n2:1", Origin::Seed), node("n3:1", Origin::Seed)];
+        let table = table();
+        let leaders = HashMap::from([(Group::Shard(0), "n1:1".to_string())]);
+        let skipped = vec!["n1:1".to_string()];
+        let pick = |route: &Route, skipped: &[String]| {
+            choose(&nodes, &leaders, Some(&table), Group::Shard(0), route, skipped).endpoint
+        };
+        assert_eq!(pick(&Route::Leader, &[]), "n1:1");
+        assert_eq!(pick(&Route::Leader, &skipped), "n2:1", "a frozen leader is not waited on");
+        assert_eq!(pick(&Route::First, &skipped), "n2:1");
+        let candidates = candidates(&nodes, Some(&table), Group::Shard(0), &skipped);
+        assert_eq!(candidates.iter().map(|n| n.endpoint.as_str()).collect::<Vec<_>>(), ["n2:1"]);
+        assert_eq!(after(&candidates, "n2:1").map(|n| n.endpoint.as_str()), Some("n2:1"), "cycles on the healthy");
+        let all = vec!["n1:1".to_string(), "n2:1".to_string()];
+        assert_eq!(pick(&Route::Leader, &all), "n1:1", "every replica skipped: the leader after all");
     }
 }

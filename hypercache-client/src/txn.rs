@@ -257,7 +257,8 @@ impl Client {
             .execute("txn", kind, target, Route::Leader, |ch, shard_id, t| {
                 let mut kv = self.kv(ch);
                 let req = request(pb::TxnRequest { shard_id, ..msg.clone() }, t);
-                async move { kv.txn(req).await }
+                let seen = &self.inner.seen;
+                async move { seen.check(shard_id, false, kv.txn(req).await) }
             })
             .await?;
         Ok(response.into())

@@ -31,6 +31,11 @@ pub enum ServiceError {
     NoLeader { shard: ShardId },
     #[error("node {node} is shutting down")]
     ShuttingDown { node: NodeId },
+    /// A serializable read reached a replica that must not answer from its local state: a
+    /// learner (still catching up, or being added) or a replica that has applied nothing (new,
+    /// or on a wiped volume). Nothing happened; another replica or the leader can answer.
+    #[error("node {node} does not serve local reads of shard {shard}: its replica is {why}; ask another replica")]
+    NotServing { node: NodeId, shard: ShardId, why: &'static str },
     /// The write may or may not have been applied.
     #[error("outcome unknown for shard {shard}: {detail}")]
     OutcomeUnknown { shard: ShardId, detail: String },
@@ -79,6 +84,7 @@ impl ServiceError {
             ServiceError::NotLeader { .. } => "NOT_LEADER",
             ServiceError::NoLeader { .. } => "NO_LEADER",
             ServiceError::ShuttingDown { .. } => "SHUTTING_DOWN",
+            ServiceError::NotServing { .. } => "REPLICA_NOT_SERVING",
             ServiceError::OutcomeUnknown { .. } => "OUTCOME_UNKNOWN",
             ServiceError::Internal { .. } => "INTERNAL",
             ServiceError::Rejected { rejection, .. } => rejection_reason(rejection),
@@ -112,6 +118,10 @@ impl ServiceError {
                 Code::Unavailable
             }
             ServiceError::ShuttingDown { .. } => Code::Unavailable,
+            ServiceError::NotServing { shard, .. } => {
+                info.shard_id = shard.0;
+                Code::Unavailable
+            }
             ServiceError::OutcomeUnknown { shard, .. } => {
                 info.shard_id = shard.0;
                 info.not_applied = false;

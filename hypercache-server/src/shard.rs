@@ -110,6 +110,24 @@ impl Shard {
         m.current_leader.is_some() && applied >= self.committed_index()
     }
 
+    /// Whether this replica may answer a serializable read from its local state: only a voter
+    /// that has applied an entry past the initial membership. A learner can be any distance
+    /// behind (it is being added, or its volume was wiped and it rejoined), and an empty replica
+    /// would answer "no such key" for every key: both are answers no client could tell from the
+    /// truth, so they are refused (`REPLICA_NOT_SERVING`, retried elsewhere by clients).
+    pub fn serves_local_reads(&self) -> Result<(), ServiceError> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let voter = m.membership_config.membership().voter_ids().any(|id| id == self.node_id);
+        let applied = m.last_applied.is_some_and(|l| l.index > 0);
+        let why = match (voter, applied) {
+            (true, true) => return Ok(()),
+            (false, _) => "not a voter (a learner, or not a member)",
+            (true, false) => "empty (nothing applied yet)",
+        };
+        Err(ServiceError::NotServing { node: self.node_id, shard: self.id, why })
+    }
+
     /// The endpoint of `node` according to the current membership.
     pub fn endpoint_of(&self, node: NodeId) -> Option<String> {
         let m = self.raft.metrics();

@@ -186,6 +186,15 @@ pub async fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut()
     }
 }
 
+/// A frozen node, as SIGSTOP leaves one: the kernel completes TCP handshakes into the listen
+/// backlog, so connects succeed, requests are sent, and nothing ever answers. Keep the
+/// listener alive for as long as the node should stay frozen.
+pub fn frozen() -> (std::net::TcpListener, String) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("local addr").to_string();
+    (listener, addr)
+}
+
 /// An address nothing listens on.
 pub fn closed_port() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -34,6 +34,9 @@ pub struct State {
     /// Shard -> leading node name.
     pub leaders: HashMap<u32, String>,
     pub data: BTreeMap<Bytes, KeyValue>,
+    /// Node name -> the revision its replicas are stuck at: its serializable reads answer
+    /// from that revision (a lagging follower).
+    pub lagging: HashMap<String, u64>,
     /// Per shard: (revision, key) of every write, for watches.
     pub history: HashMap<u32, Vec<(u64, Bytes)>>,
     /// Watch streams end after this many messages the first time a shard is watched.
@@ -181,8 +184,15 @@ impl Kv for FakeNode {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let req = request.into_inner();
         self.admit("get", req.shard_id, Some(&req.key), !req.serializable)?;
-        let kv = lock(&self.state).data.get(&req.key).cloned();
-        Ok(Response::new(GetResponse { header: self.header(req.shard_id), kv }))
+        let state = lock(&self.state);
+        let mut header =
+            ResponseHeader { shard_id: req.shard_id, revision: state.revision(req.shard_id), node_id: 1, raft_term: 1 };
+        let mut kv = state.data.get(&req.key).cloned();
+        if let Some(&stuck) = state.lagging.get(&self.name).filter(|_| req.serializable) {
+            header.revision = header.revision.min(stuck);
+            kv = kv.filter(|kv| kv.mod_revision <= stuck);
+        }
+        Ok(Response::new(GetResponse { header: Some(header), kv }))
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {

@@ -85,10 +85,13 @@ pub fn header(shard: &Shard, revision: u64) -> Option<pb::ResponseHeader> {
     Some(pb::ResponseHeader { shard_id: shard.id.0, revision, node_id: shard.node_id, raft_term: shard.current_term() })
 }
 
-/// Linearizable reads wait for the read barrier; serializable ones are served as they are.
+/// Linearizable reads wait for the read barrier; serializable ones are served as they are, by
+/// a voter that has applied something (see [`Shard::serves_local_reads`]). The revision in the
+/// response header is the replica's applied revision, which clients compare with the newest
+/// they saw of the shard to refuse an answer from the past.
 pub async fn read_barrier(shard: &Shard, serializable: bool) -> Result<(), ServiceError> {
     if serializable {
-        Ok(())
+        shard.serves_local_reads()
     } else {
         shard.read_barrier().await
     }

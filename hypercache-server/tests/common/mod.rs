@@ -178,10 +178,15 @@ impl TestCluster {
         }
     }
 
-    /// A serializable (local) get from node `i`.
+    /// A serializable (local) get from node `i`; `None` also while the replica refuses local
+    /// reads (`REPLICA_NOT_SERVING`: it is still empty right after a restart, or a learner).
     pub async fn local_get(&self, i: usize, key: &str) -> Option<pb::KeyValue> {
         let req = pb::GetRequest { key: key.to_string().into(), serializable: true, ..Default::default() };
-        self.kv(i).await.get(req).await.expect("serializable get").into_inner().kv
+        match self.kv(i).await.get(req).await {
+            Ok(response) => response.into_inner().kv,
+            Err(status) if status.code() == tonic::Code::Unavailable => None,
+            Err(status) => panic!("serializable get from node {i}: {status}"),
+        }
     }
 
     pub async fn shutdown(mut self) {
