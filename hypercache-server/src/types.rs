@@ -121,6 +121,12 @@ pub enum LeaseOp {
     Expire {
         ids: Vec<LeaseId>,
     },
+    /// Proposed by this shard's leader once the home shards of these leases (other shards) have
+    /// committed their end (see `lease_home.rs`): deletes the follower records and their keys.
+    /// Ids of this shard's own leases, and ids no longer followed here, are skipped.
+    HomeEnded {
+        ids: Vec<LeaseId>,
+    },
 }
 
 /// Guards, then ops; applied atomically at one revision.
