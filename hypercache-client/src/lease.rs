@@ -4,7 +4,7 @@
 //! services'), [`Client::grant_for_key`] in a key's shard, and keepalive, revoke and time-to-live
 //! are routed by the shard encoded in the id ([`LeaseId::shard`]). Keys of any shard may hang on
 //! it; a key of another shard is deleted shortly after the home shard commits the lease's end
-//! (within about 0.1-0.3 s; never before).
+//! (within about 0.2 s; never before).
 //!
 //! A lease is a TTL that keys, registrations and election leadership hang on; the shard leader
 //! decides expiry and replicates it. The client never trusts its own clock against the server's:
@@ -88,7 +88,7 @@ impl Client {
     /// [`ClientConfig::namespace`](crate::ClientConfig::namespace)), where the game services
     /// live: the lease for an election campaign or a registration. Keys of any shard may be
     /// attached to it; keys of other shards than the lease's are deleted shortly after it ends
-    /// (a poll of the home shard, about 0.1-0.3 s later), and cost that poll while they hang on
+    /// (a poll of the home shard, within about 0.2 s), and cost that poll while they hang on
     /// it. [`grant_for_key`](Self::grant_for_key) keeps a key and its lease in one shard. The
     /// TTL is rounded up to whole milliseconds; the
     /// server rejects TTLs outside its bounds with `INVALID_TTL`. Not retried once it may have

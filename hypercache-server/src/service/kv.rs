@@ -62,6 +62,10 @@ impl KvService {
                 }
             }
         }
+        if !by_home.is_empty() {
+            // Only the leader can propose the put: a follower fails fast, as without a lease.
+            shard.leader_term()?;
+        }
         for (home, ids) in by_home {
             if let Some(&id) = self.ctx.homes.ended(home, &ids).await?.first() {
                 return Err(rejected(shard, Rejection::LeaseNotFound { id }));
