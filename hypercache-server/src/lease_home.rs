@@ -53,6 +53,8 @@ use crate::types::{LeaseId, LeaseOp, Request, ShardId, TypeConfig};
 
 /// How often a shard's leader asks the home shards of the leases it follows whether they ended.
 pub const POLL: Duration = Duration::from_millis(100);
+/// Lease ids per question (8 bytes each on the wire: well under the peer message limit).
+const ASK_BATCH: usize = 8192;
 /// How long one question to one node may take.
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -70,13 +72,18 @@ impl LeaseHomes {
     }
 
     /// Which of `ids` (leases of shard `home`) have ended, as `home`'s leader answers after a
-    /// read barrier. Fails (NO_LEADER for `home`, nothing known) if no replica of `home` answers
-    /// as its leader.
+    /// read barrier. Fails with NO_LEADER for `home` (nothing known, nothing done) if no replica
+    /// of `home` answers as its leader. Never with NOT_LEADER: a client would take that for the
+    /// put's own shard and follow the home's leader.
     pub async fn ended(&self, home: ShardId, ids: &[LeaseId]) -> Result<Vec<LeaseId>, ServiceError> {
         let Some(shards) = self.shards.upgrade() else { return Err(ServiceError::NoLeader { shard: home }) };
+        let mut errors = Vec::new();
         if let Some(local) = shards.get(home) {
             if local.leader_term().is_ok() {
-                return ended_here(&local, ids).await;
+                match ended_here(&local, ids).await {
+                    Ok(ended) => return Ok(ended),
+                    Err(e) => errors.push(format!("this node: {e}")),
+                }
             }
         }
         let (candidates, shard_count) = candidates(&shards, home);
@@ -84,7 +91,6 @@ impl LeaseHomes {
             // No such shard: the id was never granted by this cluster.
             return Ok(ids.to_vec());
         }
-        let mut errors = Vec::new();
         for addr in candidates {
             match ask(&self.pool, &addr, home, ids).await {
                 Ok(ended) => return Ok(ended),
@@ -168,10 +174,12 @@ pub async fn follow_homes(
         for id in clock.followed() {
             by_home.entry(home_of(id)).or_default().push(id);
         }
-        let asks = by_home.into_iter().map(|(home, ids)| {
-            let homes = homes.clone();
-            async move { (home, homes.ended(home, &ids).await) }
-        });
+        let asks = by_home.iter().flat_map(|(home, ids)| ids.chunks(ASK_BATCH).map(move |ids| (*home, ids))).map(
+            |(home, ids)| {
+                let homes = homes.clone();
+                async move { (home, homes.ended(home, ids).await) }
+            },
+        );
         let mut ended = Vec::new();
         for (home, answer) in futures::future::join_all(asks).await {
             match answer {
