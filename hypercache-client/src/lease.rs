@@ -1,8 +1,10 @@
 //! Lease operations: grant, revoke, one keepalive, time to live.
 //!
-//! Leases live in one shard: [`Client::grant`] grants in the home shard (the game services'),
-//! [`Client::grant_for_key`] in a key's shard, and every later operation is routed by the shard
-//! encoded in the id ([`LeaseId::shard`]).
+//! A lease lives in one shard, its home: [`Client::grant`] grants in the home shard (the game
+//! services'), [`Client::grant_for_key`] in a key's shard, and keepalive, revoke and time-to-live
+//! are routed by the shard encoded in the id ([`LeaseId::shard`]). Keys of any shard may hang on
+//! it; a key of another shard is deleted shortly after the home shard commits the lease's end
+//! (within about 0.2 s; never before).
 //!
 //! A lease is a TTL that keys, registrations and election leadership hang on; the shard leader
 //! decides expiry and replicates it. The client never trusts its own clock against the server's:
@@ -36,7 +38,7 @@ impl LeaseId {
     /// Bits of the id below the shard.
     pub const SHARD_SHIFT: u32 = 48;
 
-    /// The shard that granted the lease (and holds the keys attached to it).
+    /// The shard that granted the lease: it keeps it alive and decides its end.
     pub fn shard(self) -> u32 {
         u32::try_from(self.0 >> Self::SHARD_SHIFT).expect("a u64 shifted right by 48 fits in 16 bits")
     }
@@ -84,9 +86,11 @@ impl Client {
 
     /// Grants a lease of (at least) `ttl` in the home shard (see
     /// [`ClientConfig::namespace`](crate::ClientConfig::namespace)), where the game services
-    /// live: the lease for an election campaign or a registration. Keys attached to a lease
-    /// must live in its shard: for a lease that keys hang on, use
-    /// [`grant_for_key`](Self::grant_for_key). The TTL is rounded up to whole milliseconds; the
+    /// live: the lease for an election campaign or a registration. Keys of any shard may be
+    /// attached to it; keys of other shards than the lease's are deleted shortly after it ends
+    /// (a poll of the home shard, within about 0.2 s), and cost that poll while they hang on
+    /// it. [`grant_for_key`](Self::grant_for_key) keeps a key and its lease in one shard. The
+    /// TTL is rounded up to whole milliseconds; the
     /// server rejects TTLs outside its bounds with `INVALID_TTL`. Not retried once it may have
     /// reached the leader (a retry could grant a second lease): a lost answer is
     /// [`Error::OutcomeUnknown`].
@@ -95,7 +99,7 @@ impl Client {
     }
 
     /// Grants a lease in the shard of `key`, so that `key` (and every key sharing its hash tag)
-    /// can be attached to it. Otherwise like [`grant`](Self::grant).
+    /// are deleted in the same command that ends the lease. Otherwise like [`grant`](Self::grant).
     pub async fn grant_for_key(&self, key: impl Into<Bytes>, ttl: Duration) -> Result<Lease, Error> {
         self.grant_in(Target::Key(key.into()), ttl).await
     }
@@ -114,8 +118,10 @@ impl Client {
         Ok(Lease { id: LeaseId(response.id), ttl, deadline: sent + ttl })
     }
 
-    /// Revokes the lease: it ends at once and everything attached to it is deleted atomically.
-    /// Returns the number of keys deleted. A lease that is already gone is `LEASE_NOT_FOUND`.
+    /// Revokes the lease: it ends at once and everything attached to it in its home shard is
+    /// deleted atomically; keys of other shards follow shortly (one command per shard). Returns
+    /// the number of keys deleted in the home shard. A lease that is already gone is
+    /// `LEASE_NOT_FOUND`.
     pub async fn revoke(&self, id: LeaseId) -> Result<u64, Error> {
         let response = self
             .execute("lease_revoke", OpKind::Write, Target::Shard(id.shard()), Route::Leader, |ch, shard_id, t| {

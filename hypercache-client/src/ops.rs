@@ -12,8 +12,7 @@ use tonic::transport::Channel;
 use tonic::Request;
 
 use crate::client::{Client, Route, Target};
-use crate::error::{reason, Error};
-use crate::lease::LeaseId;
+use crate::error::Error;
 use crate::retry::OpKind;
 use crate::types::{CasResult, DeleteResult, KeyValue, PutOptions, PutResult};
 
@@ -106,10 +105,10 @@ impl Client {
 
     /// [`put`](Self::put) with options: attach the key to a lease, or give it a TTL of its own
     /// (not both), and/or return the previous key-value. Keys beginning with byte 0xff are
-    /// refused (`RESERVED_KEY`); a missing lease is `LEASE_NOT_FOUND`. A key attached to a lease
-    /// must live in the lease's shard ([`Client::grant_for_key`]); otherwise the put is refused
-    /// with reason `CROSS_SHARD` (by the client when it knows the routing table, else by the
-    /// server).
+    /// refused (`RESERVED_KEY`); a missing lease is `LEASE_NOT_FOUND`. Any key may hang on any
+    /// lease: the put goes to the key's shard, which checks a lease of another shard with that
+    /// shard (its home) first, and deletes the key shortly after the lease ends at home (see
+    /// [`Client::grant`]).
     pub async fn put_with(
         &self,
         key: impl Into<Bytes>,
@@ -117,12 +116,6 @@ impl Client {
         options: PutOptions,
     ) -> Result<PutResult, Error> {
         let msg = options.to_request(0, key.into(), value.into())?;
-        if let (Some(lease), Some(table)) = (options.lease, self.inner.routing.current()) {
-            let shard = table.shard_of(&msg.key);
-            if !table.is_legacy() && lease.shard() != shard {
-                return Err(lease_cross_shard(&msg.key, shard, lease));
-            }
-        }
         let response = self
             .execute("put", OpKind::Write, Target::Key(msg.key.clone()), Route::Leader, |ch, shard_id, t| {
                 let mut kv = self.kv(ch);
@@ -242,18 +235,5 @@ impl Client {
         let endpoints = self.inner.config.endpoints.clone();
         let answers = futures::future::join_all(endpoints.iter().map(|e| self.status(e))).await;
         endpoints.into_iter().zip(answers).collect()
-    }
-}
-
-/// The client-side refusal of a key attached to a lease of another shard.
-fn lease_cross_shard(key: &[u8], shard: u32, lease: LeaseId) -> Error {
-    Error::InvalidArgument {
-        reason: reason::CROSS_SHARD.to_string(),
-        message: format!(
-            "key {:?} lives in shard {shard} but lease {lease} belongs to shard {}; grant the lease with \
-             grant_for_key (the key's shard) or give the key the hash tag of the key the lease was granted for",
-            String::from_utf8_lossy(key),
-            lease.shard()
-        ),
     }
 }

@@ -2,7 +2,7 @@
 //! leader, NOT_LEADER moves one shard's leader only, UNKNOWN_SHARD and WRONG_SHARD refresh the
 //! routing table (even for writes), ranges merge shards in key order across pages, a prefix
 //! watch merges the shards' streams and resumes each from its own revision, and lease
-//! operations follow the shard in the lease id.
+//! operations follow the shard in the lease id (a put with a lease, the key's shard).
 
 mod common;
 
@@ -227,11 +227,12 @@ async fn lease_operations_follow_the_shard_in_the_id() {
     let lease = client.grant(Duration::from_secs(1)).await.expect("grant");
     assert_eq!(lease.id.shard(), home, "plain grants go to the home shard");
 
-    // A key attached to a lease of another shard is refused before sending.
+    // A key attached to a lease of another shard goes to the key's shard (which asks the
+    // lease's home shard itself).
     let k0 = key_in(0, "k");
     let options = hypercache_client::PutOptions::lease(LeaseId(1 << 48 | 7));
-    let err = client.put_with(k0, "v", options).await.expect_err("cross-shard lease");
-    assert!(err.is_reason("CROSS_SHARD"), "{err:?}");
+    client.put_with(k0, "v", options).await.expect("a put with a lease of another shard");
+    assert_eq!(calls(&state, "put"), vec![at("A", 0)]);
 
     let err = client.keep_alive_once(LeaseId(5 << 48 | 1)).await.expect_err("no shard 5");
     assert!(matches!(err, Error::UnknownShard { .. }), "{err:?}");

@@ -14,6 +14,10 @@
 //!   only a new leadership term does, and a new term's barrier applies any expiry an earlier
 //!   leader got committed.
 //!
+//! Leases of other shards that keys here hang on (follower records, see `machine/lease.rs`) have
+//! no deadline here: the clock only lists them ([`LeaseClock::followed`]) for the leader's poll of
+//! their home shards (`lease_home.rs`).
+//!
 //! The full argument that a lease never expires before `send time of the last successful
 //! keepalive + ttl` is in docs/api.md ("Lease safety").
 
@@ -44,6 +48,8 @@ struct State {
     by_deadline: BTreeSet<(Instant, LeaseId)>,
     /// The leadership term the deadlines were last reset for.
     term: Option<u64>,
+    /// Other shards' leases with keys here.
+    followed: BTreeSet<LeaseId>,
 }
 
 impl State {
@@ -86,12 +92,14 @@ impl LeaseClock {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Replaces the set of leases (startup, snapshot install).
-    pub fn reset(&self, leases: impl IntoIterator<Item = (LeaseId, u64)>) {
+    /// Replaces the set of leases (startup, snapshot install): this shard's own as (id, ttl_ms),
+    /// and the other shards' leases it holds follower records for.
+    pub fn reset(&self, leases: impl IntoIterator<Item = (LeaseId, u64)>, followed: impl IntoIterator<Item = LeaseId>) {
         let now = Instant::now();
         let mut s = self.lock();
         s.leases.clear();
         s.by_deadline.clear();
+        s.followed = followed.into_iter().collect();
         for (id, ttl_ms) in leases {
             let ttl = Duration::from_millis(ttl_ms);
             s.leases.insert(id, Timing { ttl, deadline: now + ttl, expiring: false });
@@ -116,10 +124,14 @@ impl LeaseClock {
                     s.leases.insert(id, Timing { ttl, deadline: now + ttl, expiring: false });
                     s.by_deadline.insert((now + ttl, id));
                 }
+                LeaseChange::Followed { id } => {
+                    s.followed.insert(id);
+                }
                 LeaseChange::Ended { id } => {
                     if let Some(t) = s.leases.remove(&id) {
                         s.by_deadline.remove(&(t.deadline, id));
                     }
+                    s.followed.remove(&id);
                 }
             }
         }
@@ -196,6 +208,11 @@ impl LeaseClock {
         (expired, next)
     }
 
+    /// The other shards' leases that keys of this shard hang on.
+    pub fn followed(&self) -> Vec<LeaseId> {
+        self.lock().followed.iter().copied().collect()
+    }
+
     pub async fn changed(&self) {
         self.changed.notified().await
     }
@@ -227,6 +244,20 @@ mod tests {
         tokio::time::advance(Duration::from_millis(50)).await;
         assert_eq!(clock.take_expired(5).0, vec![1]);
         assert_eq!(clock.keep_alive(1, 5), Renewal::Gone, "no keepalive once expiring");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn followed_leases_are_listed_never_expired() {
+        let clock = LeaseClock::new();
+        clock.reset([(1, 100)], [(3 << 48) | 1]);
+        clock.apply(&[LeaseChange::Followed { id: (4 << 48) | 2 }]);
+        assert_eq!(clock.followed(), vec![(3 << 48) | 1, (4 << 48) | 2]);
+        assert!(clock.take_expired(1).0.is_empty(), "term 1 starts: deadlines from now");
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert_eq!(clock.take_expired(1).0, vec![1], "only this shard's own lease has a deadline");
+        assert_eq!(clock.keep_alive((3 << 48) | 1, 1), Renewal::Gone, "kept alive at home, not here");
+        clock.apply(&[LeaseChange::Ended { id: (3 << 48) | 1 }]);
+        assert_eq!(clock.followed(), vec![(4 << 48) | 2]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -31,6 +31,7 @@ pub mod discovery;
 pub mod error;
 pub mod identity;
 pub mod lease_clock;
+pub mod lease_home;
 pub mod machine;
 pub mod membership;
 pub mod metrics;

@@ -30,6 +30,7 @@ use crate::bootstrap;
 use crate::config::{Config, RaftSettings};
 use crate::discovery::{self, DiscoveryError};
 use crate::identity::{self, IdentityError};
+use crate::lease_home::LeaseHomes;
 use crate::membership::Membership;
 use crate::metrics::Metrics;
 use crate::network::{PeerPool, RaftService};
@@ -169,7 +170,8 @@ impl Node {
 
         let validator = Validator { max_value_bytes: config.limits.max_value_bytes };
         let (stopping, stopping_rx) = watch::channel(false);
-        let ctx = Ctx::new(shards.clone(), validator, metrics.clone(), stopping_rx);
+        let homes = LeaseHomes::new(&shards, pool.clone());
+        let ctx = Ctx::new(shards.clone(), validator, metrics.clone(), homes, stopping_rx);
         let client_max = config.max_client_message_bytes();
         let peer_max = config.max_peer_message_bytes();
         let kv = KvServer::new(KvService::new(ctx.clone()))

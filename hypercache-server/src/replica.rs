@@ -13,6 +13,7 @@ use std::sync::Arc;
 use openraft::Raft;
 use tokio::sync::Mutex;
 
+use crate::lease_home::LeaseHomes;
 use crate::network::{NetworkFactory, PeerPool};
 use crate::node::NodeError;
 use crate::shard::{Shard, ShardParts, Shards};
@@ -95,6 +96,7 @@ impl ReplicaHost {
             clock,
             committed,
             max_batch_bytes: self.max_batch_bytes,
+            homes: LeaseHomes::new(&self.shards, self.pool.clone()),
         })))
     }
 

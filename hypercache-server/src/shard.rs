@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 
 use crate::error::ServiceError;
 use crate::lease_clock::{LeaseClock, Renewal, EXPIRE_BATCH};
+use crate::lease_home::{follow_homes, LeaseHomes};
 use crate::proposer::{ProposeError, Proposer};
 use crate::read_index::ReadIndex;
 use crate::storage::KvReader;
@@ -48,6 +49,8 @@ pub struct Shard {
     keepalive_index: ReadIndex,
     proposer: Proposer,
     expiry_task: JoinHandle<()>,
+    /// Learns the ends of other shards' leases that keys here hang on (`lease_home.rs`).
+    follow_task: JoinHandle<()>,
 }
 
 /// What a shard replica is made of (see `node.rs`).
@@ -60,11 +63,13 @@ pub struct ShardParts {
     pub clock: Arc<LeaseClock>,
     pub committed: Arc<AtomicU64>,
     pub max_batch_bytes: usize,
+    pub homes: LeaseHomes,
 }
 
 impl Drop for Shard {
     fn drop(&mut self) {
         self.expiry_task.abort();
+        self.follow_task.abort();
     }
 }
 
@@ -74,6 +79,7 @@ impl Shard {
         let keepalive_index = ReadIndex::spawn_paced(p.raft.clone(), KEEPALIVE_BARRIER_GAP);
         let proposer = Proposer::spawn(p.raft.clone(), p.max_batch_bytes);
         let expiry_task = tokio::spawn(drive_expiry(p.id, p.raft.clone(), p.clock.clone(), proposer.clone()));
+        let follow_task = tokio::spawn(follow_homes(p.id, p.raft.clone(), p.clock.clone(), proposer.clone(), p.homes));
         Shard {
             id: p.id,
             node_id: p.node_id,
@@ -86,6 +92,7 @@ impl Shard {
             keepalive_index,
             proposer,
             expiry_task,
+            follow_task,
         }
     }
 
@@ -196,6 +203,12 @@ impl Shard {
         self.barrier(&self.keepalive_index).await?;
         let term = self.leader_term()?;
         Ok(self.clock.keep_alive(id, term))
+    }
+
+    /// A read barrier for lease questions (paced like keepalives): after it, this node led after
+    /// the question arrived and has applied every lease end committed before.
+    pub async fn lease_barrier(&self) -> Result<(), ServiceError> {
+        self.barrier(&self.keepalive_index).await
     }
 
     /// Registers a watcher on this replica's hub; see [`Shard::subscribe_error`].

@@ -89,7 +89,8 @@ pub struct KeyValue {
 }
 
 /// Lease ids are allocated by the shard's state machine: `shard << 48 | counter`, never reused,
-/// never 0, so the id alone tells which shard holds a lease.
+/// never 0, so the id alone tells a lease's home shard (the one that keeps it alive and ends it;
+/// keys of other shards may hang on it, see `lease_home.rs`).
 pub type LeaseId = u64;
 
 /// A replicated command: the payload of a normal Raft log entry.
@@ -119,6 +120,12 @@ pub enum LeaseOp {
     /// Proposed by the shard leader when the leases' deadlines passed (see `lease_clock.rs`).
     /// Ids that no longer exist are skipped.
     Expire {
+        ids: Vec<LeaseId>,
+    },
+    /// Proposed by this shard's leader once the home shards of these leases (other shards) have
+    /// committed their end (see `lease_home.rs`): deletes the follower records and their keys.
+    /// Ids of this shard's own leases, and ids no longer followed here, are skipped.
+    HomeEnded {
         ids: Vec<LeaseId>,
     },
 }
@@ -202,7 +209,7 @@ pub enum Reply {
         id: LeaseId,
         ttl_ms: u64,
     },
-    /// Revoke or expire: how many keys went with the lease(s).
+    /// Revoke, expire or home-ended: how many keys of this shard went with the lease(s).
     LeasesEnded {
         deleted_keys: u64,
     },

@@ -2,9 +2,9 @@
 //!
 //! A watcher on a per-run prefix starts first (`--watch-endpoint`, default the leader of the
 //! prefix's shard). Then `--concurrency` workers grant `--leases` leases of `--ttl-ms` each and
-//! attach one key to each (`KV.Put` with `lease`); nobody keeps them alive. A key must live in its
-//! lease's shard, so each lease is granted in its key's shard (`Shards::shard_of`), on that
-//! shard's leader. The prefix ends in the run tag as a hash tag (`hcbench-lease/{hcb-...}/`), so
+//! attach one key to each (`KV.Put` with `lease`); nobody keeps them alive. Each lease is granted
+//! in its key's shard (`Shards::shard_of`), on that shard's leader, so the key goes in the
+//! lease's own expiry command (keys of other shards follow a poll later, see `lease_home.rs`). The prefix ends in the run tag as a hash tag (`hcbench-lease/{hcb-...}/`), so
 //! on a sharded cluster every key of the run lives in one shard and one watch stream sees them all. For every DELETE event the watcher notes
 //! the receive time. Lag is `receive time - (start of the lease's TTL + TTL)`.
 //!

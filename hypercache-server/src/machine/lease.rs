@@ -4,13 +4,24 @@
 //! proposes [`LeaseOp::Expire`]; applying it deletes the lease and its keys at one revision on
 //! every replica. An id that no longer exists (revoked meanwhile, or expired by an earlier
 //! leader's proposal) is skipped, so expiry is idempotent.
+//!
+//! A lease lives in its *home* shard, the one in its id ([`home_of`]). Keys of other shards may
+//! hang on it too: the first such key in shard S creates a *follower record* for the lease in
+//! S (TTL 0, no deadline, never granted or kept alive here) that lists S's keys on it. Only the
+//! home shard decides that a lease ended; S deletes its keys when its leader has learned that
+//! from the home shard's leader ([`LeaseOp::HomeEnded`], see `lease_home.rs`), and a follower
+//! record goes when its last key does. Revoke and expiry never end a lease outside its home, and
+//! `HomeEnded` never ends one inside it, so no replica can delete a key before the home shard has
+//! committed the end. The state machine cannot check another shard: the service checks the home
+//! shard before it proposes an attachment, and a key attached after the end all the same (the
+//! check raced with the end) is deleted by the next poll, which finds the lease gone.
 
 use bytes::Bytes;
 
 use super::kv::delete_row;
-use super::overlay::{Base, LeaseRecord, Overlay};
+use super::overlay::{Base, LeaseChange, LeaseRecord, Overlay};
 use super::{Fail, Rejection};
-use crate::types::{LeaseId, LeaseOp, Reply};
+use crate::types::{LeaseId, LeaseOp, Reply, ShardId};
 
 /// TTL bounds, in milliseconds. Below 10 ms a lease cannot survive one keepalive round trip;
 /// above 30 days it is a configuration mistake (a lease is not storage).
@@ -27,6 +38,22 @@ pub fn check_ttl(ttl_ms: u64) -> Result<(), Rejection> {
     }
 }
 
+/// The shard that granted lease `id` and alone decides when it ends.
+pub fn home_of(id: LeaseId) -> ShardId {
+    ShardId(u32::try_from(id >> 48).expect("a u64 shifted right by 48 fits in 32 bits"))
+}
+
+/// Whether lease `id` belongs to another shard (this shard can only hold a follower record).
+fn is_foreign<B: Base>(ov: &Overlay<B>, id: LeaseId) -> bool {
+    home_of(id) != ov.shard
+}
+
+/// True if lease `id` is one of this shard's own and exists (a follower record does not count:
+/// game operations check leases that must live where they run).
+pub fn exists_here<B: Base>(ov: &Overlay<B>, id: LeaseId) -> Result<bool, Fail> {
+    Ok(!is_foreign(ov, id) && ov.lease(id)?.is_some())
+}
+
 /// Creates a lease and returns its id: `shard << 48 | n`, n counting from 1, never reused.
 pub fn grant<B: Base>(ov: &mut Overlay<B>, ttl_ms: u64, auto: bool) -> Result<LeaseId, Fail> {
     check_ttl(ttl_ms)?;
@@ -37,21 +64,31 @@ pub fn grant<B: Base>(ov: &mut Overlay<B>, ttl_ms: u64, auto: bool) -> Result<Le
     Ok(id)
 }
 
+/// Attaches `key` to lease `id`. A lease of another shard gets a follower record here on its
+/// first key (the service checked with the home shard that the lease exists).
 pub fn attach<B: Base>(ov: &mut Overlay<B>, id: LeaseId, key: &Bytes) -> Result<(), Fail> {
-    let mut lease = ov.lease(id)?.ok_or(Rejection::LeaseNotFound { id })?;
+    let mut lease = match ov.lease(id)? {
+        Some(lease) => lease,
+        None if is_foreign(ov, id) => {
+            ov.lease_changes.push(LeaseChange::Followed { id });
+            LeaseRecord { ttl_ms: 0, keys: Default::default(), auto: false }
+        }
+        None => return Err(Rejection::LeaseNotFound { id }.into()),
+    };
     if lease.keys.insert(key.clone()) {
         ov.set_lease(id, &lease, false)?;
     }
     Ok(())
 }
 
-/// Removes `key` from lease `id`'s keys; a per-key TTL lease ends with its last key.
+/// Removes `key` from lease `id`'s keys; a per-key TTL lease and a follower record end with
+/// their last key.
 pub fn detach<B: Base>(ov: &mut Overlay<B>, id: LeaseId, key: &Bytes) -> Result<(), Fail> {
     let Some(mut lease) = ov.lease(id)? else { return Ok(()) };
     if !lease.keys.remove(key) {
         return Ok(());
     }
-    if lease.auto && lease.keys.is_empty() {
+    if (lease.auto || is_foreign(ov, id)) && lease.keys.is_empty() {
         ov.remove_lease(id)?;
     } else {
         ov.set_lease(id, &lease, false)?;
@@ -80,18 +117,27 @@ pub fn apply<B: Base>(ov: &mut Overlay<B>, revision: u64, op: &LeaseOp) -> Resul
             let id = grant(ov, *ttl_ms, false)?;
             Ok(Reply::LeaseGranted { id, ttl_ms: *ttl_ms })
         }
+        // Only the home shard ends a lease by revoke or expiry: a follower record here is not
+        // the lease (the client routes a revoke to the home shard by the id).
+        LeaseOp::Revoke { id } if is_foreign(ov, *id) => Err(Rejection::LeaseNotFound { id: *id }.into()),
         LeaseOp::Revoke { id } => {
             let deleted_keys = end(ov, revision, *id)?.ok_or(Rejection::LeaseNotFound { id: *id })?;
             Ok(Reply::LeasesEnded { deleted_keys })
         }
-        LeaseOp::Expire { ids } => {
-            let mut deleted_keys = 0;
-            for id in ids {
-                deleted_keys += end(ov, revision, *id)?.unwrap_or(0);
-            }
-            Ok(Reply::LeasesEnded { deleted_keys })
+        LeaseOp::Expire { ids } => end_all(ov, revision, ids, false),
+        LeaseOp::HomeEnded { ids } => end_all(ov, revision, ids, true),
+    }
+}
+
+/// Ends the leases of `ids` that are other shards' (`foreign`) or this shard's own (not).
+fn end_all<B: Base>(ov: &mut Overlay<B>, revision: u64, ids: &[LeaseId], foreign: bool) -> Result<Reply, Fail> {
+    let mut deleted_keys = 0;
+    for &id in ids {
+        if is_foreign(ov, id) == foreign {
+            deleted_keys += end(ov, revision, id)?.unwrap_or(0);
         }
     }
+    Ok(Reply::LeasesEnded { deleted_keys })
 }
 
 #[cfg(test)]
@@ -162,11 +208,62 @@ mod tests {
     }
 
     #[test]
+    fn keys_follow_another_shards_lease_and_go_only_when_its_home_ended_it() {
+        let mut ov = ov();
+        let foreign: LeaseId = (5 << 48) | 9;
+        assert_eq!(home_of(foreign), ShardId(5));
+        write_row(&mut ov, 1, &b("a"), b("1"), Attach::Lease(foreign)).unwrap();
+        write_row(&mut ov, 2, &b("b"), b("2"), Attach::Lease(foreign)).unwrap();
+        assert!(ov.lease_changes.contains(&LeaseChange::Followed { id: foreign }));
+        assert_eq!(ov.lease(foreign).unwrap().unwrap().keys.len(), 2, "one follower record lists both keys");
+        assert!(!exists_here(&ov, foreign).unwrap(), "a follower record is not a lease of this shard");
+
+        // Only the home shard ends a lease: revoke and expiry here leave the keys alone.
+        let err = apply(&mut ov, 3, &LeaseOp::Revoke { id: foreign }).unwrap_err();
+        assert_eq!(err, Fail::Reject(Rejection::LeaseNotFound { id: foreign }));
+        assert_eq!(
+            apply(&mut ov, 3, &LeaseOp::Expire { ids: vec![foreign] }).unwrap(),
+            Reply::LeasesEnded { deleted_keys: 0 }
+        );
+        assert!(ov.row(b"a").unwrap().is_some());
+
+        // And HomeEnded never ends one of this shard's own leases.
+        let own = grant(&mut ov, 1000, false).unwrap();
+        write_row(&mut ov, 4, &b("c"), b("3"), Attach::Lease(own)).unwrap();
+        let reply = apply(&mut ov, 5, &LeaseOp::HomeEnded { ids: vec![own, foreign] }).unwrap();
+        assert_eq!(reply, Reply::LeasesEnded { deleted_keys: 2 });
+        assert!(ov.row(b"a").unwrap().is_none() && ov.row(b"b").unwrap().is_none());
+        assert!(ov.row(b"c").unwrap().is_some() && ov.lease(own).unwrap().is_some());
+        let deletes: Vec<_> = ov.events.iter().filter(|e| e.kind == EventKind::Delete).collect();
+        assert!(deletes.len() == 2 && deletes.iter().all(|e| e.revision == 5), "one revision: {deletes:?}");
+        assert!(ov.lease(foreign).unwrap().is_none());
+        // Replayed (a second poll before the first commit was seen): nothing more happens.
+        assert_eq!(
+            apply(&mut ov, 6, &LeaseOp::HomeEnded { ids: vec![foreign] }).unwrap(),
+            Reply::LeasesEnded { deleted_keys: 0 }
+        );
+    }
+
+    #[test]
+    fn a_follower_record_goes_with_its_last_key() {
+        let mut ov = ov();
+        let foreign: LeaseId = (7 << 48) | 1;
+        write_row(&mut ov, 1, &b("a"), b("1"), Attach::Lease(foreign)).unwrap();
+        write_row(&mut ov, 2, &b("b"), b("1"), Attach::Lease(foreign)).unwrap();
+        delete_row(&mut ov, 3, &b("a")).unwrap();
+        assert!(ov.lease(foreign).unwrap().is_some());
+        write_row(&mut ov, 4, &b("b"), b("2"), Attach::None).unwrap();
+        assert!(ov.lease(foreign).unwrap().is_none(), "no key left: nothing to follow");
+        assert!(ov.lease_changes.contains(&LeaseChange::Ended { id: foreign }));
+    }
+
+    #[test]
     fn bad_ttls_and_unknown_leases_are_rejected() {
         let mut ov = ov();
         assert!(matches!(grant(&mut ov, 0, false), Err(Fail::Reject(Rejection::InvalidTtl { .. }))));
         assert!(matches!(grant(&mut ov, MAX_TTL_MS + 1, false), Err(Fail::Reject(Rejection::InvalidTtl { .. }))));
-        let err = write_row(&mut ov, 1, &b("k"), b("v"), Attach::Lease(99)).unwrap_err();
-        assert_eq!(err, Fail::Reject(Rejection::LeaseNotFound { id: 99 }));
+        let unknown = (2 << 48) | 99;
+        let err = write_row(&mut ov, 1, &b("k"), b("v"), Attach::Lease(unknown)).unwrap_err();
+        assert_eq!(err, Fail::Reject(Rejection::LeaseNotFound { id: unknown }));
     }
 }

@@ -80,8 +80,17 @@ impl Event {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaseChange {
-    Granted { id: LeaseId, ttl_ms: u64 },
-    Ended { id: LeaseId },
+    Granted {
+        id: LeaseId,
+        ttl_ms: u64,
+    },
+    /// A follower record for another shard's lease was created (its first key here).
+    Followed {
+        id: LeaseId,
+    },
+    Ended {
+        id: LeaseId,
+    },
 }
 
 /// A row store or a corrupt record: the state machine cannot go on (the node stops rather than

@@ -285,6 +285,9 @@ mod tests {
         async fn shard_op(&self, _: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
             Err(Status::unimplemented("test peer"))
         }
+        async fn lease_ends(&self, _: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+            Err(Status::unimplemented("test peer"))
+        }
     }
 
     async fn serve(batch_supported: bool) -> (Arc<Peer>, AppendBatcher) {

@@ -17,10 +17,11 @@ use tonic::{Request, Response, Status};
 
 use super::batch::to_reply;
 use super::codec;
+use crate::lease_home;
 use crate::placement::ops::{self, ShardOp};
 use crate::replica::ReplicaHost;
 use crate::shard::Shards;
-use crate::types::{NodeId, ShardId, TypeConfig};
+use crate::types::{LeaseId, NodeId, ShardId, TypeConfig};
 
 pub struct RaftService {
     shards: Arc<Shards>,
@@ -133,6 +134,17 @@ impl RaftRpc for RaftService {
         if let Err(e) = &result {
             tracing::info!(shard = %shard, op = ?op, error = %e, "placement step failed");
         }
+        let payload = codec::encode(&result).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(RaftMessage { shard_id: msg.shard_id, payload: payload.into() }))
+    }
+
+    async fn lease_ends(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let msg = request.into_inner();
+        let ids: Vec<LeaseId> = decode(&msg)?;
+        let result = match self.shards.get(ShardId(msg.shard_id)) {
+            Some(shard) => lease_home::ended_here(&shard, &ids).await.map_err(|e| e.to_string()),
+            None => Err(format!("this node hosts no replica of shard {}", msg.shard_id)),
+        };
         let payload = codec::encode(&result).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(RaftMessage { shard_id: msg.shard_id, payload: payload.into() }))
     }

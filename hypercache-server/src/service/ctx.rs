@@ -11,6 +11,7 @@ use tonic::{Response, Status};
 
 use super::validate::Validator;
 use crate::error::ServiceError;
+use crate::lease_home::LeaseHomes;
 use crate::metrics::Metrics;
 use crate::shard::{Shard, Shards};
 use hypercache_proto::routing::Router;
@@ -20,6 +21,8 @@ pub struct Ctx {
     pub shards: Arc<Shards>,
     pub validator: Validator,
     pub metrics: Arc<Metrics>,
+    /// Asks leases' home shards (puts that attach keys to another shard's lease).
+    pub homes: LeaseHomes,
     /// Key -> shard, once the cluster's shard count is known (it never changes after).
     router: Arc<OnceLock<Router>>,
     /// Becomes true when the node starts a graceful shutdown.
@@ -31,9 +34,10 @@ impl Ctx {
         shards: Arc<Shards>,
         validator: Validator,
         metrics: Arc<Metrics>,
+        homes: LeaseHomes,
         stopping: watch::Receiver<bool>,
     ) -> Self {
-        Ctx { shards, validator, metrics, router: Arc::new(OnceLock::new()), stopping }
+        Ctx { shards, validator, metrics, homes, router: Arc::new(OnceLock::new()), stopping }
     }
 
     /// Resolves once the node is shutting down. Long-lived calls (keepalive streams, campaigns)

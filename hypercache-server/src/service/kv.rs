@@ -5,6 +5,7 @@
 //! `serializable`. Keys beginning with 0xff (the game services' records) can be read and watched
 //! but not written here.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,12 +14,17 @@ use hypercache_proto::v1::kv_server::Kv;
 use tonic::{Request, Response, Status};
 
 use super::ctx::{header, read_barrier, read_error, unexpected, Ctx};
+use super::game_common::rejected;
 use super::stream::{forward, Convert, Out};
 use super::validate::{MAX_TXN_OPS, RANGE_PAGE_BYTES};
 use crate::error::ServiceError;
+use crate::machine::lease::home_of;
 use crate::machine::overlay::{Event, EventKind};
+use crate::machine::Rejection;
 use crate::shard::Shard;
-use crate::types::{Attach, Compare, CompareTarget, Op, OpResult, Reply, Request as SmRequest, Txn, TxnResult};
+use crate::types::{
+    Attach, Compare, CompareTarget, LeaseId, Op, OpResult, Reply, Request as SmRequest, ShardId, Txn, TxnResult,
+};
 use crate::watch_hub::KeyFilter;
 
 /// Progress notification period when the request leaves it at 0.
@@ -34,10 +40,38 @@ impl KvService {
     }
 
     async fn run_txn(&self, shard: &Shard, txn: Txn) -> Result<(u64, TxnResult), ServiceError> {
+        self.check_lease_homes(shard, &txn).await?;
         match shard.submit(SmRequest::Txn(txn)).await? {
             (revision, Reply::Txn(result)) => Ok((revision, result)),
             (_, other) => Err(unexpected(shard, "txn", other)),
         }
+    }
+
+    /// A put may attach its key to a lease of another shard (the lease's home). The state
+    /// machine cannot see that shard, so the lease is checked there first: a lease gone at home
+    /// is LEASE_NOT_FOUND, as for a lease of this shard. One that ends between this check and
+    /// the commit is caught by this shard's poll of the home (`lease_home.rs`). Every lease a
+    /// transaction names is checked, whichever branch runs.
+    async fn check_lease_homes(&self, shard: &Shard, txn: &Txn) -> Result<(), ServiceError> {
+        let mut by_home: BTreeMap<ShardId, Vec<LeaseId>> = BTreeMap::new();
+        for op in txn.success.iter().chain(&txn.failure) {
+            if let Op::Put { attach: Attach::Lease(id), .. } = op {
+                let home = home_of(*id);
+                if home != shard.id {
+                    by_home.entry(home).or_default().push(*id);
+                }
+            }
+        }
+        if !by_home.is_empty() {
+            // Only the leader can propose the put: a follower fails fast, as without a lease.
+            shard.leader_term()?;
+        }
+        for (home, ids) in by_home {
+            if let Some(&id) = self.ctx.homes.ended(home, &ids).await?.first() {
+                return Err(rejected(shard, Rejection::LeaseNotFound { id }));
+            }
+        }
+        Ok(())
     }
 
     fn attach(&self, lease: u64, ttl_ms: u64) -> Result<Attach, ServiceError> {

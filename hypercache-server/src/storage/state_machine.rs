@@ -29,6 +29,7 @@ use super::reader::Progress;
 use super::record::{seal, unseal};
 use super::snapshot::{decode_payload, encode_payload, SnapshotBody, SnapshotFile};
 use crate::lease_clock::LeaseClock;
+use crate::machine::lease::home_of;
 use crate::machine::overlay::{LeaseRecord, Overlay, LEASE};
 use crate::types::{Command, CommandResponse, LeaseId, NodeId, NodeInfo, ShardId, TypeConfig};
 use crate::watch_hub::WatchHub;
@@ -38,17 +39,24 @@ const APPLIED: &[u8] = b"mapplied";
 const REVISION: &[u8] = b"mrevision";
 const MEMBERSHIP: &[u8] = b"mmembership";
 
-/// Every lease in `tree`, as (id, ttl_ms).
-pub(super) fn load_leases(shard: ShardId, tree: &sled::Tree) -> Result<Vec<(LeaseId, u64)>, String> {
-    let mut out = Vec::new();
+/// The leases in `tree`: this shard's own as (id, ttl_ms), and the ids of other shards' leases
+/// it holds follower records for (`machine/lease.rs`).
+pub(super) type Leases = (Vec<(LeaseId, u64)>, Vec<LeaseId>);
+
+pub(super) fn load_leases(shard: ShardId, tree: &sled::Tree) -> Result<Leases, String> {
+    let (mut out, mut followed) = (Vec::new(), Vec::new());
     for item in tree.scan_prefix([LEASE]) {
         let (k, v) = item.map_err(|e| e.to_string())?;
         let id = k.get(1..9).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes);
         let id = id.ok_or_else(|| format!("shard {shard}: malformed lease key {k:?}"))?;
         let lease: LeaseRecord = unseal(&v).map_err(|e| format!("shard {shard}: lease {id} is corrupt: {e}"))?;
-        out.push((id, lease.ttl_ms));
+        if home_of(id) == shard {
+            out.push((id, lease.ttl_ms));
+        } else {
+            followed.push(id);
+        }
     }
-    Ok(out)
+    Ok((out, followed))
 }
 
 fn any(e: impl ToString) -> AnyError {
@@ -82,7 +90,9 @@ impl StateMachine {
         let revision = sm.read_revision()?;
         sm.progress.revision.store(revision, Ordering::Release);
         sm.hub.lock().reset(revision);
-        sm.clock.reset(load_leases(shard, &sm.tree).map_err(|e| StorageIOError::read_state_machine(any(e)))?);
+        let (leases, followed) =
+            load_leases(shard, &sm.tree).map_err(|e| StorageIOError::read_state_machine(any(e)))?;
+        sm.clock.reset(leases, followed);
         Ok(sm)
     }
 
@@ -224,7 +234,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let revision = body.revision;
         let (tree, file, meta2) = (self.tree.clone(), self.snapshot_file.clone(), meta.clone());
         let (sig2, shard, hub) = (sig.clone(), self.shard, self.hub.clone());
-        let result = tokio::task::spawn_blocking(move || -> Result<Vec<(LeaseId, u64)>, StorageError<NodeId>> {
+        let result = tokio::task::spawn_blocking(move || -> Result<Leases, StorageError<NodeId>> {
             let mut batch = sled::Batch::default();
             for key in tree.iter().keys() {
                 batch.remove(key.map_err(|e| StorageIOError::write_state_machine(any(e)))?);
@@ -246,8 +256,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             load_leases(shard, &tree).map_err(|e| StorageIOError::read_state_machine(any(e)).into())
         })
         .await;
-        let leases = result.map_err(|e| StorageIOError::write_snapshot(sig.clone(), any(e)))??;
-        self.clock.reset(leases);
+        let (leases, followed) = result.map_err(|e| StorageIOError::write_snapshot(sig.clone(), any(e)))??;
+        self.clock.reset(leases, followed);
         self.flusher.flush().await.map_err(|e| StorageIOError::write_snapshot(sig, any(e)))?;
         self.progress.revision.store(revision, Ordering::Release);
         self.progress.applied.store(meta.last_log_id.map_or(0, |l| l.index), Ordering::Release);

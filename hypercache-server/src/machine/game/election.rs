@@ -4,6 +4,7 @@
 
 use super::{counter_row, key, read, write, GameReply, LeaderRecord, LeaderView, LEADER_PREFIX, TERM_PREFIX};
 use crate::machine::kv::delete_row;
+use crate::machine::lease;
 use crate::machine::overlay::{Base, Overlay};
 use crate::machine::{Fail, Rejection};
 use crate::types::LeaseId;
@@ -29,7 +30,7 @@ pub fn campaign<B: Base>(
     candidate: &str,
     lease: LeaseId,
 ) -> Result<GameReply, Fail> {
-    if ov.lease(lease)?.is_none() {
+    if !lease::exists_here(ov, lease)? {
         return Err(Rejection::LeaseNotFound { id: lease }.into());
     }
     if let Some(current) = current_leader(ov, name)? {
