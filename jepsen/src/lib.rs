@@ -14,6 +14,7 @@
 //!
 //! The images come from `k8s/images/build.sh` (FROM scratch, our binaries only).
 
+pub mod chaos;
 pub mod cluster;
 pub mod docker;
 pub mod workload;
