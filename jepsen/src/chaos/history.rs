@@ -21,6 +21,21 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+/// The run's one clock: nanoseconds since the run started, for client ops and nemesis actions
+/// alike.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock(std::time::Instant);
+
+impl Clock {
+    pub fn start() -> Clock {
+        Clock(std::time::Instant::now())
+    }
+
+    pub fn now(&self) -> u64 {
+        u64::try_from(self.0.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
 /// A client process: one logical thread issuing one operation at a time.
 pub type Process = u64;
 

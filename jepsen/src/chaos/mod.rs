@@ -10,3 +10,8 @@
 
 pub mod checker;
 pub mod history;
+pub mod nemesis;
+pub mod report;
+pub mod run;
+pub mod target;
+pub mod workload;

@@ -1,0 +1,49 @@
+//! Nemeses: faults injected into the cluster on a seeded schedule, each action logged with its
+//! start and end time (`nemesis.jsonl`), so a report can shade fault periods and an anomaly can
+//! be matched with what the cluster was going through.
+//!
+//! - [`kill`]: SIGKILL one node or a majority, later restart them with the same command line.
+//! - [`pause`]: SIGSTOP one node or a majority, later SIGCONT.
+//! - [`schedule`]: alternates heal and fault periods, picks the fault and its nodes with the
+//!   run's seeded RNG, and heals everything at the end.
+//!
+//! Not done: partitions, clock faults, wiped disks, membership churn (docs/chaos.md).
+
+pub mod kill;
+pub mod pause;
+pub mod schedule;
+
+use serde::{Deserialize, Serialize};
+
+/// A fault family, as named on the command line (`--nemesis kill,pause`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum NemesisKind {
+    /// SIGKILL, then restart with the same command line.
+    Kill,
+    /// SIGSTOP, then SIGCONT.
+    Pause,
+}
+
+/// What one nemesis action did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Kill,
+    Restart,
+    Pause,
+    Resume,
+}
+
+/// One line of `nemesis.jsonl`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NemesisEvent {
+    pub action: Action,
+    /// Raft node ids.
+    pub nodes: Vec<u64>,
+    /// Nanoseconds since the run started (the history's clock).
+    pub start: u64,
+    pub end: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
