@@ -1,5 +1,6 @@
-//! The chaos suite end to end through its command line: a short `register` run under kill and
-//! pause faults against real `hypercache` processes must be linearizable, and `hcjepsen check`
+//! The chaos suite end to end through its command line: short `register` runs under kill and
+//! pause faults, and under partitions, against real `hypercache` processes must be
+//! linearizable, and `hcjepsen check`
 //! must say `valid: false` for stored histories with planted anomalies (so the verdict the
 //! first test relies on can fail).
 //!
@@ -7,11 +8,12 @@
 //! server crate's process tests; alone: `cargo build -p hypercache-server --bin hypercache`) or
 //! the one named by `HYPERCACHE_BIN`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use hypercache_jepsen::chaos::nemesis::schedule::plan;
+use hypercache_jepsen::chaos::nemesis::schedule::{plan, Step};
 use hypercache_jepsen::chaos::nemesis::NemesisKind;
 
 const HCJEPSEN: &str = env!("CARGO_BIN_EXE_hcjepsen");
@@ -24,8 +26,18 @@ fn describe(out: &Output) -> String {
     format!("stdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
-#[test]
-fn register_under_kill_and_pause_is_linearizable() {
+/// One live cluster at a time: the machine has two cores.
+static LIVE: Mutex<()> = Mutex::new(());
+
+/// Runs `hcjepsen test --workload register` with `nemeses` for `secs` (2 s heal, 4 s faults),
+/// with the first seed whose plan has every one of `nemeses` and `wanted` holds; returns the
+/// run directory and the nemesis log.
+fn live_register_run(
+    nemeses: &[NemesisKind],
+    secs: u64,
+    wanted: impl Fn(&[Step]) -> bool,
+) -> (tempfile::TempDir, PathBuf) {
+    let _one = LIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let hypercache = Path::new(HCJEPSEN).with_file_name("hypercache");
     if std::env::var_os("HYPERCACHE_BIN").is_none() {
         assert!(
@@ -34,27 +46,32 @@ fn register_under_kill_and_pause_is_linearizable() {
             hypercache.display()
         );
     }
-    // A seed whose plan has both a kill and a pause within the 20 s (3 s heal, 4 s faults).
-    let kinds = [NemesisKind::Kill, NemesisKind::Pause];
     let s = Duration::from_secs(1);
     let seed = (0u64..)
         .find(|&seed| {
-            let steps = plan(seed, &kinds, 3, 20 * s, 3 * s, 4 * s);
-            kinds.iter().all(|k| steps.iter().any(|st| st.kind == *k))
+            let steps = plan(seed, nemeses, 3, Duration::from_secs(secs), 2 * s, 4 * s);
+            nemeses.iter().all(|k| steps.iter().any(|st| st.kind == *k)) && wanted(&steps)
         })
         .unwrap();
+    let names: Vec<String> =
+        nemeses.iter().map(|k| serde_json::to_value(k).unwrap().as_str().unwrap().to_string()).collect();
     let store = tempfile::tempdir().unwrap();
     let out = Command::new(HCJEPSEN)
-        .args(["test", "--workload", "register", "--nemesis", "kill,pause", "--time-limit", "20"])
-        .args(["--heal-secs", "3", "--fault-secs", "4", "--seed", &seed.to_string()])
+        .args(["test", "--workload", "register", "--nemesis", &names.join(","), "--time-limit", &secs.to_string()])
+        .args(["--heal-secs", "2", "--fault-secs", "4", "--seed", &seed.to_string()])
         .arg("--store")
         .arg(store.path())
         .output()
         .unwrap();
     assert_eq!(last_line(&out), "valid: true", "{}", describe(&out));
     assert_eq!(out.status.code(), Some(0));
-
     let run = std::fs::read_dir(store.path()).unwrap().next().unwrap().unwrap().path();
+    (store, run)
+}
+
+#[test]
+fn register_under_kill_and_pause_is_linearizable() {
+    let (_store, run) = live_register_run(&[NemesisKind::Kill, NemesisKind::Pause], 20, |_| true);
     assert!(run.file_name().unwrap().to_string_lossy().starts_with("register-"));
     let nemesis = std::fs::read_to_string(run.join("nemesis.jsonl")).unwrap();
     for action in ["kill", "restart", "pause", "resume"] {
@@ -69,6 +86,17 @@ fn register_under_kill_and_pause_is_linearizable() {
     // The stored run re-checks to the same verdict.
     let again = Command::new(HCJEPSEN).arg("check").arg(&run).output().unwrap();
     assert_eq!(last_line(&again), "valid: true", "{}", describe(&again));
+}
+
+#[test]
+fn register_under_partitions_is_linearizable() {
+    // Both partition shapes: a random minority and the busiest leader alone.
+    let (_store, run) = live_register_run(&[NemesisKind::Partition], 12, |steps| {
+        steps.iter().any(|s| s.leader) && steps.iter().any(|s| !s.leader)
+    });
+    let nemesis = std::fs::read_to_string(run.join("nemesis.jsonl")).unwrap();
+    assert_eq!(nemesis.matches("\"action\":\"partition\"").count(), 2, "{nemesis}");
+    assert!(!nemesis.contains("error"), "{nemesis}");
 }
 
 fn stored_run(workload: &str, history: &str) -> tempfile::TempDir {

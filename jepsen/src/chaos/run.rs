@@ -84,7 +84,8 @@ pub async fn test(opts: TestOptions) -> Result<Outcome, RunError> {
     };
     report::write_json(&dir.join("test.json"), &info)?;
 
-    let mut cluster = LocalCluster::start(&opts.exe, &dir.join("cluster"), opts.nodes, opts.shards)?;
+    let proxied = opts.nemeses.contains(&NemesisKind::Partition);
+    let mut cluster = LocalCluster::start(&opts.exe, &dir.join("cluster"), opts.nodes, opts.shards, proxied).await?;
     if let Err(e) = cluster.wait_ready(READY_WITHIN).await {
         cluster.stop().await;
         return Err(e.into());

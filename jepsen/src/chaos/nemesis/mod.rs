@@ -4,12 +4,15 @@
 //!
 //! - [`kill`]: SIGKILL one node or a majority, later restart them with the same command line.
 //! - [`pause`]: SIGSTOP one node or a majority, later SIGCONT.
+//! - [`partition`]: cut a random minority, or the busiest leader, off from the other nodes;
+//!   heal restores every link (needs the local target's proxies).
 //! - [`schedule`]: alternates heal and fault periods, picks the fault and its nodes with the
 //!   run's seeded RNG, and heals everything at the end.
 //!
-//! Not done: partitions, clock faults, wiped disks, membership churn (docs/chaos.md).
+//! Not done: majority rings and one-way partitions (the proxies can express them), clock faults, wiped disks, membership churn (docs/chaos.md).
 
 pub mod kill;
+pub mod partition;
 pub mod pause;
 pub mod schedule;
 
@@ -23,6 +26,8 @@ pub enum NemesisKind {
     Kill,
     /// SIGSTOP, then SIGCONT.
     Pause,
+    /// Cut a minority or the busiest leader off from the rest, then heal.
+    Partition,
 }
 
 /// What one nemesis action did.
@@ -33,6 +38,8 @@ pub enum Action {
     Restart,
     Pause,
     Resume,
+    Partition,
+    Heal,
 }
 
 /// One line of `nemesis.jsonl`.

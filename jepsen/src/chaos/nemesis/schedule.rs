@@ -3,8 +3,10 @@
 //! kinds and the node count ([`plan`]), so a run can be repeated with the same faults on the
 //! same nodes at the same offsets; [`run`] carries it out against a cluster.
 //!
-//! Each fault hits one random node or a random majority (half the time each): one node tests
-//! fail-over, a majority tests that the cluster stops rather than lies, and that it recovers.
+//! A kill or pause hits one random node or a random majority (half the time each): one node
+//! tests fail-over, a majority tests that the cluster stops rather than lies, and that it
+//! recovers. A partition isolates a random minority, or (half the time) the node leading the
+//! most shards, resolved when the fault starts.
 
 use std::time::Duration;
 
@@ -13,7 +15,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
-use super::{kill, pause, NemesisEvent, NemesisKind};
+use super::{kill, partition, pause, NemesisEvent, NemesisKind};
 use crate::chaos::history::Clock;
 use crate::chaos::target::local::{LocalCluster, NodeState};
 
@@ -23,8 +25,10 @@ pub struct Step {
     pub at: Duration,
     pub duration: Duration,
     pub kind: NemesisKind,
-    /// 0-based node indices.
+    /// 0-based node indices (for a partition: the side cut off).
     pub nodes: Vec<usize>,
+    /// Partition only: isolate the node leading the most shards instead (`nodes` if none).
+    pub leader: bool,
 }
 
 /// The faults of a run of `limit` over `nodes` nodes.
@@ -41,12 +45,16 @@ pub fn plan(
     let mut at = heal;
     while !kinds.is_empty() && nodes > 0 && at + fault <= limit {
         let kind = kinds[rng.gen_range(0..kinds.len())];
-        let count = if rng.gen_bool(0.5) { 1 } else { nodes / 2 + 1 };
+        let (count, leader) = match kind {
+            NemesisKind::Partition if rng.gen_bool(0.5) => (1, true),
+            NemesisKind::Partition => (nodes / 2, false),
+            NemesisKind::Kill | NemesisKind::Pause => (if rng.gen_bool(0.5) { 1 } else { nodes / 2 + 1 }, false),
+        };
         let mut all: Vec<usize> = (0..nodes).collect();
         all.shuffle(&mut rng);
         all.truncate(count);
         all.sort_unstable();
-        steps.push(Step { at, duration: fault, kind, nodes: all });
+        steps.push(Step { at, duration: fault, kind, nodes: all, leader });
         at += fault + heal;
     }
     steps
@@ -61,23 +69,32 @@ pub async fn run(cluster: &mut LocalCluster, steps: &[Step], clock: &Clock, star
         log.push(match step.kind {
             NemesisKind::Kill => kill::kill(cluster, &step.nodes, clock).await,
             NemesisKind::Pause => pause::pause(cluster, &step.nodes, clock),
+            NemesisKind::Partition => {
+                let leader = if step.leader { partition::busiest_leader(cluster).await } else { None };
+                let side = leader.map_or_else(|| step.nodes.clone(), |l| vec![l]);
+                partition::partition(cluster, &side, clock)
+            }
         });
         tokio::time::sleep_until(start + step.at + step.duration).await;
         log.push(match step.kind {
             NemesisKind::Kill => kill::restart(cluster, &step.nodes, clock),
             NemesisKind::Pause => pause::resume(cluster, &step.nodes, clock),
+            NemesisKind::Partition => partition::heal(cluster, clock),
         });
     }
     log.extend(heal_all(cluster, clock));
     log
 }
 
-/// Resumes every paused node and restarts every killed one.
+/// Restores every link, resumes every paused node and restarts every killed one.
 pub fn heal_all(cluster: &mut LocalCluster, clock: &Clock) -> Vec<NemesisEvent> {
     let with = |cluster: &LocalCluster, state| -> Vec<usize> {
         cluster.nodes.iter().enumerate().filter(|(_, n)| n.state == state).map(|(i, _)| i).collect()
     };
     let mut log = Vec::new();
+    if cluster.proxies().is_some_and(|p| p.any_cut()) {
+        log.push(partition::heal(cluster, clock));
+    }
     let paused = with(cluster, NodeState::Paused);
     if !paused.is_empty() {
         log.push(pause::resume(cluster, &paused, clock));
@@ -110,5 +127,8 @@ mod tests {
         assert!(many.iter().any(|s| s.kind == NemesisKind::Kill) && many.iter().any(|s| s.kind == NemesisKind::Pause));
         assert!(many.iter().any(|s| s.nodes.len() == 1) && many.iter().any(|s| s.nodes.len() == 2));
         assert!(plan(1, &[], 3, 30 * S, S, S).is_empty());
+        let cuts = plan(2, &[NemesisKind::Partition], 5, 3000 * S, S, S);
+        assert!(cuts.iter().all(|s| (s.leader && s.nodes.len() == 1) || (!s.leader && s.nodes.len() == 2)));
+        assert!(cuts.iter().any(|s| s.leader) && cuts.iter().any(|s| !s.leader));
     }
 }

@@ -6,8 +6,9 @@
 //! Faults act on the processes: SIGKILL (no shutdown path runs), SIGSTOP / SIGCONT. Children
 //! are spawned with `kill_on_drop`, so a run that panics leaves no node behind.
 //!
-//! Not done: network faults. Nodes reach their peers directly; partitions need a proxy per
-//! link in front of each peer's port (or network namespaces), see docs/chaos.md.
+//! With `proxied`, each node advertises the address of its [`Proxies`] proxy instead of its own
+//! port, so peers and clients reach it through the proxy and the partition nemesis can cut
+//! links between nodes.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -19,6 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
+use super::proxy::Proxies;
 use super::TargetError;
 
 /// A node's lifecycle as the nemesis sees it.
@@ -43,6 +45,7 @@ pub struct LocalNode {
 pub struct LocalCluster {
     exe: PathBuf,
     pub nodes: Vec<LocalNode>,
+    proxies: Option<Proxies>,
 }
 
 fn free_port() -> Result<u16, TargetError> {
@@ -54,22 +57,36 @@ fn free_port() -> Result<u16, TargetError> {
 }
 
 impl LocalCluster {
-    /// Starts `count` nodes with `shards` data shards under `dir`.
-    pub fn start(exe: &Path, dir: &Path, count: usize, shards: u32) -> Result<LocalCluster, TargetError> {
+    /// Starts `count` nodes with `shards` data shards under `dir`; `proxied`: behind
+    /// per-node proxies (see the module essay).
+    pub async fn start(
+        exe: &Path,
+        dir: &Path,
+        count: usize,
+        shards: u32,
+        proxied: bool,
+    ) -> Result<LocalCluster, TargetError> {
         std::fs::create_dir_all(dir).map_err(|e| TargetError::Io(format!("creating {}: {e}", dir.display())))?;
-        let mut ports = Vec::new();
-        for _ in 0..count {
-            ports.push((free_port()?, free_port()?));
+        let proxies = proxied.then(Proxies::default);
+        // (listen, advertised, admin) per node.
+        let mut addrs = Vec::new();
+        for i in 0..count {
+            let listen = format!("127.0.0.1:{}", free_port()?);
+            let advertised = match &proxies {
+                Some(p) => {
+                    let upstream = listen.parse().map_err(|e| TargetError::Io(format!("{listen}: {e}")))?;
+                    p.start(i as u64 + 1, upstream).await?.to_string()
+                }
+                None => listen.clone(),
+            };
+            addrs.push((listen, advertised, format!("127.0.0.1:{}", free_port()?)));
         }
-        let peers: Vec<String> =
-            ports.iter().enumerate().map(|(i, (g, _))| format!("{}=127.0.0.1:{g}", i + 1)).collect();
-        let nodes = ports
-            .iter()
+        let peers: Vec<String> = addrs.iter().enumerate().map(|(i, (_, a, _))| format!("{}={a}", i + 1)).collect();
+        let nodes = addrs
+            .into_iter()
             .enumerate()
-            .map(|(i, (grpc, admin))| {
+            .map(|(i, (listen, endpoint, admin))| {
                 let id = i as u64 + 1;
-                let endpoint = format!("127.0.0.1:{grpc}");
-                let admin = format!("127.0.0.1:{admin}");
                 let args = vec![
                     "serve".into(),
                     "--node-id".into(),
@@ -79,6 +96,8 @@ impl LocalCluster {
                     "--data-dir".into(),
                     dir.join(format!("n{id}")).display().to_string(),
                     "--listen".into(),
+                    listen,
+                    "--advertise".into(),
                     endpoint.clone(),
                     "--admin".into(),
                     admin.clone(),
@@ -93,13 +112,19 @@ impl LocalCluster {
                 LocalNode { id, endpoint, admin, args, log, child: None, state: NodeState::Killed }
             })
             .collect();
-        let mut cluster = LocalCluster { exe: exe.to_path_buf(), nodes };
+        let mut cluster = LocalCluster { exe: exe.to_path_buf(), nodes, proxies };
         for i in 0..count {
             cluster.restart(i)?;
         }
         Ok(cluster)
     }
 
+    /// The link control, for a cluster started `proxied`.
+    pub fn proxies(&self) -> Option<&Proxies> {
+        self.proxies.as_ref()
+    }
+
+    /// The addresses clients use (the proxies' when proxied).
     pub fn endpoints(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.endpoint.clone()).collect()
     }
@@ -123,6 +148,9 @@ impl LocalCluster {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| err(format!("starting {}: {e}", self.exe.display())))?;
+        if let (Some(proxies), Some(pid)) = (&self.proxies, child.id()) {
+            proxies.set_pid(node.id, pid);
+        }
         node.child = Some(child);
         node.state = NodeState::Running;
         Ok(())

@@ -3,6 +3,7 @@
 //! future work; see docs/chaos.md.
 
 pub mod local;
+pub mod proxy;
 
 use std::path::PathBuf;
 
