@@ -2,8 +2,9 @@
 //! start and end time (`nemesis.jsonl`), so a report can shade fault periods and an anomaly can
 //! be matched with what the cluster was going through.
 //!
-//! - [`kill`]: SIGKILL one node or a majority, later restart them with the same command line.
-//! - [`pause`]: SIGSTOP one node or a majority, later SIGCONT.
+//! - [`kill`]: SIGKILL one node, a majority or the busiest leader, later restart them with the
+//!   same command line.
+//! - [`pause`]: SIGSTOP one node, a majority or the busiest leader, later SIGCONT.
 //! - [`partition`]: cut a random minority, or the busiest leader, off from the other nodes;
 //!   heal restores every link (needs the local target's proxies).
 //! - [`schedule`]: alternates heal and fault periods, picks the fault and its nodes with the

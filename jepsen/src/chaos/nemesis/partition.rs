@@ -9,12 +9,10 @@
 
 use std::collections::HashSet;
 
-use hypercache_client::{Client, ClientConfig};
-
 use super::kill::event;
 use super::{Action, NemesisEvent};
 use crate::chaos::history::Clock;
-use crate::chaos::target::local::{LocalCluster, NodeState};
+use crate::chaos::target::local::LocalCluster;
 
 /// The directed links to cut so that `side` and the other nodes of `all` cannot talk.
 pub fn cut_between(all: &[u64], side: &[u64]) -> HashSet<(u64, u64)> {
@@ -48,20 +46,6 @@ pub fn heal(cluster: &mut LocalCluster, clock: &Clock) -> NemesisEvent {
         proxies.set_cut(HashSet::new());
     }
     event(cluster, Action::Heal, &[], start, clock, Vec::new())
-}
-
-/// The running node that leads the most data shards, if any node answers.
-pub async fn busiest_leader(cluster: &LocalCluster) -> Option<usize> {
-    let client = Client::new(ClientConfig::new(cluster.endpoints())).ok()?;
-    let mut best: Option<(usize, usize)> = None;
-    for (i, node) in cluster.nodes.iter().enumerate().filter(|(_, n)| n.state == NodeState::Running) {
-        let Ok(shards) = client.local_shards(&node.endpoint, false).await else { continue };
-        let leads = shards.replicas.iter().filter(|r| r.role == "leader").count();
-        if best.is_none_or(|(_, most)| leads > most) {
-            best = Some((i, leads));
-        }
-    }
-    best.filter(|(_, leads)| *leads > 0).map(|(i, _)| i)
 }
 
 #[cfg(test)]

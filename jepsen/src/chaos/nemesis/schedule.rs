@@ -3,10 +3,11 @@
 //! kinds and the node count ([`plan`]), so a run can be repeated with the same faults on the
 //! same nodes at the same offsets; [`run`] carries it out against a cluster.
 //!
-//! A kill or pause hits one random node or a random majority (half the time each): one node
-//! tests fail-over, a majority tests that the cluster stops rather than lies, and that it
-//! recovers. A partition isolates a random minority, or (half the time) the node leading the
-//! most shards, resolved when the fault starts.
+//! A kill or pause hits one random node, a random majority, or the node leading the most shards
+//! (a third of the time each): one node tests fail-over, a majority tests that the cluster stops
+//! rather than lies, and that it recovers, the leader that a new one takes over (and, paused,
+//! that the old one does not act on stale beliefs when it wakes). A partition isolates a random
+//! minority, or (half the time) the busiest leader. Leaders are found when the fault starts.
 
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ pub struct Step {
     pub kind: NemesisKind,
     /// 0-based node indices (for a partition: the side cut off).
     pub nodes: Vec<usize>,
-    /// Partition only: isolate the node leading the most shards instead (`nodes` if none).
+    /// Hit the node leading the most shards instead (`nodes` if none answers).
     pub leader: bool,
 }
 
@@ -48,7 +49,11 @@ pub fn plan(
         let (count, leader) = match kind {
             NemesisKind::Partition if rng.gen_bool(0.5) => (1, true),
             NemesisKind::Partition => (nodes / 2, false),
-            NemesisKind::Kill | NemesisKind::Pause => (if rng.gen_bool(0.5) { 1 } else { nodes / 2 + 1 }, false),
+            NemesisKind::Kill | NemesisKind::Pause => match rng.gen_range(0..3) {
+                0 => (1, false),
+                1 => (nodes / 2 + 1, false),
+                _ => (1, true),
+            },
         };
         let mut all: Vec<usize> = (0..nodes).collect();
         all.shuffle(&mut rng);
@@ -66,19 +71,17 @@ pub async fn run(cluster: &mut LocalCluster, steps: &[Step], clock: &Clock, star
     let mut log = Vec::new();
     for step in steps {
         tokio::time::sleep_until(start + step.at).await;
+        let leader = if step.leader { cluster.busiest_leader().await } else { None };
+        let nodes = leader.map_or_else(|| step.nodes.clone(), |l| vec![l]);
         log.push(match step.kind {
-            NemesisKind::Kill => kill::kill(cluster, &step.nodes, clock).await,
-            NemesisKind::Pause => pause::pause(cluster, &step.nodes, clock),
-            NemesisKind::Partition => {
-                let leader = if step.leader { partition::busiest_leader(cluster).await } else { None };
-                let side = leader.map_or_else(|| step.nodes.clone(), |l| vec![l]);
-                partition::partition(cluster, &side, clock)
-            }
+            NemesisKind::Kill => kill::kill(cluster, &nodes, clock).await,
+            NemesisKind::Pause => pause::pause(cluster, &nodes, clock),
+            NemesisKind::Partition => partition::partition(cluster, &nodes, clock),
         });
         tokio::time::sleep_until(start + step.at + step.duration).await;
         log.push(match step.kind {
-            NemesisKind::Kill => kill::restart(cluster, &step.nodes, clock),
-            NemesisKind::Pause => pause::resume(cluster, &step.nodes, clock),
+            NemesisKind::Kill => kill::restart(cluster, &nodes, clock),
+            NemesisKind::Pause => pause::resume(cluster, &nodes, clock),
             NemesisKind::Partition => partition::heal(cluster, clock),
         });
     }
@@ -126,6 +129,7 @@ mod tests {
         let many = plan(1, &kinds, 3, 3000 * S, S, S);
         assert!(many.iter().any(|s| s.kind == NemesisKind::Kill) && many.iter().any(|s| s.kind == NemesisKind::Pause));
         assert!(many.iter().any(|s| s.nodes.len() == 1) && many.iter().any(|s| s.nodes.len() == 2));
+        assert!(many.iter().any(|s| s.leader && s.kind == NemesisKind::Kill));
         assert!(plan(1, &[], 3, 30 * S, S, S).is_empty());
         let cuts = plan(2, &[NemesisKind::Partition], 5, 3000 * S, S, S);
         assert!(cuts.iter().all(|s| (s.leader && s.nodes.len() == 1) || (!s.leader && s.nodes.len() == 2)));

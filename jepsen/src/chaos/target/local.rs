@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use hypercache_client::{Client, ClientConfig};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -212,6 +213,20 @@ impl LocalCluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The running node that leads the most data shards, if any node answers.
+    pub async fn busiest_leader(&self) -> Option<usize> {
+        let client = Client::new(ClientConfig::new(self.endpoints())).ok()?;
+        let mut best: Option<(usize, usize)> = None;
+        for (i, node) in self.nodes.iter().enumerate().filter(|(_, n)| n.state == NodeState::Running) {
+            let Ok(shards) = client.local_shards(&node.endpoint, false).await else { continue };
+            let leads = shards.replicas.iter().filter(|r| r.role == "leader").count();
+            if best.is_none_or(|(_, most)| leads > most) {
+                best = Some((i, leads));
+            }
+        }
+        best.filter(|(_, leads)| *leads > 0).map(|(i, _)| i)
     }
 
     /// Stops every node: paused ones are resumed first so that nothing stays stopped, then all
