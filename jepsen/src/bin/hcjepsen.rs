@@ -1,7 +1,8 @@
 //! `hcjepsen`: the chaos suite's command line (docs/chaos.md).
 //!
 //! `hcjepsen test` starts a fresh cluster, runs a workload under a nemesis schedule, heals,
-//! checks, and writes the run directory; `hcjepsen check DIR` re-checks a stored run. The last
+//! checks, and writes the run directory; `hcjepsen matrix` runs every workload with every
+//! nemesis; `hcjepsen check DIR` re-checks a stored run. The last
 //! line printed is `valid: true`, `valid: false` or `valid: unknown`; the exit code is 0, 1 or 2
 //! accordingly (2 also when the run could not be carried out).
 
@@ -39,39 +40,77 @@ enum Command {
         /// Fault kinds, comma-separated; none given: no faults.
         #[arg(long, value_enum, value_delimiter = ',')]
         nemesis: Vec<NemesisKind>,
-        /// Seconds of workload (the final reads come after).
-        #[arg(long, default_value_t = 60)]
-        time_limit: u64,
-        #[arg(long, default_value_t = 3, value_parser = parse_nodes)]
-        nodes: usize,
-        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1024))]
-        shards: u32,
-        #[arg(long, value_enum, default_value = "local")]
-        target: Target,
-        /// Seeds the nemesis plan and the workload's choices (default: from the clock; printed).
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Where run directories go.
-        #[arg(long, default_value = "store")]
-        store: PathBuf,
-        /// Concurrent client processes.
-        #[arg(long, default_value_t = 5)]
-        workers: u64,
-        /// Register keys.
-        #[arg(long, default_value_t = 4)]
-        keys: usize,
-        /// Seconds of quiet before each fault.
-        #[arg(long, default_value_t = 3)]
-        heal_secs: u64,
-        /// Seconds each fault lasts.
-        #[arg(long, default_value_t = 4)]
-        fault_secs: u64,
-        /// Client deadline per operation, in milliseconds.
-        #[arg(long, default_value_t = 2000)]
-        op_timeout_ms: u64,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Run every workload with every nemesis (one fault kind per run, then all together), one
+    /// fresh cluster each, one after the other.
+    Matrix {
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "register,set")]
+        workloads: Vec<WorkloadKind>,
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "kill,pause,partition")]
+        nemeses: Vec<NemesisKind>,
+        #[command(flatten)]
+        run: RunArgs,
     },
     /// Re-check a stored run directory.
     Check { dir: PathBuf },
+}
+
+/// What every run takes.
+#[derive(clap::Args, Clone)]
+struct RunArgs {
+    /// Seconds of workload per run (the final reads come after).
+    #[arg(long, default_value_t = 60)]
+    time_limit: u64,
+    #[arg(long, default_value_t = 3, value_parser = parse_nodes)]
+    nodes: usize,
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    shards: u32,
+    #[arg(long, value_enum, default_value = "local")]
+    target: Target,
+    /// Seeds the nemesis plan and the workload's choices (default: from the clock; printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Where run directories go.
+    #[arg(long, default_value = "store")]
+    store: PathBuf,
+    /// Concurrent client processes.
+    #[arg(long, default_value_t = 5)]
+    workers: u64,
+    /// Register keys.
+    #[arg(long, default_value_t = 4)]
+    keys: usize,
+    /// Seconds of quiet before each fault.
+    #[arg(long, default_value_t = 3)]
+    heal_secs: u64,
+    /// Seconds each fault lasts.
+    #[arg(long, default_value_t = 4)]
+    fault_secs: u64,
+    /// Client deadline per operation, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    op_timeout_ms: u64,
+}
+
+impl RunArgs {
+    fn options(&self, workload: WorkloadKind, nemeses: Vec<NemesisKind>, seed: u64, exe: PathBuf) -> TestOptions {
+        let Target::Local = self.target;
+        TestOptions {
+            workload,
+            nemeses,
+            time_limit: Duration::from_secs(self.time_limit),
+            nodes: self.nodes,
+            shards: self.shards,
+            seed,
+            store: self.store.clone(),
+            exe,
+            workers: self.workers.max(1),
+            keys: self.keys.max(1),
+            heal: Duration::from_secs(self.heal_secs),
+            fault: Duration::from_secs(self.fault_secs),
+            op_timeout: Duration::from_millis(self.op_timeout_ms.max(1)),
+        }
+    }
 }
 
 fn parse_nodes(s: &str) -> Result<usize, String> {
@@ -92,61 +131,19 @@ fn main() -> ExitCode {
                 Validity::Unknown
             }
         },
-        Command::Test {
-            workload,
-            nemesis,
-            time_limit,
-            nodes,
-            shards,
-            target: Target::Local,
-            seed,
-            store,
-            workers,
-            keys,
-            heal_secs,
-            fault_secs,
-            op_timeout_ms,
-        } => {
-            let seed =
-                seed.unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64));
-            println!("seed: {seed}");
-            let options = locate_hypercache().map(|exe| TestOptions {
-                workload,
-                nemeses: nemesis,
-                time_limit: Duration::from_secs(time_limit),
-                nodes,
-                shards,
-                seed,
-                store,
-                exe,
-                workers: workers.max(1),
-                keys: keys.max(1),
-                heal: Duration::from_secs(heal_secs),
-                fault: Duration::from_secs(fault_secs),
-                op_timeout: Duration::from_millis(op_timeout_ms.max(1)),
-            });
-            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
-            match (options, runtime) {
-                (Ok(options), Ok(runtime)) => match runtime.block_on(run::test(options)) {
-                    Ok(outcome) => {
-                        println!("run: {}", outcome.dir.display());
-                        summarize(&outcome.results)
-                    }
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        Validity::Unknown
-                    }
-                },
-                (Err(e), _) => {
-                    eprintln!("error: {e}");
-                    Validity::Unknown
-                }
-                (_, Err(e)) => {
-                    eprintln!("error: starting the async runtime: {e}");
-                    Validity::Unknown
-                }
-            }
+        Command::Test { workload, nemesis, run } => {
+            with_runtime(&run, |exe, seed| vec![run.options(workload, nemesis, seed, exe)])
         }
+        Command::Matrix { workloads, nemeses, run } => with_runtime(&run, |exe, seed| {
+            let mut combos: Vec<Vec<NemesisKind>> = nemeses.iter().map(|n| vec![*n]).collect();
+            if nemeses.len() > 1 {
+                combos.push(nemeses.clone());
+            }
+            workloads
+                .iter()
+                .flat_map(|w| combos.iter().map(|n| run.options(*w, n.clone(), seed, exe.clone())))
+                .collect()
+        }),
     };
     println!("valid: {}", validity.as_str());
     ExitCode::from(match validity {
@@ -156,12 +153,75 @@ fn main() -> ExitCode {
     })
 }
 
+/// Runs the tests `plan` lists, one after the other; the verdict of all of them.
+fn with_runtime(run: &RunArgs, plan: impl FnOnce(PathBuf, u64) -> Vec<TestOptions>) -> Validity {
+    let seed =
+        run.seed.unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64));
+    println!("seed: {seed}");
+    let exe = match locate_hypercache() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Validity::Unknown;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return Validity::Unknown;
+        }
+    };
+    let tests = plan(exe, seed);
+    let many = tests.len() > 1;
+    let mut verdicts = Vec::new();
+    for options in tests {
+        let name = format!("{} / {}", options.workload.name(), nemesis_names(&options.nemeses));
+        if many {
+            println!("== {name}");
+        }
+        let validity = match runtime.block_on(run::test(options)) {
+            Ok(outcome) => {
+                println!("run: {}", outcome.dir.display());
+                summarize(&outcome.results)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Validity::Unknown
+            }
+        };
+        verdicts.push((name, validity));
+    }
+    if many {
+        println!("== matrix");
+        for (name, validity) in &verdicts {
+            println!("{name}: valid: {}", validity.as_str());
+        }
+    }
+    Validity::all(verdicts.into_iter().map(|(_, v)| v))
+}
+
+fn nemesis_names(nemeses: &[NemesisKind]) -> String {
+    if nemeses.is_empty() {
+        return "none".into();
+    }
+    let names: Vec<&str> = nemeses
+        .iter()
+        .map(|n| match n {
+            NemesisKind::Kill => "kill",
+            NemesisKind::Pause => "pause",
+            NemesisKind::Partition => "partition",
+        })
+        .collect();
+    names.join(",")
+}
+
 /// Prints what an SRE reads first: counts, anomalies, errors.
 fn summarize(results: &Results) -> Validity {
     let o = &results.ops;
     println!("workload: {}  ops: {} ok, {} fail, {} info", results.workload.name(), o.ok, o.fail, o.info);
     if let Some(ms) = results.recovery_ms {
-        println!("recovery after heal: {ms} ms");
+        println!("ready again {ms} ms after the workload ended");
     }
     if let Some(lin) = &results.linearizable {
         for key in &lin.keys {

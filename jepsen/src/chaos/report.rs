@@ -43,7 +43,7 @@ pub struct Results {
     pub linearizable: Option<linearizable::Report>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub set: Option<set::Report>,
-    /// From the heal until every node was ready again.
+    /// From the end of the workload (every fault healed by then) until every node was ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery_ms: Option<u64>,
     /// Why the run could not be checked normally (the verdict is then `unknown`).

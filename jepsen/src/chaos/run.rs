@@ -69,8 +69,19 @@ pub struct Outcome {
 
 pub async fn test(opts: TestOptions) -> Result<Outcome, RunError> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let dir = opts.store.join(report::run_dir_name(opts.workload, now));
-    std::fs::create_dir_all(&dir).map_err(|e| RunError::Io(format!("creating {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(&opts.store)
+        .map_err(|e| RunError::Io(format!("creating {}: {e}", opts.store.display())))?;
+    // Two runs started within one second get `-2`, `-3`...: a run never writes into another's.
+    let name = report::run_dir_name(opts.workload, now);
+    let mut dir = opts.store.join(&name);
+    let mut n = 1;
+    while let Err(e) = std::fs::create_dir(&dir) {
+        if e.kind() != std::io::ErrorKind::AlreadyExists {
+            return Err(RunError::Io(format!("creating {}: {e}", dir.display())));
+        }
+        n += 1;
+        dir = opts.store.join(format!("{name}-{n}"));
+    }
     let info = TestInfo {
         workload: opts.workload,
         nemeses: opts.nemeses.clone(),
