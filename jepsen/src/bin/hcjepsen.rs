@@ -245,6 +245,18 @@ fn summarize(results: &Results) -> Validity {
             set.acknowledged, set.uncertain, set.uncertain_present, set.final_read, set.lost, set.failed_but_present, set.never_added
         );
     }
+    for w in &results.availability {
+        let after = w.first_write_after_heal_ms.map_or("none".to_string(), |ms| format!("{ms} ms"));
+        println!(
+            "{:?} {:?} at {:.1}s for {:.1}s: {} writes, longest write gap {} ms, first write after heal {after}",
+            w.action,
+            w.nodes,
+            w.start as f64 / 1e9,
+            (w.healed - w.start) as f64 / 1e9,
+            w.writes,
+            w.longest_write_gap_ms
+        );
+    }
     if let Some(error) = &results.error {
         println!("errors: {error}");
     }

@@ -6,9 +6,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::availability::{self, FaultWindow};
 use super::checker::{linearizable, set, Validity};
 use super::history::{self, Event, EventType, HistoryError};
-use super::nemesis::NemesisKind;
+use super::nemesis::{NemesisEvent, NemesisKind};
 use super::workload::WorkloadKind;
 
 /// `test.json`: the parameters of a run, enough to repeat it (same seed, same fault plan).
@@ -46,6 +47,9 @@ pub struct Results {
     /// From the end of the workload (every fault healed by then) until every node was ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery_ms: Option<u64>,
+    /// Per fault: writes during it, the longest write gap, the first write after its heal.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub availability: Vec<FaultWindow>,
     /// Why the run could not be checked normally (the verdict is then `unknown`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -59,8 +63,9 @@ pub enum ReportError {
     Json { path: String, message: String },
 }
 
-/// Checks a history with the workload's checker.
-pub fn check(workload: WorkloadKind, events: &[Event]) -> Result<Results, HistoryError> {
+/// Checks a history with the workload's checker, and measures availability during the faults
+/// of `nemesis`.
+pub fn check(workload: WorkloadKind, events: &[Event], nemesis: &[NemesisEvent]) -> Result<Results, HistoryError> {
     let ops = history::pair(events)?;
     let mut stats = Stats::default();
     for o in &ops {
@@ -77,6 +82,7 @@ pub fn check(workload: WorkloadKind, events: &[Event]) -> Result<Results, Histor
         linearizable: None,
         set: None,
         recovery_ms: None,
+        availability: availability::windows(&ops, nemesis),
         error: None,
     };
     match workload {
@@ -94,11 +100,13 @@ pub fn check(workload: WorkloadKind, events: &[Event]) -> Result<Results, Histor
     Ok(results)
 }
 
-/// Re-checks a stored run: its `test.json` names the workload.
+/// Re-checks a stored run: its `test.json` names the workload; `nemesis.jsonl` is optional.
 pub fn check_dir(dir: &Path) -> Result<Results, ReportError> {
     let info: TestInfo = read_json(&dir.join("test.json"))?;
     let events: Vec<Event> = history::read_jsonl(&dir.join("history.jsonl"))?;
-    Ok(check(info.workload, &events)?)
+    let nemesis_log = dir.join("nemesis.jsonl");
+    let nemesis: Vec<NemesisEvent> = if nemesis_log.exists() { history::read_jsonl(&nemesis_log)? } else { Vec::new() };
+    Ok(check(info.workload, &events, &nemesis)?)
 }
 
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ReportError> {
@@ -159,7 +167,7 @@ mod tests {
             e(1, EventType::Ok, Op::Read { key: "k".into(), value: Some(2) }, 4),
             e(2, EventType::Invoke, w, 5),
         ];
-        let results = check(WorkloadKind::Register, &events).unwrap();
+        let results = check(WorkloadKind::Register, &events, &[]).unwrap();
         assert_eq!(results.valid, Validity::False);
         assert_eq!(results.ops, Stats { ok: 2, fail: 0, info: 1 });
         let json = serde_json::to_value(&results).unwrap();

@@ -129,7 +129,7 @@ pub async fn test(opts: TestOptions) -> Result<Outcome, RunError> {
     let events = ctx.recorder.events();
     history::write_jsonl(&dir.join("history.jsonl"), &events)?;
     history::write_jsonl(&dir.join("nemesis.jsonl"), &nemesis_log)?;
-    let mut results = report::check(opts.workload, &events)?;
+    let mut results = report::check(opts.workload, &events, &nemesis_log)?;
     results.recovery_ms = recovery.as_ref().ok().map(|d| d.as_millis() as u64);
     let errors: Vec<String> = [
         workload_result.err().map(|e| format!("workload: {e}")),

@@ -151,6 +151,7 @@ impl LocalCluster {
             .map_err(|e| err(format!("starting {}: {e}", self.exe.display())))?;
         if let (Some(proxies), Some(pid)) = (&self.proxies, child.id()) {
             proxies.set_pid(node.id, pid);
+            proxies.set_up(node.id, true);
         }
         node.child = Some(child);
         node.state = NodeState::Running;
@@ -163,6 +164,10 @@ impl LocalCluster {
         if let Some(mut child) = node.child.take() {
             child.start_kill().map_err(|e| TargetError::Node { node: node.id, message: format!("SIGKILL: {e}") })?;
             let _ = child.wait().await;
+        }
+        if let Some(proxies) = &self.proxies {
+            // Its address refuses connections now, as its own port does.
+            proxies.set_up(node.id, false);
         }
         node.state = NodeState::Killed;
         Ok(())

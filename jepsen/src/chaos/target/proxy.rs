@@ -13,6 +13,10 @@
 //! with dropped packets; bytes read before the cut are delivered after the heal, like
 //! retransmissions. Links are directed, so one-way partitions are expressible.
 //!
+//! A proxy listens only while its node runs ([`Proxies::set_up`]): a killed node's address
+//! refuses connections, as the node's own port would, instead of accepting and then resetting
+//! them (which a client must take as "the write may have been applied").
+//!
 //! Linux only (`/proc`). A connection whose caller cannot be identified (the lookup races with
 //! the caller closing it) is treated as external.
 
@@ -32,6 +36,8 @@ struct Links {
     /// Directed (from, to) node pairs whose bytes do not flow.
     cut: HashSet<(u64, u64)>,
     pids: HashMap<u32, u64>,
+    /// Nodes whose proxy does not listen (their process is down).
+    down: HashSet<u64>,
 }
 
 /// The proxies of one cluster.
@@ -61,15 +67,57 @@ impl Proxies {
         let addr = listener.local_addr().map_err(|e| TargetError::Io(format!("proxy address: {e}")))?;
         let proxies = self.clone();
         tokio::spawn(async move {
-            while let Ok((inbound, peer)) = listener.accept().await {
-                let proxies = proxies.clone();
-                tokio::spawn(async move {
-                    let from = proxies.identify(peer, addr).await;
-                    proxies.forward(inbound, from, node, upstream).await;
-                });
+            let mut listener = Some(listener);
+            loop {
+                let Some(open) = listener.take() else {
+                    // Down: wait until the node is up again, then listen on the same address.
+                    proxies.wait_until(|links| !links.down.contains(&node)).await;
+                    match TcpListener::bind(addr).await {
+                        Ok(l) => listener = Some(l),
+                        Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+                    }
+                    continue;
+                };
+                let mut changed = proxies.generation.subscribe();
+                tokio::select! {
+                    accepted = open.accept() => {
+                        let Ok((inbound, peer)) = accepted else { return };
+                        let proxies = proxies.clone();
+                        tokio::spawn(async move {
+                            let from = proxies.identify(peer, addr).await;
+                            proxies.forward(inbound, from, node, upstream).await;
+                        });
+                        listener = Some(open);
+                    }
+                    _ = changed.changed() => {
+                        if !proxies.lock().down.contains(&node) {
+                            listener = Some(open);
+                        }
+                    }
+                }
             }
         });
         Ok(addr)
+    }
+
+    /// Marks `node`'s process up or down: its proxy listens only while it is up.
+    pub fn set_up(&self, node: u64, up: bool) {
+        let mut links = self.lock();
+        let changed = if up { links.down.remove(&node) } else { links.down.insert(node) };
+        drop(links);
+        if changed {
+            self.generation.send_modify(|g| *g += 1);
+        }
+    }
+
+    /// Returns once `ready` holds for the links.
+    async fn wait_until(&self, ready: impl Fn(&Links) -> bool) {
+        let mut changed = self.generation.subscribe();
+        while !ready(&self.lock()) {
+            if changed.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Records the process id of `node` (after every start).
@@ -88,10 +136,6 @@ impl Proxies {
     /// True while any link is cut.
     pub fn any_cut(&self) -> bool {
         !self.lock().cut.is_empty()
-    }
-
-    fn is_cut(&self, from: Option<u64>, to: u64) -> bool {
-        from.is_some_and(|from| self.lock().cut.contains(&(from, to)))
     }
 
     /// Which node's process holds the socket connected from `peer` to `local`, if any.
@@ -159,11 +203,8 @@ impl Proxies {
 
     /// Returns once bytes may flow from `from` to `to`.
     async fn wait_open(&self, from: Option<u64>, to: u64) {
-        let mut changed = self.generation.subscribe();
-        while self.is_cut(from, to) {
-            if changed.changed().await.is_err() {
-                return;
-            }
+        if let Some(from) = from {
+            self.wait_until(|links| !links.cut.contains(&(from, to))).await;
         }
     }
 }
@@ -232,6 +273,25 @@ mod tests {
         proxies.set_cut(HashSet::from([(1, 2), (2, 1)]));
         let (_, ok) = roundtrip(TcpStream::connect(addr).await.unwrap()).await;
         assert!(ok, "an external caller is never cut off");
+        // A node that is down refuses connections; back up, it accepts them again.
+        proxies.set_up(2, false);
+        let refused = async {
+            while TcpStream::connect(addr).await.is_ok() {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(5), refused).await.expect("refused while down");
+        proxies.set_up(2, true);
+        let accepted = async {
+            loop {
+                if let Ok(s) = TcpStream::connect(addr).await {
+                    return s;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        };
+        let s = tokio::time::timeout(std::time::Duration::from_secs(5), accepted).await.expect("accepted once up");
+        assert!(roundtrip(s).await.1);
         // Now this process is node 1.
         proxies.set_cut(HashSet::new());
         proxies.set_pid(1, std::process::id());
