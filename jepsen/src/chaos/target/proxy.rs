@@ -160,6 +160,10 @@ impl Proxies {
     async fn forward(&self, inbound: TcpStream, from: Option<u64>, to: u64, upstream: SocketAddr) {
         self.wait_open(from, to).await;
         let Ok(outbound) = TcpStream::connect(upstream).await else { return };
+        // gRPC sets TCP_NODELAY on its own sockets; without it here, Nagle's algorithm and
+        // delayed ACKs add ~40 ms to small requests (measured: a third of the throughput).
+        let _ = inbound.set_nodelay(true);
+        let _ = outbound.set_nodelay(true);
         let (in_read, in_write) = inbound.into_split();
         let (out_read, out_write) = outbound.into_split();
         let there = self.pump(in_read, out_write, from, Some(to));
