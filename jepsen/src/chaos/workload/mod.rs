@@ -105,6 +105,8 @@ async fn perform(ctx: &Context, client: &Client, process: Process, op: Op) -> Ev
     };
     // The client has its own deadline; this one only catches a call that never returns.
     let (kind, done, error) = match tokio::time::timeout(ctx.op_timeout * 2, apply).await {
+        // A `fail` without an error: a compare-and-swap whose comparison did not hold.
+        Ok(Ok((EventType::Fail, done))) => (EventType::Fail, done, Some("comparison did not hold".to_string())),
         Ok(Ok((kind, done))) => (kind, done, None),
         Ok(Err(e)) => (outcome(&op, &e), op, Some(e.to_string())),
         Err(_) => (EventType::Info, op, Some(format!("no answer within {:?}", ctx.op_timeout * 2))),
