@@ -6,9 +6,10 @@
 //! ([`checker`]), and measures [`availability`] during each fault. [`run`] ties these together;
 //! [`report`] writes and reads the run directory.
 //!
-//! Dependencies point one way: `history` <- `checker` <- `workload` <- `run`, and `target` <-
-//! `nemesis` <- `run`; `report` knows `history`, `checker` and `availability` (which reads the
-//! nemesis log's types).
+//! Dependencies point one way: `history` is used by all and uses none; `checker` and
+//! `workload` use only `history`; `target` uses nothing else here; `nemesis` uses `target` and
+//! `history`; `availability` reads `history` and the nemesis log's types; `report` uses those
+//! and `checker`; `run` uses everything and nothing uses it.
 
 pub mod availability;
 pub mod checker;

@@ -2,7 +2,7 @@
 //! did, no leadership transfer), then a restart with the node's original command line, so it
 //! comes back with the same identity and data directory.
 
-use super::{Action, NemesisEvent};
+use super::{event, Action, NemesisEvent};
 use crate::chaos::history::Clock;
 use crate::chaos::target::local::LocalCluster;
 
@@ -21,21 +21,4 @@ pub fn restart(cluster: &mut LocalCluster, nodes: &[usize], clock: &Clock) -> Ne
     let start = clock.now();
     let errors: Vec<String> = nodes.iter().filter_map(|&i| cluster.restart(i).err()).map(|e| e.to_string()).collect();
     event(cluster, Action::Restart, nodes, start, clock, errors)
-}
-
-pub(super) fn event(
-    cluster: &LocalCluster,
-    action: Action,
-    nodes: &[usize],
-    start: u64,
-    clock: &Clock,
-    errors: Vec<String>,
-) -> NemesisEvent {
-    NemesisEvent {
-        action,
-        nodes: nodes.iter().map(|&i| cluster.nodes[i].id).collect(),
-        start,
-        end: clock.now(),
-        error: (!errors.is_empty()).then(|| errors.join("; ")),
-    }
 }

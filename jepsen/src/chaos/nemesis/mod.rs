@@ -19,6 +19,9 @@ pub mod schedule;
 
 use serde::{Deserialize, Serialize};
 
+use crate::chaos::history::Clock;
+use crate::chaos::target::local::LocalCluster;
+
 /// A fault family, as named on the command line (`--nemesis kill,pause`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -54,4 +57,22 @@ pub struct NemesisEvent {
     pub end: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// The log entry of an action on `nodes` (0-based indices) that began at `start`.
+pub(super) fn event(
+    cluster: &LocalCluster,
+    action: Action,
+    nodes: &[usize],
+    start: u64,
+    clock: &Clock,
+    errors: Vec<String>,
+) -> NemesisEvent {
+    NemesisEvent {
+        action,
+        nodes: nodes.iter().map(|&i| cluster.nodes[i].id).collect(),
+        start,
+        end: clock.now(),
+        error: (!errors.is_empty()).then(|| errors.join("; ")),
+    }
 }

@@ -9,8 +9,7 @@
 
 use std::collections::HashSet;
 
-use super::kill::event;
-use super::{Action, NemesisEvent};
+use super::{event, Action, NemesisEvent};
 use crate::chaos::history::Clock;
 use crate::chaos::target::local::LocalCluster;
 

@@ -3,8 +3,7 @@
 //! a VM migration; SIGCONT resumes it. A paused leader that wakes up still believing it leads is
 //! exactly what leader leases and read indexes must survive.
 
-use super::kill::event;
-use super::{Action, NemesisEvent};
+use super::{event, Action, NemesisEvent};
 use crate::chaos::history::Clock;
 use crate::chaos::target::local::LocalCluster;
 
