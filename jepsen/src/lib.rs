@@ -1,4 +1,4 @@
-//! Cluster control for HyperCache's multi-host tests and (later) its chaos suite.
+//! Cluster control for HyperCache's multi-host tests, and its chaos suite.
 //!
 //! Every node runs in its own container on a private Docker network, so it has its own IP and
 //! hostname, and a network alias plays the Kubernetes headless Service: all nodes answer to
@@ -12,8 +12,12 @@
 //!   network.
 //! - [`workload`]: the `hc-workload` client's progress reports, parsed.
 //!
+//! - [`chaos`]: the chaos suite behind `hcjepsen` (workloads, nemeses, histories, checkers;
+//!   docs/chaos.md). Its `local` target runs `hypercache` processes on loopback, not containers.
+//!
 //! The images come from `k8s/images/build.sh` (FROM scratch, our binaries only).
 
+pub mod chaos;
 pub mod cluster;
 pub mod docker;
 pub mod workload;

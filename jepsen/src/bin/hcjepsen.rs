@@ -1,0 +1,264 @@
+//! `hcjepsen`: the chaos suite's command line (docs/chaos.md).
+//!
+//! `hcjepsen test` starts a fresh cluster, runs a workload under a nemesis schedule, heals,
+//! checks, and writes the run directory; `hcjepsen matrix` runs every workload with every
+//! nemesis; `hcjepsen check DIR` re-checks a stored run. The last
+//! line printed is `valid: true`, `valid: false` or `valid: unknown`; the exit code is 0, 1 or 2
+//! accordingly (2 also when the run could not be carried out).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use hypercache_jepsen::chaos::checker::Validity;
+use hypercache_jepsen::chaos::nemesis::NemesisKind;
+use hypercache_jepsen::chaos::report::{self, Results};
+use hypercache_jepsen::chaos::run::{self, TestOptions};
+use hypercache_jepsen::chaos::target::locate_hypercache;
+use hypercache_jepsen::chaos::workload::WorkloadKind;
+
+#[derive(Parser)]
+#[command(name = "hcjepsen", about = "HyperCache's chaos suite: workloads under faults, checked like Jepsen")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Target {
+    /// Real `hypercache` processes on loopback (HYPERCACHE_BIN, or the binary next to hcjepsen).
+    Local,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a fresh cluster, run a workload under faults, heal, check, write the run directory.
+    Test {
+        #[arg(long, value_enum)]
+        workload: WorkloadKind,
+        /// Fault kinds, comma-separated; none given: no faults.
+        #[arg(long, value_enum, value_delimiter = ',')]
+        nemesis: Vec<NemesisKind>,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Run every workload with every nemesis (one fault kind per run, then all together), one
+    /// fresh cluster each, one after the other.
+    Matrix {
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "register,set")]
+        workloads: Vec<WorkloadKind>,
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "kill,pause,partition")]
+        nemeses: Vec<NemesisKind>,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Re-check a stored run directory.
+    Check { dir: PathBuf },
+}
+
+/// What every run takes.
+#[derive(clap::Args, Clone)]
+struct RunArgs {
+    /// Seconds of workload per run (the final reads come after).
+    #[arg(long, default_value_t = 60)]
+    time_limit: u64,
+    #[arg(long, default_value_t = 3, value_parser = parse_nodes)]
+    nodes: usize,
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    shards: u32,
+    #[arg(long, value_enum, default_value = "local")]
+    target: Target,
+    /// Seeds the nemesis plan and the workload's choices (default: from the clock; printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Where run directories go.
+    #[arg(long, default_value = "store")]
+    store: PathBuf,
+    /// Concurrent client processes.
+    #[arg(long, default_value_t = 5)]
+    workers: u64,
+    /// Register keys.
+    #[arg(long, default_value_t = 4)]
+    keys: usize,
+    /// Seconds of quiet before each fault.
+    #[arg(long, default_value_t = 3)]
+    heal_secs: u64,
+    /// Seconds each fault lasts.
+    #[arg(long, default_value_t = 4)]
+    fault_secs: u64,
+    /// Client deadline per operation, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    op_timeout_ms: u64,
+}
+
+impl RunArgs {
+    fn options(&self, workload: WorkloadKind, nemeses: Vec<NemesisKind>, seed: u64, exe: PathBuf) -> TestOptions {
+        let Target::Local = self.target;
+        TestOptions {
+            workload,
+            nemeses,
+            time_limit: Duration::from_secs(self.time_limit),
+            nodes: self.nodes,
+            shards: self.shards,
+            seed,
+            store: self.store.clone(),
+            exe,
+            workers: self.workers.max(1),
+            keys: self.keys.max(1),
+            heal: Duration::from_secs(self.heal_secs),
+            fault: Duration::from_secs(self.fault_secs),
+            op_timeout: Duration::from_millis(self.op_timeout_ms.max(1)),
+        }
+    }
+}
+
+fn parse_nodes(s: &str) -> Result<usize, String> {
+    match s {
+        "3" => Ok(3),
+        "5" => Ok(5),
+        _ => Err("3 or 5".into()),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let validity = match cli.command {
+        Command::Check { dir } => match report::check_dir(&dir) {
+            Ok(results) => summarize(&results),
+            Err(e) => {
+                eprintln!("error: {e}");
+                Validity::Unknown
+            }
+        },
+        Command::Test { workload, nemesis, run } => {
+            with_runtime(&run, |exe, seed| vec![run.options(workload, nemesis, seed, exe)])
+        }
+        Command::Matrix { workloads, nemeses, run } => with_runtime(&run, |exe, seed| {
+            let mut combos: Vec<Vec<NemesisKind>> = nemeses.iter().map(|n| vec![*n]).collect();
+            if nemeses.len() > 1 {
+                combos.push(nemeses.clone());
+            }
+            workloads
+                .iter()
+                .flat_map(|w| combos.iter().map(|n| run.options(*w, n.clone(), seed, exe.clone())))
+                .collect()
+        }),
+    };
+    println!("valid: {}", validity.as_str());
+    ExitCode::from(match validity {
+        Validity::True => 0,
+        Validity::False => 1,
+        Validity::Unknown => 2,
+    })
+}
+
+/// Runs the tests `plan` lists, one after the other; the verdict of all of them.
+fn with_runtime(run: &RunArgs, plan: impl FnOnce(PathBuf, u64) -> Vec<TestOptions>) -> Validity {
+    let seed =
+        run.seed.unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64));
+    println!("seed: {seed}");
+    let exe = match locate_hypercache() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Validity::Unknown;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return Validity::Unknown;
+        }
+    };
+    let tests = plan(exe, seed);
+    let many = tests.len() > 1;
+    let mut verdicts = Vec::new();
+    for options in tests {
+        let name = format!("{} / {}", options.workload.name(), nemesis_names(&options.nemeses));
+        if many {
+            println!("== {name}");
+        }
+        let validity = match runtime.block_on(run::test(options)) {
+            Ok(outcome) => {
+                println!("run: {}", outcome.dir.display());
+                summarize(&outcome.results)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Validity::Unknown
+            }
+        };
+        verdicts.push((name, validity));
+    }
+    if many {
+        println!("== matrix");
+        for (name, validity) in &verdicts {
+            println!("{name}: valid: {}", validity.as_str());
+        }
+    }
+    Validity::all(verdicts.into_iter().map(|(_, v)| v))
+}
+
+fn nemesis_names(nemeses: &[NemesisKind]) -> String {
+    if nemeses.is_empty() {
+        return "none".into();
+    }
+    let names: Vec<&str> = nemeses
+        .iter()
+        .map(|n| match n {
+            NemesisKind::Kill => "kill",
+            NemesisKind::Pause => "pause",
+            NemesisKind::Partition => "partition",
+        })
+        .collect();
+    names.join(",")
+}
+
+/// Prints what an SRE reads first: counts, anomalies, errors.
+fn summarize(results: &Results) -> Validity {
+    let o = &results.ops;
+    println!("workload: {}  ops: {} ok, {} fail, {} info", results.workload.name(), o.ok, o.fail, o.info);
+    if let Some(ms) = results.recovery_ms {
+        println!("ready again {ms} ms after the workload ended");
+    }
+    if let Some(lin) = &results.linearizable {
+        for key in &lin.keys {
+            println!("key {}: {} ops, linearizable: {}", key.key, key.ops, key.valid.as_str());
+            if let Some(anomaly) = &key.anomaly {
+                println!("  smallest failing sub-history (initial value: {}):", anomaly.initial);
+                for op in &anomaly.ops {
+                    let done = op.complete.map_or("never".to_string(), |t| format!("{:.3}s", t as f64 / 1e9));
+                    let invoked = op.invoke as f64 / 1e9;
+                    println!(
+                        "    process {} {:?} {:?} invoked {invoked:.3}s completed {done}",
+                        op.process, op.outcome, op.op
+                    );
+                }
+            }
+        }
+    }
+    if let Some(set) = &results.set {
+        println!(
+            "set: {} acknowledged, {} uncertain ({} present), final read {:?}; lost {:?}, failed but present {:?}, never added {:?}",
+            set.acknowledged, set.uncertain, set.uncertain_present, set.final_read, set.lost, set.failed_but_present, set.never_added
+        );
+    }
+    for w in &results.availability {
+        let after = w.first_write_after_heal_ms.map_or("none".to_string(), |ms| format!("{ms} ms"));
+        println!(
+            "{:?} {:?} at {:.1}s for {:.1}s: {} writes, longest write gap {} ms, first write after heal {after}",
+            w.action,
+            w.nodes,
+            w.start as f64 / 1e9,
+            (w.healed - w.start) as f64 / 1e9,
+            w.writes,
+            w.longest_write_gap_ms
+        );
+    }
+    if let Some(error) = &results.error {
+        println!("errors: {error}");
+    }
+    results.valid
+}

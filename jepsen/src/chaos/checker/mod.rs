@@ -1,0 +1,54 @@
+//! Checkers: pure functions from a history (and, for some, the final reads it holds) to a
+//! verdict with the anomalies found. They never talk to a cluster, so `hcjepsen check DIR`
+//! re-runs them on a stored history and their unit tests feed them hand-written histories.
+//!
+//! - [`linearizable`]: per-key linearizability of a read/write/compare-and-swap register.
+//! - [`set`]: every acknowledged add is in the final read; nothing that certainly failed or was
+//!   never added is.
+
+pub mod linearizable;
+pub mod set;
+
+use serde::{Deserialize, Serialize};
+
+/// A checker's verdict, Jepsen's `:valid?`: `unknown` when the checker could not decide (its
+/// search budget ran out, the final read never succeeded, or the history holds nothing to
+/// check).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Validity {
+    True,
+    False,
+    Unknown,
+}
+
+impl Validity {
+    /// The verdict of several checks: false if any is false, else unknown if any is unknown.
+    pub fn all(verdicts: impl IntoIterator<Item = Validity>) -> Validity {
+        verdicts.into_iter().fold(Validity::True, |acc, v| match (acc, v) {
+            (Validity::False, _) | (_, Validity::False) => Validity::False,
+            (Validity::Unknown, _) | (_, Validity::Unknown) => Validity::Unknown,
+            _ => Validity::True,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Validity::True => "true",
+            Validity::False => "false",
+            Validity::Unknown => "unknown",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn false_beats_unknown_beats_true() {
+        assert_eq!(Validity::all([]), Validity::True);
+        assert_eq!(Validity::all([Validity::True, Validity::Unknown]), Validity::Unknown);
+        assert_eq!(Validity::all([Validity::Unknown, Validity::False, Validity::True]), Validity::False);
+    }
+}

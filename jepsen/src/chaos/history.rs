@@ -1,0 +1,223 @@
+//! The history of a chaos run: every client operation as an invocation and a completion, in the
+//! order they happened, with Jepsen's semantics for the completion:
+//!
+//! - `ok`: the operation took effect (for a read: it returned the value recorded);
+//! - `fail`: the operation certainly did not take effect (the client library says so: a
+//!   refusal, `Unavailable`, `DeadlineExceeded` with nothing in flight, or a compare-and-swap
+//!   whose comparison did not hold);
+//! - `info`: the outcome is unknown (`OutcomeUnknown`, `Internal`, a client-side timeout): the
+//!   operation may or may not have taken effect, at any time after its invocation, even after
+//!   the history ends. The process that issued it is then considered crashed and never used
+//!   again (its next operation comes from a fresh process id), as in Jepsen: a process has at
+//!   most one operation in flight, and an `info` operation stays in flight forever.
+//!
+//! Times are nanoseconds since the run started, taken from one monotonic clock in the
+//! `hcjepsen` process, so invocations and completions of different processes are comparable.
+//! The file form is JSON lines (`history.jsonl`), one [`Event`] per line.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// The run's one clock: nanoseconds since the run started, for client ops and nemesis actions
+/// alike.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock(std::time::Instant);
+
+impl Clock {
+    pub fn start() -> Clock {
+        Clock(std::time::Instant::now())
+    }
+
+    pub fn now(&self) -> u64 {
+        u64::try_from(self.0.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+/// A client process: one logical thread issuing one operation at a time.
+pub type Process = u64;
+
+/// How an event ends (or starts) an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventType {
+    Invoke,
+    Ok,
+    Fail,
+    Info,
+}
+
+/// What an operation does. The invocation carries the arguments; the completion the same
+/// arguments and, for reads, what was read (`None` in a read's `value`: the key was absent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "f", rename_all = "kebab-case")]
+pub enum Op {
+    /// Linearizable read of a register.
+    Read { key: String, value: Option<u64> },
+    /// Blind write of a register.
+    Write { key: String, value: u64 },
+    /// Compare-and-swap: `to` if the register holds `from`.
+    Cas { key: String, from: u64, to: u64 },
+    /// Add one element to the set.
+    Add { element: u64 },
+    /// Read the whole set (the final read); `None` on the invocation.
+    ReadSet { elements: Option<Vec<u64>> },
+}
+
+impl Op {
+    /// The register key, for register operations.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Op::Read { key, .. } | Op::Write { key, .. } | Op::Cas { key, .. } => Some(key),
+            Op::Add { .. } | Op::ReadSet { .. } => None,
+        }
+    }
+}
+
+/// One line of `history.jsonl`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub process: Process,
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    #[serde(flatten)]
+    pub op: Op,
+    /// Nanoseconds since the run started.
+    pub time: u64,
+    /// For `fail` and `info`: the client's error, as text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// An invocation paired with its completion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Operation {
+    pub process: Process,
+    /// The completion's arguments and result (the invocation's for an operation that never
+    /// completed, which is then `info`).
+    pub op: Op,
+    /// `Ok`, `Fail` or `Info`.
+    pub outcome: EventType,
+    pub invoke: u64,
+    /// `None` for `info`: the operation may take effect at any later time.
+    pub complete: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path} line {line}: {source}")]
+    Parse { path: String, line: usize, source: serde_json::Error },
+    #[error("event {index}: process {process} {problem}")]
+    Malformed { index: usize, process: Process, problem: &'static str },
+}
+
+/// Pairs every invocation with its process's next completion. An invocation left open at the
+/// end of the history becomes `info`.
+pub fn pair(events: &[Event]) -> Result<Vec<Operation>, HistoryError> {
+    let mut open: BTreeMap<Process, (usize, &Event)> = BTreeMap::new();
+    let mut ops: Vec<(usize, Operation)> = Vec::new();
+    for (index, e) in events.iter().enumerate() {
+        match e.kind {
+            EventType::Invoke => {
+                if open.insert(e.process, (index, e)).is_some() {
+                    return Err(HistoryError::Malformed { index, process: e.process, problem: "invoked twice" });
+                }
+            }
+            kind => {
+                let Some((at, invoke)) = open.remove(&e.process) else {
+                    return Err(HistoryError::Malformed {
+                        index,
+                        process: e.process,
+                        problem: "completed unopened op",
+                    });
+                };
+                let complete = (kind != EventType::Info).then_some(e.time);
+                let op =
+                    Operation { process: e.process, op: e.op.clone(), outcome: kind, invoke: invoke.time, complete };
+                ops.push((at, op));
+            }
+        }
+    }
+    for (process, (at, invoke)) in open {
+        let op =
+            Operation { process, op: invoke.op.clone(), outcome: EventType::Info, invoke: invoke.time, complete: None };
+        ops.push((at, op));
+    }
+    ops.sort_by_key(|(at, _)| *at);
+    Ok(ops.into_iter().map(|(_, op)| op).collect())
+}
+
+/// Writes events as JSON lines.
+pub fn write_jsonl<T: Serialize>(path: &Path, items: &[T]) -> Result<(), HistoryError> {
+    let io = |source| HistoryError::Io { path: path.display().to_string(), source };
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
+    for item in items {
+        serde_json::to_writer(&mut out, item).map_err(|e| HistoryError::Parse {
+            path: path.display().to_string(),
+            line: 0,
+            source: e,
+        })?;
+        out.write_all(b"\n").map_err(io)?;
+    }
+    out.flush().map_err(io)
+}
+
+/// Reads a JSON-lines file (blank lines ignored).
+pub fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>, HistoryError> {
+    let io = |source| HistoryError::Io { path: path.display().to_string(), source };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut items = Vec::new();
+    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(io)?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let item = serde_json::from_str(&line).map_err(|source| HistoryError::Parse {
+            path: path.display().to_string(),
+            line: n + 1,
+            source,
+        })?;
+        items.push(item);
+    }
+    Ok(items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(process: Process, kind: EventType, op: Op, time: u64) -> Event {
+        Event { process, kind, op, time, error: None }
+    }
+
+    #[test]
+    fn events_round_trip_as_jepsen_style_json() {
+        let e = ev(3, EventType::Ok, Op::Read { key: "r0".into(), value: Some(7) }, 12);
+        let line = serde_json::to_string(&e).unwrap();
+        assert_eq!(line, r#"{"process":3,"type":"ok","f":"read","key":"r0","value":7,"time":12}"#);
+        assert_eq!(serde_json::from_str::<Event>(&line).unwrap(), e);
+    }
+
+    #[test]
+    fn pairing_keeps_invocation_order_and_opens_become_info() {
+        let w = Op::Write { key: "k".into(), value: 1 };
+        let r = Op::Read { key: "k".into(), value: None };
+        let events = vec![
+            ev(1, EventType::Invoke, w.clone(), 1),
+            ev(2, EventType::Invoke, r.clone(), 2),
+            ev(2, EventType::Ok, Op::Read { key: "k".into(), value: Some(1) }, 3),
+            ev(1, EventType::Info, w.clone(), 9),
+            ev(3, EventType::Invoke, w.clone(), 10),
+        ];
+        let ops = pair(&events).unwrap();
+        assert_eq!(ops.len(), 3);
+        assert_eq!((ops[0].process, ops[0].outcome, ops[0].complete), (1, EventType::Info, None));
+        assert_eq!((ops[1].process, ops[1].outcome, ops[1].complete), (2, EventType::Ok, Some(3)));
+        assert_eq!((ops[2].process, ops[2].outcome, ops[2].complete), (3, EventType::Info, None));
+        assert!(pair(&[ev(1, EventType::Ok, r, 1)]).is_err());
+    }
+}

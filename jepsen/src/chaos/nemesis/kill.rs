@@ -1,0 +1,24 @@
+//! The kill nemesis: SIGKILL (no shutdown path runs: no flush beyond what each write already
+//! did, no leadership transfer), then a restart with the node's original command line, so it
+//! comes back with the same identity and data directory.
+
+use super::{event, Action, NemesisEvent};
+use crate::chaos::history::Clock;
+use crate::chaos::target::local::LocalCluster;
+
+pub async fn kill(cluster: &mut LocalCluster, nodes: &[usize], clock: &Clock) -> NemesisEvent {
+    let start = clock.now();
+    let mut errors = Vec::new();
+    for &i in nodes {
+        if let Err(e) = cluster.kill(i).await {
+            errors.push(e.to_string());
+        }
+    }
+    event(cluster, Action::Kill, nodes, start, clock, errors)
+}
+
+pub fn restart(cluster: &mut LocalCluster, nodes: &[usize], clock: &Clock) -> NemesisEvent {
+    let start = clock.now();
+    let errors: Vec<String> = nodes.iter().filter_map(|&i| cluster.restart(i).err()).map(|e| e.to_string()).collect();
+    event(cluster, Action::Restart, nodes, start, clock, errors)
+}

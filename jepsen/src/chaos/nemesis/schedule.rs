@@ -1,0 +1,138 @@
+//! The nemesis schedule: `heal` of quiet, then `fault` with one fault active, repeated until the
+//! time limit; then everything is healed. The plan is a pure function of the seed, the fault
+//! kinds and the node count ([`plan`]), so a run can be repeated with the same faults on the
+//! same nodes at the same offsets; [`run`] carries it out against a cluster.
+//!
+//! A kill or pause hits one random node, a random majority, or the node leading the most shards
+//! (a third of the time each): one node tests fail-over, a majority tests that the cluster stops
+//! rather than lies, and that it recovers, the leader that a new one takes over (and, paused,
+//! that the old one does not act on stale beliefs when it wakes). A partition isolates a random
+//! minority, or (half the time) the busiest leader. Leaders are found when the fault starts.
+
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use tokio::time::Instant;
+
+use super::{kill, partition, pause, NemesisEvent, NemesisKind};
+use crate::chaos::history::Clock;
+use crate::chaos::target::local::{LocalCluster, NodeState};
+
+/// One planned fault: from `at` (after the run's start) for `duration`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub at: Duration,
+    pub duration: Duration,
+    pub kind: NemesisKind,
+    /// 0-based node indices (for a partition: the side cut off).
+    pub nodes: Vec<usize>,
+    /// Hit the node leading the most shards instead (`nodes` if none answers).
+    pub leader: bool,
+}
+
+/// The faults of a run of `limit` over `nodes` nodes.
+pub fn plan(
+    seed: u64,
+    kinds: &[NemesisKind],
+    nodes: usize,
+    limit: Duration,
+    heal: Duration,
+    fault: Duration,
+) -> Vec<Step> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut steps = Vec::new();
+    let mut at = heal;
+    while !kinds.is_empty() && nodes > 0 && at + fault <= limit {
+        let kind = kinds[rng.gen_range(0..kinds.len())];
+        let (count, leader) = match kind {
+            NemesisKind::Partition if rng.gen_bool(0.5) => (1, true),
+            NemesisKind::Partition => (nodes / 2, false),
+            NemesisKind::Kill | NemesisKind::Pause => match rng.gen_range(0..3) {
+                0 => (1, false),
+                1 => (nodes / 2 + 1, false),
+                _ => (1, true),
+            },
+        };
+        let mut all: Vec<usize> = (0..nodes).collect();
+        all.shuffle(&mut rng);
+        all.truncate(count);
+        all.sort_unstable();
+        steps.push(Step { at, duration: fault, kind, nodes: all, leader });
+        at += fault + heal;
+    }
+    steps
+}
+
+/// Carries out `steps` (offsets from `start`), then heals whatever is still faulty. Returns
+/// every action taken.
+pub async fn run(cluster: &mut LocalCluster, steps: &[Step], clock: &Clock, start: Instant) -> Vec<NemesisEvent> {
+    let mut log = Vec::new();
+    for step in steps {
+        tokio::time::sleep_until(start + step.at).await;
+        let leader = if step.leader { cluster.busiest_leader().await } else { None };
+        let nodes = leader.map_or_else(|| step.nodes.clone(), |l| vec![l]);
+        log.push(match step.kind {
+            NemesisKind::Kill => kill::kill(cluster, &nodes, clock).await,
+            NemesisKind::Pause => pause::pause(cluster, &nodes, clock),
+            NemesisKind::Partition => partition::partition(cluster, &nodes, clock),
+        });
+        tokio::time::sleep_until(start + step.at + step.duration).await;
+        log.push(match step.kind {
+            NemesisKind::Kill => kill::restart(cluster, &nodes, clock),
+            NemesisKind::Pause => pause::resume(cluster, &nodes, clock),
+            NemesisKind::Partition => partition::heal(cluster, clock),
+        });
+    }
+    log.extend(heal_all(cluster, clock));
+    log
+}
+
+/// Restores every link, resumes every paused node and restarts every killed one.
+pub fn heal_all(cluster: &mut LocalCluster, clock: &Clock) -> Vec<NemesisEvent> {
+    let with = |cluster: &LocalCluster, state| -> Vec<usize> {
+        cluster.nodes.iter().enumerate().filter(|(_, n)| n.state == state).map(|(i, _)| i).collect()
+    };
+    let mut log = Vec::new();
+    if cluster.proxies().is_some_and(|p| p.any_cut()) {
+        log.push(partition::heal(cluster, clock));
+    }
+    let paused = with(cluster, NodeState::Paused);
+    if !paused.is_empty() {
+        log.push(pause::resume(cluster, &paused, clock));
+    }
+    let killed = with(cluster, NodeState::Killed);
+    if !killed.is_empty() {
+        log.push(kill::restart(cluster, &killed, clock));
+    }
+    log
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn plans_alternate_heal_and_fault_within_the_limit_and_repeat_by_seed() {
+        let kinds = [NemesisKind::Kill, NemesisKind::Pause];
+        let steps = plan(7, &kinds, 5, 30 * S, 3 * S, 4 * S);
+        assert_eq!(steps.len(), 4, "3+4, 10+4, 17+4, 24+4 fit in 30 s");
+        assert_eq!(steps.iter().map(|s| s.at).collect::<Vec<_>>(), [3 * S, 10 * S, 17 * S, 24 * S]);
+        for s in &steps {
+            assert!(s.nodes.len() == 1 || s.nodes.len() == 3, "one node or a majority: {s:?}");
+            assert!(s.nodes.iter().all(|&n| n < 5));
+        }
+        assert_eq!(steps, plan(7, &kinds, 5, 30 * S, 3 * S, 4 * S));
+        let many = plan(1, &kinds, 3, 3000 * S, S, S);
+        assert!(many.iter().any(|s| s.kind == NemesisKind::Kill) && many.iter().any(|s| s.kind == NemesisKind::Pause));
+        assert!(many.iter().any(|s| s.nodes.len() == 1) && many.iter().any(|s| s.nodes.len() == 2));
+        assert!(many.iter().any(|s| s.leader && s.kind == NemesisKind::Kill));
+        assert!(plan(1, &[], 3, 30 * S, S, S).is_empty());
+        let cuts = plan(2, &[NemesisKind::Partition], 5, 3000 * S, S, S);
+        assert!(cuts.iter().all(|s| (s.leader && s.nodes.len() == 1) || (!s.leader && s.nodes.len() == 2)));
+        assert!(cuts.iter().any(|s| s.leader) && cuts.iter().any(|s| !s.leader));
+    }
+}

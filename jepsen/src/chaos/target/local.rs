@@ -1,0 +1,259 @@
+//! The `local` target: one `hypercache serve` process per node on loopback, each with its own
+//! gRPC and admin port, data directory and log file, all peers listed statically (as `hypercache
+//! dev` and `hypercache-server/tests/process.rs` do). A node is restarted with exactly the
+//! command line it was first started with, so it keeps its identity and data.
+//!
+//! Faults act on the processes: SIGKILL (no shutdown path runs), SIGSTOP / SIGCONT. Children
+//! are spawned with `kill_on_drop`, so a run that panics leaves no node behind.
+//!
+//! With `proxied`, each node advertises the address of its [`Proxies`] proxy instead of its own
+//! port, so peers and clients reach it through the proxy and the partition nemesis can cut
+//! links between nodes.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use hypercache_client::{Client, ClientConfig};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+use super::proxy::Proxies;
+use super::TargetError;
+
+/// A node's lifecycle as the nemesis sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeState {
+    Running,
+    Paused,
+    Killed,
+}
+
+pub struct LocalNode {
+    /// Raft node id (1-based).
+    pub id: u64,
+    pub endpoint: String,
+    admin: String,
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+    pub state: NodeState,
+}
+
+pub struct LocalCluster {
+    exe: PathBuf,
+    pub nodes: Vec<LocalNode>,
+    proxies: Option<Proxies>,
+}
+
+fn free_port() -> Result<u16, TargetError> {
+    // Bound and released at once: another process could take the port in between, which is
+    // acceptable for a test cluster (the node then fails to start, and readiness says so).
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| TargetError::Io(format!("free port: {e}")))?;
+    listener.local_addr().map(|a| a.port()).map_err(|e| TargetError::Io(format!("free port: {e}")))
+}
+
+impl LocalCluster {
+    /// Starts `count` nodes with `shards` data shards under `dir`; `proxied`: behind
+    /// per-node proxies (see the module essay).
+    pub async fn start(
+        exe: &Path,
+        dir: &Path,
+        count: usize,
+        shards: u32,
+        proxied: bool,
+    ) -> Result<LocalCluster, TargetError> {
+        std::fs::create_dir_all(dir).map_err(|e| TargetError::Io(format!("creating {}: {e}", dir.display())))?;
+        let proxies = proxied.then(Proxies::default);
+        // (listen, advertised, admin) per node.
+        let mut addrs = Vec::new();
+        for i in 0..count {
+            let listen = format!("127.0.0.1:{}", free_port()?);
+            let advertised = match &proxies {
+                Some(p) => {
+                    let upstream = listen.parse().map_err(|e| TargetError::Io(format!("{listen}: {e}")))?;
+                    p.start(i as u64 + 1, upstream).await?.to_string()
+                }
+                None => listen.clone(),
+            };
+            addrs.push((listen, advertised, format!("127.0.0.1:{}", free_port()?)));
+        }
+        let peers: Vec<String> = addrs.iter().enumerate().map(|(i, (_, a, _))| format!("{}={a}", i + 1)).collect();
+        let nodes = addrs
+            .into_iter()
+            .enumerate()
+            .map(|(i, (listen, endpoint, admin))| {
+                let id = i as u64 + 1;
+                let args = vec![
+                    "serve".into(),
+                    "--node-id".into(),
+                    id.to_string(),
+                    "--name".into(),
+                    format!("n{id}"),
+                    "--data-dir".into(),
+                    dir.join(format!("n{id}")).display().to_string(),
+                    "--listen".into(),
+                    listen,
+                    "--advertise".into(),
+                    endpoint.clone(),
+                    "--admin".into(),
+                    admin.clone(),
+                    "--peers".into(),
+                    peers.join(","),
+                    "--shards".into(),
+                    shards.to_string(),
+                    "--replication".into(),
+                    count.min(3).to_string(),
+                ];
+                let log = dir.join(format!("n{id}.log"));
+                LocalNode { id, endpoint, admin, args, log, child: None, state: NodeState::Killed }
+            })
+            .collect();
+        let mut cluster = LocalCluster { exe: exe.to_path_buf(), nodes, proxies };
+        for i in 0..count {
+            cluster.restart(i)?;
+        }
+        Ok(cluster)
+    }
+
+    /// The link control, for a cluster started `proxied`.
+    pub fn proxies(&self) -> Option<&Proxies> {
+        self.proxies.as_ref()
+    }
+
+    /// The addresses clients use (the proxies' when proxied).
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.endpoint.clone()).collect()
+    }
+
+    /// (Re)starts node `i` (0-based) with its original command line.
+    pub fn restart(&mut self, i: usize) -> Result<(), TargetError> {
+        let node = &mut self.nodes[i];
+        let err = |m: String| TargetError::Node { node: node.id, message: m };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .map_err(|e| err(format!("opening {}: {e}", node.log.display())))?;
+        let log2 = log.try_clone().map_err(|e| err(e.to_string()))?;
+        let child = Command::new(&self.exe)
+            .args(&node.args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .env("RUST_LOG", std::env::var("HCJ_NODE_LOG").unwrap_or_else(|_| "info".into()))
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| err(format!("starting {}: {e}", self.exe.display())))?;
+        if let (Some(proxies), Some(pid)) = (&self.proxies, child.id()) {
+            proxies.set_pid(node.id, pid);
+            proxies.set_up(node.id, true);
+        }
+        node.child = Some(child);
+        node.state = NodeState::Running;
+        Ok(())
+    }
+
+    /// SIGKILL node `i` and reap it.
+    pub async fn kill(&mut self, i: usize) -> Result<(), TargetError> {
+        let node = &mut self.nodes[i];
+        if let Some(mut child) = node.child.take() {
+            child.start_kill().map_err(|e| TargetError::Node { node: node.id, message: format!("SIGKILL: {e}") })?;
+            let _ = child.wait().await;
+        }
+        if let Some(proxies) = &self.proxies {
+            // Its address refuses connections now, as its own port does.
+            proxies.set_up(node.id, false);
+        }
+        node.state = NodeState::Killed;
+        Ok(())
+    }
+
+    fn signal(&mut self, i: usize, signal: Signal, state: NodeState) -> Result<(), TargetError> {
+        let node = &mut self.nodes[i];
+        let Some(pid) = node.child.as_ref().and_then(|c| c.id()) else {
+            return Err(TargetError::Node { node: node.id, message: format!("{signal}: not running") });
+        };
+        let pid =
+            i32::try_from(pid).map_err(|_| TargetError::Node { node: node.id, message: "pid out of range".into() })?;
+        kill(Pid::from_raw(pid), signal)
+            .map_err(|e| TargetError::Node { node: node.id, message: format!("{signal}: {e}") })?;
+        node.state = state;
+        Ok(())
+    }
+
+    pub fn pause(&mut self, i: usize) -> Result<(), TargetError> {
+        self.signal(i, Signal::SIGSTOP, NodeState::Paused)
+    }
+
+    pub fn resume(&mut self, i: usize) -> Result<(), TargetError> {
+        self.signal(i, Signal::SIGCONT, NodeState::Running)
+    }
+
+    /// Waits until every running node answers `/readyz` with 200 (not shutting down, every
+    /// shard it hosts knows a leader and has caught up); returns how long that took.
+    pub async fn wait_ready(&self, within: Duration) -> Result<Duration, TargetError> {
+        let start = Instant::now();
+        loop {
+            let mut not_ready = Vec::new();
+            for node in self.nodes.iter().filter(|n| n.state == NodeState::Running) {
+                if !ready(&node.admin).await {
+                    not_ready.push(node.id);
+                }
+            }
+            if not_ready.is_empty() {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() >= within {
+                let logs: Vec<String> =
+                    not_ready.iter().map(|id| self.nodes[(*id - 1) as usize].log.display().to_string()).collect();
+                return Err(TargetError::NotReady {
+                    secs: within.as_secs(),
+                    detail: format!("nodes {not_ready:?} not ready; logs: {}", logs.join(" ")),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The running node that leads the most data shards, if any node answers.
+    pub async fn busiest_leader(&self) -> Option<usize> {
+        let client = Client::new(ClientConfig::new(self.endpoints())).ok()?;
+        let mut best: Option<(usize, usize)> = None;
+        for (i, node) in self.nodes.iter().enumerate().filter(|(_, n)| n.state == NodeState::Running) {
+            let Ok(shards) = client.local_shards(&node.endpoint, false).await else { continue };
+            let leads = shards.replicas.iter().filter(|r| r.role == "leader").count();
+            if best.is_none_or(|(_, most)| leads > most) {
+                best = Some((i, leads));
+            }
+        }
+        best.filter(|(_, leads)| *leads > 0).map(|(i, _)| i)
+    }
+
+    /// Stops every node: paused ones are resumed first so that nothing stays stopped, then all
+    /// are killed (the run is over; its data is kept for inspection).
+    pub async fn stop(&mut self) {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].state == NodeState::Paused {
+                let _ = self.resume(i);
+            }
+            let _ = self.kill(i).await;
+        }
+    }
+}
+
+/// One `GET /readyz` on the admin port; true on HTTP 200.
+async fn ready(admin: &str) -> bool {
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(admin).await.ok()?;
+        stream.write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n").await.ok()?;
+        let mut head = [0u8; 16];
+        let n = stream.read(&mut head).await.ok()?;
+        Some(head[..n].starts_with(b"HTTP/1.1 200") || head[..n].starts_with(b"HTTP/1.0 200"))
+    };
+    matches!(tokio::time::timeout(Duration::from_millis(500), attempt).await, Ok(Some(true)))
+}

@@ -1,0 +1,195 @@
+//! Workloads: what the client processes do during a run, and the final reads after healing.
+//!
+//! Every operation is recorded as an invocation before it is sent and a completion after, both
+//! stamped with the run's clock ([`Recorder`]). The completion's type follows the client
+//! library's error contract (`hypercache_client::Error`): `may_have_been_applied()` (an
+//! `OutcomeUnknown` or `Internal` write) and a client call that outlives its deadline are `info`;
+//! every other error certainly had no effect and is `fail`. A read never changes anything, so a
+//! failed read is `fail` whatever the error. After an `info` the process is considered crashed:
+//! the worker continues as a new process (`process + workers`) with a new client, as in Jepsen.
+//!
+//! - [`register`]: get / put / compare-and-swap on a few keys, checked for linearizability.
+//! - [`set`]: adds of unique elements, one final read of the whole set.
+
+pub mod register;
+pub mod set;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hypercache_client::{Client, ClientConfig, Error};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::chaos::history::{Clock, Event, EventType, Op, Process};
+
+/// A workload, as named on the command line (`--workload register`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkloadKind {
+    Register,
+    Set,
+}
+
+impl WorkloadKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkloadKind::Register => "register",
+            WorkloadKind::Set => "set",
+        }
+    }
+}
+
+/// Collects the history; a std mutex, never held across an await.
+pub struct Recorder {
+    clock: Clock,
+    events: Mutex<Vec<Event>>,
+}
+
+impl Recorder {
+    pub fn new(clock: Clock) -> Recorder {
+        Recorder { clock, events: Mutex::new(Vec::new()) }
+    }
+
+    fn push(&self, process: Process, kind: EventType, op: Op, error: Option<String>) {
+        let mut events = self.events.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Stamped under the lock, so the file's order is the clock's order.
+        events.push(Event { process, kind, op, time: self.clock.now(), error });
+    }
+
+    pub fn events(&self) -> Vec<Event> {
+        self.events.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+}
+
+/// What the workers share.
+pub struct Context {
+    pub kind: WorkloadKind,
+    pub endpoints: Vec<String>,
+    pub recorder: Arc<Recorder>,
+    /// The client's deadline per operation, retries included.
+    pub op_timeout: Duration,
+    /// Pause between one process's operations.
+    pub pace: Duration,
+    /// Register keys.
+    pub keys: usize,
+    /// The next unique value or element.
+    pub next_value: AtomicU64,
+}
+
+fn client(ctx: &Context) -> Result<Client, Error> {
+    Client::new(ClientConfig::new(ctx.endpoints.clone()).request_timeout(ctx.op_timeout))
+}
+
+/// How an error completes `op` (see the module essay).
+pub fn outcome(op: &Op, error: &Error) -> EventType {
+    let read = matches!(op, Op::Read { .. } | Op::ReadSet { .. });
+    if !read && error.may_have_been_applied() {
+        EventType::Info
+    } else {
+        EventType::Fail
+    }
+}
+
+/// Runs one operation and records it; returns its completion type.
+async fn perform(ctx: &Context, client: &Client, process: Process, op: Op) -> EventType {
+    ctx.recorder.push(process, EventType::Invoke, op.clone(), None);
+    let apply = async {
+        match ctx.kind {
+            WorkloadKind::Register => register::apply(client, &op).await,
+            WorkloadKind::Set => set::apply(client, &op).await,
+        }
+    };
+    // The client has its own deadline; this one only catches a call that never returns.
+    let (kind, done, error) = match tokio::time::timeout(ctx.op_timeout * 2, apply).await {
+        // A `fail` without an error: a compare-and-swap whose comparison did not hold.
+        Ok(Ok((EventType::Fail, done))) => (EventType::Fail, done, Some("comparison did not hold".to_string())),
+        Ok(Ok((kind, done))) => (kind, done, None),
+        Ok(Err(e)) => (outcome(&op, &e), op, Some(e.to_string())),
+        Err(_) => (EventType::Info, op, Some(format!("no answer within {:?}", ctx.op_timeout * 2))),
+    };
+    ctx.recorder.push(process, kind, done, error);
+    kind
+}
+
+/// `workers` processes issue operations until `until`.
+pub async fn run(ctx: Arc<Context>, workers: u64, seed: u64, until: Instant) -> Result<(), Error> {
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let ctx = ctx.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(seed.wrapping_add(w));
+            let mut process = w;
+            let mut client = client(&ctx)?;
+            let mut generator = Generator::new(ctx.kind);
+            while Instant::now() < until {
+                let op = generator.next(&ctx, &mut rng);
+                let kind = perform(&ctx, &client, process, op.clone()).await;
+                generator.observe(&op, kind);
+                if kind == EventType::Info {
+                    process += workers;
+                    client = self::client(&ctx)?;
+                }
+                tokio::time::sleep(ctx.pace).await;
+            }
+            Ok::<(), Error>(())
+        }));
+    }
+    for task in tasks {
+        match task.await {
+            Ok(result) => result?,
+            Err(e) => return Err(Error::Internal { message: format!("worker task: {e}") }),
+        }
+    }
+    Ok(())
+}
+
+/// After healing: the workload's final reads, by a fresh process, each retried until it
+/// succeeds or `attempts` run out (every attempt is in the history).
+pub async fn final_reads(ctx: &Context, process: Process, attempts: u32) -> Result<(), Error> {
+    let client = client(ctx)?;
+    let ops = match ctx.kind {
+        WorkloadKind::Register => register::final_ops(ctx.keys),
+        WorkloadKind::Set => vec![Op::ReadSet { elements: None }],
+    };
+    for op in ops {
+        for _ in 0..attempts {
+            if perform(ctx, &client, process, op.clone()).await == EventType::Ok {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    Ok(())
+}
+
+/// A process's next operation.
+enum Generator {
+    Register(register::Generator),
+    Set,
+}
+
+impl Generator {
+    fn new(kind: WorkloadKind) -> Generator {
+        match kind {
+            WorkloadKind::Register => Generator::Register(register::Generator::default()),
+            WorkloadKind::Set => Generator::Set,
+        }
+    }
+
+    fn next(&mut self, ctx: &Context, rng: &mut StdRng) -> Op {
+        match self {
+            Generator::Register(g) => g.next(ctx, rng),
+            Generator::Set => set::next(ctx),
+        }
+    }
+
+    fn observe(&mut self, op: &Op, kind: EventType) {
+        if let Generator::Register(g) = self {
+            g.observe(op, kind);
+        }
+    }
+}
