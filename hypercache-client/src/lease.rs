@@ -87,9 +87,8 @@ impl Client {
     /// live: the lease for an election campaign or a registration. Keys attached to a lease
     /// must live in its shard: for a lease that keys hang on, use
     /// [`grant_for_key`](Self::grant_for_key). The TTL is rounded up to whole milliseconds; the
-    /// server rejects TTLs outside its bounds with `INVALID_TTL`. Not retried once it may have
-    /// reached the leader (a retry could grant a second lease): a lost answer is
-    /// [`Error::OutcomeUnknown`].
+    /// server rejects TTLs outside its bounds with `INVALID_TTL`. Exactly once: a lost answer is
+    /// retried with the same write id and returns the same lease, never a second one.
     pub async fn grant(&self, ttl: Duration) -> Result<Lease, Error> {
         self.grant_in(Target::Home, ttl).await
     }
@@ -103,10 +102,11 @@ impl Client {
     async fn grant_in(&self, target: Target, ttl: Duration) -> Result<Lease, Error> {
         let ttl_ms = millis_ceil(ttl);
         let sent = Instant::now();
+        let pending = self.begin_write();
         let response = self
-            .execute("lease_grant", OpKind::Write, target, Route::Leader, |ch, shard_id, t| {
+            .execute("lease_grant", OpKind::Tracked, target, Route::Leader, |ch, shard_id, t| {
                 let mut leases = self.leases(ch);
-                let req = request(pb::LeaseGrantRequest { shard_id, ttl_ms }, t);
+                let req = request(pb::LeaseGrantRequest { shard_id, ttl_ms, write: pending.id() }, t);
                 async move { leases.grant(req).await }
             })
             .await?;
@@ -117,10 +117,11 @@ impl Client {
     /// Revokes the lease: it ends at once and everything attached to it is deleted atomically.
     /// Returns the number of keys deleted. A lease that is already gone is `LEASE_NOT_FOUND`.
     pub async fn revoke(&self, id: LeaseId) -> Result<u64, Error> {
+        let pending = self.begin_write();
         let response = self
-            .execute("lease_revoke", OpKind::Write, Target::Shard(id.shard()), Route::Leader, |ch, shard_id, t| {
+            .execute("lease_revoke", OpKind::Tracked, Target::Shard(id.shard()), Route::Leader, |ch, shard_id, t| {
                 let mut leases = self.leases(ch);
-                let req = request(pb::LeaseRevokeRequest { shard_id, id: id.0 }, t);
+                let req = request(pb::LeaseRevokeRequest { shard_id, id: id.0, write: pending.id() }, t);
                 async move { leases.revoke(req).await }
             })
             .await?;
