@@ -20,7 +20,12 @@
 //!
 //! Determinism: every decision here depends only on replicated state. Time is the log clock,
 //! the largest proposer timestamp ([`crate::types::Command::Tracked`]) applied so far, kept in
-//! the counter row `c log_clock_ms` so it travels in snapshots with the session rows (`s<id>`).
+//! the counter row `c log_clock_ms` so it travels in snapshots with the session rows.
+//!
+//! Layout: a small head row per client (`s<id>`: last seen, floor, the seqs it holds outcomes
+//! for) and one row per stored outcome (`r<id><seq>`). An outcome is written once and deleted
+//! once, so a client with many writes in flight costs each write a head rewrite (8 bytes per seq
+//! held), not a rewrite of every reply it holds; replies may be large (a put echoes its value).
 //! A leader's clock that runs behind does not move the log clock back; one that runs far ahead
 //! expires sessions early (documented in docs/api.md; node clocks are assumed NTP-synchronised).
 //!
@@ -34,7 +39,7 @@
 //! [`Sessions`] is the in-memory index of the session rows (who is idlest), kept in step with
 //! the rows by every call here and rebuilt from them at start and after a snapshot install.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -64,15 +69,16 @@ impl Limits {
         Limits { idle_ms: 10 * 60 * 1000, max_sessions: 50_000, min_evict_idle_ms: 60 * 1000, max_replies: 1024 };
 }
 
-/// What a shard remembers about one client (row `s<client id>`).
+/// What a shard remembers about one client (row `s<client id>`; each outcome is a row
+/// `r<client id><seq>`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct SessionRecord {
     /// Log time of the client's last write here.
     pub last_seen_ms: u64,
     /// Seqs below this have no stored reply and are refused.
     pub floor: u64,
-    /// The outcome of every applied seq at or above `floor`.
-    pub replies: BTreeMap<u64, Applied>,
+    /// The applied seqs at or above `floor`, whose outcomes are stored.
+    pub seqs: BTreeSet<u64>,
 }
 
 /// In-memory index of a shard's session rows: last-seen time per client, ordered by age.
@@ -112,6 +118,11 @@ impl Sessions {
         if let Some(seen) = self.last_seen.remove(&client) {
             self.by_age.remove(&(seen, client));
         }
+        if let Some(record) = ov.session::<SessionRecord>(&client)? {
+            for seq in record.seqs {
+                ov.set_reply::<Applied>(&client, seq, None)?;
+            }
+        }
         ov.set_session::<SessionRecord>(&client, None)
     }
 
@@ -147,8 +158,13 @@ impl Sessions {
             |rejection: Rejection| -> Result<Applied, ApplyError> { Ok(Applied { revision, outcome: Err(rejection) }) };
         let mut record = match ov.session::<SessionRecord>(&write.client)? {
             Some(record) => {
-                if let Some(done) = record.replies.get(&write.seq) {
-                    return Ok(done.clone());
+                if record.seqs.contains(&write.seq) {
+                    return ov.reply::<Applied>(&write.client, write.seq)?.ok_or_else(|| {
+                        ApplyError(format!(
+                            "shard {}: session of client {} lists seq {} but its reply row is missing",
+                            ov.shard, write.client, write.seq
+                        ))
+                    });
                 }
                 if write.seq < record.floor {
                     return refuse(Rejection::WriteSeqTooOld {
@@ -174,12 +190,18 @@ impl Sessions {
         let applied = super::apply(ov, revision, request)?;
         record.last_seen_ms = clock;
         record.floor = record.floor.max(write.first_incomplete.min(write.seq));
-        record.replies.insert(write.seq, applied.clone());
-        record.replies = record.replies.split_off(&record.floor);
-        while record.replies.len() > self.limits.max_replies {
-            if let Some((seq, _)) = record.replies.pop_first() {
+        record.seqs.insert(write.seq);
+        ov.set_reply(&write.client, write.seq, Some(&applied))?;
+        let kept = record.seqs.split_off(&record.floor);
+        let mut dropped: Vec<u64> = std::mem::replace(&mut record.seqs, kept).into_iter().collect();
+        while record.seqs.len() > self.limits.max_replies {
+            if let Some(seq) = record.seqs.pop_first() {
                 record.floor = seq + 1;
+                dropped.push(seq);
             }
+        }
+        for seq in dropped {
+            ov.set_reply::<Applied>(&write.client, seq, None)?;
         }
         ov.set_session(&write.client, Some(&record))?;
         self.touch(write.client, clock);
@@ -190,12 +212,12 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::machine::overlay::{session_key, SESSION};
+    use crate::machine::overlay::{reply_key, session_key, REPLY, SESSION};
     use crate::storage::record::unseal;
     use crate::types::{Op, Reply, ShardId, Txn};
     use bytes::Bytes;
 
-    type Rows = BTreeMap<Vec<u8>, Vec<u8>>;
+    type Rows = std::collections::BTreeMap<Vec<u8>, Vec<u8>>;
 
     fn put(key: &str, value: &str) -> Request {
         Request::Txn(Txn {
@@ -330,6 +352,7 @@ mod tests {
         r.entry(1_100, &[]);
         assert_eq!(r.sessions.len(), 1, "client 1 idle for 100 ms of log time");
         assert!(!r.rows.contains_key(&session_key(&client(1))));
+        assert!(!r.rows.contains_key(&reply_key(&client(1), 1)), "its replies go with it");
         assert!(r.rows.contains_key(&session_key(&client(2))));
         // Client 2 stays alive by writing.
         r.entry(1_140, &[(wid(2, 2, 2), put("b", "2"))]);
@@ -362,8 +385,10 @@ mod tests {
         }
         let ov = Overlay::new(ShardId(0), &r.rows);
         let record: SessionRecord = ov.session(&client(1)).unwrap().unwrap();
-        assert_eq!(record.replies.keys().copied().collect::<Vec<_>>(), vec![3, 4, 5]);
+        assert_eq!(record.seqs.iter().copied().collect::<Vec<_>>(), vec![3, 4, 5]);
         assert_eq!(record.floor, 3);
+        let replies: Vec<&Vec<u8>> = r.rows.keys().filter(|k| k.first() == Some(&REPLY)).collect();
+        assert_eq!(replies, [3, 4, 5].map(|s| reply_key(&client(1), s)).iter().collect::<Vec<_>>(), "rows dropped too");
         let late = r.entry(9, &[(wid(1, 2, 1), put("k2", "v"))]);
         assert!(matches!(late[0].outcome, Err(Rejection::WriteSeqTooOld { seq: 2, floor: 3, .. })));
     }
