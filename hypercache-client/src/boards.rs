@@ -6,12 +6,12 @@
 //! [`Error::stale_epoch`]) and must stop serving the board at once. The sync loop doing exactly
 //! that is [`BoardSyncer`](crate::BoardSyncer).
 //!
-//! Retry classes: `Sync` with the same (epoch, seq) and `Assign` with the same request id are
-//! idempotent on the server, so they are retried like reads (a lost answer may simply be
-//! repeated). Only the *last* assignment's request id is remembered, so a repeated assign that
-//! raced with a newer assignment fails with `STALE_EPOCH` although the first attempt may have
-//! succeeded; the caller sees the board's true state either way. Create, release and delete are
-//! plain writes ([`Error::OutcomeUnknown`] when the answer is lost).
+//! Retries: every board write carries a write id (exactly-once, see the crate docs), so a lost
+//! answer is retried within the deadline and a repeat returns the first outcome. `Sync` with
+//! the same (epoch, seq) and `Assign` with the same request id are also idempotent on their own
+//! (for callers that repeat them after the deadline, with a new write id); only the *last*
+//! assignment's request id is remembered, so such a repeat that raced with a newer assignment
+//! fails with `STALE_EPOCH` although the first attempt may have succeeded.
 
 use std::time::Duration;
 
@@ -162,15 +162,17 @@ impl Client {
 
     /// Creates a board, unassigned at epoch 0 (`BOARD_EXISTS` if the id is taken).
     pub async fn create_board(&self, board: CreateBoard) -> Result<Board, Error> {
+        let pending = self.begin_write();
         let msg = pb::CreateBoardRequest {
             shard_id: 0,
             board_id: board.board_id,
             params: board.params,
             checkpoint: board.checkpoint,
             lifetime_ms: board.lifetime.map(millis_ceil),
+            write: pending.id(),
         };
         let response = self
-            .execute("create_board", OpKind::Write, Target::Home, Route::Leader, |ch, shard_id, t| {
+            .execute("create_board", OpKind::Tracked, Target::Home, Route::Leader, |ch, shard_id, t| {
                 let mut boards = self.boards_wire(ch);
                 let req = request(in_shard!(msg.clone(), shard_id), t);
                 async move { boards.create(req).await }
@@ -182,6 +184,7 @@ impl Client {
     /// Assigns the board to a server, bumping the epoch; returns the board as assigned.
     pub async fn assign_board(&self, assign: AssignBoard) -> Result<Board, Error> {
         let (election, election_term) = assign.election.unwrap_or_default();
+        let pending = self.begin_write();
         let msg = pb::AssignBoardRequest {
             shard_id: 0,
             board_id: assign.board_id,
@@ -190,9 +193,10 @@ impl Client {
             request_id: assign.request_id,
             election,
             election_term,
+            write: pending.id(),
         };
         let response = self
-            .execute("assign_board", OpKind::Idempotent, Target::Home, Route::Leader, |ch, shard_id, t| {
+            .execute("assign_board", OpKind::Tracked, Target::Home, Route::Leader, |ch, shard_id, t| {
                 let mut boards = self.boards_wire(ch);
                 let req = request(in_shard!(msg.clone(), shard_id), t);
                 async move { boards.assign(req).await }
@@ -204,9 +208,17 @@ impl Client {
     /// Writes a checkpoint, fenced by `epoch`; `seq` must be above the stored one (an equal
     /// seq is an idempotent success with `written = false`; a lower one is `STALE_SEQ`).
     pub async fn sync_board(&self, board_id: &str, epoch: u64, seq: u64, data: Bytes) -> Result<SyncResult, Error> {
-        let msg = pb::SyncBoardRequest { shard_id: 0, board_id: board_id.to_string(), epoch, seq, checkpoint: data };
+        let pending = self.begin_write();
+        let msg = pb::SyncBoardRequest {
+            shard_id: 0,
+            board_id: board_id.to_string(),
+            epoch,
+            seq,
+            checkpoint: data,
+            write: pending.id(),
+        };
         let response = self
-            .execute("sync_board", OpKind::Idempotent, Target::Home, Route::Leader, |ch, shard_id, t| {
+            .execute("sync_board", OpKind::Tracked, Target::Home, Route::Leader, |ch, shard_id, t| {
                 let mut boards = self.boards_wire(ch);
                 let req = request(in_shard!(msg.clone(), shard_id), t);
                 async move { boards.sync(req).await }
@@ -281,14 +293,16 @@ impl Client {
 
     /// The owner gives the board up: owner cleared, epoch bumped (fencing any late sync).
     pub async fn release_board(&self, board_id: &str, server_id: &str, epoch: u64) -> Result<Board, Error> {
+        let pending = self.begin_write();
         let msg = pb::ReleaseBoardRequest {
             shard_id: 0,
             board_id: board_id.to_string(),
             server_id: server_id.to_string(),
             epoch,
+            write: pending.id(),
         };
         let response = self
-            .execute("release_board", OpKind::Write, Target::Home, Route::Leader, |ch, shard_id, t| {
+            .execute("release_board", OpKind::Tracked, Target::Home, Route::Leader, |ch, shard_id, t| {
                 let mut boards = self.boards_wire(ch);
                 let req = request(in_shard!(msg.clone(), shard_id), t);
                 async move { boards.release(req).await }
@@ -299,8 +313,10 @@ impl Client {
 
     /// Deletes the board and its checkpoint; with `expected_epoch`, only at that epoch.
     pub async fn delete_board(&self, board_id: &str, expected_epoch: Option<u64>) -> Result<(), Error> {
-        let msg = pb::DeleteBoardRequest { shard_id: 0, board_id: board_id.to_string(), expected_epoch };
-        self.execute("delete_board", OpKind::Write, Target::Home, Route::Leader, |ch, shard_id, t| {
+        let pending = self.begin_write();
+        let msg =
+            pb::DeleteBoardRequest { shard_id: 0, board_id: board_id.to_string(), expected_epoch, write: pending.id() };
+        self.execute("delete_board", OpKind::Tracked, Target::Home, Route::Leader, |ch, shard_id, t| {
             let mut boards = self.boards_wire(ch);
             let req = request(in_shard!(msg.clone(), shard_id), t);
             async move { boards.delete(req).await }

@@ -43,6 +43,7 @@ use crate::retry::{backoff_delay, classify, delivery_of, wants_refresh, Decision
 use crate::routing::{RoutingCache, RoutingTable};
 use crate::target::{after, candidates, choose};
 pub(crate) use crate::target::{Group, Route, Target};
+use crate::writes::{PendingWrite, WriteIds};
 
 /// HTTP/2 ping interval and the wait for its answer on every channel.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
@@ -66,6 +67,8 @@ pub(crate) struct Inner {
     pub(crate) health: Health,
     /// The newest revision seen per shard (serializable reads never go below it).
     pub(crate) seen: Seen,
+    /// This instance's client id and write numbering (exactly-once writes).
+    pub(crate) writes: WriteIds,
 }
 
 struct Table {
@@ -96,6 +99,9 @@ pub(crate) struct Progress {
     pub(crate) endpoint: String,
     pub(crate) in_flight: bool,
     pub(crate) last_error: Option<String>,
+    /// A failed attempt of a tracked write may have been applied (its outcome is unknown unless
+    /// a later attempt answers).
+    pub(crate) maybe_applied: bool,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -122,8 +128,14 @@ impl Client {
             .map(|e| Ok(Node { endpoint: e.clone(), channel: make_channel(e, &config)?, origin: Origin::Seed }))
             .collect::<Result<Vec<_>, Error>>()?;
         let table = RwLock::new(Table { nodes, leaders: HashMap::new() });
-        let inner =
-            Inner { config, table, routing: RoutingCache::default(), health: Health::default(), seen: Seen::default() };
+        let inner = Inner {
+            config,
+            table,
+            routing: RoutingCache::default(),
+            health: Health::default(),
+            seen: Seen::default(),
+            writes: WriteIds::default(),
+        };
         Ok(Client { inner: Arc::new(inner) })
     }
 
@@ -136,6 +148,12 @@ impl Client {
     /// it, or the last redirect target), if any.
     pub fn leader_hint(&self, shard: u32) -> Option<String> {
         self.read_table().leaders.get(&Group::Shard(shard)).cloned()
+    }
+
+    /// Starts a write: the id all its attempts carry (see `writes.rs`); keep the guard until the
+    /// operation returns.
+    pub(crate) fn begin_write(&self) -> PendingWrite {
+        self.inner.writes.begin()
     }
 
     /// Every endpoint the client knows: the seeds, the routing table's nodes, learned leaders.
@@ -401,6 +419,11 @@ impl Client {
             }
             tracing::debug!(op, attempt, endpoint = %node.endpoint, shard = group.shard_id(), error = %last_error, "attempt failed");
             let decision = classify(&status, kind, delivery);
+            // A tracked write is retried whatever happened; remember whether this attempt may
+            // have taken effect, so giving up reports an unknown outcome, not a failure.
+            if kind == OpKind::Tracked && classify(&status, OpKind::Write, delivery) == Decision::OutcomeUnknown {
+                lock(progress).maybe_applied = true;
+            }
             let refresh = matches!(decision, Decision::Reroute)
                 || (wants_refresh(&status) && table.as_ref().is_some_and(|t| !t.is_legacy()));
             if refresh && table.is_some() {
@@ -454,9 +477,11 @@ impl Client {
                 tokio::time::sleep(backoff_delay(retries, config.backoff_base, config.backoff_max, jitter)).await;
             }
         }
-        Err(Error::Unavailable {
-            message: format!("{op} gave up after {} attempts; last error from {last_error}", config.max_attempts),
-        })
+        let message = format!("{op} gave up after {} attempts; last error from {last_error}", config.max_attempts);
+        if lock(progress).maybe_applied {
+            return Err(Error::OutcomeUnknown { message: format!("{message}; an attempt may have been applied") });
+        }
+        Err(Error::Unavailable { message })
     }
 
     /// One attempt against exactly `endpoint`: no redirect, no retry. Used to inspect a node.
@@ -504,7 +529,7 @@ impl Client {
 /// The error for an operation whose deadline passed: a write (idempotent or not) with an attempt
 /// in flight may have been applied; otherwise nothing took effect.
 pub(crate) fn deadline_error(op: &str, kind: OpKind, timeout: Duration, p: &Progress) -> Error {
-    if p.in_flight && kind != OpKind::Read {
+    if (p.in_flight || p.maybe_applied) && kind != OpKind::Read {
         Error::OutcomeUnknown {
             message: format!(
                 "{op} sent to {} got no answer within the {timeout:?} deadline (attempt {}); \

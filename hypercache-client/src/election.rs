@@ -89,6 +89,9 @@ impl Client {
             name: name.to_string(),
             candidate: candidate.to_string(),
             lease: lease.0,
+            // A campaign is idempotent by (candidate, lease) and long-polls on the server, which
+            // proposes it again after every lost attempt: it carries no write id.
+            write: None,
         };
         let (_, response) = self
             .execute_with("campaign", OpKind::Idempotent, Target::Home, Route::Leader, wait, |ch, shard_id, t| {
@@ -105,8 +108,9 @@ impl Client {
     /// Gives up leadership of `name`; `term` must be the current one (`NOT_ELECTION_LEADER`
     /// otherwise, with the current term in [`Error::current_term`]).
     pub async fn resign(&self, name: &str, term: u64) -> Result<(), Error> {
-        let msg = pb::ResignRequest { shard_id: 0, name: name.to_string(), term };
-        self.execute("resign", OpKind::Write, Target::Home, Route::Leader, |ch, shard_id, t| {
+        let pending = self.begin_write();
+        let msg = pb::ResignRequest { shard_id: 0, name: name.to_string(), term, write: pending.id() };
+        self.execute("resign", OpKind::Tracked, Target::Home, Route::Leader, |ch, shard_id, t| {
             let mut election = self.election_wire(ch);
             let req = request(in_shard!(msg.clone(), shard_id), t);
             async move { election.resign(req).await }

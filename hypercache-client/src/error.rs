@@ -96,8 +96,10 @@ pub enum Error {
     /// The request deadline passed with no attempt in flight, so nothing took effect.
     #[error("deadline exceeded: {message}")]
     DeadlineExceeded { message: String },
-    /// A write was sent but its result never came back: it may or may not have been applied.
-    /// The client never retries such a write on its own.
+    /// A write was sent but no attempt brought its result back before the deadline (or the
+    /// shard no longer keeps it: `WRITE_SEQ_TOO_OLD`): it may or may not have been applied.
+    /// Within the deadline the client retries such a write itself, with the same write id, so
+    /// the shard applies it at most once; after the deadline it is the caller's to resolve.
     #[error("outcome unknown: {message}")]
     OutcomeUnknown { message: String },
     /// The server reported an internal failure. For a write this does not promise "no effect".

@@ -90,10 +90,9 @@ impl Client {
     /// attached to it; keys of other shards than the lease's are deleted shortly after it ends
     /// (a poll of the home shard, within about 0.2 s), and cost that poll while they hang on
     /// it. [`grant_for_key`](Self::grant_for_key) keeps a key and its lease in one shard. The
-    /// TTL is rounded up to whole milliseconds; the
-    /// server rejects TTLs outside its bounds with `INVALID_TTL`. Not retried once it may have
-    /// reached the leader (a retry could grant a second lease): a lost answer is
-    /// [`Error::OutcomeUnknown`].
+    /// TTL is rounded up to whole milliseconds; the server rejects TTLs outside its bounds with
+    /// `INVALID_TTL`. Exactly once: a lost answer is retried with the same write id and returns
+    /// the same lease, never a second one.
     pub async fn grant(&self, ttl: Duration) -> Result<Lease, Error> {
         self.grant_in(Target::Home, ttl).await
     }
@@ -107,10 +106,11 @@ impl Client {
     async fn grant_in(&self, target: Target, ttl: Duration) -> Result<Lease, Error> {
         let ttl_ms = millis_ceil(ttl);
         let sent = Instant::now();
+        let pending = self.begin_write();
         let response = self
-            .execute("lease_grant", OpKind::Write, target, Route::Leader, |ch, shard_id, t| {
+            .execute("lease_grant", OpKind::Tracked, target, Route::Leader, |ch, shard_id, t| {
                 let mut leases = self.leases(ch);
-                let req = request(pb::LeaseGrantRequest { shard_id, ttl_ms }, t);
+                let req = request(pb::LeaseGrantRequest { shard_id, ttl_ms, write: pending.id() }, t);
                 async move { leases.grant(req).await }
             })
             .await?;
@@ -123,10 +123,11 @@ impl Client {
     /// the number of keys deleted in the home shard. A lease that is already gone is
     /// `LEASE_NOT_FOUND`.
     pub async fn revoke(&self, id: LeaseId) -> Result<u64, Error> {
+        let pending = self.begin_write();
         let response = self
-            .execute("lease_revoke", OpKind::Write, Target::Shard(id.shard()), Route::Leader, |ch, shard_id, t| {
+            .execute("lease_revoke", OpKind::Tracked, Target::Shard(id.shard()), Route::Leader, |ch, shard_id, t| {
                 let mut leases = self.leases(ch);
-                let req = request(pb::LeaseRevokeRequest { shard_id, id: id.0 }, t);
+                let req = request(pb::LeaseRevokeRequest { shard_id, id: id.0, write: pending.id() }, t);
                 async move { leases.revoke(req).await }
             })
             .await?;

@@ -23,20 +23,20 @@
 //!   around the whole loop).
 //! - **Frozen nodes.** Each attempt has its own timeout (`attempt_timeout`, also sent to the
 //!   server as the gRPC timeout): a frozen node accepts connections and never answers. A read
-//!   moves to the next replica when it fires, a write ends as outcome unknown; the endpoint is
-//!   then skipped for a while, even as a shard's leader, and redirects to it are not followed.
-//! - **Outcome unknown.** A write is retried *only* when it provably had no effect: the server
-//!   set `ErrorInfo.not_applied = true`, or the connection was never established. If a write
-//!   may have reached a leader and no answer came back (deadline, connection reset,
-//!   `OUTCOME_UNKNOWN`, `UNAVAILABLE` without the promise), the client returns
-//!   [`Error::OutcomeUnknown`] and does not retry: a blind retry could apply a put twice or make a
-//!   compare-and-swap fail against its own earlier success. The caller decides (usually: read
-//!   the key back). Reads have no effect and are retried on any transient failure.
-//! - **Idempotent writes** are retried like reads, because the server applies them at most once
-//!   however often they arrive: `Boards.Sync` with the same (epoch, seq), `Boards.Assign` with
-//!   the same request id, `Election.Campaign` by the same candidate and lease, lease keepalives.
-//!   If the deadline passes with one in flight it is still reported as outcome unknown; the
-//!   caller may simply repeat it.
+//!   moves to the next replica when it fires, a write is retried with the same write id (below);
+//!   the endpoint is then skipped for a while, even as a shard's leader, and redirects to it are
+//!   not followed.
+//! - **Exactly-once writes.** Every write (put, delete, compare-and-swap, txn, lease grant and
+//!   revoke, and the registry, board and election writes) carries a write id: this client
+//!   instance's random id and a per-client sequence number, the same on every attempt. The shard
+//!   applies a given id at most once and answers a repeat with the original reply, so the client
+//!   retries a write whose outcome it does not know (lost answer, `OUTCOME_UNKNOWN`, a
+//!   `NOT_LEADER` after its entry was dropped) within the deadline, like a read. Only a deadline
+//!   that passes with an attempt in flight, or `WRITE_SEQ_TOO_OLD` (a repeat whose reply the
+//!   shard no longer keeps), is [`Error::OutcomeUnknown`]; the caller decides (usually: read the
+//!   key back). Writes without an id (decommission) are retried only when they provably had no
+//!   effect (`ErrorInfo.not_applied = true`, or never sent). `Election.Campaign` carries no id:
+//!   it is idempotent by candidate and lease, and retried like a read.
 //! - **Permanent errors** are returned at once with the server's message intact (it names the
 //!   violated limit or the state that caused the refusal): `INVALID_ARGUMENT` as
 //!   [`Error::InvalidArgument`]; the typed refusals of the lease, watch and game services
@@ -108,6 +108,7 @@ mod txn;
 mod types;
 mod watch;
 mod watch_shard;
+mod writes;
 
 pub mod cli;
 

@@ -92,8 +92,9 @@ impl Client {
         Ok(response.kv)
     }
 
-    /// Writes `value` under `key`. Never retried once it may have reached a leader: a lost
-    /// answer is [`Error::OutcomeUnknown`].
+    /// Writes `value` under `key`. Exactly once: every attempt carries the same write id, so the
+    /// client retries a lost answer until the deadline and the shard applies the put once;
+    /// only a deadline that passes with an attempt in flight is [`Error::OutcomeUnknown`].
     pub async fn put(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<PutResult, Error> {
         self.put_with(key, value, PutOptions::default()).await
     }
@@ -115,9 +116,11 @@ impl Client {
         value: impl Into<Bytes>,
         options: PutOptions,
     ) -> Result<PutResult, Error> {
-        let msg = options.to_request(0, key.into(), value.into())?;
+        let mut msg = options.to_request(0, key.into(), value.into())?;
+        let pending = self.begin_write();
+        msg.write = pending.id();
         let response = self
-            .execute("put", OpKind::Write, Target::Key(msg.key.clone()), Route::Leader, |ch, shard_id, t| {
+            .execute("put", OpKind::Tracked, Target::Key(msg.key.clone()), Route::Leader, |ch, shard_id, t| {
                 let mut kv = self.kv(ch);
                 let req = request(pb::PutRequest { shard_id, ..msg.clone() }, t);
                 let seen = &self.inner.seen;
@@ -139,10 +142,11 @@ impl Client {
 
     async fn delete_inner(&self, key: Bytes, prev_kv: bool) -> Result<DeleteResult, Error> {
         let target = Target::Key(key.clone());
+        let pending = self.begin_write();
         let response = self
-            .execute("delete", OpKind::Write, target, Route::Leader, |ch, shard_id, t| {
+            .execute("delete", OpKind::Tracked, target, Route::Leader, |ch, shard_id, t| {
                 let mut kv = self.kv(ch);
-                let req = request(pb::DeleteRequest { shard_id, key: key.clone(), prev_kv }, t);
+                let req = request(pb::DeleteRequest { shard_id, key: key.clone(), prev_kv, write: pending.id() }, t);
                 let seen = &self.inner.seen;
                 async move { seen.check(shard_id, false, kv.delete(req).await) }
             })
@@ -161,16 +165,18 @@ impl Client {
         expected_value: Option<Bytes>,
         new_value: impl Into<Bytes>,
     ) -> Result<CasResult, Error> {
+        let pending = self.begin_write();
         let msg = pb::CompareAndSwapRequest {
             shard_id: 0,
             key: key.into(),
             expected_mod_revision,
             expected_value,
             new_value: new_value.into(),
+            write: pending.id(),
         };
         let target = Target::Key(msg.key.clone());
         let response = self
-            .execute("compare_and_swap", OpKind::Write, target, Route::Leader, |ch, shard_id, t| {
+            .execute("compare_and_swap", OpKind::Tracked, target, Route::Leader, |ch, shard_id, t| {
                 let mut kv = self.kv(ch);
                 let req = request(pb::CompareAndSwapRequest { shard_id, ..msg.clone() }, t);
                 let seen = &self.inner.seen;

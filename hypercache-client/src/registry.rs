@@ -123,6 +123,7 @@ impl Client {
 
     /// Registers (or re-registers) a game server.
     pub async fn register(&self, options: RegisterOptions) -> Result<Registration, Error> {
+        let pending = self.begin_write();
         let msg = pb::RegisterRequest {
             shard_id: 0,
             server_id: options.server_id.clone(),
@@ -130,10 +131,11 @@ impl Client {
             capacity: options.capacity,
             labels: options.labels,
             ttl_ms: millis_ceil(options.ttl),
+            write: pending.id(),
         };
         let sent = Instant::now();
         let response = self
-            .execute("register", OpKind::Write, Target::Home, Route::Leader, |ch, shard_id, t| {
+            .execute("register", OpKind::Tracked, Target::Home, Route::Leader, |ch, shard_id, t| {
                 let mut registry = self.registry_wire(ch);
                 let req = request(in_shard!(msg.clone(), shard_id), t);
                 async move { registry.register(req).await }
@@ -151,8 +153,10 @@ impl Client {
     /// Ends the registration (revokes its lease). `incarnation` must be the current one
     /// (`STALE_INCARNATION` otherwise, with the current one in [`Error::stale_incarnation`]).
     pub async fn deregister(&self, server_id: &str, incarnation: u64) -> Result<(), Error> {
-        let msg = pb::DeregisterRequest { shard_id: 0, server_id: server_id.to_string(), incarnation };
-        self.execute("deregister", OpKind::Write, Target::Home, Route::Leader, |ch, shard_id, t| {
+        let pending = self.begin_write();
+        let msg =
+            pb::DeregisterRequest { shard_id: 0, server_id: server_id.to_string(), incarnation, write: pending.id() };
+        self.execute("deregister", OpKind::Tracked, Target::Home, Route::Leader, |ch, shard_id, t| {
             let mut registry = self.registry_wire(ch);
             let req = request(in_shard!(msg.clone(), shard_id), t);
             async move { registry.deregister(req).await }

@@ -40,6 +40,11 @@ pub(crate) enum OpKind {
     /// passes with an attempt in flight is still reported as outcome unknown, because the
     /// caller cannot tell whether it took effect (it may simply repeat it).
     Idempotent,
+    /// A write carrying a write id (`writes.rs`): the shard applies it at most once however
+    /// often it is repeated and answers a repeat with the first outcome, so any failure is
+    /// retried within the deadline, like a read. Only a deadline that passes with an attempt in
+    /// flight (or `WRITE_SEQ_TOO_OLD`) leaves the outcome unknown.
+    Tracked,
 }
 
 impl OpKind {
@@ -115,6 +120,9 @@ pub(crate) fn classify(status: &Status, kind: OpKind, delivery: Delivery) -> Dec
         }
         "NOT_LEADER" | "NO_LEADER" | "SHUTTING_DOWN" => transient(),
         "OUTCOME_UNKNOWN" => unknown_unless_safe(kind),
+        // A late repeat of a write whose reply the shard no longer keeps: this copy did nothing,
+        // an earlier one may have been applied.
+        "WRITE_SEQ_TOO_OLD" => Decision::OutcomeUnknown,
         "EMPTY_KEY" | "KEY_TOO_LONG" | "VALUE_TOO_LARGE" | "INVALID_RANGE" | "INVALID_ARGUMENT" => {
             Decision::Fail(Error::InvalidArgument { reason: info.reason, message })
         }
@@ -313,6 +321,20 @@ mod tests {
         assert_eq!(classify(&s, Idempotent, MaybeSent), Redirect("n2:7001".into()));
         let s = Status::new(Code::Unavailable, "connection reset");
         assert_eq!(classify(&s, Idempotent, MaybeSent), Retry);
+    }
+
+    #[test]
+    fn tracked_writes_are_retried_whatever_happened_to_the_attempt() {
+        let s = st(Code::FailedPrecondition, "NOT_LEADER", false, "n2:7001");
+        assert_eq!(classify(&s, Tracked, MaybeSent), Redirect("n2:7001".into()));
+        assert_eq!(classify(&s, Write, MaybeSent), OutcomeUnknown, "an untracked write may have applied");
+        let s = st(Code::Unavailable, "OUTCOME_UNKNOWN", false, "");
+        assert_eq!(classify(&s, Tracked, MaybeSent), Retry);
+        assert_eq!(classify(&Status::new(Code::Unavailable, "connection reset"), Tracked, MaybeSent), Retry);
+        let s = st(Code::FailedPrecondition, "WRITE_SEQ_TOO_OLD", false, "");
+        assert_eq!(classify(&s, Tracked, MaybeSent), OutcomeUnknown);
+        let s = st(Code::FailedPrecondition, "STALE_EPOCH", true, "");
+        assert!(matches!(classify(&s, Tracked, MaybeSent), Fail(Error::Rejected { .. })));
     }
 
     #[test]

@@ -125,7 +125,7 @@ impl Op {
                 WireOp::Put(put)
             }
             OpSpec::Delete(key, prev_kv) => {
-                WireOp::Delete(pb::DeleteRequest { shard_id: 0, key: key.clone(), prev_kv: *prev_kv })
+                WireOp::Delete(pb::DeleteRequest { shard_id: 0, key: key.clone(), prev_kv: *prev_kv, write: None })
             }
         };
         Ok(pb::RequestOp { op: Some(op) })
@@ -198,6 +198,7 @@ impl Txn {
             compares: self.compares.iter().map(|c| c.0.clone()).collect(),
             success: ops(&self.success)?,
             failure: ops(&self.failure)?,
+            write: None,
         })
     }
 }
@@ -246,13 +247,15 @@ impl Client {
     /// Runs `txn` atomically in the shard of its keys (a transaction without keys goes to the
     /// home shard). See the module documentation for the one-shard rule and retry rules.
     pub async fn txn(&self, txn: Txn) -> Result<TxnResult, Error> {
-        let msg = txn.to_request(0)?;
+        let mut msg = txn.to_request(0)?;
         let table = self.routing().await?;
         let target = match txn.shard_key(|key| table.shard_of(key))? {
             Some(key) => client::Target::Key(key),
             None => client::Target::Home,
         };
-        let kind = if txn.is_read_only() { OpKind::Read } else { OpKind::Write };
+        let pending = (!txn.is_read_only()).then(|| self.begin_write());
+        msg.write = pending.as_ref().and_then(|p| p.id());
+        let kind = if pending.is_some() { OpKind::Tracked } else { OpKind::Read };
         let response = self
             .execute("txn", kind, target, Route::Leader, |ch, shard_id, t| {
                 let mut kv = self.kv(ch);

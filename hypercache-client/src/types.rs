@@ -54,6 +54,7 @@ impl PutOptions {
             prev_kv: self.prev_kv,
             lease: self.lease.map_or(0, |l| l.0),
             ttl_ms: u64::try_from(ttl_ms).unwrap_or(u64::MAX),
+            write: None,
         })
     }
 }

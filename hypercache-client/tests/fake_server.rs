@@ -1,6 +1,7 @@
 //! The client against tiny in-process fake KV servers: proves that redirects are followed, that
-//! not-applied errors are retried on another node, and that a write whose outcome is unknown is
-//! reported as such and never sent twice (the fakes count calls).
+//! not-applied errors are retried on another node, that a write whose outcome is unknown is
+//! retried with the same write id (exactly-once), and that a deadline passing with an attempt in
+//! flight is reported as an unknown outcome (the fakes count calls and record write ids).
 
 mod common;
 
@@ -52,23 +53,40 @@ async fn a_put_that_times_out_is_outcome_unknown_and_not_retried() {
     assert!(matches!(err, Error::OutcomeUnknown { .. }), "{err:?}");
     assert!(err.to_string().contains("may or may not"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(2), "the deadline was not enforced");
-    // Give a (wrong) retry time to arrive before counting.
+    // The one attempt was still in flight at the deadline: nothing more was sent.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let sent = slow_a.puts.load(Ordering::SeqCst) + slow_b.puts.load(Ordering::SeqCst);
-    assert_eq!(sent, 1, "a write with unknown outcome must be sent exactly once");
+    assert_eq!(sent, 1, "no attempt after the deadline");
 }
 
 #[tokio::test]
-async fn outcome_unknown_from_the_server_is_not_retried() {
+async fn outcome_unknown_from_the_server_is_retried_with_the_same_write_id() {
     let unsure = Fake::new(Behaviour::OutcomeUnknown);
     let healthy = Fake::new(Behaviour::Serve);
     let client = Client::new(config(vec![serve(unsure.clone()).await, serve(healthy.clone()).await])).expect("client");
-    let err = client.put("k", "v").await.expect_err("outcome unknown");
-    assert!(matches!(err, Error::OutcomeUnknown { .. }), "{err:?}");
+    client.put("k", "v").await.expect("retried on the healthy node");
     assert_eq!(unsure.puts.load(Ordering::SeqCst), 1);
-    assert_eq!(healthy.puts.load(Ordering::SeqCst), 0);
+    assert_eq!(healthy.puts.load(Ordering::SeqCst), 1);
+    let first = unsure.put_ids.lock().unwrap()[0].clone().expect("a write id");
+    let retry = healthy.put_ids.lock().unwrap()[0].clone().expect("a write id");
+    assert_eq!(first, retry, "every attempt of one write carries the same id");
+    assert_eq!((first.client_id.len(), first.seq, first.first_incomplete), (16, 1, 1));
+
+    // The next write gets the next seq; the first one is done.
+    client.put("k", "v2").await.expect("second put");
+    let second = healthy.put_ids.lock().unwrap()[1].clone().expect("a write id");
+    assert_eq!((second.client_id.clone(), second.seq, second.first_incomplete), (first.client_id, 2, 2));
     // A read may be retried elsewhere: it has no effect.
     assert!(client.get("present").await.expect("read retried on the healthy node").is_some());
+}
+
+#[tokio::test]
+async fn a_write_that_never_got_a_definite_answer_is_outcome_unknown() {
+    let unsure = Fake::new(Behaviour::OutcomeUnknown);
+    let client = Client::new(config(vec![serve(unsure.clone()).await]).max_attempts(3)).expect("client");
+    let err = client.put("k", "v").await.expect_err("outcome unknown");
+    assert!(matches!(err, Error::OutcomeUnknown { .. }), "{err:?}");
+    assert_eq!(unsure.puts.load(Ordering::SeqCst), 3, "retried: the server deduplicates by write id");
 }
 
 #[tokio::test]

@@ -23,9 +23,17 @@ pub enum ServiceError {
     /// The key maps to another shard than the request named (the client's routing table is old).
     #[error("{key:?} lives in shard {actual}, not in shard {named}; refresh the routing table")]
     WrongShard { key: String, named: u32, actual: u32 },
-    /// This node is not the shard leader; nothing was proposed.
-    #[error("node {node} is not the leader of shard {shard}{}", leader_hint(.leader_id, .leader_endpoint))]
-    NotLeader { node: NodeId, shard: ShardId, leader_id: Option<NodeId>, leader_endpoint: Option<String> },
+    /// This node is not the shard leader. `maybe_applied`: the request had been proposed here
+    /// and its entry was dropped from this node's log, which does not prove it is gone from the
+    /// others' (a later leader may commit it); false when nothing was proposed.
+    #[error("node {node} is not the leader of shard {shard}{}{}", leader_hint(.leader_id, .leader_endpoint), if *.maybe_applied { "; the write had been proposed and may still be applied" } else { "" })]
+    NotLeader {
+        node: NodeId,
+        shard: ShardId,
+        leader_id: Option<NodeId>,
+        leader_endpoint: Option<String>,
+        maybe_applied: bool,
+    },
     /// No leader is known (election in progress); nothing was proposed.
     #[error("shard {shard} has no leader right now (election in progress); retry shortly")]
     NoLeader { shard: ShardId },
@@ -107,8 +115,9 @@ impl ServiceError {
                 info.shard_id = *named;
                 Code::FailedPrecondition
             }
-            ServiceError::NotLeader { shard, leader_id, leader_endpoint, .. } => {
+            ServiceError::NotLeader { shard, leader_id, leader_endpoint, maybe_applied, .. } => {
                 info.shard_id = shard.0;
+                info.not_applied = !maybe_applied;
                 info.leader_id = leader_id.unwrap_or(0);
                 info.leader_endpoint = leader_endpoint.clone().unwrap_or_default();
                 Code::FailedPrecondition
@@ -174,6 +183,8 @@ fn rejection_reason(r: &Rejection) -> &'static str {
         Rejection::NotOwner { .. } => "NOT_OWNER",
         Rejection::StaleTerm { .. } => "STALE_TERM",
         Rejection::NotElectionLeader { .. } => "NOT_ELECTION_LEADER",
+        Rejection::WriteSeqTooOld { .. } => "WRITE_SEQ_TOO_OLD",
+        Rejection::TooManyClients { .. } => "TOO_MANY_CLIENTS",
     }
 }
 
@@ -202,6 +213,12 @@ fn rejection_details(r: &Rejection, info: &mut ErrorInfo) -> Code {
             Code::FailedPrecondition
         }
         Rejection::ServerNotLive { .. } => Code::FailedPrecondition,
+        Rejection::WriteSeqTooOld { .. } => {
+            // This copy changed nothing, but the write it repeats may have been applied.
+            info.not_applied = false;
+            Code::FailedPrecondition
+        }
+        Rejection::TooManyClients { .. } => Code::ResourceExhausted,
         Rejection::StaleTerm { current, .. } | Rejection::NotElectionLeader { current, .. } => {
             if let Some(l) = current {
                 info.term = l.term;
@@ -230,6 +247,7 @@ mod tests {
             shard: ShardId(0),
             leader_id: Some(1),
             leader_endpoint: Some("n1:7001".into()),
+            maybe_applied: false,
         }
         .into_status();
         assert_eq!(st.code(), Code::FailedPrecondition);
@@ -238,6 +256,21 @@ mod tests {
         assert_eq!(info.reason, "NOT_LEADER");
         assert!(info.not_applied);
         assert_eq!(info.leader_endpoint, "n1:7001");
+    }
+
+    #[test]
+    fn not_leader_after_a_proposal_promises_nothing() {
+        let st = ServiceError::NotLeader {
+            node: 2,
+            shard: ShardId(0),
+            leader_id: Some(1),
+            leader_endpoint: Some("n1:7001".into()),
+            maybe_applied: true,
+        }
+        .into_status();
+        let info = info_of(&st).expect("details");
+        assert_eq!((info.reason.as_str(), info.leader_endpoint.as_str()), ("NOT_LEADER", "n1:7001"));
+        assert!(!info.not_applied, "the truncated entry may be committed by another leader");
     }
 
     #[test]

@@ -33,7 +33,7 @@ use crate::identity::{self, IdentityError};
 use crate::lease_home::LeaseHomes;
 use crate::membership::Membership;
 use crate::metrics::Metrics;
-use crate::network::{PeerPool, RaftService};
+use crate::network::{Links, PeerPool, RaftService};
 use crate::placement::driver::{self, Driver};
 use crate::replica::{HostParts, ReplicaHost};
 use crate::service::{
@@ -74,6 +74,8 @@ pub struct Node {
     grpc_addr: SocketAddr,
     admin_addr: SocketAddr,
     shards: Arc<Shards>,
+    /// Test control over the outbound Raft links (`network/links.rs`).
+    links: Links,
     /// Holds the sled `Db`; dropped last (see `release`).
     host: Arc<ReplicaHost>,
     accepting: Arc<AtomicBool>,
@@ -141,6 +143,7 @@ impl Node {
             config.max_peer_message_bytes(),
         );
         let raft_config = Arc::new(raft_config(&config.raft)?);
+        let links = pool.links().clone();
 
         let history =
             HistoryLimits { events: config.watch.history_events, bytes: config.watch.history_mb * 1024 * 1024 };
@@ -260,6 +263,7 @@ impl Node {
             grpc_addr,
             admin_addr,
             shards,
+            links,
             host,
             accepting,
             stopping,
@@ -283,6 +287,12 @@ impl Node {
 
     pub fn shards(&self) -> &Arc<Shards> {
         &self.shards
+    }
+
+    /// Which Raft messages this node sends to which peer: for tests that partition a cluster
+    /// (see `network/links.rs`).
+    pub fn raft_links(&self) -> &Links {
+        &self.links
     }
 
     pub fn config(&self) -> &Config {

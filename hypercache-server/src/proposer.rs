@@ -4,7 +4,8 @@
 //! one append, one replication wake-up and one apply. Measured here, that caps a shard at about
 //! 4,200 single-transaction entries per second on two cores, whatever the disk does. So the
 //! [`Proposer`] packs the requests waiting at a given moment into one
-//! [`Command::Batch`] entry.
+//! [`Command::Tracked`] entry, stamped with this leader's wall clock (the state machine's log
+//! clock, by which idle client sessions expire: `machine/session.rs`).
 //!
 //! One batch is in flight at a time. A lone write is proposed immediately (no added latency when
 //! idle); under load, writes queue while the batch in flight replicates and leave together in the
@@ -22,7 +23,8 @@
 //!
 //! Each transaction still gets its own revision and result, applied in batch order, atomically on
 //! its own; a failed compare in one does not affect another. Every waiter of a batch sees the same
-//! error if the entry fails (e.g. NOT_LEADER: none of them had any effect).
+//! error if the entry fails. A NOT_LEADER here does not prove "no effect" (the entry may have
+//! been truncated on this node only; see `shard.rs`), which is why requests carry write ids.
 
 use std::sync::Arc;
 
@@ -32,7 +34,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::batching::BatchQueue;
 use crate::machine::game::GameOp;
-use crate::types::{Applied, Command, CommandResponse, LeaseOp, NodeId, NodeInfo, Request, Txn, TypeConfig};
+use crate::types::{Applied, Command, CommandResponse, LeaseOp, NodeId, NodeInfo, Request, Tracked, Txn, TypeConfig};
 
 /// Batches allowed in flight at once, the second only after a batch was cut at a size limit.
 pub const MAX_IN_FLIGHT: usize = 2;
@@ -60,7 +62,7 @@ pub enum ProposeError {
 type Reply = oneshot::Sender<Result<Applied, ProposeError>>;
 
 struct Proposal {
-    request: Request,
+    request: Tracked,
     bytes: usize,
     reply: Reply,
 }
@@ -79,12 +81,20 @@ impl Proposer {
     }
 
     /// Replicates `request` (in some batch) and returns its result once applied on this node.
-    pub async fn propose(&self, request: Request) -> Result<Applied, ProposeError> {
+    pub async fn propose(&self, request: Tracked) -> Result<Applied, ProposeError> {
         let (reply, rx) = oneshot::channel();
-        let bytes = request_bytes(&request);
+        // A write id is 40 bytes on the wire.
+        let bytes = request_bytes(&request.request) + request.write.map_or(0, |_| 40);
         self.tx.send(Proposal { request, bytes, reply }).map_err(|_| ProposeError::Stopped)?;
         rx.await.unwrap_or(Err(ProposeError::Stopped))
     }
+}
+
+/// This node's wall clock in ms since the Unix epoch (0 if the clock is before 1970).
+fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Approximate encoded size of a request (keys, values and checkpoints dominate).
@@ -158,10 +168,10 @@ async fn run(raft: Raft<TypeConfig>, rx: mpsc::UnboundedReceiver<Proposal>, max_
         let batch = cut.items;
         let raft = raft.clone();
         tokio::spawn(async move {
-            let (requests, replies): (Vec<Request>, Vec<Reply>) =
+            let (requests, replies): (Vec<Tracked>, Vec<Reply>) =
                 batch.into_iter().map(|p| (p.request, p.reply)).unzip();
             let n = requests.len();
-            let outcome = raft.client_write(Command::Batch(requests)).await;
+            let outcome = raft.client_write(Command::Tracked { time_ms: wall_clock_ms(), requests }).await;
             drop(permit);
             match outcome {
                 Ok(resp) => match resp.data {

@@ -2,11 +2,16 @@
 //! write and read paths with their error mapping.
 //!
 //! Write path: the [`Proposer`] packs concurrent transactions into one entry and calls
-//! `client_write` on the leader. Openraft answers `ForwardToLeader` only when the
-//! entry was never appended here or was truncated away (a conflicting entry is by Raft's log
-//! matching never committed), so that error is a promise of "no effect" and maps to
-//! [`ServiceError::NotLeader`]. If the Raft stops while the entry is in flight the outcome is
-//! unknown and reported as such.
+//! `client_write` on the leader. Openraft answers `ForwardToLeader` both when the node was not
+//! leader when the write reached it (never appended: no effect) and when the entry was appended
+//! and then truncated from this node's log (`DeleteConflictLog`). The second does NOT prove the
+//! write is gone: with five or more voters another node may hold the entry and a later leader
+//! may commit it. The two cannot be told apart from the error, so a `ForwardToLeader` from a
+//! proposal maps to [`ServiceError::NotLeader`] with `maybe_applied` (not_applied = false); only
+//! the check before proposing ([`Shard::check_leader_hint`]) promises "no effect". A client
+//! then retries with the same write id, which the state machine deduplicates
+//! (`machine/session.rs`). If the Raft stops while the entry is in flight the outcome is unknown
+//! and reported as such.
 //!
 //! Read path: linearizable reads call `ensure_linearizable` (read index: the leader confirms its
 //! leadership with a quorum, then waits until its state machine has applied up to the commit
@@ -27,7 +32,9 @@ use crate::lease_home::{follow_homes, LeaseHomes};
 use crate::proposer::{ProposeError, Proposer};
 use crate::read_index::ReadIndex;
 use crate::storage::KvReader;
-use crate::types::{Applied, LeaseId, LeaseOp, NodeId, NodeInfo, Reply, Request, ShardId, TypeConfig};
+use crate::types::{
+    Applied, LeaseId, LeaseOp, NodeId, NodeInfo, Reply, Request, ShardId, Tracked, TypeConfig, WriteId,
+};
 use crate::watch_hub::{KeyFilter, SubscribeError, Subscription, WatchHub};
 
 /// Least time between two keepalive barriers: at most 100 barriers a second for keepalives,
@@ -142,16 +149,32 @@ impl Shard {
         m.membership_config.membership().get_node(&node).map(|n| n.addr.clone())
     }
 
+    /// NotLeader, or NoLeader when no leader is known: a promise of no effect (nothing was
+    /// proposed).
     fn not_leader(&self, leader_id: Option<NodeId>, leader_node: Option<NodeInfo>) -> ServiceError {
         if leader_id.is_none() {
             return ServiceError::NoLeader { shard: self.id };
         }
         let leader_endpoint = leader_node.map(|n| n.addr).or_else(|| leader_id.and_then(|l| self.endpoint_of(l)));
-        ServiceError::NotLeader { node: self.node_id, shard: self.id, leader_id, leader_endpoint }
+        ServiceError::NotLeader { node: self.node_id, shard: self.id, leader_id, leader_endpoint, maybe_applied: false }
     }
 
+    /// A `ForwardToLeader` answered to a read barrier: nothing was proposed.
     fn forward(&self, f: ForwardToLeader<NodeId, NodeInfo>) -> ServiceError {
         self.not_leader(f.leader_id, f.leader_node)
+    }
+
+    /// A `ForwardToLeader` answered to a proposal: its entry may have been appended here and
+    /// truncated, and may still be committed by another leader (see the module comment).
+    fn forward_proposal(&self, f: ForwardToLeader<NodeId, NodeInfo>) -> ServiceError {
+        let leader_endpoint = f.leader_node.map(|n| n.addr).or_else(|| f.leader_id.and_then(|l| self.endpoint_of(l)));
+        ServiceError::NotLeader {
+            node: self.node_id,
+            shard: self.id,
+            leader_id: f.leader_id,
+            leader_endpoint,
+            maybe_applied: true,
+        }
     }
 
     /// Fails fast with NotLeader/NoLeader when this node is known not to lead, before proposing.
@@ -169,11 +192,12 @@ impl Shard {
     }
 
     /// Replicates `request` (batched with concurrent writes) and returns its result once applied
-    /// on this (leader) node.
-    pub async fn write(&self, request: Request) -> Result<Applied, ServiceError> {
+    /// on this (leader) node. With a `write` id it is applied at most once however often it is
+    /// repeated (a repeat returns the first outcome).
+    pub async fn write(&self, write: Option<WriteId>, request: Request) -> Result<Applied, ServiceError> {
         self.check_leader_hint()?;
-        self.proposer.propose(request).await.map_err(|e| match e {
-            ProposeError::Raft(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => self.forward(f),
+        self.proposer.propose(Tracked { write, request }).await.map_err(|e| match e {
+            ProposeError::Raft(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => self.forward_proposal(f),
             ProposeError::Raft(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
                 ServiceError::Internal { shard: self.id, detail: e.to_string() }
             }
@@ -186,9 +210,15 @@ impl Shard {
         })
     }
 
-    /// Like [`Shard::write`], with a rejection turned into an error: (revision, reply).
+    /// Like [`Shard::write`] without a write id (internal writes), with a rejection turned into
+    /// an error: (revision, reply).
     pub async fn submit(&self, request: Request) -> Result<(u64, Reply), ServiceError> {
-        let Applied { revision, outcome } = self.write(request).await?;
+        self.submit_once(None, request).await
+    }
+
+    /// [`Shard::submit`] of a client's write, exactly once per `write` id.
+    pub async fn submit_once(&self, write: Option<WriteId>, request: Request) -> Result<(u64, Reply), ServiceError> {
+        let Applied { revision, outcome } = self.write(write, request).await?;
         outcome.map(|reply| (revision, reply)).map_err(|rejection| ServiceError::Rejected {
             shard: self.id,
             revision,
@@ -282,7 +312,10 @@ async fn drive_expiry(shard: ShardId, raft: Raft<TypeConfig>, clock: Arc<LeaseCl
                     let (proposer, ids) = (proposer.clone(), ids.to_vec());
                     tokio::spawn(async move {
                         let n = ids.len();
-                        match proposer.propose(Request::Lease(LeaseOp::Expire { ids })).await {
+                        match proposer
+                            .propose(Tracked { write: None, request: Request::Lease(LeaseOp::Expire { ids }) })
+                            .await
+                        {
                             Ok(_) => tracing::debug!(shard = %shard, leases = n, "expired leases"),
                             // Not leader any more: the next leader resets deadlines and decides anew.
                             Err(e) => {

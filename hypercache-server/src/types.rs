@@ -1,11 +1,13 @@
 //! Domain types shared by storage, replication and services.
 //!
-//! The replicated state machine speaks one command, [`Command::Batch`]: a list of [`Request`]s
-//! applied in order, each atomically on its own. A request is a KV transaction (guards, then the
-//! ops of one branch), a lease operation, or a game-state operation (registry, boards,
-//! elections; see `machine/`). Put, Delete and CompareAndSwap are transactions, so the KV apply
-//! path is one. A log entry carries a batch because openraft's cost is per entry: the leader packs
-//! concurrent proposals into one entry (see `proposer.rs`).
+//! The replicated state machine speaks one command, [`Command::Tracked`] (logs written before
+//! exactly-once writes hold [`Command::Batch`]): a list of [`Request`]s applied in order, each
+//! atomically on its own, each with the [`WriteId`] that makes a client's write exactly-once
+//! (`machine/session.rs`). A request is a KV transaction (guards, then the ops of one branch), a
+//! lease operation, or a game-state operation (registry, boards, elections; see `machine/`). Put,
+//! Delete and CompareAndSwap are transactions, so the KV apply path is one. A log entry carries a
+//! batch because openraft's cost is per entry: the leader packs concurrent proposals into one
+//! entry (see `proposer.rs`).
 //!
 //! Revisions are a per-shard counter kept by the state machine: every request that changes the
 //! key space takes the next revision, in log order, so revisions strictly increase and are the
@@ -96,8 +98,45 @@ pub type LeaseId = u64;
 /// A replicated command: the payload of a normal Raft log entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    /// Independent requests applied in order, each atomically.
+    /// Independent requests applied in order, each atomically. Written by nodes before
+    /// exactly-once writes; still applied (as untracked requests that do not move the log clock).
     Batch(Vec<Request>),
+    /// Independent requests applied in order, each atomically, each deduplicated by its
+    /// [`WriteId`] when it has one (see `machine/session.rs`). `time_ms` is the proposing
+    /// leader's wall clock (ms since the Unix epoch); the state machine's log clock is the
+    /// largest such time applied so far, which is what idle client sessions expire by.
+    Tracked { time_ms: u64, requests: Vec<Tracked> },
+}
+
+/// A request and the identity that makes it exactly-once (None: internal requests such as lease
+/// expiry, and clients that send no write id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tracked {
+    pub write: Option<WriteId>,
+    pub request: Request,
+}
+
+/// A client instance's random identity (16 bytes), chosen by the client library.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ClientId(pub [u8; 16]);
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One write of one client: every attempt of the write carries the same id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteId {
+    pub client: ClientId,
+    /// 1, 2, 3, ... per client (across all shards; a shard sees a subsequence, in any order).
+    pub seq: u64,
+    /// The lowest seq the client still waits for (<= `seq`): replies below it may be forgotten.
+    pub first_incomplete: u64,
 }
 
 /// One atomic state-machine operation.
@@ -229,6 +268,6 @@ pub struct Applied {
 pub enum CommandResponse {
     /// Blank and membership entries produce nothing.
     None,
-    /// One result per request of a [`Command::Batch`], in order.
+    /// One result per request of a [`Command::Batch`] or [`Command::Tracked`], in order.
     Batch(Vec<Applied>),
 }

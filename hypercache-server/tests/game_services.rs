@@ -33,6 +33,7 @@ async fn register(ch: &Channel, id: &str, ttl_ms: i64) -> pb::RegisterResponse {
         capacity: 8,
         labels: HashMap::from([("region".to_string(), "eu".to_string())]),
         ttl_ms,
+        write: None,
     };
     RegistryClient::new(ch.clone()).register(req).await.expect("register").into_inner()
 }
@@ -49,7 +50,14 @@ fn assign_req(board: &str, server: &str, expected: u64, request_id: &str) -> pb:
 }
 
 fn sync_req(board: &str, epoch: u64, seq: u64, data: &str) -> pb::SyncBoardRequest {
-    pb::SyncBoardRequest { shard_id: 0, board_id: board.into(), epoch, seq, checkpoint: data.to_string().into() }
+    pb::SyncBoardRequest {
+        shard_id: 0,
+        board_id: board.into(),
+        epoch,
+        seq,
+        checkpoint: data.to_string().into(),
+        write: None,
+    }
 }
 
 async fn create(ch: &Channel, board: &str) {
@@ -59,6 +67,7 @@ async fn create(ch: &Channel, board: &str) {
         params: "radius=100".into(),
         checkpoint: "init".into(),
         lifetime_ms: None,
+        write: None,
     };
     BoardsClient::new(ch.clone()).create(req).await.expect("create");
 }
@@ -184,7 +193,12 @@ async fn registry_watch_and_assignment_watch_stream_changes() {
     assert!(kinds.contains(&(pb::server_event::Type::Up as i32)), "{ev:?}");
     // Deregistering with the stale incarnation is refused; the current one works.
     let st = registry
-        .deregister(pb::DeregisterRequest { shard_id: 0, server_id: "gs-a".into(), incarnation: a.incarnation })
+        .deregister(pb::DeregisterRequest {
+            shard_id: 0,
+            server_id: "gs-a".into(),
+            incarnation: a.incarnation,
+            write: None,
+        })
         .await
         .unwrap_err();
     assert_eq!(reason(&st), "STALE_INCARNATION");
@@ -209,7 +223,13 @@ async fn registry_watch_and_assignment_watch_stream_changes() {
         ("b2", pb::assignment_event::Type::Gained as i32)
     );
     boards
-        .release(pb::ReleaseBoardRequest { shard_id: 0, board_id: "b1".into(), server_id: "gs-a".into(), epoch: e })
+        .release(pb::ReleaseBoardRequest {
+            shard_id: 0,
+            board_id: "b1".into(),
+            server_id: "gs-a".into(),
+            epoch: e,
+            write: None,
+        })
         .await
         .unwrap();
     let lost = watch.next().await.unwrap().unwrap();
@@ -219,7 +239,12 @@ async fn registry_watch_and_assignment_watch_stream_changes() {
     );
     // Deregistration: the server goes DOWN for watchers.
     registry
-        .deregister(pb::DeregisterRequest { shard_id: 0, server_id: "gs-a".into(), incarnation: a2.incarnation })
+        .deregister(pb::DeregisterRequest {
+            shard_id: 0,
+            server_id: "gs-a".into(),
+            incarnation: a2.incarnation,
+            write: None,
+        })
         .await
         .unwrap();
     let down = async {
@@ -259,7 +284,12 @@ async fn election_terms_strictly_increase_across_failovers_and_fence_assignments
     let mut c = TestCluster::start(3, |_| {}).await;
     let ch = leader_channel(&c).await;
     let grant = |ch: Channel, ttl_ms: i64| async move {
-        LeaseClient::new(ch).grant(pb::LeaseGrantRequest { shard_id: 0, ttl_ms }).await.unwrap().into_inner().id
+        LeaseClient::new(ch)
+            .grant(pb::LeaseGrantRequest { shard_id: 0, ttl_ms, write: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .id
     };
     let l1 = grant(ch.clone(), 800).await;
     let mut el = ElectionClient::new(ch.clone());
@@ -268,13 +298,14 @@ async fn election_terms_strictly_increase_across_failovers_and_fence_assignments
         name: name.into(),
         candidate: candidate.into(),
         lease,
+        write: None,
     };
     let t1 = el.campaign(campaign("master", "orch-1", l1)).await.unwrap().into_inner().leader.unwrap().term;
     // A second campaigner waits; when the first's lease expires (no keepalives), it wins.
     let ch2 = ch.clone();
     let second = tokio::spawn(async move {
         let l2 = LeaseClient::new(ch2.clone())
-            .grant(pb::LeaseGrantRequest { shard_id: 0, ttl_ms: 30_000 })
+            .grant(pb::LeaseGrantRequest { shard_id: 0, ttl_ms: 30_000, write: None })
             .await
             .unwrap()
             .into_inner()
@@ -285,6 +316,7 @@ async fn election_terms_strictly_increase_across_failovers_and_fence_assignments
             name: "master".into(),
             candidate: "orch-2".into(),
             lease: l2,
+            write: None,
         });
         req.set_timeout(Duration::from_secs(20));
         (el.campaign(req).await.unwrap().into_inner().leader.unwrap(), l2)
@@ -316,8 +348,9 @@ async fn election_terms_strictly_increase_across_failovers_and_fence_assignments
         .unwrap()
         .into_inner();
     assert_eq!((cur.leader.as_ref().unwrap().term, cur.last_term), (t2, t2));
-    el.resign(pb::ResignRequest { shard_id: 0, name: "master".into(), term: t2 }).await.expect("resign");
-    let st = el.resign(pb::ResignRequest { shard_id: 0, name: "master".into(), term: t2 }).await.unwrap_err();
+    el.resign(pb::ResignRequest { shard_id: 0, name: "master".into(), term: t2, write: None }).await.expect("resign");
+    let st =
+        el.resign(pb::ResignRequest { shard_id: 0, name: "master".into(), term: t2, write: None }).await.unwrap_err();
     assert_eq!(reason(&st), "NOT_ELECTION_LEADER");
     let l3 = grant(ch.clone(), 30_000).await;
     let mut observe = el.observe(pb::ObserveRequest { shard_id: 0, name: "master".into() }).await.unwrap().into_inner();

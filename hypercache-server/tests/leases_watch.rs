@@ -32,7 +32,7 @@ fn reason(st: &tonic::Status) -> String {
 
 async fn grant(ch: &Channel, ttl_ms: i64) -> u64 {
     LeaseClient::new(ch.clone())
-        .grant(pb::LeaseGrantRequest { shard_id: 0, ttl_ms })
+        .grant(pb::LeaseGrantRequest { shard_id: 0, ttl_ms, write: None })
         .await
         .expect("grant")
         .into_inner()
@@ -155,10 +155,10 @@ async fn per_key_ttl_transactions_and_bad_lease_inputs() {
     assert!(st.message().contains("424242"), "{}", st.message());
     assert_eq!(c.get("x").await, before);
     for ttl in [-5, 0, i64::MAX] {
-        let st = leases.grant(pb::LeaseGrantRequest { shard_id: 0, ttl_ms: ttl }).await.unwrap_err();
+        let st = leases.grant(pb::LeaseGrantRequest { shard_id: 0, ttl_ms: ttl, write: None }).await.unwrap_err();
         assert_eq!((st.code(), reason(&st).as_str()), (Code::InvalidArgument, "INVALID_TTL"), "{ttl}: {st}");
     }
-    let st = leases.revoke(pb::LeaseRevokeRequest { shard_id: 0, id: 99 }).await.unwrap_err();
+    let st = leases.revoke(pb::LeaseRevokeRequest { shard_id: 0, id: 99, write: None }).await.unwrap_err();
     assert_eq!(reason(&st), "LEASE_NOT_FOUND");
     let st = kv.put(put("\u{ff}", "v", 0)).await;
     assert!(st.is_ok(), "U+00FF is two UTF-8 bytes (0xc3 0xbf), not the reserved byte");
@@ -183,6 +183,7 @@ async fn per_key_ttl_transactions_and_bad_lease_inputs() {
         compares: vec![cmp(pb::compare::Target::Lease(id)), cmp(pb::compare::Target::Version(1))],
         success: vec![op_put("t", "2"), op_put("u", "2")],
         failure: vec![pb::RequestOp { op: Some(pb::request_op::Op::Get(pb::GetOp { key: "t".into() })) }],
+        write: None,
     };
     let r = kv.txn(txn.clone()).await.expect("txn").into_inner();
     assert!(r.succeeded);

@@ -349,7 +349,8 @@ async fn leases_watches_reads_and_fencing_hold_on_a_non_zero_shard() {
         .await
         .unwrap()
         .into_inner();
-    let lease = leases.grant(pb::LeaseGrantRequest { shard_id: s, ttl_ms: 60_000 }).await.unwrap().into_inner();
+    let lease =
+        leases.grant(pb::LeaseGrantRequest { shard_id: s, ttl_ms: 60_000, write: None }).await.unwrap().into_inner();
     assert_eq!(lease.id >> 48, u64::from(s), "lease ids carry their shard");
     let put = pb::PutRequest {
         shard_id: s,
@@ -361,7 +362,7 @@ async fn leases_watches_reads_and_fencing_hold_on_a_non_zero_shard() {
     kv.put(put).await.unwrap();
     // Linearizable: a read through any node after the ack sees the write.
     assert_eq!(get_routed(&c.endpoints(), &key).await.map(|kv| kv.lease), Some(lease.id));
-    leases.revoke(pb::LeaseRevokeRequest { shard_id: s, id: lease.id }).await.unwrap();
+    leases.revoke(pb::LeaseRevokeRequest { shard_id: s, id: lease.id, write: None }).await.unwrap();
     assert_eq!(get_routed(&c.endpoints(), &key).await, None, "revoking the lease deleted its key");
 
     let mut types = Vec::new();
@@ -374,7 +375,8 @@ async fn leases_watches_reads_and_fencing_hold_on_a_non_zero_shard() {
 
     // A lease of one shard cannot carry a key of another.
     let other = key_in((s + 1) % SHARDS, "x");
-    let lease = leases.grant(pb::LeaseGrantRequest { shard_id: s, ttl_ms: 60_000 }).await.unwrap().into_inner();
+    let lease =
+        leases.grant(pb::LeaseGrantRequest { shard_id: s, ttl_ms: 60_000, write: None }).await.unwrap().into_inner();
     let put =
         pb::PutRequest { shard_id: s, key: other.into(), value: "v".into(), lease: lease.id, ..Default::default() };
     let st = kv.put(put).await.unwrap_err();
@@ -418,6 +420,7 @@ async fn leases_watches_reads_and_fencing_hold_on_a_non_zero_shard() {
         epoch,
         seq: 1,
         checkpoint: "state".into(),
+        write: None,
     };
     let st = boards.sync(sync(1)).await.unwrap_err();
     let info = info_of(&st).unwrap();

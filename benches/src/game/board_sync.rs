@@ -150,6 +150,7 @@ pub async fn run(args: BoardSyncArgs) -> anyhow::Result<BoardSyncReport> {
             capacity: u32::try_from(args.boards).unwrap_or(u32::MAX),
             labels: Default::default(),
             ttl_ms: args.server_ttl_ms,
+            write: None,
         })
         .await
         .map_err(|s| anyhow::anyhow!("Registry.Register {server_id}: {}", describe(&s)))?
@@ -289,6 +290,7 @@ async fn sync_worker(
             epoch: boards[i].epoch,
             seq: seqs[i],
             checkpoint: checkpoint.clone(),
+            write: None,
         };
         let started = Instant::now();
         match client.sync(request).await {
@@ -340,7 +342,8 @@ async fn cleanup(unary: &Channel, shard: u32, owned: &[Owned], server_id: &str, 
         let mut client = BoardsClient::new(unary.clone());
         let id = board.id.clone();
         tasks.spawn(async move {
-            let request = DeleteBoardRequest { shard_id: shard, board_id: id.clone(), expected_epoch: None };
+            let request =
+                DeleteBoardRequest { shard_id: shard, board_id: id.clone(), expected_epoch: None, write: None };
             client.delete(request).await.map(drop).map_err(|s| format!("Boards.Delete {id}: {}", describe(&s)))
         });
     }
@@ -349,7 +352,7 @@ async fn cleanup(unary: &Channel, shard: u32, owned: &[Owned], server_id: &str, 
             failures.push(e);
         }
     }
-    let request = DeregisterRequest { shard_id: shard, server_id: server_id.to_owned(), incarnation };
+    let request = DeregisterRequest { shard_id: shard, server_id: server_id.to_owned(), incarnation, write: None };
     if let Err(s) = RegistryClient::new(unary.clone()).deregister(request).await {
         failures.push(format!("Registry.Deregister {server_id}: {}", describe(&s)));
     }

@@ -335,6 +335,7 @@ async fn register_all(
                 capacity: 16,
                 labels: Default::default(),
                 ttl_ms,
+                write: None,
             };
             let r = client
                 .register(request)
@@ -361,7 +362,8 @@ async fn deregister_all(unary: &Channel, shard: u32, registered: &[(String, u64,
             }
         }
         let mut client = RegistryClient::new(unary.clone());
-        let request = DeregisterRequest { shard_id: shard, server_id: server_id.clone(), incarnation: *incarnation };
+        let request =
+            DeregisterRequest { shard_id: shard, server_id: server_id.clone(), incarnation: *incarnation, write: None };
         tasks.spawn(async move {
             let id = request.server_id.clone();
             client

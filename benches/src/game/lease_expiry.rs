@@ -269,7 +269,7 @@ async fn grant_worker(
         };
         let (mut lease_client, mut kv) = (LeaseClient::new(unary.clone()), KvClient::new(unary.clone()));
         let sent = Instant::now();
-        let id = match lease_client.grant(LeaseGrantRequest { shard_id: shard, ttl_ms: ttl }).await {
+        let id = match lease_client.grant(LeaseGrantRequest { shard_id: shard, ttl_ms: ttl, write: None }).await {
             Ok(r) => r.into_inner().id,
             Err(s) => {
                 grants.record_error(kind(&s), || describe(&s));

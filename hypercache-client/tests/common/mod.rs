@@ -34,11 +34,13 @@ pub struct Fake {
     pub behaviour: Behaviour,
     pub puts: Arc<AtomicU32>,
     pub gets: Arc<AtomicU32>,
+    /// The write id of every put received, in order.
+    pub put_ids: Arc<std::sync::Mutex<Vec<Option<WriteId>>>>,
 }
 
 impl Fake {
     pub fn new(behaviour: Behaviour) -> Self {
-        Fake { behaviour, puts: Arc::default(), gets: Arc::default() }
+        Fake { behaviour, puts: Arc::default(), gets: Arc::default(), put_ids: Arc::default() }
     }
 
     fn refuse(&self) -> Result<(), Status> {
@@ -93,6 +95,7 @@ impl Kv for Fake {
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         self.puts.fetch_add(1, Ordering::SeqCst);
+        self.put_ids.lock().expect("put ids").push(request.get_ref().write.clone());
         self.refuse()?;
         if let Behaviour::SlowPut(delay) = self.behaviour {
             tokio::time::sleep(delay).await;

@@ -10,6 +10,7 @@ pub mod game;
 pub mod kv;
 pub mod lease;
 pub mod overlay;
+pub mod session;
 
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +44,12 @@ pub enum Rejection {
     StaleTerm { name: String, given: u64, current: Option<game::LeaderView> },
     #[error("election {name}: term {given} does not lead; the current term is {}", term_text(.current))]
     NotElectionLeader { name: String, given: u64, current: Option<game::LeaderView> },
+    /// A late copy of a write the client no longer waits for (see `session.rs`): this copy was
+    /// not applied, but an earlier one may have been.
+    #[error("client {client}: write seq {seq} is below the shard's floor {floor} for this client and its reply is no longer kept; an earlier attempt may have been applied")]
+    WriteSeqTooOld { client: String, seq: u64, floor: u64 },
+    #[error("this shard already tracks {limit} client sessions, none idle long enough to evict; retry later")]
+    TooManyClients { limit: u64 },
 }
 
 fn owner_text(owner: &Option<game::Owner>) -> String {

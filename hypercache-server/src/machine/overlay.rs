@@ -13,6 +13,8 @@
 //! - `d<key>`: a row ([`StoredValue`]);
 //! - `l<lease id, big-endian>`: a lease ([`LeaseRecord`]);
 //! - `c<name>`: a counter (u64);
+//! - `s<client id>`: a client's write session, `r<client id><seq, big-endian>`: the outcome of one
+//!   of its writes (`machine/session.rs`);
 //! - `m<name>`: applied log id, revision, membership (written by the state machine itself).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,11 +24,13 @@ use serde::{Deserialize, Serialize};
 
 use super::kv::StoredValue;
 use crate::storage::record::{seal, unseal};
-use crate::types::{KeyValue, LeaseId, ShardId};
+use crate::types::{ClientId, KeyValue, LeaseId, ShardId};
 
 pub const DATA: u8 = b'd';
 pub const LEASE: u8 = b'l';
 pub const COUNTER: u8 = b'c';
+pub const SESSION: u8 = b's';
+pub const REPLY: u8 = b'r';
 
 pub fn data_key(key: &[u8]) -> Vec<u8> {
     prefixed(DATA, key)
@@ -34,6 +38,16 @@ pub fn data_key(key: &[u8]) -> Vec<u8> {
 
 pub fn lease_key(id: LeaseId) -> Vec<u8> {
     prefixed(LEASE, &id.to_be_bytes())
+}
+
+pub fn session_key(client: &ClientId) -> Vec<u8> {
+    prefixed(SESSION, &client.0)
+}
+
+pub fn reply_key(client: &ClientId, seq: u64) -> Vec<u8> {
+    let mut k = prefixed(REPLY, &client.0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
 }
 
 fn prefixed(tag: u8, rest: &[u8]) -> Vec<u8> {
@@ -262,6 +276,29 @@ impl<B: Base> Overlay<B> {
         self.set::<LeaseRecord>(lease_key(id), None)?;
         self.lease_changes.push(LeaseChange::Ended { id });
         Ok(())
+    }
+
+    /// A client's write session record (the type is `machine/session.rs`'s).
+    pub fn session<T: serde::de::DeserializeOwned>(&self, client: &ClientId) -> Result<Option<T>, ApplyError> {
+        self.get(&session_key(client), &|| format!("session of client {client}"))
+    }
+
+    pub fn set_session<T: Serialize>(&mut self, client: &ClientId, record: Option<&T>) -> Result<(), ApplyError> {
+        self.set(session_key(client), record)
+    }
+
+    /// The stored outcome of a client's write `seq`.
+    pub fn reply<T: serde::de::DeserializeOwned>(&self, client: &ClientId, seq: u64) -> Result<Option<T>, ApplyError> {
+        self.get(&reply_key(client, seq), &|| format!("reply {seq} of client {client}"))
+    }
+
+    pub fn set_reply<T: Serialize>(
+        &mut self,
+        client: &ClientId,
+        seq: u64,
+        reply: Option<&T>,
+    ) -> Result<(), ApplyError> {
+        self.set(reply_key(client, seq), reply)
     }
 
     pub fn counter(&self, name: &str) -> Result<u64, ApplyError> {

@@ -30,6 +30,7 @@ use tonic::transport::Channel;
 
 use super::batch::AppendBatcher;
 use super::codec;
+use super::links::RaftRpc as Rpc;
 use super::pool::PeerPool;
 use crate::types::{NodeId, NodeInfo, ShardId, TypeConfig};
 
@@ -139,6 +140,11 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        if !self.pool.links().allows(&self.addr, kind) {
+            let e =
+                TransportError(format!("{kind:?} to node {} at {} blocked by test control", self.target, self.addr));
+            return Err(RPCError::Unreachable(Unreachable::new(&e)));
+        }
         let payload = codec::encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let msg = RaftMessage { shard_id: self.shard.0, payload: payload.into() };
         let ttl: Duration = option.hard_ttl();
@@ -200,13 +206,6 @@ impl PeerClient {
         };
         RPCError::Timeout(Timeout { action, id: self.me, target: self.target, timeout: ttl })
     }
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Rpc {
-    Append,
-    Vote,
-    Snapshot,
 }
 
 /// Backoff after `Unreachable`: 20 ms doubling to 500 ms. openraft's default is a flat 500 ms,

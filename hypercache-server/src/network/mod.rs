@@ -6,6 +6,7 @@
 //!   the openraft request encoded with postcard inside a `RaftMessage` tagged with the shard id.
 //! - [`batch::AppendBatcher`]: one per peer; every shard's AppendEntries to that peer leave
 //!   through it, several shards' messages in one `AppendBatch` call under load.
+//! - [`Links`]: test control over which Raft messages this node sends to which peer.
 //! - [`RaftService`]: the inbound side: routes a message to its shard's `Raft` by shard id.
 //!
 //! Peers are addressed by `host:port` names. A channel resolves its name every time it
@@ -15,9 +16,11 @@
 mod batch;
 mod client;
 pub(crate) mod codec;
+mod links;
 mod pool;
 mod service;
 
 pub use client::{NetworkFactory, PeerClient};
+pub use links::{Links, RaftRpc};
 pub use pool::PeerPool;
 pub use service::RaftService;

@@ -15,6 +15,7 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
 use super::batch::AppendBatcher;
+use super::links::Links;
 
 #[derive(Clone)]
 pub struct PeerPool {
@@ -26,6 +27,7 @@ struct Inner {
     channels: Mutex<HashMap<String, Peer>>,
     connect_timeout: Duration,
     max_message_bytes: usize,
+    links: Links,
 }
 
 struct Peer {
@@ -44,7 +46,19 @@ pub struct BadPeerAddr {
 impl PeerPool {
     /// `max_message_bytes` is the peer message limit the batchers keep their batches within.
     pub fn new(connect_timeout: Duration, max_message_bytes: usize) -> Self {
-        PeerPool { inner: Arc::new(Inner { channels: Mutex::new(HashMap::new()), connect_timeout, max_message_bytes }) }
+        PeerPool {
+            inner: Arc::new(Inner {
+                channels: Mutex::new(HashMap::new()),
+                connect_timeout,
+                max_message_bytes,
+                links: Links::default(),
+            }),
+        }
+    }
+
+    /// Test control over which messages go to which peer (see `links.rs`).
+    pub fn links(&self) -> &Links {
+        &self.inner.links
     }
 
     /// Drops the channel to `addr` (and its batcher); the next [`PeerPool::channel`] makes a new

@@ -6,6 +6,7 @@ use hypercache_proto::v1 as pb;
 use hypercache_proto::v1::boards_server::Boards;
 use tonic::{Request, Response, Status};
 
+use super::convert::write_id;
 use super::ctx::{header, read_barrier, read_error, unexpected, Ctx};
 use super::game_common::{decode_kv, game_reply, id_of, rejected, scan, snapshot_then_watch};
 use super::stream::{forward, Convert, Out};
@@ -51,11 +52,12 @@ impl BoardsService {
     async fn board_op(
         &self,
         shard_id: u32,
+        write: Option<pb::WriteId>,
         op: GameOp,
         name: &str,
     ) -> Result<(pb::ResponseHeader, pb::Board), ServiceError> {
         let shard = self.ctx.shard(shard_id)?;
-        let (revision, reply) = shard.submit(SmRequest::Game(op)).await?;
+        let (revision, reply) = shard.submit_once(write_id(write)?, SmRequest::Game(op)).await?;
         match game_reply(&shard, name, reply)? {
             GameReply::Board(v) => Ok((header(&shard, revision).unwrap_or_default(), from_view(v))),
             other => Err(unexpected(&shard, name, other)),
@@ -70,7 +72,7 @@ impl BoardsService {
         let lifetime_ms = req.lifetime_ms.map(|ms| v.ttl("lifetime_ms", ms)).transpose()?;
         let op =
             GameOp::CreateBoard { board_id: req.board_id, params: req.params, checkpoint: req.checkpoint, lifetime_ms };
-        let (h, b) = self.board_op(req.shard_id, op, "create").await?;
+        let (h, b) = self.board_op(req.shard_id, req.write, op, "create").await?;
         Ok(pb::CreateBoardResponse { header: Some(h), board: Some(b) })
     }
 
@@ -95,7 +97,7 @@ impl BoardsService {
             request_id: req.request_id,
             fence,
         });
-        let (h, b) = self.board_op(req.shard_id, op, "assign").await?;
+        let (h, b) = self.board_op(req.shard_id, req.write, op, "assign").await?;
         Ok(pb::AssignBoardResponse { header: Some(h), board: Some(b) })
     }
 
@@ -103,9 +105,10 @@ impl BoardsService {
         let shard = self.ctx.shard(req.shard_id)?;
         self.ctx.validator.id("board_id", &req.board_id)?;
         self.ctx.validator.checkpoint("checkpoint", &req.checkpoint)?;
+        let write = write_id(req.write)?;
         let op =
             GameOp::SyncBoard { board_id: req.board_id, epoch: req.epoch, seq: req.seq, checkpoint: req.checkpoint };
-        let (revision, reply) = shard.submit(SmRequest::Game(op)).await?;
+        let (revision, reply) = shard.submit_once(write, SmRequest::Game(op)).await?;
         match game_reply(&shard, "sync", reply)? {
             GameReply::Synced { seq, written } => {
                 Ok(pb::SyncBoardResponse { header: header(&shard, revision), seq, written })
@@ -185,15 +188,16 @@ impl BoardsService {
         self.ctx.validator.id("board_id", &req.board_id)?;
         self.ctx.validator.id("server_id", &req.server_id)?;
         let op = GameOp::ReleaseBoard { board_id: req.board_id, server_id: req.server_id, epoch: req.epoch };
-        let (h, b) = self.board_op(req.shard_id, op, "release").await?;
+        let (h, b) = self.board_op(req.shard_id, req.write, op, "release").await?;
         Ok(pb::ReleaseBoardResponse { header: Some(h), board: Some(b) })
     }
 
     async fn delete(&self, req: pb::DeleteBoardRequest) -> Result<pb::DeleteBoardResponse, ServiceError> {
         let shard = self.ctx.shard(req.shard_id)?;
         self.ctx.validator.id("board_id", &req.board_id)?;
+        let write = write_id(req.write)?;
         let op = GameOp::DeleteBoard { board_id: req.board_id, expected_epoch: req.expected_epoch };
-        let (revision, _) = shard.submit(SmRequest::Game(op)).await?;
+        let (revision, _) = shard.submit_once(write, SmRequest::Game(op)).await?;
         Ok(pb::DeleteBoardResponse { header: header(&shard, revision) })
     }
 

@@ -2,7 +2,8 @@
 
 use hypercache_proto::v1 as pb;
 
-use crate::types::KeyValue;
+use crate::error::ServiceError;
+use crate::types::{ClientId, KeyValue, WriteId};
 
 impl From<KeyValue> for pb::KeyValue {
     fn from(kv: KeyValue) -> Self {
@@ -15,4 +16,27 @@ impl From<KeyValue> for pb::KeyValue {
             lease: kv.lease,
         }
     }
+}
+
+/// The write id of a mutating request, checked: a 16-byte client id, seq >= 1 and
+/// first_incomplete <= seq. An absent id is an untracked write (a client older than
+/// exactly-once writes).
+pub fn write_id(write: Option<pb::WriteId>) -> Result<Option<WriteId>, ServiceError> {
+    let Some(w) = write else { return Ok(None) };
+    let client = <[u8; 16]>::try_from(w.client_id.as_ref()).map_err(|_| {
+        ServiceError::invalid(
+            "INVALID_ARGUMENT",
+            format!("write.client_id is {} bytes; it must be exactly 16", w.client_id.len()),
+        )
+    })?;
+    if w.seq == 0 || w.first_incomplete > w.seq {
+        return Err(ServiceError::invalid(
+            "INVALID_ARGUMENT",
+            format!(
+                "write.seq {} / write.first_incomplete {}: seq must be >= 1 and first_incomplete <= seq",
+                w.seq, w.first_incomplete
+            ),
+        ));
+    }
+    Ok(Some(WriteId { client: ClientId(client), seq: w.seq, first_incomplete: w.first_incomplete }))
 }

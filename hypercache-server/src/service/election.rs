@@ -11,6 +11,7 @@ use hypercache_proto::v1 as pb;
 use hypercache_proto::v1::election_server::Election;
 use tonic::{Request, Response, Status};
 
+use super::convert::write_id;
 use super::ctx::{header, read_barrier, read_error, unexpected, Ctx};
 use super::game_common::{decode_kv, game_reply, rejected, snapshot_then_watch};
 use super::stream::{forward, Convert, Out};
@@ -64,6 +65,9 @@ impl ElectionService {
             // Subscribe before trying, so a resignation right after a lost attempt is not missed.
             let mut sub = shard.subscribe(KeyFilter::key(key(LEADER_PREFIX, &req.name)), 0)?;
             // Early returns just drop `sub`; the hub forgets dropped subscriptions.
+            // Untracked on purpose: this loop proposes the same campaign again after each lost
+            // attempt, which a write id would answer with the first "lost". A campaign is
+            // idempotent by (candidate, lease) instead (docs/api.md).
             let (revision, reply) = shard.submit(SmRequest::Game(op.clone())).await?;
             match game_reply(&shard, "campaign", reply)? {
                 GameReply::Campaign { won: true, leader: Some(l) } => {
@@ -97,7 +101,9 @@ impl ElectionService {
     async fn resign(&self, req: pb::ResignRequest) -> Result<pb::ResignResponse, ServiceError> {
         let shard = self.ctx.shard(req.shard_id)?;
         self.ctx.validator.id("name", &req.name)?;
-        let (revision, _) = shard.submit(SmRequest::Game(GameOp::Resign { name: req.name, term: req.term })).await?;
+        let write = write_id(req.write)?;
+        let (revision, _) =
+            shard.submit_once(write, SmRequest::Game(GameOp::Resign { name: req.name, term: req.term })).await?;
         Ok(pb::ResignResponse { header: header(&shard, revision) })
     }
 

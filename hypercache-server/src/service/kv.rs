@@ -13,6 +13,7 @@ use hypercache_proto::v1 as pb;
 use hypercache_proto::v1::kv_server::Kv;
 use tonic::{Request, Response, Status};
 
+use super::convert::write_id;
 use super::ctx::{header, read_barrier, read_error, unexpected, Ctx};
 use super::game_common::rejected;
 use super::stream::{forward, Convert, Out};
@@ -39,9 +40,14 @@ impl KvService {
         KvService { ctx }
     }
 
-    async fn run_txn(&self, shard: &Shard, txn: Txn) -> Result<(u64, TxnResult), ServiceError> {
+    async fn run_txn(
+        &self,
+        shard: &Shard,
+        write: Option<pb::WriteId>,
+        txn: Txn,
+    ) -> Result<(u64, TxnResult), ServiceError> {
         self.check_lease_homes(shard, &txn).await?;
-        match shard.submit(SmRequest::Txn(txn)).await? {
+        match shard.submit_once(write_id(write)?, SmRequest::Txn(txn)).await? {
             (revision, Reply::Txn(result)) => Ok((revision, result)),
             (_, other) => Err(unexpected(shard, "txn", other)),
         }
@@ -99,10 +105,11 @@ impl KvService {
         Ok(pb::GetResponse { header: header(&shard, revision), kv: kv.map(Into::into) })
     }
 
-    async fn put(&self, req: pb::PutRequest) -> Result<pb::PutResponse, ServiceError> {
+    async fn put(&self, mut req: pb::PutRequest) -> Result<pb::PutResponse, ServiceError> {
         let shard = self.ctx.keyed_shard(req.shard_id, &req.key)?;
+        let write = req.write.take();
         let op = self.put_op(req)?;
-        let (revision, result) = self.run_txn(&shard, Txn { success: vec![op], ..Txn::default() }).await?;
+        let (revision, result) = self.run_txn(&shard, write, Txn { success: vec![op], ..Txn::default() }).await?;
         match result.results.into_iter().next() {
             Some(OpResult::Put { prev, kv }) => Ok(pb::PutResponse {
                 header: header(&shard, revision),
@@ -117,7 +124,7 @@ impl KvService {
         let shard = self.ctx.keyed_shard(req.shard_id, &req.key)?;
         self.ctx.validator.writable_key("key", &req.key)?;
         let op = Op::Delete { key: req.key, prev_kv: req.prev_kv };
-        let (revision, result) = self.run_txn(&shard, Txn { success: vec![op], ..Txn::default() }).await?;
+        let (revision, result) = self.run_txn(&shard, req.write, Txn { success: vec![op], ..Txn::default() }).await?;
         match result.results.into_iter().next() {
             Some(OpResult::Delete { deleted, prev }) => {
                 Ok(pb::DeleteResponse { header: header(&shard, revision), deleted, prev_kv: prev.map(Into::into) })
@@ -154,7 +161,7 @@ impl KvService {
             success: vec![Op::Put { key: req.key.clone(), value: req.new_value, prev_kv: false, attach: Attach::None }],
             failure: vec![Op::Get { key: req.key }],
         };
-        let (revision, result) = self.run_txn(&shard, txn).await?;
+        let (revision, result) = self.run_txn(&shard, req.write, txn).await?;
         let kv = match (result.succeeded, result.results.into_iter().next()) {
             (true, Some(OpResult::Put { kv, .. })) => Some(kv),
             (false, Some(OpResult::Get { kv })) => kv,
@@ -237,7 +244,7 @@ impl KvService {
         if let Some(router) = self.ctx.router() {
             crate::routing::check_single_shard(router, req.shard_id, keys)?;
         }
-        let (revision, result) = self.run_txn(&shard, Txn { compares, success, failure }).await?;
+        let (revision, result) = self.run_txn(&shard, req.write, Txn { compares, success, failure }).await?;
         let responses = result
             .results
             .into_iter()

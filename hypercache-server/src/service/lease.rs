@@ -13,6 +13,7 @@ use hypercache_proto::v1::lease_server::Lease;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::convert::write_id;
 use super::ctx::{header, read_error, unexpected, Ctx};
 use super::game_common::rejected;
 use crate::error::ServiceError;
@@ -36,7 +37,7 @@ impl LeaseService {
     async fn grant(&self, req: pb::LeaseGrantRequest) -> Result<pb::LeaseGrantResponse, ServiceError> {
         let shard = self.ctx.shard(req.shard_id)?;
         let ttl_ms = self.ctx.validator.ttl("ttl_ms", req.ttl_ms)?;
-        match shard.submit(SmRequest::Lease(LeaseOp::Grant { ttl_ms })).await? {
+        match shard.submit_once(write_id(req.write)?, SmRequest::Lease(LeaseOp::Grant { ttl_ms })).await? {
             (revision, Reply::LeaseGranted { id, ttl_ms }) => Ok(pb::LeaseGrantResponse {
                 header: header(&shard, revision),
                 id,
@@ -48,7 +49,7 @@ impl LeaseService {
 
     async fn revoke(&self, req: pb::LeaseRevokeRequest) -> Result<pb::LeaseRevokeResponse, ServiceError> {
         let shard = self.ctx.shard(req.shard_id)?;
-        match shard.submit(SmRequest::Lease(LeaseOp::Revoke { id: req.id })).await? {
+        match shard.submit_once(write_id(req.write)?, SmRequest::Lease(LeaseOp::Revoke { id: req.id })).await? {
             (revision, Reply::LeasesEnded { deleted_keys }) => {
                 Ok(pb::LeaseRevokeResponse { header: header(&shard, revision), deleted_keys })
             }

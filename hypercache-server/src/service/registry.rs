@@ -7,6 +7,7 @@ use hypercache_proto::v1 as pb;
 use hypercache_proto::v1::registry_server::Registry;
 use tonic::{Request, Response, Status};
 
+use super::convert::write_id;
 use super::ctx::{header, read_barrier, Ctx};
 use super::game_common::{decode_kv, game_reply, scan, snapshot_then_watch};
 use super::stream::{forward, Convert, Out};
@@ -55,6 +56,7 @@ impl RegistryService {
             v.text("label name", k, true)?;
             v.text("label value", val, false)?;
         }
+        let write = write_id(req.write)?;
         let op = GameOp::Register {
             server_id: req.server_id,
             address: req.address,
@@ -62,7 +64,7 @@ impl RegistryService {
             labels: req.labels.into_iter().collect::<BTreeMap<_, _>>(),
             ttl_ms,
         };
-        let (revision, reply) = shard.submit(SmRequest::Game(op)).await?;
+        let (revision, reply) = shard.submit_once(write, SmRequest::Game(op)).await?;
         match game_reply(&shard, "register", reply)? {
             GameReply::Registered { lease, incarnation, ttl_ms } => Ok(pb::RegisterResponse {
                 header: header(&shard, revision),
@@ -77,8 +79,9 @@ impl RegistryService {
     async fn deregister(&self, req: pb::DeregisterRequest) -> Result<pb::DeregisterResponse, ServiceError> {
         let shard = self.ctx.shard(req.shard_id)?;
         self.ctx.validator.id("server_id", &req.server_id)?;
+        let write = write_id(req.write)?;
         let op = GameOp::Deregister { server_id: req.server_id, incarnation: req.incarnation };
-        let (revision, _) = shard.submit(SmRequest::Game(op)).await?;
+        let (revision, _) = shard.submit_once(write, SmRequest::Game(op)).await?;
         Ok(pb::DeregisterResponse { header: header(&shard, revision) })
     }
 

@@ -10,6 +10,11 @@
 //! holding the watch hub's lock (so watchers and snapshot readers see rows and revision agree)
 //! and tells the lease clock which leases came and went.
 //!
+//! Client write sessions (exactly-once writes, `machine/session.rs`) are rows of this tree too
+//! (`s<client id>`, plus the log clock counter), so they commit atomically with the writes they
+//! describe and travel in snapshots with the other rows; [`Sessions`], their in-memory index, is
+//! rebuilt from them at start and after a snapshot install.
+//!
 //! Snapshots copy the rows on a blocking thread while the state-machine worker waits (sled has no
 //! point-in-time view, and openraft applies nothing while `get_snapshot_builder` runs), then
 //! serialize and write the file off the apply path.
@@ -30,8 +35,9 @@ use super::record::{seal, unseal};
 use super::snapshot::{decode_payload, encode_payload, SnapshotBody, SnapshotFile};
 use crate::lease_clock::LeaseClock;
 use crate::machine::lease::home_of;
-use crate::machine::overlay::{LeaseRecord, Overlay, LEASE};
-use crate::types::{Command, CommandResponse, LeaseId, NodeId, NodeInfo, ShardId, TypeConfig};
+use crate::machine::overlay::{LeaseRecord, Overlay, LEASE, SESSION};
+use crate::machine::session::{Limits, SessionRecord, Sessions};
+use crate::types::{ClientId, Command, CommandResponse, LeaseId, NodeId, NodeInfo, ShardId, TypeConfig};
 use crate::watch_hub::WatchHub;
 
 const META: u8 = b'm';
@@ -59,6 +65,24 @@ pub(super) fn load_leases(shard: ShardId, tree: &sled::Tree) -> Result<Leases, S
     Ok((out, followed))
 }
 
+/// The index of every client session in `tree`.
+pub(super) fn load_sessions(shard: ShardId, tree: &sled::Tree) -> Result<Sessions, String> {
+    let mut rows = Vec::new();
+    for item in tree.scan_prefix([SESSION]) {
+        let (k, v) = item.map_err(|e| e.to_string())?;
+        let id = k.get(1..).and_then(|b| <[u8; 16]>::try_from(b).ok());
+        let id = ClientId(id.ok_or_else(|| format!("shard {shard}: malformed session key {k:?}"))?);
+        let record: SessionRecord =
+            unseal(&v).map_err(|e| format!("shard {shard}: session of client {id} is corrupt: {e}"))?;
+        rows.push((id, record.last_seen_ms));
+    }
+    Ok(Sessions::new(Limits::DEFAULT, rows))
+}
+
+/// What an installed snapshot's rows give the in-memory state: the leases (id, ttl) and the
+/// session index.
+type Reloaded = (Leases, Sessions);
+
 fn any(e: impl ToString) -> AnyError {
     AnyError::error(e.to_string())
 }
@@ -72,6 +96,8 @@ pub struct StateMachine {
     progress: Arc<Progress>,
     hub: Arc<WatchHub>,
     clock: Arc<LeaseClock>,
+    /// Index of the client sessions rows (exactly-once writes).
+    sessions: Sessions,
 }
 
 impl StateMachine {
@@ -84,7 +110,8 @@ impl StateMachine {
         hub: Arc<WatchHub>,
         clock: Arc<LeaseClock>,
     ) -> Result<Self, StorageError<NodeId>> {
-        let sm = StateMachine { shard, tree, snapshot_file, flusher, progress, hub, clock };
+        let sessions = load_sessions(shard, &tree).map_err(|e| StorageIOError::read_state_machine(any(e)))?;
+        let sm = StateMachine { shard, tree, snapshot_file, flusher, progress, hub, clock, sessions };
         let (last, _) = sm.read_applied()?;
         sm.progress.applied.store(last.map_or(0, |l| l.index), Ordering::Release);
         let revision = sm.read_revision()?;
@@ -153,6 +180,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         let a = crate::machine::apply(&mut ov, revision, request)
                             .map_err(|e| StorageIOError::apply(entry.log_id, any(e)))?;
                         revision = a.revision;
+                        applied.push(a);
+                    }
+                    CommandResponse::Batch(applied)
+                }
+                EntryPayload::Normal(Command::Tracked { time_ms, requests }) => {
+                    let fail = |e| StorageIOError::apply(entry.log_id, any(e));
+                    let log_clock = self.sessions.advance(&mut ov, *time_ms).map_err(fail)?;
+                    let mut applied = Vec::with_capacity(requests.len());
+                    for t in requests {
+                        let a = match &t.write {
+                            None => crate::machine::apply(&mut ov, revision, &t.request),
+                            Some(w) => self.sessions.apply(&mut ov, log_clock, revision, w, &t.request),
+                        }
+                        .map_err(fail)?;
+                        // A repeated write answers with its original (lower) revision.
+                        revision = revision.max(a.revision);
                         applied.push(a);
                     }
                     CommandResponse::Batch(applied)
@@ -234,7 +277,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let revision = body.revision;
         let (tree, file, meta2) = (self.tree.clone(), self.snapshot_file.clone(), meta.clone());
         let (sig2, shard, hub) = (sig.clone(), self.shard, self.hub.clone());
-        let result = tokio::task::spawn_blocking(move || -> Result<Leases, StorageError<NodeId>> {
+        let result = tokio::task::spawn_blocking(move || -> Result<Reloaded, StorageError<NodeId>> {
             let mut batch = sled::Batch::default();
             for key in tree.iter().keys() {
                 batch.remove(key.map_err(|e| StorageIOError::write_state_machine(any(e)))?);
@@ -253,11 +296,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 hub.reset(body.revision);
             }
             file.save(&meta2, &payload).map_err(|e| StorageIOError::write_snapshot(sig2.clone(), any(e)))?;
-            load_leases(shard, &tree).map_err(|e| StorageIOError::read_state_machine(any(e)).into())
+            let leases = load_leases(shard, &tree).map_err(|e| StorageIOError::read_state_machine(any(e)))?;
+            let sessions = load_sessions(shard, &tree).map_err(|e| StorageIOError::read_state_machine(any(e)))?;
+            Ok((leases, sessions))
         })
         .await;
-        let (leases, followed) = result.map_err(|e| StorageIOError::write_snapshot(sig.clone(), any(e)))??;
+        let ((leases, followed), sessions) =
+            result.map_err(|e| StorageIOError::write_snapshot(sig.clone(), any(e)))??;
         self.clock.reset(leases, followed);
+        self.sessions = sessions;
         self.flusher.flush().await.map_err(|e| StorageIOError::write_snapshot(sig, any(e)))?;
         self.progress.revision.store(revision, Ordering::Release);
         self.progress.applied.store(meta.last_log_id.map_or(0, |l| l.index), Ordering::Release);
