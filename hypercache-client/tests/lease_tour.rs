@@ -268,7 +268,7 @@ async fn a_late_attachment_to_an_ended_lease_is_deleted_too() {
         prev_kv: false,
         attach: Attach::Lease(lease.0),
     };
-    let applied = leader.write(Request::Txn(Txn { success: vec![put], ..Txn::default() })).await.expect("write");
+    let applied = leader.write(None, Request::Txn(Txn { success: vec![put], ..Txn::default() })).await.expect("write");
     assert!(matches!(applied.outcome, Ok(Reply::Txn(_))), "{applied:?}");
     let started = Instant::now();
     let lag = watch_keys_go(&client, lease, &[key]).await;

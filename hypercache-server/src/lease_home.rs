@@ -49,7 +49,7 @@ use crate::network::PeerPool;
 use crate::placement::store;
 use crate::proposer::Proposer;
 use crate::shard::{Shard, Shards};
-use crate::types::{LeaseId, LeaseOp, Request, ShardId, TypeConfig};
+use crate::types::{LeaseId, LeaseOp, Request, ShardId, Tracked, TypeConfig};
 
 /// How often a shard's leader asks the home shards of the leases it follows whether they ended.
 pub const POLL: Duration = Duration::from_millis(100);
@@ -189,7 +189,8 @@ pub async fn follow_homes(
         }
         for ids in ended.chunks(EXPIRE_BATCH) {
             let n = ids.len();
-            match proposer.propose(Request::Lease(LeaseOp::HomeEnded { ids: ids.to_vec() })).await {
+            let request = Request::Lease(LeaseOp::HomeEnded { ids: ids.to_vec() });
+            match proposer.propose(Tracked { write: None, request }).await {
                 Ok(_) => tracing::debug!(shard = %shard, leases = n, "deleted the keys of leases ended at home"),
                 // Not leader any more: the next leader polls again.
                 Err(e) => tracing::info!(shard = %shard, leases = n, error = ?e, "lease ends not committed"),
