@@ -176,6 +176,9 @@ pub fn delete<B: Base>(
             return Err(stale(board_id, e, &record));
         }
     }
+    // Already the high-water mark for boards written by this version; a board from before it
+    // (no high-water row yet) gets one here.
+    raise_high_water(ov, revision, board_id, record.epoch)?;
     delete_row(ov, revision, &key(BOARD_PREFIX, board_id))?;
     delete_row(ov, revision, &key(CKPT_PREFIX, board_id))?;
     Ok(GameReply::Done)
@@ -375,6 +378,16 @@ mod tests {
         };
         run(&mut ov, 11, GameOp::DeleteBoard { board_id: "short".into(), expected_epoch: None }).unwrap();
         assert!(create(&mut ov, 12, "short", None).record.epoch > released.record.epoch);
+    }
+
+    #[test]
+    fn deleting_a_board_stored_without_a_high_water_row_still_fences_its_epochs() {
+        let mut ov = setup();
+        // A board as an earlier version stored it: at epoch 7, no high-water row.
+        let old = BoardRecord { params: Bytes::new(), owner: None, epoch: 7, last_assign: None };
+        write(&mut ov, 4, &key(BOARD_PREFIX, "legacy"), &old, 0).unwrap();
+        run(&mut ov, 5, GameOp::DeleteBoard { board_id: "legacy".into(), expected_epoch: None }).unwrap();
+        assert_eq!(create(&mut ov, 6, "legacy", None).record.epoch, 8);
     }
 
     #[test]
