@@ -2,10 +2,17 @@
 //! SIGKILL under writes; writes must resume, every acknowledged write must stay readable, the
 //! killed node restarted with its original command line must catch up, and SIGTERM must stop
 //! every node cleanly (exit 0).
+//!
+//! Snapshots (issue 16, defect 4): a follower is frozen with SIGSTOP under writes until the
+//! leader purged its log past it, then resumed, so it catches up by installing a snapshot while
+//! new entries make it build its own; repeated, then every node is killed and restarted and must
+//! open its stored snapshot and catch up.
 
 mod common;
 
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{eventually, get_in, put_via};
@@ -17,6 +24,7 @@ const T: Duration = Duration::from_secs(30);
 
 struct Proc {
     args: Vec<String>,
+    env: Vec<(String, String)>,
     child: Option<Child>,
     endpoint: String,
     log: std::path::PathBuf,
@@ -27,6 +35,7 @@ impl Proc {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_hypercache"))
             .args(&self.args)
+            .envs(self.env.iter().cloned())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -72,12 +81,11 @@ async fn leader_of(procs: &[Proc]) -> usize {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_leader_then_restart_with_original_command_line() {
-    let dir = tempfile::tempdir().unwrap();
+/// Three nodes with one data shard (these tests talk the raw protocol to shard 0), not started.
+fn three_nodes(dir: &std::path::Path, env: &[(&str, &str)]) -> Vec<Proc> {
     let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
     let peers: Vec<String> = ports.iter().enumerate().map(|(i, (g, _))| format!("{}=127.0.0.1:{g}", i + 1)).collect();
-    let mut procs: Vec<Proc> = ports
+    ports
         .iter()
         .enumerate()
         .map(|(i, (g, a))| Proc {
@@ -86,22 +94,28 @@ async fn sigkill_leader_then_restart_with_original_command_line() {
                 "--node-id".into(),
                 (i + 1).to_string(),
                 "--data-dir".into(),
-                dir.path().join(format!("node-{}", i + 1)).display().to_string(),
+                dir.join(format!("node-{}", i + 1)).display().to_string(),
                 "--listen".into(),
                 format!("127.0.0.1:{g}"),
                 "--admin".into(),
                 format!("127.0.0.1:{a}"),
                 "--peers".into(),
                 peers.join(","),
-                // One data shard: this test talks the raw protocol to shard 0.
                 "--shards".into(),
                 "1".into(),
             ],
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             child: None,
             endpoint: format!("127.0.0.1:{g}"),
-            log: dir.path().join(format!("node-{}.log", i + 1)),
+            log: dir.join(format!("node-{}.log", i + 1)),
         })
-        .collect();
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_leader_then_restart_with_original_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut procs = three_nodes(dir.path(), &[]);
     for p in &mut procs {
         p.start();
     }
@@ -163,5 +177,117 @@ async fn sigkill_leader_then_restart_with_original_command_line() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         assert!(status.success(), "node exited with {status}; log: {}", p.log.display());
+    }
+}
+
+fn signal(p: &Proc, sig: nix::sys::signal::Signal) {
+    let pid = p.child.as_ref().expect("running").id();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).expect("signal");
+}
+
+/// How often `needle` occurs in a node's log so far.
+fn log_count(p: &Proc, needle: &str) -> usize {
+    std::fs::read_to_string(&p.log).map_or(0, |s| s.matches(needle).count())
+}
+
+async fn applied(endpoint: &str) -> Option<u64> {
+    shard0(endpoint).await.map(|s| s.applied_index)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_paused_past_the_purge_point_catch_up_and_every_node_restarts_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    // A snapshot every 20 entries, 5 kept after it: a follower 200 entries behind is past the
+    // leader's purge point and can only catch up by installing a snapshot.
+    let env = [("HYPERCACHE_RAFT__SNAPSHOT_AFTER_ENTRIES", "20"), ("HYPERCACHE_RAFT__LOGS_KEPT_AFTER_SNAPSHOT", "5")];
+    let mut procs = three_nodes(dir.path(), &env);
+    for p in &mut procs {
+        p.start();
+    }
+    let all: Vec<String> = procs.iter().map(|p| p.endpoint.clone()).collect();
+    leader_of(&procs).await;
+
+    // Writers keep going through every round, through the nodes that are not frozen (a frozen
+    // node accepts connections and never answers).
+    let targets = Arc::new(Mutex::new(all.clone()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let (targets, stop) = (targets.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("w{w}/{i:06}");
+                    let endpoints = targets.lock().unwrap().clone();
+                    if put_via(&endpoints, &key, "v").await.is_ok() {
+                        acked.push(key);
+                    }
+                    i += 1;
+                }
+                acked
+            })
+        })
+        .collect();
+
+    for round in 0..3 {
+        let leader = leader_of(&procs).await;
+        let f = (leader + 1) % 3;
+        let installs = log_count(&procs[f], "installing snapshot");
+        *targets.lock().unwrap() = all.iter().filter(|e| **e != procs[f].endpoint).cloned().collect();
+        signal(&procs[f], nix::sys::signal::Signal::SIGSTOP);
+        let from = applied(&procs[leader].endpoint).await.unwrap_or(0);
+        let leader_endpoint = procs[leader].endpoint.clone();
+        eventually("the leader applies 200 entries while the follower is frozen", T, || async {
+            (applied(&leader_endpoint).await? >= from + 200).then_some(())
+        })
+        .await;
+        signal(&procs[f], nix::sys::signal::Signal::SIGCONT);
+        *targets.lock().unwrap() = all.clone();
+        eventually("the resumed follower installs a snapshot", T, || async {
+            (log_count(&procs[f], "installing snapshot") > installs).then_some(())
+        })
+        .await;
+        let target = applied(&leader_endpoint).await.unwrap_or(0);
+        let f_endpoint = procs[f].endpoint.clone();
+        eventually("the resumed follower catches up", T, || async {
+            (applied(&f_endpoint).await? >= target).then_some(())
+        })
+        .await;
+        eprintln!("round {round}: node {} frozen past the purge point, installed a snapshot, caught up", f + 1);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(w.await.unwrap());
+    }
+    assert!(acked.len() > 600, "writes went on during the rounds ({} acknowledged)", acked.len());
+
+    // Every node is killed and restarted: each opens its stored snapshot (a torn or older file
+    // is a startup error or a log gap) and catches up.
+    for p in &mut procs {
+        let mut child = p.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    for p in &mut procs {
+        p.start();
+    }
+    leader_of(&procs).await;
+    let last = acked.iter().max().cloned().unwrap();
+    for p in &procs {
+        let endpoint = p.endpoint.clone();
+        let key = last.clone();
+        eventually(&format!("{} serves {key} after the restart", p.endpoint), T, || async {
+            let mut c = KvClient::connect(format!("http://{endpoint}")).await.ok()?;
+            let req = GetRequest { key: key.clone().into(), serializable: true, ..Default::default() };
+            c.get(req).await.ok()?.into_inner().kv.map(|_| ())
+        })
+        .await;
+        let log = std::fs::read_to_string(&p.log).unwrap_or_default();
+        assert!(!log.contains("panicked"), "{} panicked; log: {}", p.endpoint, p.log.display());
+    }
+    for key in acked.iter().step_by(25) {
+        assert!(get_in(&all, 0, key).await.is_some(), "acknowledged write {key} lost");
     }
 }

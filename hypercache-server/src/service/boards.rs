@@ -7,9 +7,10 @@ use hypercache_proto::v1::boards_server::Boards;
 use tonic::{Request, Response, Status};
 
 use super::convert::write_id;
-use super::ctx::{header, read_barrier, read_error, unexpected, Ctx};
+use super::ctx::{header, read_barrier, read_error, read_snapshot, unexpected, Ctx};
 use super::game_common::{decode_kv, game_reply, id_of, rejected, scan, snapshot_then_watch};
 use super::stream::{forward, Convert, Out};
+use super::validate::RANGE_PAGE_BYTES;
 use crate::error::ServiceError;
 use crate::machine::game::board::Assign;
 use crate::machine::game::{
@@ -151,36 +152,34 @@ impl BoardsService {
         }
         let limit = self.ctx.validator.limit(req.limit)?;
         read_barrier(&shard, req.serializable).await?;
-        let revision = shard.reader.revision();
         let end = prefix_end(BOARD_PREFIX);
         let mut start = key(BOARD_PREFIX, &req.page_token).to_vec();
         if !req.page_token.is_empty() {
             start.push(0); // strictly after the token
         }
-        let mut boards = Vec::new();
-        let mut next_page_token = String::new();
-        'pages: loop {
-            let page = shard
+        // One page is one snapshot: at most `limit` board rows (and RANGE_PAGE_BYTES) are scanned
+        // under the hub lock, so with an owner filter a page may hold fewer boards than `limit`,
+        // even none, and still name a next page.
+        let owner = req.owner;
+        let ((boards, next_page_token), revision) = read_snapshot(&shard, move |s, locked| {
+            let page = s
                 .reader
-                .range(&start, end.as_deref(), 1000, false, usize::MAX)
-                .map_err(|e| read_error(&shard, e))?;
+                .range(locked, &start, end.as_deref(), limit, false, RANGE_PAGE_BYTES)
+                .map_err(|e| read_error(s, e))?;
+            let mut boards = Vec::new();
             for kv in &page.kvs {
-                let b = from_kv(&shard, kv)?;
-                let owned = req.owner.is_empty() || b.owner.as_ref().is_some_and(|o| o.server_id == req.owner);
-                if !owned {
-                    continue;
+                let b = from_kv(s, kv)?;
+                if owner.is_empty() || b.owner.as_ref().is_some_and(|o| o.server_id == owner) {
+                    boards.push(b);
                 }
-                if boards.len() == limit {
-                    next_page_token = boards.last().map_or_else(String::new, |b: &pb::Board| b.board_id.clone());
-                    break 'pages;
-                }
-                boards.push(b);
             }
-            match page.next {
-                Some(n) => start = n.to_vec(),
-                None => break,
-            }
-        }
+            let next = match (&page.next, page.kvs.last()) {
+                (Some(_), Some(last)) => id_of(BOARD_PREFIX, &last.key),
+                _ => String::new(),
+            };
+            Ok((boards, next))
+        })
+        .await?;
         Ok(pb::ListBoardsResponse { header: header(&shard, revision), boards, next_page_token })
     }
 
@@ -209,9 +208,9 @@ impl BoardsService {
         self.ctx.validator.id("server_id", &req.server_id)?;
         shard.read_barrier().await?;
         let server = req.server_id.clone();
-        let (events, revision, sub) = snapshot_then_watch(&shard, KeyFilter::prefix(BOARD_PREFIX), |s| {
+        let (events, revision, sub) = snapshot_then_watch(&shard, KeyFilter::prefix(BOARD_PREFIX), move |s, locked| {
             let mut out = Vec::new();
-            for kv in scan(s, BOARD_PREFIX)? {
+            for kv in scan(s, locked, BOARD_PREFIX)? {
                 let b = from_kv(s, &kv)?;
                 if b.owner.as_ref().is_some_and(|o| o.server_id == server) {
                     out.push(pb::AssignmentEvent {
@@ -223,7 +222,8 @@ impl BoardsService {
                 }
             }
             Ok(out)
-        })?;
+        })
+        .await?;
         let first = pb::WatchAssignmentsResponse { header: header(&shard, revision), snapshot: true, events };
         Ok(forward(shard, sub, Some(first), Assignments { server: req.server_id }, Duration::from_secs(3600)))
     }

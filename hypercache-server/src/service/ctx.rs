@@ -14,6 +14,7 @@ use crate::error::ServiceError;
 use crate::lease_home::LeaseHomes;
 use crate::metrics::Metrics;
 use crate::shard::{Shard, Shards};
+use crate::watch_hub::HubState;
 use hypercache_proto::routing::Router;
 
 #[derive(Clone)]
@@ -108,4 +109,32 @@ pub fn read_error(shard: &Shard, e: impl std::fmt::Display) -> ServiceError {
 /// A reply of an unexpected shape: a bug, reported as INTERNAL rather than a panic.
 pub fn unexpected(shard: &Shard, op: &str, got: impl std::fmt::Debug) -> ServiceError {
     ServiceError::Internal { shard: shard.id, detail: format!("{op}: unexpected state machine reply {got:?}") }
+}
+
+/// Runs `read` on a blocking thread while holding the shard's watch-hub lock. The state machine
+/// commits every apply batch (and installs snapshots) under that lock, so what `read` sees is one
+/// snapshot, at `hub.revision`. Scans need this: a sled iterator alone can show half of a
+/// concurrent batch. Every apply of the shard waits while `read` runs, so `read` must be bounded
+/// (one page of a range, the registry); the blocking thread keeps the scan off the Tokio workers.
+pub async fn under_hub_lock<T, F>(shard: &Arc<Shard>, read: F) -> Result<T, ServiceError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Shard, &mut HubState) -> Result<T, ServiceError> + Send + 'static,
+{
+    let s = shard.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut hub = s.hub.lock();
+        read(&s, &mut hub)
+    })
+    .await
+    .map_err(|e| ServiceError::Internal { shard: shard.id, detail: format!("a state-machine read task failed: {e}") })?
+}
+
+/// [`under_hub_lock`] for a plain read: its result and the revision it is a snapshot of.
+pub async fn read_snapshot<T, F>(shard: &Arc<Shard>, read: F) -> Result<(T, u64), ServiceError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Shard, &HubState) -> Result<T, ServiceError> + Send + 'static,
+{
+    under_hub_lock(shard, move |s, hub| Ok((read(s, hub)?, hub.revision))).await
 }

@@ -129,9 +129,11 @@ impl ElectionService {
         self.ctx.validator.id("name", &req.name)?;
         shard.read_barrier().await?;
         let row_key = key(LEADER_PREFIX, &req.name);
-        let (current, revision, sub) = snapshot_then_watch(&shard, KeyFilter::key(row_key.clone()), |s| {
+        let filter = KeyFilter::key(row_key.clone());
+        let (current, revision, sub) = snapshot_then_watch(&shard, filter, move |s, _| {
             s.reader.get(&row_key).map_err(|e| read_error(s, e))?.map(|kv| leader_of(s, &kv)).transpose()
-        })?;
+        })
+        .await?;
         let first = pb::ObserveResponse { header: header(&shard, revision), leader: current };
         Ok(forward(shard, sub, Some(first), Observer, Duration::from_secs(3600)))
     }

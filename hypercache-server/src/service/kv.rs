@@ -14,7 +14,7 @@ use hypercache_proto::v1::kv_server::Kv;
 use tonic::{Request, Response, Status};
 
 use super::convert::write_id;
-use super::ctx::{header, read_barrier, read_error, unexpected, Ctx};
+use super::ctx::{header, read_barrier, read_error, read_snapshot, unexpected, Ctx};
 use super::game_common::rejected;
 use super::stream::{forward, Convert, Out};
 use super::validate::{MAX_TXN_OPS, RANGE_PAGE_BYTES};
@@ -179,11 +179,13 @@ impl KvService {
         let range = self.ctx.validator.range(&req.prefix, &req.start, &req.end, &req.continuation)?;
         let limit = self.ctx.validator.limit(req.limit)?;
         read_barrier(&shard, req.serializable).await?;
-        let revision = shard.reader.revision();
-        let page = shard
-            .reader
-            .range(&range.start, range.end.as_deref(), limit, req.keys_only, RANGE_PAGE_BYTES)
-            .map_err(|e| read_error(&shard, e))?;
+        let keys_only = req.keys_only;
+        let (page, revision) = read_snapshot(&shard, move |s, locked| {
+            s.reader
+                .range(locked, &range.start, range.end.as_deref(), limit, keys_only, RANGE_PAGE_BYTES)
+                .map_err(|e| read_error(s, e))
+        })
+        .await?;
         Ok(pb::RangeResponse {
             header: header(&shard, revision),
             kvs: page.kvs.into_iter().map(Into::into).collect(),

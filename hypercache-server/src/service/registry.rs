@@ -8,7 +8,7 @@ use hypercache_proto::v1::registry_server::Registry;
 use tonic::{Request, Response, Status};
 
 use super::convert::write_id;
-use super::ctx::{header, read_barrier, Ctx};
+use super::ctx::{header, read_barrier, read_snapshot, Ctx};
 use super::game_common::{decode_kv, game_reply, scan, snapshot_then_watch};
 use super::stream::{forward, Convert, Out};
 use super::validate::MAX_LABELS;
@@ -17,7 +17,7 @@ use crate::machine::game::{GameOp, GameReply, ServerRecord, SERVER_PREFIX};
 use crate::machine::overlay::{Event, EventKind};
 use crate::shard::Shard;
 use crate::types::{KeyValue, Request as SmRequest};
-use crate::watch_hub::KeyFilter;
+use crate::watch_hub::{HubState, KeyFilter};
 
 pub struct RegistryService {
     ctx: Ctx,
@@ -85,21 +85,23 @@ impl RegistryService {
         Ok(pb::DeregisterResponse { header: header(&shard, revision) })
     }
 
-    fn servers(shard: &Shard) -> Result<Vec<pb::GameServer>, ServiceError> {
-        scan(shard, SERVER_PREFIX)?.iter().map(|kv| Ok(server(decode_kv(shard, kv)?, kv))).collect()
+    fn servers(shard: &Shard, locked: &HubState) -> Result<Vec<pb::GameServer>, ServiceError> {
+        scan(shard, locked, SERVER_PREFIX)?.iter().map(|kv| Ok(server(decode_kv(shard, kv)?, kv))).collect()
     }
 
     async fn list(&self, req: pb::ListServersRequest) -> Result<pb::ListServersResponse, ServiceError> {
         let shard = self.ctx.shard(req.shard_id)?;
         read_barrier(&shard, req.serializable).await?;
-        let revision = shard.reader.revision();
-        Ok(pb::ListServersResponse { header: header(&shard, revision), servers: Self::servers(&shard)? })
+        // The whole registry is one snapshot (one row per live game server).
+        let (servers, revision) = read_snapshot(&shard, Self::servers).await?;
+        Ok(pb::ListServersResponse { header: header(&shard, revision), servers })
     }
 
     async fn watch(&self, req: pb::WatchServersRequest) -> Result<Out<pb::WatchServersResponse>, ServiceError> {
         let shard = self.ctx.shard(req.shard_id)?;
         shard.read_barrier().await?;
-        let (servers, revision, sub) = snapshot_then_watch(&shard, KeyFilter::prefix(SERVER_PREFIX), Self::servers)?;
+        let (servers, revision, sub) =
+            snapshot_then_watch(&shard, KeyFilter::prefix(SERVER_PREFIX), Self::servers).await?;
         let first =
             pb::WatchServersResponse { header: header(&shard, revision), snapshot: true, servers, events: vec![] };
         Ok(forward(shard, sub, Some(first), ServerEvents, Duration::from_secs(3600)))

@@ -5,7 +5,7 @@
 //! | Raft log | tree `shard-<id>/log`, key = big-endian index | flushed (group commit) before openraft is told |
 //! | vote, committed, purge point | tree `shard-<id>/meta` | vote flushed before `save_vote` returns |
 //! | rows + applied index + membership | tree `shard-<id>/sm` | one atomic batch per apply; flushed before log purge |
-//! | latest snapshot | `snapshots/shard-<id>.snap` | fsync + atomic rename |
+//! | latest snapshot | `snapshots/shard-<id>.snap` | fsync + atomic rename; never replaced by an older one |
 //!
 //! Every stored value is a checksummed record ([`record`]). The log is verified in full when a
 //! shard opens, so corruption is a startup error naming the shard and index.
@@ -106,6 +106,9 @@ impl ShardStorage {
         let log = LogStore::open(db, shard, flusher.clone())?;
         let tree = db.open_tree(format!("shard-{shard}/sm"))?;
         let snapshot_file = snapshot::SnapshotFile::new(data_dir, shard);
+        snapshot_file
+            .remove_leftovers()
+            .map_err(|e| OpenError::Other { shard, detail: format!("removing temporary snapshot files: {e}") })?;
         snapshot_file.load().map_err(|e| OpenError::Corrupt {
             shard,
             what: format!("snapshot {}", snapshot_file.path().display()),

@@ -1,7 +1,13 @@
 //! Reads of one shard's state machine that bypass openraft: point gets and ordered range pages.
 //!
-//! Reading the sled tree directly is safe concurrently with applies (each apply is one atomic
-//! batch). Linearizability is the caller's job: it runs the read-index barrier first.
+//! A point get is atomic against applies (each apply is one atomic sled batch), but a sled
+//! iterator is not a snapshot: it takes the tree's lock per `next()`, so a scan that spans leaves
+//! can show key `a` before a concurrent batch and key `z` after it. [`KvReader::range`] therefore
+//! takes the watch hub's state as proof that the caller holds the hub lock, which the state
+//! machine holds across every commit: under it the rows do not move and agree with
+//! `HubState::revision`, the revision a response reports. The caller bounds the hold time (one
+//! page) and runs the scan on a blocking thread (`service::ctx::under_hub_lock`).
+//! Linearizability is the caller's job too: it runs the read-index barrier first.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,6 +18,7 @@ use super::record::unseal;
 use crate::machine::kv::StoredValue;
 use crate::machine::overlay::{data_key, lease_key, LeaseRecord, DATA};
 use crate::types::{KeyValue, LeaseId, ShardId};
+use crate::watch_hub::HubState;
 
 #[derive(Debug, thiserror::Error)]
 #[error("shard {shard}: {detail}")]
@@ -90,9 +97,11 @@ impl KvReader {
     }
 
     /// Keys in `[start, end)` (`end = None`: unbounded), at most `limit` of them and stopping once
-    /// about `max_bytes` of keys and values are collected.
+    /// about `max_bytes` of keys and values are collected: one snapshot at `_locked.revision`,
+    /// since the caller holds this shard's hub lock (see the module comment). Blocking.
     pub fn range(
         &self,
+        _locked: &HubState,
         start: &[u8],
         end: Option<&[u8]>,
         limit: usize,

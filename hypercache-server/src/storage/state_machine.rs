@@ -17,7 +17,8 @@
 //!
 //! Snapshots copy the rows on a blocking thread while the state-machine worker waits (sled has no
 //! point-in-time view, and openraft applies nothing while `get_snapshot_builder` runs), then
-//! serialize and write the file off the apply path.
+//! serialize and write the file off the apply path. That write can overlap an install's;
+//! `snapshot.rs` keeps them apart and lets the newer snapshot win.
 
 use std::io::Cursor;
 use std::sync::atomic::Ordering;
@@ -295,7 +296,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 tree.apply_batch(batch).map_err(|e| StorageIOError::write_state_machine(any(e)))?;
                 hub.reset(body.revision);
             }
-            file.save(&meta2, &payload).map_err(|e| StorageIOError::write_snapshot(sig2.clone(), any(e)))?;
+            let saved = file.save(&meta2, &payload).map_err(|e| StorageIOError::write_snapshot(sig2.clone(), any(e)))?;
+            if !saved {
+                tracing::info!(%shard, snapshot = %meta2.snapshot_id, "installed snapshot not stored: the stored one is as new");
+            }
             let leases = load_leases(shard, &tree).map_err(|e| StorageIOError::read_state_machine(any(e)))?;
             let sessions = load_sessions(shard, &tree).map_err(|e| StorageIOError::read_state_machine(any(e)))?;
             Ok((leases, sessions))
@@ -343,7 +347,13 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 None => format!("{shard}-empty-{}", unique_suffix()),
             };
             let meta = SnapshotMeta { last_log_id: body.last_applied, last_membership: body.membership, snapshot_id };
-            file.save(&meta, &payload).map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), any(e)))?;
+            let saved = file
+                .save(&meta, &payload)
+                .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), any(e)))?;
+            if !saved {
+                // An install overtook this build; openraft ignores the older snapshot too.
+                tracing::info!(%shard, snapshot = %meta.snapshot_id, "built snapshot not stored: a newer one is");
+            }
             Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(payload)) })
         })
         .await

@@ -5,13 +5,21 @@
 //! epoch. Because both checks and writes happen at one point of the log, a sync from a deposed
 //! owner that is still in flight when the board is reassigned arrives after the reassignment in
 //! log order and is refused, whatever the network did.
+//!
+//! Epochs never go back for a board id: a high-water row (`\xffhc/bepoch/<id>`, no lease, never
+//! deleted) records the highest epoch the id has had, and a board created under an id that was
+//! used before starts one above it, so deleting a board, or its lifetime lease ending, and
+//! creating it again cannot hand an old owner's epoch to a new owner. A new id starts at epoch 0.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::election::current_leader;
 use super::registry::live;
-use super::{key, read, write, BoardRecord, BoardView, CheckpointRecord, GameReply, Owner, BOARD_PREFIX, CKPT_PREFIX};
+use super::{
+    key, read, write, BoardRecord, BoardView, CheckpointRecord, GameReply, Owner, BOARD_EPOCH_PREFIX, BOARD_PREFIX,
+    CKPT_PREFIX,
+};
 use crate::machine::kv::{delete_row, StoredValue};
 use crate::machine::lease;
 use crate::machine::overlay::{Base, Overlay};
@@ -36,6 +44,12 @@ fn view(board_id: &str, record: BoardRecord, row: &StoredValue) -> BoardView {
     BoardView { board_id: board_id.to_string(), record, lease: row.lease, revision: row.mod_revision }
 }
 
+/// Records `epoch` as the board id's high-water mark (see the module comment).
+fn raise_high_water<B: Base>(ov: &mut Overlay<B>, revision: u64, board_id: &str, epoch: u64) -> Result<(), Fail> {
+    write(ov, revision, &key(BOARD_EPOCH_PREFIX, board_id), &epoch, 0)?;
+    Ok(())
+}
+
 fn stale(board_id: &str, given: u64, record: &BoardRecord) -> Fail {
     Rejection::StaleEpoch { board_id: board_id.to_string(), given, epoch: record.epoch, owner: record.owner.clone() }
         .into()
@@ -57,9 +71,13 @@ pub fn create<B: Base>(
         Some(ms) => lease::grant(ov, ms, false)?,
         None => 0,
     };
-    let record = BoardRecord { params: params.clone(), owner: None, epoch: 0, last_assign: None };
+    // One above the highest epoch an earlier board of this id had (even an unassigned one at 0,
+    // so a stale `expected_epoch` cannot match the new board either).
+    let epoch = read::<B, u64>(ov, &key(BOARD_EPOCH_PREFIX, board_id))?.map_or(0, |(high, _)| high + 1);
+    raise_high_water(ov, revision, board_id, epoch)?;
+    let record = BoardRecord { params: params.clone(), owner: None, epoch, last_assign: None };
     let row = write(ov, revision, &board_key, &record, lease)?;
-    let ckpt = CheckpointRecord { seq: 0, epoch: 0, data: checkpoint.clone() };
+    let ckpt = CheckpointRecord { seq: 0, epoch, data: checkpoint.clone() };
     write(ov, revision, &key(CKPT_PREFIX, board_id), &ckpt, lease)?;
     Ok(GameReply::Board(view(board_id, record, &row)))
 }
@@ -86,6 +104,7 @@ pub fn assign<B: Base>(ov: &mut Overlay<B>, revision: u64, a: &Assign) -> Result
     record.epoch += 1;
     record.owner = Some(Owner { server_id: server.server_id, incarnation: server.incarnation });
     record.last_assign = Some((a.request_id.clone(), record.epoch));
+    raise_high_water(ov, revision, &a.board_id, record.epoch)?;
     let row = write(ov, revision, &key(BOARD_PREFIX, &a.board_id), &record, row.lease)?;
     Ok(GameReply::Board(view(&a.board_id, record, &row)))
 }
@@ -140,6 +159,7 @@ pub fn release<B: Base>(
     }
     record.owner = None;
     record.epoch += 1;
+    raise_high_water(ov, revision, board_id, record.epoch)?;
     let row = write(ov, revision, &key(BOARD_PREFIX, board_id), &record, row.lease)?;
     Ok(GameReply::Board(view(board_id, record, &row)))
 }
@@ -156,6 +176,9 @@ pub fn delete<B: Base>(
             return Err(stale(board_id, e, &record));
         }
     }
+    // Already the high-water mark for boards written by this version; a board from before it
+    // (no high-water row yet) gets one here.
+    raise_high_water(ov, revision, board_id, record.epoch)?;
     delete_row(ov, revision, &key(BOARD_PREFIX, board_id))?;
     delete_row(ov, revision, &key(CKPT_PREFIX, board_id))?;
     Ok(GameReply::Done)
@@ -307,6 +330,70 @@ mod tests {
         assert!(b.record.owner.is_none() && b.record.epoch == e1 + 1);
         assert!(matches!(sync(&mut ov, 6, "b1", e1, 9).unwrap_err(), Rejection::StaleEpoch { .. }));
         assign(&mut ov, 7, "b1", "B", e1 + 1, "r2").unwrap();
+    }
+
+    fn create(ov: &mut Mem, rev: u64, board: &str, lifetime_ms: Option<u64>) -> BoardView {
+        let op =
+            GameOp::CreateBoard { board_id: board.into(), params: Bytes::new(), checkpoint: Bytes::new(), lifetime_ms };
+        match run(ov, rev, op).unwrap() {
+            GameReply::Board(b) => b,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The fault sequence of issue 16 (defect 5): the old owner A is paused with epoch e1, the
+    /// board is deleted and created again under the same id and assigned to B; A's late sync
+    /// must be refused, so B's epochs can never be ones A saw.
+    #[test]
+    fn a_board_id_created_again_never_reuses_an_epoch() {
+        let mut ov = setup();
+        let e1 = assign(&mut ov, 4, "b1", "A", 0, "r1").unwrap();
+        run(&mut ov, 5, GameOp::DeleteBoard { board_id: "b1".into(), expected_epoch: None }).unwrap();
+        let again = create(&mut ov, 6, "b1", None);
+        let e2 = assign(&mut ov, 7, "b1", "B", again.record.epoch, "r2").unwrap();
+        let late = sync(&mut ov, 8, "b1", e1, 1);
+        assert!(matches!(late, Err(Rejection::StaleEpoch { epoch, .. }) if epoch == e2), "A's late sync: {late:?}");
+        assert!(again.record.epoch > e1, "created again at epoch {} after epoch {e1}", again.record.epoch);
+        assert_eq!(sync(&mut ov, 9, "b1", e2, 1).unwrap(), GameReply::Synced { seq: 1, written: true });
+    }
+
+    #[test]
+    fn a_board_id_created_again_after_its_lifetime_never_reuses_an_epoch() {
+        let mut ov = setup();
+        let first = create(&mut ov, 4, "short", Some(1000));
+        let e1 = assign(&mut ov, 5, "short", "A", first.record.epoch, "r1").unwrap();
+        crate::machine::lease::apply(&mut ov, 6, &LeaseOp::Expire { ids: vec![first.lease] }).unwrap();
+        assert!(ov.row(&key(BOARD_PREFIX, "short")).unwrap().is_none());
+        let again = create(&mut ov, 7, "short", Some(1000));
+        let e2 = assign(&mut ov, 8, "short", "B", again.record.epoch, "r2").unwrap();
+        let late = sync(&mut ov, 9, "short", e1, 1);
+        assert!(matches!(late, Err(Rejection::StaleEpoch { epoch, .. }) if epoch == e2), "A's late sync: {late:?}");
+        assert!(again.record.epoch > e1, "created again at epoch {} after epoch {e1}", again.record.epoch);
+        // A release moves the high-water mark too: a third life starts above it.
+        let GameReply::Board(released) =
+            run(&mut ov, 10, GameOp::ReleaseBoard { board_id: "short".into(), server_id: "B".into(), epoch: e2 })
+                .unwrap()
+        else {
+            panic!()
+        };
+        run(&mut ov, 11, GameOp::DeleteBoard { board_id: "short".into(), expected_epoch: None }).unwrap();
+        assert!(create(&mut ov, 12, "short", None).record.epoch > released.record.epoch);
+    }
+
+    #[test]
+    fn deleting_a_board_stored_without_a_high_water_row_still_fences_its_epochs() {
+        let mut ov = setup();
+        // A board as an earlier version stored it: at epoch 7, no high-water row.
+        let old = BoardRecord { params: Bytes::new(), owner: None, epoch: 7, last_assign: None };
+        write(&mut ov, 4, &key(BOARD_PREFIX, "legacy"), &old, 0).unwrap();
+        run(&mut ov, 5, GameOp::DeleteBoard { board_id: "legacy".into(), expected_epoch: None }).unwrap();
+        assert_eq!(create(&mut ov, 6, "legacy", None).record.epoch, 8);
+    }
+
+    #[test]
+    fn a_new_board_id_starts_at_epoch_0() {
+        let mut ov = setup();
+        assert_eq!(create(&mut ov, 4, "fresh", None).record.epoch, 0);
     }
 
     #[test]

@@ -12,8 +12,17 @@
 //! | incarnation counter | `\xffhc/incarnation/<id>` | none (never goes backwards) |
 //! | board owner record | `\xffhc/board/<id>` | the board's lifetime lease, if any |
 //! | board checkpoint | `\xffhc/ckpt/<id>` | same as the board |
+//! | board epoch high-water mark | `\xffhc/bepoch/<id>` | none (never goes backwards) |
 //! | election leader | `\xffhc/election/<name>` | the leader's lease |
 //! | election term counter | `\xffhc/eterm/<name>` | none (never goes backwards) |
+//!
+//! The three "never goes backwards" rows are what makes incarnations, board epochs and election
+//! terms fencing tokens: the record they count may be deleted (deregistration, board deletion, a
+//! lease ending) and created again under the same id, and a holder of an old token paused across
+//! that must still be refused. The price is one small row (the key plus ~30 bytes) per id ever
+//! used, never reclaimed: ids are expected to be few per server and election, and per board one
+//! per game (1 million distinct board ids cost roughly 60-100 MB of sled). ADR (fix/storage):
+//! "Epochs, incarnations and terms never go back for an id" in docs/architecture.md.
 
 pub mod board;
 pub mod election;
@@ -34,6 +43,7 @@ pub const SERVER_PREFIX: &[u8] = b"\xffhc/server/";
 pub const INCARNATION_PREFIX: &[u8] = b"\xffhc/incarnation/";
 pub const BOARD_PREFIX: &[u8] = b"\xffhc/board/";
 pub const CKPT_PREFIX: &[u8] = b"\xffhc/ckpt/";
+pub const BOARD_EPOCH_PREFIX: &[u8] = b"\xffhc/bepoch/";
 pub const LEADER_PREFIX: &[u8] = b"\xffhc/election/";
 pub const TERM_PREFIX: &[u8] = b"\xffhc/eterm/";
 
