@@ -235,10 +235,10 @@ async fn the_readme_lease_tour_runs_on_sixteen_shards() {
     println!("revoke: last key gone {} ms after the home shard's end", lag.as_millis());
     assert!(lag < LAG_BOUND, "revoke lag {lag:?}");
 
-    // Attaching to the revoked lease fails in any shard, and writes nothing.
+    // Attaching to the revoked lease fails in any shard (exit 7: lease not found), and writes nothing.
     let foreign = keys.iter().find(|k| router.shard_of(k.as_bytes()) != lease.shard()).expect("a foreign key");
     let out = cluster.hcctl(&["put", foreign, "late", "--lease", &id.to_string()]).await;
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(7), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(client.get(Bytes::from(foreign.clone())).await.expect("get"), None);
 
