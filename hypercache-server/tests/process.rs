@@ -49,6 +49,47 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Starts three nodes with one data shard (tests talk the raw protocol to shard 0); returns
+/// them, their endpoints and the index of shard 0's leader.
+async fn start_three(dir: &std::path::Path) -> (Vec<Proc>, Vec<String>, usize) {
+    let mut procs = three_nodes(dir);
+    for p in &mut procs {
+        p.start();
+    }
+    let endpoints: Vec<String> = procs.iter().map(|p| p.endpoint.clone()).collect();
+    let leader = leader_of(&procs).await;
+    (procs, endpoints, leader)
+}
+
+fn three_nodes(dir: &std::path::Path) -> Vec<Proc> {
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let peers: Vec<String> = ports.iter().enumerate().map(|(i, (g, _))| format!("{}=127.0.0.1:{g}", i + 1)).collect();
+    ports
+        .iter()
+        .enumerate()
+        .map(|(i, (g, a))| Proc {
+            args: vec![
+                "serve".into(),
+                "--node-id".into(),
+                (i + 1).to_string(),
+                "--data-dir".into(),
+                dir.join(format!("node-{}", i + 1)).display().to_string(),
+                "--listen".into(),
+                format!("127.0.0.1:{g}"),
+                "--admin".into(),
+                format!("127.0.0.1:{a}"),
+                "--peers".into(),
+                peers.join(","),
+                "--shards".into(),
+                "1".into(),
+            ],
+            child: None,
+            endpoint: format!("127.0.0.1:{g}"),
+            log: dir.join(format!("node-{}.log", i + 1)),
+        })
+        .collect()
+}
+
 /// This node's replica of data shard 0, if it hosts one.
 async fn shard0(endpoint: &str) -> Option<hypercache_proto::v1::ReplicaStatus> {
     let mut c = ClusterClient::connect(format!("http://{endpoint}")).await.ok()?;
@@ -75,38 +116,7 @@ async fn leader_of(procs: &[Proc]) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_leader_then_restart_with_original_command_line() {
     let dir = tempfile::tempdir().unwrap();
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
-    let peers: Vec<String> = ports.iter().enumerate().map(|(i, (g, _))| format!("{}=127.0.0.1:{g}", i + 1)).collect();
-    let mut procs: Vec<Proc> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, (g, a))| Proc {
-            args: vec![
-                "serve".into(),
-                "--node-id".into(),
-                (i + 1).to_string(),
-                "--data-dir".into(),
-                dir.path().join(format!("node-{}", i + 1)).display().to_string(),
-                "--listen".into(),
-                format!("127.0.0.1:{g}"),
-                "--admin".into(),
-                format!("127.0.0.1:{a}"),
-                "--peers".into(),
-                peers.join(","),
-                // One data shard: this test talks the raw protocol to shard 0.
-                "--shards".into(),
-                "1".into(),
-            ],
-            child: None,
-            endpoint: format!("127.0.0.1:{g}"),
-            log: dir.path().join(format!("node-{}.log", i + 1)),
-        })
-        .collect();
-    for p in &mut procs {
-        p.start();
-    }
-    let endpoints: Vec<String> = procs.iter().map(|p| p.endpoint.clone()).collect();
-    let leader = leader_of(&procs).await;
+    let (mut procs, endpoints, leader) = start_three(dir.path()).await;
 
     let mut acked = Vec::new();
     for i in 0..100 {
@@ -148,9 +158,8 @@ async fn sigkill_leader_then_restart_with_original_command_line() {
     .await;
 
     // Graceful shutdown on SIGTERM: every node exits 0.
-    for p in &mut procs {
-        let pid = p.child.as_ref().unwrap().id();
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    for p in &procs {
+        signal(p, nix::sys::signal::Signal::SIGTERM);
     }
     for p in &mut procs {
         let mut child = p.child.take().unwrap();
@@ -163,5 +172,54 @@ async fn sigkill_leader_then_restart_with_original_command_line() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         assert!(status.success(), "node exited with {status}; log: {}", p.log.display());
+    }
+}
+
+fn signal(p: &Proc, sig: nix::sys::signal::Signal) {
+    let pid = p.child.as_ref().expect("the node runs").id();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap();
+}
+
+/// A Close the node acknowledged survives a SIGKILL right after the acknowledgement: the
+/// replica's trees are gone from the data dir, so it is never reopened at the next start. (The
+/// other two nodes are stopped meanwhile, so nothing re-creates the replica: no placement
+/// driver round, no append from the shard's leader.) sled 0.34 hands a dropped tree's metadata
+/// to the OS at once, so this passed before the Close flushed too; the flush and directory
+/// fsync cover power loss, which a process test cannot cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_acknowledged_then_sigkill_leaves_no_replica() {
+    use hypercache_server::placement::ops::{self, ShardOp};
+    use hypercache_server::types::ShardId;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut procs, endpoints, leader) = start_three(dir.path()).await;
+    for i in 0..10 {
+        put_via(&endpoints, &format!("k/{i:03}"), "v").await.expect("put");
+    }
+    let closing = (leader + 1) % 3;
+    let node_dir = dir.path().join(format!("node-{}", closing + 1));
+
+    for (i, p) in procs.iter().enumerate() {
+        if i != closing {
+            signal(p, nix::sys::signal::Signal::SIGSTOP);
+        }
+    }
+    let pool = hypercache_server::network::PeerPool::new(Duration::from_secs(2), 4 << 20);
+    ops::send(&pool, &procs[closing].endpoint, ShardId(0), &ShardOp::Close).await.expect("close acknowledged");
+    procs[closing].child.as_mut().unwrap().kill().unwrap();
+    procs[closing].child.take().unwrap().wait().unwrap();
+
+    let db = hypercache_server::storage::open_db(&node_dir, 16 << 20).expect("open the killed node's data dir");
+    let trees: Vec<String> = db
+        .tree_names()
+        .iter()
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .filter(|n| n.starts_with("shard-0/"))
+        .collect();
+    assert!(trees.is_empty(), "the closed replica's trees came back after SIGKILL: {trees:?}");
+    assert!(hypercache_server::storage::stored_data_shards(&db).is_empty());
+    for (i, p) in procs.iter().enumerate() {
+        if i != closing {
+            signal(p, nix::sys::signal::Signal::SIGCONT);
+        }
     }
 }

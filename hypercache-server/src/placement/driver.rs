@@ -21,6 +21,14 @@
 //!
 //! Everything the driver knows is re-read each round, so a new meta leader simply carries on,
 //! and a step whose answer was lost is sent again (every step is idempotent, `ops.rs`).
+//!
+//! Committed membership only: a shard leader reports its *effective* membership, which may hold
+//! a change it has not committed yet (`membership_pending`); a new leader may not have that
+//! change. So a shard whose leader reports a pending change gets no membership step and no
+//! Close this round, its replicas do not count as settled for a returning down node, and no
+//! draining node leaves the cluster on it: closing a replica that an uncommitted removal left
+//! out would delete a voter's data if the removal is then lost. And a driver deposed while a
+//! round runs sends nothing more: its meta term is checked again right before each step.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -289,12 +297,12 @@ impl Driver {
         if self.meta.leader_term().ok() != Some(term) {
             return Ok(());
         }
-        self.execute(steps, &members).await;
+        self.execute(term, steps, &members).await;
         self.retire_drained(&placement, &reports).await;
         Ok(())
     }
 
-    async fn execute(&self, steps: Vec<Step>, members: &BTreeMap<NodeId, NodeInfo>) {
+    async fn execute(&self, term: u64, steps: Vec<Step>, members: &BTreeMap<NodeId, NodeInfo>) {
         let sends = steps.into_iter().filter_map(|step| {
             let addr = members.get(&step.to)?.addr.clone();
             let op = match step.op {
@@ -309,6 +317,12 @@ impl Driver {
             };
             Some(async move {
                 let shard = ShardId(step.shard);
+                // Steps of one round run side by side and the poll that chose them took up to a
+                // second: a driver deposed meanwhile leaves the shards to its successor.
+                if self.meta.leader_term().ok() != Some(term) {
+                    tracing::debug!(shard = %shard, to = step.to, op = ?op, "placement step dropped: no longer the driver");
+                    return;
+                }
                 tracing::debug!(shard = %shard, to = step.to, op = ?op, "placement step");
                 let result = if step.to == self.host.node_id {
                     ops::apply(&self.host, shard, op.clone()).await
@@ -346,11 +360,9 @@ impl Driver {
     /// Removes draining nodes that no shard has as a member any more and that host nothing.
     async fn retire_drained(&self, placement: &Placement, reports: &Reports) {
         for d in &placement.draining {
-            let still_member = reports
-                .values()
-                .flatten()
-                .flatten()
-                .any(|r| r.role == "leader" && (r.voters.contains(d) || r.learners.contains(d)));
+            let still_member = reports.values().flatten().flatten().any(|r| {
+                r.role == "leader" && (r.membership_pending || r.voters.contains(d) || r.learners.contains(d))
+            });
             let hosts_some = matches!(reports.get(d), Some(Some(rs)) if !rs.is_empty());
             let unplaced = placement.shards.iter().any(|s| !s.created && s.initial.contains(d));
             if still_member || hosts_some || unplaced || placement.holders().contains(d) {
@@ -434,7 +446,8 @@ pub fn down_nodes(
 ) -> BTreeSet<NodeId> {
     let settled = |id: NodeId| match reports.get(&id) {
         Some(Some(hosted)) => hosted.iter().all(|r| {
-            leader_of(reports, r.shard_id).is_some_and(|(_, l)| l.voters.contains(&id) || l.learners.contains(&id))
+            leader_of(reports, r.shard_id)
+                .is_some_and(|(_, l)| !l.membership_pending && (l.voters.contains(&id) || l.learners.contains(&id)))
         }),
         _ => false,
     };
@@ -484,7 +497,11 @@ pub fn pending_shards(placement: &Placement, reports: &Reports) -> usize {
             let Some((leader, status)) = leader_of(reports, *s as u32) else { return true };
             let target: BTreeSet<NodeId> = plan.replicas.iter().copied().collect();
             let voters: BTreeSet<NodeId> = status.voters.iter().copied().collect();
-            !plan.created || voters != target || !status.learners.is_empty() || plan.replicas.first() != Some(&leader)
+            !plan.created
+                || status.membership_pending
+                || voters != target
+                || !status.learners.is_empty()
+                || plan.replicas.first() != Some(&leader)
         })
         .count()
 }
@@ -510,6 +527,10 @@ pub fn next_steps(placement: &Placement, reports: &Reports, elect: impl Fn(u32) 
             if !hosts(reports, *t, s) && reachable(*t) {
                 steps.push(Step { to: *t, shard: s, op: ShardOp::Open });
             }
+        }
+        // Everything below reads the membership, which is only known once it is committed.
+        if status.membership_pending {
+            continue;
         }
         // Replicas that left the membership: close them.
         for (node, r) in reports {
@@ -895,5 +916,32 @@ mod tests {
         assert!(down_nodes(&p, &four, &r, &silent, None, now).is_empty());
         // A node that left the cluster is no longer down either.
         assert!(down_nodes(&p, &named(&[1, 2, 4]), &r, &silent, None, now).is_empty());
+    }
+
+    #[test]
+    fn an_uncommitted_membership_closes_nothing_and_takes_no_step() {
+        // The leader appended "voters {1,2,4}" (removing 3) but has not committed it: a new leader
+        // may still have 3 as a voter, so 3's replica must not be deleted, and nothing else moves.
+        let p = one_shard(&[1, 2, 4], true);
+        let mut lead = status(0, "leader", 2, &[1, 2, 4], &[], &[(2, 1000), (4, 1000)]);
+        lead.membership_pending = true;
+        let f = || status(0, "follower", 2, &[], &[], &[]);
+        let r: Reports =
+            [(1, Some(vec![lead.clone()])), (2, Some(vec![f()])), (3, Some(vec![f()])), (4, Some(vec![f()]))]
+                .into_iter()
+                .collect();
+        assert_eq!(next_steps(&p, &r, |_| ElectGate::Now), vec![]);
+        // Nor does a down node count as settled on that view.
+        let mut down = p.clone();
+        down.down.insert(3);
+        let four = named(&[1, 2, 3, 4]);
+        let mut listing3 = lead.clone();
+        listing3.voters = vec![1, 2, 3, 4];
+        let r: Reports = [(1, Some(vec![listing3])), (3, Some(vec![f()]))].into_iter().collect();
+        assert_eq!(down_nodes(&down, &four, &r, &BTreeMap::new(), None, Instant::now()), BTreeSet::from([3]));
+        // Once committed, 3 is closed.
+        lead.membership_pending = false;
+        let r: Reports = [(1, Some(vec![lead])), (3, Some(vec![f()]))].into_iter().collect();
+        assert_eq!(next_steps(&p, &r, |_| ElectGate::Now), vec![Step { to: 3, shard: 0, op: ShardOp::Close }]);
     }
 }
