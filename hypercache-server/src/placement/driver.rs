@@ -27,8 +27,10 @@
 //! change. So a shard whose leader reports a pending change gets no membership step and no
 //! Close this round, its replicas do not count as settled for a returning down node, and no
 //! draining node leaves the cluster on it: closing a replica that an uncommitted removal left
-//! out would delete a voter's data if the removal is then lost. And a driver deposed while a
-//! round runs sends nothing more: its meta term is checked again right before each step.
+//! out would delete a voter's data if the removal is then lost. Likewise a shard leader that
+//! another replica already knows to be deposed (a later term with a known leader) is not acted
+//! on. And a driver deposed while a round runs sends nothing more: its meta term is checked
+//! again right before each step.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -471,11 +473,16 @@ pub fn down_nodes(
 }
 
 /// The report of shard `s`'s leader (the highest term wins if two claim it), and its node.
+/// None when another replica already knows a leader of a later term: the reporting leader was
+/// deposed, and its membership may lack changes its successor made (the successor did not
+/// answer this poll). A candidate's later term deposes nobody yet, and a replica that missed
+/// its removal campaigns with ever higher terms: letting it hide the leader would keep it open.
 fn leader_of(reports: &Reports, s: u32) -> Option<(NodeId, &pb::ReplicaStatus)> {
-    reports
-        .iter()
-        .filter_map(|(id, r)| Some((*id, r.as_ref()?.iter().find(|x| x.shard_id == s && x.role == "leader")?)))
-        .max_by_key(|(_, r)| r.term)
+    let replicas =
+        || reports.iter().filter_map(move |(id, r)| Some((*id, r.as_ref()?.iter().find(|x| x.shard_id == s)?)));
+    let (id, leader) = replicas().filter(|(_, r)| r.role == "leader").max_by_key(|(_, r)| r.term)?;
+    let deposed = replicas().any(|(_, r)| r.term > leader.term && r.leader_id != 0);
+    (!deposed).then_some((id, leader))
 }
 
 fn hosts(reports: &Reports, node: NodeId, s: u32) -> bool {
@@ -942,6 +949,30 @@ mod tests {
         // Once committed, 3 is closed.
         lead.membership_pending = false;
         let r: Reports = [(1, Some(vec![lead])), (3, Some(vec![f()]))].into_iter().collect();
+        assert_eq!(next_steps(&p, &r, |_| ElectGate::Now), vec![Step { to: 3, shard: 0, op: ShardOp::Close }]);
+    }
+
+    #[test]
+    fn a_deposed_leader_whose_successor_did_not_answer_is_not_acted_on() {
+        // 1 still reports itself leader at term 2 with voters {1,2,4}; 2 already follows a leader
+        // of term 5 (node 4, which did not answer the poll), whose membership 1 has not seen.
+        let p = one_shard(&[1, 2, 4], true);
+        let old = status(0, "leader", 2, &[1, 2, 4], &[], &[(2, 1000), (4, 1000)]);
+        let mut newer = status(0, "follower", 5, &[], &[], &[]);
+        newer.leader_id = 4;
+        let r: Reports = [
+            (1, Some(vec![old.clone()])),
+            (2, Some(vec![newer])),
+            (3, Some(vec![status(0, "follower", 2, &[], &[], &[])])),
+            (4, None),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(next_steps(&p, &r, |_| ElectGate::Now), vec![]);
+        // A candidate's higher term (no leader known) does not depose anyone: a replica that
+        // missed its removal and campaigns must not stop the driver from closing it.
+        let campaigning = status(0, "candidate", 40, &[], &[], &[]);
+        let r: Reports = [(1, Some(vec![old])), (3, Some(vec![campaigning]))].into_iter().collect();
         assert_eq!(next_steps(&p, &r, |_| ElectGate::Now), vec![Step { to: 3, shard: 0, op: ShardOp::Close }]);
     }
 }
