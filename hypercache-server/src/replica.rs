@@ -17,6 +17,7 @@ use std::sync::{Arc, PoisonError};
 use openraft::Raft;
 use tokio::sync::Mutex;
 
+use crate::fence::Fence;
 use crate::network::{NetworkFactory, PeerPool};
 use crate::node::NodeError;
 use crate::shard::{Shard, ShardParts, Shards};
@@ -40,6 +41,8 @@ pub struct ReplicaHost {
     busy: Mutex<()>,
     /// The close flag of each open replica's storage.
     retired: std::sync::Mutex<HashMap<ShardId, Retired>>,
+    /// The vote fence of each open replica (`fence.rs`).
+    fences: std::sync::Mutex<HashMap<ShardId, Arc<Fence>>>,
 }
 
 pub struct HostParts {
@@ -70,6 +73,7 @@ impl ReplicaHost {
             max_peer_message_bytes: p.max_peer_message_bytes,
             busy: Mutex::new(()),
             retired: std::sync::Mutex::new(HashMap::new()),
+            fences: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -94,6 +98,15 @@ impl ReplicaHost {
             .await
             .map_err(|e| NodeError::Raft { shard: id, detail: e.to_string() })?;
         self.retired.lock().unwrap_or_else(PoisonError::into_inner).insert(id, retired);
+        let empty = {
+            let m = raft.metrics();
+            let m = m.borrow();
+            m.current_term == 0 && m.last_log_index.is_none() && m.snapshot.is_none()
+        };
+        if empty {
+            tracing::info!(node = self.node_id, shard = %id, "replica opened with no Raft state: it votes only once caught up");
+        }
+        self.fences.lock().unwrap_or_else(PoisonError::into_inner).insert(id, Arc::new(Fence::new(empty)));
         Ok(Arc::new(Shard::new(ShardParts {
             id,
             node_id: self.node_id,
@@ -119,6 +132,7 @@ impl ReplicaHost {
             }
         }
         let retired = self.retired.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+        self.fences.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
         let (db, data_dir) = (self.db.clone(), self.data_dir.clone());
         // Waits for a snapshot write in progress, then deletes and flushes: blocking work.
         tokio::task::spawn_blocking(move || {
@@ -131,6 +145,11 @@ impl ReplicaHost {
         .map_err(|e| NodeError::Raft { shard: id, detail: format!("closing the replica: {e}") })??;
         tracing::info!(node = self.node_id, shard = %id, "replica closed and its data deleted");
         Ok(())
+    }
+
+    /// The vote fence of shard `id`'s replica, if this node hosts one.
+    pub fn fence(&self, id: ShardId) -> Option<Arc<Fence>> {
+        self.fences.lock().unwrap_or_else(PoisonError::into_inner).get(&id).cloned()
     }
 
     /// The data shards with storage on this node (reopened at startup).

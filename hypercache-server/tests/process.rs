@@ -223,3 +223,119 @@ async fn a_close_acknowledged_then_sigkill_leaves_no_replica() {
         }
     }
 }
+
+/// Kills node `i` with SIGKILL, deletes its data dir (a lost volume) and starts it again with
+/// its original command line: same node id, empty storage.
+fn wipe_and_restart(procs: &mut [Proc], dir: &std::path::Path, i: usize) {
+    procs[i].child.as_mut().unwrap().kill().unwrap();
+    procs[i].child.take().unwrap().wait().unwrap();
+    std::fs::remove_dir_all(dir.join(format!("node-{}", i + 1))).unwrap();
+    procs[i].start();
+}
+
+/// Issue 16, defect 1: shard 0 led by `l`, follower `f` paused, follower `w` restarted on a
+/// wiped volume. Kills the leader and resumes `f`: only the leader held the committed tail, so
+/// `f` and `w` must not elect a leader (W's vote is fenced: `fence.rs`), and the term must not
+/// climb into the hundreds. Once the leader is back every acknowledged write is readable.
+async fn lose_the_leader_then_check(
+    procs: &mut [Proc],
+    endpoints: &[String],
+    (l, f, w): (usize, usize, usize),
+    acked: &[String],
+) {
+    procs[l].child.as_mut().unwrap().kill().unwrap();
+    procs[l].child.take().unwrap().wait().unwrap();
+    signal(&procs[f], nix::sys::signal::Signal::SIGCONT);
+    // Ten seconds (several election timeouts): neither F nor W may lead shard 0.
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut max_term = 0;
+    while Instant::now() < until {
+        for i in [f, w] {
+            if let Some(s) = shard0(&procs[i].endpoint).await {
+                assert_ne!(s.role, "leader", "node {} leads shard 0 without the committed tail", i + 1);
+                max_term = max_term.max(s.term);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("shard 0 term after 10 s without the leader: {max_term}");
+    assert!(max_term < 100, "the term climbed to {max_term}");
+    procs[l].start();
+    leader_of(procs).await;
+    for key in acked {
+        assert!(get_in(endpoints, 0, key).await.is_some(), "acknowledged write {key} lost");
+    }
+}
+
+/// Three nodes; follower F paused, then `n` values of `size` bytes written through the leader
+/// L and the other follower W. Returns the nodes, endpoints, (L, F, W) and the written keys.
+async fn pause_f_and_write(
+    dir: &std::path::Path,
+    n: usize,
+    size: usize,
+) -> (Vec<Proc>, Vec<String>, (usize, usize, usize), Vec<String>) {
+    let (procs, endpoints, l) = start_three(dir).await;
+    let (f, w) = ((l + 1) % 3, (l + 2) % 3);
+    signal(&procs[f], nix::sys::signal::Signal::SIGSTOP);
+    let live = [endpoints[l].clone(), endpoints[w].clone()];
+    let value = "v".repeat(size);
+    let mut acked = Vec::new();
+    for i in 0..n {
+        let key = format!("tail/{i:05}");
+        put_via(&live, &key, &value).await.expect("put while F is paused");
+        acked.push(key);
+    }
+    (procs, endpoints, (l, f, w), acked)
+}
+
+/// Sequence (a): the leader is killed and F resumed right after W came back wiped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_voter_does_not_elect_a_follower_that_misses_the_committed_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut procs, endpoints, (l, f, w), acked) = pause_f_and_write(dir.path(), 50, 10).await;
+    wipe_and_restart(&mut procs, dir.path(), w);
+    eventually("the wiped node answers", T, || async {
+        ClusterClient::connect(format!("http://{}", endpoints[w])).await.ok().map(|_| ())
+    })
+    .await;
+    lose_the_leader_then_check(&mut procs, &endpoints, (l, f, w), &acked).await;
+}
+
+/// Sequence (b): the leader is killed while W is in the middle of catching up (a few thousand
+/// 6 KiB values), and F resumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_voter_caught_up_halfway_does_not_elect_a_stale_follower() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut procs, endpoints, (l, f, w), acked) = pause_f_and_write(dir.path(), 2000, 6 << 10).await;
+    let last = shard0(&endpoints[l]).await.expect("the leader answers").last_log_index;
+    wipe_and_restart(&mut procs, dir.path(), w);
+    let halfway = eventually("the wiped node catching up", T, || async {
+        let s = shard0(&endpoints[w]).await?;
+        (s.last_log_index > 0 && s.last_log_index < last).then_some(s.last_log_index)
+    })
+    .await;
+    eprintln!("the wiped node holds {halfway} of {last} entries when the leader is killed");
+    lose_the_leader_then_check(&mut procs, &endpoints, (l, f, w), &acked).await;
+}
+
+/// Issue 16, defect 1, sequence (c): only W's volume is lost. W holds a full copy again, by
+/// itself, within a minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voter_restarted_on_a_wiped_volume_holds_a_full_copy_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut procs, endpoints, l) = start_three(dir.path()).await;
+    for i in 0..50 {
+        put_via(&endpoints, &format!("k/{i:03}"), "v").await.expect("put");
+    }
+    let w = (l + 1) % 3;
+    wipe_and_restart(&mut procs, dir.path(), w);
+    let started = Instant::now();
+    let endpoint = procs[w].endpoint.clone();
+    eventually("the wiped node holds every key again", Duration::from_secs(60), || async {
+        let mut c = KvClient::connect(format!("http://{endpoint}")).await.ok()?;
+        let req = GetRequest { key: "k/049".into(), serializable: true, ..Default::default() };
+        c.get(req).await.ok()?.into_inner().kv.map(|_| ())
+    })
+    .await;
+    eprintln!("the wiped node held a full copy {} ms after its restart", started.elapsed().as_millis());
+}
