@@ -79,6 +79,23 @@ impl Fence {
         }
     }
 
+    /// Why the replica is still catching up after opening empty (None once it has caught up,
+    /// or if it opened with data); `committed` is its committed index. For `/readyz`. Caught up
+    /// opens the fence for good: under steady writes every append raises the target a moment
+    /// before the replica commits it, and readiness must not flap with that.
+    pub fn catching_up(&self, committed: u64) -> Option<Fenced> {
+        let mut state = self.lock();
+        match *state {
+            State::Open => None,
+            State::Fenced { target } if committed > 0 && committed >= target.map_or(0, |t| t.index) => {
+                *state = State::Open;
+                None
+            }
+            State::Fenced { target: Some(need) } => Some(Fenced::Behind { have: committed, need }),
+            State::Fenced { target: None } => Some(Fenced::NoData),
+        }
+    }
+
     /// Whether the replica may answer a vote request from a candidate whose last log id is
     /// `candidate_last`; `committed` is the replica's own committed index (0: none).
     pub fn may_vote(&self, candidate_last: Option<LogId<NodeId>>, committed: u64) -> Result<(), Fenced> {
@@ -140,6 +157,18 @@ mod tests {
         // Caught up itself: open for good.
         assert_eq!(f.may_vote(id(2, 300), 490), Ok(()));
         assert_eq!(f.may_vote(id(1, 1), 0), Ok(()));
+    }
+
+    #[test]
+    fn catching_up_is_reported_until_the_leaders_commit_is_reached() {
+        let f = Fence::new(true);
+        assert_eq!(f.catching_up(0), Some(Fenced::NoData));
+        f.saw_append(id(2, 50));
+        assert_eq!(f.catching_up(10), Some(Fenced::Behind { have: 10, need: id(2, 50).unwrap() }));
+        assert_eq!(f.catching_up(50), None);
+        f.saw_append(id(2, 60));
+        assert_eq!(f.catching_up(50), None, "caught up once: open for good");
+        assert_eq!(Fence::new(false).catching_up(0), None);
     }
 
     #[test]
