@@ -5,19 +5,24 @@
 //! replica". Opening creates (or reopens) the shard's trees in the node's one sled `Db` and
 //! starts its `Raft`; every replica shares the node's flusher (group commit) and peer pool (one
 //! connection per peer pair). Closing stops the Raft and deletes the replica's data: it is only
-//! asked for once the shard's membership no longer includes this node.
+//! asked for once the shard's committed membership no longer includes this node. A Close is
+//! durable before it is acknowledged (trees dropped and flushed, snapshot file unlinked and its
+//! directory fsynced), and no snapshot write of the replica (a build openraft started before
+//! the Close, an install) lands after it: see `storage::Retired`.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 
 use openraft::Raft;
 use tokio::sync::Mutex;
 
+use crate::fence::Fence;
 use crate::lease_home::LeaseHomes;
 use crate::network::{NetworkFactory, PeerPool};
 use crate::node::NodeError;
 use crate::shard::{Shard, ShardParts, Shards};
-use crate::storage::{self, Flusher, ShardStorage};
+use crate::storage::{self, Flusher, Retired, ShardStorage};
 use crate::types::{NodeId, ShardId};
 use crate::watch_hub::HistoryLimits;
 
@@ -35,6 +40,10 @@ pub struct ReplicaHost {
     max_peer_message_bytes: usize,
     /// Opens and closes one at a time, so two steps for one shard never interleave.
     busy: Mutex<()>,
+    /// The close flag of each open replica's storage.
+    retired: std::sync::Mutex<HashMap<ShardId, Retired>>,
+    /// The vote fence of each open replica (`fence.rs`).
+    fences: std::sync::Mutex<HashMap<ShardId, Arc<Fence>>>,
 }
 
 pub struct HostParts {
@@ -64,6 +73,8 @@ impl ReplicaHost {
             max_batch_bytes: p.max_batch_bytes,
             max_peer_message_bytes: p.max_peer_message_bytes,
             busy: Mutex::new(()),
+            retired: std::sync::Mutex::new(HashMap::new()),
+            fences: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -80,13 +91,23 @@ impl ReplicaHost {
     }
 
     async fn start(&self, id: ShardId) -> Result<Arc<Shard>, NodeError> {
-        let ShardStorage { log, state_machine, reader, hub, clock } =
+        let ShardStorage { log, state_machine, reader, hub, clock, retired } =
             ShardStorage::open(&self.db, &self.data_dir, id, self.flusher.clone(), self.history.clone())?;
         let committed = log.committed_handle();
         let network = NetworkFactory::new(id, self.node_id, self.pool.clone(), self.max_peer_message_bytes);
         let raft = Raft::new(self.node_id, self.raft_config.clone(), network, log, state_machine)
             .await
             .map_err(|e| NodeError::Raft { shard: id, detail: e.to_string() })?;
+        self.retired.lock().unwrap_or_else(PoisonError::into_inner).insert(id, retired);
+        let empty = {
+            let m = raft.metrics();
+            let m = m.borrow();
+            m.current_term == 0 && m.last_log_index.is_none() && m.snapshot.is_none()
+        };
+        if empty {
+            tracing::info!(node = self.node_id, shard = %id, "replica opened with no Raft state: it votes only once caught up");
+        }
+        self.fences.lock().unwrap_or_else(PoisonError::into_inner).insert(id, Arc::new(Fence::new(empty)));
         Ok(Arc::new(Shard::new(ShardParts {
             id,
             node_id: self.node_id,
@@ -112,9 +133,25 @@ impl ReplicaHost {
                 tracing::warn!(shard = %id, error = %e, "raft shutdown while closing the replica");
             }
         }
-        storage::remove_shard(&self.db, &self.data_dir, id)?;
+        let retired = self.retired.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+        self.fences.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+        let (db, data_dir) = (self.db.clone(), self.data_dir.clone());
+        // Waits for a snapshot write in progress, then deletes and flushes: blocking work.
+        tokio::task::spawn_blocking(move || {
+            if let Some(retired) = retired {
+                retired.close();
+            }
+            storage::remove_shard(&db, &data_dir, id)
+        })
+        .await
+        .map_err(|e| NodeError::Raft { shard: id, detail: format!("closing the replica: {e}") })??;
         tracing::info!(node = self.node_id, shard = %id, "replica closed and its data deleted");
         Ok(())
+    }
+
+    /// The vote fence of shard `id`'s replica, if this node hosts one.
+    pub fn fence(&self, id: ShardId) -> Option<Arc<Fence>> {
+        self.fences.lock().unwrap_or_else(PoisonError::into_inner).get(&id).cloned()
     }
 
     /// The data shards with storage on this node (reopened at startup).

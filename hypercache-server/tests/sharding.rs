@@ -276,6 +276,24 @@ async fn a_sixth_node_receives_replicas_and_fewer_than_half_move() {
     c.shutdown().await;
 }
 
+/// Writes to every shard until `stop`; returns the acknowledged keys and the errors (writes cut
+/// by a crash end with an unknown outcome).
+fn spawn_writer(endpoints: Vec<String>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(Vec<String>, Vec<String>)> {
+    tokio::spawn(async move {
+        let (mut acked, mut failed) = (Vec::new(), Vec::new());
+        let mut i = 0u32;
+        while !stop.load(Ordering::Acquire) {
+            let key = format!("w-{i}");
+            match put_in(&endpoints, shard_of(&key), &key, "v").await {
+                Ok(_) => acked.push(key),
+                Err(e) => failed.push(format!("{key}: {e:?}")),
+            }
+            i += 1;
+        }
+        (acked, failed)
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decommission_moves_replicas_away_first_and_loses_no_write() {
     let c = Arc::new(start(5).await);
@@ -284,20 +302,7 @@ async fn decommission_moves_replicas_away_first_and_loses_no_write() {
 
     // Writes to every shard run throughout.
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (stop, endpoints) = (stop.clone(), endpoints.clone());
-        tokio::spawn(async move {
-            let mut acked = Vec::new();
-            let mut i = 0u32;
-            while !stop.load(Ordering::Acquire) {
-                let key = format!("w-{i}");
-                put_in(&endpoints, shard_of(&key), &key, "v").await.expect("write during decommission");
-                acked.push(key);
-                i += 1;
-            }
-            acked
-        })
-    };
+    let writer = spawn_writer(endpoints.clone(), stop.clone());
 
     let leaving = 4usize; // node-5
     let started = meta_client(&c)
@@ -322,7 +327,8 @@ async fn decommission_moves_replicas_away_first_and_loses_no_write() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     stop.store(true, Ordering::Release);
-    let acked = writer.await.unwrap();
+    let (acked, failed) = writer.await.unwrap();
+    assert!(failed.is_empty(), "writes failed during the decommission: {failed:?}");
     assert!(acked.len() > 10, "writes kept flowing: {}", acked.len());
     let others: Vec<String> = (0..4).map(|i| c.endpoint(i)).collect();
     for key in &acked {
@@ -426,5 +432,72 @@ async fn leases_watches_reads_and_fencing_hold_on_a_non_zero_shard() {
     let info = info_of(&st).unwrap();
     assert_eq!((info.reason.as_str(), info.owner.as_str(), info.epoch), ("STALE_EPOCH", "srv-b", 2), "{st:?}");
     boards.sync(sync(2)).await.expect("the owner's sync is written");
+    c.shutdown().await;
+}
+
+/// Every running voter of a shard whose leader has committed its membership hosts a replica:
+/// no replica of a voter was closed.
+fn voters_host_their_replicas(c: &TestCluster) -> Result<(), String> {
+    for node in c.nodes.iter().flatten() {
+        for shard in node.shards().data() {
+            let m = shard.metrics();
+            let applied = m.last_applied.map(|l| l.index);
+            let pending = m.membership_config.log_id().is_some_and(|l| applied < Some(l.index));
+            if m.state != ServerState::Leader || pending {
+                continue;
+            }
+            for v in m.membership_config.membership().voter_ids() {
+                let Some(Some(n)) = c.nodes.get(v as usize - 1) else { continue };
+                if n.shards().get(shard.id).is_none() {
+                    return Err(format!("shard {}: voter {v} hosts no replica (leader {})", shard.id, shard.node_id));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The placement driver's meta group loses its leader while replicas move (a decommission):
+/// the next driver carries on from committed state, no voter's replica is closed, the move
+/// finishes and no acknowledged write is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_meta_leader_change_in_the_middle_of_a_replica_move() {
+    let mut c = start(5).await;
+    let before = eventually("settled", SETTLE, || async { settled(&c) }).await;
+    let driver = c.wait_meta_leader(SETTLE).await;
+    let leaving = (0..5).find(|i| *i != driver && before.values().any(|s| s.voters.contains(i))).expect("a node");
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = spawn_writer(c.endpoints(), stop.clone());
+    let name = format!("node-{}", leaving + 1);
+    meta_client(&c).await.decommission(pb::DecommissionRequest { name: name.clone() }).await.expect("decommission");
+    eventually("a move in progress", SETTLE, || async {
+        view(&c).values().any(|s| !s.learners.is_empty() || s.voters.len() > 3).then_some(())
+    })
+    .await;
+    // The driver's node goes away mid-move; another meta voter takes over.
+    c.crash(driver).await;
+    let next = c.wait_meta_leader(SETTLE).await;
+    eprintln!("meta leader {driver} crashed mid-move; {next} drives now");
+    voters_host_their_replicas(&c).expect("after the meta leader change");
+    c.restart(driver).await;
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        voters_host_their_replicas(&c).expect("while the move goes on");
+        let meta = c.node(next).shards().meta().expect("meta replica");
+        let member = meta.metrics().membership_config.membership().get_node(&(leaving as u64 + 1)).is_some();
+        if !member && settled(&c).is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{name} still a member or shards unsettled after {SETTLE:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::Release);
+    let (acked, failed) = writer.await.unwrap();
+    eprintln!("{} writes cut by the crash (outcome unknown): {failed:?}", failed.len());
+    let endpoints = c.endpoints();
+    for key in &acked {
+        assert!(get_routed(&endpoints, key).await.is_some(), "acknowledged {key} was lost");
+    }
+    eprintln!("{} acknowledged writes across the meta leader change, all readable", acked.len());
     c.shutdown().await;
 }

@@ -21,6 +21,16 @@
 //!
 //! Everything the driver knows is re-read each round, so a new meta leader simply carries on,
 //! and a step whose answer was lost is sent again (every step is idempotent, `ops.rs`).
+//!
+//! Committed membership only: a shard leader reports its *effective* membership, which may hold
+//! a change it has not committed yet (`membership_pending`); a new leader may not have that
+//! change. So a shard whose leader reports a pending change gets no membership step and no
+//! Close this round, its replicas do not count as settled for a returning down node, and no
+//! draining node leaves the cluster on it: closing a replica that an uncommitted removal left
+//! out would delete a voter's data if the removal is then lost. Likewise a shard leader that
+//! another replica already knows to be deposed (a later term with a known leader) is not acted
+//! on. And a driver deposed while a round runs sends nothing more: its meta term is checked
+//! again right before each step.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -289,12 +299,12 @@ impl Driver {
         if self.meta.leader_term().ok() != Some(term) {
             return Ok(());
         }
-        self.execute(steps, &members).await;
+        self.execute(term, steps, &members).await;
         self.retire_drained(&placement, &reports).await;
         Ok(())
     }
 
-    async fn execute(&self, steps: Vec<Step>, members: &BTreeMap<NodeId, NodeInfo>) {
+    async fn execute(&self, term: u64, steps: Vec<Step>, members: &BTreeMap<NodeId, NodeInfo>) {
         let sends = steps.into_iter().filter_map(|step| {
             let addr = members.get(&step.to)?.addr.clone();
             let op = match step.op {
@@ -309,6 +319,12 @@ impl Driver {
             };
             Some(async move {
                 let shard = ShardId(step.shard);
+                // Steps of one round run side by side and the poll that chose them took up to a
+                // second: a driver deposed meanwhile leaves the shards to its successor.
+                if self.meta.leader_term().ok() != Some(term) {
+                    tracing::debug!(shard = %shard, to = step.to, op = ?op, "placement step dropped: no longer the driver");
+                    return;
+                }
                 tracing::debug!(shard = %shard, to = step.to, op = ?op, "placement step");
                 let result = if step.to == self.host.node_id {
                     ops::apply(&self.host, shard, op.clone()).await
@@ -346,11 +362,9 @@ impl Driver {
     /// Removes draining nodes that no shard has as a member any more and that host nothing.
     async fn retire_drained(&self, placement: &Placement, reports: &Reports) {
         for d in &placement.draining {
-            let still_member = reports
-                .values()
-                .flatten()
-                .flatten()
-                .any(|r| r.role == "leader" && (r.voters.contains(d) || r.learners.contains(d)));
+            let still_member = reports.values().flatten().flatten().any(|r| {
+                r.role == "leader" && (r.membership_pending || r.voters.contains(d) || r.learners.contains(d))
+            });
             let hosts_some = matches!(reports.get(d), Some(Some(rs)) if !rs.is_empty());
             let unplaced = placement.shards.iter().any(|s| !s.created && s.initial.contains(d));
             if still_member || hosts_some || unplaced || placement.holders().contains(d) {
@@ -434,7 +448,8 @@ pub fn down_nodes(
 ) -> BTreeSet<NodeId> {
     let settled = |id: NodeId| match reports.get(&id) {
         Some(Some(hosted)) => hosted.iter().all(|r| {
-            leader_of(reports, r.shard_id).is_some_and(|(_, l)| l.voters.contains(&id) || l.learners.contains(&id))
+            leader_of(reports, r.shard_id)
+                .is_some_and(|(_, l)| !l.membership_pending && (l.voters.contains(&id) || l.learners.contains(&id)))
         }),
         _ => false,
     };
@@ -458,11 +473,16 @@ pub fn down_nodes(
 }
 
 /// The report of shard `s`'s leader (the highest term wins if two claim it), and its node.
+/// None when another replica already knows a leader of a later term: the reporting leader was
+/// deposed, and its membership may lack changes its successor made (the successor did not
+/// answer this poll). A candidate's later term deposes nobody yet, and a replica that missed
+/// its removal campaigns with ever higher terms: letting it hide the leader would keep it open.
 fn leader_of(reports: &Reports, s: u32) -> Option<(NodeId, &pb::ReplicaStatus)> {
-    reports
-        .iter()
-        .filter_map(|(id, r)| Some((*id, r.as_ref()?.iter().find(|x| x.shard_id == s && x.role == "leader")?)))
-        .max_by_key(|(_, r)| r.term)
+    let replicas =
+        || reports.iter().filter_map(move |(id, r)| Some((*id, r.as_ref()?.iter().find(|x| x.shard_id == s)?)));
+    let (id, leader) = replicas().filter(|(_, r)| r.role == "leader").max_by_key(|(_, r)| r.term)?;
+    let deposed = replicas().any(|(_, r)| r.term > leader.term && r.leader_id != 0);
+    (!deposed).then_some((id, leader))
 }
 
 fn hosts(reports: &Reports, node: NodeId, s: u32) -> bool {
@@ -484,7 +504,11 @@ pub fn pending_shards(placement: &Placement, reports: &Reports) -> usize {
             let Some((leader, status)) = leader_of(reports, *s as u32) else { return true };
             let target: BTreeSet<NodeId> = plan.replicas.iter().copied().collect();
             let voters: BTreeSet<NodeId> = status.voters.iter().copied().collect();
-            !plan.created || voters != target || !status.learners.is_empty() || plan.replicas.first() != Some(&leader)
+            !plan.created
+                || status.membership_pending
+                || voters != target
+                || !status.learners.is_empty()
+                || plan.replicas.first() != Some(&leader)
         })
         .count()
 }
@@ -510,6 +534,10 @@ pub fn next_steps(placement: &Placement, reports: &Reports, elect: impl Fn(u32) 
             if !hosts(reports, *t, s) && reachable(*t) {
                 steps.push(Step { to: *t, shard: s, op: ShardOp::Open });
             }
+        }
+        // Everything below reads the membership, which is only known once it is committed.
+        if status.membership_pending {
+            continue;
         }
         // Replicas that left the membership: close them.
         for (node, r) in reports {
@@ -895,5 +923,56 @@ mod tests {
         assert!(down_nodes(&p, &four, &r, &silent, None, now).is_empty());
         // A node that left the cluster is no longer down either.
         assert!(down_nodes(&p, &named(&[1, 2, 4]), &r, &silent, None, now).is_empty());
+    }
+
+    #[test]
+    fn an_uncommitted_membership_closes_nothing_and_takes_no_step() {
+        // The leader appended "voters {1,2,4}" (removing 3) but has not committed it: a new leader
+        // may still have 3 as a voter, so 3's replica must not be deleted, and nothing else moves.
+        let p = one_shard(&[1, 2, 4], true);
+        let mut lead = status(0, "leader", 2, &[1, 2, 4], &[], &[(2, 1000), (4, 1000)]);
+        lead.membership_pending = true;
+        let f = || status(0, "follower", 2, &[], &[], &[]);
+        let r: Reports =
+            [(1, Some(vec![lead.clone()])), (2, Some(vec![f()])), (3, Some(vec![f()])), (4, Some(vec![f()]))]
+                .into_iter()
+                .collect();
+        assert_eq!(next_steps(&p, &r, |_| ElectGate::Now), vec![]);
+        // Nor does a down node count as settled on that view.
+        let mut down = p.clone();
+        down.down.insert(3);
+        let four = named(&[1, 2, 3, 4]);
+        let mut listing3 = lead.clone();
+        listing3.voters = vec![1, 2, 3, 4];
+        let r: Reports = [(1, Some(vec![listing3])), (3, Some(vec![f()]))].into_iter().collect();
+        assert_eq!(down_nodes(&down, &four, &r, &BTreeMap::new(), None, Instant::now()), BTreeSet::from([3]));
+        // Once committed, 3 is closed.
+        lead.membership_pending = false;
+        let r: Reports = [(1, Some(vec![lead])), (3, Some(vec![f()]))].into_iter().collect();
+        assert_eq!(next_steps(&p, &r, |_| ElectGate::Now), vec![Step { to: 3, shard: 0, op: ShardOp::Close }]);
+    }
+
+    #[test]
+    fn a_deposed_leader_whose_successor_did_not_answer_is_not_acted_on() {
+        // 1 still reports itself leader at term 2 with voters {1,2,4}; 2 already follows a leader
+        // of term 5 (node 4, which did not answer the poll), whose membership 1 has not seen.
+        let p = one_shard(&[1, 2, 4], true);
+        let old = status(0, "leader", 2, &[1, 2, 4], &[], &[(2, 1000), (4, 1000)]);
+        let mut newer = status(0, "follower", 5, &[], &[], &[]);
+        newer.leader_id = 4;
+        let r: Reports = [
+            (1, Some(vec![old.clone()])),
+            (2, Some(vec![newer])),
+            (3, Some(vec![status(0, "follower", 2, &[], &[], &[])])),
+            (4, None),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(next_steps(&p, &r, |_| ElectGate::Now), vec![]);
+        // A candidate's higher term (no leader known) does not depose anyone: a replica that
+        // missed its removal and campaigns must not stop the driver from closing it.
+        let campaigning = status(0, "candidate", 40, &[], &[], &[]);
+        let r: Reports = [(1, Some(vec![old])), (3, Some(vec![campaigning]))].into_iter().collect();
+        assert_eq!(next_steps(&p, &r, |_| ElectGate::Now), vec![Step { to: 3, shard: 0, op: ShardOp::Close }]);
     }
 }

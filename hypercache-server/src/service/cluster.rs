@@ -76,6 +76,10 @@ pub fn local_shards(shards: &Shards, with_size: bool) -> Vec<pb::ReplicaStatus> 
                 .map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index).unwrap_or(0))).collect())
                 .unwrap_or_default();
             let (keys, size_bytes) = if with_size { shard.reader.size() } else { (0, 0) };
+            // The effective membership is the last one in the log; until it is applied it may
+            // not be committed, and a new leader may not have it (see the placement driver).
+            let applied = m.last_applied.map(|l| l.index);
+            let membership_pending = m.membership_config.log_id().is_some_and(|l| applied < Some(l.index));
             pb::ReplicaStatus {
                 shard_id: shard.id.0,
                 role: role(m.state).to_string(),
@@ -90,6 +94,7 @@ pub fn local_shards(shards: &Shards, with_size: bool) -> Vec<pb::ReplicaStatus> 
                 size_bytes,
                 matched,
                 ready: shard.is_ready(),
+                membership_pending,
             }
         })
         .collect()

@@ -6,6 +6,7 @@
 //! | vote, committed, purge point | tree `shard-<id>/meta` | vote flushed before `save_vote` returns |
 //! | rows + applied index + membership | tree `shard-<id>/sm` | one atomic batch per apply; flushed before log purge |
 //! | latest snapshot | `snapshots/shard-<id>.snap` | fsync + atomic rename; never replaced by an older one |
+//! | removal of a closed replica | all of the above | flushed + directory fsync before Close is acknowledged |
 //!
 //! Every stored value is a checksummed record ([`record`]). The log is verified in full when a
 //! shard opens, so corruption is a startup error naming the shard and index.
@@ -72,16 +73,67 @@ pub fn stored_data_shards(db: &sled::Db) -> Vec<ShardId> {
 }
 
 /// Deletes a replica's trees and snapshot file, after its Raft has stopped (the replica moved to
-/// another node). Idempotent.
+/// another node). Idempotent. Blocking: call from a blocking thread.
+///
+/// Durable when it returns: sled keeps a dropped tree only in its in-memory log buffer until the
+/// next flush, so without one a SIGKILL right after the Close was acknowledged brings the whole
+/// replica back at the next start (its log and vote included), a voter the shard no longer
+/// counts on but which would campaign and answer as if it had never left. The directory is
+/// fsynced after the unlink for the same reason on power loss.
 pub fn remove_shard(db: &sled::Db, data_dir: &Path, shard: ShardId) -> Result<(), OpenError> {
+    // The file goes first: a crash in between leaves trees without a snapshot file, which the
+    // next start reopens and the driver closes again, never a stale file under a fresh replica.
+    let file = snapshot::SnapshotFile::new(data_dir, shard);
+    let io = |e: std::io::Error| OpenError::Other { shard, detail: format!("{}: {e}", file.path().display()) };
+    match std::fs::remove_file(file.path()) {
+        Ok(()) => {
+            let dir = file.path().parent().unwrap_or(Path::new("."));
+            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
     for tree in ["log", "meta", "sm"] {
         db.drop_tree(format!("shard-{shard}/{tree}"))?;
     }
-    let file = snapshot::SnapshotFile::new(data_dir, shard);
-    match std::fs::remove_file(file.path()) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(OpenError::Other { shard, detail: format!("{}: {e}", file.path().display()) }),
+    db.flush()?;
+    Ok(())
+}
+
+/// Whether a replica has been closed, shared by its close and its snapshot writers.
+///
+/// openraft builds snapshots in a task of its own that outlives `Raft::shutdown`, so a build
+/// that started before a Close could write the snapshot file after the Close deleted it, and a
+/// later replica of the shard on this node would start with that stale file. Every snapshot
+/// write runs under this lock and only while the replica is open; closing takes the lock, so it
+/// also waits for a write in progress to finish before the files are deleted.
+#[derive(Clone, Default)]
+pub struct Retired(Arc<std::sync::Mutex<bool>>);
+
+/// A write to a replica that was closed.
+#[derive(Debug, thiserror::Error)]
+#[error("shard {0}: the replica was closed; its storage is not written any more")]
+pub struct ReplicaClosed(pub ShardId);
+
+impl Retired {
+    fn lock(&self) -> std::sync::MutexGuard<'_, bool> {
+        // The flag is one bool: a panic while holding the lock cannot leave it half-written.
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Holds the replica open for a write: Err once it was closed; a Close waits until the
+    /// returned guard is dropped. Blocking.
+    pub(crate) fn hold(&self, shard: ShardId) -> Result<std::sync::MutexGuard<'_, bool>, ReplicaClosed> {
+        let closed = self.lock();
+        if *closed {
+            return Err(ReplicaClosed(shard));
+        }
+        Ok(closed)
+    }
+
+    /// Marks the replica closed, once any write in progress has finished. Blocking.
+    pub fn close(&self) {
+        *self.lock() = true;
     }
 }
 
@@ -92,6 +144,7 @@ pub struct ShardStorage {
     pub reader: KvReader,
     pub hub: Arc<WatchHub>,
     pub clock: Arc<LeaseClock>,
+    pub retired: Retired,
 }
 
 impl ShardStorage {
@@ -117,10 +170,11 @@ impl ShardStorage {
         let progress = Arc::new(Progress::default());
         let hub = Arc::new(WatchHub::new(0, history));
         let clock = LeaseClock::new();
+        let retired = Retired::default();
         let state_machine = StateMachine::new(
             shard,
             tree.clone(),
-            snapshot_file,
+            (snapshot_file, retired.clone()),
             flusher,
             progress.clone(),
             hub.clone(),
@@ -128,6 +182,38 @@ impl ShardStorage {
         )
         .map_err(|e| OpenError::Corrupt { shard, what: "state machine".into(), detail: e.to_string() })?;
         let reader = KvReader::new(shard, tree, progress);
-        Ok(ShardStorage { log, state_machine, reader, hub, clock })
+        Ok(ShardStorage { log, state_machine, reader, hub, clock, retired })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::storage::RaftStateMachine;
+    use openraft::RaftSnapshotBuilder;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_snapshot_build_that_outlives_a_close_writes_no_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = open_db(dir.path(), 4 << 20).expect("open sled");
+        let (flusher, _task) = Flusher::spawn(db.clone(), None);
+        let history = HistoryLimits { events: 100, bytes: 1 << 20 };
+        let shard = ShardId(3);
+        let mut s = ShardStorage::open(&db, dir.path(), shard, flusher, history).expect("open shard storage");
+        // openraft took the builder (rows captured), then the replica was closed.
+        let mut builder = s.state_machine.get_snapshot_builder().await;
+        s.retired.close();
+        remove_shard(&db, dir.path(), shard).expect("remove");
+        let built = builder.build_snapshot().await;
+        assert!(built.is_err(), "a build after the close must fail, got a snapshot");
+        let file = snapshot::SnapshotFile::new(dir.path(), shard);
+        assert!(!file.path().exists(), "the closed replica's snapshot file was written after the close");
+        // An open replica still builds its snapshot file.
+        let (flusher, _task) = Flusher::spawn(db.clone(), None);
+        let history = HistoryLimits { events: 100, bytes: 1 << 20 };
+        let mut s = ShardStorage::open(&db, dir.path(), ShardId(4), flusher, history).expect("open shard storage");
+        s.state_machine.get_snapshot_builder().await.build_snapshot().await.expect("build");
+        assert!(snapshot::SnapshotFile::new(dir.path(), ShardId(4)).path().exists());
     }
 }

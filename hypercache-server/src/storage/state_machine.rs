@@ -34,6 +34,7 @@ use super::flusher::Flusher;
 use super::reader::Progress;
 use super::record::{seal, unseal};
 use super::snapshot::{decode_payload, encode_payload, SnapshotBody, SnapshotFile};
+use super::Retired;
 use crate::lease_clock::LeaseClock;
 use crate::machine::lease::home_of;
 use crate::machine::overlay::{LeaseRecord, Overlay, LEASE, SESSION};
@@ -92,6 +93,8 @@ pub struct StateMachine {
     shard: ShardId,
     tree: sled::Tree,
     snapshot_file: SnapshotFile,
+    /// Set when the replica is closed: no snapshot is written after that (see [`Retired`]).
+    retired: Retired,
     flusher: Flusher,
     /// Applied index and revision, shared with readers (response headers, readiness).
     progress: Arc<Progress>,
@@ -105,14 +108,15 @@ impl StateMachine {
     pub(super) fn new(
         shard: ShardId,
         tree: sled::Tree,
-        snapshot_file: SnapshotFile,
+        // The snapshot file and the flag that stops writing it once the replica is closed.
+        (snapshot_file, retired): (SnapshotFile, Retired),
         flusher: Flusher,
         progress: Arc<Progress>,
         hub: Arc<WatchHub>,
         clock: Arc<LeaseClock>,
     ) -> Result<Self, StorageError<NodeId>> {
         let sessions = load_sessions(shard, &tree).map_err(|e| StorageIOError::read_state_machine(any(e)))?;
-        let sm = StateMachine { shard, tree, snapshot_file, flusher, progress, hub, clock, sessions };
+        let sm = StateMachine { shard, tree, snapshot_file, retired, flusher, progress, hub, clock, sessions };
         let (last, _) = sm.read_applied()?;
         sm.progress.applied.store(last.map_or(0, |l| l.index), Ordering::Release);
         let revision = sm.read_revision()?;
@@ -257,7 +261,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .and_then(|r| r)
             }
         };
-        SnapshotBuilder { shard: self.shard, file: self.snapshot_file.clone(), captured: Some(captured) }
+        SnapshotBuilder {
+            shard: self.shard,
+            file: self.snapshot_file.clone(),
+            retired: self.retired.clone(),
+            captured: Some(captured),
+        }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
@@ -277,8 +286,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         tracing::info!(shard = %self.shard, snapshot = %meta.snapshot_id, rows = body.rows.len(), "installing snapshot");
         let revision = body.revision;
         let (tree, file, meta2) = (self.tree.clone(), self.snapshot_file.clone(), meta.clone());
-        let (sig2, shard, hub) = (sig.clone(), self.shard, self.hub.clone());
+        let (sig2, shard, hub, retired) = (sig.clone(), self.shard, self.hub.clone(), self.retired.clone());
         let result = tokio::task::spawn_blocking(move || -> Result<Reloaded, StorageError<NodeId>> {
+            // The whole install runs while the replica is open; a Close waits for it to finish.
+            let _open = retired.hold(shard).map_err(|e| StorageIOError::write_snapshot(sig2.clone(), any(e)))?;
             let mut batch = sled::Batch::default();
             for key in tree.iter().keys() {
                 batch.remove(key.map_err(|e| StorageIOError::write_state_machine(any(e)))?);
@@ -329,6 +340,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 pub struct SnapshotBuilder {
     shard: ShardId,
     file: SnapshotFile,
+    retired: Retired,
     captured: Option<Result<SnapshotBody, StorageError<NodeId>>>,
 }
 
@@ -338,7 +350,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .captured
             .take()
             .unwrap_or_else(|| Err(StorageIOError::write_snapshot(None, any("snapshot builder used twice")).into()))?;
-        let (file, shard) = (self.file.clone(), self.shard);
+        let (file, shard, retired) = (self.file.clone(), self.shard, self.retired.clone());
         let started = std::time::Instant::now();
         let snapshot = tokio::task::spawn_blocking(move || -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
             let payload = encode_payload(&body).map_err(|e| StorageIOError::write_snapshot(None, any(e)))?;
@@ -347,6 +359,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 None => format!("{shard}-empty-{}", unique_suffix()),
             };
             let meta = SnapshotMeta { last_log_id: body.last_applied, last_membership: body.membership, snapshot_id };
+            // A build that started before a Close must not recreate the file it deleted.
+            let _open = retired.hold(shard).map_err(|e| StorageIOError::write_snapshot(None, any(e)))?;
             let saved = file
                 .save(&meta, &payload)
                 .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), any(e)))?;
