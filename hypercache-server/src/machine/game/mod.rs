@@ -21,8 +21,8 @@
 //! lease ending) and created again under the same id, and a holder of an old token paused across
 //! that must still be refused. The price is one small row (the key plus ~30 bytes) per id ever
 //! used, never reclaimed: ids are expected to be few per server and election, and per board one
-//! per game (1 million distinct board ids cost roughly 60-100 MB of sled). ADR (fix/storage):
-//! "Epochs, incarnations and terms never go back for an id" in docs/architecture.md.
+//! per game (1 million distinct board ids cost roughly 60-100 MB of sled, an estimate, not
+//! measured). ADR 34 in docs/architecture.md.
 
 pub mod board;
 pub mod election;
