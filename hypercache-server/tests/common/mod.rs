@@ -210,12 +210,17 @@ pub async fn put_via(endpoints: &[String], key: &str, value: &str) -> Result<u64
     put_in(endpoints, 0, key, value).await
 }
 
-/// [`put_via`] for data shard `shard` (the shard `key` maps to).
+/// [`put_via`] for data shard `shard` (the shard `key` maps to). Like the client library, the
+/// put carries a write id of its own (a fresh client id, seq 1), so it is retried on every
+/// endpoint after any error but a bad request until the 20 s deadline:
+/// the shard applies it at most once (exactly-once writes), so a retry after a `NOT_LEADER`
+/// whose entry may still commit, or after a lost answer, cannot apply it twice.
 pub async fn put_in(endpoints: &[String], shard: u32, key: &str, value: &str) -> Result<u64, tonic::Status> {
     let req = pb::PutRequest {
         shard_id: shard,
         key: key.to_string().into(),
         value: value.to_string().into(),
+        write: Some(pb::WriteId { client_id: test_client_id().to_vec().into(), seq: 1, first_incomplete: 1 }),
         ..Default::default()
     };
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -229,10 +234,9 @@ pub async fn put_in(endpoints: &[String], shard: u32, key: &str, value: &str) ->
         match result {
             Ok(rev) => return Ok(rev),
             Err(st) => {
-                let no_effect = info_of(&st)
-                    .is_some_and(|i| i.not_applied && st.code() != tonic::Code::InvalidArgument)
-                    || st.message().starts_with("connect:");
-                if !no_effect || Instant::now() > deadline {
+                // Only a bad request is final; a wrong shard (UNKNOWN_SHARD while replicas
+                // move), no leader or an unknown outcome move on to the next endpoint.
+                if st.code() == tonic::Code::InvalidArgument || Instant::now() > deadline {
                     return Err(st);
                 }
                 target += 1;
@@ -240,6 +244,19 @@ pub async fn put_in(endpoints: &[String], shard: u32, key: &str, value: &str) ->
             }
         }
     }
+}
+
+/// A client id no other call of this test binary uses: the process id, a counter and the time.
+fn test_client_id() -> [u8; 16] {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let mut id = [0u8; 16];
+    id[..4].copy_from_slice(&std::process::id().to_be_bytes());
+    id[4..12].copy_from_slice(&n.to_be_bytes());
+    id[12..].copy_from_slice(&nanos.to_be_bytes());
+    id
 }
 
 /// A linearizable get of `key` from data shard `shard`, trying every endpoint until one leads.
