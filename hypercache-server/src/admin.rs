@@ -3,8 +3,7 @@
 //! `/livez` answers 200 whenever the process can serve HTTP: it must never depend on quorum, or
 //! Kubernetes would restart every pod of a cluster that lost quorum and make things worse.
 //! `/readyz` is 200 only when the node is not shutting down, and every shard knows a leader and
-//! has applied everything it knows committed, and no replica that opened with no data (a lost
-//! volume) is still catching up with its leader's commit (`fence.rs`); the body says which.
+//! has applied everything it knows committed.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,13 +17,11 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
-use crate::replica::ReplicaHost;
 use crate::shard::Shards;
 
 #[derive(Clone)]
 pub struct AdminState {
     pub shards: Arc<Shards>,
-    pub host: Arc<ReplicaHost>,
     pub metrics: Arc<Metrics>,
     /// False once shutdown has begun.
     pub accepting: Arc<AtomicBool>,
@@ -49,9 +46,6 @@ async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready: shutting down\n".to_string());
     }
     for shard in s.shards.iter() {
-        if let Some(why) = s.host.fence(shard.id).and_then(|f| f.catching_up(shard.committed_index())) {
-            return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: shard {}: {why}\n", shard.id));
-        }
         if !shard.is_ready() {
             let m = shard.metrics();
             return (

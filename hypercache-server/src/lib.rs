@@ -29,7 +29,6 @@ pub mod config;
 pub mod dev;
 pub mod discovery;
 pub mod error;
-pub mod fence;
 pub mod identity;
 pub mod lease_clock;
 pub mod lease_home;

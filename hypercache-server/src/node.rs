@@ -233,12 +233,7 @@ impl Node {
             }
         });
 
-        let admin_state = AdminState {
-            shards: shards.clone(),
-            host: host.clone(),
-            metrics: metrics.clone(),
-            accepting: accepting.clone(),
-        };
+        let admin_state = AdminState { shards: shards.clone(), metrics: metrics.clone(), accepting: accepting.clone() };
         let admin_task = tokio::spawn(admin::serve(admin, admin_state, wait_for(admin_stop_rx)));
 
         let formation = if config.discovery.is_empty() {

@@ -17,7 +17,6 @@ use std::sync::{Arc, PoisonError};
 use openraft::Raft;
 use tokio::sync::Mutex;
 
-use crate::fence::Fence;
 use crate::lease_home::LeaseHomes;
 use crate::network::{NetworkFactory, PeerPool};
 use crate::node::NodeError;
@@ -42,8 +41,6 @@ pub struct ReplicaHost {
     busy: Mutex<()>,
     /// The close flag of each open replica's storage.
     retired: std::sync::Mutex<HashMap<ShardId, Retired>>,
-    /// The vote fence of each open replica (`fence.rs`).
-    fences: std::sync::Mutex<HashMap<ShardId, Arc<Fence>>>,
 }
 
 pub struct HostParts {
@@ -74,7 +71,6 @@ impl ReplicaHost {
             max_peer_message_bytes: p.max_peer_message_bytes,
             busy: Mutex::new(()),
             retired: std::sync::Mutex::new(HashMap::new()),
-            fences: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -99,15 +95,6 @@ impl ReplicaHost {
             .await
             .map_err(|e| NodeError::Raft { shard: id, detail: e.to_string() })?;
         self.retired.lock().unwrap_or_else(PoisonError::into_inner).insert(id, retired);
-        let empty = {
-            let m = raft.metrics();
-            let m = m.borrow();
-            m.current_term == 0 && m.last_log_index.is_none() && m.snapshot.is_none()
-        };
-        if empty {
-            tracing::info!(node = self.node_id, shard = %id, "replica opened with no Raft state: it votes only once caught up");
-        }
-        self.fences.lock().unwrap_or_else(PoisonError::into_inner).insert(id, Arc::new(Fence::new(empty)));
         Ok(Arc::new(Shard::new(ShardParts {
             id,
             node_id: self.node_id,
@@ -134,7 +121,6 @@ impl ReplicaHost {
             }
         }
         let retired = self.retired.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
-        self.fences.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
         let (db, data_dir) = (self.db.clone(), self.data_dir.clone());
         // Waits for a snapshot write in progress, then deletes and flushes: blocking work.
         tokio::task::spawn_blocking(move || {
@@ -147,11 +133,6 @@ impl ReplicaHost {
         .map_err(|e| NodeError::Raft { shard: id, detail: format!("closing the replica: {e}") })??;
         tracing::info!(node = self.node_id, shard = %id, "replica closed and its data deleted");
         Ok(())
-    }
-
-    /// The vote fence of shard `id`'s replica, if this node hosts one.
-    pub fn fence(&self, id: ShardId) -> Option<Arc<Fence>> {
-        self.fences.lock().unwrap_or_else(PoisonError::into_inner).get(&id).cloned()
     }
 
     /// The data shards with storage on this node (reopened at startup).

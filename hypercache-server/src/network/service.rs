@@ -12,7 +12,6 @@ use futures::stream::{FuturesUnordered, Stream, StreamExt};
 use hypercache_proto::raft::v1::raft_server::Raft as RaftRpc;
 use hypercache_proto::raft::v1::{RaftBatch, RaftMessage, RaftReply};
 use openraft::error::RaftError;
-use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::Raft;
 use tonic::{Request, Response, Status};
 
@@ -74,24 +73,15 @@ fn reply<T: serde::Serialize, E: serde::Serialize + std::error::Error>(
 }
 
 /// Message `index` of an `AppendBatch`: what `AppendEntries` would have answered, as a reply.
-async fn append_one(host: Arc<ReplicaHost>, index: u32, msg: RaftMessage) -> RaftReply {
+async fn append_one(shards: Arc<Shards>, index: u32, msg: RaftMessage) -> RaftReply {
     let shard_id = msg.shard_id;
     let result = async {
-        let raft = raft_of(&host.shards, shard_id)?;
-        let result = raft.append_entries(decode_append(&host, &msg)?).await;
+        let raft = raft_of(&shards, shard_id)?;
+        let result = raft.append_entries(decode(&msg)?).await;
         encode_result(shard_id, &result)
     }
     .await;
     to_reply(index, shard_id, result)
-}
-
-/// Decodes an AppendEntries and shows it to the replica's vote fence (`fence.rs`).
-fn decode_append(host: &ReplicaHost, msg: &RaftMessage) -> Result<AppendEntriesRequest<TypeConfig>, Status> {
-    let req: AppendEntriesRequest<TypeConfig> = decode(msg)?;
-    if let Some(fence) = host.fence(ShardId(msg.shard_id)) {
-        fence.saw_append(req.leader_commit);
-    }
-    Ok(req)
 }
 
 #[tonic::async_trait]
@@ -100,7 +90,7 @@ impl RaftRpc for RaftService {
         self.append_messages.observe(1.0);
         let msg = request.into_inner();
         let raft = self.raft(msg.shard_id)?;
-        let result = raft.append_entries(decode_append(&self.host, &msg)?).await;
+        let result = raft.append_entries(decode(&msg)?).await;
         reply(msg.shard_id, &result)
     }
 
@@ -114,7 +104,7 @@ impl RaftRpc for RaftService {
         let replies: FuturesUnordered<_> = messages
             .into_iter()
             .enumerate()
-            .map(|(i, m)| append_one(self.host.clone(), u32::try_from(i).unwrap_or(u32::MAX), m))
+            .map(|(i, m)| append_one(self.shards.clone(), u32::try_from(i).unwrap_or(u32::MAX), m))
             .collect();
         Ok(Response::new(Box::pin(replies.map(Ok))))
     }
@@ -122,16 +112,7 @@ impl RaftRpc for RaftService {
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let msg = request.into_inner();
         let raft = self.raft(msg.shard_id)?;
-        let req: VoteRequest<NodeId> = decode(&msg)?;
-        // Before openraft sees it: an empty replica would grant it (see `fence.rs`).
-        let shard = self.shards.get(ShardId(msg.shard_id));
-        if let (Some(fence), Some(shard)) = (self.host.fence(ShardId(msg.shard_id)), shard) {
-            if let Err(e) = fence.may_vote(req.last_log_id, shard.committed_index()) {
-                tracing::info!(shard = msg.shard_id, candidate = %req.vote, error = %e, "vote refused");
-                return Err(Status::failed_precondition(e.to_string()));
-            }
-        }
-        let result = raft.vote(req).await;
+        let result = raft.vote(decode(&msg)?).await;
         reply(msg.shard_id, &result)
     }
 
