@@ -4,8 +4,9 @@
 //!    ready (the fault-free baseline; a cluster that never gets there is an error, not a
 //!    verdict);
 //! 2. the workload's processes and the nemesis schedule, side by side, until the time limit;
-//! 3. heal everything, wait until every node is ready again (the recovery time), the final
-//!    reads;
+//! 3. heal everything, wait until every node is ready again (the recovery time) and a node
+//!    wiped last has caught up (`nemesis/wipe.rs`; one that does not is an error: a stuck
+//!    cluster), the final reads;
 //! 4. stop the cluster, write the history and the nemesis log, check, write `results.json`.
 //!
 //! The cluster's data and logs stay in the run directory for post-mortems.

@@ -81,9 +81,22 @@ pub async fn run(
 ) -> (Vec<NemesisEvent>, Option<CatchUp>) {
     let mut log = Vec::new();
     let mut catching_up: Option<CatchUp> = None;
+    // Without a probe nothing could tell that a wiped node caught up: no wipe at all then.
+    let probe = cluster.probe().map_err(|e| e.to_string());
     for step in steps {
         tokio::time::sleep_until(start + step.at).await;
         if step.kind == NemesisKind::Wipe {
+            if let Err(e) = &probe {
+                let now = clock.now();
+                log.push(NemesisEvent {
+                    action: Action::Skip,
+                    nodes: Vec::new(),
+                    start: now,
+                    end: now,
+                    error: Some(e.clone()),
+                });
+                continue;
+            }
             if let Some(pending) = catching_up.take() {
                 match pending.wait(step.duration).await {
                     Ok(caught_up) => log.push(caught_up),
@@ -120,8 +133,8 @@ pub async fn run(
         if step.kind == NemesisKind::Wipe {
             let restarted = log.last().map_or(clock.now(), |e| e.end);
             // One node per wipe (`plan`), and none while another catches up (above).
-            if let Some(&i) = nodes.first() {
-                catching_up = Some(wipe::watch(cluster.probe(), cluster.nodes[i].id, i, restarted, *clock));
+            if let (Some(&i), Ok(probe)) = (nodes.first(), &probe) {
+                catching_up = Some(wipe::watch(probe.clone(), cluster.nodes[i].id, i, restarted, *clock));
             }
         }
     }

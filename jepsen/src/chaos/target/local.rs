@@ -179,8 +179,10 @@ impl LocalCluster {
     }
 
     /// The addresses a [`Probe`] asks, detached from the cluster (the nemesis keeps `&mut` to it).
-    pub fn probe(&self) -> Probe {
-        Probe { nodes: self.nodes.iter().map(|n| (n.id, n.endpoint.clone(), n.admin.clone())).collect() }
+    pub fn probe(&self) -> Result<Probe, TargetError> {
+        let client = Client::new(ClientConfig::new(self.endpoints()))
+            .map_err(|e| TargetError::Io(format!("a client for the probe: {e}")))?;
+        Ok(Probe { nodes: self.nodes.iter().map(|n| (n.id, n.endpoint.clone(), n.admin.clone())).collect(), client })
     }
 
     /// SIGKILL node `i` and reap it.
@@ -272,10 +274,12 @@ impl LocalCluster {
 }
 
 /// Asks a cluster's nodes (by address only) whether a wiped node has caught up again.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Probe {
     /// (Raft id, gRPC endpoint, admin address) per node.
     nodes: Vec<(u64, String, String)>,
+    /// One client for every poll: its channels to the nodes are reused.
+    client: Client,
 }
 
 impl Probe {
@@ -291,17 +295,12 @@ impl Probe {
         if !ready(admin).await {
             return false;
         }
-        let endpoints: Vec<String> = self.nodes.iter().map(|(_, e, _)| e.clone()).collect();
-        let Ok(client) = Client::new(ClientConfig::new(endpoints)) else { return false };
-        let ask = |endpoint: String| {
-            let client = client.clone();
-            async move {
-                // A paused node would hold the call until the client's deadline.
-                tokio::time::timeout(Duration::from_millis(500), client.local_shards(&endpoint, false))
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-            }
+        let ask = |endpoint: String| async move {
+            // A paused node would hold the call until the client's deadline.
+            tokio::time::timeout(Duration::from_millis(500), self.client.local_shards(&endpoint, false))
+                .await
+                .ok()
+                .and_then(Result::ok)
         };
         let Some(mine) = ask(endpoint.clone()).await else { return false };
         // shard -> whether the wiped node must host it (None: no leader seen yet).
