@@ -314,11 +314,14 @@ impl Probe {
                 }
             }
         }
-        needed.iter().all(|(shard, need)| match need {
+        let hosts_all = needed.iter().all(|(shard, need)| match need {
             None => false,
             Some(false) => true,
             Some(true) => mine.replicas.iter().any(|r| r.shard_id == *shard && r.ready && r.applied_index > 0),
-        })
+        });
+        // Again: a replica opened after the first look is fenced until it caught up, which
+        // only `/readyz` says (a replica's `ready` does not).
+        hosts_all && ready(admin).await
     }
 }
 
