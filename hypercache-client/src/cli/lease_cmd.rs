@@ -47,7 +47,7 @@ pub(super) async fn run(client: &Client, out: &mut Out, json: bool, command: Lea
         }
         LeaseCommand::Revoke { id } => {
             let deleted = client.revoke(LeaseId(id)).await?;
-            let text = format!("revoked lease {id} ({deleted} keys deleted)");
+            let text = format!("revoked lease {id} ({deleted} keys deleted in its home shard; keys of other shards follow within about 0.2 s)");
             out.update(json, &text, &json!({"id": id, "revoked": true, "deleted_keys": deleted}))?;
             Ok(exit::OK)
         }
