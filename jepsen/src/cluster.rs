@@ -35,6 +35,9 @@ pub struct Member {
     pub name: String,
     pub endpoint: String,
     pub voter: bool,
+    /// The node's data-dir incarnation as membership records it (hex).
+    #[serde(default)]
+    pub incarnation: String,
 }
 
 #[derive(Debug, serde::Deserialize)]

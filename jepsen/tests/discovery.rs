@@ -4,6 +4,10 @@
 //! (a) 3 nodes bootstrap with no IP configured anywhere;
 //! (b) a node's container is removed and recreated with the same hostname and data volume but a
 //!     new IP: it serves again and the cluster keeps serving;
+//! (b2) a node's pod is recreated with an empty volume (a lost PVC): same name and id, no data,
+//!     a new data-dir incarnation; the cluster replaces its old membership entries (it refuses
+//!     every Raft message meant for its old self meanwhile), it refills by itself and serves
+//!     again as a voter under the new incarnation, and no acknowledged write is lost;
 //! (c) every node stopped, then all started together with new IPs: the cluster recovers with no
 //!     manual step and no acknowledged write is lost;
 //! (d) scale 3 -> 5 (the new nodes join as learners, then voters) -> decommission one -> 4,
@@ -107,6 +111,32 @@ fn nodes_find_each_other_by_name_through_new_ips_full_restarts_and_scaling() {
     eprintln!("(b) recreated node with a new IP ready {:?} after its container started", ready - started);
     writes_flow(&cluster, &scope, &client, "after node 1 returned", 20).unwrap();
     assert_eq!(voters(&cluster).unwrap(), names(&[0, 1, 2]));
+
+    // (b2) node 2's pod is recreated with an empty volume.
+    let incarnation_of_2 = |c: &Cluster| -> String {
+        c.members().unwrap().into_iter().find(|m| m.name == hostname(2)).map(|m| m.incarnation).unwrap_or_default()
+    };
+    let before = incarnation_of_2(&cluster);
+    cluster.destroy(2).unwrap();
+    writes_flow(&cluster, &scope, &client, "with node 2 and its volume gone", 20).unwrap();
+    let started = Instant::now();
+    cluster.start(2).unwrap();
+    let ready = cluster
+        .wait_ready(2, WAIT)
+        .map_err(|e| {
+            format!(
+                "{e}
+node 2:
+{}",
+                cluster.logs(2, 60)
+            )
+        })
+        .unwrap();
+    eprintln!("(b2) node recreated on an empty volume ready {:?} after its container started", ready - started);
+    writes_flow(&cluster, &scope, &client, "after node 2 returned with an empty volume", 20).unwrap();
+    assert_eq!(voters(&cluster).unwrap(), names(&[0, 1, 2]));
+    let after = incarnation_of_2(&cluster);
+    assert!(!before.is_empty() && before != after, "node 2 is a voter under a new incarnation: {before} -> {after}");
 
     // (c) full restart: all stopped, then all started together, each with a new IP.
     for n in 0..3 {
