@@ -504,6 +504,7 @@ pub(crate) mod tests {
                     name: format!("n{id}"),
                     endpoint: format!("n{id}:7000"),
                     voter: true,
+                    incarnation: id,
                 })
                 .collect(),
             shards: (0..shard_count)

@@ -1,14 +1,18 @@
-//! One-time cluster initialization with static peers.
+//! One-time cluster initialization with static peers, and re-joining for a node whose data dir
+//! is new.
 //!
 //! Rule: only the node with the lowest id in `peers` may initialize, only while its own Raft
-//! state is empty, and only if no reachable peer reports an existing cluster (a non-zero term or
-//! a known membership). A node with data never re-initializes: openraft itself refuses
-//! `initialize` once a vote or log exists, and we do not even try.
+//! state is empty, only once every peer has said who it is (its name, endpoint and data-dir
+//! incarnation, which the membership records), and only if no peer reports an existing cluster
+//! (a non-zero term or a known membership). A node with data never re-initializes: openraft
+//! itself refuses `initialize` once a vote or log exists, and we do not even try.
 //!
-//! Why this is safe even in the corner case where the lowest node was wiped and its peers are
-//! unreachable: `initialize` writes the same membership entry at index 0 that the real cluster
-//! already holds, and a lone node cannot reach a quorum, so it commits nothing of its own; when
-//! the peers return, their longer log wins. Wiped nodes should still get a new id (pitfalls.md).
+//! Every other node with empty Raft state, and the lowest one once a peer reports a cluster, asks
+//! the cluster to add it (Cluster.Join, through any member; a follower redirects to the leader)
+//! until its state is not empty. For a node of a new cluster that is a no-op (it is already a
+//! voter with this incarnation, and the leader's first append ends the loop); for a node
+//! restarted on an empty volume it is how the cluster learns its new incarnation and replaces its
+//! old entry (`membership.rs`): until then it refuses the messages meant for its old self.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,30 +20,25 @@ use std::time::Duration;
 
 use hypercache_proto::v1::cluster_client::ClusterClient;
 use hypercache_proto::v1::StatusRequest;
-use openraft::error::{InitializeError, RaftError};
 
 use crate::config::Peer;
+use crate::discovery::join;
+use crate::identity::Stamp;
 use crate::network::PeerPool;
 use crate::shard::Shard;
-use crate::types::{NodeId, NodeInfo};
+use crate::types::{Incarnation, NodeId, NodeInfo};
 
 const RETRY: Duration = Duration::from_millis(500);
+/// Log why we wait at most every this many rounds.
+const LOG_EVERY: u32 = 20;
 
-/// Runs until the shard is initialized (by us or by someone else) or this node is not the one
-/// to initialize it.
-pub async fn run(shard: Arc<Shard>, me: NodeInfo, peers: Vec<Peer>, pool: PeerPool) {
+/// Runs until the shard is initialized (by us or by someone else).
+pub async fn run(shard: Arc<Shard>, me: NodeInfo, stamp: Arc<Stamp>, peers: Vec<Peer>, pool: PeerPool) {
     let my_id = shard.node_id;
-    let members: BTreeMap<NodeId, NodeInfo> = if peers.is_empty() {
-        BTreeMap::from([(my_id, me.clone())])
-    } else {
-        peers.iter().map(|p| (p.id, NodeInfo { name: format!("node-{}", p.id), addr: p.addr.clone() })).collect()
-    };
-    if members.keys().next() != Some(&my_id) {
-        return;
-    }
-    // Our own name for ourselves, as configured.
-    let members: BTreeMap<NodeId, NodeInfo> =
-        members.into_iter().map(|(id, n)| if id == my_id { (id, me.clone()) } else { (id, n) }).collect();
+    let others: BTreeMap<NodeId, String> =
+        peers.iter().filter(|p| p.id != my_id).map(|p| (p.id, p.addr.clone())).collect();
+    let lowest = peers.iter().map(|p| p.id).min().is_none_or(|lowest| lowest == my_id);
+    let mut rounds: u32 = 0;
     loop {
         match shard.raft.is_initialized().await {
             Ok(true) => return,
@@ -49,43 +48,52 @@ pub async fn run(shard: Arc<Shard>, me: NodeInfo, peers: Vec<Peer>, pool: PeerPo
                 return;
             }
         }
-        if let Some(peer) = initialized_peer(&members, my_id, &pool).await {
-            tracing::info!(peer = %peer, "a peer already belongs to an initialized cluster; not initializing");
-            return;
+        let seen = survey(&others, &pool).await;
+        let members_seen: Vec<&String> = seen.values().filter(|s| s.initialized).map(|s| &s.contact).collect();
+        if let Some(via) = members_seen.first() {
+            if rounds.is_multiple_of(LOG_EVERY) {
+                tracing::info!(via = %via, "a peer belongs to an initialized cluster; asking it to add this node");
+            }
+            join::join(via, my_id, &me).await;
+        } else if lowest && seen.len() == others.len() {
+            let mut members: BTreeMap<NodeId, NodeInfo> = seen.into_iter().map(|(id, s)| (id, s.node)).collect();
+            members.insert(my_id, me.clone());
+            join::initialize(&shard, &stamp, members).await;
+        } else if rounds.is_multiple_of(LOG_EVERY) {
+            tracing::info!(
+                answered = seen.len(),
+                peers = others.len(),
+                lowest,
+                "waiting for the peers before the cluster forms"
+            );
         }
-        match shard.raft.initialize(members.clone()).await {
-            Ok(()) => {
-                tracing::info!(shard = %shard.id, members = ?members.keys().collect::<Vec<_>>(), "initialized the cluster");
-                return;
-            }
-            Err(RaftError::APIError(InitializeError::NotAllowed(e))) => {
-                tracing::info!(shard = %shard.id, reason = %e, "cluster already initialized");
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(shard = %shard.id, error = %e, "initialize failed; retrying");
-                tokio::time::sleep(RETRY).await;
-            }
-        }
+        rounds += 1;
+        tokio::time::sleep(RETRY).await;
     }
 }
 
-/// The first peer that reports an existing cluster, if any answers so.
-async fn initialized_peer(members: &BTreeMap<NodeId, NodeInfo>, me: NodeId, pool: &PeerPool) -> Option<String> {
-    for (id, node) in members {
-        if *id == me {
-            continue;
-        }
-        let Ok(channel) = pool.channel(&node.addr) else { continue };
+/// A peer as it described itself.
+struct SeenPeer {
+    contact: String,
+    node: NodeInfo,
+    initialized: bool,
+}
+
+/// Asks every peer who it is; those that answer, by id. A peer answering with another id than
+/// configured (a misconfigured peers list) is left out.
+async fn survey(others: &BTreeMap<NodeId, String>, pool: &PeerPool) -> BTreeMap<NodeId, SeenPeer> {
+    let asks = others.iter().map(|(id, addr)| async move {
+        let channel = pool.channel(addr).ok()?;
         let mut client = ClusterClient::new(channel);
         let mut req = tonic::Request::new(StatusRequest {});
         req.set_timeout(Duration::from_secs(1));
-        if let Ok(Ok(resp)) = tokio::time::timeout(Duration::from_secs(1), client.status(req)).await {
-            let s = resp.into_inner();
-            if s.term > 0 || !s.members.is_empty() {
-                return Some(node.to_string());
-            }
+        let s = tokio::time::timeout(Duration::from_secs(1), client.status(req)).await.ok()?.ok()?.into_inner();
+        if s.node_id != *id || s.incarnation == 0 {
+            tracing::warn!(peer = id, addr = %addr, reported = s.node_id, "peer answered as another node id; ignored");
+            return None;
         }
-    }
-    None
+        let node = NodeInfo { name: s.name, addr: addr.clone(), incarnation: Incarnation(s.incarnation) };
+        Some((*id, SeenPeer { contact: addr.clone(), node, initialized: s.term > 0 || !s.members.is_empty() }))
+    });
+    futures::future::join_all(asks).await.into_iter().flatten().collect()
 }

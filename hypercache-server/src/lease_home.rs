@@ -128,7 +128,7 @@ async fn ask(pool: &PeerPool, addr: &str, home: ShardId, ids: &[LeaseId]) -> Res
     let channel = pool.channel(addr).map_err(|e| e.to_string())?;
     let payload = codec::encode(&ids).map_err(|e| e.to_string())?;
     let mut client = RaftClient::new(channel);
-    let call = client.lease_ends(RaftMessage { shard_id: home.0, payload: payload.into() });
+    let call = client.lease_ends(RaftMessage { shard_id: home.0, payload: payload.into(), ..Default::default() });
     let reply = tokio::time::timeout(ASK_TIMEOUT, call)
         .await
         .map_err(|_| format!("{addr} did not answer within {ASK_TIMEOUT:?}"))?

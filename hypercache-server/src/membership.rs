@@ -7,9 +7,11 @@
 //!   itself ([`Membership::run_promoter`]): a joiner that restarts halfway still ends up a voter.
 //! - A node that stops is never removed because it stopped; only [`Membership::decommission`]
 //!   removes one, and never the last voter.
-//! - A node asking to join with an empty log under an id that is already a voter lost its data:
-//!   admitting it would let it vote with a forgotten log, so it is refused (DATA_LOST) until it
-//!   has been decommissioned.
+//! - A member asking to join with a new data-dir incarnation lost its data (a pod recreated on
+//!   an empty volume keeps its id): its old entry is removed first (a committed change without
+//!   it), then it is added again as a learner under the new incarnation and promoted once caught
+//!   up, like any joiner. Until then it refuses every Raft message meant for its old incarnation
+//!   (`network/admit.rs`), so it never votes or counts toward a quorum with the log it lost.
 //!
 //! Every change here is one openraft membership change at a time; the lock serializes ours, and
 //! openraft's own "in progress" refusal is reported as MEMBERSHIP_BUSY (retryable).
@@ -36,8 +38,11 @@ const CAUGHT_UP_WITHIN: u64 = 64;
 pub enum JoinOutcome {
     /// Added as a learner now.
     Added,
-    /// Already a learner or voter with the same name and endpoint.
+    /// Already a learner or voter with the same name, endpoint and incarnation.
     AlreadyMember,
+    /// A member that came back with a new incarnation (its data dir was recreated): its old entry
+    /// was removed and it was added again as a learner.
+    Replaced,
 }
 
 /// One member as membership records it.
@@ -78,9 +83,10 @@ impl Membership {
     pub async fn join(&self, id: NodeId, node: NodeInfo) -> Result<JoinOutcome, ServiceError> {
         let _guard = self.lock.lock().await;
         self.shard.leader_term()?;
-        for member in self.members() {
+        let members = self.members();
+        for member in &members {
             if member.id == id {
-                if member.node != node {
+                if !member.node.same_endpoint(&node) {
                     return Err(refused(
                         "MEMBER_CONFLICT",
                         format!(
@@ -89,17 +95,10 @@ impl Membership {
                         ),
                     ));
                 }
-                if member.voter {
-                    return Err(refused(
-                        "DATA_LOST",
-                        format!(
-                            "node {} (id {id}) is a voter but asked to join with an empty log: its data is gone. \
-                             Decommission it (hcctl node decommission {}) before it starts again",
-                            member.node, member.node.name
-                        ),
-                    ));
+                if member.node.incarnation == node.incarnation {
+                    return Ok(JoinOutcome::AlreadyMember);
                 }
-                return Ok(JoinOutcome::AlreadyMember);
+                return self.replace(member, node, &members).await;
             }
             if member.node.addr == node.addr || member.node.name == node.name {
                 return Err(refused(
@@ -111,6 +110,41 @@ impl Membership {
         self.shard.raft.add_learner(id, node.clone(), false).await.map_err(|e| self.change_error(e))?;
         tracing::info!(shard = %self.shard.id, node = id, name = %node, "added a learner");
         Ok(JoinOutcome::Added)
+    }
+
+    /// Replaces `old`'s entry by `node` (the same node with a new data-dir incarnation): removes
+    /// the old entry, then adds the node as a learner. The removal commits on the other voters
+    /// alone; with too few of them reachable it does not commit, and the node stays out (correct:
+    /// the data it lost may exist nowhere else). Called under the membership lock.
+    async fn replace(
+        &self,
+        old: &MemberView,
+        node: NodeInfo,
+        members: &[MemberView],
+    ) -> Result<JoinOutcome, ServiceError> {
+        let id = old.id;
+        if old.voter && members.iter().filter(|m| m.voter).count() <= 1 {
+            return Err(refused(
+                "LAST_VOTER",
+                format!(
+                    "node {} (id {id}) came back with a new data dir (incarnation {}, was {}) but it is the last \
+                     voter: the cluster's data is gone with it",
+                    node, node.incarnation, old.node.incarnation
+                ),
+            ));
+        }
+        tracing::warn!(shard = %self.shard.id, node = id, name = %node, old = %old.node.incarnation,
+            new = %node.incarnation, voter = old.voter,
+            "a member came back with a new data dir (its volume was lost): replacing its old entry by a learner");
+        let change = if old.voter {
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        self.shard.raft.change_membership(change, false).await.map_err(|e| self.change_error(e))?;
+        self.shard.raft.add_learner(id, node.clone(), false).await.map_err(|e| self.change_error(e))?;
+        tracing::info!(shard = %self.shard.id, node = id, name = %node, "re-added under its new incarnation as a learner");
+        Ok(JoinOutcome::Replaced)
     }
 
     /// The member named `name`, if it may be removed: UNKNOWN_NODE for a name no member has,

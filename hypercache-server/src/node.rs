@@ -133,8 +133,13 @@ impl Node {
             shard: ShardId::DEFAULT,
             detail: format!("{}: {e}", config.data_dir.display()),
         })?;
-        // Before any Raft state exists: the data dir is this id's from now on.
-        identity::persist_id(&config.data_dir, config.node_id)?;
+        // Before any Raft state exists: the data dir is this id's from now on, and this start
+        // either finds its incarnation or (an empty data dir) chooses a new one.
+        let stamp = identity::Stamp::open(&config.data_dir, config.node_id)?;
+        if stamp.fresh {
+            tracing::info!(node = config.node_id, incarnation = %stamp.incarnation,
+                "new data dir: stamped with a new incarnation");
+        }
         let db = storage::open_db(&config.data_dir, config.storage.cache_capacity_mb * 1024 * 1024)?;
         let flush_hist = metrics.flush_seconds.clone();
         let (flusher, flusher_task) = Flusher::spawn(db.clone(), Some(Box::new(move |s| flush_hist.observe(s))));
@@ -149,7 +154,7 @@ impl Node {
             HistoryLimits { events: config.watch.history_events, bytes: config.watch.history_mb * 1024 * 1024 };
         let shards = Arc::new(Shards::new(Vec::new()));
         let host = Arc::new(ReplicaHost::new(HostParts {
-            node_id: config.node_id,
+            stamp: stamp.clone(),
             shards: shards.clone(),
             db,
             data_dir: config.data_dir.clone(),
@@ -166,7 +171,8 @@ impl Node {
             host.open(id).await?;
         }
 
-        let me = NodeInfo { name: config.name.clone(), addr: config.advertise_addr.clone() };
+        let me =
+            NodeInfo { name: config.name.clone(), addr: config.advertise_addr.clone(), incarnation: stamp.incarnation };
         let accepting = Arc::new(AtomicBool::new(true));
         let (stop_grpc, grpc_stop_rx) = watch::channel(false);
         let (stop_admin, admin_stop_rx) = watch::channel(false);
@@ -203,13 +209,19 @@ impl Node {
         let cluster = ClusterServer::new(ClusterService::new(
             shards.clone(),
             me.clone(),
+            stamp.clone(),
             membership.clone(),
             driver.clone(),
             pool.clone(),
         ));
-        let raft_svc = RaftServer::new(RaftService::new(shards.clone(), host.clone(), metrics.append_messages.clone()))
-            .max_decoding_message_size(peer_max)
-            .max_encoding_message_size(peer_max);
+        let raft_svc = RaftServer::new(RaftService::new(
+            shards.clone(),
+            host.clone(),
+            stamp.clone(),
+            metrics.append_messages.clone(),
+        ))
+        .max_decoding_message_size(peer_max)
+        .max_encoding_message_size(peer_max);
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc).map(|conn| {
             conn.inspect(|s| {
                 // Raft and client RPCs are small and latency-bound.
@@ -233,18 +245,24 @@ impl Node {
             }
         });
 
-        let admin_state = AdminState { shards: shards.clone(), metrics: metrics.clone(), accepting: accepting.clone() };
+        let admin_state = AdminState {
+            shards: shards.clone(),
+            metrics: metrics.clone(),
+            accepting: accepting.clone(),
+            stamp: stamp.clone(),
+        };
         let admin_task = tokio::spawn(admin::serve(admin, admin_state, wait_for(admin_stop_rx)));
 
         let formation = if config.discovery.is_empty() {
             let peers =
                 config.parsed_peers().map_err(|e| NodeError::Raft { shard: ShardId::META, detail: e.to_string() })?;
-            tokio::spawn(bootstrap::run(meta, me, peers, pool))
+            tokio::spawn(bootstrap::run(meta, me, stamp.clone(), peers, pool))
         } else {
             let resolver = discovery::resolver_for(&config.discovery)?;
             tokio::spawn(discovery::join::run(
                 meta,
                 me,
+                stamp.clone(),
                 config.bootstrap_expect,
                 resolver,
                 metrics.discovery_rounds.clone(),

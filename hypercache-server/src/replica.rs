@@ -17,6 +17,7 @@ use std::sync::{Arc, PoisonError};
 use openraft::Raft;
 use tokio::sync::Mutex;
 
+use crate::identity::Stamp;
 use crate::lease_home::LeaseHomes;
 use crate::network::{NetworkFactory, PeerPool};
 use crate::node::NodeError;
@@ -28,6 +29,7 @@ use crate::watch_hub::HistoryLimits;
 /// What opening a replica needs; one per node.
 pub struct ReplicaHost {
     pub node_id: NodeId,
+    pub stamp: Arc<Stamp>,
     pub shards: Arc<Shards>,
     db: sled::Db,
     data_dir: PathBuf,
@@ -44,7 +46,7 @@ pub struct ReplicaHost {
 }
 
 pub struct HostParts {
-    pub node_id: NodeId,
+    pub stamp: Arc<Stamp>,
     pub shards: Arc<Shards>,
     pub db: sled::Db,
     pub data_dir: PathBuf,
@@ -59,7 +61,8 @@ pub struct HostParts {
 impl ReplicaHost {
     pub fn new(p: HostParts) -> Self {
         ReplicaHost {
-            node_id: p.node_id,
+            node_id: p.stamp.node_id,
+            stamp: p.stamp,
             shards: p.shards,
             db: p.db,
             data_dir: p.data_dir,
@@ -90,7 +93,7 @@ impl ReplicaHost {
         let ShardStorage { log, state_machine, reader, hub, clock, retired } =
             ShardStorage::open(&self.db, &self.data_dir, id, self.flusher.clone(), self.history.clone())?;
         let committed = log.committed_handle();
-        let network = NetworkFactory::new(id, self.node_id, self.pool.clone(), self.max_peer_message_bytes);
+        let network = NetworkFactory::new(id, self.stamp.clone(), self.pool.clone(), self.max_peer_message_bytes);
         let raft = Raft::new(self.node_id, self.raft_config.clone(), network, log, state_machine)
             .await
             .map_err(|e| NodeError::Raft { shard: id, detail: e.to_string() })?;

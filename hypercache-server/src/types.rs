@@ -50,12 +50,37 @@ impl fmt::Display for ShardId {
     }
 }
 
+/// One life of a node's data dir: chosen at random when the dir is created, never 0. A node that
+/// restarts on the same data keeps it; a node restarted on an empty volume gets a new one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Incarnation(pub u64);
+
+impl fmt::Display for Incarnation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
 /// What membership records about a node: names, never IPs. `addr` is `host:port` of the node's
 /// gRPC endpoint (clients and peers share it) and is resolved each time a connection is made.
+/// `incarnation` is the node's data dir as membership knows it (`identity.rs`): every Raft message
+/// to the node names it, and the node refuses messages for another one.
+///
+/// Changing this struct changes the storage format (postcard, in log entries and snapshots):
+/// data dirs from before `incarnation` existed are refused at start (`IdentityError::OldFormat`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeInfo {
     pub name: String,
     pub addr: String,
+    pub incarnation: Incarnation,
+}
+
+impl NodeInfo {
+    /// The same node name and endpoint, whatever the incarnation.
+    pub fn same_endpoint(&self, other: &NodeInfo) -> bool {
+        self.name == other.name && self.addr == other.addr
+    }
 }
 
 impl fmt::Display for NodeInfo {

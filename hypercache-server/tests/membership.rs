@@ -148,11 +148,17 @@ async fn nodes_bootstrap_from_discovery_join_as_learners_and_leave_only_by_decom
         node_id: id,
         name: name.to_string(),
         endpoint: endpoint.to_string(),
+        incarnation: 12345,
     };
     let ep1 = c.configs[1].advertise_addr.clone();
+    // A join that claims a new incarnation for a live member is checked against what the node
+    // itself reports, and refused: replacing its entry would cut a healthy node off.
     let e = leader.join(conflict(2, "hc-1", &ep1)).await.unwrap_err();
-    assert_eq!(reason(&e), "DATA_LOST", "{e:?}");
-    assert!(e.message().contains("hcctl node decommission hc-1"), "{}", e.message());
+    assert_eq!(reason(&e), "INCARNATION_MISMATCH", "{e:?}");
+    assert!(e.message().contains("0000000000003039"), "{}", e.message());
+    let e = leader.join(pb::JoinRequest { incarnation: 0, ..conflict(2, "hc-1", &ep1) }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("incarnation"), "{}", e.message());
     let e = leader.join(conflict(9, "hc-1", &ep1)).await.unwrap_err();
     assert_eq!(reason(&e), "MEMBER_CONFLICT", "{e:?}");
     let e = leader.join(conflict(9, "hc-9", "10.0.0.9:7000")).await.unwrap_err();

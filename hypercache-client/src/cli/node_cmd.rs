@@ -4,6 +4,7 @@
 //! other nodes, then removes it. By default the command waits for that, polling the routing
 //! table and printing how many replicas the node still hosts whenever the number drops.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use clap::Subcommand;
@@ -20,9 +21,11 @@ const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {
-    /// List the cluster's members (id, name, endpoint, voter or learner, "draining" for nodes
-    /// being decommissioned, "down" for nodes whose replicas are being re-created elsewhere),
-    /// as the first endpoint that answers sees them.
+    /// List the cluster's members (id, name, endpoint, voter or learner, the data-dir
+    /// incarnation membership records, "draining" for nodes being decommissioned, "down" for
+    /// nodes whose replicas are being re-created elsewhere, "rejoining" for a node that came back
+    /// on an empty data dir and is being replaced under its new incarnation), as the first
+    /// endpoint that answers sees them.
     List,
     /// Add the node NAME (a DNS name, `host` or `host:port`; the port defaults to 7000, the
     /// nodes' gRPC port in the Kubernetes manifests) to the cluster; the placement driver then
@@ -52,15 +55,28 @@ pub enum NodeCommand {
 struct Marks {
     draining: Vec<u64>,
     down: Vec<u64>,
+    /// Nodes that now run another data-dir incarnation than membership records: node -> the
+    /// incarnation the node itself reports.
+    rejoining: BTreeMap<u64, u64>,
 }
 
 fn member_line(m: &pb::Member, marks: &Marks) -> String {
-    let mut line = format!("{}\t{}\t{}\t{}", m.node_id, m.name, m.endpoint, if m.voter { "voter" } else { "learner" });
+    let mut line = format!(
+        "{}\t{}\t{}\t{}\t{:016x}",
+        m.node_id,
+        m.name,
+        m.endpoint,
+        if m.voter { "voter" } else { "learner" },
+        m.incarnation
+    );
     if marks.draining.contains(&m.node_id) {
         line.push_str("\tdraining");
     }
     if marks.down.contains(&m.node_id) {
         line.push_str("\tdown");
+    }
+    if let Some(now) = marks.rejoining.get(&m.node_id) {
+        line.push_str(&format!("\trejoining: data dir recreated as incarnation {now:016x}, being replaced"));
     }
     line
 }
@@ -68,8 +84,21 @@ fn member_line(m: &pb::Member, marks: &Marks) -> String {
 fn member_json(m: &pb::Member, marks: &Marks) -> serde_json::Value {
     json!({
         "node_id": m.node_id, "name": m.name, "endpoint": m.endpoint, "voter": m.voter,
+        "incarnation": format!("{:016x}", m.incarnation),
         "draining": marks.draining.contains(&m.node_id), "down": marks.down.contains(&m.node_id),
+        "rejoining_as": marks.rejoining.get(&m.node_id).map(|i| format!("{i:016x}")),
     })
+}
+
+/// Members whose node reports another incarnation than membership records (asked directly;
+/// a node that does not answer is left out).
+async fn rejoining(client: &Client, members: &[pb::Member]) -> BTreeMap<u64, u64> {
+    let asks = members.iter().map(|m| async move {
+        let now = client.status(&m.endpoint).await.ok()?;
+        (now.node_id == m.node_id && now.incarnation != 0 && now.incarnation != m.incarnation)
+            .then_some((m.node_id, now.incarnation))
+    });
+    futures::future::join_all(asks).await.into_iter().flatten().collect()
 }
 
 fn print_members(
@@ -102,6 +131,7 @@ async fn marks(client: &Client) -> Marks {
         Ok(table) => Marks {
             draining: table.nodes.values().filter(|n| n.draining).map(|n| n.node_id).collect(),
             down: table.nodes.values().filter(|n| n.down).map(|n| n.node_id).collect(),
+            rejoining: BTreeMap::new(),
         },
         Err(_) => Marks::default(),
     }
@@ -165,7 +195,8 @@ pub(super) async fn run(client: &Client, out: &mut Out, json: bool, command: Nod
             for (_, answer) in rows {
                 match answer {
                     Ok(status) => {
-                        let marks = marks(client).await;
+                        let mut marks = marks(client).await;
+                        marks.rejoining = rejoining(client, &status.members).await;
                         print_members(out, json, &status.members, &marks, json!({"from": status.name}))?;
                         return Ok(exit::OK);
                     }
@@ -244,10 +275,13 @@ mod tests {
         };
         let table = RoutingTable::from_wire(response.clone()).expect("ready");
         assert_eq!(replicas_left(&table, 3), Some(2));
-        let marks = Marks { draining: vec![3], down: vec![2] };
+        let marks = Marks { draining: vec![3], down: vec![2], rejoining: BTreeMap::from([(1, 0xab)]) };
         assert!(member_line(&response.nodes[2], &marks).ends_with("\tdraining"));
-        assert_eq!(member_line(&response.nodes[1], &marks), "2\tn2\t\tlearner\tdown");
+        assert_eq!(member_line(&response.nodes[1], &marks), "2\tn2\t\tlearner\t0000000000000000\tdown");
         assert_eq!(member_json(&response.nodes[1], &marks)["down"], true);
+        assert!(member_line(&response.nodes[0], &marks)
+            .ends_with("\trejoining: data dir recreated as incarnation 00000000000000ab, being replaced"));
+        assert_eq!(member_json(&response.nodes[0], &marks)["rejoining_as"], "00000000000000ab");
         response.nodes.pop();
         let table = RoutingTable::from_wire(response).expect("ready");
         assert_eq!(replicas_left(&table, 3), None, "gone from the table: it has left");

@@ -65,6 +65,7 @@ impl State {
                     name: name.clone(),
                     endpoint: endpoint.clone(),
                     voter: true,
+                    incarnation: ids[name],
                 })
                 .collect(),
             shards: (0..self.shard_count)

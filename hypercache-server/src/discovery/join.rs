@@ -29,8 +29,9 @@ use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 
 use super::Resolve;
+use crate::identity::{ClusterId, Stamp};
 use crate::shard::Shard;
-use crate::types::{NodeId, NodeInfo};
+use crate::types::{Incarnation, NodeId, NodeInfo};
 
 /// Pause between discovery rounds while this node is not yet a member.
 const ROUND: Duration = Duration::from_millis(500);
@@ -74,7 +75,7 @@ pub fn decide(me: NodeId, me_node: &NodeInfo, expect: usize, others: &[Seen]) ->
     let mut visible: BTreeMap<NodeId, NodeInfo> = BTreeMap::from([(me, me_node.clone())]);
     for s in others {
         match visible.get(&s.id) {
-            Some(known) if *known != s.node => {
+            Some(known) if !known.same_endpoint(&s.node) => {
                 return Plan::Wait(format!(
                     "two nodes claim id {}: {} and {}; every node needs its own id",
                     s.id, known, s.node
@@ -100,6 +101,7 @@ pub fn decide(me: NodeId, me_node: &NodeInfo, expect: usize, others: &[Seen]) ->
 pub async fn run(
     shard: Arc<Shard>,
     me: NodeInfo,
+    stamp: Arc<Stamp>,
     expect: usize,
     resolver: Arc<dyn Resolve>,
     rounds: prometheus::IntCounter,
@@ -130,7 +132,7 @@ pub async fn run(
         };
         match plan {
             Plan::Join { via } => join(&via, my_id, &me).await,
-            Plan::Initialize(members) => initialize(&shard, members).await,
+            Plan::Initialize(members) => initialize(&shard, &stamp, members).await,
             Plan::Wait(reason) => {
                 if round.is_multiple_of(LOG_WAIT_EVERY) {
                     tracing::info!(node = my_id, reason = %reason, "not a cluster member yet");
@@ -160,10 +162,13 @@ async fn survey(addrs: &[String], me: NodeId) -> Vec<Seen> {
         let mut client = ClusterClient::new(channel);
         let resp = tokio::time::timeout(CONTACT_TIMEOUT, client.status(StatusRequest {})).await.ok()?.ok()?;
         let s = resp.into_inner();
+        if s.incarnation == 0 {
+            return None;
+        }
         Some(Seen {
             contact: addr.clone(),
             id: s.node_id,
-            node: NodeInfo { name: s.name, addr: s.endpoint },
+            node: NodeInfo { name: s.name, addr: s.endpoint, incarnation: Incarnation(s.incarnation) },
             initialized: s.term > 0 || !s.members.is_empty(),
             has_leader: s.leader_id != 0,
         })
@@ -172,8 +177,13 @@ async fn survey(addrs: &[String], me: NodeId) -> Vec<Seen> {
 }
 
 /// Sends Join to `via`, following one NOT_LEADER redirect.
-async fn join(via: &str, me: NodeId, node: &NodeInfo) {
-    let request = JoinRequest { node_id: me, name: node.name.clone(), endpoint: node.addr.clone() };
+pub(crate) async fn join(via: &str, me: NodeId, node: &NodeInfo) {
+    let request = JoinRequest {
+        node_id: me,
+        name: node.name.clone(),
+        endpoint: node.addr.clone(),
+        incarnation: node.incarnation.0,
+    };
     let mut target = via.to_string();
     for _ in 0..2 {
         let Some(channel) = contact(&target).await else {
@@ -204,8 +214,16 @@ async fn join(via: &str, me: NodeId, node: &NodeInfo) {
     }
 }
 
-async fn initialize(shard: &Shard, members: BTreeMap<NodeId, NodeInfo>) {
+/// Stamps the data dir with a new cluster id (unless it has one), then initializes the meta
+/// group with `members`.
+pub(crate) async fn initialize(shard: &Shard, stamp: &Arc<Stamp>, members: BTreeMap<NodeId, NodeInfo>) {
     let ids: Vec<NodeId> = members.keys().copied().collect();
+    let stamping = stamp.clone();
+    match tokio::task::spawn_blocking(move || stamping.adopt_cluster(&ClusterId::random())).await {
+        Ok(Ok(cluster)) => tracing::info!(cluster = %cluster, "this node forms the cluster"),
+        Ok(Err(e)) => return tracing::warn!(error = %e, "stamping the cluster id failed; retrying"),
+        Err(e) => return tracing::warn!(error = %e, "stamping the cluster id failed; retrying"),
+    }
     match shard.raft.initialize(members).await {
         Ok(()) => tracing::info!(shard = %shard.id, voters = ?ids, "initialized the cluster"),
         Err(RaftError::APIError(InitializeError::NotAllowed(e))) => {
@@ -220,7 +238,7 @@ mod tests {
     use super::*;
 
     fn node(i: u64) -> NodeInfo {
-        NodeInfo { name: format!("hc-{}", i - 1), addr: format!("hc-{}:7000", i - 1) }
+        NodeInfo { name: format!("hc-{}", i - 1), addr: format!("hc-{}:7000", i - 1), incarnation: Incarnation(i) }
     }
 
     fn seen(i: u64, initialized: bool) -> Seen {

@@ -249,7 +249,7 @@ mod tests {
             let msg = r.into_inner();
             let shard_id = msg.shard_id;
             let payload = self.0.answer(msg).await?;
-            Ok(Response::new(RaftMessage { shard_id, payload }))
+            Ok(Response::new(RaftMessage { shard_id, payload, ..Default::default() }))
         }
         type AppendBatchStream =
             std::pin::Pin<Box<dyn futures::Stream<Item = Result<RaftReply, Status>> + Send + 'static>>;
@@ -314,7 +314,11 @@ mod tests {
     }
 
     fn msg(shard_id: u32, i: u32) -> RaftMessage {
-        RaftMessage { shard_id, payload: format!("shard {shard_id} message {i}").into_bytes().into() }
+        RaftMessage {
+            shard_id,
+            payload: format!("shard {shard_id} message {i}").into_bytes().into(),
+            ..Default::default()
+        }
     }
 
     fn reversed(m: &RaftMessage) -> bytes::Bytes {

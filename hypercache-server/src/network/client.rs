@@ -14,6 +14,7 @@
 //! [`AppendBatcher`], shared by every shard of this node, which sends what is waiting as one
 //! `AppendBatch` call. Votes and snapshot chunks are rare and go out directly.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hypercache_proto::raft::v1::raft_client::RaftClient;
@@ -32,20 +33,22 @@ use super::batch::AppendBatcher;
 use super::codec;
 use super::links::RaftRpc as Rpc;
 use super::pool::PeerPool;
-use crate::types::{NodeId, NodeInfo, ShardId, TypeConfig};
+use crate::identity::Stamp;
+use crate::types::{Incarnation, NodeId, NodeInfo, ShardId, TypeConfig};
 
 /// Creates [`PeerClient`]s for one shard over the node-wide [`PeerPool`].
 #[derive(Clone)]
 pub struct NetworkFactory {
     shard: ShardId,
     me: NodeId,
+    stamp: Arc<Stamp>,
     pool: PeerPool,
     max_message_bytes: usize,
 }
 
 impl NetworkFactory {
-    pub fn new(shard: ShardId, me: NodeId, pool: PeerPool, max_message_bytes: usize) -> Self {
-        NetworkFactory { shard, me, pool, max_message_bytes }
+    pub fn new(shard: ShardId, stamp: Arc<Stamp>, pool: PeerPool, max_message_bytes: usize) -> Self {
+        NetworkFactory { shard, me: stamp.node_id, stamp, pool, max_message_bytes }
     }
 }
 
@@ -59,6 +62,8 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             shard: self.shard,
             me: self.me,
             target,
+            target_incarnation: node.incarnation,
+            stamp: self.stamp.clone(),
             addr: node.addr.clone(),
             channel,
             appends,
@@ -74,6 +79,10 @@ pub struct PeerClient {
     shard: ShardId,
     me: NodeId,
     target: NodeId,
+    /// The target's incarnation as the membership that created this client records it: the
+    /// target refuses our messages if its data dir is another one now.
+    target_incarnation: Incarnation,
+    stamp: Arc<Stamp>,
     addr: String,
     /// An invalid address is reported on every call rather than panicking at creation.
     channel: Result<Channel, String>,
@@ -146,7 +155,13 @@ impl PeerClient {
             return Err(RPCError::Unreachable(Unreachable::new(&e)));
         }
         let payload = codec::encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let msg = RaftMessage { shard_id: self.shard.0, payload: payload.into() };
+        let msg = RaftMessage {
+            shard_id: self.shard.0,
+            payload: payload.into(),
+            to_node: self.target,
+            to_incarnation: self.target_incarnation.0,
+            cluster_id: self.stamp.cluster().map(|c| c.0).unwrap_or_default(),
+        };
         let ttl: Duration = option.hard_ttl();
         let sent = match kind {
             Rpc::Append => {

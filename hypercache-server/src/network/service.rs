@@ -15,8 +15,10 @@ use openraft::error::RaftError;
 use openraft::Raft;
 use tonic::{Request, Response, Status};
 
+use super::admit::Admission;
 use super::batch::to_reply;
 use super::codec;
+use crate::identity::Stamp;
 use crate::lease_home;
 use crate::placement::ops::{self, ShardOp};
 use crate::replica::ReplicaHost;
@@ -26,13 +28,19 @@ use crate::types::{LeaseId, NodeId, ShardId, TypeConfig};
 pub struct RaftService {
     shards: Arc<Shards>,
     host: Arc<ReplicaHost>,
+    admission: Arc<Admission>,
     /// Observes the AppendEntries messages per call (`hypercache_raft_append_messages_per_call`).
     append_messages: prometheus::Histogram,
 }
 
 impl RaftService {
-    pub fn new(shards: Arc<Shards>, host: Arc<ReplicaHost>, append_messages: prometheus::Histogram) -> Self {
-        RaftService { shards, host, append_messages }
+    pub fn new(
+        shards: Arc<Shards>,
+        host: Arc<ReplicaHost>,
+        stamp: Arc<Stamp>,
+        append_messages: prometheus::Histogram,
+    ) -> Self {
+        RaftService { shards, host, admission: Arc::new(Admission::new(stamp)), append_messages }
     }
 
     fn raft(&self, shard_id: u32) -> Result<Raft<TypeConfig>, Status> {
@@ -69,13 +77,14 @@ fn reply<T: serde::Serialize, E: serde::Serialize + std::error::Error>(
     result: &Result<T, RaftError<NodeId, E>>,
 ) -> Result<Response<RaftMessage>, Status> {
     let payload = encode_result(shard_id, result)?;
-    Ok(Response::new(RaftMessage { shard_id, payload }))
+    Ok(Response::new(RaftMessage { shard_id, payload, ..Default::default() }))
 }
 
 /// Message `index` of an `AppendBatch`: what `AppendEntries` would have answered, as a reply.
-async fn append_one(shards: Arc<Shards>, index: u32, msg: RaftMessage) -> RaftReply {
+async fn append_one(shards: Arc<Shards>, admission: Arc<Admission>, index: u32, msg: RaftMessage) -> RaftReply {
     let shard_id = msg.shard_id;
     let result = async {
+        admission.check(&msg).await?;
         let raft = raft_of(&shards, shard_id)?;
         let result = raft.append_entries(decode(&msg)?).await;
         encode_result(shard_id, &result)
@@ -89,6 +98,7 @@ impl RaftRpc for RaftService {
     async fn append_entries(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         self.append_messages.observe(1.0);
         let msg = request.into_inner();
+        self.admission.check(&msg).await?;
         let raft = self.raft(msg.shard_id)?;
         let result = raft.append_entries(decode(&msg)?).await;
         reply(msg.shard_id, &result)
@@ -104,13 +114,16 @@ impl RaftRpc for RaftService {
         let replies: FuturesUnordered<_> = messages
             .into_iter()
             .enumerate()
-            .map(|(i, m)| append_one(self.shards.clone(), u32::try_from(i).unwrap_or(u32::MAX), m))
+            .map(|(i, m)| {
+                append_one(self.shards.clone(), self.admission.clone(), u32::try_from(i).unwrap_or(u32::MAX), m)
+            })
             .collect();
         Ok(Response::new(Box::pin(replies.map(Ok))))
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let msg = request.into_inner();
+        self.admission.check(&msg).await?;
         let raft = self.raft(msg.shard_id)?;
         let result = raft.vote(decode(&msg)?).await;
         reply(msg.shard_id, &result)
@@ -118,6 +131,7 @@ impl RaftRpc for RaftService {
 
     async fn install_snapshot(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let msg = request.into_inner();
+        self.admission.check(&msg).await?;
         let raft = self.raft(msg.shard_id)?;
         let result = raft.install_snapshot(decode(&msg)?).await;
         reply(msg.shard_id, &result)
@@ -135,7 +149,7 @@ impl RaftRpc for RaftService {
             tracing::info!(shard = %shard, op = ?op, error = %e, "placement step failed");
         }
         let payload = codec::encode(&result).map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(RaftMessage { shard_id: msg.shard_id, payload: payload.into() }))
+        Ok(Response::new(RaftMessage { shard_id: msg.shard_id, payload: payload.into(), ..Default::default() }))
     }
 
     async fn lease_ends(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
@@ -146,6 +160,6 @@ impl RaftRpc for RaftService {
             None => Err(format!("this node hosts no replica of shard {}", msg.shard_id)),
         };
         let payload = codec::encode(&result).map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(RaftMessage { shard_id: msg.shard_id, payload: payload.into() }))
+        Ok(Response::new(RaftMessage { shard_id: msg.shard_id, payload: payload.into(), ..Default::default() }))
     }
 }

@@ -278,12 +278,18 @@ impl Driver {
             store::save(&self.meta, revision, &placement).await?;
         }
 
-        let steps = {
+        let mut steps = {
             let st = self.state();
             next_steps(&placement, &reports, |shard| {
                 st.elect_gate(shard, leader_of(&reports, shard).map(|(id, _)| id), now)
             })
         };
+        // A shard that still lists a node's previous incarnation takes only that removal this round.
+        let replacing = stale_member_steps(&placement, &reports, &members);
+        if !replacing.is_empty() {
+            steps.retain(|step| !replacing.iter().any(|r| r.shard == step.shard));
+            steps.extend(replacing);
+        }
         let pending = pending_shards(&placement, &reports);
         self.metrics.placement_pending.set(pending as i64);
         {
@@ -494,6 +500,36 @@ fn caught_up(leader: &pb::ReplicaStatus, node: NodeId) -> bool {
     matched > 0 && matched + CAUGHT_UP_WITHIN >= leader.last_log_index
 }
 
+/// For each created shard whose committed membership records a member under another incarnation
+/// than the meta group now does (the node came back on an empty volume and the meta group
+/// re-added it, `membership.rs`): the step that removes that entry. The node refuses every
+/// message meant for its old self, so the entry only holds a quorum slot hostage; once it is
+/// gone the usual steps re-create the replica (open, learner, voter) under the new incarnation.
+pub fn stale_member_steps(placement: &Placement, reports: &Reports, members: &BTreeMap<NodeId, NodeInfo>) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for (s, plan) in placement.shards.iter().enumerate() {
+        let s = s as u32;
+        if !plan.created {
+            continue;
+        }
+        let Some((leader, status)) = leader_of(reports, s) else { continue };
+        if status.membership_pending {
+            continue;
+        }
+        let stale = status.member_incarnations.iter().find(|(id, inc)| {
+            **id != leader && members.get(id).is_some_and(|m| m.incarnation.0 != **inc && m.incarnation.0 != 0)
+        });
+        let Some((id, _)) = stale else { continue };
+        let op = if status.voters.contains(id) {
+            ShardOp::SetVoters { voters: status.voters.iter().copied().filter(|v| v != id).collect() }
+        } else {
+            ShardOp::RemoveLearners { ids: BTreeSet::from([*id]) }
+        };
+        steps.push(Step { to: leader, shard: s, op });
+    }
+    steps
+}
+
 /// Shards not yet created, not at their target replicas, or not led by their preferred replica.
 pub fn pending_shards(placement: &Placement, reports: &Reports) -> usize {
     placement
@@ -678,6 +714,39 @@ mod tests {
             down: BTreeSet::new(),
             shards: vec![ShardPlan { replicas: replicas.to_vec(), initial: replicas.to_vec(), created }],
         }
+    }
+
+    #[test]
+    fn a_member_recorded_under_an_old_incarnation_is_removed_before_anything_else() {
+        let mut p = one_shard(&[1, 2, 3], true);
+        p.shards[0].created = true;
+        let mut leader = status(0, "leader", 2, &[1, 2, 3], &[], &[(1, 10), (2, 10), (3, 10)]);
+        leader.member_incarnations = [(1, 11), (2, 12), (3, 13)].into();
+        let follower = status(0, "follower", 2, &[1, 2, 3], &[], &[]);
+        let reports: Reports =
+            [(1, Some(vec![leader.clone()])), (2, Some(vec![follower])), (3, Some(vec![]))].into_iter().collect();
+        let node = |inc: u64| NodeInfo { incarnation: crate::types::Incarnation(inc), ..NodeInfo::default() };
+        let same: BTreeMap<NodeId, NodeInfo> = [(1, node(11)), (2, node(12)), (3, node(13))].into();
+        assert!(stale_member_steps(&p, &reports, &same).is_empty());
+        // Node 3 came back on an empty volume: the meta group knows it as incarnation 99 now.
+        let reborn: BTreeMap<NodeId, NodeInfo> = [(1, node(11)), (2, node(12)), (3, node(99))].into();
+        assert_eq!(
+            stale_member_steps(&p, &reports, &reborn),
+            vec![Step { to: 1, shard: 0, op: ShardOp::SetVoters { voters: BTreeSet::from([1, 2]) } }]
+        );
+        // Not while a membership change is uncommitted.
+        let mut pending = leader.clone();
+        pending.membership_pending = true;
+        let reports_pending: Reports = [(1, Some(vec![pending]))].into_iter().collect();
+        assert!(stale_member_steps(&p, &reports_pending, &reborn).is_empty());
+        // A learner entry is removed as a learner.
+        let mut with_learner = status(0, "leader", 2, &[1, 2], &[3], &[]);
+        with_learner.member_incarnations = [(1, 11), (2, 12), (3, 13)].into();
+        let reports: Reports = [(1, Some(vec![with_learner]))].into_iter().collect();
+        assert_eq!(
+            stale_member_steps(&p, &reports, &reborn),
+            vec![Step { to: 1, shard: 0, op: ShardOp::RemoveLearners { ids: BTreeSet::from([3]) } }]
+        );
     }
 
     #[test]

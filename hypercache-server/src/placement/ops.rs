@@ -83,7 +83,7 @@ pub async fn send(pool: &PeerPool, addr: &str, shard: ShardId, op: &ShardOp) -> 
     let channel = pool.channel(addr).map_err(|e| e.to_string())?;
     let payload = codec::encode(op).map_err(|e| e.to_string())?;
     let mut client = RaftClient::new(channel);
-    let msg = RaftMessage { shard_id: shard.0, payload: payload.into() };
+    let msg = RaftMessage { shard_id: shard.0, payload: payload.into(), ..Default::default() };
     let call = client.shard_op(msg);
     let reply = tokio::time::timeout(OP_TIMEOUT + Duration::from_secs(1), call)
         .await

@@ -13,16 +13,18 @@ use tonic::{Request, Response, Status};
 
 use crate::discovery::require_dns_name;
 use crate::error::ServiceError;
+use crate::identity::Stamp;
 use crate::membership::{JoinOutcome, MemberView, Membership};
 use crate::network::PeerPool;
 use crate::placement::driver::Driver;
 use crate::placement::store;
 use crate::shard::{Shard, Shards};
-use crate::types::{NodeInfo, ShardId};
+use crate::types::{Incarnation, NodeInfo, ShardId};
 
 pub struct ClusterService {
     shards: Arc<Shards>,
     me: NodeInfo,
+    stamp: Arc<Stamp>,
     membership: Arc<Membership>,
     driver: Arc<Driver>,
     pool: PeerPool,
@@ -32,11 +34,12 @@ impl ClusterService {
     pub fn new(
         shards: Arc<Shards>,
         me: NodeInfo,
+        stamp: Arc<Stamp>,
         membership: Arc<Membership>,
         driver: Arc<Driver>,
         pool: PeerPool,
     ) -> Self {
-        ClusterService { shards, me, membership, driver, pool }
+        ClusterService { shards, me, stamp, membership, driver, pool }
     }
 
     fn meta(&self) -> Result<Arc<Shard>, Status> {
@@ -70,6 +73,7 @@ pub fn local_shards(shards: &Shards, with_size: bool) -> Vec<pb::ReplicaStatus> 
             let membership = m.membership_config.membership();
             let voters: Vec<u64> = membership.voter_ids().collect();
             let learners: Vec<u64> = membership.learner_ids().collect();
+            let member_incarnations = membership.nodes().map(|(id, node)| (*id, node.incarnation.0)).collect();
             let matched = m
                 .replication
                 .as_ref()
@@ -95,25 +99,39 @@ pub fn local_shards(shards: &Shards, with_size: bool) -> Vec<pb::ReplicaStatus> 
                 matched,
                 ready: shard.is_ready(),
                 membership_pending,
+                member_incarnations,
             }
         })
         .collect()
 }
 
 fn member_pb(m: MemberView) -> pb::Member {
-    pb::Member { node_id: m.id, name: m.node.name, endpoint: m.node.addr, voter: m.voter }
+    pb::Member {
+        node_id: m.id,
+        name: m.node.name,
+        endpoint: m.node.addr,
+        voter: m.voter,
+        incarnation: m.node.incarnation.0,
+    }
 }
 
-/// Join requests name a node as membership will store it: an id, a name, and a DNS endpoint.
+/// Join requests name a node as membership will store it: an id, a name, an incarnation and
+/// (checked by the caller) a DNS endpoint.
 fn validate_join(req: &pb::JoinRequest) -> Result<(), ServiceError> {
     if req.node_id == 0 {
         return Err(ServiceError::invalid("INVALID_ARGUMENT", "join: node_id must be >= 1"));
     }
+    if req.incarnation == 0 {
+        return Err(ServiceError::invalid(
+            "INVALID_ARGUMENT",
+            "join: incarnation must be non-zero (the joining node's data-dir stamp; nodes older than incarnations \
+             cannot join)",
+        ));
+    }
     if req.name.trim().is_empty() || req.name.len() > 253 {
         return Err(ServiceError::invalid("INVALID_ARGUMENT", "join: name must be 1..=253 characters"));
     }
-    require_dns_name(&req.endpoint)
-        .map_err(|e| ServiceError::invalid("INVALID_ARGUMENT", format!("join: endpoint {e}")))
+    Ok(())
 }
 
 pub fn role(state: ServerState) -> &'static str {
@@ -147,13 +165,40 @@ impl Cluster for ClusterService {
             last_log_index: m.last_log_index.unwrap_or(0),
             members,
             ready: shard.is_ready(),
+            incarnation: self.stamp.incarnation.0,
+            cluster_id: self.stamp.cluster().map(|c| c.0).unwrap_or_default(),
         }))
     }
 
     async fn join(&self, request: Request<pb::JoinRequest>) -> Result<Response<pb::JoinResponse>, Status> {
         let req = request.into_inner();
         validate_join(&req).map_err(ServiceError::into_status)?;
-        let node = NodeInfo { name: req.name, addr: req.endpoint };
+        let node = NodeInfo { name: req.name, addr: req.endpoint, incarnation: Incarnation(req.incarnation) };
+        let known = self.membership.members().into_iter().find(|m| m.id == req.node_id && m.node.same_endpoint(&node));
+        // New members are recorded by DNS name; a member rejoining under the endpoint membership
+        // already holds for it (static peers may be IPs) keeps it.
+        if known.is_none() {
+            require_dns_name(&node.addr)
+                .map_err(|e| ServiceError::invalid("INVALID_ARGUMENT", format!("join: endpoint {e}")).into_status())?;
+        }
+        let replacing = known.is_some_and(|m| m.node.incarnation != node.incarnation);
+        if replacing {
+            // Replacing a member's entry cuts the node off from its old self: only do it for the
+            // incarnation the node itself reports now (not a forged or delayed request).
+            self.meta()?.leader_term().map_err(ServiceError::into_status)?;
+            let status = self.identify(&node.addr).await.map_err(ServiceError::into_status)?;
+            if status.node_id != req.node_id || status.incarnation != req.incarnation {
+                return Err(ServiceError::Membership {
+                    reason: "INCARNATION_MISMATCH",
+                    message: format!(
+                        "join: node {} asks to replace its membership entry with incarnation {:016x}, but {} reports \
+                         node {} incarnation {:016x}",
+                        req.node_id, req.incarnation, node.addr, status.node_id, status.incarnation
+                    ),
+                }
+                .into_status());
+            }
+        }
         let outcome = self.membership.join(req.node_id, node).await.map_err(ServiceError::into_status)?;
         Ok(Response::new(pb::JoinResponse {
             already_member: outcome == JoinOutcome::AlreadyMember,
@@ -240,7 +285,12 @@ impl Cluster for ClusterService {
         if status.node_id == 0 {
             return Err(Status::failed_precondition(format!("add node: {endpoint} did not report a node id")));
         }
-        let node = NodeInfo { name: status.name.clone(), addr: endpoint };
+        if status.incarnation == 0 {
+            return Err(Status::failed_precondition(format!(
+                "add node: {endpoint} did not report a data-dir incarnation (a node older than this version?)"
+            )));
+        }
+        let node = NodeInfo { name: status.name.clone(), addr: endpoint, incarnation: Incarnation(status.incarnation) };
         let outcome = self.membership.join(status.node_id, node).await.map_err(ServiceError::into_status)?;
         Ok(Response::new(pb::AddNodeResponse {
             node_id: status.node_id,
