@@ -48,7 +48,7 @@ enum Command {
     Matrix {
         #[arg(long, value_enum, value_delimiter = ',', default_value = "register,set")]
         workloads: Vec<WorkloadKind>,
-        #[arg(long, value_enum, value_delimiter = ',', default_value = "kill,pause,partition")]
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "kill,pause,partition,wipe")]
         nemeses: Vec<NemesisKind>,
         #[command(flatten)]
         run: RunArgs,
@@ -205,14 +205,7 @@ fn nemesis_names(nemeses: &[NemesisKind]) -> String {
     if nemeses.is_empty() {
         return "none".into();
     }
-    let names: Vec<&str> = nemeses
-        .iter()
-        .map(|n| match n {
-            NemesisKind::Kill => "kill",
-            NemesisKind::Pause => "pause",
-            NemesisKind::Partition => "partition",
-        })
-        .collect();
+    let names: Vec<&str> = nemeses.iter().map(|n| n.name()).collect();
     names.join(",")
 }
 

@@ -28,10 +28,10 @@ pub struct FaultWindow {
 
 fn heals(action: Action) -> Option<Action> {
     match action {
-        Action::Kill => Some(Action::Restart),
+        Action::Kill | Action::Wipe => Some(Action::Restart),
         Action::Pause => Some(Action::Resume),
         Action::Partition => Some(Action::Heal),
-        Action::Restart | Action::Resume | Action::Heal => None,
+        Action::Restart | Action::Resume | Action::Heal | Action::CaughtUp | Action::Skip => None,
     }
 }
 

@@ -4,8 +4,9 @@
 //!    ready (the fault-free baseline; a cluster that never gets there is an error, not a
 //!    verdict);
 //! 2. the workload's processes and the nemesis schedule, side by side, until the time limit;
-//! 3. heal everything, wait until every node is ready again (the recovery time), the final
-//!    reads;
+//! 3. heal everything, wait until every node is ready again (the recovery time) and a node
+//!    wiped last has caught up (`nemesis/wipe.rs`; one that does not is an error: a stuck
+//!    cluster), the final reads;
 //! 4. stop the cluster, write the history and the nemesis log, check, write `results.json`.
 //!
 //! The cluster's data and logs stay in the run directory for post-mortems.
@@ -116,13 +117,27 @@ pub async fn test(opts: TestOptions) -> Result<Outcome, RunError> {
         next_value: AtomicU64::new(1),
     });
     let nemesis = tokio::spawn(async move {
-        let log = schedule::run(&mut cluster, &steps, &clock, start).await;
-        (cluster, log)
+        let (log, catching_up) = schedule::run(&mut cluster, &steps, &clock, start).await;
+        (cluster, log, catching_up)
     });
     let workload_result = workload::run(ctx.clone(), opts.workers, opts.seed, until).await;
-    let (mut cluster, nemesis_log) = nemesis.await.map_err(|e| RunError::Io(format!("nemesis task: {e}")))?;
+    let (mut cluster, mut nemesis_log, catching_up) =
+        nemesis.await.map_err(|e| RunError::Io(format!("nemesis task: {e}")))?;
 
     let recovery = cluster.wait_ready(READY_WITHIN).await;
+    // A node wiped last must also catch up (readiness alone does not say it hosts its shards
+    // again); one that does not is a stuck cluster, reported as an error.
+    let mut stuck = None;
+    if let Some(pending) = catching_up {
+        match pending.wait(READY_WITHIN).await {
+            Ok(caught_up) => nemesis_log.push(caught_up),
+            Err(pending) => {
+                let never = pending.never(&clock);
+                stuck = never.error.clone().map(|e| format!("{e} ({} s after the heal)", READY_WITHIN.as_secs()));
+                nemesis_log.push(never);
+            }
+        }
+    }
     let final_result = workload::final_reads(&ctx, opts.workers * 1_000_000, FINAL_READ_ATTEMPTS).await;
     cluster.stop().await;
 
@@ -134,6 +149,7 @@ pub async fn test(opts: TestOptions) -> Result<Outcome, RunError> {
     let errors: Vec<String> = [
         workload_result.err().map(|e| format!("workload: {e}")),
         recovery.err().map(|e| format!("recovery after heal: {e}")),
+        stuck,
         final_result.err().map(|e| format!("final reads: {e}")),
     ]
     .into_iter()

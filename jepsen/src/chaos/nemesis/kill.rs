@@ -7,14 +7,21 @@ use crate::chaos::history::Clock;
 use crate::chaos::target::local::LocalCluster;
 
 pub async fn kill(cluster: &mut LocalCluster, nodes: &[usize], clock: &Clock) -> NemesisEvent {
+    down(cluster, nodes, clock, false).await
+}
+
+/// SIGKILL `nodes`; with `wipe`, also delete their data directories (the wipe nemesis).
+pub(super) async fn down(cluster: &mut LocalCluster, nodes: &[usize], clock: &Clock, wipe: bool) -> NemesisEvent {
     let start = clock.now();
     let mut errors = Vec::new();
     for &i in nodes {
-        if let Err(e) = cluster.kill(i).await {
+        let done = if wipe { cluster.wipe(i).await } else { cluster.kill(i).await };
+        if let Err(e) = done {
             errors.push(e.to_string());
         }
     }
-    event(cluster, Action::Kill, nodes, start, clock, errors)
+    let action = if wipe { Action::Wipe } else { Action::Kill };
+    event(cluster, action, nodes, start, clock, errors)
 }
 
 pub fn restart(cluster: &mut LocalCluster, nodes: &[usize], clock: &Clock) -> NemesisEvent {

@@ -7,15 +7,19 @@
 //! - [`pause`]: SIGSTOP one node, a majority or the busiest leader, later SIGCONT.
 //! - [`partition`]: cut a random minority, or the busiest leader, off from the other nodes;
 //!   heal restores every link (needs the local target's proxies).
+//! - [`wipe`]: SIGKILL one node or the busiest leader, delete its data directory, later restart
+//!   it with the same command line (same node id, empty storage); never a second node while a
+//!   wiped one has not caught up.
 //! - [`schedule`]: alternates heal and fault periods, picks the fault and its nodes with the
 //!   run's seeded RNG, and heals everything at the end.
 //!
-//! Not done: majority rings and one-way partitions (the proxies can express them), clock faults, wiped disks, membership churn (docs/chaos.md).
+//! Not done: majority rings and one-way partitions (the proxies can express them), clock faults, membership churn (docs/chaos.md).
 
 pub mod kill;
 pub mod partition;
 pub mod pause;
 pub mod schedule;
+pub mod wipe;
 
 use serde::{Deserialize, Serialize};
 
@@ -32,11 +36,25 @@ pub enum NemesisKind {
     Pause,
     /// Cut a minority or the busiest leader off from the rest, then heal.
     Partition,
+    /// SIGKILL one node, delete its data directory, then restart it with the same command line.
+    Wipe,
+}
+
+impl NemesisKind {
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            NemesisKind::Kill => "kill",
+            NemesisKind::Pause => "pause",
+            NemesisKind::Partition => "partition",
+            NemesisKind::Wipe => "wipe",
+        }
+    }
 }
 
 /// What one nemesis action did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Action {
     Kill,
     Restart,
@@ -44,6 +62,12 @@ pub enum Action {
     Resume,
     Partition,
     Heal,
+    /// SIGKILL and data directory deleted (healed by `restart`).
+    Wipe,
+    /// Observed, not done: a wiped node caught up (`start`: its restart).
+    CaughtUp,
+    /// A planned wipe not done: `nodes` (wiped before) had not caught up.
+    Skip,
 }
 
 /// One line of `nemesis.jsonl`.

@@ -7,7 +7,10 @@
 //! (a third of the time each): one node tests fail-over, a majority tests that the cluster stops
 //! rather than lies, and that it recovers, the leader that a new one takes over (and, paused,
 //! that the old one does not act on stale beliefs when it wakes). A partition isolates a random
-//! minority, or (half the time) the busiest leader. Leaders are found when the fault starts.
+//! minority, or (half the time) the busiest leader. A wipe hits one random node, or (a third of
+//! the time) the busiest leader, never a majority; and never while a node wiped earlier has not
+//! caught up (`wipe.rs`): the wipe then waits for it up to the fault's length, and is skipped
+//! (`skip` in the log) if it still has not. Leaders are found when the fault starts.
 
 use std::time::Duration;
 
@@ -16,7 +19,8 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
-use super::{kill, partition, pause, NemesisEvent, NemesisKind};
+use super::wipe::{self, CatchUp};
+use super::{kill, partition, pause, Action, NemesisEvent, NemesisKind};
 use crate::chaos::history::Clock;
 use crate::chaos::target::local::{LocalCluster, NodeState};
 
@@ -54,6 +58,7 @@ pub fn plan(
                 1 => (nodes / 2 + 1, false),
                 _ => (1, true),
             },
+            NemesisKind::Wipe => (1, rng.gen_range(0..3) == 2),
         };
         let mut all: Vec<usize> = (0..nodes).collect();
         all.shuffle(&mut rng);
@@ -66,27 +71,75 @@ pub fn plan(
 }
 
 /// Carries out `steps` (offsets from `start`), then heals whatever is still faulty. Returns
-/// every action taken.
-pub async fn run(cluster: &mut LocalCluster, steps: &[Step], clock: &Clock, start: Instant) -> Vec<NemesisEvent> {
+/// every action taken, and the watcher of a wiped node that had not caught up by then (the
+/// caller waits for it after measuring the cluster's recovery).
+pub async fn run(
+    cluster: &mut LocalCluster,
+    steps: &[Step],
+    clock: &Clock,
+    start: Instant,
+) -> (Vec<NemesisEvent>, Option<CatchUp>) {
     let mut log = Vec::new();
+    let mut catching_up: Option<CatchUp> = None;
+    // Without a probe nothing could tell that a wiped node caught up: no wipe at all then.
+    let probe = cluster.probe().map_err(|e| e.to_string());
     for step in steps {
         tokio::time::sleep_until(start + step.at).await;
+        if step.kind == NemesisKind::Wipe {
+            if let Err(e) = &probe {
+                let now = clock.now();
+                log.push(NemesisEvent {
+                    action: Action::Skip,
+                    nodes: Vec::new(),
+                    start: now,
+                    end: now,
+                    error: Some(e.clone()),
+                });
+                continue;
+            }
+            if let Some(pending) = catching_up.take() {
+                match pending.wait(step.duration).await {
+                    Ok(caught_up) => log.push(caught_up),
+                    Err(pending) => {
+                        let waited = clock.now();
+                        let id = pending.id;
+                        catching_up = Some(pending);
+                        log.push(NemesisEvent {
+                            action: Action::Skip,
+                            nodes: vec![id],
+                            start: waited,
+                            end: waited,
+                            error: None,
+                        });
+                        continue;
+                    }
+                }
+            }
+        }
         let leader = if step.leader { cluster.busiest_leader().await } else { None };
         let nodes = leader.map_or_else(|| step.nodes.clone(), |l| vec![l]);
         log.push(match step.kind {
             NemesisKind::Kill => kill::kill(cluster, &nodes, clock).await,
             NemesisKind::Pause => pause::pause(cluster, &nodes, clock),
             NemesisKind::Partition => partition::partition(cluster, &nodes, clock),
+            NemesisKind::Wipe => wipe::wipe(cluster, &nodes, clock).await,
         });
         tokio::time::sleep_until(start + step.at + step.duration).await;
         log.push(match step.kind {
-            NemesisKind::Kill => kill::restart(cluster, &nodes, clock),
+            NemesisKind::Kill | NemesisKind::Wipe => kill::restart(cluster, &nodes, clock),
             NemesisKind::Pause => pause::resume(cluster, &nodes, clock),
             NemesisKind::Partition => partition::heal(cluster, clock),
         });
+        if step.kind == NemesisKind::Wipe {
+            let restarted = log.last().map_or(clock.now(), |e| e.end);
+            // One node per wipe (`plan`), and none while another catches up (above).
+            if let (Some(&i), Ok(probe)) = (nodes.first(), &probe) {
+                catching_up = Some(wipe::watch(probe.clone(), cluster.nodes[i].id, i, restarted, *clock));
+            }
+        }
     }
     log.extend(heal_all(cluster, clock));
-    log
+    (log, catching_up)
 }
 
 /// Restores every link, resumes every paused node and restarts every killed one.
@@ -134,5 +187,10 @@ mod tests {
         let cuts = plan(2, &[NemesisKind::Partition], 5, 3000 * S, S, S);
         assert!(cuts.iter().all(|s| (s.leader && s.nodes.len() == 1) || (!s.leader && s.nodes.len() == 2)));
         assert!(cuts.iter().any(|s| s.leader) && cuts.iter().any(|s| !s.leader));
+        // A wipe: one node (never a majority: see wipe.rs), the busiest leader about a third of the time.
+        let wipes = plan(3, &[NemesisKind::Wipe], 5, 3000 * S, S, S);
+        assert!(wipes.iter().all(|s| s.nodes.len() == 1));
+        let leaders = wipes.iter().filter(|s| s.leader).count();
+        assert!(leaders * 4 > wipes.len() && leaders * 5 < wipes.len() * 2, "{leaders} of {}", wipes.len());
     }
 }

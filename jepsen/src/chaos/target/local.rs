@@ -3,13 +3,16 @@
 //! dev` and `hypercache-server/tests/process.rs` do). A node is restarted with exactly the
 //! command line it was first started with, so it keeps its identity and data.
 //!
-//! Faults act on the processes: SIGKILL (no shutdown path runs), SIGSTOP / SIGCONT. Children
-//! are spawned with `kill_on_drop`, so a run that panics leaves no node behind.
+//! Faults act on the processes: SIGKILL (no shutdown path runs), SIGSTOP / SIGCONT, and a wipe
+//! (SIGKILL, then the data directory deleted: a lost volume; the restart keeps the node id). A
+//! [`Probe`] tells, without holding the cluster, whether a wiped node has caught up again.
+//! Children are spawned with `kill_on_drop`, so a run that panics leaves no node behind.
 //!
 //! With `proxied`, each node advertises the address of its [`Proxies`] proxy instead of its own
 //! port, so peers and clients reach it through the proxy and the partition nemesis can cut
 //! links between nodes.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -158,6 +161,30 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// SIGKILL node `i`, reap it and delete its data directory, as when a pod comes back on an
+    /// empty volume; [`LocalCluster::restart`] then starts it with the same node id.
+    pub async fn wipe(&mut self, i: usize) -> Result<(), TargetError> {
+        self.kill(i).await?;
+        let node = &self.nodes[i];
+        let at = node.args.iter().position(|a| a == "--data-dir").map(|at| at + 1);
+        let Some(dir) = at.and_then(|at| node.args.get(at)) else {
+            return Err(TargetError::Node { node: node.id, message: "no --data-dir in its command line".into() });
+        };
+        match tokio::fs::remove_dir_all(dir).await {
+            Ok(()) => Ok(()),
+            // Killed before it created it: as empty as a wiped one.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(TargetError::Node { node: node.id, message: format!("deleting {dir}: {e}") }),
+        }
+    }
+
+    /// The addresses a [`Probe`] asks, detached from the cluster (the nemesis keeps `&mut` to it).
+    pub fn probe(&self) -> Result<Probe, TargetError> {
+        let client = Client::new(ClientConfig::new(self.endpoints()))
+            .map_err(|e| TargetError::Io(format!("a client for the probe: {e}")))?;
+        Ok(Probe { nodes: self.nodes.iter().map(|n| (n.id, n.endpoint.clone(), n.admin.clone())).collect(), client })
+    }
+
     /// SIGKILL node `i` and reap it.
     pub async fn kill(&mut self, i: usize) -> Result<(), TargetError> {
         let node = &mut self.nodes[i];
@@ -243,6 +270,57 @@ impl LocalCluster {
             }
             let _ = self.kill(i).await;
         }
+    }
+}
+
+/// Asks a cluster's nodes (by address only) whether a wiped node has caught up again.
+#[derive(Clone)]
+pub struct Probe {
+    /// (Raft id, gRPC endpoint, admin address) per node.
+    nodes: Vec<(u64, String, String)>,
+    /// One client for every poll: its channels to the nodes are reused.
+    client: Client,
+}
+
+impl Probe {
+    /// Whether node `i` (0-based) has caught up after a wipe: its `/readyz` is 200 (it is a
+    /// meta voter under its new incarnation, and every shard it hosts knows a leader and has
+    /// applied what it committed), and for every data shard whose leader (as any answering
+    /// node reports it) lists it as a voter or learner, it hosts that shard again, ready, with
+    /// something applied. The second half matters because a wiped node hosts no data-shard
+    /// replica until the placement driver reopens them, and a node hosting nothing is ready. A
+    /// shard with no reported leader makes the answer false: nothing tells what it should hold.
+    pub async fn caught_up(&self, i: usize) -> bool {
+        let Some((id, endpoint, admin)) = self.nodes.get(i) else { return false };
+        if !ready(admin).await {
+            return false;
+        }
+        let ask = |endpoint: String| async move {
+            // A paused node would hold the call until the client's deadline.
+            tokio::time::timeout(Duration::from_millis(500), self.client.local_shards(&endpoint, false))
+                .await
+                .ok()
+                .and_then(Result::ok)
+        };
+        let Some(mine) = ask(endpoint.clone()).await else { return false };
+        // shard -> whether the wiped node must host it (None: no leader seen yet).
+        let mut needed: BTreeMap<u32, Option<bool>> = BTreeMap::new();
+        for (_, other, _) in &self.nodes {
+            let Some(theirs) = ask(other.clone()).await else { continue };
+            for r in theirs.replicas {
+                let entry = needed.entry(r.shard_id).or_insert(None);
+                if r.role == "leader" {
+                    *entry = Some(r.voters.contains(id) || r.learners.contains(id));
+                }
+            }
+        }
+        let hosts_all = needed.iter().all(|(shard, need)| match need {
+            None => false,
+            Some(false) => true,
+            Some(true) => mine.replicas.iter().any(|r| r.shard_id == *shard && r.ready && r.applied_index > 0),
+        });
+        // Again: the node may have been re-added (and so not ready) after the first look.
+        hosts_all && ready(admin).await
     }
 }
 
