@@ -93,3 +93,42 @@ impl Admission {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(to_node: u64, to_incarnation: u64, cluster: &str) -> RaftMessage {
+        RaftMessage { shard_id: 0, payload: Default::default(), to_node, to_incarnation, cluster_id: cluster.into() }
+    }
+
+    fn reason(r: Result<(), Status>) -> String {
+        r.expect_err("refused").message().split(':').next().unwrap_or_default().to_string()
+    }
+
+    #[tokio::test]
+    async fn only_messages_for_this_node_incarnation_and_cluster_get_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let stamp = Stamp::open(dir.path(), 2).unwrap();
+        let me = stamp.incarnation.0;
+        let gate = Admission::new(stamp.clone());
+
+        assert_eq!(reason(gate.check(&msg(3, me, "")).await), "WRONG_NODE");
+        // The old self of a node restarted on an empty volume, and a sender that knows no incarnation.
+        assert_eq!(reason(gate.check(&msg(2, me ^ 1, "")).await), "STALE_INCARNATION");
+        assert_eq!(reason(gate.check(&msg(2, 0, "")).await), "STALE_INCARNATION");
+        // Refused messages adopt nothing.
+        assert_eq!(reason(gate.check(&msg(2, me ^ 1, "aa")).await), "STALE_INCARNATION");
+        assert_eq!(stamp.cluster(), None);
+
+        // The first accepted message with a cluster id stamps the data dir with it...
+        gate.check(&msg(2, me, "")).await.unwrap();
+        assert_eq!(stamp.cluster(), None);
+        gate.check(&msg(2, me, "aa")).await.unwrap();
+        assert_eq!(stamp.cluster(), Some(ClusterId("aa".into())));
+        assert_eq!(Stamp::open(dir.path(), 2).unwrap().cluster(), Some(ClusterId("aa".into())));
+        // ...and another cluster is refused from then on.
+        assert_eq!(reason(gate.check(&msg(2, me, "bb")).await), "WRONG_CLUSTER");
+        gate.check(&msg(2, me, "aa")).await.unwrap();
+    }
+}
