@@ -3,8 +3,8 @@
 //!
 //! Unknown keys are errors at every layer (a typo must never silently fall back to a default).
 //! Nested keys in the environment use a double underscore: `HYPERCACHE_RAFT__HEARTBEAT_INTERVAL_MS`.
-//! `HYPERCACHE_ENDPOINTS` (read by `hcctl`) and `HYPERCACHE_LOG` (the log filter) are not config
-//! keys and are ignored here.
+//! `HYPERCACHE_ENDPOINTS` (read by `hcctl`), `HYPERCACHE_LOG` (the log filter) and
+//! `HYPERCACHE_FAILPOINTS` (`failpoints.rs`) are not config keys and are ignored here.
 //!
 //! Peers are `id=host:port` names. They are stored in membership as written and resolved each
 //! time a connection is made, so a peer whose IP changes behind a stable DNS name stays reachable.
@@ -200,7 +200,7 @@ impl Config {
             fig = fig.merge(Toml::file_exact(path));
         }
         fig = fig
-            .merge(Env::prefixed("HYPERCACHE_").ignore(&["ENDPOINTS", "LOG"]).split("__"))
+            .merge(Env::prefixed("HYPERCACHE_").ignore(&["ENDPOINTS", "LOG", "FAILPOINTS"]).split("__"))
             .merge(Serialized::defaults(overrides));
         let mut config: Config = fig.extract().map_err(Box::new)?;
         config.fill_defaults(identity::hostname().as_deref())?;

@@ -21,6 +21,7 @@
 //! - [`node`]: wiring: storage + Raft + servers + bootstrap + graceful shutdown.
 //! - [`admin`]: the admin HTTP port (`/metrics`, `/livez`, `/readyz`).
 //! - [`dev`]: `hypercache dev`, a local multi-process cluster.
+//! - [`failpoints`]: bugs on purpose for the chaos suite (cargo feature `failpoints`, off by default).
 
 pub mod admin;
 pub mod batching;
@@ -29,6 +30,7 @@ pub mod config;
 pub mod dev;
 pub mod discovery;
 pub mod error;
+pub mod failpoints;
 pub mod identity;
 pub mod lease_clock;
 pub mod lease_home;

@@ -271,6 +271,9 @@ impl Shard {
 
     /// Waits until a linearizable read may be served from the local state machine.
     pub async fn read_barrier(&self) -> Result<(), ServiceError> {
+        if crate::failpoints::on(crate::failpoints::Failpoint::StaleRead) {
+            return Ok(());
+        }
         self.barrier(&self.read_index).await
     }
 

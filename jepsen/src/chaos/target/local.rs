@@ -149,6 +149,8 @@ impl LocalCluster {
             .stdout(log)
             .stderr(log2)
             .env("RUST_LOG", std::env::var("HCJ_NODE_LOG").unwrap_or_else(|_| "info".into()))
+            // Ours, not the node's: its strict config reads every HYPERCACHE_* variable.
+            .env_remove("HYPERCACHE_BIN")
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| err(format!("starting {}: {e}", self.exe.display())))?;
