@@ -1,6 +1,7 @@
 //! The chaos suite end to end through its command line: short `register` runs under kill and
 //! pause faults, under partitions, and under wiped disks against real `hypercache` processes
-//! must be linearizable, and `hcjepsen check`
+//! must be linearizable, a short `bank` run under kill and pause must keep its total, and
+//! `hcjepsen check`
 //! must say `valid: false` for stored histories with planted anomalies (so the verdict the
 //! first test relies on can fail).
 //!
@@ -201,4 +202,49 @@ fn check_finds_planted_anomalies() {
     let empty = tempfile::tempdir().unwrap();
     let out = Command::new(HCJEPSEN).arg("check").arg(empty.path()).output().unwrap();
     assert_eq!((last_line(&out).as_str(), out.status.code()), ("valid: unknown", Some(2)));
+}
+
+/// The bank (issue 17): transfers between accounts of one shard, each one transaction, and
+/// reads of every balance in one range page; under kills and pauses every read, the final one
+/// included, shows the 8 accounts and the total of 800.
+#[test]
+fn bank_under_kill_and_pause_keeps_the_total() {
+    let (_store, run) = live_run("bank", &[NemesisKind::Kill, NemesisKind::Pause], 15, |_| true);
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("results.json")).unwrap()).unwrap();
+    let bank = &results["bank"];
+    assert_eq!((bank["accounts"].as_u64(), bank["total"].as_i64()), (Some(8), Some(800)), "{results}");
+    assert!(bank["transfers_ok"].as_u64().unwrap() > 50, "too few transfers: {results}");
+    assert!(bank["reads"].as_u64().unwrap() > 50, "too few reads: {results}");
+    assert!(bank["final_reads"].as_u64().unwrap() >= 1, "{results}");
+}
+
+#[test]
+fn check_finds_a_planted_bank_read_skew() {
+    let accounts: Vec<String> = (0..8).map(|i| format!("\"{{bank}}acct/{i:02}\"")).collect();
+    let balances = |first: i64| {
+        let mut b: Vec<String> = accounts.iter().map(|a| format!("{a}:100")).collect();
+        b[0] = format!("{}:{first}", accounts[0]);
+        format!("{{{}}}", b.join(","))
+    };
+    let history = |first: i64| {
+        format!(
+            r#"{{"process":9,"type":"invoke","f":"open-accounts","accounts":[{}],"balance":100,"time":1}}
+{{"process":9,"type":"ok","f":"open-accounts","accounts":[{}],"balance":100,"time":2}}
+{{"process":0,"type":"invoke","f":"read-all","balances":null,"final_read":true,"time":3}}
+{{"process":0,"type":"ok","f":"read-all","balances":{},"final_read":true,"time":4}}
+"#,
+            accounts.join(","),
+            accounts.join(","),
+            balances(first)
+        )
+    };
+    // Account 0 debited by a transfer whose credit the read does not show: 790.
+    let skew = stored_run("bank", &history(90));
+    let out = Command::new(HCJEPSEN).arg("check").arg(skew.path()).output().unwrap();
+    assert_eq!(last_line(&out), "valid: false", "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("actual: 790"), "{}", describe(&out));
+    let fine = stored_run("bank", &history(100));
+    let out = Command::new(HCJEPSEN).arg("check").arg(fine.path()).output().unwrap();
+    assert_eq!(last_line(&out), "valid: true", "{}", describe(&out));
 }

@@ -238,6 +238,30 @@ fn summarize(results: &Results) -> Validity {
             set.acknowledged, set.uncertain, set.uncertain_present, set.final_read, set.lost, set.failed_but_present, set.never_added
         );
     }
+    if let Some(bank) = &results.bank {
+        println!(
+            "bank: {:?} accounts, total {:?}; transfers {} ok, {} fail, {} info; {} reads ({} final), {} bad",
+            bank.accounts,
+            bank.total,
+            bank.transfers_ok,
+            bank.transfers_fail,
+            bank.transfers_info,
+            bank.reads,
+            bank.final_reads,
+            bank.bad_reads
+        );
+        for bad in &bank.anomalies {
+            println!(
+                "  op {} process {} invoked {:.3}s{}: {:?} {:?}",
+                bad.index,
+                bad.process,
+                bad.invoke as f64 / 1e9,
+                if bad.final_read { " (final read)" } else { "" },
+                bad.balances,
+                bad.problems
+            );
+        }
+    }
     for w in &results.availability {
         let after = w.first_write_after_heal_ms.map_or("none".to_string(), |ms| format!("{ms} ms"));
         println!(

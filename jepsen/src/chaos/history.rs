@@ -64,6 +64,18 @@ pub enum Op {
     Add { element: u64 },
     /// Read the whole set (the final read); `None` on the invocation.
     ReadSet { elements: Option<Vec<u64>> },
+    /// Bank setup: create every account in `accounts` with `balance`, unless they exist
+    /// already (`ok` either way: afterwards the accounts exist).
+    OpenAccounts { accounts: Vec<String>, balance: i64 },
+    /// Move `amount` from account `from` to account `to` in one transaction.
+    Transfer { from: String, to: String, amount: i64 },
+    /// Every account's balance, from one range read (one snapshot); `None` on the invocation.
+    /// `final_read`: one of the reads after healing.
+    ReadAll {
+        balances: Option<BTreeMap<String, i64>>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        final_read: bool,
+    },
 }
 
 impl Op {
@@ -71,7 +83,11 @@ impl Op {
     pub fn key(&self) -> Option<&str> {
         match self {
             Op::Read { key, .. } | Op::Write { key, .. } | Op::Cas { key, .. } => Some(key),
-            Op::Add { .. } | Op::ReadSet { .. } => None,
+            Op::Add { .. }
+            | Op::ReadSet { .. }
+            | Op::OpenAccounts { .. }
+            | Op::Transfer { .. }
+            | Op::ReadAll { .. } => None,
         }
     }
 }
@@ -200,6 +216,19 @@ mod tests {
         let line = serde_json::to_string(&e).unwrap();
         assert_eq!(line, r#"{"process":3,"type":"ok","f":"read","key":"r0","value":7,"time":12}"#);
         assert_eq!(serde_json::from_str::<Event>(&line).unwrap(), e);
+
+        let balances = BTreeMap::from([("{bank}acct/00".to_string(), 100)]);
+        let e = ev(4, EventType::Ok, Op::ReadAll { balances: Some(balances), final_read: true }, 13);
+        let line = serde_json::to_string(&e).unwrap();
+        assert_eq!(
+            line,
+            r#"{"process":4,"type":"ok","f":"read-all","balances":{"{bank}acct/00":100},"final_read":true,"time":13}"#
+        );
+        assert_eq!(serde_json::from_str::<Event>(&line).unwrap(), e);
+        let line = r#"{"process":1,"type":"invoke","f":"read-all","balances":null,"time":2}"#;
+        let parsed: Event = serde_json::from_str(line).unwrap();
+        assert_eq!(parsed.op, Op::ReadAll { balances: None, final_read: false });
+        assert_eq!(serde_json::to_string(&parsed).unwrap(), line);
     }
 
     #[test]

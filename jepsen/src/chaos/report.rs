@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::availability::{self, FaultWindow};
-use super::checker::{linearizable, set, Validity};
+use super::checker::{bank, linearizable, set, Validity};
 use super::history::{self, Event, EventType, HistoryError};
 use super::nemesis::{NemesisEvent, NemesisKind};
 use super::workload::WorkloadKind;
@@ -44,6 +44,8 @@ pub struct Results {
     pub linearizable: Option<linearizable::Report>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub set: Option<set::Report>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bank: Option<bank::Report>,
     /// From the end of the workload (every fault healed by then) until every node was ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery_ms: Option<u64>,
@@ -81,6 +83,7 @@ pub fn check(workload: WorkloadKind, events: &[Event], nemesis: &[NemesisEvent])
         ops: stats,
         linearizable: None,
         set: None,
+        bank: None,
         recovery_ms: None,
         availability: availability::windows(&ops, nemesis),
         error: None,
@@ -95,6 +98,11 @@ pub fn check(workload: WorkloadKind, events: &[Event], nemesis: &[NemesisEvent])
             let report = set::check(&ops);
             results.valid = report.valid;
             results.set = Some(report);
+        }
+        WorkloadKind::Bank => {
+            let report = bank::check(&ops);
+            results.valid = report.valid;
+            results.bank = Some(report);
         }
     }
     Ok(results)

@@ -63,7 +63,10 @@ fn step(state: State, op: &Op) -> Option<State> {
         (Op::Write { value, .. }, _) => Some(State::Value(Some(*value))),
         (Op::Cas { to, .. }, State::Any) => Some(State::Value(Some(*to))),
         (Op::Cas { from, to, .. }, State::Value(v)) => (v == Some(*from)).then_some(State::Value(Some(*to))),
-        (Op::Add { .. } | Op::ReadSet { .. }, _) => None,
+        (
+            Op::Add { .. } | Op::ReadSet { .. } | Op::OpenAccounts { .. } | Op::Transfer { .. } | Op::ReadAll { .. },
+            _,
+        ) => None,
     }
 }
 

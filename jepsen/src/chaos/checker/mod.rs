@@ -5,7 +5,10 @@
 //! - [`linearizable`]: per-key linearizability of a read/write/compare-and-swap register.
 //! - [`set`]: every acknowledged add is in the final read; nothing that certainly failed or was
 //!   never added is.
+//! - [`bank`]: every read of all accounts shows each account, none negative, and the total
+//!   the setup put in.
 
+pub mod bank;
 pub mod linearizable;
 pub mod set;
 

@@ -10,7 +10,9 @@
 //!
 //! - [`register`]: get / put / compare-and-swap on a few keys, checked for linearizability.
 //! - [`set`]: adds of unique elements, one final read of the whole set.
+//! - [`bank`]: transfers between accounts of one shard, reads of every balance at once.
 
+pub mod bank;
 pub mod register;
 pub mod set;
 
@@ -32,6 +34,7 @@ use crate::chaos::history::{Clock, Event, EventType, Op, Process};
 pub enum WorkloadKind {
     Register,
     Set,
+    Bank,
 }
 
 impl WorkloadKind {
@@ -39,6 +42,7 @@ impl WorkloadKind {
         match self {
             WorkloadKind::Register => "register",
             WorkloadKind::Set => "set",
+            WorkloadKind::Bank => "bank",
         }
     }
 }
@@ -86,7 +90,7 @@ fn client(ctx: &Context) -> Result<Client, Error> {
 
 /// How an error completes `op` (see the module essay).
 pub fn outcome(op: &Op, error: &Error) -> EventType {
-    let read = matches!(op, Op::Read { .. } | Op::ReadSet { .. });
+    let read = matches!(op, Op::Read { .. } | Op::ReadSet { .. } | Op::ReadAll { .. });
     if !read && error.may_have_been_applied() {
         EventType::Info
     } else {
@@ -101,12 +105,13 @@ async fn perform(ctx: &Context, client: &Client, process: Process, op: Op) -> Ev
         match ctx.kind {
             WorkloadKind::Register => register::apply(client, &op).await,
             WorkloadKind::Set => set::apply(client, &op).await,
+            WorkloadKind::Bank => bank::apply(client, &op).await,
         }
     };
     // The client has its own deadline; this one only catches a call that never returns.
     let (kind, done, error) = match tokio::time::timeout(ctx.op_timeout * 2, apply).await {
-        // A `fail` without an error: a compare-and-swap whose comparison did not hold.
-        Ok(Ok((EventType::Fail, done))) => (EventType::Fail, done, Some("comparison did not hold".to_string())),
+        // A `fail` without an error: the operation's own refusal.
+        Ok(Ok((EventType::Fail, done))) => (EventType::Fail, done, Some(refusal(&op).to_string())),
         Ok(Ok((kind, done))) => (kind, done, None),
         Ok(Err(e)) => (outcome(&op, &e), op, Some(e.to_string())),
         Err(_) => (EventType::Info, op, Some(format!("no answer within {:?}", ctx.op_timeout * 2))),
@@ -115,8 +120,49 @@ async fn perform(ctx: &Context, client: &Client, process: Process, op: Op) -> Ev
     kind
 }
 
-/// `workers` processes issue operations until `until`.
+/// Why an operation that reached the cluster wrote nothing, for its `fail` completion.
+fn refusal(op: &Op) -> &'static str {
+    match op {
+        Op::Transfer { .. } => {
+            "comparison did not hold (a balance changed since it was read), or `from` held less than `amount`"
+        }
+        _ => "comparison did not hold",
+    }
+}
+
+/// Attempts per setup op (500 ms apart), as for the final reads.
+const SETUP_ATTEMPTS: u32 = 20;
+
+/// The workload's setup before the workers start (the bank's accounts), by its own process
+/// (`workers * 1_000_000 + 1`, next to the final reads' `workers * 1_000_000`), retried until
+/// `ok`: every setup op is safe to repeat (see [`bank`]).
+async fn setup(ctx: &Context, process: Process) -> Result<(), Error> {
+    let ops = match ctx.kind {
+        WorkloadKind::Register | WorkloadKind::Set => return Ok(()),
+        WorkloadKind::Bank => vec![bank::open_accounts()],
+    };
+    let client = client(ctx)?;
+    for op in ops {
+        let mut done = false;
+        for _ in 0..SETUP_ATTEMPTS {
+            if perform(ctx, &client, process, op.clone()).await == EventType::Ok {
+                done = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        if !done {
+            return Err(Error::Unavailable {
+                message: format!("setup: {op:?} not ok after {SETUP_ATTEMPTS} attempts"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The setup (see [`setup`]), then `workers` processes issue operations until `until`.
 pub async fn run(ctx: Arc<Context>, workers: u64, seed: u64, until: Instant) -> Result<(), Error> {
+    setup(&ctx, workers * 1_000_000 + 1).await?;
     let mut tasks = Vec::new();
     for w in 0..workers {
         let ctx = ctx.clone();
@@ -154,6 +200,7 @@ pub async fn final_reads(ctx: &Context, process: Process, attempts: u32) -> Resu
     let ops = match ctx.kind {
         WorkloadKind::Register => register::final_ops(ctx.keys),
         WorkloadKind::Set => vec![Op::ReadSet { elements: None }],
+        WorkloadKind::Bank => vec![bank::final_read()],
     };
     for op in ops {
         for _ in 0..attempts {
@@ -170,6 +217,7 @@ pub async fn final_reads(ctx: &Context, process: Process, attempts: u32) -> Resu
 enum Generator {
     Register(register::Generator),
     Set,
+    Bank,
 }
 
 impl Generator {
@@ -177,6 +225,7 @@ impl Generator {
         match kind {
             WorkloadKind::Register => Generator::Register(register::Generator::default()),
             WorkloadKind::Set => Generator::Set,
+            WorkloadKind::Bank => Generator::Bank,
         }
     }
 
@@ -184,6 +233,7 @@ impl Generator {
         match self {
             Generator::Register(g) => g.next(ctx, rng),
             Generator::Set => set::next(ctx),
+            Generator::Bank => bank::next(rng),
         }
     }
 

@@ -43,8 +43,11 @@ pub async fn apply(client: &Client, op: &Op) -> Result<(EventType, Op), Error> {
             }
             Ok((EventType::Ok, Op::ReadSet { elements: Some(elements) }))
         }
-        Op::Read { .. } | Op::Write { .. } | Op::Cas { .. } => {
-            Err(Error::Config { message: format!("the set workload cannot run {op:?}") })
-        }
+        Op::Read { .. }
+        | Op::Write { .. }
+        | Op::Cas { .. }
+        | Op::OpenAccounts { .. }
+        | Op::Transfer { .. }
+        | Op::ReadAll { .. } => Err(Error::Config { message: format!("the set workload cannot run {op:?}") }),
     }
 }
