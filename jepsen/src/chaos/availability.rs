@@ -38,7 +38,10 @@ fn heals(action: Action) -> Option<Action> {
 pub fn windows(ops: &[Operation], nemesis: &[NemesisEvent]) -> Vec<FaultWindow> {
     let mut writes: Vec<u64> = ops
         .iter()
-        .filter(|o| o.outcome == EventType::Ok && matches!(o.op, Op::Write { .. } | Op::Cas { .. } | Op::Add { .. }))
+        .filter(|o| {
+            o.outcome == EventType::Ok
+                && matches!(o.op, Op::Write { .. } | Op::Cas { .. } | Op::Add { .. } | Op::Transfer { .. })
+        })
         .filter_map(|o| o.complete)
         .collect();
     writes.sort_unstable();
