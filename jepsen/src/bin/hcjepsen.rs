@@ -37,7 +37,8 @@ enum Command {
     Test {
         #[arg(long, value_enum)]
         workload: WorkloadKind,
-        /// Fault kinds, comma-separated; none given: no faults.
+        /// Fault kinds, comma-separated; none given: no faults. `clock` needs libfaketime (Debian's
+        /// `faketime` package; HCJ_LIBFAKETIME names another copy).
         #[arg(long, value_enum, value_delimiter = ',')]
         nemesis: Vec<NemesisKind>,
         #[command(flatten)]
@@ -48,7 +49,7 @@ enum Command {
     Matrix {
         #[arg(long, value_enum, value_delimiter = ',', default_value = "register,set")]
         workloads: Vec<WorkloadKind>,
-        #[arg(long, value_enum, value_delimiter = ',', default_value = "kill,pause,partition,wipe")]
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "kill,pause,partition,wipe,clock")]
         nemeses: Vec<NemesisKind>,
         #[command(flatten)]
         run: RunArgs,

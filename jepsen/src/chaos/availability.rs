@@ -31,7 +31,8 @@ fn heals(action: Action) -> Option<Action> {
         Action::Kill | Action::Wipe => Some(Action::Restart),
         Action::Pause => Some(Action::Resume),
         Action::Partition => Some(Action::Heal),
-        Action::Restart | Action::Resume | Action::Heal | Action::CaughtUp | Action::Skip => None,
+        Action::ClockJump | Action::ClockStrobe => Some(Action::ClockReset),
+        Action::Restart | Action::Resume | Action::Heal | Action::CaughtUp | Action::Skip | Action::ClockReset => None,
     }
 }
 
@@ -80,7 +81,7 @@ mod tests {
         Operation { process: 0, op, outcome: EventType::Ok, invoke: at_ms * MS - MS, complete: Some(at_ms * MS) }
     }
     fn action(action: Action, at_ms: u64) -> NemesisEvent {
-        NemesisEvent { action, nodes: vec![1], start: at_ms * MS, end: at_ms * MS + MS, error: None }
+        NemesisEvent { action, nodes: vec![1], start: at_ms * MS, end: at_ms * MS + MS, error: None, offset_ms: None }
     }
 
     #[test]

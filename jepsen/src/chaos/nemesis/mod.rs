@@ -10,11 +10,16 @@
 //! - [`wipe`]: SIGKILL one node or the busiest leader, delete its data directory, later restart
 //!   it with the same command line (same node id, empty storage); never a second node while a
 //!   wiped one has not caught up.
+//! - [`clock`]: one node's wall and monotonic clocks (libfaketime) jump forward 2-30 s, or
+//!   strobe (forward 0.2-2 s every other 200 ms); never back, as a monotonic clock cannot; the
+//!   heal stops them. With the wall clock alone: both directions, and the heal resets to 0.
 //! - [`schedule`]: alternates heal and fault periods, picks the fault and its nodes with the
 //!   run's seeded RNG, and heals everything at the end.
 //!
-//! Not done: majority rings and one-way partitions (the proxies can express them), clock faults, membership churn (docs/chaos.md).
+//! Not done: majority rings and one-way partitions (the proxies can express them), clock skew that grows slowly (rate
+//! changes), membership churn (docs/chaos.md).
 
+pub mod clock;
 pub mod kill;
 pub mod partition;
 pub mod pause;
@@ -38,6 +43,8 @@ pub enum NemesisKind {
     Partition,
     /// SIGKILL one node, delete its data directory, then restart it with the same command line.
     Wipe,
+    /// Jump or strobe one node's wall and monotonic clocks (libfaketime), then reset them.
+    Clock,
 }
 
 impl NemesisKind {
@@ -48,6 +55,7 @@ impl NemesisKind {
             NemesisKind::Pause => "pause",
             NemesisKind::Partition => "partition",
             NemesisKind::Wipe => "wipe",
+            NemesisKind::Clock => "clock",
         }
     }
 }
@@ -68,6 +76,14 @@ pub enum Action {
     CaughtUp,
     /// A planned wipe not done: `nodes` (wiped before) had not caught up.
     Skip,
+    /// A node's clocks jumped, to `offset_ms` from real time (healed by `clock-reset`).
+    ClockJump,
+    /// A node's clocks strobed (moved every 200 ms) from `start` to `end`, at most `offset_ms`
+    /// from real time (healed by `clock-reset`).
+    ClockStrobe,
+    /// The heal of a clock fault: the offset stops moving (both clocks faked: it stays at
+    /// `offset_ms`) or goes back to 0 (the wall clock alone).
+    ClockReset,
 }
 
 /// One line of `nemesis.jsonl`.
@@ -81,6 +97,11 @@ pub struct NemesisEvent {
     pub end: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Clock actions (ms, negative: behind real time): for a jump or strobe the farthest the node
+    /// got from real time, for `clock-reset` where it was left. Absent from every other
+    /// action (and from logs written before the clock nemesis).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset_ms: Option<i64>,
 }
 
 /// The log entry of an action on `nodes` (0-based indices) that began at `start`.
@@ -98,5 +119,29 @@ pub(super) fn event(
         start,
         end: clock.now(),
         error: (!errors.is_empty()).then(|| errors.join("; ")),
+        offset_ms: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_events_carry_their_offset_and_old_logs_still_read() {
+        let old: NemesisEvent = serde_json::from_str(r#"{"action":"kill","nodes":[1],"start":1,"end":2}"#).unwrap();
+        assert_eq!(old.offset_ms, None);
+        let jump = NemesisEvent {
+            action: Action::ClockJump,
+            nodes: vec![2],
+            start: 1,
+            end: 2,
+            error: None,
+            offset_ms: Some(-15_000),
+        };
+        let line = serde_json::to_string(&jump).unwrap();
+        assert_eq!(line, r#"{"action":"clock-jump","nodes":[2],"start":1,"end":2,"offset_ms":-15000}"#);
+        assert_eq!(serde_json::from_str::<NemesisEvent>(&line).unwrap(), jump);
+        assert!(!serde_json::to_string(&old).unwrap().contains("offset_ms"));
     }
 }

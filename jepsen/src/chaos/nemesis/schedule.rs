@@ -10,7 +10,9 @@
 //! minority, or (half the time) the busiest leader. A wipe hits one random node, or (a third of
 //! the time) the busiest leader, never a majority; and never while a node wiped earlier has not
 //! caught up (`wipe.rs`): the wipe then waits for it up to the fault's length, and is skipped
-//! (`skip` in the log) if it still has not. Leaders are found when the fault starts.
+//! (`skip` in the log) if it still has not. A clock fault hits one random node or (a third of
+//! the time) the busiest leader, with a jump or a strobe drawn from the seed (`clock.rs`).
+//! Leaders are found when the fault starts.
 
 use std::time::Duration;
 
@@ -19,6 +21,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
+use super::clock::{self, ClockFault};
 use super::wipe::{self, CatchUp};
 use super::{kill, partition, pause, Action, NemesisEvent, NemesisKind};
 use crate::chaos::history::Clock;
@@ -34,6 +37,8 @@ pub struct Step {
     pub nodes: Vec<usize>,
     /// Hit the node leading the most shards instead (`nodes` if none answers).
     pub leader: bool,
+    /// For a clock fault: what the clock does.
+    pub clock: Option<ClockFault>,
 }
 
 /// The faults of a run of `limit` over `nodes` nodes.
@@ -58,13 +63,14 @@ pub fn plan(
                 1 => (nodes / 2 + 1, false),
                 _ => (1, true),
             },
-            NemesisKind::Wipe => (1, rng.gen_range(0..3) == 2),
+            NemesisKind::Wipe | NemesisKind::Clock => (1, rng.gen_range(0..3) == 2),
         };
+        let clock = (kind == NemesisKind::Clock).then(|| ClockFault::pick(&mut rng));
         let mut all: Vec<usize> = (0..nodes).collect();
         all.shuffle(&mut rng);
         all.truncate(count);
         all.sort_unstable();
-        steps.push(Step { at, duration: fault, kind, nodes: all, leader });
+        steps.push(Step { at, duration: fault, kind, nodes: all, leader, clock });
         at += fault + heal;
     }
     steps
@@ -94,6 +100,7 @@ pub async fn run(
                     start: now,
                     end: now,
                     error: Some(e.clone()),
+                    offset_ms: None,
                 });
                 continue;
             }
@@ -110,6 +117,7 @@ pub async fn run(
                             start: waited,
                             end: waited,
                             error: None,
+                            offset_ms: None,
                         });
                         continue;
                     }
@@ -123,12 +131,18 @@ pub async fn run(
             NemesisKind::Pause => pause::pause(cluster, &nodes, clock),
             NemesisKind::Partition => partition::partition(cluster, &nodes, clock),
             NemesisKind::Wipe => wipe::wipe(cluster, &nodes, clock).await,
+            NemesisKind::Clock => {
+                // `plan` always sets one; a step built by hand without one moves nothing.
+                let fault = step.clock.unwrap_or(ClockFault::Jump { offset_ms: 0 });
+                clock::fault(cluster, &nodes, fault, start + step.at + step.duration, clock).await
+            }
         });
         tokio::time::sleep_until(start + step.at + step.duration).await;
         log.push(match step.kind {
             NemesisKind::Kill | NemesisKind::Wipe => kill::restart(cluster, &nodes, clock),
             NemesisKind::Pause => pause::resume(cluster, &nodes, clock),
             NemesisKind::Partition => partition::heal(cluster, clock),
+            NemesisKind::Clock => clock::reset(cluster, &nodes, clock).await,
         });
         if step.kind == NemesisKind::Wipe {
             let restarted = log.last().map_or(clock.now(), |e| e.end);

@@ -40,7 +40,14 @@ pub fn watch(probe: Probe, id: u64, i: usize, since: u64, clock: Clock) -> Catch
         while !probe.caught_up(i).await {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        NemesisEvent { action: Action::CaughtUp, nodes: vec![id], start: since, end: clock.now(), error: None }
+        NemesisEvent {
+            action: Action::CaughtUp,
+            nodes: vec![id],
+            start: since,
+            end: clock.now(),
+            error: None,
+            offset_ms: None,
+        }
     });
     CatchUp { id, since, watcher }
 }
@@ -57,6 +64,7 @@ impl CatchUp {
                 start: self.since,
                 end: self.since,
                 error: Some(format!("the catch-up watcher failed: {e}")),
+                offset_ms: None,
             }),
             Err(_) => Err(self),
         }
@@ -72,6 +80,7 @@ impl CatchUp {
             start: self.since,
             end: clock.now(),
             error: Some(format!("node {} had not caught up since its wipe", self.id)),
+            offset_ms: None,
         }
     }
 }

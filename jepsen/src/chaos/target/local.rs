@@ -11,6 +11,14 @@
 //! With `proxied`, each node advertises the address of its [`Proxies`] proxy instead of its own
 //! port, so peers and clients reach it through the proxy and the partition nemesis can cut
 //! links between nodes.
+//!
+//! With a [`Faketime`], every node runs under libfaketime (`LD_PRELOAD`, the thread-safe
+//! `libfaketimeMT.so.1`), reading its clock offset from its own file `n<id>.faketime` (next to
+//! its log, so a wipe keeps it) on every clock read (`FAKETIME_NO_CACHE=1`: a change is seen at
+//! once; measured cost ~4 us per `clock_gettime` instead of ~20 ns). libfaketime shifts
+//! `CLOCK_REALTIME` and, unless `wall_only`, `CLOCK_MONOTONIC` too (which tokio's timers and
+//! openraft's election and lease timers read). [`LocalCluster::set_clock`] changes a node's
+//! offset; the file is replaced by a rename, so a node never reads half a write.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -42,6 +50,10 @@ pub struct LocalNode {
     admin: String,
     args: Vec<String>,
     log: PathBuf,
+    /// The libfaketime offset file, when the cluster runs under a [`Faketime`].
+    clock_file: Option<PathBuf>,
+    /// The offset last written to `clock_file`.
+    pub clock_offset: ClockOffset,
     child: Option<Child>,
     pub state: NodeState,
 }
@@ -50,6 +62,46 @@ pub struct LocalCluster {
     exe: PathBuf,
     pub nodes: Vec<LocalNode>,
     proxies: Option<Proxies>,
+    faketime: Option<Faketime>,
+}
+
+/// How nodes run under libfaketime (the `clock` nemesis).
+#[derive(Debug, Clone)]
+pub struct Faketime {
+    /// The preloaded library.
+    pub library: PathBuf,
+    /// Fake `CLOCK_REALTIME` only (`FAKETIME_DONT_FAKE_MONOTONIC=1`).
+    pub wall_only: bool,
+}
+
+/// Where Debian's `libfaketime` package puts the thread-safe library, per architecture.
+const FAKETIME_PATHS: [&str; 3] = [
+    "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+    "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
+    "/usr/local/lib/faketime/libfaketimeMT.so.1",
+];
+
+impl Faketime {
+    /// `HCJ_LIBFAKETIME` if set, else Debian's path; `HCJ_FAKETIME_WALL_ONLY=1` keeps the
+    /// monotonic clock real.
+    pub fn locate() -> Result<Faketime, TargetError> {
+        let wall_only = std::env::var("HCJ_FAKETIME_WALL_ONLY").is_ok_and(|v| v == "1");
+        let (library, looked) = match std::env::var_os("HCJ_LIBFAKETIME") {
+            Some(path) => (PathBuf::from(&path), PathBuf::from(path).display().to_string()),
+            None => (
+                FAKETIME_PATHS.iter().map(PathBuf::from).find(|p| p.is_file()).unwrap_or_default(),
+                FAKETIME_PATHS.join(", "),
+            ),
+        };
+        if library.is_file() {
+            Ok(Faketime { library, wall_only })
+        } else {
+            Err(TargetError::Io(format!(
+                "the clock nemesis needs libfaketime, not found at {looked}: install Debian's `faketime` package \
+                 (`apt-get install faketime`), or set HCJ_LIBFAKETIME to its libfaketimeMT.so.1"
+            )))
+        }
+    }
 }
 
 fn free_port() -> Result<u16, TargetError> {
@@ -69,6 +121,7 @@ impl LocalCluster {
         count: usize,
         shards: u32,
         proxied: bool,
+        faketime: Option<Faketime>,
     ) -> Result<LocalCluster, TargetError> {
         std::fs::create_dir_all(dir).map_err(|e| TargetError::Io(format!("creating {}: {e}", dir.display())))?;
         let proxies = proxied.then(Proxies::default);
@@ -113,11 +166,25 @@ impl LocalCluster {
                     count.min(3).to_string(),
                 ];
                 let log = dir.join(format!("n{id}.log"));
-                LocalNode { id, endpoint, admin, args, log, child: None, state: NodeState::Killed }
+                let clock_file = faketime.as_ref().map(|_| dir.join(format!("n{id}.faketime")));
+                LocalNode {
+                    id,
+                    endpoint,
+                    admin,
+                    args,
+                    log,
+                    clock_file,
+                    clock_offset: ClockOffset::ZERO,
+                    child: None,
+                    state: NodeState::Killed,
+                }
             })
             .collect();
-        let mut cluster = LocalCluster { exe: exe.to_path_buf(), nodes, proxies };
+        let mut cluster = LocalCluster { exe: exe.to_path_buf(), nodes, proxies, faketime };
         for i in 0..count {
+            if cluster.faketime.is_some() {
+                cluster.set_clock(i, ClockOffset::ZERO).await?;
+            }
             cluster.restart(i)?;
         }
         Ok(cluster)
@@ -143,7 +210,8 @@ impl LocalCluster {
             .open(&node.log)
             .map_err(|e| err(format!("opening {}: {e}", node.log.display())))?;
         let log2 = log.try_clone().map_err(|e| err(e.to_string()))?;
-        let child = Command::new(&self.exe)
+        let mut command = Command::new(&self.exe);
+        command
             .args(&node.args)
             .stdin(Stdio::null())
             .stdout(log)
@@ -151,15 +219,46 @@ impl LocalCluster {
             .env("RUST_LOG", std::env::var("HCJ_NODE_LOG").unwrap_or_else(|_| "info".into()))
             // Ours, not the node's: its strict config reads every HYPERCACHE_* variable.
             .env_remove("HYPERCACHE_BIN")
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| err(format!("starting {}: {e}", self.exe.display())))?;
+            .kill_on_drop(true);
+        if let (Some(faketime), Some(file)) = (&self.faketime, &node.clock_file) {
+            command
+                .env("LD_PRELOAD", &faketime.library)
+                .env("FAKETIME_TIMESTAMP_FILE", file)
+                .env("FAKETIME_NO_CACHE", "1");
+            if faketime.wall_only {
+                command.env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+            }
+        }
+        let child = command.spawn().map_err(|e| err(format!("starting {}: {e}", self.exe.display())))?;
         if let (Some(proxies), Some(pid)) = (&self.proxies, child.id()) {
             proxies.set_pid(node.id, pid);
             proxies.set_up(node.id, true);
         }
         node.child = Some(child);
         node.state = NodeState::Running;
+        Ok(())
+    }
+
+    /// Whether the nodes' monotonic clocks are faked too (then an offset must never decrease
+    /// while a node runs: see `nemesis/clock.rs`); `None` without libfaketime.
+    pub fn fakes_monotonic(&self) -> Option<bool> {
+        self.faketime.as_ref().map(|f| !f.wall_only)
+    }
+
+    /// Sets node `i`'s clock offset (it reads it on its next clock read); an error for a cluster
+    /// not started under libfaketime.
+    pub async fn set_clock(&mut self, i: usize, offset: ClockOffset) -> Result<(), TargetError> {
+        let node = &mut self.nodes[i];
+        let err = |m: String| TargetError::Node { node: node.id, message: m };
+        let Some(file) = &node.clock_file else {
+            return Err(err("the cluster was started without libfaketime".into()));
+        };
+        let tmp = file.with_extension("faketime.new");
+        tokio::fs::write(&tmp, format!("{}\n", offset.spec()))
+            .await
+            .map_err(|e| err(format!("writing {}: {e}", tmp.display())))?;
+        tokio::fs::rename(&tmp, file).await.map_err(|e| err(format!("renaming to {}: {e}", file.display())))?;
+        node.clock_offset = offset;
         Ok(())
     }
 
@@ -275,6 +374,21 @@ impl LocalCluster {
     }
 }
 
+/// A clock offset from real time, in milliseconds (negative: behind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockOffset(pub i64);
+
+impl ClockOffset {
+    pub const ZERO: ClockOffset = ClockOffset(0);
+
+    /// libfaketime's relative form: a sign, then seconds (fractions allowed), e.g. `+15.000`.
+    pub fn spec(self) -> String {
+        let sign = if self.0 < 0 { '-' } else { '+' };
+        let ms = self.0.unsigned_abs();
+        format!("{sign}{}.{:03}", ms / 1000, ms % 1000)
+    }
+}
+
 /// Asks a cluster's nodes (by address only) whether a wiped node has caught up again.
 #[derive(Clone)]
 pub struct Probe {
@@ -336,4 +450,17 @@ async fn ready(admin: &str) -> bool {
         Some(head[..n].starts_with(b"HTTP/1.1 200") || head[..n].starts_with(b"HTTP/1.0 200"))
     };
     matches!(tokio::time::timeout(Duration::from_millis(500), attempt).await, Ok(Some(true)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_are_written_in_libfaketimes_relative_form() {
+        assert_eq!(ClockOffset(15_000).spec(), "+15.000");
+        assert_eq!(ClockOffset(-250).spec(), "-0.250");
+        assert_eq!(ClockOffset(-61_005).spec(), "-61.005");
+        assert_eq!(ClockOffset::ZERO.spec(), "+0.000");
+    }
 }
