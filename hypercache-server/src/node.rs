@@ -210,6 +210,7 @@ impl Node {
             shards.clone(),
             me.clone(),
             stamp.clone(),
+            !config.discovery.is_empty(),
             membership.clone(),
             driver.clone(),
             pool.clone(),

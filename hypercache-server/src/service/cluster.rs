@@ -25,6 +25,9 @@ pub struct ClusterService {
     shards: Arc<Shards>,
     me: NodeInfo,
     stamp: Arc<Stamp>,
+    /// Joins must name a DNS endpoint (discovery mode); with static peers, members are recorded
+    /// by the addresses the peers list gives, IPs included.
+    names_only: bool,
     membership: Arc<Membership>,
     driver: Arc<Driver>,
     pool: PeerPool,
@@ -35,11 +38,12 @@ impl ClusterService {
         shards: Arc<Shards>,
         me: NodeInfo,
         stamp: Arc<Stamp>,
+        names_only: bool,
         membership: Arc<Membership>,
         driver: Arc<Driver>,
         pool: PeerPool,
     ) -> Self {
-        ClusterService { shards, me, stamp, membership, driver, pool }
+        ClusterService { shards, me, stamp, names_only, membership, driver, pool }
     }
 
     fn meta(&self) -> Result<Arc<Shard>, Status> {
@@ -175,9 +179,11 @@ impl Cluster for ClusterService {
         validate_join(&req).map_err(ServiceError::into_status)?;
         let node = NodeInfo { name: req.name, addr: req.endpoint, incarnation: Incarnation(req.incarnation) };
         let known = self.membership.members().into_iter().find(|m| m.id == req.node_id && m.node.same_endpoint(&node));
-        // New members are recorded by DNS name; a member rejoining under the endpoint membership
-        // already holds for it (static peers may be IPs) keeps it.
-        if known.is_none() {
+        // New members are recorded by DNS name in discovery mode; a member rejoining under the
+        // endpoint membership already holds for it keeps it. With static peers (IPs allowed), a
+        // node whose old entry was removed but whose re-add did not happen rejoins under the
+        // address the peers list gives it.
+        if known.is_none() && self.names_only {
             require_dns_name(&node.addr)
                 .map_err(|e| ServiceError::invalid("INVALID_ARGUMENT", format!("join: endpoint {e}")).into_status())?;
         }
