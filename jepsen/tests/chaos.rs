@@ -1,6 +1,7 @@
 //! The chaos suite end to end through its command line: short `register` runs under kill and
 //! pause faults, under partitions, and under wiped disks against real `hypercache` processes
-//! must be linearizable, a short `bank` run under kill and pause must keep its total, and
+//! must be linearizable, a short `bank` run under kill and pause must keep its total, a short
+//! `election` run under kill and pause must never hand one term to two candidates, and
 //! `hcjepsen check`
 //! must say `valid: false` for stored histories with planted anomalies (so the verdict the
 //! first test relies on can fail).
@@ -287,4 +288,47 @@ fn register_under_clock_faults_is_linearizable() {
         let panics: Vec<&str> = log.lines().filter(|l| l.contains("panicked") || l.contains("expect now")).collect();
         assert!(panics.is_empty(), "node {n} panicked under clock faults:\n{}", panics.join("\n"));
     }
+}
+
+/// Elections (issue 17): workers campaign for two elections with short leases, hold, read the
+/// leader, resign or walk away; under kills and pauses no two campaigns win one term, terms
+/// never go back, and leader reads name the campaign that won their term.
+#[test]
+fn election_under_kill_and_pause_never_splits_a_term() {
+    let (_store, run) = live_run("election", &[NemesisKind::Kill, NemesisKind::Pause], 15, |_| true);
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("results.json")).unwrap()).unwrap();
+    let election = &results["election"];
+    assert_eq!(election["anomaly_count"].as_u64(), Some(0), "{results}");
+    assert!(election["campaigns_ok"].as_u64().unwrap() > 10, "too few elections won: {results}");
+    assert!(election["reads"].as_u64().unwrap() > 10, "too few leader reads: {results}");
+    assert_eq!(election["final_reads"].as_u64(), Some(2), "{results}");
+}
+
+#[test]
+fn check_finds_a_planted_split_term() {
+    // c2's campaign overlaps c1's and got the same term 1: two leaders at once.
+    let history = |second_term: u64| {
+        format!(
+            r#"{{"process":0,"type":"invoke","f":"campaign","name":"e-0","candidate":"c1","term":null,"time":1}}
+{{"process":1,"type":"invoke","f":"campaign","name":"e-0","candidate":"c2","term":null,"time":2}}
+{{"process":0,"type":"ok","f":"campaign","name":"e-0","candidate":"c1","term":1,"time":3}}
+{{"process":1,"type":"ok","f":"campaign","name":"e-0","candidate":"c2","term":{second_term},"time":4}}
+{{"process":2,"type":"invoke","f":"leader","name":"e-0","holder":null,"term":null,"last_term":null,"final_read":true,"time":5}}
+{{"process":2,"type":"ok","f":"leader","name":"e-0","holder":"c2","term":{second_term},"last_term":{second_term},"final_read":true,"time":6}}
+"#
+        )
+    };
+    let split = stored_run("election", &history(1));
+    let out = Command::new(HCJEPSEN).arg("check").arg(split.path()).output().unwrap();
+    assert_eq!(last_line(&out), "valid: false", "{}", describe(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("SplitTerm") && stdout.contains("\"c1\"") && stdout.contains("\"c2\""),
+        "{}",
+        describe(&out)
+    );
+    let fine = stored_run("election", &history(2));
+    let out = Command::new(HCJEPSEN).arg("check").arg(fine.path()).output().unwrap();
+    assert_eq!(last_line(&out), "valid: true", "{}", describe(&out));
 }

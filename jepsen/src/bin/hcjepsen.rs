@@ -263,6 +263,25 @@ fn summarize(results: &Results) -> Validity {
             );
         }
     }
+    if let Some(election) = &results.election {
+        println!(
+            "election: {} names, highest terms {:?}; campaigns {} ok, {} fail, {} info; resigns {} ok, {} fail, {} info; {} leader reads ({} final); {} anomalies",
+            election.names,
+            election.highest_term,
+            election.campaigns_ok,
+            election.campaigns_fail,
+            election.campaigns_info,
+            election.resigns_ok,
+            election.resigns_fail,
+            election.resigns_info,
+            election.reads,
+            election.final_reads,
+            election.anomaly_count
+        );
+        for anomaly in &election.anomalies {
+            println!("  {anomaly:?}");
+        }
+    }
     for w in &results.availability {
         let after = w.first_write_after_heal_ms.map_or("none".to_string(), |ms| format!("{ms} ms"));
         println!(

@@ -76,6 +76,21 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         final_read: bool,
     },
+    /// Campaign for election `name` as `candidate` (unique to this op) with a fresh lease;
+    /// the completion carries the term won (`None` on the invocation and when not `ok`).
+    Campaign { name: String, candidate: String, term: Option<u64> },
+    /// Give up the leadership of `name` that `candidate` won with `term`.
+    Resign { name: String, candidate: String, term: u64 },
+    /// Who leads `name` (`holder` and `term`, `None`: nobody) and the last term handed out;
+    /// all `None` on the invocation. `final_read`: one of the reads after healing.
+    Leader {
+        name: String,
+        holder: Option<String>,
+        term: Option<u64>,
+        last_term: Option<u64>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        final_read: bool,
+    },
 }
 
 impl Op {
@@ -87,7 +102,10 @@ impl Op {
             | Op::ReadSet { .. }
             | Op::OpenAccounts { .. }
             | Op::Transfer { .. }
-            | Op::ReadAll { .. } => None,
+            | Op::ReadAll { .. }
+            | Op::Campaign { .. }
+            | Op::Resign { .. }
+            | Op::Leader { .. } => None,
         }
     }
 }
@@ -228,6 +246,21 @@ mod tests {
         let line = r#"{"process":1,"type":"invoke","f":"read-all","balances":null,"time":2}"#;
         let parsed: Event = serde_json::from_str(line).unwrap();
         assert_eq!(parsed.op, Op::ReadAll { balances: None, final_read: false });
+        assert_eq!(serde_json::to_string(&parsed).unwrap(), line);
+
+        let e = ev(5, EventType::Ok, Op::Campaign { name: "e/0".into(), candidate: "c7".into(), term: Some(3) }, 14);
+        let line = serde_json::to_string(&e).unwrap();
+        assert_eq!(
+            line,
+            r#"{"process":5,"type":"ok","f":"campaign","name":"e/0","candidate":"c7","term":3,"time":14}"#
+        );
+        assert_eq!(serde_json::from_str::<Event>(&line).unwrap(), e);
+        let line = r#"{"process":6,"type":"invoke","f":"leader","name":"e/1","holder":null,"term":null,"last_term":null,"time":15}"#;
+        let parsed: Event = serde_json::from_str(line).unwrap();
+        assert_eq!(
+            parsed.op,
+            Op::Leader { name: "e/1".into(), holder: None, term: None, last_term: None, final_read: false }
+        );
         assert_eq!(serde_json::to_string(&parsed).unwrap(), line);
     }
 

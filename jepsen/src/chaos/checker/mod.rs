@@ -7,8 +7,11 @@
 //!   never added is.
 //! - [`bank`]: every read of all accounts shows each account, none negative, and the total
 //!   the setup put in.
+//! - [`election`]: no two campaigns won one term; terms never go back; leader reads agree with
+//!   the campaigns that won.
 
 pub mod bank;
+pub mod election;
 pub mod linearizable;
 pub mod set;
 

@@ -11,8 +11,10 @@
 //! - [`register`]: get / put / compare-and-swap on a few keys, checked for linearizability.
 //! - [`set`]: adds of unique elements, one final read of the whole set.
 //! - [`bank`]: transfers between accounts of one shard, reads of every balance at once.
+//! - [`election`]: campaigns, resignations and leader reads on a few elections.
 
 pub mod bank;
+pub mod election;
 pub mod register;
 pub mod set;
 
@@ -35,6 +37,7 @@ pub enum WorkloadKind {
     Register,
     Set,
     Bank,
+    Election,
 }
 
 impl WorkloadKind {
@@ -43,6 +46,7 @@ impl WorkloadKind {
             WorkloadKind::Register => "register",
             WorkloadKind::Set => "set",
             WorkloadKind::Bank => "bank",
+            WorkloadKind::Election => "election",
         }
     }
 }
@@ -90,7 +94,7 @@ fn client(ctx: &Context) -> Result<Client, Error> {
 
 /// How an error completes `op` (see the module essay).
 pub fn outcome(op: &Op, error: &Error) -> EventType {
-    let read = matches!(op, Op::Read { .. } | Op::ReadSet { .. } | Op::ReadAll { .. });
+    let read = matches!(op, Op::Read { .. } | Op::ReadSet { .. } | Op::ReadAll { .. } | Op::Leader { .. });
     if !read && error.may_have_been_applied() {
         EventType::Info
     } else {
@@ -98,14 +102,15 @@ pub fn outcome(op: &Op, error: &Error) -> EventType {
     }
 }
 
-/// Runs one operation and records it; returns its completion type.
-async fn perform(ctx: &Context, client: &Client, process: Process, op: Op) -> EventType {
+/// Runs one operation and records it; returns its completion type and op.
+async fn perform(ctx: &Context, client: &Client, process: Process, op: Op) -> (EventType, Op) {
     ctx.recorder.push(process, EventType::Invoke, op.clone(), None);
     let apply = async {
         match ctx.kind {
             WorkloadKind::Register => register::apply(client, &op).await,
             WorkloadKind::Set => set::apply(client, &op).await,
             WorkloadKind::Bank => bank::apply(client, &op).await,
+            WorkloadKind::Election => election::apply(client, &op, ctx.op_timeout).await,
         }
     };
     // The client has its own deadline; this one only catches a call that never returns.
@@ -116,8 +121,8 @@ async fn perform(ctx: &Context, client: &Client, process: Process, op: Op) -> Ev
         Ok(Err(e)) => (outcome(&op, &e), op, Some(e.to_string())),
         Err(_) => (EventType::Info, op, Some(format!("no answer within {:?}", ctx.op_timeout * 2))),
     };
-    ctx.recorder.push(process, kind, done, error);
-    kind
+    ctx.recorder.push(process, kind, done.clone(), error);
+    (kind, done)
 }
 
 /// Why an operation that reached the cluster wrote nothing, for its `fail` completion.
@@ -126,6 +131,7 @@ fn refusal(op: &Op) -> &'static str {
         Op::Transfer { .. } => {
             "comparison did not hold (a balance changed since it was read), or `from` held less than `amount`"
         }
+        Op::Resign { .. } => "not the election's leader (its lease had ended)",
         _ => "comparison did not hold",
     }
 }
@@ -138,14 +144,14 @@ const SETUP_ATTEMPTS: u32 = 20;
 /// `ok`: every setup op is safe to repeat (see [`bank`]).
 async fn setup(ctx: &Context, process: Process) -> Result<(), Error> {
     let ops = match ctx.kind {
-        WorkloadKind::Register | WorkloadKind::Set => return Ok(()),
+        WorkloadKind::Register | WorkloadKind::Set | WorkloadKind::Election => return Ok(()),
         WorkloadKind::Bank => vec![bank::open_accounts()],
     };
     let client = client(ctx)?;
     for op in ops {
         let mut done = false;
         for _ in 0..SETUP_ATTEMPTS {
-            if perform(ctx, &client, process, op.clone()).await == EventType::Ok {
+            if perform(ctx, &client, process, op.clone()).await.0 == EventType::Ok {
                 done = true;
                 break;
             }
@@ -173,8 +179,8 @@ pub async fn run(ctx: Arc<Context>, workers: u64, seed: u64, until: Instant) -> 
             let mut generator = Generator::new(ctx.kind);
             while Instant::now() < until {
                 let op = generator.next(&ctx, &mut rng);
-                let kind = perform(&ctx, &client, process, op.clone()).await;
-                generator.observe(&op, kind);
+                let (kind, done) = perform(&ctx, &client, process, op.clone()).await;
+                generator.observe(&op, &done, kind);
                 if kind == EventType::Info {
                     process += workers;
                     client = self::client(&ctx)?;
@@ -201,10 +207,11 @@ pub async fn final_reads(ctx: &Context, process: Process, attempts: u32) -> Resu
         WorkloadKind::Register => register::final_ops(ctx.keys),
         WorkloadKind::Set => vec![Op::ReadSet { elements: None }],
         WorkloadKind::Bank => vec![bank::final_read()],
+        WorkloadKind::Election => election::final_ops(),
     };
     for op in ops {
         for _ in 0..attempts {
-            if perform(ctx, &client, process, op.clone()).await == EventType::Ok {
+            if perform(ctx, &client, process, op.clone()).await.0 == EventType::Ok {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -218,6 +225,7 @@ enum Generator {
     Register(register::Generator),
     Set,
     Bank,
+    Election(election::Generator),
 }
 
 impl Generator {
@@ -226,6 +234,7 @@ impl Generator {
             WorkloadKind::Register => Generator::Register(register::Generator::default()),
             WorkloadKind::Set => Generator::Set,
             WorkloadKind::Bank => Generator::Bank,
+            WorkloadKind::Election => Generator::Election(election::Generator::default()),
         }
     }
 
@@ -234,12 +243,16 @@ impl Generator {
             Generator::Register(g) => g.next(ctx, rng),
             Generator::Set => set::next(ctx),
             Generator::Bank => bank::next(rng),
+            Generator::Election(g) => g.next(ctx, rng),
         }
     }
 
-    fn observe(&mut self, op: &Op, kind: EventType) {
-        if let Generator::Register(g) = self {
-            g.observe(op, kind);
+    /// `op` as invoked, `done` as completed.
+    fn observe(&mut self, op: &Op, done: &Op, kind: EventType) {
+        match self {
+            Generator::Register(g) => g.observe(op, kind),
+            Generator::Election(g) => g.observe(done, kind),
+            Generator::Set | Generator::Bank => {}
         }
     }
 }

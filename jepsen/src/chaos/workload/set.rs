@@ -48,6 +48,9 @@ pub async fn apply(client: &Client, op: &Op) -> Result<(EventType, Op), Error> {
         | Op::Cas { .. }
         | Op::OpenAccounts { .. }
         | Op::Transfer { .. }
-        | Op::ReadAll { .. } => Err(Error::Config { message: format!("the set workload cannot run {op:?}") }),
+        | Op::ReadAll { .. }
+        | Op::Campaign { .. }
+        | Op::Resign { .. }
+        | Op::Leader { .. } => Err(Error::Config { message: format!("the set workload cannot run {op:?}") }),
     }
 }
