@@ -4,7 +4,8 @@
 //! leader kill or pause of at most the election timeout + 0.5 s, full service within 2 s of a
 //! heal. Figures, not a verdict: a run is not invalid because it was slow.
 //!
-//! Writes are `ok` puts, compare-and-swaps (those whose comparison held) and adds; reads do not
+//! Writes are `ok` puts, compare-and-swaps (those whose comparison held), adds, transfers,
+//! board assignments and checkpoint syncs; reads do not
 //! count, as a read served by a partitioned or paused node's peers says nothing about commits.
 
 use serde::{Deserialize, Serialize};
@@ -41,7 +42,15 @@ pub fn windows(ops: &[Operation], nemesis: &[NemesisEvent]) -> Vec<FaultWindow> 
         .iter()
         .filter(|o| {
             o.outcome == EventType::Ok
-                && matches!(o.op, Op::Write { .. } | Op::Cas { .. } | Op::Add { .. } | Op::Transfer { .. })
+                && matches!(
+                    o.op,
+                    Op::Write { .. }
+                        | Op::Cas { .. }
+                        | Op::Add { .. }
+                        | Op::Transfer { .. }
+                        | Op::Assign { .. }
+                        | Op::Sync { .. }
+                )
         })
         .filter_map(|o| o.complete)
         .collect();

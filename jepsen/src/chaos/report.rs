@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::availability::{self, FaultWindow};
-use super::checker::{bank, linearizable, set, Validity};
+use super::checker::{bank, board, linearizable, set, Validity};
 use super::history::{self, Event, EventType, HistoryError};
 use super::nemesis::{NemesisEvent, NemesisKind};
 use super::workload::WorkloadKind;
@@ -46,6 +46,8 @@ pub struct Results {
     pub set: Option<set::Report>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bank: Option<bank::Report>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub board: Option<board::Report>,
     /// From the end of the workload (every fault healed by then) until every node was ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery_ms: Option<u64>,
@@ -84,6 +86,7 @@ pub fn check(workload: WorkloadKind, events: &[Event], nemesis: &[NemesisEvent])
         linearizable: None,
         set: None,
         bank: None,
+        board: None,
         recovery_ms: None,
         availability: availability::windows(&ops, nemesis),
         error: None,
@@ -103,6 +106,11 @@ pub fn check(workload: WorkloadKind, events: &[Event], nemesis: &[NemesisEvent])
             let report = bank::check(&ops);
             results.valid = report.valid;
             results.bank = Some(report);
+        }
+        WorkloadKind::Board => {
+            let report = board::check(&ops);
+            results.valid = report.valid;
+            results.board = Some(report);
         }
     }
     Ok(results)

@@ -64,7 +64,15 @@ fn step(state: State, op: &Op) -> Option<State> {
         (Op::Cas { to, .. }, State::Any) => Some(State::Value(Some(*to))),
         (Op::Cas { from, to, .. }, State::Value(v)) => (v == Some(*from)).then_some(State::Value(Some(*to))),
         (
-            Op::Add { .. } | Op::ReadSet { .. } | Op::OpenAccounts { .. } | Op::Transfer { .. } | Op::ReadAll { .. },
+            Op::Add { .. }
+            | Op::ReadSet { .. }
+            | Op::OpenAccounts { .. }
+            | Op::Transfer { .. }
+            | Op::ReadAll { .. }
+            | Op::OpenBoards { .. }
+            | Op::Assign { .. }
+            | Op::Sync { .. }
+            | Op::ReadBoard { .. },
             _,
         ) => None,
     }

@@ -7,8 +7,11 @@
 //!   never added is.
 //! - [`bank`]: every read of all accounts shows each account, none negative, and the total
 //!   the setup put in.
+//! - [`board`]: no checkpoint accepted from a deposed owner's epoch, seqs increasing within an
+//!   epoch, no checkpoint going back.
 
 pub mod bank;
+pub mod board;
 pub mod linearizable;
 pub mod set;
 

@@ -86,9 +86,15 @@ pub async fn apply(client: &Client, op: &Op) -> Result<(EventType, Op), Error> {
                 page.kvs.iter().map(|kv| (String::from_utf8_lossy(&kv.key).into_owned(), parse(&kv.value))).collect();
             Ok((EventType::Ok, Op::ReadAll { balances: Some(balances), final_read: *final_read }))
         }
-        Op::Read { .. } | Op::Write { .. } | Op::Cas { .. } | Op::Add { .. } | Op::ReadSet { .. } => {
-            Err(Error::Config { message: format!("the bank workload cannot run {op:?}") })
-        }
+        Op::Read { .. }
+        | Op::Write { .. }
+        | Op::Cas { .. }
+        | Op::Add { .. }
+        | Op::ReadSet { .. }
+        | Op::OpenBoards { .. }
+        | Op::Assign { .. }
+        | Op::Sync { .. }
+        | Op::ReadBoard { .. } => Err(Error::Config { message: format!("the bank workload cannot run {op:?}") }),
     }
 }
 

@@ -11,12 +11,14 @@
 //! - [`register`]: get / put / compare-and-swap on a few keys, checked for linearizability.
 //! - [`set`]: adds of unique elements, one final read of the whole set.
 //! - [`bank`]: transfers between accounts of one shard, reads of every balance at once.
+//! - [`board`]: owners taking boards from each other and checkpointing them, fenced by epochs.
 
 pub mod bank;
+pub mod board;
 pub mod register;
 pub mod set;
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,6 +37,7 @@ pub enum WorkloadKind {
     Register,
     Set,
     Bank,
+    Board,
 }
 
 impl WorkloadKind {
@@ -43,6 +46,7 @@ impl WorkloadKind {
             WorkloadKind::Register => "register",
             WorkloadKind::Set => "set",
             WorkloadKind::Bank => "bank",
+            WorkloadKind::Board => "board",
         }
     }
 }
@@ -90,7 +94,7 @@ fn client(ctx: &Context) -> Result<Client, Error> {
 
 /// How an error completes `op` (see the module essay).
 pub fn outcome(op: &Op, error: &Error) -> EventType {
-    let read = matches!(op, Op::Read { .. } | Op::ReadSet { .. } | Op::ReadAll { .. });
+    let read = matches!(op, Op::Read { .. } | Op::ReadSet { .. } | Op::ReadAll { .. } | Op::ReadBoard { .. });
     if !read && error.may_have_been_applied() {
         EventType::Info
     } else {
@@ -98,14 +102,16 @@ pub fn outcome(op: &Op, error: &Error) -> EventType {
     }
 }
 
-/// Runs one operation and records it; returns its completion type.
-async fn perform(ctx: &Context, client: &Client, process: Process, op: Op) -> EventType {
+/// Runs one operation and records it; returns its completion type and the completed op (with
+/// what was read or handed out).
+async fn perform(ctx: &Context, client: &Client, process: Process, op: Op) -> (EventType, Op) {
     ctx.recorder.push(process, EventType::Invoke, op.clone(), None);
     let apply = async {
         match ctx.kind {
             WorkloadKind::Register => register::apply(client, &op).await,
             WorkloadKind::Set => set::apply(client, &op).await,
             WorkloadKind::Bank => bank::apply(client, &op).await,
+            WorkloadKind::Board => board::apply(client, &op, ctx.next_value.fetch_add(1, Ordering::Relaxed)).await,
         }
     };
     // The client has its own deadline; this one only catches a call that never returns.
@@ -116,8 +122,8 @@ async fn perform(ctx: &Context, client: &Client, process: Process, op: Op) -> Ev
         Ok(Err(e)) => (outcome(&op, &e), op, Some(e.to_string())),
         Err(_) => (EventType::Info, op, Some(format!("no answer within {:?}", ctx.op_timeout * 2))),
     };
-    ctx.recorder.push(process, kind, done, error);
-    kind
+    ctx.recorder.push(process, kind, done.clone(), error);
+    (kind, done)
 }
 
 /// Why an operation that reached the cluster wrote nothing, for its `fail` completion.
@@ -133,19 +139,21 @@ fn refusal(op: &Op) -> &'static str {
 /// Attempts per setup op (500 ms apart), as for the final reads.
 const SETUP_ATTEMPTS: u32 = 20;
 
-/// The workload's setup before the workers start (the bank's accounts), by its own process
-/// (`workers * 1_000_000 + 1`, next to the final reads' `workers * 1_000_000`), retried until
-/// `ok`: every setup op is safe to repeat (see [`bank`]).
-async fn setup(ctx: &Context, process: Process) -> Result<(), Error> {
+/// The workload's setup before the workers start (the bank's accounts, the boards and their
+/// owners), by its own process (`workers * 1_000_000 + 1`, next to the final reads'
+/// `workers * 1_000_000`), retried until `ok`: every setup op is safe to repeat (see [`bank`],
+/// [`board`]).
+async fn setup(ctx: &Context, workers: u64, process: Process) -> Result<(), Error> {
     let ops = match ctx.kind {
         WorkloadKind::Register | WorkloadKind::Set => return Ok(()),
         WorkloadKind::Bank => vec![bank::open_accounts()],
+        WorkloadKind::Board => vec![board::open_boards(workers)],
     };
     let client = client(ctx)?;
     for op in ops {
         let mut done = false;
         for _ in 0..SETUP_ATTEMPTS {
-            if perform(ctx, &client, process, op.clone()).await == EventType::Ok {
+            if perform(ctx, &client, process, op.clone()).await.0 == EventType::Ok {
                 done = true;
                 break;
             }
@@ -162,7 +170,7 @@ async fn setup(ctx: &Context, process: Process) -> Result<(), Error> {
 
 /// The setup (see [`setup`]), then `workers` processes issue operations until `until`.
 pub async fn run(ctx: Arc<Context>, workers: u64, seed: u64, until: Instant) -> Result<(), Error> {
-    setup(&ctx, workers * 1_000_000 + 1).await?;
+    setup(&ctx, workers, workers * 1_000_000 + 1).await?;
     let mut tasks = Vec::new();
     for w in 0..workers {
         let ctx = ctx.clone();
@@ -170,11 +178,11 @@ pub async fn run(ctx: Arc<Context>, workers: u64, seed: u64, until: Instant) -> 
             let mut rng = StdRng::seed_from_u64(seed.wrapping_add(w));
             let mut process = w;
             let mut client = client(&ctx)?;
-            let mut generator = Generator::new(ctx.kind);
+            let mut generator = Generator::new(ctx.kind, w);
             while Instant::now() < until {
                 let op = generator.next(&ctx, &mut rng);
-                let kind = perform(&ctx, &client, process, op.clone()).await;
-                generator.observe(&op, kind);
+                let (kind, done) = perform(&ctx, &client, process, op).await;
+                generator.observe(&done, kind);
                 if kind == EventType::Info {
                     process += workers;
                     client = self::client(&ctx)?;
@@ -201,10 +209,11 @@ pub async fn final_reads(ctx: &Context, process: Process, attempts: u32) -> Resu
         WorkloadKind::Register => register::final_ops(ctx.keys),
         WorkloadKind::Set => vec![Op::ReadSet { elements: None }],
         WorkloadKind::Bank => vec![bank::final_read()],
+        WorkloadKind::Board => board::final_reads(),
     };
     for op in ops {
         for _ in 0..attempts {
-            if perform(ctx, &client, process, op.clone()).await == EventType::Ok {
+            if perform(ctx, &client, process, op.clone()).await.0 == EventType::Ok {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -218,14 +227,16 @@ enum Generator {
     Register(register::Generator),
     Set,
     Bank,
+    Board(board::Generator),
 }
 
 impl Generator {
-    fn new(kind: WorkloadKind) -> Generator {
+    fn new(kind: WorkloadKind, worker: u64) -> Generator {
         match kind {
             WorkloadKind::Register => Generator::Register(register::Generator::default()),
             WorkloadKind::Set => Generator::Set,
             WorkloadKind::Bank => Generator::Bank,
+            WorkloadKind::Board => Generator::Board(board::Generator::new(worker)),
         }
     }
 
@@ -234,12 +245,15 @@ impl Generator {
             Generator::Register(g) => g.next(ctx, rng),
             Generator::Set => set::next(ctx),
             Generator::Bank => bank::next(rng),
+            Generator::Board(g) => g.next(rng),
         }
     }
 
     fn observe(&mut self, op: &Op, kind: EventType) {
-        if let Generator::Register(g) = self {
-            g.observe(op, kind);
+        match self {
+            Generator::Register(g) => g.observe(op, kind),
+            Generator::Board(g) => g.observe(op, kind),
+            Generator::Set | Generator::Bank => {}
         }
     }
 }

@@ -48,6 +48,10 @@ pub async fn apply(client: &Client, op: &Op) -> Result<(EventType, Op), Error> {
         | Op::Cas { .. }
         | Op::OpenAccounts { .. }
         | Op::Transfer { .. }
-        | Op::ReadAll { .. } => Err(Error::Config { message: format!("the set workload cannot run {op:?}") }),
+        | Op::ReadAll { .. }
+        | Op::OpenBoards { .. }
+        | Op::Assign { .. }
+        | Op::Sync { .. }
+        | Op::ReadBoard { .. } => Err(Error::Config { message: format!("the set workload cannot run {op:?}") }),
     }
 }
