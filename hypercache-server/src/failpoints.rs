@@ -7,18 +7,26 @@
 //! With it, `HYPERCACHE_FAILPOINTS` names the switches that are on (comma-separated), read once:
 //! - `stale-read`: linearizable reads skip the read index and are served from the local state
 //!   machine, whatever this replica's role (an isolated old leader answers from the past).
+//! - `accept-stale-epoch`: a board sync whose epoch is older than the board's current one (a
+//!   deposed owner's) is written and acknowledged instead of refused with `STALE_EPOCH`.
 
 /// One switch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failpoint {
     StaleRead,
+    AcceptStaleEpoch,
 }
 
 impl Failpoint {
+    /// Every switch, for checking the names in `HYPERCACHE_FAILPOINTS`.
+    #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+    const ALL: [Failpoint; 2] = [Failpoint::StaleRead, Failpoint::AcceptStaleEpoch];
+
     /// Its name in `HYPERCACHE_FAILPOINTS`.
     pub fn name(self) -> &'static str {
         match self {
             Failpoint::StaleRead => "stale-read",
+            Failpoint::AcceptStaleEpoch => "accept-stale-epoch",
         }
     }
 }
@@ -32,7 +40,7 @@ pub fn on(fp: Failpoint) -> bool {
         let list = std::env::var("HYPERCACHE_FAILPOINTS").unwrap_or_default();
         let names: Vec<String> = list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
         for name in &names {
-            if name != Failpoint::StaleRead.name() {
+            if !Failpoint::ALL.iter().any(|fp| fp.name() == name) {
                 tracing::error!(failpoint = %name, "HYPERCACHE_FAILPOINTS names an unknown failpoint; ignored");
             }
         }

@@ -1,7 +1,8 @@
 //! The chaos suite end to end through its command line: short `register` runs under kill and
 //! pause faults, under partitions, and under wiped disks against real `hypercache` processes
 //! must be linearizable, a short `bank` run under kill and pause must keep its total, a short
-//! `election` run under kill and pause must never hand one term to two candidates, and
+//! `election` run under kill and pause must never hand one term to two candidates, a `board`
+//! run under kill and pause must never accept a deposed owner's checkpoint, and
 //! `hcjepsen check`
 //! must say `valid: false` for stored histories with planted anomalies (so the verdict the
 //! first test relies on can fail).
@@ -329,6 +330,52 @@ fn check_finds_a_planted_split_term() {
         describe(&out)
     );
     let fine = stored_run("election", &history(2));
+    let out = Command::new(HCJEPSEN).arg("check").arg(fine.path()).output().unwrap();
+    assert_eq!(last_line(&out), "valid: true", "{}", describe(&out));
+}
+
+/// Boards (issue 17): game-server-like owners take boards from each other and checkpoint them;
+/// under kills and pauses no deposed owner's checkpoint is accepted, seqs increase within an
+/// epoch, and no read shows a checkpoint older than one already acknowledged. Deposed owners
+/// must actually have tried (refused syncs), or the run proved nothing about the fence.
+#[test]
+fn board_under_kill_and_pause_never_accepts_a_stale_owner() {
+    let (_store, run) = live_run("board", &[NemesisKind::Kill, NemesisKind::Pause], 15, |_| true);
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("results.json")).unwrap()).unwrap();
+    let board = &results["board"];
+    assert_eq!(board["boards"].as_u64(), Some(2), "{results}");
+    assert!(board["assigns_ok"].as_u64().unwrap() > 20, "too few assignments: {results}");
+    assert!(board["syncs_ok"].as_u64().unwrap() > 20, "too few syncs: {results}");
+    assert!(board["syncs_fail"].as_u64().unwrap() > 10, "too few deposed owners' syncs: {results}");
+    assert_eq!(board["final_reads"].as_u64(), Some(2), "{results}");
+}
+
+#[test]
+fn check_finds_a_planted_stale_checkpoint() {
+    let history = |zombie: &str| {
+        format!(
+            r#"{{"process":9,"type":"invoke","f":"open-boards","boards":["b0"],"owners":["o0","o1"],"time":1}}
+{{"process":9,"type":"ok","f":"open-boards","boards":["b0"],"owners":["o0","o1"],"time":2}}
+{{"process":0,"type":"invoke","f":"assign","board":"b0","owner":"o0","epoch":null,"time":3}}
+{{"process":0,"type":"ok","f":"assign","board":"b0","owner":"o0","epoch":1,"time":4}}
+{{"process":0,"type":"invoke","f":"sync","board":"b0","owner":"o0","epoch":1,"seq":1,"time":5}}
+{{"process":0,"type":"ok","f":"sync","board":"b0","owner":"o0","epoch":1,"seq":1,"time":6}}
+{{"process":1,"type":"invoke","f":"assign","board":"b0","owner":"o1","epoch":null,"time":7}}
+{{"process":1,"type":"ok","f":"assign","board":"b0","owner":"o1","epoch":2,"time":8}}
+{{"process":0,"type":"invoke","f":"sync","board":"b0","owner":"o0","epoch":1,"seq":2,"time":9}}
+{{"process":0,"type":"{zombie}","f":"sync","board":"b0","owner":"o0","epoch":1,"seq":2,"time":10}}
+{{"process":2,"type":"invoke","f":"read-board","board":"b0","state":null,"final_read":true,"time":11}}
+{{"process":2,"type":"ok","f":"read-board","board":"b0","state":{{"epoch":2,"checkpoint_epoch":1,"seq":1}},"final_read":true,"time":12}}
+"#
+        )
+    };
+    // The deposed o0's sync, invoked after o1's assignment was acknowledged, accepted.
+    let planted = stored_run("board", &history("ok"));
+    let out = Command::new(HCJEPSEN).arg("check").arg(planted.path()).output().unwrap();
+    assert_eq!(last_line(&out), "valid: false", "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("stale epoch 1 accepted"), "{}", describe(&out));
+    let fine = stored_run("board", &history("fail"));
     let out = Command::new(HCJEPSEN).arg("check").arg(fine.path()).output().unwrap();
     assert_eq!(last_line(&out), "valid: true", "{}", describe(&out));
 }

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use hypercache_jepsen::chaos::checker::board::{Anomaly, OpRef};
 use hypercache_jepsen::chaos::checker::Validity;
 use hypercache_jepsen::chaos::nemesis::NemesisKind;
 use hypercache_jepsen::chaos::report::{self, Results};
@@ -282,6 +283,24 @@ fn summarize(results: &Results) -> Validity {
             println!("  {anomaly:?}");
         }
     }
+    if let Some(board) = &results.board {
+        println!(
+            "board: {:?} boards; assigns {} ok, {} fail, {} info; syncs {} ok, {} fail (refused), {} info; {} reads ({} boards read at the end); {} anomalies",
+            board.boards,
+            board.assigns_ok,
+            board.assigns_fail,
+            board.assigns_info,
+            board.syncs_ok,
+            board.syncs_fail,
+            board.syncs_info,
+            board.reads,
+            board.final_reads,
+            board.anomaly_count
+        );
+        for anomaly in &board.anomalies {
+            println!("  {}", describe_board_anomaly(anomaly));
+        }
+    }
     for w in &results.availability {
         let after = w.first_write_after_heal_ms.map_or("none".to_string(), |ms| format!("{ms} ms"));
         println!(
@@ -298,4 +317,28 @@ fn summarize(results: &Results) -> Validity {
         println!("errors: {error}");
     }
     results.valid
+}
+
+/// One board anomaly on one line, naming the operations that prove it.
+fn describe_board_anomaly(anomaly: &Anomaly) -> String {
+    let at = |o: &OpRef| {
+        let done = o.complete.map_or("never".to_string(), |t| format!("{:.3}s", t as f64 / 1e9));
+        format!("op {} (process {}, invoked {:.3}s, completed {done})", o.index, o.process, o.invoke as f64 / 1e9)
+    };
+    match anomaly {
+        Anomaly::StaleEpochAccepted { board, epoch, newer_epoch, sync, superseded_by } => format!(
+            "{board}: stale epoch {epoch} accepted: sync {} after epoch {newer_epoch} was shown by {}",
+            at(sync),
+            at(superseded_by)
+        ),
+        Anomaly::SeqNotIncreasing { board, epoch, earlier, later } => {
+            format!("{board}: seqs of epoch {epoch} not increasing: {} then {}", at(earlier), at(later))
+        }
+        Anomaly::CheckpointWentBack { board, read_checkpoint, expected, read, after } => format!(
+            "{board}: read {} returned checkpoint (epoch, seq) {read_checkpoint:?}, older than {expected:?} from {}",
+            at(read),
+            at(after)
+        ),
+        Anomaly::BoardMissing { board, read } => format!("{board}: read {} found no board", at(read)),
+    }
 }

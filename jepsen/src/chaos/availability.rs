@@ -5,9 +5,9 @@
 //! heal. Figures, not a verdict: a run is not invalid because it was slow.
 //!
 //! Writes are `ok` puts, compare-and-swaps (those whose comparison held), adds, bank transfers,
-//! and election campaigns and resignations (a campaign completes when it wins, so its waiting
-//! for the previous leader counts in the gap); reads do not count, as a read served by a
-//! partitioned or paused node's peers says nothing about commits.
+//! election campaigns and resignations (a campaign completes when it wins, so its waiting for
+//! the previous leader counts in the gap), board assignments and checkpoint syncs; reads do not
+//! count, as a read served by a partitioned or paused node's peers says nothing about commits.
 
 use serde::{Deserialize, Serialize};
 
@@ -51,6 +51,8 @@ pub fn windows(ops: &[Operation], nemesis: &[NemesisEvent]) -> Vec<FaultWindow> 
                         | Op::Transfer { .. }
                         | Op::Campaign { .. }
                         | Op::Resign { .. }
+                        | Op::Assign { .. }
+                        | Op::Sync { .. }
                 )
         })
         .filter_map(|o| o.complete)

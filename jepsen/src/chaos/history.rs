@@ -91,6 +91,29 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         final_read: bool,
     },
+    /// Board setup: register every owner (a game server with a long lease) and create every
+    /// board (unassigned, checkpoint seq 0); `ok` once all exist.
+    OpenBoards { boards: Vec<String>, owners: Vec<String> },
+    /// Read the board's epoch, then assign it to `owner` expecting that epoch; `epoch` on the
+    /// `ok` completion: the new epoch handed out.
+    Assign { board: String, owner: String, epoch: Option<u64> },
+    /// Write checkpoint `seq` (data `owner/epoch/seq`), fenced by `epoch`.
+    Sync { board: String, owner: String, epoch: u64, seq: u64 },
+    /// Linearizable read of a board and its checkpoint; `None` on the invocation.
+    ReadBoard {
+        board: String,
+        state: Option<BoardState>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        final_read: bool,
+    },
+}
+
+/// What a [`Op::ReadBoard`] saw: the owner record's epoch and the checkpoint's (epoch, seq).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct BoardState {
+    pub epoch: u64,
+    pub checkpoint_epoch: u64,
+    pub seq: u64,
 }
 
 impl Op {
@@ -105,7 +128,11 @@ impl Op {
             | Op::ReadAll { .. }
             | Op::Campaign { .. }
             | Op::Resign { .. }
-            | Op::Leader { .. } => None,
+            | Op::Leader { .. }
+            | Op::OpenBoards { .. }
+            | Op::Assign { .. }
+            | Op::Sync { .. }
+            | Op::ReadBoard { .. } => None,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::availability::{self, FaultWindow};
-use super::checker::{bank, election, linearizable, set, Validity};
+use super::checker::{bank, board, election, linearizable, set, Validity};
 use super::history::{self, Event, EventType, HistoryError};
 use super::nemesis::{NemesisEvent, NemesisKind};
 use super::workload::WorkloadKind;
@@ -48,6 +48,7 @@ pub struct Results {
     pub bank: Option<bank::Report>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub election: Option<election::Report>,
+    pub board: Option<board::Report>,
     /// From the end of the workload (every fault healed by then) until every node was ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery_ms: Option<u64>,
@@ -87,6 +88,7 @@ pub fn check(workload: WorkloadKind, events: &[Event], nemesis: &[NemesisEvent])
         set: None,
         bank: None,
         election: None,
+        board: None,
         recovery_ms: None,
         availability: availability::windows(&ops, nemesis),
         error: None,
@@ -111,6 +113,11 @@ pub fn check(workload: WorkloadKind, events: &[Event], nemesis: &[NemesisEvent])
             let report = election::check(&ops);
             results.valid = report.valid;
             results.election = Some(report);
+        }
+        WorkloadKind::Board => {
+            let report = board::check(&ops);
+            results.valid = report.valid;
+            results.board = Some(report);
         }
     }
     Ok(results)

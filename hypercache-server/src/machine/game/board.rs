@@ -118,7 +118,9 @@ pub fn sync<B: Base>(
     checkpoint: &Bytes,
 ) -> Result<GameReply, Fail> {
     let (record, row) = load(ov, board_id)?;
-    if record.epoch != epoch || record.owner.is_none() {
+    // The failpoint re-creates the zombie-owner bug the fence exists for (see `failpoints`).
+    let zombie = epoch < record.epoch && crate::failpoints::on(crate::failpoints::Failpoint::AcceptStaleEpoch);
+    if (record.epoch != epoch || record.owner.is_none()) && !zombie {
         return Err(stale(board_id, epoch, &record));
     }
     let ckpt_key = key(CKPT_PREFIX, board_id);

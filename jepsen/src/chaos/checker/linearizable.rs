@@ -71,7 +71,11 @@ fn step(state: State, op: &Op) -> Option<State> {
             | Op::ReadAll { .. }
             | Op::Campaign { .. }
             | Op::Resign { .. }
-            | Op::Leader { .. },
+            | Op::Leader { .. }
+            | Op::OpenBoards { .. }
+            | Op::Assign { .. }
+            | Op::Sync { .. }
+            | Op::ReadBoard { .. },
             _,
         ) => None,
     }

@@ -9,8 +9,11 @@
 //!   the setup put in.
 //! - [`election`]: no two campaigns won one term; terms never go back; leader reads agree with
 //!   the campaigns that won.
+//! - [`board`]: no checkpoint accepted from a deposed owner's epoch, seqs increasing within an
+//!   epoch, no checkpoint going back.
 
 pub mod bank;
+pub mod board;
 pub mod election;
 pub mod linearizable;
 pub mod set;

@@ -93,7 +93,11 @@ pub async fn apply(client: &Client, op: &Op) -> Result<(EventType, Op), Error> {
         | Op::ReadSet { .. }
         | Op::Campaign { .. }
         | Op::Resign { .. }
-        | Op::Leader { .. } => Err(Error::Config { message: format!("the bank workload cannot run {op:?}") }),
+        | Op::Leader { .. }
+        | Op::OpenBoards { .. }
+        | Op::Assign { .. }
+        | Op::Sync { .. }
+        | Op::ReadBoard { .. } => Err(Error::Config { message: format!("the bank workload cannot run {op:?}") }),
     }
 }
 

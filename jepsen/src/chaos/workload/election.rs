@@ -146,6 +146,10 @@ pub async fn apply(client: &Client, op: &Op, wait: Duration) -> Result<(EventTyp
         | Op::ReadSet { .. }
         | Op::OpenAccounts { .. }
         | Op::Transfer { .. }
-        | Op::ReadAll { .. } => Err(Error::Config { message: format!("the election workload cannot run {op:?}") }),
+        | Op::ReadAll { .. }
+        | Op::OpenBoards { .. }
+        | Op::Assign { .. }
+        | Op::Sync { .. }
+        | Op::ReadBoard { .. } => Err(Error::Config { message: format!("the election workload cannot run {op:?}") }),
     }
 }

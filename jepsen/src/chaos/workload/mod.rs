@@ -12,13 +12,15 @@
 //! - [`set`]: adds of unique elements, one final read of the whole set.
 //! - [`bank`]: transfers between accounts of one shard, reads of every balance at once.
 //! - [`election`]: campaigns, resignations and leader reads on a few elections.
+//! - [`board`]: owners taking boards from each other and checkpointing them, fenced by epochs.
 
 pub mod bank;
+pub mod board;
 pub mod election;
 pub mod register;
 pub mod set;
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,6 +40,7 @@ pub enum WorkloadKind {
     Set,
     Bank,
     Election,
+    Board,
 }
 
 impl WorkloadKind {
@@ -47,6 +50,7 @@ impl WorkloadKind {
             WorkloadKind::Set => "set",
             WorkloadKind::Bank => "bank",
             WorkloadKind::Election => "election",
+            WorkloadKind::Board => "board",
         }
     }
 }
@@ -94,7 +98,10 @@ fn client(ctx: &Context) -> Result<Client, Error> {
 
 /// How an error completes `op` (see the module essay).
 pub fn outcome(op: &Op, error: &Error) -> EventType {
-    let read = matches!(op, Op::Read { .. } | Op::ReadSet { .. } | Op::ReadAll { .. } | Op::Leader { .. });
+    let read = matches!(
+        op,
+        Op::Read { .. } | Op::ReadSet { .. } | Op::ReadAll { .. } | Op::Leader { .. } | Op::ReadBoard { .. }
+    );
     if !read && error.may_have_been_applied() {
         EventType::Info
     } else {
@@ -102,7 +109,8 @@ pub fn outcome(op: &Op, error: &Error) -> EventType {
     }
 }
 
-/// Runs one operation and records it; returns its completion type and op.
+/// Runs one operation and records it; returns its completion type and the completed op (with
+/// what was read or handed out).
 async fn perform(ctx: &Context, client: &Client, process: Process, op: Op) -> (EventType, Op) {
     ctx.recorder.push(process, EventType::Invoke, op.clone(), None);
     let apply = async {
@@ -111,6 +119,7 @@ async fn perform(ctx: &Context, client: &Client, process: Process, op: Op) -> (E
             WorkloadKind::Set => set::apply(client, &op).await,
             WorkloadKind::Bank => bank::apply(client, &op).await,
             WorkloadKind::Election => election::apply(client, &op, ctx.op_timeout).await,
+            WorkloadKind::Board => board::apply(client, &op, ctx.next_value.fetch_add(1, Ordering::Relaxed)).await,
         }
     };
     // The client has its own deadline; this one only catches a call that never returns.
@@ -139,13 +148,15 @@ fn refusal(op: &Op) -> &'static str {
 /// Attempts per setup op (500 ms apart), as for the final reads.
 const SETUP_ATTEMPTS: u32 = 20;
 
-/// The workload's setup before the workers start (the bank's accounts), by its own process
-/// (`workers * 1_000_000 + 1`, next to the final reads' `workers * 1_000_000`), retried until
-/// `ok`: every setup op is safe to repeat (see [`bank`]).
-async fn setup(ctx: &Context, process: Process) -> Result<(), Error> {
+/// The workload's setup before the workers start (the bank's accounts, the boards and their
+/// owners), by its own process (`workers * 1_000_000 + 1`, next to the final reads'
+/// `workers * 1_000_000`), retried until `ok`: every setup op is safe to repeat (see [`bank`],
+/// [`board`]).
+async fn setup(ctx: &Context, workers: u64, process: Process) -> Result<(), Error> {
     let ops = match ctx.kind {
         WorkloadKind::Register | WorkloadKind::Set | WorkloadKind::Election => return Ok(()),
         WorkloadKind::Bank => vec![bank::open_accounts()],
+        WorkloadKind::Board => vec![board::open_boards(workers)],
     };
     let client = client(ctx)?;
     for op in ops {
@@ -168,7 +179,7 @@ async fn setup(ctx: &Context, process: Process) -> Result<(), Error> {
 
 /// The setup (see [`setup`]), then `workers` processes issue operations until `until`.
 pub async fn run(ctx: Arc<Context>, workers: u64, seed: u64, until: Instant) -> Result<(), Error> {
-    setup(&ctx, workers * 1_000_000 + 1).await?;
+    setup(&ctx, workers, workers * 1_000_000 + 1).await?;
     let mut tasks = Vec::new();
     for w in 0..workers {
         let ctx = ctx.clone();
@@ -176,7 +187,7 @@ pub async fn run(ctx: Arc<Context>, workers: u64, seed: u64, until: Instant) -> 
             let mut rng = StdRng::seed_from_u64(seed.wrapping_add(w));
             let mut process = w;
             let mut client = client(&ctx)?;
-            let mut generator = Generator::new(ctx.kind);
+            let mut generator = Generator::new(ctx.kind, w);
             while Instant::now() < until {
                 let op = generator.next(&ctx, &mut rng);
                 let (kind, done) = perform(&ctx, &client, process, op.clone()).await;
@@ -208,6 +219,7 @@ pub async fn final_reads(ctx: &Context, process: Process, attempts: u32) -> Resu
         WorkloadKind::Set => vec![Op::ReadSet { elements: None }],
         WorkloadKind::Bank => vec![bank::final_read()],
         WorkloadKind::Election => election::final_ops(),
+        WorkloadKind::Board => board::final_reads(),
     };
     for op in ops {
         for _ in 0..attempts {
@@ -226,15 +238,17 @@ enum Generator {
     Set,
     Bank,
     Election(election::Generator),
+    Board(board::Generator),
 }
 
 impl Generator {
-    fn new(kind: WorkloadKind) -> Generator {
+    fn new(kind: WorkloadKind, worker: u64) -> Generator {
         match kind {
             WorkloadKind::Register => Generator::Register(register::Generator::default()),
             WorkloadKind::Set => Generator::Set,
             WorkloadKind::Bank => Generator::Bank,
             WorkloadKind::Election => Generator::Election(election::Generator::default()),
+            WorkloadKind::Board => Generator::Board(board::Generator::new(worker)),
         }
     }
 
@@ -244,6 +258,7 @@ impl Generator {
             Generator::Set => set::next(ctx),
             Generator::Bank => bank::next(rng),
             Generator::Election(g) => g.next(ctx, rng),
+            Generator::Board(g) => g.next(rng),
         }
     }
 
@@ -252,6 +267,7 @@ impl Generator {
         match self {
             Generator::Register(g) => g.observe(op, kind),
             Generator::Election(g) => g.observe(done, kind),
+            Generator::Board(g) => g.observe(done, kind),
             Generator::Set | Generator::Bank => {}
         }
     }

@@ -82,6 +82,10 @@ pub async fn apply(client: &Client, op: &Op) -> Result<(EventType, Op), Error> {
         | Op::ReadAll { .. }
         | Op::Campaign { .. }
         | Op::Resign { .. }
-        | Op::Leader { .. } => Err(Error::Config { message: format!("the register workload cannot run {op:?}") }),
+        | Op::Leader { .. }
+        | Op::OpenBoards { .. }
+        | Op::Assign { .. }
+        | Op::Sync { .. }
+        | Op::ReadBoard { .. } => Err(Error::Config { message: format!("the register workload cannot run {op:?}") }),
     }
 }
