@@ -86,18 +86,7 @@ pub async fn apply(client: &Client, op: &Op) -> Result<(EventType, Op), Error> {
                 page.kvs.iter().map(|kv| (String::from_utf8_lossy(&kv.key).into_owned(), parse(&kv.value))).collect();
             Ok((EventType::Ok, Op::ReadAll { balances: Some(balances), final_read: *final_read }))
         }
-        Op::Read { .. }
-        | Op::Write { .. }
-        | Op::Cas { .. }
-        | Op::Add { .. }
-        | Op::ReadSet { .. }
-        | Op::Campaign { .. }
-        | Op::Resign { .. }
-        | Op::Leader { .. }
-        | Op::OpenBoards { .. }
-        | Op::Assign { .. }
-        | Op::Sync { .. }
-        | Op::ReadBoard { .. } => Err(Error::Config { message: format!("the bank workload cannot run {op:?}") }),
+        other => Err(super::wrong_workload("bank", other)),
     }
 }
 

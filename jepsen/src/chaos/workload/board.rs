@@ -138,16 +138,6 @@ pub async fn apply(client: &Client, op: &Op, unique: u64) -> Result<(EventType, 
             // A missing board reads as no state: the checker reports a read without one.
             Ok((EventType::Ok, Op::ReadBoard { board: board.clone(), state, final_read: *final_read }))
         }
-        Op::Read { .. }
-        | Op::Write { .. }
-        | Op::Cas { .. }
-        | Op::Add { .. }
-        | Op::ReadSet { .. }
-        | Op::OpenAccounts { .. }
-        | Op::Transfer { .. }
-        | Op::ReadAll { .. }
-        | Op::Campaign { .. }
-        | Op::Resign { .. }
-        | Op::Leader { .. } => Err(Error::Config { message: format!("the board workload cannot run {op:?}") }),
+        other => Err(super::wrong_workload("board", other)),
     }
 }

@@ -139,17 +139,6 @@ pub async fn apply(client: &Client, op: &Op, wait: Duration) -> Result<(EventTyp
                 },
             ))
         }
-        Op::Read { .. }
-        | Op::Write { .. }
-        | Op::Cas { .. }
-        | Op::Add { .. }
-        | Op::ReadSet { .. }
-        | Op::OpenAccounts { .. }
-        | Op::Transfer { .. }
-        | Op::ReadAll { .. }
-        | Op::OpenBoards { .. }
-        | Op::Assign { .. }
-        | Op::Sync { .. }
-        | Op::ReadBoard { .. } => Err(Error::Config { message: format!("the election workload cannot run {op:?}") }),
+        other => Err(super::wrong_workload("election", other)),
     }
 }

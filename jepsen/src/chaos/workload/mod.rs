@@ -96,6 +96,11 @@ fn client(ctx: &Context) -> Result<Client, Error> {
     Client::new(ClientConfig::new(ctx.endpoints.clone()).request_timeout(ctx.op_timeout))
 }
 
+/// The error for an operation of another workload: a generator bug or a mixed-up history.
+fn wrong_workload(workload: &str, op: &Op) -> Error {
+    Error::Config { message: format!("the {workload} workload cannot run {op:?} (a {} operation)", op.workload()) }
+}
+
 /// How an error completes `op` (see the module essay).
 pub fn outcome(op: &Op, error: &Error) -> EventType {
     let read = matches!(

@@ -75,17 +75,6 @@ pub async fn apply(client: &Client, op: &Op) -> Result<(EventType, Op), Error> {
             let r = client.compare_and_swap(key.clone(), None, Some(from.to_string().into()), to.to_string()).await?;
             Ok((if r.succeeded { EventType::Ok } else { EventType::Fail }, op.clone()))
         }
-        Op::Add { .. }
-        | Op::ReadSet { .. }
-        | Op::OpenAccounts { .. }
-        | Op::Transfer { .. }
-        | Op::ReadAll { .. }
-        | Op::Campaign { .. }
-        | Op::Resign { .. }
-        | Op::Leader { .. }
-        | Op::OpenBoards { .. }
-        | Op::Assign { .. }
-        | Op::Sync { .. }
-        | Op::ReadBoard { .. } => Err(Error::Config { message: format!("the register workload cannot run {op:?}") }),
+        other => Err(super::wrong_workload("register", other)),
     }
 }

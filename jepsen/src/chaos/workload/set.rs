@@ -43,18 +43,6 @@ pub async fn apply(client: &Client, op: &Op) -> Result<(EventType, Op), Error> {
             }
             Ok((EventType::Ok, Op::ReadSet { elements: Some(elements) }))
         }
-        Op::Read { .. }
-        | Op::Write { .. }
-        | Op::Cas { .. }
-        | Op::OpenAccounts { .. }
-        | Op::Transfer { .. }
-        | Op::ReadAll { .. }
-        | Op::Campaign { .. }
-        | Op::Resign { .. }
-        | Op::Leader { .. }
-        | Op::OpenBoards { .. }
-        | Op::Assign { .. }
-        | Op::Sync { .. }
-        | Op::ReadBoard { .. } => Err(Error::Config { message: format!("the set workload cannot run {op:?}") }),
+        other => Err(super::wrong_workload("set", other)),
     }
 }
