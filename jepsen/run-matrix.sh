@@ -58,6 +58,12 @@ if [ "$mode" = short ]; then
   # nemesis: owners depose each other all the time (docs/chaos.md, measured catch rate).
   export HYPERCACHE_FAILPOINTS=accept-stale-epoch
   run 1 --workload board --time-limit 15
+  # double-apply: a retried write that was already applied is applied again. A retry reaches a
+  # new leader only if the client's deadline outlasts the election after pausing the old one
+  # (5 s, not the default 2 s); the retried append's comparison then fails, so the client is
+  # told `fail` for an element every later read shows (docs/chaos.md, measured catch rate).
+  export HYPERCACHE_FAILPOINTS=double-apply
+  run 1 --workload list-append --nemesis pause --op-timeout-ms 5000 --workers 10 --time-limit 20
   unset HYPERCACHE_BIN HYPERCACHE_FAILPOINTS
 else
   limit=${HCJEPSEN_TIME_LIMIT:-300}

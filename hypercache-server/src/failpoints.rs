@@ -9,24 +9,29 @@
 //!   machine, whatever this replica's role (an isolated old leader answers from the past).
 //! - `accept-stale-epoch`: a board sync whose epoch is older than the board's current one (a
 //!   deposed owner's) is written and acknowledged instead of refused with `STALE_EPOCH`.
+//! - `double-apply`: a write whose write id the client's session already lists (a retry of a
+//!   write that was applied) is applied again instead of answered with its stored reply: the
+//!   bug exactly-once sessions exist for (ADR 33).
 
 /// One switch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failpoint {
     StaleRead,
     AcceptStaleEpoch,
+    DoubleApply,
 }
 
 impl Failpoint {
     /// Every switch, for checking the names in `HYPERCACHE_FAILPOINTS`.
     #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
-    const ALL: [Failpoint; 2] = [Failpoint::StaleRead, Failpoint::AcceptStaleEpoch];
+    const ALL: [Failpoint; 3] = [Failpoint::StaleRead, Failpoint::AcceptStaleEpoch, Failpoint::DoubleApply];
 
     /// Its name in `HYPERCACHE_FAILPOINTS`.
     pub fn name(self) -> &'static str {
         match self {
             Failpoint::StaleRead => "stale-read",
             Failpoint::AcceptStaleEpoch => "accept-stale-epoch",
+            Failpoint::DoubleApply => "double-apply",
         }
     }
 }

@@ -158,7 +158,12 @@ impl Sessions {
             |rejection: Rejection| -> Result<Applied, ApplyError> { Ok(Applied { revision, outcome: Err(rejection) }) };
         let mut record = match ov.session::<SessionRecord>(&write.client)? {
             Some(record) => {
-                if record.seqs.contains(&write.seq) {
+                // The failpoint re-creates the bug sessions exist for: a retry applied twice.
+                let again = crate::failpoints::on(crate::failpoints::Failpoint::DoubleApply);
+                if record.seqs.contains(&write.seq) && again {
+                    tracing::warn!(shard = %ov.shard, client = %write.client, seq = write.seq, "failpoint double-apply: applying a repeated write again");
+                }
+                if record.seqs.contains(&write.seq) && !again {
                     return ov.reply::<Applied>(&write.client, write.seq)?.ok_or_else(|| {
                         ApplyError(format!(
                             "shard {}: session of client {} lists seq {} but its reply row is missing",

@@ -92,6 +92,10 @@ struct RunArgs {
     /// Client deadline per operation, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     op_timeout_ms: u64,
+    /// Client timeout per attempt, in milliseconds (default: the client library's). A short one
+    /// makes the client retry writes still in flight.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    attempt_timeout_ms: Option<u64>,
 }
 
 impl RunArgs {
@@ -111,6 +115,7 @@ impl RunArgs {
             heal: Duration::from_secs(self.heal_secs),
             fault: Duration::from_secs(self.fault_secs),
             op_timeout: Duration::from_millis(self.op_timeout_ms.max(1)),
+            attempt_timeout: self.attempt_timeout_ms.map(Duration::from_millis),
         }
     }
 }
@@ -299,6 +304,16 @@ fn summarize(results: &Results) -> Validity {
         );
         for anomaly in &board.anomalies {
             println!("  {}", describe_board_anomaly(anomaly));
+        }
+    }
+    if let Some(append) = &results.list_append {
+        let t = &append.txns;
+        println!(
+            "list-append: txns {} ok, {} fail, {} info; {} keys, longest list {}; edges {:?}; {} final reads; anomalies {:?}",
+            t.ok, t.fail, t.info, t.keys, t.longest_list, t.edges, append.final_reads, append.anomaly_counts
+        );
+        for anomaly in &append.anomalies {
+            println!("  {anomaly}");
         }
     }
     for w in &results.availability {

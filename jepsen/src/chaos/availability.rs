@@ -6,12 +6,13 @@
 //!
 //! Writes are `ok` puts, compare-and-swaps (those whose comparison held), adds, bank transfers,
 //! election campaigns and resignations (a campaign completes when it wins, so its waiting for
-//! the previous leader counts in the gap), board assignments and checkpoint syncs; reads do not
-//! count, as a read served by a partitioned or paused node's peers says nothing about commits.
+//! the previous leader counts in the gap), board assignments and checkpoint syncs, list-append
+//! transactions that append (every `ok` operation that is not a read, [`Op::is_read`](super::history::Op::is_read), nor a
+//! workload's setup); reads do not count, as a read served by a partitioned or paused node's peers says nothing about commits.
 
 use serde::{Deserialize, Serialize};
 
-use super::history::{EventType, Op, Operation};
+use super::history::{EventType, Operation};
 use super::nemesis::{Action, NemesisEvent};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,20 +42,7 @@ fn heals(action: Action) -> Option<Action> {
 pub fn windows(ops: &[Operation], nemesis: &[NemesisEvent]) -> Vec<FaultWindow> {
     let mut writes: Vec<u64> = ops
         .iter()
-        .filter(|o| {
-            o.outcome == EventType::Ok
-                && matches!(
-                    o.op,
-                    Op::Write { .. }
-                        | Op::Cas { .. }
-                        | Op::Add { .. }
-                        | Op::Transfer { .. }
-                        | Op::Campaign { .. }
-                        | Op::Resign { .. }
-                        | Op::Assign { .. }
-                        | Op::Sync { .. }
-                )
-        })
+        .filter(|o| o.outcome == EventType::Ok && !o.op.is_read() && !o.op.is_setup())
         .filter_map(|o| o.complete)
         .collect();
     writes.sort_unstable();
@@ -85,6 +73,7 @@ pub fn windows(ops: &[Operation], nemesis: &[NemesisEvent]) -> Vec<FaultWindow> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chaos::history::Op;
 
     const MS: u64 = 1_000_000;
 

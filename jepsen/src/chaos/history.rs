@@ -106,6 +106,32 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         final_read: bool,
     },
+    /// A list-append transaction: micro-operations on distinct keys of one shard, applied
+    /// atomically; the completion carries what each read saw. `final_read`: one of the reads
+    /// after healing.
+    Txn {
+        mops: Vec<Mop>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        final_read: bool,
+    },
+}
+
+/// One micro-operation of an [`Op::Txn`], Elle's `[:r k v]` and `[:append k v]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "f", rename_all = "kebab-case")]
+pub enum Mop {
+    /// Read the list at `key`; `None` on the invocation (an absent key reads as empty).
+    R { key: String, value: Option<Vec<u64>> },
+    /// Append `value` (unique in the run) to the list at `key`.
+    Append { key: String, value: u64 },
+}
+
+impl Mop {
+    pub fn key(&self) -> &str {
+        match self {
+            Mop::R { key, .. } | Mop::Append { key, .. } => key,
+        }
+    }
 }
 
 /// What a [`Op::ReadBoard`] saw: the owner record's epoch and the checkpoint's (epoch, seq).
@@ -127,7 +153,33 @@ impl Op {
             Op::OpenAccounts { .. } | Op::Transfer { .. } | Op::ReadAll { .. } => "bank",
             Op::Campaign { .. } | Op::Resign { .. } | Op::Leader { .. } => "election",
             Op::OpenBoards { .. } | Op::Assign { .. } | Op::Sync { .. } | Op::ReadBoard { .. } => "board",
+            Op::Txn { .. } => "list-append",
         }
+    }
+
+    /// Whether the operation only reads (a failed read changed nothing, whatever the error).
+    pub fn is_read(&self) -> bool {
+        match self {
+            Op::Read { .. } | Op::ReadSet { .. } | Op::ReadAll { .. } | Op::Leader { .. } | Op::ReadBoard { .. } => {
+                true
+            }
+            Op::Txn { mops, .. } => mops.iter().all(|m| matches!(m, Mop::R { .. })),
+            Op::Write { .. }
+            | Op::Cas { .. }
+            | Op::Add { .. }
+            | Op::OpenAccounts { .. }
+            | Op::Transfer { .. }
+            | Op::Campaign { .. }
+            | Op::Resign { .. }
+            | Op::OpenBoards { .. }
+            | Op::Assign { .. }
+            | Op::Sync { .. } => false,
+        }
+    }
+
+    /// Whether the operation is a workload's setup, done once before the workers start.
+    pub fn is_setup(&self) -> bool {
+        matches!(self, Op::OpenAccounts { .. } | Op::OpenBoards { .. })
     }
 
     /// The register key, for register operations.

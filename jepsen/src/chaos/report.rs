@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::availability::{self, FaultWindow};
-use super::checker::{bank, board, election, linearizable, set, Validity};
+use super::checker::{append, bank, board, election, linearizable, set, Validity};
 use super::history::{self, Event, EventType, HistoryError};
 use super::nemesis::{NemesisEvent, NemesisKind};
 use super::workload::WorkloadKind;
@@ -24,6 +24,8 @@ pub struct TestInfo {
     pub time_limit_secs: u64,
     pub workers: u64,
     pub keys: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_timeout_ms: Option<u64>,
 }
 
 /// Operation counts by completion.
@@ -49,6 +51,8 @@ pub struct Results {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub election: Option<election::Report>,
     pub board: Option<board::Report>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub list_append: Option<append::Report>,
     /// From the end of the workload (every fault healed by then) until every node was ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery_ms: Option<u64>,
@@ -89,6 +93,7 @@ pub fn check(workload: WorkloadKind, events: &[Event], nemesis: &[NemesisEvent])
         bank: None,
         election: None,
         board: None,
+        list_append: None,
         recovery_ms: None,
         availability: availability::windows(&ops, nemesis),
         error: None,
@@ -118,6 +123,11 @@ pub fn check(workload: WorkloadKind, events: &[Event], nemesis: &[NemesisEvent])
             let report = board::check(&ops);
             results.valid = report.valid;
             results.board = Some(report);
+        }
+        WorkloadKind::ListAppend => {
+            let report = append::check(&ops);
+            results.valid = report.valid;
+            results.list_append = Some(report);
         }
     }
     Ok(results)

@@ -49,6 +49,9 @@ pub struct TestOptions {
     pub fault: Duration,
     /// Client deadline per operation.
     pub op_timeout: Duration,
+    /// The client's timeout per attempt (`None`: the library's default). A short one makes the
+    /// client retry writes still in flight, which the `double-apply` failpoint needs.
+    pub attempt_timeout: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +96,7 @@ pub async fn test(opts: TestOptions) -> Result<Outcome, RunError> {
         time_limit_secs: opts.time_limit.as_secs(),
         workers: opts.workers,
         keys: opts.keys,
+        attempt_timeout_ms: opts.attempt_timeout.map(|t| t.as_millis() as u64),
     };
     report::write_json(&dir.join("test.json"), &info)?;
 
@@ -115,6 +119,7 @@ pub async fn test(opts: TestOptions) -> Result<Outcome, RunError> {
         endpoints: cluster.endpoints(),
         recorder: Arc::new(Recorder::new(clock)),
         op_timeout: opts.op_timeout,
+        attempt_timeout: opts.attempt_timeout,
         pace: Duration::from_millis(10),
         keys: opts.keys,
         next_value: AtomicU64::new(1),

@@ -11,7 +11,10 @@
 //!   the campaigns that won.
 //! - [`board`]: no checkpoint accepted from a deposed owner's epoch, seqs increasing within an
 //!   epoch, no checkpoint going back.
+//! - [`append`]: list-append transactions: no garbage, duplicated, aborted or lost element, no
+//!   forked list, no dependency cycle (Elle).
 
+pub mod append;
 pub mod bank;
 pub mod board;
 pub mod election;

@@ -13,7 +13,9 @@
 //! - [`bank`]: transfers between accounts of one shard, reads of every balance at once.
 //! - [`election`]: campaigns, resignations and leader reads on a few elections.
 //! - [`board`]: owners taking boards from each other and checkpointing them, fenced by epochs.
+//! - [`append`]: transactions reading and appending to lists, checked for cycles (Elle).
 
+pub mod append;
 pub mod bank;
 pub mod board;
 pub mod election;
@@ -34,13 +36,14 @@ use crate::chaos::history::{Clock, Event, EventType, Op, Process};
 
 /// A workload, as named on the command line (`--workload register`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum WorkloadKind {
     Register,
     Set,
     Bank,
     Election,
     Board,
+    ListAppend,
 }
 
 impl WorkloadKind {
@@ -51,6 +54,7 @@ impl WorkloadKind {
             WorkloadKind::Bank => "bank",
             WorkloadKind::Election => "election",
             WorkloadKind::Board => "board",
+            WorkloadKind::ListAppend => "list-append",
         }
     }
 }
@@ -84,6 +88,8 @@ pub struct Context {
     pub recorder: Arc<Recorder>,
     /// The client's deadline per operation, retries included.
     pub op_timeout: Duration,
+    /// The client's timeout per attempt; `None`: the library's default.
+    pub attempt_timeout: Option<Duration>,
     /// Pause between one process's operations.
     pub pace: Duration,
     /// Register keys.
@@ -93,7 +99,11 @@ pub struct Context {
 }
 
 fn client(ctx: &Context) -> Result<Client, Error> {
-    Client::new(ClientConfig::new(ctx.endpoints.clone()).request_timeout(ctx.op_timeout))
+    let config = ClientConfig::new(ctx.endpoints.clone()).request_timeout(ctx.op_timeout);
+    Client::new(match ctx.attempt_timeout {
+        Some(t) => config.attempt_timeout(t),
+        None => config,
+    })
 }
 
 /// The error for an operation of another workload: a generator bug or a mixed-up history.
@@ -103,11 +113,7 @@ fn wrong_workload(workload: &str, op: &Op) -> Error {
 
 /// How an error completes `op` (see the module essay).
 pub fn outcome(op: &Op, error: &Error) -> EventType {
-    let read = matches!(
-        op,
-        Op::Read { .. } | Op::ReadSet { .. } | Op::ReadAll { .. } | Op::Leader { .. } | Op::ReadBoard { .. }
-    );
-    if !read && error.may_have_been_applied() {
+    if !op.is_read() && error.may_have_been_applied() {
         EventType::Info
     } else {
         EventType::Fail
@@ -125,6 +131,7 @@ async fn perform(ctx: &Context, client: &Client, process: Process, op: Op) -> (E
             WorkloadKind::Bank => bank::apply(client, &op).await,
             WorkloadKind::Election => election::apply(client, &op, ctx.op_timeout).await,
             WorkloadKind::Board => board::apply(client, &op, ctx.next_value.fetch_add(1, Ordering::Relaxed)).await,
+            WorkloadKind::ListAppend => append::apply(client, &op).await,
         }
     };
     // The client has its own deadline; this one only catches a call that never returns.
@@ -159,7 +166,7 @@ const SETUP_ATTEMPTS: u32 = 20;
 /// [`board`]).
 async fn setup(ctx: &Context, workers: u64, process: Process) -> Result<(), Error> {
     let ops = match ctx.kind {
-        WorkloadKind::Register | WorkloadKind::Set | WorkloadKind::Election => return Ok(()),
+        WorkloadKind::Register | WorkloadKind::Set | WorkloadKind::Election | WorkloadKind::ListAppend => return Ok(()),
         WorkloadKind::Bank => vec![bank::open_accounts()],
         WorkloadKind::Board => vec![board::open_boards(workers)],
     };
@@ -225,6 +232,7 @@ pub async fn final_reads(ctx: &Context, process: Process, attempts: u32) -> Resu
         WorkloadKind::Bank => vec![bank::final_read()],
         WorkloadKind::Election => election::final_ops(),
         WorkloadKind::Board => board::final_reads(),
+        WorkloadKind::ListAppend => append::final_reads(ctx),
     };
     for op in ops {
         for _ in 0..attempts {
@@ -244,6 +252,7 @@ enum Generator {
     Bank,
     Election(election::Generator),
     Board(board::Generator),
+    ListAppend,
 }
 
 impl Generator {
@@ -254,6 +263,7 @@ impl Generator {
             WorkloadKind::Bank => Generator::Bank,
             WorkloadKind::Election => Generator::Election(election::Generator::default()),
             WorkloadKind::Board => Generator::Board(board::Generator::new(worker)),
+            WorkloadKind::ListAppend => Generator::ListAppend,
         }
     }
 
@@ -264,6 +274,7 @@ impl Generator {
             Generator::Bank => bank::next(rng),
             Generator::Election(g) => g.next(ctx, rng),
             Generator::Board(g) => g.next(rng),
+            Generator::ListAppend => append::next(ctx, rng),
         }
     }
 
@@ -273,7 +284,7 @@ impl Generator {
             Generator::Register(g) => g.observe(op, kind),
             Generator::Election(g) => g.observe(done, kind),
             Generator::Board(g) => g.observe(done, kind),
-            Generator::Set | Generator::Bank => {}
+            Generator::Set | Generator::Bank | Generator::ListAppend => {}
         }
     }
 }
