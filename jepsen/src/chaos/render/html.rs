@@ -219,9 +219,14 @@ fn linearizable_report(h: &mut String, report: &linearizable::Report, timelines:
         let Some(anomaly) = &k.anomaly else { continue };
         let _ = writeln!(
             h,
-            "<h3>{}: smallest failing sub-history</h3>\n<p>Initial value: {} ({} operations; no linearization of them exists, <code>info</code> ones may or may not have happened).</p>",
+            "<h3>{}: smallest failing sub-history</h3>\n<p>Initial value: {} ({}). No order of these {} operations explains what they returned; <code>info</code> ones may or may not have happened.</p>",
             esc(&k.key),
             esc(&anomaly.initial),
+            if anomaly.initial == "empty" {
+                "from the start of the run: the key did not exist"
+            } else {
+                "cut from the middle of the run: the register may hold anything"
+            },
             anomaly.ops.len()
         );
         if let Some((_, img)) = timelines.iter().find(|(key, _)| key == &k.key) {

@@ -206,6 +206,11 @@ mod tests {
         assert_eq!(names, ["latency.png", "rate.png", "timeline-reg-0.png", "index.html"]);
         let html = std::fs::read_to_string(dir.path().join("index.html")).unwrap();
         assert!(html.contains("src=\"timeline-reg-0.png\"") && html.contains("href=\"cluster/n1.log\""));
+
+        // Nothing can be written: every file is a warning, nothing panics.
+        let rendered = write(&dir.path().join("missing"), &run);
+        assert!(rendered.files.is_empty());
+        assert_eq!(rendered.warnings.len(), 4, "{:?}", rendered.warnings);
     }
 
     #[test]

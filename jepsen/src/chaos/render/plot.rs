@@ -343,7 +343,7 @@ pub fn timeline(path: &Path, key: &str, initial: &str, ops: &[Operation]) -> Res
         .caption(caption, (FONT, 18))
         .margin(12)
         .x_label_area_size(40)
-        .y_label_area_size(90)
+        .y_label_area_size(130)
         .build_cartesian_2d(x0..x1, -0.6..(n as f64 - 0.4))
         .map_err(|e| err(&e))?;
     let row_name = |y: &f64| {
