@@ -95,6 +95,12 @@ fn register_under_kill_and_pause_is_linearizable() {
     let results: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("results.json")).unwrap()).unwrap();
     assert_eq!(results["valid"], "true");
+    // The report: plots and the page linking them and the node logs.
+    let page = std::fs::read_to_string(run.join("index.html")).unwrap();
+    for link in ["src=\"latency.png\"", "src=\"rate.png\"", "href=\"cluster/n1.log\"", "href=\"history.jsonl\""] {
+        assert!(page.contains(link), "no {link} in index.html");
+    }
+    assert!(run.join("latency.png").exists() && run.join("rate.png").exists());
 
     // The stored run re-checks to the same verdict.
     let again = Command::new(HCJEPSEN).arg("check").arg(&run).output().unwrap();
@@ -176,6 +182,12 @@ fn check_finds_planted_anomalies() {
     assert_eq!(last_line(&out), "valid: false", "{}", describe(&out));
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("smallest failing sub-history"), "{}", describe(&out));
+    // `check` redraws the report, with the failing key's timeline on the page.
+    for file in ["index.html", "latency.png", "rate.png", "timeline-reg-0.png"] {
+        assert!(stale.path().join(file).exists(), "no {file}: {}", describe(&out));
+    }
+    let page = std::fs::read_to_string(stale.path().join("index.html")).unwrap();
+    assert!(page.contains("src=\"timeline-reg-0.png\"") && page.contains("<td>read 1</td>"), "{page}");
 
     // The same history with the read seeing the uncertain write is fine.
     let fine = stored_run(

@@ -2,11 +2,12 @@
 //!
 //! `hcjepsen test` starts a fresh cluster, runs a workload under a nemesis schedule, heals,
 //! checks, and writes the run directory; `hcjepsen matrix` runs every workload with every
-//! nemesis; `hcjepsen check DIR` re-checks a stored run. The last
+//! nemesis; `hcjepsen check DIR` re-checks a stored run and redraws its report (plots and
+//! `index.html`; `results.json` is left as the run wrote it). The last
 //! line printed is `valid: true`, `valid: false` or `valid: unknown`; the exit code is 0, 1 or 2
 //! accordingly (2 also when the run could not be carried out).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -14,6 +15,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use hypercache_jepsen::chaos::checker::board::{Anomaly, OpRef};
 use hypercache_jepsen::chaos::checker::Validity;
 use hypercache_jepsen::chaos::nemesis::NemesisKind;
+use hypercache_jepsen::chaos::render::{self, Rendered};
 use hypercache_jepsen::chaos::report::{self, Results};
 use hypercache_jepsen::chaos::run::{self, TestOptions};
 use hypercache_jepsen::chaos::target::locate_hypercache;
@@ -55,7 +57,7 @@ enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
-    /// Re-check a stored run directory.
+    /// Re-check a stored run directory and redraw its plots and index.html.
     Check { dir: PathBuf },
 }
 
@@ -132,7 +134,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let validity = match cli.command {
         Command::Check { dir } => match report::check_dir(&dir) {
-            Ok(results) => summarize(&results),
+            Ok((stored, results)) => {
+                let run = render::Run {
+                    info: &stored.info,
+                    events: &stored.events,
+                    nemesis: &stored.nemesis,
+                    results: &results,
+                    made_by: "hcjepsen check",
+                };
+                print_rendered(&dir, &render::write(&dir, &run));
+                summarize(&results)
+            }
             Err(e) => {
                 eprintln!("error: {e}");
                 Validity::Unknown
@@ -190,6 +202,7 @@ fn with_runtime(run: &RunArgs, plan: impl FnOnce(PathBuf, u64) -> Vec<TestOption
         let validity = match runtime.block_on(run::test(options)) {
             Ok(outcome) => {
                 println!("run: {}", outcome.dir.display());
+                print_rendered(&outcome.dir, &outcome.rendered);
                 summarize(&outcome.results)
             }
             Err(e) => {
@@ -206,6 +219,19 @@ fn with_runtime(run: &RunArgs, plan: impl FnOnce(PathBuf, u64) -> Vec<TestOption
         }
     }
     Validity::all(verdicts.into_iter().map(|(_, v)| v))
+}
+
+/// Where the report is, how long it took; its warnings on stderr (they never change a verdict).
+fn print_rendered(dir: &Path, rendered: &Rendered) {
+    for warning in &rendered.warnings {
+        eprintln!("warning: report: {warning}");
+    }
+    println!(
+        "report: {} ({} files in {} ms)",
+        dir.join("index.html").display(),
+        rendered.files.len(),
+        rendered.elapsed.as_millis()
+    );
 }
 
 fn nemesis_names(nemeses: &[NemesisKind]) -> String {

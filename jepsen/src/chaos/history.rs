@@ -182,6 +182,18 @@ impl Op {
         matches!(self, Op::OpenAccounts { .. } | Op::OpenBoards { .. })
     }
 
+    /// A short human label for plots and reports: `write 3`, `read nil`, `cas 3->4`; other
+    /// operations as their JSON (they have no plot that labels single ops yet).
+    pub fn label(&self) -> String {
+        let opt = |v: &Option<u64>| v.map_or("nil".to_string(), |v| v.to_string());
+        match self {
+            Op::Read { value, .. } => format!("read {}", opt(value)),
+            Op::Write { value, .. } => format!("write {value}"),
+            Op::Cas { from, to, .. } => format!("cas {from}->{to}"),
+            other => serde_json::to_string(other).unwrap_or_else(|_| other.workload().to_string()),
+        }
+    }
+
     /// The register key, for register operations.
     pub fn key(&self) -> Option<&str> {
         match self {
@@ -233,8 +245,23 @@ pub enum HistoryError {
 /// Pairs every invocation with its process's next completion. An invocation left open at the
 /// end of the history becomes `info`.
 pub fn pair(events: &[Event]) -> Result<Vec<Operation>, HistoryError> {
+    Ok(pair_returned(events)?.into_iter().map(|r| r.op).collect())
+}
+
+/// An operation and when its completion event was recorded. Unlike [`Operation::complete`]
+/// this is set for `info` operations too (when the client gave up): a checker must treat them
+/// as still in flight, but a latency plot wants the time the client waited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Returned {
+    pub op: Operation,
+    /// `None`: never completed (still open when the history ended).
+    pub returned: Option<u64>,
+}
+
+/// [`pair`], keeping every completion's time.
+pub fn pair_returned(events: &[Event]) -> Result<Vec<Returned>, HistoryError> {
     let mut open: BTreeMap<Process, (usize, &Event)> = BTreeMap::new();
-    let mut ops: Vec<(usize, Operation)> = Vec::new();
+    let mut ops: Vec<(usize, Returned)> = Vec::new();
     for (index, e) in events.iter().enumerate() {
         match e.kind {
             EventType::Invoke => {
@@ -253,14 +280,14 @@ pub fn pair(events: &[Event]) -> Result<Vec<Operation>, HistoryError> {
                 let complete = (kind != EventType::Info).then_some(e.time);
                 let op =
                     Operation { process: e.process, op: e.op.clone(), outcome: kind, invoke: invoke.time, complete };
-                ops.push((at, op));
+                ops.push((at, Returned { op, returned: Some(e.time) }));
             }
         }
     }
     for (process, (at, invoke)) in open {
         let op =
             Operation { process, op: invoke.op.clone(), outcome: EventType::Info, invoke: invoke.time, complete: None };
-        ops.push((at, op));
+        ops.push((at, Returned { op, returned: None }));
     }
     ops.sort_by_key(|(at, _)| *at);
     Ok(ops.into_iter().map(|(_, op)| op).collect())
@@ -362,5 +389,7 @@ mod tests {
         assert_eq!((ops[1].process, ops[1].outcome, ops[1].complete), (2, EventType::Ok, Some(3)));
         assert_eq!((ops[2].process, ops[2].outcome, ops[2].complete), (3, EventType::Info, None));
         assert!(pair(&[ev(1, EventType::Ok, r, 1)]).is_err());
+        let returned: Vec<Option<u64>> = pair_returned(&events).unwrap().iter().map(|r| r.returned).collect();
+        assert_eq!(returned, [Some(9), Some(3), None], "an info op keeps the time the client gave up");
     }
 }

@@ -133,13 +133,37 @@ pub fn check(workload: WorkloadKind, events: &[Event], nemesis: &[NemesisEvent])
     Ok(results)
 }
 
-/// Re-checks a stored run: its `test.json` names the workload; `nemesis.jsonl` is optional.
-pub fn check_dir(dir: &Path) -> Result<Results, ReportError> {
+/// A stored run's records, as `hcjepsen check` reads them back.
+pub struct StoredRun {
+    pub info: TestInfo,
+    pub events: Vec<Event>,
+    /// Empty when `nemesis.jsonl` is missing.
+    pub nemesis: Vec<NemesisEvent>,
+    /// `results.json` as the run wrote it, if it is there and readable.
+    pub results: Option<Results>,
+}
+
+/// Reads a stored run: its `test.json` names the workload; `nemesis.jsonl` and `results.json`
+/// are optional.
+pub fn read_dir(dir: &Path) -> Result<StoredRun, ReportError> {
     let info: TestInfo = read_json(&dir.join("test.json"))?;
     let events: Vec<Event> = history::read_jsonl(&dir.join("history.jsonl"))?;
     let nemesis_log = dir.join("nemesis.jsonl");
     let nemesis: Vec<NemesisEvent> = if nemesis_log.exists() { history::read_jsonl(&nemesis_log)? } else { Vec::new() };
-    Ok(check(info.workload, &events, &nemesis)?)
+    let results = read_json(&dir.join("results.json")).ok();
+    Ok(StoredRun { info, events, nemesis, results })
+}
+
+/// Re-checks a stored run. What only the live run could measure (the recovery time, errors
+/// met along the way) is carried over from its `results.json`.
+pub fn check_dir(dir: &Path) -> Result<(StoredRun, Results), ReportError> {
+    let stored = read_dir(dir)?;
+    let mut results = check(stored.info.workload, &stored.events, &stored.nemesis)?;
+    if let Some(before) = &stored.results {
+        results.recovery_ms = before.recovery_ms;
+        results.error.clone_from(&before.error);
+    }
+    Ok((stored, results))
 }
 
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ReportError> {

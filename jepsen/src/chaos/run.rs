@@ -7,7 +7,8 @@
 //! 3. heal everything, wait until every node is ready again (the recovery time) and a node
 //!    wiped last has caught up (`nemesis/wipe.rs`; one that does not is an error: a stuck
 //!    cluster), the final reads;
-//! 4. stop the cluster, write the history and the nemesis log, check, write `results.json`.
+//! 4. stop the cluster, write the history and the nemesis log, check, write `results.json`;
+//! 5. draw the plots and write `index.html` (`render`; a failure there is a warning).
 //!
 //! The cluster's data and logs stay in the run directory for post-mortems.
 
@@ -20,6 +21,7 @@ use tokio::time::Instant;
 
 use super::history::{self, Clock, HistoryError};
 use super::nemesis::{schedule, NemesisKind};
+use super::render::{self, Rendered};
 use super::report::{self, ReportError, Results, TestInfo};
 use super::target::local::{Faketime, LocalCluster};
 use super::target::TargetError;
@@ -69,6 +71,8 @@ pub enum RunError {
 pub struct Outcome {
     pub dir: PathBuf,
     pub results: Results,
+    /// The plots and `index.html`, and what could not be drawn.
+    pub rendered: Rendered,
 }
 
 pub async fn test(opts: TestOptions) -> Result<Outcome, RunError> {
@@ -167,5 +171,14 @@ pub async fn test(opts: TestOptions) -> Result<Outcome, RunError> {
         results.error = Some(errors.join("; "));
     }
     report::write_json(&dir.join("results.json"), &results)?;
-    Ok(Outcome { dir, results })
+    // After the verdict is on disk: the report only shows it and cannot fail the run.
+    let run = render::Run {
+        info: &info,
+        events: &events,
+        nemesis: &nemesis_log,
+        results: &results,
+        made_by: "hcjepsen test",
+    };
+    let rendered = render::write(&dir, &run);
+    Ok(Outcome { dir, results, rendered })
 }
