@@ -6,7 +6,8 @@
 //!
 //! Writes are `ok` puts, compare-and-swaps (those whose comparison held), adds, bank transfers,
 //! election campaigns and resignations (a campaign completes when it wins, so its waiting for
-//! the previous leader counts in the gap), board assignments and checkpoint syncs; reads do not
+//! the previous leader counts in the gap), board assignments and checkpoint syncs, and the watch
+//! workload's puts and deletes; reads (and watch deliveries) do not
 //! count, as a read served by a partitioned or paused node's peers says nothing about commits.
 
 use serde::{Deserialize, Serialize};
@@ -53,6 +54,8 @@ pub fn windows(ops: &[Operation], nemesis: &[NemesisEvent]) -> Vec<FaultWindow> 
                         | Op::Resign { .. }
                         | Op::Assign { .. }
                         | Op::Sync { .. }
+                        | Op::WatchPut { .. }
+                        | Op::WatchDelete { .. }
                 )
         })
         .filter_map(|o| o.complete)

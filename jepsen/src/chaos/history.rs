@@ -106,6 +106,58 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         final_read: bool,
     },
+    /// Put unique `value` under `key` (a key of the watched prefix); the `ok` completion
+    /// carries the key's shard and the revision the put was applied at.
+    WatchPut { key: String, value: u64, shard: Option<u32>, revision: Option<u64> },
+    /// Delete `key`; the `ok` completion carries its shard, the revision and whether the key
+    /// existed (a delete of a missing key writes nothing and produces no event).
+    WatchDelete { key: String, shard: Option<u32>, revision: Option<u64>, deleted: Option<bool> },
+    /// Watcher `watcher` (re)opened its watch of the prefix; `start` per shard is the first
+    /// revision to deliver (`None` on the invocation). `resume`: continuing after what it was
+    /// delivered before (not a fresh start); `reconnect`: with a new client.
+    WatchOpen { watcher: u64, start: Option<BTreeMap<u32, u64>>, resume: bool, reconnect: bool },
+    /// One update delivered to `watcher`: the events of one shard, in delivery order (a read).
+    /// A `fail` completion (no `shard`, no events) is an error the watcher met.
+    WatchEvents { watcher: u64, shard: Option<u32>, events: Vec<WatchEvent> },
+    /// Watcher `watcher` stopped; `last` per shard: the last revision it was told everything
+    /// was delivered up to (events or progress notifications).
+    WatchEnd { watcher: u64, last: BTreeMap<u32, u64>, end: WatchEndReason },
+    /// The final read after healing: every key of the prefix with its shard, value and
+    /// revision, and each shard's revision at the read (`None` on the invocation).
+    WatchFinalRead { kvs: Option<Vec<WatchKv>>, revisions: Option<BTreeMap<u32, u64>> },
+}
+
+/// One event delivered to a watcher. `value`: the put's value, `None` for a delete (a value
+/// that does not parse is `u64::MAX`, which no writer writes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchEvent {
+    pub revision: u64,
+    pub key: String,
+    pub value: Option<u64>,
+}
+
+/// Why a watcher stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WatchEndReason {
+    /// It reached the final read's revision of every shard.
+    CaughtUp,
+    /// Resuming was refused as `COMPACTED`: what came after `last` is not covered.
+    Compacted,
+    /// It had not reached the final read's revisions when its time ran out.
+    NotCaughtUp,
+    /// There was no successful final read to catch up to.
+    NoFinalRead,
+}
+
+/// One key of a [`Op::WatchFinalRead`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchKv {
+    pub key: String,
+    pub shard: u32,
+    pub value: u64,
+    /// The key's `mod_revision`.
+    pub revision: u64,
 }
 
 /// What a [`Op::ReadBoard`] saw: the owner record's epoch and the checkpoint's (epoch, seq).
@@ -127,6 +179,12 @@ impl Op {
             Op::OpenAccounts { .. } | Op::Transfer { .. } | Op::ReadAll { .. } => "bank",
             Op::Campaign { .. } | Op::Resign { .. } | Op::Leader { .. } => "election",
             Op::OpenBoards { .. } | Op::Assign { .. } | Op::Sync { .. } | Op::ReadBoard { .. } => "board",
+            Op::WatchPut { .. }
+            | Op::WatchDelete { .. }
+            | Op::WatchOpen { .. }
+            | Op::WatchEvents { .. }
+            | Op::WatchEnd { .. }
+            | Op::WatchFinalRead { .. } => "watch",
         }
     }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::availability::{self, FaultWindow};
-use super::checker::{bank, board, election, linearizable, set, Validity};
+use super::checker::{bank, board, election, linearizable, set, watch, Validity};
 use super::history::{self, Event, EventType, HistoryError};
 use super::nemesis::{NemesisEvent, NemesisKind};
 use super::workload::WorkloadKind;
@@ -49,6 +49,8 @@ pub struct Results {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub election: Option<election::Report>,
     pub board: Option<board::Report>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<watch::Report>,
     /// From the end of the workload (every fault healed by then) until every node was ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery_ms: Option<u64>,
@@ -89,6 +91,7 @@ pub fn check(workload: WorkloadKind, events: &[Event], nemesis: &[NemesisEvent])
         bank: None,
         election: None,
         board: None,
+        watch: None,
         recovery_ms: None,
         availability: availability::windows(&ops, nemesis),
         error: None,
@@ -118,6 +121,11 @@ pub fn check(workload: WorkloadKind, events: &[Event], nemesis: &[NemesisEvent])
             let report = board::check(&ops);
             results.valid = report.valid;
             results.board = Some(report);
+        }
+        WorkloadKind::Watch => {
+            let report = watch::check(&ops);
+            results.valid = report.valid;
+            results.watch = Some(report);
         }
     }
     Ok(results)

@@ -11,12 +11,15 @@
 //!   the campaigns that won.
 //! - [`board`]: no checkpoint accepted from a deposed owner's epoch, seqs increasing within an
 //!   epoch, no checkpoint going back.
+//! - [`watch`]: every committed change delivered to each watcher once, in revision order per
+//!   shard, across resumes, and its last events agreeing with the final read.
 
 pub mod bank;
 pub mod board;
 pub mod election;
 pub mod linearizable;
 pub mod set;
+pub mod watch;
 
 use serde::{Deserialize, Serialize};
 
