@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use hypercache_jepsen::chaos::checker::board::{Anomaly, OpRef};
+use hypercache_jepsen::chaos::checker::watch as watch_checker;
 use hypercache_jepsen::chaos::checker::Validity;
 use hypercache_jepsen::chaos::nemesis::NemesisKind;
 use hypercache_jepsen::chaos::render::{self, Rendered};
@@ -342,6 +343,9 @@ fn summarize(results: &Results) -> Validity {
             println!("  {anomaly}");
         }
     }
+    if let Some(watch) = &results.watch {
+        summarize_watch(watch);
+    }
     for w in &results.availability {
         let after = w.first_write_after_heal_ms.map_or("none".to_string(), |ms| format!("{ms} ms"));
         println!(
@@ -358,6 +362,83 @@ fn summarize(results: &Results) -> Validity {
         println!("errors: {error}");
     }
     results.valid
+}
+
+fn summarize_watch(watch: &watch_checker::Report) {
+    println!(
+        "watch: puts {} ok, {} fail, {} info; deletes {} ok, {} fail, {} info; final read at {:?}; {} anomalies",
+        watch.puts_ok,
+        watch.puts_fail,
+        watch.puts_info,
+        watch.deletes_ok,
+        watch.deletes_fail,
+        watch.deletes_info,
+        watch.final_revisions,
+        watch.anomaly_count
+    );
+    for w in &watch.watchers {
+        println!(
+            "  watcher {}: {}; from {:?} to {:?} ({:?}), {} events in {} updates ({} of uncertain writes), {} resumes ({} reconnects), {} errors, {} anomalies",
+            w.watcher,
+            w.valid.as_str(),
+            w.start,
+            w.last,
+            w.end,
+            w.events,
+            w.updates,
+            w.uncertain_delivered,
+            w.resumes,
+            w.reconnects,
+            w.errors,
+            w.anomalies
+        );
+    }
+    for anomaly in &watch.anomalies {
+        println!("  {}", describe_watch_anomaly(anomaly));
+    }
+}
+
+/// One watch anomaly on one line, naming the events and writes involved.
+fn describe_watch_anomaly(anomaly: &watch_checker::Anomaly) -> String {
+    use watch_checker::Anomaly as A;
+    let ev = |e: &watch_checker::Delivered| {
+        let what = e.value.map_or("delete".to_string(), |v| format!("put {v}"));
+        format!(
+            "shard {} revision {} {} {what} (op {}, {:.3}s)",
+            e.shard,
+            e.revision,
+            e.key,
+            e.index,
+            e.time as f64 / 1e9
+        )
+    };
+    let write = |o: &watch_checker::OpRef| {
+        let done = o.complete.map_or("never".to_string(), |t| format!("{:.3}s", t as f64 / 1e9));
+        format!("op {} {:?} {:?} (process {}, completed {done})", o.index, o.outcome, o.op, o.process)
+    };
+    match anomaly {
+        A::Duplicate { watcher, first, again } => {
+            format!("watcher {watcher}: duplicate: {} delivered again as {}", ev(first), ev(again))
+        }
+        A::OutOfOrder { watcher, previous, event } => {
+            format!("watcher {watcher}: out of order: {} after {}", ev(event), ev(previous))
+        }
+        A::BeforeStart { watcher, start, event } => {
+            format!("watcher {watcher}: {} delivered, before its start revision {start}", ev(event))
+        }
+        A::Missed { watcher, from, to, write: w } => {
+            format!("watcher {watcher}: missed {} (covered revisions {from}..={to})", write(w))
+        }
+        A::Phantom { watcher, why, event, write: w } => format!(
+            "watcher {watcher}: phantom ({why:?}): {}{}",
+            ev(event),
+            w.as_ref().map_or(String::new(), |w| format!("; the write: {}", write(w)))
+        ),
+        A::FinalMismatch { watcher, key, final_kv, last_delivered } => format!(
+            "watcher {watcher}: {key}: final read {final_kv:?}, last delivered {}",
+            last_delivered.as_ref().map_or("nothing".to_string(), ev)
+        ),
+    }
 }
 
 /// One board anomaly on one line, naming the operations that prove it.

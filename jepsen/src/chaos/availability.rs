@@ -7,8 +7,10 @@
 //! Writes are `ok` puts, compare-and-swaps (those whose comparison held), adds, bank transfers,
 //! election campaigns and resignations (a campaign completes when it wins, so its waiting for
 //! the previous leader counts in the gap), board assignments and checkpoint syncs, list-append
-//! transactions that append (every `ok` operation that is not a read, [`Op::is_read`](super::history::Op::is_read), nor a
-//! workload's setup); reads do not count, as a read served by a partitioned or paused node's peers says nothing about commits.
+//! transactions that append, the watch workload's puts and deletes: every `ok` operation that is
+//! not a read ([`Op::is_read`](super::history::Op::is_read); watch deliveries are reads) nor a
+//! workload's setup. Reads do not count, as a read served by a partitioned or paused node's
+//! peers says nothing about commits.
 
 use serde::{Deserialize, Serialize};
 

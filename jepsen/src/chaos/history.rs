@@ -114,6 +114,111 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         final_read: bool,
     },
+    /// Put unique `value` under `key` (a key of the watched prefix); the `ok` completion
+    /// carries the key's shard and the revision the put was applied at.
+    WatchPut { key: String, value: u64, shard: Option<u32>, revision: Option<u64> },
+    /// Delete `key`; the `ok` completion carries its shard, the revision and whether the key
+    /// existed (a delete of a missing key writes nothing and produces no event).
+    WatchDelete { key: String, shard: Option<u32>, revision: Option<u64>, deleted: Option<bool> },
+    /// Watcher `watcher` (re)opened its watch of the prefix; `start` per shard is the first
+    /// revision to deliver (`None` on the invocation). `resume`: continuing after what it was
+    /// delivered before (not a fresh start); `reconnect`: with a new client.
+    WatchOpen {
+        watcher: u64,
+        #[serde(with = "shard_map::optional")]
+        start: Option<BTreeMap<u32, u64>>,
+        resume: bool,
+        reconnect: bool,
+    },
+    /// One update delivered to `watcher`: the events of one shard, in delivery order (a read).
+    /// A `fail` completion (no `shard`, no events) is an error the watcher met.
+    WatchEvents { watcher: u64, shard: Option<u32>, events: Vec<WatchEvent> },
+    /// Watcher `watcher` stopped; `last` per shard: the last revision it was told everything
+    /// was delivered up to (events or progress notifications).
+    WatchEnd {
+        watcher: u64,
+        #[serde(with = "shard_map")]
+        last: BTreeMap<u32, u64>,
+        end: WatchEndReason,
+    },
+    /// The final read after healing: every key of the prefix with its shard, value and
+    /// revision, and each shard's revision at the read (`None` on the invocation).
+    WatchFinalRead {
+        kvs: Option<Vec<WatchKv>>,
+        #[serde(with = "shard_map::optional")]
+        revisions: Option<BTreeMap<u32, u64>>,
+    },
+}
+
+/// Per-shard revisions as a JSON object (`{"0": 12}`). An [`Event`] is read through serde's
+/// buffered path (the op is flattened and internally tagged), which does not turn an object's
+/// string key back into an integer, so the keys are parsed here.
+mod shard_map {
+    use std::collections::BTreeMap;
+
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(map: &BTreeMap<u32, u64>, s: S) -> Result<S::Ok, S::Error> {
+        map.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<u32, u64>, D::Error> {
+        let raw = BTreeMap::<String, u64>::deserialize(d)?;
+        raw.into_iter()
+            .map(|(shard, revision)| {
+                let shard = shard.parse().map_err(|_| D::Error::custom(format!("shard {shard:?} is not a number")))?;
+                Ok((shard, revision))
+            })
+            .collect()
+    }
+
+    pub mod optional {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(map: &Option<BTreeMap<u32, u64>>, s: S) -> Result<S::Ok, S::Error> {
+            map.serialize(s)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<BTreeMap<u32, u64>>, D::Error> {
+            #[derive(Deserialize)]
+            struct Wrap(#[serde(deserialize_with = "super::deserialize")] BTreeMap<u32, u64>);
+            Ok(Option::<Wrap>::deserialize(d)?.map(|Wrap(map)| map))
+        }
+    }
+}
+
+/// One event delivered to a watcher. `value`: the put's value, `None` for a delete (a value
+/// that does not parse is `u64::MAX`, which no writer writes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchEvent {
+    pub revision: u64,
+    pub key: String,
+    pub value: Option<u64>,
+}
+
+/// Why a watcher stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WatchEndReason {
+    /// It reached the final read's revision of every shard.
+    CaughtUp,
+    /// Resuming was refused as `COMPACTED`: what came after `last` is not covered.
+    Compacted,
+    /// It had not reached the final read's revisions when its time ran out.
+    NotCaughtUp,
+    /// There was no successful final read to catch up to.
+    NoFinalRead,
+}
+
+/// One key of a [`Op::WatchFinalRead`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchKv {
+    pub key: String,
+    pub shard: u32,
+    pub value: u64,
+    /// The key's `mod_revision`.
+    pub revision: u64,
 }
 
 /// One micro-operation of an [`Op::Txn`], Elle's `[:r k v]` and `[:append k v]`.
@@ -154,6 +259,12 @@ impl Op {
             Op::Campaign { .. } | Op::Resign { .. } | Op::Leader { .. } => "election",
             Op::OpenBoards { .. } | Op::Assign { .. } | Op::Sync { .. } | Op::ReadBoard { .. } => "board",
             Op::Txn { .. } => "list-append",
+            Op::WatchPut { .. }
+            | Op::WatchDelete { .. }
+            | Op::WatchOpen { .. }
+            | Op::WatchEvents { .. }
+            | Op::WatchEnd { .. }
+            | Op::WatchFinalRead { .. } => "watch",
         }
     }
 
@@ -164,6 +275,7 @@ impl Op {
                 true
             }
             Op::Txn { mops, .. } => mops.iter().all(|m| matches!(m, Mop::R { .. })),
+            Op::WatchOpen { .. } | Op::WatchEvents { .. } | Op::WatchEnd { .. } | Op::WatchFinalRead { .. } => true,
             Op::Write { .. }
             | Op::Cas { .. }
             | Op::Add { .. }
@@ -173,7 +285,9 @@ impl Op {
             | Op::Resign { .. }
             | Op::OpenBoards { .. }
             | Op::Assign { .. }
-            | Op::Sync { .. } => false,
+            | Op::Sync { .. }
+            | Op::WatchPut { .. }
+            | Op::WatchDelete { .. } => false,
         }
     }
 
@@ -370,6 +484,29 @@ mod tests {
             Op::Leader { name: "e/1".into(), holder: None, term: None, last_term: None, final_read: false }
         );
         assert_eq!(serde_json::to_string(&parsed).unwrap(), line);
+    }
+
+    #[test]
+    fn watch_ops_with_per_shard_revisions_round_trip() {
+        let revisions = BTreeMap::from([(0, 12), (1, 7)]);
+        for op in [
+            Op::WatchOpen { watcher: 1, start: Some(revisions.clone()), resume: true, reconnect: false },
+            Op::WatchOpen { watcher: 1, start: None, resume: false, reconnect: false },
+            Op::WatchEnd { watcher: 1, last: revisions.clone(), end: WatchEndReason::CaughtUp },
+            Op::WatchFinalRead {
+                kvs: Some(vec![WatchKv { key: "watch/0".into(), shard: 1, value: 9, revision: 7 }]),
+                revisions: Some(revisions.clone()),
+            },
+        ] {
+            let e = ev(2, EventType::Ok, op, 3);
+            let line = serde_json::to_string(&e).unwrap();
+            assert_eq!(serde_json::from_str::<Event>(&line).unwrap(), e, "{line}");
+        }
+        let line =
+            r#"{"process":2,"type":"ok","f":"watch-end","watcher":1,"last":{"0":12,"1":7},"end":"caught-up","time":3}"#;
+        assert_eq!(serde_json::to_string(&serde_json::from_str::<Event>(line).unwrap()).unwrap(), line);
+        let bad = r#"{"process":2,"type":"ok","f":"watch-end","watcher":1,"last":{"x":1},"end":"caught-up","time":3}"#;
+        assert!(serde_json::from_str::<Event>(bad).unwrap_err().to_string().contains("\"x\" is not a number"));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::availability::{self, FaultWindow};
-use super::checker::{append, bank, board, election, linearizable, set, Validity};
+use super::checker::{append, bank, board, election, linearizable, set, watch, Validity};
 use super::history::{self, Event, EventType, HistoryError};
 use super::nemesis::{NemesisEvent, NemesisKind};
 use super::workload::WorkloadKind;
@@ -53,6 +53,8 @@ pub struct Results {
     pub board: Option<board::Report>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub list_append: Option<append::Report>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<watch::Report>,
     /// From the end of the workload (every fault healed by then) until every node was ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery_ms: Option<u64>,
@@ -94,6 +96,7 @@ pub fn check(workload: WorkloadKind, events: &[Event], nemesis: &[NemesisEvent])
         election: None,
         board: None,
         list_append: None,
+        watch: None,
         recovery_ms: None,
         availability: availability::windows(&ops, nemesis),
         error: None,
@@ -128,6 +131,11 @@ pub fn check(workload: WorkloadKind, events: &[Event], nemesis: &[NemesisEvent])
             let report = append::check(&ops);
             results.valid = report.valid;
             results.list_append = Some(report);
+        }
+        WorkloadKind::Watch => {
+            let report = watch::check(&ops);
+            results.valid = report.valid;
+            results.watch = Some(report);
         }
     }
     Ok(results)

@@ -127,6 +127,7 @@ pub async fn test(opts: TestOptions) -> Result<Outcome, RunError> {
         pace: Duration::from_millis(10),
         keys: opts.keys,
         next_value: AtomicU64::new(1),
+        watchers: workload::watcher::Watchers::default(),
     });
     let nemesis = tokio::spawn(async move {
         let (log, catching_up) = schedule::run(&mut cluster, &steps, &clock, start).await;

@@ -13,6 +13,8 @@
 //!   epoch, no checkpoint going back.
 //! - [`append`]: list-append transactions: no garbage, duplicated, aborted or lost element, no
 //!   forked list, no dependency cycle (Elle).
+//! - [`watch`]: every committed change delivered to each watcher once, in revision order per
+//!   shard, across resumes, and its last events agreeing with the final read.
 
 pub mod append;
 pub mod bank;
@@ -20,6 +22,7 @@ pub mod board;
 pub mod election;
 pub mod linearizable;
 pub mod set;
+pub mod watch;
 
 use serde::{Deserialize, Serialize};
 

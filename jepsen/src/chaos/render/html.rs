@@ -201,6 +201,7 @@ fn section_checker(h: &mut String, page: &Page<'_>) {
         ("election", results.election.as_ref().map(json)),
         ("board", results.board.as_ref().map(json)),
         ("list-append", results.list_append.as_ref().map(json)),
+        ("watch", results.watch.as_ref().map(json)),
     ];
     for (name, report) in others {
         if let Some(report) = report {
@@ -355,6 +356,7 @@ mod tests {
             time_limit_secs: 15,
             workers: 5,
             keys: 1,
+            attempt_timeout_ms: None,
         }
     }
 

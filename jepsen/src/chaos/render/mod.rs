@@ -163,6 +163,7 @@ mod tests {
             time_limit_secs: 1,
             workers: 2,
             keys: 2,
+            attempt_timeout_ms: None,
         };
         const MS: u64 = 1_000_000;
         let e = |process, kind, op: Op, ms: u64| Event { process, kind, op, time: ms * MS, error: None };

@@ -14,6 +14,8 @@
 //! - [`election`]: campaigns, resignations and leader reads on a few elections.
 //! - [`board`]: owners taking boards from each other and checkpointing them, fenced by epochs.
 //! - [`append`]: transactions reading and appending to lists, checked for cycles (Elle).
+//! - [`watch`]: puts and deletes under a prefix spanning every shard, while [`watcher`]s watch
+//!   it, resuming after every error; one final read of the prefix.
 
 pub mod append;
 pub mod bank;
@@ -21,6 +23,8 @@ pub mod board;
 pub mod election;
 pub mod register;
 pub mod set;
+pub mod watch;
+pub mod watcher;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,6 +48,7 @@ pub enum WorkloadKind {
     Election,
     Board,
     ListAppend,
+    Watch,
 }
 
 impl WorkloadKind {
@@ -55,6 +60,7 @@ impl WorkloadKind {
             WorkloadKind::Election => "election",
             WorkloadKind::Board => "board",
             WorkloadKind::ListAppend => "list-append",
+            WorkloadKind::Watch => "watch",
         }
     }
 }
@@ -96,6 +102,8 @@ pub struct Context {
     pub keys: usize,
     /// The next unique value or element.
     pub next_value: AtomicU64,
+    /// The watch workload's watcher tasks (idle for every other workload).
+    pub watchers: watcher::Watchers,
 }
 
 fn client(ctx: &Context) -> Result<Client, Error> {
@@ -132,6 +140,7 @@ async fn perform(ctx: &Context, client: &Client, process: Process, op: Op) -> (E
             WorkloadKind::Election => election::apply(client, &op, ctx.op_timeout).await,
             WorkloadKind::Board => board::apply(client, &op, ctx.next_value.fetch_add(1, Ordering::Relaxed)).await,
             WorkloadKind::ListAppend => append::apply(client, &op).await,
+            WorkloadKind::Watch => watch::apply(client, &op).await,
         }
     };
     // The client has its own deadline; this one only catches a call that never returns.
@@ -166,7 +175,11 @@ const SETUP_ATTEMPTS: u32 = 20;
 /// [`board`]).
 async fn setup(ctx: &Context, workers: u64, process: Process) -> Result<(), Error> {
     let ops = match ctx.kind {
-        WorkloadKind::Register | WorkloadKind::Set | WorkloadKind::Election | WorkloadKind::ListAppend => return Ok(()),
+        WorkloadKind::Register
+        | WorkloadKind::Set
+        | WorkloadKind::Election
+        | WorkloadKind::ListAppend
+        | WorkloadKind::Watch => return Ok(()),
         WorkloadKind::Bank => vec![bank::open_accounts()],
         WorkloadKind::Board => vec![board::open_boards(workers)],
     };
@@ -192,6 +205,10 @@ async fn setup(ctx: &Context, workers: u64, process: Process) -> Result<(), Erro
 /// The setup (see [`setup`]), then `workers` processes issue operations until `until`.
 pub async fn run(ctx: Arc<Context>, workers: u64, seed: u64, until: Instant) -> Result<(), Error> {
     setup(&ctx, workers, workers * 1_000_000 + 1).await?;
+    if ctx.kind == WorkloadKind::Watch {
+        // They outlive this call: `final_reads` tells them where to catch up to and waits.
+        watcher::Watchers::spawn(&ctx, workers * 1_000_000 + 10, seed);
+    }
     let mut tasks = Vec::new();
     for w in 0..workers {
         let ctx = ctx.clone();
@@ -223,8 +240,23 @@ pub async fn run(ctx: Arc<Context>, workers: u64, seed: u64, until: Instant) -> 
 }
 
 /// After healing: the workload's final reads, by a fresh process, each retried until it
-/// succeeds or `attempts` run out (every attempt is in the history).
+/// succeeds or `attempts` run out (every attempt is in the history). The watch workload's
+/// watchers then catch up to its final read and stop.
 pub async fn final_reads(ctx: &Context, process: Process, attempts: u32) -> Result<(), Error> {
+    let done = final_reads_once(ctx, process, attempts).await;
+    if ctx.kind != WorkloadKind::Watch {
+        return done.map(|_| ());
+    }
+    let revisions = match &done {
+        Ok(Some(Op::WatchFinalRead { revisions, .. })) => revisions.clone(),
+        _ => None,
+    };
+    ctx.watchers.finish(revisions).await?;
+    done.map(|_| ())
+}
+
+/// The final reads; returns the last one that succeeded.
+async fn final_reads_once(ctx: &Context, process: Process, attempts: u32) -> Result<Option<Op>, Error> {
     let client = client(ctx)?;
     let ops = match ctx.kind {
         WorkloadKind::Register => register::final_ops(ctx.keys),
@@ -233,16 +265,20 @@ pub async fn final_reads(ctx: &Context, process: Process, attempts: u32) -> Resu
         WorkloadKind::Election => election::final_ops(),
         WorkloadKind::Board => board::final_reads(),
         WorkloadKind::ListAppend => append::final_reads(ctx),
+        WorkloadKind::Watch => vec![watch::final_read()],
     };
+    let mut last = None;
     for op in ops {
         for _ in 0..attempts {
-            if perform(ctx, &client, process, op.clone()).await.0 == EventType::Ok {
+            let (kind, done) = perform(ctx, &client, process, op.clone()).await;
+            if kind == EventType::Ok {
+                last = Some(done);
                 break;
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
-    Ok(())
+    Ok(last)
 }
 
 /// A process's next operation.
@@ -253,6 +289,7 @@ enum Generator {
     Election(election::Generator),
     Board(board::Generator),
     ListAppend,
+    Watch,
 }
 
 impl Generator {
@@ -264,6 +301,7 @@ impl Generator {
             WorkloadKind::Election => Generator::Election(election::Generator::default()),
             WorkloadKind::Board => Generator::Board(board::Generator::new(worker)),
             WorkloadKind::ListAppend => Generator::ListAppend,
+            WorkloadKind::Watch => Generator::Watch,
         }
     }
 
@@ -275,6 +313,7 @@ impl Generator {
             Generator::Election(g) => g.next(ctx, rng),
             Generator::Board(g) => g.next(rng),
             Generator::ListAppend => append::next(ctx, rng),
+            Generator::Watch => watch::next(ctx, rng),
         }
     }
 
@@ -284,7 +323,7 @@ impl Generator {
             Generator::Register(g) => g.observe(op, kind),
             Generator::Election(g) => g.observe(done, kind),
             Generator::Board(g) => g.observe(done, kind),
-            Generator::Set | Generator::Bank | Generator::ListAppend => {}
+            Generator::Set | Generator::Bank | Generator::ListAppend | Generator::Watch => {}
         }
     }
 }
