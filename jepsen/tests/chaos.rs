@@ -522,7 +522,11 @@ fn check_finds_a_planted_early_lease_expiry() {
     let early = stored_run("lease", &history(r#""value":null,"lease":null"#));
     let out = Command::new(HCJEPSEN).arg("check").arg(early.path()).output().unwrap();
     assert_eq!(last_line(&out), "valid: false", "{}", describe(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("expired early: lease/0.0/0 on lease 7"), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("expired early: lease/0.0/0 on lease 7"),
+        "{}",
+        describe(&out)
+    );
     let fine = stored_run("lease", &history(r#""value":1,"lease":7"#));
     let out = Command::new(HCJEPSEN).arg("check").arg(fine.path()).output().unwrap();
     assert_eq!(last_line(&out), "valid: true", "{}", describe(&out));
