@@ -3,7 +3,8 @@
 //! must be linearizable, a short `bank` run under kill and pause must keep its total, a short
 //! `election` run under kill and pause must never hand one term to two candidates, a `board`
 //! run under kill and pause must never accept a deposed owner's checkpoint, a `watch` run under
-//! kill and pause must deliver every change to each watcher once and in order, and
+//! kill and pause must deliver every change to each watcher once and in order, a `lease` run
+//! under kill and pause must never lose a leased key before its holder's vouched deadline, and
 //! `hcjepsen check`
 //! must say `valid: false` for stored histories with planted anomalies (so the verdict the
 //! first test relies on can fail).
@@ -481,6 +482,52 @@ fn check_finds_a_planted_list_append_anomaly() {
     assert_eq!(last_line(&out), "valid: false", "{}", describe(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("G-single"), "{}", describe(&out));
     let fine = stored_run("list-append", &history("[2]"));
+    let out = Command::new(HCJEPSEN).arg("check").arg(fine.path()).output().unwrap();
+    assert_eq!(last_line(&out), "valid: true", "{}", describe(&out));
+}
+
+/// Leases (issue 17): every worker holds short leases, attaches keys of both shards to them,
+/// keeps them alive, revokes or abandons them, and reads keys; under kills and pauses no key
+/// goes before the deadline its holder can vouch for, and none survives its lease's revoke.
+#[test]
+fn lease_under_kill_and_pause_never_expires_a_key_early() {
+    let (_store, run) = live_run("lease", &[NemesisKind::Kill, NemesisKind::Pause], 15, |_| true);
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("results.json")).unwrap()).unwrap();
+    let lease = &results["lease"];
+    assert_eq!(lease["anomaly_count"].as_u64(), Some(0), "{results}");
+    assert!(lease["checkable_reads"].as_u64().unwrap() > 50, "too few checkable reads: {results}");
+    assert!(lease["checkable_cross_shard_reads"].as_u64().unwrap() > 10, "too few cross-shard reads: {results}");
+    assert!(lease["keepalives_renewed"].as_u64().unwrap() > 10, "too few keepalives: {results}");
+    assert!(lease["revokes"]["ok"].as_u64().unwrap() > 5, "too few revokes: {results}");
+}
+
+#[test]
+fn check_finds_a_planted_early_lease_expiry() {
+    // A 2 s lease granted at 0, kept alive at 1 s (vouched until 3 s), its key put at 10 ms;
+    // a read at 2.5 s finds the key gone, or present.
+    let history = |read: &str| {
+        format!(
+            r#"{{"process":0,"type":"invoke","f":"lease-grant","ttl_ms":2000,"for_key":null,"lease":null,"granted_ttl_ms":null,"time":0}}
+{{"process":0,"type":"ok","f":"lease-grant","ttl_ms":2000,"for_key":null,"lease":7,"granted_ttl_ms":2000,"time":5000000}}
+{{"process":0,"type":"invoke","f":"lease-put","key":"lease/0.0/0","value":1,"lease":7,"shard":null,"time":10000000}}
+{{"process":0,"type":"ok","f":"lease-put","key":"lease/0.0/0","value":1,"lease":7,"shard":1,"time":15000000}}
+{{"process":0,"type":"invoke","f":"lease-keep-alive","lease":7,"ttl_ms":null,"time":1000000000}}
+{{"process":0,"type":"ok","f":"lease-keep-alive","lease":7,"ttl_ms":2000,"time":1005000000}}
+{{"process":1,"type":"invoke","f":"lease-read","key":"lease/0.0/0","value":null,"lease":null,"time":2500000000}}
+{{"process":1,"type":"ok","f":"lease-read","key":"lease/0.0/0",{read},"time":2505000000}}
+"#
+        )
+    };
+    let early = stored_run("lease", &history(r#""value":null,"lease":null"#));
+    let out = Command::new(HCJEPSEN).arg("check").arg(early.path()).output().unwrap();
+    assert_eq!(last_line(&out), "valid: false", "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("expired early: lease/0.0/0 on lease 7"),
+        "{}",
+        describe(&out)
+    );
+    let fine = stored_run("lease", &history(r#""value":1,"lease":7"#));
     let out = Command::new(HCJEPSEN).arg("check").arg(fine.path()).output().unwrap();
     assert_eq!(last_line(&out), "valid: true", "{}", describe(&out));
 }

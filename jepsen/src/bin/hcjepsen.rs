@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use hypercache_jepsen::chaos::checker::board::{Anomaly, OpRef};
+use hypercache_jepsen::chaos::checker::lease as lease_checker;
 use hypercache_jepsen::chaos::checker::watch as watch_checker;
 use hypercache_jepsen::chaos::checker::Validity;
 use hypercache_jepsen::chaos::nemesis::NemesisKind;
@@ -346,6 +347,9 @@ fn summarize(results: &Results) -> Validity {
     if let Some(watch) = &results.watch {
         summarize_watch(watch);
     }
+    if let Some(lease) = &results.lease {
+        summarize_lease(lease);
+    }
     for w in &results.availability {
         let after = w.first_write_after_heal_ms.map_or("none".to_string(), |ms| format!("{ms} ms"));
         println!(
@@ -362,6 +366,54 @@ fn summarize(results: &Results) -> Validity {
         println!("errors: {error}");
     }
     results.valid
+}
+
+fn summarize_lease(lease: &lease_checker::Report) {
+    let c = |c: &lease_checker::Counts| format!("{} ok, {} fail, {} info", c.ok, c.fail, c.info);
+    println!(
+        "lease: {} leases; grants {}; puts {} ({} in another shard than the lease); keepalives {} ({} renewed, {} found it gone); revokes {}; reads {}; {} checkable reads ({} cross-shard), {} after a revoke, longest cross-shard lag after a revoke {}; {} anomalies",
+        lease.leases,
+        c(&lease.grants),
+        c(&lease.puts),
+        lease.cross_shard_puts,
+        c(&lease.keepalives),
+        lease.keepalives_renewed,
+        lease.keepalives_gone,
+        c(&lease.revokes),
+        c(&lease.reads),
+        lease.checkable_reads,
+        lease.checkable_cross_shard_reads,
+        lease.reads_after_revoke,
+        lease.longest_cross_shard_lag_ms.map_or("none".to_string(), |ms| format!("{ms} ms")),
+        lease.anomaly_count
+    );
+    for anomaly in &lease.anomalies {
+        println!("  {}", describe_lease_anomaly(anomaly));
+    }
+}
+
+/// One lease anomaly on one line, naming the put, the vouching op or revoke, and the read.
+fn describe_lease_anomaly(anomaly: &lease_checker::Anomaly) -> String {
+    use lease_checker::Anomaly as A;
+    let at = |o: &lease_checker::OpRef| {
+        let done = o.complete.map_or("never".to_string(), |c| format!("{:.3}s", c as f64 / 1e9));
+        format!("op {} (process {}, {:.3}s-{done}: {})", o.index, o.process, o.invoke as f64 / 1e9, o.op.label())
+    };
+    match anomaly {
+        A::ExpiredEarly { lease, key, deadline, put, vouched_by, read } => format!(
+            "expired early: {key} on lease {lease} read absent by {} before the vouched deadline {:.3}s (from {}); put by {}",
+            at(read),
+            *deadline as f64 / 1e9,
+            at(vouched_by),
+            at(put)
+        ),
+        A::PresentAfterRevoke { lease, key, allowance_ms, put, revoke, read } => format!(
+            "present after revoke: {key} on lease {lease} read by {} after {} completed (+{allowance_ms} ms); put by {}",
+            at(read),
+            at(revoke),
+            at(put)
+        ),
+    }
 }
 
 fn summarize_watch(watch: &watch_checker::Report) {

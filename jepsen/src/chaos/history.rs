@@ -148,6 +148,21 @@ pub enum Op {
         #[serde(with = "shard_map::optional")]
         revisions: Option<BTreeMap<u32, u64>>,
     },
+    /// Grant a lease asking for `ttl_ms`, in the home shard or, with `for_key`, in that key's
+    /// shard; the `ok` completion carries the lease id (home shard `id >> 48`) and the TTL the
+    /// server granted.
+    LeaseGrant { ttl_ms: u64, for_key: Option<String>, lease: Option<u64>, granted_ttl_ms: Option<u64> },
+    /// Put unique `value` under `key` attached to `lease`; the `ok` completion carries the
+    /// key's shard.
+    LeasePut { key: String, value: u64, lease: u64, shard: Option<u32> },
+    /// One keepalive of `lease`; the `ok` completion carries the TTL the server granted, `0`
+    /// when the lease no longer exists (`None` on the invocation).
+    LeaseKeepAlive { lease: u64, ttl_ms: Option<u64> },
+    /// Revoke `lease` (`fail`: it was already gone).
+    LeaseRevoke { lease: u64 },
+    /// Linearizable read of a lease workload key: its value and lease (`None`: absent, or
+    /// attached to no lease); `None` on the invocation.
+    LeaseRead { key: String, value: Option<u64>, lease: Option<u64> },
 }
 
 /// Per-shard revisions as a JSON object (`{"0": 12}`). An [`Event`] is read through serde's
@@ -265,6 +280,11 @@ impl Op {
             | Op::WatchEvents { .. }
             | Op::WatchEnd { .. }
             | Op::WatchFinalRead { .. } => "watch",
+            Op::LeaseGrant { .. }
+            | Op::LeasePut { .. }
+            | Op::LeaseKeepAlive { .. }
+            | Op::LeaseRevoke { .. }
+            | Op::LeaseRead { .. } => "lease",
         }
     }
 
@@ -276,6 +296,7 @@ impl Op {
             }
             Op::Txn { mops, .. } => mops.iter().all(|m| matches!(m, Mop::R { .. })),
             Op::WatchOpen { .. } | Op::WatchEvents { .. } | Op::WatchEnd { .. } | Op::WatchFinalRead { .. } => true,
+            Op::LeaseRead { .. } => true,
             Op::Write { .. }
             | Op::Cas { .. }
             | Op::Add { .. }
@@ -287,7 +308,12 @@ impl Op {
             | Op::Assign { .. }
             | Op::Sync { .. }
             | Op::WatchPut { .. }
-            | Op::WatchDelete { .. } => false,
+            | Op::WatchDelete { .. }
+            // A keepalive extends the lease: an uncertain one may have.
+            | Op::LeaseGrant { .. }
+            | Op::LeasePut { .. }
+            | Op::LeaseKeepAlive { .. }
+            | Op::LeaseRevoke { .. } => false,
         }
     }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::availability::{self, FaultWindow};
-use super::checker::{append, bank, board, election, linearizable, set, watch, Validity};
+use super::checker::{append, bank, board, election, lease, linearizable, set, watch, Validity};
 use super::history::{self, Event, EventType, HistoryError};
 use super::nemesis::{NemesisEvent, NemesisKind};
 use super::workload::WorkloadKind;
@@ -55,6 +55,8 @@ pub struct Results {
     pub list_append: Option<append::Report>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watch: Option<watch::Report>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<lease::Report>,
     /// From the end of the workload (every fault healed by then) until every node was ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery_ms: Option<u64>,
@@ -97,6 +99,7 @@ pub fn check(workload: WorkloadKind, events: &[Event], nemesis: &[NemesisEvent])
         board: None,
         list_append: None,
         watch: None,
+        lease: None,
         recovery_ms: None,
         availability: availability::windows(&ops, nemesis),
         error: None,
@@ -136,6 +139,11 @@ pub fn check(workload: WorkloadKind, events: &[Event], nemesis: &[NemesisEvent])
             let report = watch::check(&ops);
             results.valid = report.valid;
             results.watch = Some(report);
+        }
+        WorkloadKind::Lease => {
+            let report = lease::check(&ops);
+            results.valid = report.valid;
+            results.lease = Some(report);
         }
     }
     Ok(results)

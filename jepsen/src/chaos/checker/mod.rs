@@ -13,6 +13,8 @@
 //!   epoch, no checkpoint going back.
 //! - [`append`]: list-append transactions: no garbage, duplicated, aborted or lost element, no
 //!   forked list, no dependency cycle (Elle).
+//! - [`lease`]: no key attached to a lease gone before its holder's vouched deadline; a
+//!   revoked lease's keys gone.
 //! - [`watch`]: every committed change delivered to each watcher once, in revision order per
 //!   shard, across resumes, and its last events agreeing with the final read.
 
@@ -20,6 +22,7 @@ pub mod append;
 pub mod bank;
 pub mod board;
 pub mod election;
+pub mod lease;
 pub mod linearizable;
 pub mod set;
 pub mod watch;

@@ -202,6 +202,7 @@ fn section_checker(h: &mut String, page: &Page<'_>) {
         ("board", results.board.as_ref().map(json)),
         ("list-append", results.list_append.as_ref().map(json)),
         ("watch", results.watch.as_ref().map(json)),
+        ("lease", results.lease.as_ref().map(json)),
     ];
     for (name, report) in others {
         if let Some(report) = report {

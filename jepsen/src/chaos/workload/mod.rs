@@ -14,6 +14,8 @@
 //! - [`election`]: campaigns, resignations and leader reads on a few elections.
 //! - [`board`]: owners taking boards from each other and checkpointing them, fenced by epochs.
 //! - [`append`]: transactions reading and appending to lists, checked for cycles (Elle).
+//! - [`lease`]: holders grant leases, attach keys of every shard, keep them alive, revoke or
+//!   abandon them, and read keys: none may go before its holder's vouched deadline.
 //! - [`watch`]: puts and deletes under a prefix spanning every shard, while [`watcher`]s watch
 //!   it, resuming after every error; one final read of the prefix.
 
@@ -21,6 +23,7 @@ pub mod append;
 pub mod bank;
 pub mod board;
 pub mod election;
+pub mod lease;
 pub mod register;
 pub mod set;
 pub mod watch;
@@ -49,6 +52,7 @@ pub enum WorkloadKind {
     Board,
     ListAppend,
     Watch,
+    Lease,
 }
 
 impl WorkloadKind {
@@ -61,6 +65,7 @@ impl WorkloadKind {
             WorkloadKind::Board => "board",
             WorkloadKind::ListAppend => "list-append",
             WorkloadKind::Watch => "watch",
+            WorkloadKind::Lease => "lease",
         }
     }
 }
@@ -141,6 +146,7 @@ async fn perform(ctx: &Context, client: &Client, process: Process, op: Op) -> (E
             WorkloadKind::Board => board::apply(client, &op, ctx.next_value.fetch_add(1, Ordering::Relaxed)).await,
             WorkloadKind::ListAppend => append::apply(client, &op).await,
             WorkloadKind::Watch => watch::apply(client, &op).await,
+            WorkloadKind::Lease => lease::apply(client, &op).await,
         }
     };
     // The client has its own deadline; this one only catches a call that never returns.
@@ -162,6 +168,7 @@ fn refusal(op: &Op) -> &'static str {
             "comparison did not hold (a balance changed since it was read), or `from` held less than `amount`"
         }
         Op::Resign { .. } => "not the election's leader (its lease had ended)",
+        Op::LeasePut { .. } | Op::LeaseRevoke { .. } => "LEASE_NOT_FOUND: the lease had ended",
         _ => "comparison did not hold",
     }
 }
@@ -179,7 +186,8 @@ async fn setup(ctx: &Context, workers: u64, process: Process) -> Result<(), Erro
         | WorkloadKind::Set
         | WorkloadKind::Election
         | WorkloadKind::ListAppend
-        | WorkloadKind::Watch => return Ok(()),
+        | WorkloadKind::Watch
+        | WorkloadKind::Lease => return Ok(()),
         WorkloadKind::Bank => vec![bank::open_accounts()],
         WorkloadKind::Board => vec![board::open_boards(workers)],
     };
@@ -216,7 +224,7 @@ pub async fn run(ctx: Arc<Context>, workers: u64, seed: u64, until: Instant) -> 
             let mut rng = StdRng::seed_from_u64(seed.wrapping_add(w));
             let mut process = w;
             let mut client = client(&ctx)?;
-            let mut generator = Generator::new(ctx.kind, w);
+            let mut generator = Generator::new(ctx.kind, w, workers);
             while Instant::now() < until {
                 let op = generator.next(&ctx, &mut rng);
                 let (kind, done) = perform(&ctx, &client, process, op.clone()).await;
@@ -266,6 +274,8 @@ async fn final_reads_once(ctx: &Context, process: Process, attempts: u32) -> Res
         WorkloadKind::Board => board::final_reads(),
         WorkloadKind::ListAppend => append::final_reads(ctx),
         WorkloadKind::Watch => vec![watch::final_read()],
+        // The reads during the run are the evidence (see `lease`).
+        WorkloadKind::Lease => Vec::new(),
     };
     let mut last = None;
     for op in ops {
@@ -290,10 +300,11 @@ enum Generator {
     Board(board::Generator),
     ListAppend,
     Watch,
+    Lease(lease::Generator),
 }
 
 impl Generator {
-    fn new(kind: WorkloadKind, worker: u64) -> Generator {
+    fn new(kind: WorkloadKind, worker: u64, workers: u64) -> Generator {
         match kind {
             WorkloadKind::Register => Generator::Register(register::Generator::default()),
             WorkloadKind::Set => Generator::Set,
@@ -302,6 +313,7 @@ impl Generator {
             WorkloadKind::Board => Generator::Board(board::Generator::new(worker)),
             WorkloadKind::ListAppend => Generator::ListAppend,
             WorkloadKind::Watch => Generator::Watch,
+            WorkloadKind::Lease => Generator::Lease(lease::Generator::new(worker, workers)),
         }
     }
 
@@ -314,6 +326,7 @@ impl Generator {
             Generator::Board(g) => g.next(rng),
             Generator::ListAppend => append::next(ctx, rng),
             Generator::Watch => watch::next(ctx, rng),
+            Generator::Lease(g) => g.next(ctx, rng),
         }
     }
 
@@ -323,6 +336,7 @@ impl Generator {
             Generator::Register(g) => g.observe(op, kind),
             Generator::Election(g) => g.observe(done, kind),
             Generator::Board(g) => g.observe(done, kind),
+            Generator::Lease(g) => g.observe(done, kind),
             Generator::Set | Generator::Bank | Generator::ListAppend | Generator::Watch => {}
         }
     }
