@@ -18,6 +18,7 @@ use std::process::{Command, Output};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use hypercache_jepsen::chaos::nemesis::partition::Shape;
 use hypercache_jepsen::chaos::nemesis::schedule::{plan, Step};
 use hypercache_jepsen::chaos::nemesis::NemesisKind;
 
@@ -111,12 +112,13 @@ fn register_under_kill_and_pause_is_linearizable() {
 
 #[test]
 fn register_under_partitions_is_linearizable() {
-    // Both partition shapes: a random minority and the busiest leader alone.
+    // Two shapes: a ring, and the busiest leader cut off one way or both.
     let (_store, run) = live_register_run(&[NemesisKind::Partition], 12, |steps| {
-        steps.iter().any(|s| s.leader) && steps.iter().any(|s| !s.leader)
+        steps.iter().any(|s| s.leader) && steps.iter().any(|s| s.shape == Some(Shape::Ring))
     });
     let nemesis = std::fs::read_to_string(run.join("nemesis.jsonl")).unwrap();
     assert_eq!(nemesis.matches("\"action\":\"partition\"").count(), 2, "{nemesis}");
+    assert!(nemesis.contains("\"shape\":\"ring\"") && nemesis.contains("\"cut\":[["), "{nemesis}");
     assert!(!nemesis.contains("error"), "{nemesis}");
 }
 

@@ -352,8 +352,9 @@ fn summarize(results: &Results) -> Validity {
     }
     for w in &results.availability {
         let after = w.first_write_after_heal_ms.map_or("none".to_string(), |ms| format!("{ms} ms"));
+        let shape = w.shape.map_or(String::new(), |s| format!(" ({s:?})"));
         println!(
-            "{:?} {:?} at {:.1}s for {:.1}s: {} writes, longest write gap {} ms, first write after heal {after}",
+            "{:?}{shape} {:?} at {:.1}s for {:.1}s: {} writes, longest write gap {} ms, first write after heal {after}",
             w.action,
             w.nodes,
             w.start as f64 / 1e9,

@@ -15,12 +15,16 @@
 use serde::{Deserialize, Serialize};
 
 use super::history::{EventType, Operation};
+use super::nemesis::partition::Shape;
 use super::nemesis::{Action, NemesisEvent};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FaultWindow {
     pub action: Action,
     pub nodes: Vec<u64>,
+    /// A partition's shape (absent otherwise, and from results written before the shapes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<Shape>,
     /// When the fault began and when its heal began (ns on the run's clock).
     pub start: u64,
     pub healed: u64,
@@ -62,6 +66,7 @@ pub fn windows(ops: &[Operation], nemesis: &[NemesisEvent]) -> Vec<FaultWindow> 
         out.push(FaultWindow {
             action: fault.action,
             nodes: fault.nodes.clone(),
+            shape: fault.shape,
             start: fault.start,
             healed: heal.start,
             writes: during.len(),
@@ -84,7 +89,16 @@ mod tests {
         Operation { process: 0, op, outcome: EventType::Ok, invoke: at_ms * MS - MS, complete: Some(at_ms * MS) }
     }
     fn action(action: Action, at_ms: u64) -> NemesisEvent {
-        NemesisEvent { action, nodes: vec![1], start: at_ms * MS, end: at_ms * MS + MS, error: None, offset_ms: None }
+        NemesisEvent {
+            action,
+            nodes: vec![1],
+            start: at_ms * MS,
+            end: at_ms * MS + MS,
+            error: None,
+            offset_ms: None,
+            shape: None,
+            cut: Vec::new(),
+        }
     }
 
     #[test]

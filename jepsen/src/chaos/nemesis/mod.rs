@@ -5,8 +5,9 @@
 //! - [`kill`]: SIGKILL one node, a majority or the busiest leader, later restart them with the
 //!   same command line.
 //! - [`pause`]: SIGSTOP one node, a majority or the busiest leader, later SIGCONT.
-//! - [`partition`]: cut a random minority, or the busiest leader, off from the other nodes;
-//!   heal restores every link (needs the local target's proxies).
+//! - [`partition`]: cut a random minority or the busiest leader off from the other nodes, cut
+//!   the links of a majorities ring, or cut the busiest leader's links one way (it hears but is
+//!   not heard, or the reverse); heal restores every link (needs the local target's proxies).
 //! - [`wipe`]: SIGKILL one node or the busiest leader, delete its data directory, later restart
 //!   it with the same command line (same node id, empty storage); never a second node while a
 //!   wiped one has not caught up.
@@ -16,8 +17,8 @@
 //! - [`schedule`]: alternates heal and fault periods, picks the fault and its nodes with the
 //!   run's seeded RNG, and heals everything at the end.
 //!
-//! Not done: majority rings and one-way partitions (the proxies can express them), clock skew that grows slowly (rate
-//! changes), membership churn (docs/chaos.md).
+//! Not done: clock skew that grows slowly (rate changes), membership churn, partitions together
+//! with other faults (docs/chaos.md).
 
 pub mod clock;
 pub mod kill;
@@ -39,7 +40,8 @@ pub enum NemesisKind {
     Kill,
     /// SIGSTOP, then SIGCONT.
     Pause,
-    /// Cut a minority or the busiest leader off from the rest, then heal.
+    /// Cut a minority or the busiest leader off, a majorities ring, or the busiest leader one
+    /// way, then heal.
     Partition,
     /// SIGKILL one node, delete its data directory, then restart it with the same command line.
     Wipe,
@@ -102,6 +104,13 @@ pub struct NemesisEvent {
     /// action (and from logs written before the clock nemesis).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset_ms: Option<i64>,
+    /// A partition's shape (absent from every other action, and from logs written before the
+    /// shapes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<partition::Shape>,
+    /// A partition's cut links, directed: `[from, to]` means bytes from `from` to `to` are lost.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cut: Vec<[u64; 2]>,
 }
 
 /// The log entry of an action on `nodes` (0-based indices) that began at `start`.
@@ -120,6 +129,8 @@ pub(super) fn event(
         end: clock.now(),
         error: (!errors.is_empty()).then(|| errors.join("; ")),
         offset_ms: None,
+        shape: None,
+        cut: Vec::new(),
     }
 }
 
@@ -138,10 +149,36 @@ mod tests {
             end: 2,
             error: None,
             offset_ms: Some(-15_000),
+            shape: None,
+            cut: Vec::new(),
         };
         let line = serde_json::to_string(&jump).unwrap();
         assert_eq!(line, r#"{"action":"clock-jump","nodes":[2],"start":1,"end":2,"offset_ms":-15000}"#);
         assert_eq!(serde_json::from_str::<NemesisEvent>(&line).unwrap(), jump);
         assert!(!serde_json::to_string(&old).unwrap().contains("offset_ms"));
+    }
+
+    #[test]
+    fn partitions_carry_their_shape_and_links_and_old_logs_still_read() {
+        let old: NemesisEvent =
+            serde_json::from_str(r#"{"action":"partition","nodes":[1],"start":1,"end":2}"#).unwrap();
+        assert_eq!((old.shape, old.cut.len()), (None, 0));
+        let cut = NemesisEvent {
+            action: Action::Partition,
+            nodes: vec![2],
+            start: 1,
+            end: 2,
+            error: None,
+            offset_ms: None,
+            shape: Some(partition::Shape::OneWayOut),
+            cut: vec![[2, 1], [2, 3]],
+        };
+        let line = serde_json::to_string(&cut).unwrap();
+        assert_eq!(
+            line,
+            r#"{"action":"partition","nodes":[2],"start":1,"end":2,"shape":"one-way-out","cut":[[2,1],[2,3]]}"#
+        );
+        assert_eq!(serde_json::from_str::<NemesisEvent>(&line).unwrap(), cut);
+        assert!(!serde_json::to_string(&old).unwrap().contains("shape"));
     }
 }

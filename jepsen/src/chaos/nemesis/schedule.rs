@@ -6,8 +6,10 @@
 //! A kill or pause hits one random node, a random majority, or the node leading the most shards
 //! (a third of the time each): one node tests fail-over, a majority tests that the cluster stops
 //! rather than lies, and that it recovers, the leader that a new one takes over (and, paused,
-//! that the old one does not act on stale beliefs when it wakes). A partition isolates a random
-//! minority, or (half the time) the busiest leader. A wipe hits one random node, or (a third of
+//! that the old one does not act on stale beliefs when it wakes). A partition has one of five
+//! shapes (`partition.rs`), a quarter of the time each for a random minority, the busiest
+//! leader alone, and a majorities ring over a random order of the nodes, and an eighth each for
+//! the busiest leader cut one way, unheard (`one-way-out`) or deaf (`one-way-in`). A wipe hits one random node, or (a third of
 //! the time) the busiest leader, never a majority; and never while a node wiped earlier has not
 //! caught up (`wipe.rs`): the wipe then waits for it up to the fault's length, and is skipped
 //! (`skip` in the log) if it still has not. A clock fault hits one random node or (a third of
@@ -22,6 +24,7 @@ use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
 use super::clock::{self, ClockFault};
+use super::partition::Shape;
 use super::wipe::{self, CatchUp};
 use super::{kill, partition, pause, Action, NemesisEvent, NemesisKind};
 use crate::chaos::history::Clock;
@@ -33,12 +36,14 @@ pub struct Step {
     pub at: Duration,
     pub duration: Duration,
     pub kind: NemesisKind,
-    /// 0-based node indices (for a partition: the side cut off).
+    /// 0-based node indices (for a partition: the side cut off, or the ring's order).
     pub nodes: Vec<usize>,
     /// Hit the node leading the most shards instead (`nodes` if none answers).
     pub leader: bool,
     /// For a clock fault: what the clock does.
     pub clock: Option<ClockFault>,
+    /// For a partition: what is cut.
+    pub shape: Option<Shape>,
 }
 
 /// The faults of a run of `limit` over `nodes` nodes.
@@ -55,22 +60,33 @@ pub fn plan(
     let mut at = heal;
     while !kinds.is_empty() && nodes > 0 && at + fault <= limit {
         let kind = kinds[rng.gen_range(0..kinds.len())];
-        let (count, leader) = match kind {
-            NemesisKind::Partition if rng.gen_bool(0.5) => (1, true),
-            NemesisKind::Partition => (nodes / 2, false),
-            NemesisKind::Kill | NemesisKind::Pause => match rng.gen_range(0..3) {
+        let shape = (kind == NemesisKind::Partition).then(|| match rng.gen_range(0..8) {
+            0 | 1 => Shape::Minority,
+            2 | 3 => Shape::Leader,
+            4 | 5 => Shape::Ring,
+            6 => Shape::OneWayOut,
+            _ => Shape::OneWayIn,
+        });
+        let (count, leader) = match (kind, shape) {
+            (NemesisKind::Partition, Some(Shape::Ring)) => (nodes, false),
+            (NemesisKind::Partition, Some(Shape::Minority)) => (nodes / 2, false),
+            (NemesisKind::Partition, _) => (1, true),
+            (NemesisKind::Kill | NemesisKind::Pause, _) => match rng.gen_range(0..3) {
                 0 => (1, false),
                 1 => (nodes / 2 + 1, false),
                 _ => (1, true),
             },
-            NemesisKind::Wipe | NemesisKind::Clock => (1, rng.gen_range(0..3) == 2),
+            (NemesisKind::Wipe | NemesisKind::Clock, _) => (1, rng.gen_range(0..3) == 2),
         };
         let clock = (kind == NemesisKind::Clock).then(|| ClockFault::pick(&mut rng));
         let mut all: Vec<usize> = (0..nodes).collect();
         all.shuffle(&mut rng);
         all.truncate(count);
-        all.sort_unstable();
-        steps.push(Step { at, duration: fault, kind, nodes: all, leader, clock });
+        // A ring keeps its random order: it says which nodes are neighbours.
+        if shape != Some(Shape::Ring) {
+            all.sort_unstable();
+        }
+        steps.push(Step { at, duration: fault, kind, nodes: all, leader, clock, shape });
         at += fault + heal;
     }
     steps
@@ -101,6 +117,8 @@ pub async fn run(
                     end: now,
                     error: Some(e.clone()),
                     offset_ms: None,
+                    shape: None,
+                    cut: Vec::new(),
                 });
                 continue;
             }
@@ -118,6 +136,8 @@ pub async fn run(
                             end: waited,
                             error: None,
                             offset_ms: None,
+                            shape: None,
+                            cut: Vec::new(),
                         });
                         continue;
                     }
@@ -129,7 +149,11 @@ pub async fn run(
         log.push(match step.kind {
             NemesisKind::Kill => kill::kill(cluster, &nodes, clock).await,
             NemesisKind::Pause => pause::pause(cluster, &nodes, clock),
-            NemesisKind::Partition => partition::partition(cluster, &nodes, clock),
+            NemesisKind::Partition => {
+                // `plan` always sets one; a step built by hand without one isolates its nodes.
+                let shape = step.shape.unwrap_or(Shape::Minority);
+                partition::partition(cluster, shape, &nodes, clock)
+            }
             NemesisKind::Wipe => wipe::wipe(cluster, &nodes, clock).await,
             NemesisKind::Clock => {
                 // `plan` always sets one; a step built by hand without one moves nothing.
@@ -198,9 +222,34 @@ mod tests {
         assert!(many.iter().any(|s| s.nodes.len() == 1) && many.iter().any(|s| s.nodes.len() == 2));
         assert!(many.iter().any(|s| s.leader && s.kind == NemesisKind::Kill));
         assert!(plan(1, &[], 3, 30 * S, S, S).is_empty());
+        // A partition: a shape each, the side or the ring's order to match; every shape drawn,
+        // about as often as the module essay says.
         let cuts = plan(2, &[NemesisKind::Partition], 5, 3000 * S, S, S);
-        assert!(cuts.iter().all(|s| (s.leader && s.nodes.len() == 1) || (!s.leader && s.nodes.len() == 2)));
-        assert!(cuts.iter().any(|s| s.leader) && cuts.iter().any(|s| !s.leader));
+        for s in &cuts {
+            let shape = s.shape.expect("a partition has a shape");
+            assert_eq!(s.leader, shape.leader(), "{s:?}");
+            match shape {
+                Shape::Minority => assert_eq!(s.nodes.len(), 2, "{s:?}"),
+                Shape::Ring => {
+                    let mut order = s.nodes.clone();
+                    order.sort_unstable();
+                    assert_eq!(order, [0, 1, 2, 3, 4], "{s:?}");
+                }
+                Shape::Leader | Shape::OneWayOut | Shape::OneWayIn => assert_eq!(s.nodes.len(), 1, "{s:?}"),
+            }
+        }
+        let share = |shape| cuts.iter().filter(|s| s.shape == Some(shape)).count() * 1000 / cuts.len();
+        for (shape, per_mille) in [
+            (Shape::Minority, 250),
+            (Shape::Leader, 250),
+            (Shape::Ring, 250),
+            (Shape::OneWayOut, 125),
+            (Shape::OneWayIn, 125),
+        ] {
+            assert!(share(shape).abs_diff(per_mille) < 60, "{shape:?}: {} per mille", share(shape));
+        }
+        assert!(cuts.iter().any(|s| s.shape == Some(Shape::Ring) && s.nodes != [0, 1, 2, 3, 4]), "rings are shuffled");
+        assert!(steps.iter().chain(&many).all(|s| s.shape.is_none()), "only partitions have shapes");
         // A wipe: one node (never a majority: see wipe.rs), the busiest leader about a third of the time.
         let wipes = plan(3, &[NemesisKind::Wipe], 5, 3000 * S, S, S);
         assert!(wipes.iter().all(|s| s.nodes.len() == 1));

@@ -47,6 +47,8 @@ pub fn watch(probe: Probe, id: u64, i: usize, since: u64, clock: Clock) -> Catch
             end: clock.now(),
             error: None,
             offset_ms: None,
+            shape: None,
+            cut: Vec::new(),
         }
     });
     CatchUp { id, since, watcher }
@@ -65,6 +67,8 @@ impl CatchUp {
                 end: self.since,
                 error: Some(format!("the catch-up watcher failed: {e}")),
                 offset_ms: None,
+                shape: None,
+                cut: Vec::new(),
             }),
             Err(_) => Err(self),
         }
@@ -81,6 +85,8 @@ impl CatchUp {
             end: clock.now(),
             error: Some(format!("node {} had not caught up since its wipe", self.id)),
             offset_ms: None,
+            shape: None,
+            cut: Vec::new(),
         }
     }
 }

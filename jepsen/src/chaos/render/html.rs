@@ -300,7 +300,7 @@ fn section_availability(h: &mut String, windows: &[FaultWindow]) {
         let _ = writeln!(
             h,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            cell(&json(&w.action)),
+            w.shape.map_or(cell(&json(&w.action)), |s| format!("{} ({})", cell(&json(&w.action)), cell(&json(&s)))),
             esc(&nodes(&w.nodes)),
             secs(w.start),
             secs(w.healed),
@@ -324,10 +324,15 @@ fn section_nemesis(h: &mut String, log: &[NemesisEvent]) {
     }
     h.push_str("<table>\n<tr><th>action</th><th>nodes</th><th>start (s)</th><th>end (s)</th><th>clock offset (ms)</th><th>error</th></tr>\n");
     for e in log {
+        // A partition: its shape and the directed links it cut.
+        let cut: Vec<String> = e.cut.iter().map(|[a, b]| format!("{a}\u{2192}{b}")).collect();
+        let action = e.shape.map_or(cell(&json(&e.action)), |s| {
+            format!("{} ({}: {})", cell(&json(&e.action)), cell(&json(&s)), esc(&cut.join(" ")))
+        });
         let _ = writeln!(
             h,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            cell(&json(&e.action)),
+            action,
             esc(&nodes(&e.nodes)),
             secs(e.start),
             secs(e.end),
@@ -375,7 +380,16 @@ mod tests {
             e(1, EventType::Ok, Op::Read { key: key.into(), value: Some(1) }, 6_000_000),
         ];
         let log = [
-            NemesisEvent { action: Action::Kill, nodes: vec![2], start: 0, end: 1, error: None, offset_ms: None },
+            NemesisEvent {
+                action: Action::Kill,
+                nodes: vec![2],
+                start: 0,
+                end: 1,
+                error: None,
+                offset_ms: None,
+                shape: None,
+                cut: Vec::new(),
+            },
             NemesisEvent {
                 action: Action::Restart,
                 nodes: vec![2],
@@ -383,6 +397,8 @@ mod tests {
                 end: 5_500_000,
                 error: Some("spawn <failed>".into()),
                 offset_ms: None,
+                shape: None,
+                cut: Vec::new(),
             },
         ];
         let mut results = report::check(WorkloadKind::Register, &events, &log).unwrap();
@@ -410,8 +426,16 @@ mod tests {
     fn the_page_links_every_file_and_shows_the_anomaly() {
         let results = bad_results();
         assert_eq!(results.valid, Validity::False);
-        let log =
-            [NemesisEvent { action: Action::Pause, nodes: vec![1], start: 0, end: 1, error: None, offset_ms: None }];
+        let log = [NemesisEvent {
+            action: Action::Pause,
+            nodes: vec![1],
+            start: 0,
+            end: 1,
+            error: None,
+            offset_ms: None,
+            shape: None,
+            cut: Vec::new(),
+        }];
         let html = page_html(&results, &log);
         for link in [
             "href=\"test.json\"",
@@ -444,6 +468,8 @@ mod tests {
             end: 1,
             error: Some("<script>alert(1)</script>".into()),
             offset_ms: None,
+            shape: None,
+            cut: Vec::new(),
         }];
         let html = page_html(&results, &log);
         assert!(!html.contains("<0>") && !html.contains("<script>") && !html.contains("<boom>"));

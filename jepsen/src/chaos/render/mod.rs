@@ -188,6 +188,8 @@ mod tests {
                 end: 101 * MS,
                 error: None,
                 offset_ms: None,
+                shape: None,
+                cut: Vec::new(),
             },
             NemesisEvent {
                 action: Action::Restart,
@@ -196,6 +198,8 @@ mod tests {
                 end: 950 * MS,
                 error: None,
                 offset_ms: None,
+                shape: None,
+                cut: Vec::new(),
             },
         ];
         let results = report::check(WorkloadKind::Register, &events, &nemesis).unwrap();

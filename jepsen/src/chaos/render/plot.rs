@@ -400,6 +400,7 @@ mod tests {
         FaultWindow {
             action,
             nodes: vec![1],
+            shape: None,
             start: start_ms * MS,
             healed: healed_ms * MS,
             writes: 0,
