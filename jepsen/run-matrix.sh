@@ -66,7 +66,9 @@ if [ "$mode" = short ]; then
   cargo build -q -p hypercache-server --bin hypercache || exit 1
   # stale-read: linearizable reads served locally; an isolated old leader answers from the past.
   export HYPERCACHE_BIN="$PWD/target/debug/hypercache-failpoints" HYPERCACHE_FAILPOINTS=stale-read
-  run 1 --workload register --nemesis partition --workers 10 --time-limit 30
+  # Caught 3 of 3 by hand and in three CI runs, missed once in CI (seed 1 after the partition
+  # shapes changed the plan): it needs an isolated leader that clients still ask.
+  run_until_caught --workload register --nemesis partition --workers 10 --time-limit 30
   # accept-stale-epoch: a deposed board owner's checkpoint is written instead of refused. No
   # nemesis: owners depose each other all the time (docs/chaos.md, measured catch rate).
   export HYPERCACHE_FAILPOINTS=accept-stale-epoch
