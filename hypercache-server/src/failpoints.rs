@@ -12,6 +12,11 @@
 //! - `double-apply`: a write whose write id the client's session already lists (a retry of a
 //!   write that was applied) is applied again instead of answered with its stored reply: the
 //!   bug exactly-once sessions exist for (ADR 33).
+//! - `ack-before-flush`: Raft log appends are reported persisted as soon as they are inserted,
+//!   without waiting for (or asking for) the group-commit fsync (`storage/flusher.rs`); they reach
+//!   the disk only when something else flushes the node's `Db` (a vote, a purge, a snapshot). A
+//!   write can then be acknowledged by a majority that all still hold it only in memory, and a
+//!   crash of every node (the `kill-all` nemesis) loses it.
 
 /// One switch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,12 +24,14 @@ pub enum Failpoint {
     StaleRead,
     AcceptStaleEpoch,
     DoubleApply,
+    AckBeforeFlush,
 }
 
 impl Failpoint {
     /// Every switch, for checking the names in `HYPERCACHE_FAILPOINTS`.
     #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
-    const ALL: [Failpoint; 3] = [Failpoint::StaleRead, Failpoint::AcceptStaleEpoch, Failpoint::DoubleApply];
+    const ALL: [Failpoint; 4] =
+        [Failpoint::StaleRead, Failpoint::AcceptStaleEpoch, Failpoint::DoubleApply, Failpoint::AckBeforeFlush];
 
     /// Its name in `HYPERCACHE_FAILPOINTS`.
     pub fn name(self) -> &'static str {
@@ -32,6 +39,7 @@ impl Failpoint {
             Failpoint::StaleRead => "stale-read",
             Failpoint::AcceptStaleEpoch => "accept-stale-epoch",
             Failpoint::DoubleApply => "double-apply",
+            Failpoint::AckBeforeFlush => "ack-before-flush",
         }
     }
 }

@@ -142,7 +142,8 @@ impl Node {
         }
         let db = storage::open_db(&config.data_dir, config.storage.cache_capacity_mb * 1024 * 1024)?;
         let flush_hist = metrics.flush_seconds.clone();
-        let (flusher, flusher_task) = Flusher::spawn(db.clone(), Some(Box::new(move |s| flush_hist.observe(s))));
+        let durable = storage::DurableFlush::new(&db, &config.data_dir).map_err(|e| OpenError::Files(e.to_string()))?;
+        let (flusher, flusher_task) = Flusher::spawn(durable, Some(Box::new(move |s| flush_hist.observe(s))));
         let pool = PeerPool::new(
             Duration::from_millis(config.raft.heartbeat_interval_ms.max(500)),
             config.max_peer_message_bytes(),

@@ -3,7 +3,7 @@
 //! reopened from its data directory).
 
 use bytes::Bytes;
-use hypercache_server::storage::{open_db, Flusher, ShardStorage};
+use hypercache_server::storage::{open_db, DurableFlush, Flusher, ShardStorage};
 use hypercache_server::types::{
     Applied, ClientId, Command, CommandResponse, Op, Request, ShardId, Tracked, Txn, TypeConfig, WriteId,
 };
@@ -39,7 +39,7 @@ struct Replica {
 impl Replica {
     fn new(dir: &TempDir) -> Self {
         let db = open_db(dir.path(), 4 * 1024 * 1024).expect("open sled");
-        let (flusher, _task) = Flusher::spawn(db.clone(), None);
+        let (flusher, _task) = Flusher::spawn(DurableFlush::new(&db, dir.path()).expect("data file"), None);
         Replica { db, flusher }
     }
 

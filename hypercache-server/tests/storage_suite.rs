@@ -1,6 +1,6 @@
 //! openraft's storage conformance suite against our sled log store and state machine.
 
-use hypercache_server::storage::{open_db, Flusher, LogStore, ShardStorage, StateMachine};
+use hypercache_server::storage::{open_db, DurableFlush, Flusher, LogStore, ShardStorage, StateMachine};
 use hypercache_server::types::{NodeId, ShardId, TypeConfig};
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::StorageError;
@@ -12,7 +12,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for SledStoreBuil
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError<NodeId>> {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = open_db(dir.path(), 4 * 1024 * 1024).expect("open sled");
-        let (flusher, _task) = Flusher::spawn(db.clone(), None);
+        let (flusher, _task) = Flusher::spawn(DurableFlush::new(&db, dir.path()).expect("data file"), None);
         let history = hypercache_server::watch_hub::HistoryLimits { events: 1000, bytes: 1 << 20 };
         let s = ShardStorage::open(&db, dir.path(), ShardId(0), flusher, history).expect("open shard storage");
         Ok((dir, s.log, s.state_machine))

@@ -1,9 +1,10 @@
 //! Group commit: one `fsync` for many writers.
 //!
-//! sled only makes writes durable on `flush`, and an fsync here costs ~0.2-3 ms, which would cap a
+//! sled only makes writes durable on a flush ([`DurableFlush`]: sled's `flush` and an `fdatasync`,
+//! as sled's alone does not survive a power cut), and an fsync here costs ~0.2-3 ms, which would cap a
 //! shard at a few hundred appends per second if every append flushed on its own. Writers instead
 //! insert their records (in memory, cheap) and hand a completion to the [`Flusher`]: a task that
-//! takes every completion waiting, runs ONE `Db::flush` on a blocking thread, and then completes
+//! takes every completion waiting, runs ONE flush on a blocking thread, and then completes
 //! them all. Any flush that *starts* after a record was inserted makes that record durable, so a
 //! completion is only ever signalled by a flush that began after it was queued.
 //!
@@ -16,6 +17,7 @@ use openraft::storage::LogFlushed;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::DurableFlush;
 use crate::types::TypeConfig;
 
 /// Something waiting for durability.
@@ -40,7 +42,7 @@ impl Flusher {
     /// and ends when every handle is dropped; awaiting the returned `JoinHandle` therefore tells
     /// the node that no storage component (they all hold a handle) is alive any more, and the
     /// `Db` can be reopened.
-    pub fn spawn(db: sled::Db, observe: Option<FlushObserver>) -> (Flusher, JoinHandle<()>) {
+    pub fn spawn(db: DurableFlush, observe: Option<FlushObserver>) -> (Flusher, JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(run(db, rx, observe));
         (Flusher { tx }, task)
@@ -61,7 +63,7 @@ impl Flusher {
     }
 }
 
-async fn run(db: sled::Db, mut rx: mpsc::UnboundedReceiver<Waiter>, observe: Option<FlushObserver>) {
+async fn run(db: DurableFlush, mut rx: mpsc::UnboundedReceiver<Waiter>, observe: Option<FlushObserver>) {
     let mut batch = Vec::new();
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -75,8 +77,7 @@ async fn run(db: sled::Db, mut rx: mpsc::UnboundedReceiver<Waiter>, observe: Opt
         let started = Instant::now();
         let db2 = db.clone();
         let result = match tokio::task::spawn_blocking(move || db2.flush()).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(format!("sled flush failed: {e}")),
+            Ok(result) => result,
             Err(e) => Err(format!("sled flush task failed: {e}")),
         };
         if let Some(observe) = &observe {

@@ -2,7 +2,7 @@
 //!
 //! | what | where | durability |
 //! |---|---|---|
-//! | Raft log | tree `shard-<id>/log`, key = big-endian index | flushed (group commit) before openraft is told |
+//! | Raft log | tree `shard-<id>/log`, key = big-endian index | flushed (group commit, [`DurableFlush`]) before openraft is told |
 //! | vote, committed, purge point | tree `shard-<id>/meta` | vote flushed before `save_vote` returns |
 //! | rows + applied index + membership | tree `shard-<id>/sm` | one atomic batch per apply; flushed before log purge |
 //! | latest snapshot | `snapshots/shard-<id>.snap` | fsync + atomic rename; never replaced by an older one |
@@ -15,6 +15,7 @@
 // helpers here return it so `?` works inside the trait methods. Boxing would only add conversions.
 #![allow(clippy::result_large_err)]
 
+mod durable;
 mod flusher;
 mod log_store;
 mod reader;
@@ -22,9 +23,10 @@ pub mod record;
 mod snapshot;
 mod state_machine;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use durable::DurableFlush;
 pub use flusher::{FlushObserver, Flusher};
 pub use log_store::LogStore;
 pub use reader::{KvReader, Progress, RangePage, ReadError};
@@ -43,16 +45,46 @@ pub enum OpenError {
     Corrupt { shard: ShardId, what: String, detail: String },
     #[error("storage: shard {shard}: {detail}")]
     Other { shard: ShardId, detail: String },
+    #[error("storage: making the database's files durable: {0}")]
+    Files(String),
 }
 
-/// Opens the node's sled database with a bounded page cache.
+/// sled's directory in a node's data dir.
+fn sled_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("sled")
+}
+
+/// Opens the node's sled database with a bounded page cache. Flush it with a [`DurableFlush`]:
+/// sled's own `flush` does not survive a power cut.
 pub fn open_db(data_dir: &Path, cache_capacity_bytes: u64) -> Result<sled::Db, OpenError> {
-    Ok(sled::Config::new()
-        .path(data_dir.join("sled"))
+    let dir = sled_dir(data_dir);
+    let db = sled::Config::new()
+        .path(&dir)
         .cache_capacity(cache_capacity_bytes)
         // Durability comes from our explicit flushes; sled's own timer flush adds nothing.
         .flush_every_ms(None)
-        .open()?)
+        .open()?;
+    make_files_durable(data_dir, &dir).map_err(|e| OpenError::Files(format!("{}: {e}", dir.display())))?;
+    Ok(db)
+}
+
+/// sled 0.34 writes its `conf` file without fsync and never syncs the directories it creates.
+/// A power cut in the first seconds after a node's first start (before the filesystem commits
+/// on its own: ext4 every 5 s) then left an empty `conf`, which sled reads as "no database"
+/// (the chaos suite's `power` nemesis found it, with the missing data-file sync in
+/// `durable.rs`). Syncing the file and the directories once at open closes that window.
+fn make_files_durable(data_dir: &Path, sled_dir: &Path) -> std::io::Result<()> {
+    let conf = sled_dir.join("conf");
+    if conf.exists() {
+        std::fs::File::open(&conf)?.sync_all()?;
+    }
+    for dir in [sled_dir, data_dir] {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    if let Some(parent) = data_dir.parent().filter(|p| p.is_dir()) {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// The data shards that have a Raft log in `db` (the meta group excluded): the replicas this
@@ -96,7 +128,8 @@ pub fn remove_shard(db: &sled::Db, data_dir: &Path, shard: ShardId) -> Result<()
     for tree in ["log", "meta", "sm"] {
         db.drop_tree(format!("shard-{shard}/{tree}"))?;
     }
-    db.flush()?;
+    let durable = DurableFlush::new(db, data_dir).map_err(|e| OpenError::Files(e.to_string()))?;
+    durable.flush().map_err(|detail| OpenError::Other { shard, detail })?;
     Ok(())
 }
 
@@ -197,7 +230,7 @@ mod tests {
     async fn a_snapshot_build_that_outlives_a_close_writes_no_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = open_db(dir.path(), 4 << 20).expect("open sled");
-        let (flusher, _task) = Flusher::spawn(db.clone(), None);
+        let (flusher, _task) = Flusher::spawn(DurableFlush::new(&db, dir.path()).expect("data file"), None);
         let history = HistoryLimits { events: 100, bytes: 1 << 20 };
         let shard = ShardId(3);
         let mut s = ShardStorage::open(&db, dir.path(), shard, flusher, history).expect("open shard storage");
@@ -210,7 +243,7 @@ mod tests {
         let file = snapshot::SnapshotFile::new(dir.path(), shard);
         assert!(!file.path().exists(), "the closed replica's snapshot file was written after the close");
         // An open replica still builds its snapshot file.
-        let (flusher, _task) = Flusher::spawn(db.clone(), None);
+        let (flusher, _task) = Flusher::spawn(DurableFlush::new(&db, dir.path()).expect("data file"), None);
         let history = HistoryLimits { events: 100, bytes: 1 << 20 };
         let mut s = ShardStorage::open(&db, dir.path(), ShardId(4), flusher, history).expect("open shard storage");
         s.state_machine.get_snapshot_builder().await.build_snapshot().await.expect("build");
