@@ -198,3 +198,43 @@ async fn the_last_voter_cannot_be_decommissioned() {
     assert!(c.voters(0).await.is_some_and(|v| v == names(&[0])));
     c.shutdown().await;
 }
+
+/// A StatefulSet scaled down and up again: a decommissioned node comes back under the same id on
+/// an empty volume (a new incarnation) and joins. It must stay a member. The placement driver
+/// remembered the decommission by node id alone, so when the node came back before a driver
+/// round had seen it gone, the driver took the new node for the one it was draining and removed
+/// it again as soon as it held nothing (found by the chaos suite's churn nemesis: the node never
+/// became ready again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decommissioned_node_that_comes_back_on_an_empty_volume_stays() {
+    let mut c = Nodes::prepare(4, 3).await;
+    for i in 0..4 {
+        c.start(i).await;
+    }
+    eventually("4 voters", WAIT, || async { c.voters(0).await.filter(|v| *v == names(&[0, 1, 2, 3])) }).await;
+    let l = c.leader(0).await;
+    let gone = if l == 3 { 2 } else { 3 };
+    let name = format!("hc-{gone}");
+    let mut leader = c.client(l).await;
+    leader.decommission(pb::DecommissionRequest { name: name.clone() }).await.unwrap();
+    eventually("the decommissioned node leaves", Duration::from_secs(30), || async {
+        let members = c.status(l).await.members;
+        (!members.iter().any(|m| m.name == name)).then_some(())
+    })
+    .await;
+    // At once, as a pod recreated on a new volume: same id, same name, same address.
+    c.nodes[gone].take().unwrap().shutdown().await.unwrap();
+    std::fs::remove_dir_all(&c.configs[gone].data_dir).unwrap();
+    let g = TcpListener::bind(c.configs[gone].listen_addr).await.unwrap();
+    let a = TcpListener::bind(c.configs[gone].admin_addr).await.unwrap();
+    c.nodes[gone] = Some(Node::start_on(c.configs[gone].clone(), g, a).await.expect("node starts again"));
+    eventually("it is a voter again", WAIT, || async {
+        c.voters(l).await.filter(|v| v.contains(&name) && v.len() == 4)
+    })
+    .await;
+    // And it stays one: several driver rounds later it is still a voter and ready.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let voters = c.voters(l).await.unwrap_or_default();
+    assert!(voters.contains(&name), "{name} was removed again: voters {voters:?}");
+    c.shutdown().await;
+}

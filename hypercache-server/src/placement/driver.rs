@@ -227,13 +227,13 @@ impl Driver {
             }
             Some(s) => (s.placement, s.mod_revision),
         };
-        // Nodes that left the meta group are no longer draining.
-        let left: Vec<NodeId> = placement.draining.iter().filter(|d| !members.contains_key(d)).copied().collect();
+        // Nodes that left the meta group (or came back as new incarnations) are no longer draining.
+        let left = placement.drained(&members);
         // The draining, down and target changes of this round go to the meta group in one write.
         let stored_version = placement.version;
         if !left.is_empty() {
             for d in &left {
-                placement.draining.remove(d);
+                placement.stop_draining(*d);
             }
             placement.version += 1;
         }
@@ -376,9 +376,15 @@ impl Driver {
             if still_member || hosts_some || unplaced || placement.holders().contains(d) {
                 continue;
             }
-            let Some(name) = self.membership.members().into_iter().find(|m| m.id == *d).map(|m| m.node.name) else {
+            let Some(member) = self.membership.members().into_iter().find(|m| m.id == *d) else {
                 continue;
             };
+            // A new incarnation under the drained id (it came back on an empty volume) is a new
+            // node: the next round drops the stale mark.
+            if placement.draining_incarnations.get(d).is_some_and(|drained| *drained != member.node.incarnation) {
+                continue;
+            }
+            let name = member.node.name;
             match self.membership.decommission(&name).await {
                 Ok(_) => tracing::info!(node = d, name = %name, "drained node left the cluster"),
                 Err(e) => tracing::info!(node = d, name = %name, error = %e, "removing the drained node deferred"),
@@ -409,7 +415,7 @@ impl Driver {
                 ),
             });
         }
-        if placement.draining.insert(target.id) {
+        if placement.start_draining(target.id, target.node.incarnation) {
             placement.version += 1;
             store::save(&self.meta, stored.mod_revision, &placement).await.map_err(store_error)?;
             tracing::info!(node = target.id, name, "decommission started: moving its replicas away");
@@ -711,6 +717,7 @@ mod tests {
             shard_count: 1,
             replication: 3,
             draining: BTreeSet::new(),
+            draining_incarnations: BTreeMap::new(),
             down: BTreeSet::new(),
             shards: vec![ShardPlan { replicas: replicas.to_vec(), initial: replicas.to_vec(), created }],
         }

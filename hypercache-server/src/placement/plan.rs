@@ -16,7 +16,7 @@ use std::hash::{Hash, Hasher};
 use hashring::HashRing;
 use serde::{Deserialize, Serialize};
 
-use crate::types::NodeId;
+use crate::types::{Incarnation, NodeId, NodeInfo};
 
 /// Points each node owns on the replica ring.
 pub const VNODES_PER_NODE: u32 = 32;
@@ -31,6 +31,12 @@ pub struct Placement {
     pub replication: u32,
     /// Nodes being decommissioned: no new replicas; theirs move away, then they leave.
     pub draining: BTreeSet<NodeId>,
+    /// The incarnation each draining node had when its decommission started. A node that comes
+    /// back under the same id on an empty volume is a new member, not the one being drained
+    /// ([`Placement::drained`]). (Absent from documents written before: empty, and a mark
+    /// without an incarnation applies to whoever has the id, as before.)
+    #[serde(default)]
+    pub draining_incarnations: BTreeMap<NodeId, Incarnation>,
     /// Nodes that stopped answering the driver for `replace_down_node_after_ms`: no new
     /// replicas, and theirs are re-created on the other nodes. A down node stays a member and
     /// returns to the placement as soon as it answers again. (Absent from documents written
@@ -61,6 +67,7 @@ impl Placement {
             shard_count,
             replication,
             draining: BTreeSet::new(),
+            draining_incarnations: BTreeMap::new(),
             down: BTreeSet::new(),
             shards: targets
                 .into_iter()
@@ -82,6 +89,31 @@ impl Placement {
             plan.replicas = target;
         }
         Some(next)
+    }
+
+    /// Draining marks that no longer apply, given the current `members`: the node left the
+    /// membership, or the member with its id now runs another incarnation than the one being
+    /// drained (it was removed and came back on an empty volume: a new node, which must not be
+    /// drained in its turn).
+    pub fn drained(&self, members: &BTreeMap<NodeId, NodeInfo>) -> Vec<NodeId> {
+        let stale = |id: &NodeId| match members.get(id) {
+            None => true,
+            Some(member) => self.draining_incarnations.get(id).is_some_and(|drained| *drained != member.incarnation),
+        };
+        self.draining.iter().filter(|id| stale(id)).copied().collect()
+    }
+
+    /// Marks `id`, running `incarnation`, as draining; true if that changed the document.
+    pub fn start_draining(&mut self, id: NodeId, incarnation: Incarnation) -> bool {
+        let new_mark = self.draining.insert(id);
+        let recorded = self.draining_incarnations.insert(id, incarnation);
+        new_mark || recorded != Some(incarnation)
+    }
+
+    /// Drops `id`'s draining mark.
+    pub fn stop_draining(&mut self, id: NodeId) {
+        self.draining.remove(&id);
+        self.draining_incarnations.remove(&id);
     }
 
     /// The nodes of `nodes` that may hold replicas: neither draining nor down.
@@ -224,6 +256,30 @@ mod tests {
             let y: Vec<NodeId> = y.iter().map(|id| id - 10).collect();
             assert_eq!(*x, y);
         }
+    }
+
+    #[test]
+    fn a_draining_mark_ends_when_the_node_leaves_or_comes_back_as_another_incarnation() {
+        let info = |inc: u64| NodeInfo { name: "n".into(), addr: "n:1".into(), incarnation: Incarnation(inc) };
+        let mut p = Placement::new(1, 3, &nodes(3));
+        assert!(p.start_draining(3, Incarnation(7)));
+        assert!(!p.start_draining(3, Incarnation(7)), "the same mark again changes nothing");
+        let mut members: BTreeMap<NodeId, NodeInfo> = [(1, info(1)), (2, info(2)), (3, info(7))].into();
+        assert!(p.drained(&members).is_empty(), "still a member under the drained incarnation");
+        members.insert(3, info(8));
+        assert_eq!(p.drained(&members), [3], "back on an empty volume: a new node, not the drained one");
+        members.remove(&3);
+        assert_eq!(p.drained(&members), [3], "left");
+        p.stop_draining(3);
+        assert!(p.draining.is_empty() && p.draining_incarnations.is_empty());
+        // A mark written before incarnations were recorded applies to whoever has the id.
+        p.draining.insert(2);
+        members.insert(2, info(9));
+        assert!(p.drained(&members).is_empty());
+        let old: Placement =
+            serde_json::from_str(r#"{"version":1,"shard_count":1,"replication":3,"draining":[2],"shards":[]}"#)
+                .unwrap();
+        assert!(old.draining_incarnations.is_empty() && old.draining.contains(&2));
     }
 
     #[test]
