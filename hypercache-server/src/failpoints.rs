@@ -15,8 +15,8 @@
 //! - `ack-before-flush`: Raft log appends are reported persisted as soon as they are inserted,
 //!   without waiting for (or asking for) the group-commit fsync (`storage/flusher.rs`); they reach
 //!   the disk only when something else flushes the node's `Db` (a vote, a purge, a snapshot). A
-//!   write can then be acknowledged by a majority that all still hold it only in memory, and a
-//!   crash of every node (the `kill-all` nemesis) loses it.
+//!   write can then be acknowledged by a majority that all hold it only in the page cache, and a
+//!   power cut of every node (the chaos suite's `power` nemesis) loses it.
 
 /// One switch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -54,7 +54,12 @@ enum Command {
     Matrix {
         #[arg(long, value_enum, value_delimiter = ',', default_value = "register,set")]
         workloads: Vec<WorkloadKind>,
-        #[arg(long, value_enum, value_delimiter = ',', default_value = "kill,pause,partition,wipe,clock")]
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "kill,kill-all,power,pause,partition,wipe,clock,churn"
+        )]
         nemeses: Vec<NemesisKind>,
         #[command(flatten)]
         run: RunArgs,
@@ -258,6 +263,16 @@ fn print_rendered(dir: &Path, rendered: &Rendered) {
     );
 }
 
+/// A list for a terminal: its length and at most its first 10 elements.
+fn some<T: std::fmt::Debug>(items: &[T]) -> String {
+    const SHOWN: usize = 10;
+    if items.len() <= SHOWN {
+        format!("{items:?}")
+    } else {
+        format!("{} {:?}...", items.len(), &items[..SHOWN])
+    }
+}
+
 fn nemesis_names(nemeses: &[NemesisKind]) -> String {
     if nemeses.is_empty() {
         return "none".into();
@@ -291,8 +306,15 @@ fn summarize(results: &Results) -> Validity {
     }
     if let Some(set) = &results.set {
         println!(
-            "set: {} acknowledged, {} uncertain ({} present), final read {:?}; lost {:?}, failed but present {:?}, never added {:?}",
-            set.acknowledged, set.uncertain, set.uncertain_present, set.final_read, set.lost, set.failed_but_present, set.never_added
+            "set: {} acknowledged, {} uncertain ({} present), final read {:?}; lost {}, failed but present {}, never added {} \
+             (every element in results.json)",
+            set.acknowledged,
+            set.uncertain,
+            set.uncertain_present,
+            set.final_read,
+            some(&set.lost),
+            some(&set.failed_but_present),
+            some(&set.never_added)
         );
     }
     if let Some(bank) = &results.bank {
@@ -387,6 +409,12 @@ fn summarize(results: &Results) -> Validity {
     }
     if let Some(error) = &results.error {
         println!("errors: {error}");
+        // A cluster that did not recover, a decommission that never ended: findings too, even
+        // when no history anomaly shows them.
+        if results.valid == Validity::True {
+            println!("no anomaly in the history, but the run did not end cleanly: valid: unknown");
+            return Validity::Unknown;
+        }
     }
     results.valid
 }

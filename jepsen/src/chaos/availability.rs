@@ -37,11 +37,21 @@ pub struct FaultWindow {
 
 fn heals(action: Action) -> Option<Action> {
     match action {
-        Action::Kill | Action::Wipe => Some(Action::Restart),
+        Action::Kill | Action::PowerCut | Action::Wipe => Some(Action::Restart),
         Action::Pause => Some(Action::Resume),
         Action::Partition => Some(Action::Heal),
         Action::ClockJump | Action::ClockStrobe => Some(Action::ClockReset),
-        Action::Restart | Action::Resume | Action::Heal | Action::CaughtUp | Action::Skip | Action::ClockReset => None,
+        // The churn's fault period is the replica move: from the decommission to the node gone.
+        Action::Decommission => Some(Action::Left),
+        Action::Restart
+        | Action::Resume
+        | Action::Heal
+        | Action::CaughtUp
+        | Action::Skip
+        | Action::ClockReset
+        | Action::Join
+        | Action::Promoted
+        | Action::Left => None,
     }
 }
 

@@ -20,10 +20,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
 use super::history::{self, Clock, HistoryError};
-use super::nemesis::{schedule, NemesisKind};
+use super::nemesis::{self, schedule, NemesisKind};
 use super::render::{self, Rendered};
 use super::report::{self, ReportError, Results, TestInfo};
-use super::target::local::{Faketime, LocalCluster};
+use super::target::local::{Faketime, LocalCluster, LocalSpec};
 use super::target::TargetError;
 use super::workload::{self, Context, Recorder, WorkloadKind};
 
@@ -107,8 +107,17 @@ pub async fn test(opts: TestOptions) -> Result<Outcome, RunError> {
     let proxied = opts.nemeses.contains(&NemesisKind::Partition);
     // Under libfaketime only when a clock fault may come: it costs every clock read ~4 us.
     let faketime = opts.nemeses.contains(&NemesisKind::Clock).then(Faketime::locate).transpose()?;
-    let mut cluster =
-        LocalCluster::start(&opts.exe, &dir.join("cluster"), opts.nodes, opts.shards, proxied, faketime).await?;
+    // Churn adds a node before it decommissions one: one slot more than the members.
+    let spares = usize::from(opts.nemeses.contains(&NemesisKind::Churn));
+    let spec = LocalSpec {
+        nodes: opts.nodes,
+        spares,
+        shards: opts.shards,
+        proxied,
+        faketime,
+        disks: opts.nemeses.contains(&NemesisKind::Power),
+    };
+    let mut cluster = LocalCluster::start(&opts.exe, &dir.join("cluster"), spec).await?;
     if let Err(e) = cluster.wait_ready(READY_WITHIN).await {
         cluster.stop().await;
         return Err(e.into());
@@ -151,6 +160,9 @@ pub async fn test(opts: TestOptions) -> Result<Outcome, RunError> {
             }
         }
     }
+    // A decommission that never finished is a stuck cluster too.
+    let never_left: Vec<String> =
+        nemesis_log.iter().filter(|e| e.action == nemesis::Action::Left).filter_map(|e| e.error.clone()).collect();
     let final_result = workload::final_reads(&ctx, opts.workers * 1_000_000, FINAL_READ_ATTEMPTS).await;
     cluster.stop().await;
 
@@ -163,6 +175,7 @@ pub async fn test(opts: TestOptions) -> Result<Outcome, RunError> {
         workload_result.err().map(|e| format!("workload: {e}")),
         recovery.err().map(|e| format!("recovery after heal: {e}")),
         stuck,
+        (!never_left.is_empty()).then(|| never_left.join("; ")),
         final_result.err().map(|e| format!("final reads: {e}")),
     ]
     .into_iter()

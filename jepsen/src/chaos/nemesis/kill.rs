@@ -24,6 +24,13 @@ pub(super) async fn down(cluster: &mut LocalCluster, nodes: &[usize], clock: &Cl
     event(cluster, action, nodes, start, clock, errors)
 }
 
+/// A power cut of `nodes` (`LocalCluster::power_cut`); healed by [`restart`].
+pub async fn power(cluster: &mut LocalCluster, nodes: &[usize], clock: &Clock) -> NemesisEvent {
+    let start = clock.now();
+    let errors = cluster.power_cut(nodes).await.err().map(|e| e.to_string()).into_iter().collect();
+    event(cluster, Action::PowerCut, nodes, start, clock, errors)
+}
+
 pub fn restart(cluster: &mut LocalCluster, nodes: &[usize], clock: &Clock) -> NemesisEvent {
     let start = clock.now();
     let errors: Vec<String> = nodes.iter().filter_map(|&i| cluster.restart(i).err()).map(|e| e.to_string()).collect();

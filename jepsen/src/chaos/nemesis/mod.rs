@@ -4,6 +4,13 @@
 //!
 //! - [`kill`]: SIGKILL one node, a majority or the busiest leader, later restart them with the
 //!   same command line.
+//!   `kill-all` SIGKILLs every node at once (every pod of a StatefulSet evicted together): a
+//!   process crash of the whole cluster, which what each node wrote survives (the kernel still
+//!   writes its page cache out). `power` is a power cut of the whole cluster: every node's own
+//!   filesystem stops taking writes at one instant (`target/disk.rs`), every node is SIGKILLed,
+//!   the filesystems are mounted again as after a reboot: what was not fsynced is gone, so it is
+//!   the fault that shows an acknowledged write that was never made durable (the
+//!   `ack-before-flush` failpoint).
 //! - [`pause`]: SIGSTOP one node, a majority or the busiest leader, later SIGCONT.
 //! - [`partition`]: cut a random minority or the busiest leader off from the other nodes, cut
 //!   the links of a majorities ring, or cut the busiest leader's links one way (it hears but is
@@ -14,12 +21,16 @@
 //! - [`clock`]: one node's wall and monotonic clocks (libfaketime) jump forward 2-30 s, or
 //!   strobe (forward 0.2-2 s every other 200 ms); never back, as a monotonic clock cannot; the
 //!   heal stops them. With the wall clock alone: both directions, and the heal resets to 0.
+//! - [`churn`]: start the spare node (it joins and is promoted), then decommission a member
+//!   or the busiest leader; its replicas move while the next faults run; once it has left it
+//!   is retired (killed, data deleted) into the spare.
 //! - [`schedule`]: alternates heal and fault periods, picks the fault and its nodes with the
 //!   run's seeded RNG, and heals everything at the end.
 //!
-//! Not done: clock skew that grows slowly (rate changes), membership churn, partitions together
-//! with other faults (docs/chaos.md).
+//! Not done: clock skew that grows slowly (rate changes), two faults started together
+//! (docs/chaos.md).
 
+pub mod churn;
 pub mod clock;
 pub mod kill;
 pub mod partition;
@@ -38,6 +49,10 @@ use crate::chaos::target::local::LocalCluster;
 pub enum NemesisKind {
     /// SIGKILL, then restart with the same command line.
     Kill,
+    /// SIGKILL every node at once, then restart them all.
+    KillAll,
+    /// A power cut of every node: what was not fsynced is lost (needs root: loop mounts).
+    Power,
     /// SIGSTOP, then SIGCONT.
     Pause,
     /// Cut a minority or the busiest leader off, a majorities ring, or the busiest leader one
@@ -47,6 +62,8 @@ pub enum NemesisKind {
     Wipe,
     /// Jump or strobe one node's wall and monotonic clocks (libfaketime), then reset them.
     Clock,
+    /// Add a node (the spare), then decommission a member while the next faults run.
+    Churn,
 }
 
 impl NemesisKind {
@@ -54,10 +71,13 @@ impl NemesisKind {
     pub fn name(self) -> &'static str {
         match self {
             NemesisKind::Kill => "kill",
+            NemesisKind::KillAll => "kill-all",
+            NemesisKind::Power => "power",
             NemesisKind::Pause => "pause",
             NemesisKind::Partition => "partition",
             NemesisKind::Wipe => "wipe",
             NemesisKind::Clock => "clock",
+            NemesisKind::Churn => "churn",
         }
     }
 }
@@ -67,6 +87,9 @@ impl NemesisKind {
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
     Kill,
+    /// Filesystems shut down at one instant, nodes SIGKILLed, filesystems remounted (healed by
+    /// `restart`).
+    PowerCut,
     Restart,
     Pause,
     Resume,
@@ -86,6 +109,15 @@ pub enum Action {
     /// The heal of a clock fault: the offset stops moving (both clocks faked: it stays at
     /// `offset_ms`) or goes back to 0 (the wall clock alone).
     ClockReset,
+    /// The spare node started to join the cluster (`end`: started).
+    Join,
+    /// The joined node seen as a voter (`start`: its start; with an error: it was not in time).
+    Promoted,
+    /// A member asked to leave (`end`: the meta leader accepted).
+    Decommission,
+    /// Observed: a decommissioned node left the membership (`start`: seen gone), and was retired
+    /// into the spare slot (`end`).
+    Left,
 }
 
 /// One line of `nemesis.jsonl`.

@@ -14,7 +14,7 @@
 //! caught up (`wipe.rs`): the wipe then waits for it up to the fault's length, and is skipped
 //! (`skip` in the log) if it still has not. A clock fault hits one random node or (a third of
 //! the time) the busiest leader, with a jump or a strobe drawn from the seed (`clock.rs`).
-//! Leaders are found when the fault starts.
+//! A `kill-all` or `power` cut hits every node. Leaders are found when the fault starts.
 
 use std::time::Duration;
 
@@ -23,6 +23,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
+use super::churn::{self, Leaving};
 use super::clock::{self, ClockFault};
 use super::partition::Shape;
 use super::wipe::{self, CatchUp};
@@ -44,7 +45,23 @@ pub struct Step {
     pub clock: Option<ClockFault>,
     /// For a partition: what is cut.
     pub shape: Option<Shape>,
+    /// Membership churn (`churn.rs`) begun just before the fault (or, for a `churn` step, as
+    /// the fault), so that the replicas it moves move under it.
+    pub churn: Option<ChurnTarget>,
 }
+
+/// Which member a churn decommissions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChurnTarget {
+    /// A member index, 0-based (the members in slot order when the churn starts).
+    pub member: usize,
+    /// The node leading the most shards instead (`member` if none answers).
+    pub leader: bool,
+}
+
+/// How long before a fault the churn riding on it starts (the join and promotion take 0.2-2 s;
+/// the decommission's replica moves then run during the fault).
+const CHURN_LEAD: Duration = Duration::from_secs(1);
 
 /// The faults of a run of `limit` over `nodes` nodes.
 pub fn plan(
@@ -58,6 +75,10 @@ pub fn plan(
     let mut rng = StdRng::seed_from_u64(seed);
     let mut steps = Vec::new();
     let mut at = heal;
+    // With other faults, churn rides on half of their steps instead of taking steps of its own.
+    let churn = kinds.contains(&NemesisKind::Churn);
+    let others: Vec<NemesisKind> = kinds.iter().copied().filter(|&k| k != NemesisKind::Churn).collect();
+    let kinds = if others.is_empty() { kinds } else { &others[..] };
     while !kinds.is_empty() && nodes > 0 && at + fault <= limit {
         let kind = kinds[rng.gen_range(0..kinds.len())];
         let shape = (kind == NemesisKind::Partition).then(|| match rng.gen_range(0..8) {
@@ -68,7 +89,9 @@ pub fn plan(
             _ => Shape::OneWayIn,
         });
         let (count, leader) = match (kind, shape) {
-            (NemesisKind::Partition, Some(Shape::Ring)) => (nodes, false),
+            (NemesisKind::Partition, Some(Shape::Ring)) | (NemesisKind::KillAll | NemesisKind::Power, _) => {
+                (nodes, false)
+            }
             (NemesisKind::Partition, Some(Shape::Minority)) => (nodes / 2, false),
             (NemesisKind::Partition, _) => (1, true),
             (NemesisKind::Kill | NemesisKind::Pause, _) => match rng.gen_range(0..3) {
@@ -77,6 +100,8 @@ pub fn plan(
                 _ => (1, true),
             },
             (NemesisKind::Wipe | NemesisKind::Clock, _) => (1, rng.gen_range(0..3) == 2),
+            // Its target is in `churn` below.
+            (NemesisKind::Churn, _) => (0, false),
         };
         let clock = (kind == NemesisKind::Clock).then(|| ClockFault::pick(&mut rng));
         let mut all: Vec<usize> = (0..nodes).collect();
@@ -86,7 +111,9 @@ pub fn plan(
         if shape != Some(Shape::Ring) {
             all.sort_unstable();
         }
-        steps.push(Step { at, duration: fault, kind, nodes: all, leader, clock, shape });
+        let churn = (kind == NemesisKind::Churn || (churn && rng.gen_bool(0.5)))
+            .then(|| ChurnTarget { member: rng.gen_range(0..nodes), leader: rng.gen_range(0..3) == 2 });
+        steps.push(Step { at, duration: fault, kind, nodes: all, leader, clock, shape, churn });
         at += fault + heal;
     }
     steps
@@ -103,51 +130,53 @@ pub async fn run(
 ) -> (Vec<NemesisEvent>, Option<CatchUp>) {
     let mut log = Vec::new();
     let mut catching_up: Option<CatchUp> = None;
+    let mut leaving: Option<Leaving> = None;
     // Without a probe nothing could tell that a wiped node caught up: no wipe at all then.
     let probe = cluster.probe().map_err(|e| e.to_string());
     for step in steps {
+        let riding = step.kind != NemesisKind::Churn;
+        let churn_at = if riding { step.at.saturating_sub(CHURN_LEAD) } else { step.at };
+        tokio::time::sleep_until(start + if step.churn.is_some() { churn_at } else { step.at }).await;
+        // A decommissioned node that has left is retired before anything else picks nodes.
+        if leaving.as_ref().is_some_and(Leaving::left) {
+            if let Some(done) = leaving.take() {
+                log.push(retire_when_left(cluster, done, Duration::ZERO, clock).await);
+            }
+        }
+        if let Some(target) = step.churn {
+            leaving = churn_step(cluster, target, leaving, step.duration, clock, &mut log).await;
+        }
+        if !riding {
+            // Nothing to heal: the decommission goes on under the next faults.
+            continue;
+        }
         tokio::time::sleep_until(start + step.at).await;
         if step.kind == NemesisKind::Wipe {
             if let Err(e) = &probe {
-                let now = clock.now();
-                log.push(NemesisEvent {
-                    action: Action::Skip,
-                    nodes: Vec::new(),
-                    start: now,
-                    end: now,
-                    error: Some(e.clone()),
-                    offset_ms: None,
-                    shape: None,
-                    cut: Vec::new(),
-                });
+                log.push(skip(Vec::new(), clock, Some(e.clone())));
                 continue;
             }
             if let Some(pending) = catching_up.take() {
                 match pending.wait(step.duration).await {
                     Ok(caught_up) => log.push(caught_up),
                     Err(pending) => {
-                        let waited = clock.now();
                         let id = pending.id;
                         catching_up = Some(pending);
-                        log.push(NemesisEvent {
-                            action: Action::Skip,
-                            nodes: vec![id],
-                            start: waited,
-                            end: waited,
-                            error: None,
-                            offset_ms: None,
-                            shape: None,
-                            cut: Vec::new(),
-                        });
+                        log.push(skip(vec![id], clock, None));
                         continue;
                     }
                 }
             }
         }
         let leader = if step.leader { cluster.busiest_leader().await } else { None };
-        let nodes = leader.map_or_else(|| step.nodes.clone(), |l| vec![l]);
+        // The plan numbers the members 0..nodes; with churn, member k is not always slot k.
+        let members = cluster.members();
+        let planned = step.nodes.iter().filter_map(|&k| members.get(k).copied()).collect::<Vec<_>>();
+        let nodes = leader.map_or(planned, |l| vec![l]);
         log.push(match step.kind {
-            NemesisKind::Kill => kill::kill(cluster, &nodes, clock).await,
+            NemesisKind::Kill | NemesisKind::KillAll => kill::kill(cluster, &nodes, clock).await,
+            NemesisKind::Power => kill::power(cluster, &nodes, clock).await,
+            NemesisKind::Churn => continue,
             NemesisKind::Pause => pause::pause(cluster, &nodes, clock),
             NemesisKind::Partition => {
                 // `plan` always sets one; a step built by hand without one isolates its nodes.
@@ -163,10 +192,13 @@ pub async fn run(
         });
         tokio::time::sleep_until(start + step.at + step.duration).await;
         log.push(match step.kind {
-            NemesisKind::Kill | NemesisKind::Wipe => kill::restart(cluster, &nodes, clock),
+            NemesisKind::Kill | NemesisKind::KillAll | NemesisKind::Power | NemesisKind::Wipe => {
+                kill::restart(cluster, &nodes, clock)
+            }
             NemesisKind::Pause => pause::resume(cluster, &nodes, clock),
             NemesisKind::Partition => partition::heal(cluster, clock),
             NemesisKind::Clock => clock::reset(cluster, &nodes, clock).await,
+            NemesisKind::Churn => continue,
         });
         if step.kind == NemesisKind::Wipe {
             let restarted = log.last().map_or(clock.now(), |e| e.end);
@@ -177,7 +209,70 @@ pub async fn run(
         }
     }
     log.extend(heal_all(cluster, clock));
+    if let Some(pending) = leaving {
+        log.push(retire_when_left(cluster, pending, LEAVE_WITHIN, clock).await);
+    }
     (log, catching_up)
+}
+
+/// One churn (`churn.rs`): first waits up to `within` for the previous decommission to finish
+/// (and retires that node), or skips; returns the decommission now in flight, if any.
+async fn churn_step(
+    cluster: &mut LocalCluster,
+    target: ChurnTarget,
+    leaving: Option<Leaving>,
+    within: Duration,
+    clock: &Clock,
+    log: &mut Vec<NemesisEvent>,
+) -> Option<Leaving> {
+    if let Some(pending) = leaving {
+        let slot = pending.slot;
+        match pending.wait(within).await {
+            Ok(left) => log.push(churn::retire(cluster, slot, left, clock).await),
+            Err(pending) => {
+                log.push(skip(vec![pending.id], clock, None));
+                return Some(pending);
+            }
+        }
+    }
+    let leader = if target.leader { cluster.busiest_leader().await } else { None };
+    let node = leader.or_else(|| cluster.members().get(target.member).copied())?;
+    let (done, pending) = churn::churn(cluster, node, within, clock).await;
+    log.extend(done);
+    pending
+}
+
+/// How long the end of a run waits for a decommission still moving replicas.
+const LEAVE_WITHIN: Duration = Duration::from_secs(60);
+
+/// Waits up to `within` for a decommissioned node to leave and retires it; a node that does not
+/// leave in time gets a `left` line with an error (a stuck decommission).
+async fn retire_when_left(
+    cluster: &mut LocalCluster,
+    pending: Leaving,
+    within: Duration,
+    clock: &Clock,
+) -> NemesisEvent {
+    let slot = pending.slot;
+    match pending.wait(within).await {
+        Ok(left) => churn::retire(cluster, slot, left, clock).await,
+        Err(pending) => pending.never(clock),
+    }
+}
+
+/// The line of a planned fault not carried out: `nodes` were not ready for it, or `error`.
+fn skip(nodes: Vec<u64>, clock: &Clock, error: Option<String>) -> NemesisEvent {
+    let now = clock.now();
+    NemesisEvent {
+        action: Action::Skip,
+        nodes,
+        start: now,
+        end: now,
+        error,
+        offset_ms: None,
+        shape: None,
+        cut: Vec::new(),
+    }
 }
 
 /// Restores every link, resumes every paused node and restarts every killed one.
@@ -222,6 +317,17 @@ mod tests {
         assert!(many.iter().any(|s| s.nodes.len() == 1) && many.iter().any(|s| s.nodes.len() == 2));
         assert!(many.iter().any(|s| s.leader && s.kind == NemesisKind::Kill));
         assert!(plan(1, &[], 3, 30 * S, S, S).is_empty());
+        // Churn alone: steps of its own; with other faults: riding on about half of theirs.
+        let alone = plan(5, &[NemesisKind::Churn], 3, 300 * S, S, S);
+        assert!(!alone.is_empty() && alone.iter().all(|s| s.kind == NemesisKind::Churn && s.churn.is_some()));
+        assert!(alone.iter().all(|s| s.churn.is_some_and(|c| c.member < 3)));
+        let riding = plan(5, &[NemesisKind::Churn, NemesisKind::Kill], 3, 3000 * S, S, S);
+        assert!(riding.iter().all(|s| s.kind == NemesisKind::Kill));
+        let with = riding.iter().filter(|s| s.churn.is_some()).count();
+        assert!(with * 10 > riding.len() * 4 && with * 10 < riding.len() * 6, "{with} of {}", riding.len());
+        assert!(steps.iter().chain(&many).all(|s| s.churn.is_none()), "no churn unless asked");
+        let all = plan(4, &[NemesisKind::KillAll], 3, 30 * S, S, S);
+        assert!(!all.is_empty() && all.iter().all(|s| s.nodes == [0, 1, 2] && !s.leader), "{all:?}");
         // A partition: a shape each, the side or the ring's order to match; every shape drawn,
         // about as often as the module essay says.
         let cuts = plan(2, &[NemesisKind::Partition], 5, 3000 * S, S, S);

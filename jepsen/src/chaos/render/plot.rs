@@ -84,11 +84,12 @@ fn outcome_name(outcome: EventType) -> &'static str {
 
 fn action_color(action: Action) -> RGBColor {
     match action {
-        Action::Kill | Action::Restart => RGBColor(220, 40, 40),
+        Action::Kill | Action::PowerCut | Action::Restart => RGBColor(220, 40, 40),
         Action::Pause | Action::Resume => RGBColor(40, 90, 220),
         Action::Partition | Action::Heal => RGBColor(150, 60, 200),
         Action::Wipe | Action::CaughtUp | Action::Skip => RGBColor(140, 90, 30),
         Action::ClockJump | Action::ClockStrobe | Action::ClockReset => RGBColor(0, 150, 150),
+        Action::Join | Action::Promoted | Action::Decommission | Action::Left => RGBColor(30, 140, 40),
     }
 }
 
@@ -182,6 +183,7 @@ fn draw_shades<DB: DrawingBackend, Y: Ranged<ValueType = f64>>(
 fn action_name(action: Action) -> &'static str {
     match action {
         Action::Kill => "kill",
+        Action::PowerCut => "power-cut",
         Action::Restart => "restart",
         Action::Pause => "pause",
         Action::Resume => "resume",
@@ -193,6 +195,10 @@ fn action_name(action: Action) -> &'static str {
         Action::ClockJump => "clock-jump",
         Action::ClockStrobe => "clock-strobe",
         Action::ClockReset => "clock-reset",
+        Action::Join => "join",
+        Action::Promoted => "promoted",
+        Action::Decommission => "decommission",
+        Action::Left => "left",
     }
 }
 

@@ -6,11 +6,20 @@
 //! Faults act on the processes: SIGKILL (no shutdown path runs), SIGSTOP / SIGCONT, and a wipe
 //! (SIGKILL, then the data directory deleted: a lost volume; the restart keeps the node id). A
 //! [`Probe`] tells, without holding the cluster, whether a wiped node has caught up again.
+//!
+//! With `spares`, that many more node slots are prepared but not started ([`NodeState::Spare`]):
+//! the churn nemesis starts one (it joins the running cluster through `Cluster.Join`, as a new
+//! pod of a scaled-up StatefulSet does) and retires a decommissioned member into a spare again
+//! (SIGKILL, data directory deleted). A spare's peers list names the first nodes and itself; the
+//! first nodes' lists name only the first nodes, so bootstrap never waits for a spare.
 //! Children are spawned with `kill_on_drop`, so a run that panics leaves no node behind.
 //!
 //! With `proxied`, each node advertises the address of its [`Proxies`] proxy instead of its own
 //! port, so peers and clients reach it through the proxy and the partition nemesis can cut
 //! links between nodes.
+//!
+//! With `disks` ([`LocalSpec`]), each node's data directory is on its own loop-mounted ext4
+//! image (`disk.rs`), so that [`LocalCluster::power_cut`] can lose what a node did not fsync.
 //!
 //! With a [`Faketime`], every node runs under libfaketime (`LD_PRELOAD`, the thread-safe
 //! `libfaketimeMT.so.1`), reading its clock offset from its own file `n<id>.faketime` (next to
@@ -32,6 +41,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
+use super::disk::Disk;
 use super::proxy::Proxies;
 use super::TargetError;
 
@@ -41,11 +51,16 @@ pub enum NodeState {
     Running,
     Paused,
     Killed,
+    /// Not a member: never started, or decommissioned and retired (killed, data deleted). Only
+    /// the churn nemesis starts it; no heal does.
+    Spare,
 }
 
 pub struct LocalNode {
     /// Raft node id (1-based).
     pub id: u64,
+    /// Its name in the membership (`n<id>`), as `hcctl node decommission` takes it.
+    pub name: String,
     pub endpoint: String,
     admin: String,
     args: Vec<String>,
@@ -60,9 +75,29 @@ pub struct LocalNode {
 
 pub struct LocalCluster {
     exe: PathBuf,
+    /// The planned member count (`--nodes`); `nodes` also holds the spare slots.
+    size: usize,
     pub nodes: Vec<LocalNode>,
     proxies: Option<Proxies>,
     faketime: Option<Faketime>,
+    /// Each slot's own filesystem, for power cuts (`disk.rs`).
+    disks: Option<Vec<Disk>>,
+}
+
+/// What a [`LocalCluster`] is made of.
+#[derive(Debug, Clone, Default)]
+pub struct LocalSpec {
+    /// Members at the start.
+    pub nodes: usize,
+    /// Slots prepared but not started (the churn nemesis').
+    pub spares: usize,
+    pub shards: u32,
+    /// Behind per-node proxies (the partition nemesis').
+    pub proxied: bool,
+    /// Under libfaketime (the clock nemesis').
+    pub faketime: Option<Faketime>,
+    /// Each node's data on its own loop-mounted filesystem (the power nemesis').
+    pub disks: bool,
 }
 
 /// How nodes run under libfaketime (the `clock` nemesis).
@@ -113,21 +148,24 @@ fn free_port() -> Result<u16, TargetError> {
 }
 
 impl LocalCluster {
-    /// Starts `count` nodes with `shards` data shards under `dir`; `proxied`: behind
-    /// per-node proxies (see the module essay).
-    pub async fn start(
-        exe: &Path,
-        dir: &Path,
-        count: usize,
-        shards: u32,
-        proxied: bool,
-        faketime: Option<Faketime>,
-    ) -> Result<LocalCluster, TargetError> {
+    /// Starts the cluster `spec` describes under `dir` (see the module essay).
+    pub async fn start(exe: &Path, dir: &Path, spec: LocalSpec) -> Result<LocalCluster, TargetError> {
+        let LocalSpec { nodes: count, spares, shards, proxied, faketime, disks } = spec;
         std::fs::create_dir_all(dir).map_err(|e| TargetError::Io(format!("creating {}: {e}", dir.display())))?;
         let proxies = proxied.then(Proxies::default);
+        let mut own_disks = Vec::new();
+        if disks {
+            for i in 0..count + spares {
+                own_disks.push(Disk::create(dir, &format!("n{}", i + 1)).await?);
+            }
+        }
+        let data_dir = |i: usize| match own_disks.get(i) {
+            Some(disk) => disk.root().join("data"),
+            None => dir.join(format!("n{}", i + 1)),
+        };
         // (listen, advertised, admin) per node.
         let mut addrs = Vec::new();
-        for i in 0..count {
+        for i in 0..count + spares {
             let listen = format!("127.0.0.1:{}", free_port()?);
             let advertised = match &proxies {
                 Some(p) => {
@@ -139,11 +177,17 @@ impl LocalCluster {
             addrs.push((listen, advertised, format!("127.0.0.1:{}", free_port()?)));
         }
         let peers: Vec<String> = addrs.iter().enumerate().map(|(i, (_, a, _))| format!("{}={a}", i + 1)).collect();
+        let first = &peers[..count];
         let nodes = addrs
             .into_iter()
             .enumerate()
             .map(|(i, (listen, endpoint, admin))| {
                 let id = i as u64 + 1;
+                let spare = i >= count;
+                let mut peers = first.to_vec();
+                if spare {
+                    peers.push(format!("{id}={endpoint}"));
+                }
                 let args = vec![
                     "serve".into(),
                     "--node-id".into(),
@@ -151,7 +195,7 @@ impl LocalCluster {
                     "--name".into(),
                     format!("n{id}"),
                     "--data-dir".into(),
-                    dir.join(format!("n{id}")).display().to_string(),
+                    data_dir(i).display().to_string(),
                     "--listen".into(),
                     listen,
                     "--advertise".into(),
@@ -169,6 +213,7 @@ impl LocalCluster {
                 let clock_file = faketime.as_ref().map(|_| dir.join(format!("n{id}.faketime")));
                 LocalNode {
                     id,
+                    name: format!("n{id}"),
                     endpoint,
                     admin,
                     args,
@@ -176,18 +221,39 @@ impl LocalCluster {
                     clock_file,
                     clock_offset: ClockOffset::ZERO,
                     child: None,
-                    state: NodeState::Killed,
+                    state: if spare { NodeState::Spare } else { NodeState::Killed },
                 }
             })
             .collect();
-        let mut cluster = LocalCluster { exe: exe.to_path_buf(), nodes, proxies, faketime };
-        for i in 0..count {
+        let disks = (!own_disks.is_empty()).then_some(own_disks);
+        let mut cluster = LocalCluster { exe: exe.to_path_buf(), size: count, nodes, proxies, faketime, disks };
+        for i in 0..count + spares {
             if cluster.faketime.is_some() {
                 cluster.set_clock(i, ClockOffset::ZERO).await?;
             }
-            cluster.restart(i)?;
+            if i < count {
+                cluster.restart(i)?;
+            }
         }
         Ok(cluster)
+    }
+
+    /// The planned member count (without spares).
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The slots of the current members (every node not [`NodeState::Spare`]), in slot order.
+    pub fn members(&self) -> Vec<usize> {
+        (0..self.nodes.len()).filter(|&i| self.nodes[i].state != NodeState::Spare).collect()
+    }
+
+    /// A decommissioned node out of the cluster: SIGKILL, data directory deleted, back to
+    /// [`NodeState::Spare`] (a later [`LocalCluster::restart`] joins it as a new node).
+    pub async fn retire(&mut self, i: usize) -> Result<(), TargetError> {
+        let wiped = self.wipe(i).await;
+        self.nodes[i].state = NodeState::Spare;
+        wiped
     }
 
     /// The link control, for a cluster started `proxied`.
@@ -281,9 +347,41 @@ impl LocalCluster {
 
     /// The addresses a [`Probe`] asks, detached from the cluster (the nemesis keeps `&mut` to it).
     pub fn probe(&self) -> Result<Probe, TargetError> {
-        let client = Client::new(ClientConfig::new(self.endpoints()))
-            .map_err(|e| TargetError::Io(format!("a client for the probe: {e}")))?;
+        let client = self.client()?;
         Ok(Probe { nodes: self.nodes.iter().map(|n| (n.id, n.endpoint.clone(), n.admin.clone())).collect(), client })
+    }
+
+    /// A power cut of `nodes` (0-based): their filesystems stop taking writes first (the cut's
+    /// instant: what was not fsynced by then is lost), then they are SIGKILLed, then their
+    /// filesystems are mounted again as after a reboot; [`LocalCluster::restart`] brings them
+    /// back. An error for a cluster started without disks.
+    pub async fn power_cut(&mut self, nodes: &[usize]) -> Result<(), TargetError> {
+        let Some(disks) = &self.disks else {
+            return Err(TargetError::Io("the cluster was started without its own disks (LocalSpec::disks)".into()));
+        };
+        let mut errors = Vec::new();
+        for &i in nodes {
+            if let Err(e) = disks[i].cut() {
+                errors.push(e.to_string());
+            }
+        }
+        for &i in nodes {
+            if let Err(e) = self.kill(i).await {
+                errors.push(e.to_string());
+            }
+        }
+        if let Some(disks) = &mut self.disks {
+            for &i in nodes {
+                if let Err(e) = disks[i].remount().await {
+                    errors.push(e.to_string());
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(TargetError::Io(errors.join("; ")))
+        }
     }
 
     /// SIGKILL node `i` and reap it.
@@ -322,6 +420,11 @@ impl LocalCluster {
         self.signal(i, Signal::SIGCONT, NodeState::Running)
     }
 
+    /// A client of every node slot's address (the nemesis' own, not a workload's).
+    pub fn client(&self) -> Result<Client, TargetError> {
+        Client::new(ClientConfig::new(self.endpoints())).map_err(|e| TargetError::Io(format!("a client: {e}")))
+    }
+
     /// Waits until every running node answers `/readyz` with 200 (not shutting down, every
     /// shard it hosts knows a leader and has caught up); returns how long that took.
     pub async fn wait_ready(&self, within: Duration) -> Result<Duration, TargetError> {
@@ -350,7 +453,7 @@ impl LocalCluster {
 
     /// The running node that leads the most data shards, if any node answers.
     pub async fn busiest_leader(&self) -> Option<usize> {
-        let client = Client::new(ClientConfig::new(self.endpoints())).ok()?;
+        let client = self.client().ok()?;
         let mut best: Option<(usize, usize)> = None;
         for (i, node) in self.nodes.iter().enumerate().filter(|(_, n)| n.state == NodeState::Running) {
             let Ok(shards) = client.local_shards(&node.endpoint, false).await else { continue };
@@ -370,6 +473,11 @@ impl LocalCluster {
                 let _ = self.resume(i);
             }
             let _ = self.kill(i).await;
+        }
+        for disk in self.disks.iter_mut().flatten() {
+            if let Err(e) = disk.unmount().await {
+                eprintln!("warning: a node's filesystem stays mounted: {e}");
+            }
         }
     }
 }

@@ -2,6 +2,7 @@
 //! on loopback. A `docker` target (one container per node, as in the discovery scenarios) is
 //! future work; see docs/chaos.md.
 
+pub mod disk;
 pub mod local;
 pub mod proxy;
 
