@@ -35,14 +35,14 @@ pub struct FaultWindow {
     pub first_write_after_heal_ms: Option<u64>,
 }
 
-fn heals(action: Action) -> Option<Action> {
+fn heals(action: Action) -> &'static [Action] {
     match action {
-        Action::Kill | Action::PowerCut | Action::Wipe => Some(Action::Restart),
-        Action::Pause => Some(Action::Resume),
-        Action::Partition => Some(Action::Heal),
-        Action::ClockJump | Action::ClockStrobe => Some(Action::ClockReset),
+        Action::Kill | Action::PowerCut | Action::Wipe => &[Action::Restart],
+        Action::Pause => &[Action::Resume],
+        Action::Partition => &[Action::Heal],
+        Action::ClockJump | Action::ClockStrobe => &[Action::ClockReset],
         // The churn's fault period is the replica move: from the decommission to the node gone.
-        Action::Decommission => Some(Action::Left),
+        Action::Decommission => &[Action::Left, Action::Replaced],
         Action::Restart
         | Action::Resume
         | Action::Heal
@@ -51,7 +51,8 @@ fn heals(action: Action) -> Option<Action> {
         | Action::ClockReset
         | Action::Join
         | Action::Promoted
-        | Action::Left => None,
+        | Action::Left
+        | Action::Replaced => &[],
     }
 }
 
@@ -65,8 +66,8 @@ pub fn windows(ops: &[Operation], nemesis: &[NemesisEvent]) -> Vec<FaultWindow> 
     let ms = |ns: u64| ns / 1_000_000;
     let mut out = Vec::new();
     for (i, fault) in nemesis.iter().enumerate() {
-        let Some(heal_action) = heals(fault.action) else { continue };
-        let Some(heal) = nemesis[i + 1..].iter().find(|e| e.action == heal_action) else { continue };
+        let ends = heals(fault.action);
+        let Some(heal) = nemesis[i + 1..].iter().find(|e| ends.contains(&e.action)) else { continue };
         let during: Vec<u64> = writes.iter().copied().filter(|&t| t >= fault.start && t <= heal.start).collect();
         let mut edges = vec![fault.start];
         edges.extend(&during);

@@ -16,7 +16,9 @@
 //! end: retired; from the `decommission` to it is the move, which the availability figures
 //! treat as the fault's period). A churn fault that finds the previous
 //! decommission unfinished waits for it up to its own length, then logs `skip`. A heal undoes
-//! nothing (a membership change is not a fault to revert); at the end of the run the schedule
+//! nothing (a membership change is not a fault to revert); a node wiped during its own
+//! decommission comes back as a new incarnation, which replaces the drained one: that is logged
+//! as `replaced`, and the node stays a member (ADR 40). At the end of the run the schedule
 //! waits for a pending removal before the final heal, and a node that never leaves is an error
 //! in `left` (a stuck decommission).
 
@@ -39,7 +41,24 @@ pub struct Leaving {
     pub id: u64,
     /// When it was decommissioned (ns on the run's clock).
     pub since: u64,
-    watcher: JoinHandle<u64>,
+    watcher: JoinHandle<(u64, Gone)>,
+}
+
+/// How a decommissioned incarnation left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gone {
+    /// Its id is no longer a member: retire the node into the spare slot.
+    Removed,
+    /// Its id is a member under another incarnation: the node was wiped and came back (a wipe
+    /// during its decommission), replacing the drained incarnation; the new one is a member of
+    /// its own (ADR 40) and stays.
+    Replaced,
+}
+
+/// A decommissioned node seen gone: its line in the log and how it went.
+pub struct Left {
+    pub event: NemesisEvent,
+    pub gone: Gone,
 }
 
 impl Leaving {
@@ -48,16 +67,17 @@ impl Leaving {
         self.watcher.is_finished()
     }
 
-    /// Waits up to `within` for the node to have left: `Ok` with the `left` event (the caller
-    /// retires the node), or `Err(self)`.
-    pub async fn wait(mut self, within: Duration) -> Result<NemesisEvent, Leaving> {
+    /// Waits up to `within` for the node to have left: `Ok` with how (the caller then
+    /// [`retire`]s it), or `Err(self)`.
+    pub async fn wait(mut self, within: Duration) -> Result<Left, Leaving> {
         match tokio::time::timeout(within, &mut self.watcher).await {
-            Ok(gone) => {
-                let (at, error) = match gone {
-                    Ok(at) => (at, None),
-                    Err(e) => (self.since, Some(format!("the watcher failed: {e}"))),
-                };
-                Ok(left(self.id, at, error))
+            Ok(Ok((at, gone))) => {
+                let action = if gone == Gone::Replaced { Action::Replaced } else { Action::Left };
+                Ok(Left { event: left(action, self.id, at, None), gone })
+            }
+            Ok(Err(e)) => {
+                let error = Some(format!("the watcher failed: {e}"));
+                Ok(Left { event: left(Action::Left, self.id, self.since, error), gone: Gone::Removed })
             }
             Err(_) => Err(self),
         }
@@ -66,7 +86,7 @@ impl Leaving {
     /// The `left` line of a node that never left: its error says since when.
     pub fn never(&self, clock: &Clock) -> NemesisEvent {
         let error = format!("node {} was decommissioned but never left the membership", self.id);
-        left(self.id, clock.now(), Some(error))
+        left(Action::Left, self.id, clock.now(), Some(error))
     }
 }
 
@@ -76,17 +96,8 @@ impl Drop for Leaving {
     }
 }
 
-fn left(id: u64, at: u64, error: Option<String>) -> NemesisEvent {
-    NemesisEvent {
-        action: Action::Left,
-        nodes: vec![id],
-        start: at,
-        end: at,
-        error,
-        offset_ms: None,
-        shape: None,
-        cut: Vec::new(),
-    }
+fn left(action: Action, id: u64, at: u64, error: Option<String>) -> NemesisEvent {
+    NemesisEvent { action, nodes: vec![id], start: at, end: at, error, offset_ms: None, shape: None, cut: Vec::new() }
 }
 
 fn note(action: Action, nodes: Vec<u64>, start: u64, clock: &Clock, error: Option<String>) -> NemesisEvent {
@@ -116,7 +127,7 @@ pub async fn churn(
         log.push(note(Action::Join, vec![id], started, clock, error));
         if ok {
             let promoted = clock.now();
-            if tokio::time::timeout(within, meta.until_member(id, true)).await.is_err() {
+            if tokio::time::timeout(within, meta.until_member(id)).await.is_err() {
                 let error = format!("node {id} not a voter {} ms after it started", within.as_millis());
                 log.push(note(Action::Promoted, vec![id], promoted, clock, Some(error)));
                 return (log, None);
@@ -129,6 +140,10 @@ pub async fn churn(
         return (log, None);
     }
     let (id, name) = (cluster.nodes[target].id, cluster.nodes[target].name.clone());
+    // The incarnation being drained: if the node is wiped and comes back meanwhile, that one is
+    // gone as surely as if it had been removed (`Gone::Replaced`).
+    let leader = meta.leader_status().await;
+    let drained = leader.and_then(|s| s.members.iter().find(|m| m.node_id == id).map(|m| m.incarnation));
     let asked = clock.now();
     let answer = client.decommission(&name).await;
     let error = answer.as_ref().err().map(|e| format!("decommission {name}: {e}"));
@@ -138,15 +153,28 @@ pub async fn churn(
     }
     let watch_clock = *clock;
     let watcher = tokio::spawn(async move {
-        meta.until_member(id, false).await;
-        watch_clock.now()
+        let gone = meta.until_gone(id, drained).await;
+        (watch_clock.now(), gone)
     });
     (log, Some(Leaving { slot: target, id, since: asked, watcher }))
 }
 
 /// Retires a node that left (SIGKILL, data deleted: a spare again); the `left` event gets the
-/// error if that failed.
-pub async fn retire(cluster: &mut LocalCluster, slot: usize, mut left: NemesisEvent, clock: &Clock) -> NemesisEvent {
+/// error if that failed. A node that came back as another incarnation stays as it is.
+pub async fn retire(cluster: &mut LocalCluster, slot: usize, left: Left, clock: &Clock) -> NemesisEvent {
+    let Left { event: mut left, gone } = left;
+    if gone == Gone::Replaced {
+        return left;
+    }
+    // It may have joined again since (a wipe's restart after its removal: a new member).
+    if let Ok(client) = cluster.client() {
+        let meta = Meta { client, endpoints: cluster.endpoints() };
+        let id = cluster.nodes[slot].id;
+        if meta.leader_status().await.is_some_and(|s| s.members.iter().any(|m| m.node_id == id)) {
+            left.action = Action::Replaced;
+            return left;
+        }
+    }
     if let Err(e) = cluster.retire(slot).await {
         let error = format!("retiring it: {e}");
         left.error = Some(left.error.map_or(error.clone(), |before| format!("{before}; {error}")));
@@ -162,15 +190,28 @@ struct Meta {
 }
 
 impl Meta {
-    /// Returns once the meta leader lists node `id` as a voter (`voter`), or no longer lists it
-    /// at all (`!voter`). Polls until then; callers bound it with a timeout or abort it.
-    async fn until_member(&self, id: u64, voter: bool) {
+    /// Returns once the meta leader lists node `id` as a voter. Polls until then; callers bound
+    /// it with a timeout.
+    async fn until_member(&self, id: u64) {
         loop {
             if let Some(leader) = self.leader_status().await {
-                let entry = leader.members.iter().find(|m| m.node_id == id);
-                let done = if voter { entry.is_some_and(|m| m.voter) } else { entry.is_none() };
-                if done {
+                if leader.members.iter().any(|m| m.node_id == id && m.voter) {
                     return;
+                }
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Returns once the meta leader no longer lists node `id` under the `drained` incarnation
+    /// (any, if unknown): not at all, or under another one. Polls until then; callers abort it.
+    async fn until_gone(&self, id: u64, drained: Option<u64>) -> Gone {
+        loop {
+            if let Some(leader) = self.leader_status().await {
+                match leader.members.iter().find(|m| m.node_id == id) {
+                    None => return Gone::Removed,
+                    Some(m) if drained.is_some_and(|d| d != m.incarnation) => return Gone::Replaced,
+                    Some(_) => {}
                 }
             }
             tokio::time::sleep(POLL).await;

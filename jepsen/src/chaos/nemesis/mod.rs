@@ -118,6 +118,9 @@ pub enum Action {
     /// Observed: a decommissioned node left the membership (`start`: seen gone), and was retired
     /// into the spare slot (`end`).
     Left,
+    /// Observed: a decommissioned node came back as a new incarnation before it left (it was
+    /// wiped meanwhile), replacing the drained one; it stays a member.
+    Replaced,
 }
 
 /// One line of `nemesis.jsonl`.

@@ -144,7 +144,8 @@ pub async fn run(
             }
         }
         if let Some(target) = step.churn {
-            leaving = churn_step(cluster, target, leaving, step.duration, clock, &mut log).await;
+            let wiped = catching_up.as_ref().map(|c| c.id);
+            leaving = churn_step(cluster, target, leaving, wiped, step.duration, clock, &mut log).await;
         }
         if !riding {
             // Nothing to heal: the decommission goes on under the next faults.
@@ -173,6 +174,15 @@ pub async fn run(
         let members = cluster.members();
         let planned = step.nodes.iter().filter_map(|&k| members.get(k).copied()).collect::<Vec<_>>();
         let nodes = leader.map_or(planned, |l| vec![l]);
+        // A node being decommissioned is not wiped: were it to come back before or after it
+        // left, the harness could not tell a replaced member from one to retire (the server's
+        // side of that is ADR 40, tested in `membership.rs`).
+        if step.kind == NemesisKind::Wipe {
+            if let Some(l) = leaving.as_ref().filter(|l| nodes.contains(&l.slot)) {
+                log.push(skip(vec![l.id], clock, None));
+                continue;
+            }
+        }
         log.push(match step.kind {
             NemesisKind::Kill | NemesisKind::KillAll => kill::kill(cluster, &nodes, clock).await,
             NemesisKind::Power => kill::power(cluster, &nodes, clock).await,
@@ -216,11 +226,13 @@ pub async fn run(
 }
 
 /// One churn (`churn.rs`): first waits up to `within` for the previous decommission to finish
-/// (and retires that node), or skips; returns the decommission now in flight, if any.
+/// (and retires that node), or skips; returns the decommission now in flight, if any. The node
+/// `wiped` (still catching up after a wipe) is not decommissioned: it is skipped.
 async fn churn_step(
     cluster: &mut LocalCluster,
     target: ChurnTarget,
     leaving: Option<Leaving>,
+    wiped: Option<u64>,
     within: Duration,
     clock: &Clock,
     log: &mut Vec<NemesisEvent>,
@@ -237,6 +249,10 @@ async fn churn_step(
     }
     let leader = if target.leader { cluster.busiest_leader().await } else { None };
     let node = leader.or_else(|| cluster.members().get(target.member).copied())?;
+    if wiped == Some(cluster.nodes[node].id) {
+        log.push(skip(vec![cluster.nodes[node].id], clock, None));
+        return None;
+    }
     let (done, pending) = churn::churn(cluster, node, within, clock).await;
     log.extend(done);
     pending

@@ -89,7 +89,9 @@ fn action_color(action: Action) -> RGBColor {
         Action::Partition | Action::Heal => RGBColor(150, 60, 200),
         Action::Wipe | Action::CaughtUp | Action::Skip => RGBColor(140, 90, 30),
         Action::ClockJump | Action::ClockStrobe | Action::ClockReset => RGBColor(0, 150, 150),
-        Action::Join | Action::Promoted | Action::Decommission | Action::Left => RGBColor(30, 140, 40),
+        Action::Join | Action::Promoted | Action::Decommission | Action::Left | Action::Replaced => {
+            RGBColor(30, 140, 40)
+        }
     }
 }
 
@@ -199,6 +201,7 @@ fn action_name(action: Action) -> &'static str {
         Action::Promoted => "promoted",
         Action::Decommission => "decommission",
         Action::Left => "left",
+        Action::Replaced => "replaced",
     }
 }
 

@@ -509,9 +509,11 @@ pub struct Probe {
 impl Probe {
     /// Whether node `i` (0-based) has caught up after a wipe: its `/readyz` is 200 (it is a
     /// meta voter under its new incarnation, and every shard it hosts knows a leader and has
-    /// applied what it committed), and for every data shard whose leader (as any answering
-    /// node reports it) lists it as a voter or learner, it hosts that shard again, ready, with
-    /// something applied. The second half matters because a wiped node hosts no data-shard
+    /// applied what it committed), no data shard's leader (as any answering node reports it)
+    /// lists it as a learner (a shard whose new replica is not promoted yet has one voter too
+    /// few: a second wipe then could take its quorum, which a combined churn and wipe run
+    /// showed), and for every data shard whose leader lists it as a voter, it hosts that shard
+    /// again, ready, with something applied. The second half matters because a wiped node hosts no data-shard
     /// replica until the placement driver reopens them, and a node hosting nothing is ready. A
     /// shard with no reported leader makes the answer false: nothing tells what it should hold.
     pub async fn caught_up(&self, i: usize) -> bool {
@@ -532,9 +534,14 @@ impl Probe {
         for (_, other, _) in &self.nodes {
             let Some(theirs) = ask(other.clone()).await else { continue };
             for r in theirs.replicas {
+                // Still a learner somewhere: that shard has one voter fewer than it should until
+                // the node is promoted, and a second wipe now could take its quorum.
+                if r.role == "leader" && r.learners.contains(id) {
+                    return false;
+                }
                 let entry = needed.entry(r.shard_id).or_insert(None);
                 if r.role == "leader" {
-                    *entry = Some(r.voters.contains(id) || r.learners.contains(id));
+                    *entry = Some(r.voters.contains(id));
                 }
             }
         }
