@@ -16,11 +16,11 @@
 //! end: retired; from the `decommission` to it is the move, which the availability figures
 //! treat as the fault's period). A churn fault that finds the previous
 //! decommission unfinished waits for it up to its own length, then logs `skip`. A heal undoes
-//! nothing (a membership change is not a fault to revert); a node wiped during its own
-//! decommission comes back as a new incarnation, which replaces the drained one: that is logged
-//! as `replaced`, and the node stays a member (ADR 40). At the end of the run the schedule
-//! waits for a pending removal before the final heal, and a node that never leaves is an error
-//! in `left` (a stuck decommission).
+//! nothing (a membership change is not a fault to revert). A node that comes back as a new
+//! incarnation before it is seen gone (the schedule avoids it: churn and wipe never pick the
+//! same node) replaces the drained one: that is logged as `replaced`, and the node stays a
+//! member (ADR 40). After the run's final heal the schedule waits up to 60 s for a pending
+//! removal; a node that never leaves is an error in `left` (a stuck decommission).
 
 use std::time::Duration;
 

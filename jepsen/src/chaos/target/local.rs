@@ -348,7 +348,8 @@ impl LocalCluster {
     /// The addresses a [`Probe`] asks, detached from the cluster (the nemesis keeps `&mut` to it).
     pub fn probe(&self) -> Result<Probe, TargetError> {
         let client = self.client()?;
-        Ok(Probe { nodes: self.nodes.iter().map(|n| (n.id, n.endpoint.clone(), n.admin.clone())).collect(), client })
+        let nodes = self.nodes.iter().map(|n| (n.id, n.endpoint.clone(), n.admin.clone())).collect();
+        Ok(Probe { nodes, client, replication: self.size.min(3) })
     }
 
     /// A power cut of `nodes` (0-based): their filesystems stop taking writes first (the cut's
@@ -502,6 +503,8 @@ impl ClockOffset {
 pub struct Probe {
     /// (Raft id, gRPC endpoint, admin address) per node.
     nodes: Vec<(u64, String, String)>,
+    /// Voters every data shard has when nothing is missing (`--replication` of the nodes).
+    replication: usize,
     /// One client for every poll: its channels to the nodes are reused.
     client: Client,
 }
@@ -509,11 +512,12 @@ pub struct Probe {
 impl Probe {
     /// Whether node `i` (0-based) has caught up after a wipe: its `/readyz` is 200 (it is a
     /// meta voter under its new incarnation, and every shard it hosts knows a leader and has
-    /// applied what it committed), no data shard's leader (as any answering node reports it)
-    /// lists it as a learner (a shard whose new replica is not promoted yet has one voter too
-    /// few: a second wipe then could take its quorum, which a combined churn and wipe run
-    /// showed), and for every data shard whose leader lists it as a voter, it hosts that shard
-    /// again, ready, with something applied. The second half matters because a wiped node hosts no data-shard
+    /// applied what it committed), every data shard's leader (as any answering node reports
+    /// it) lists its full count of voters and the node not as a learner (until the node's new
+    /// replica is promoted its shard has one voter too few, and a second wipe then could take
+    /// its quorum: combined runs showed both the learner and the gap between the stale entry's
+    /// removal and the re-add), and for every data shard whose leader lists it as a voter, it
+    /// hosts that shard again, ready, with something applied. The second half matters because a wiped node hosts no data-shard
     /// replica until the placement driver reopens them, and a node hosting nothing is ready. A
     /// shard with no reported leader makes the answer false: nothing tells what it should hold.
     pub async fn caught_up(&self, i: usize) -> bool {
@@ -534,9 +538,10 @@ impl Probe {
         for (_, other, _) in &self.nodes {
             let Some(theirs) = ask(other.clone()).await else { continue };
             for r in theirs.replicas {
-                // Still a learner somewhere: that shard has one voter fewer than it should until
-                // the node is promoted, and a second wipe now could take its quorum.
-                if r.role == "leader" && r.learners.contains(id) {
+                // Still a learner somewhere, or a shard short of voters (the stale entry removed,
+                // the new replica not added yet): until it is whole, a second wipe could take its
+                // quorum.
+                if r.role == "leader" && (r.learners.contains(id) || r.voters.len() < self.replication) {
                     return false;
                 }
                 let entry = needed.entry(r.shard_id).or_insert(None);
