@@ -97,11 +97,11 @@ impl Drop for Leaving {
 }
 
 fn left(action: Action, id: u64, at: u64, error: Option<String>) -> NemesisEvent {
-    NemesisEvent { action, nodes: vec![id], start: at, end: at, error, offset_ms: None, shape: None, cut: Vec::new() }
+    NemesisEvent::new(action, vec![id], at, at, error)
 }
 
 fn note(action: Action, nodes: Vec<u64>, start: u64, clock: &Clock, error: Option<String>) -> NemesisEvent {
-    NemesisEvent { action, nodes, start, end: clock.now(), error, offset_ms: None, shape: None, cut: Vec::new() }
+    NemesisEvent::new(action, nodes, start, clock.now(), error)
 }
 
 /// One churn fault: start the spare, wait until it is a voter, decommission `target` (a member

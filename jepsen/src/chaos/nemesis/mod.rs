@@ -148,6 +148,13 @@ pub struct NemesisEvent {
     pub cut: Vec<[u64; 2]>,
 }
 
+impl NemesisEvent {
+    /// A line with none of the optional fields (clock offset, partition shape and cut).
+    pub fn new(action: Action, nodes: Vec<u64>, start: u64, end: u64, error: Option<String>) -> NemesisEvent {
+        NemesisEvent { action, nodes, start, end, error, offset_ms: None, shape: None, cut: Vec::new() }
+    }
+}
+
 /// The log entry of an action on `nodes` (0-based indices) that began at `start`.
 pub(super) fn event(
     cluster: &LocalCluster,
@@ -157,16 +164,8 @@ pub(super) fn event(
     clock: &Clock,
     errors: Vec<String>,
 ) -> NemesisEvent {
-    NemesisEvent {
-        action,
-        nodes: nodes.iter().map(|&i| cluster.nodes[i].id).collect(),
-        start,
-        end: clock.now(),
-        error: (!errors.is_empty()).then(|| errors.join("; ")),
-        offset_ms: None,
-        shape: None,
-        cut: Vec::new(),
-    }
+    let ids = nodes.iter().map(|&i| cluster.nodes[i].id).collect();
+    NemesisEvent::new(action, ids, start, clock.now(), (!errors.is_empty()).then(|| errors.join("; ")))
 }
 
 #[cfg(test)]

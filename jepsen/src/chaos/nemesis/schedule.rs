@@ -283,16 +283,7 @@ async fn retire_when_left(
 /// The line of a planned fault not carried out: `nodes` were not ready for it, or `error`.
 fn skip(nodes: Vec<u64>, clock: &Clock, error: Option<String>) -> NemesisEvent {
     let now = clock.now();
-    NemesisEvent {
-        action: Action::Skip,
-        nodes,
-        start: now,
-        end: now,
-        error,
-        offset_ms: None,
-        shape: None,
-        cut: Vec::new(),
-    }
+    NemesisEvent::new(Action::Skip, nodes, now, now, error)
 }
 
 /// Restores every link, resumes every paused node and restarts every killed one.
