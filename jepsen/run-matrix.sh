@@ -3,7 +3,7 @@
 #
 #   jepsen/run-matrix.sh --short   what .ci/run runs (a few minutes on a 2-core machine): every
 #                                  workload once under kill,pause,partition together, register
-#                                  under wiped disks, set under power cuts, register under
+#                                  under wiped disks, set and register under power cuts, register under
 #                                  membership churn with kills, and the failpoint checks (a build
 #                                  with bugs on purpose must be caught: valid: false)
 #   jepsen/run-matrix.sh           the long matrix: every workload x every nemesis, one at a time
@@ -62,6 +62,9 @@ if [ "$mode" = short ]; then
   run 0 --workload register --nemesis wipe --time-limit 15
   # Power cuts of the whole cluster (needs root: each node's data on its own loop-mounted ext4).
   run 0 --workload set --nemesis power --time-limit 15
+  # ... and linearizable reads across them (ADR 41: a restarted leader answered from before the
+  # writes it had acknowledged).
+  run 0 --workload register --nemesis power --time-limit 15
   # Membership churn riding on kills: joins, decommissions, replica moves under faults.
   run 0 --workload register --nemesis churn,kill --time-limit 20
 

@@ -23,7 +23,7 @@ use crate::network::{NetworkFactory, PeerPool};
 use crate::node::NodeError;
 use crate::shard::{Shard, ShardParts, Shards};
 use crate::storage::{self, Flusher, Retired, ShardStorage};
-use crate::types::{NodeId, ShardId};
+use crate::types::{NodeId, ShardId, TypeConfig};
 use crate::watch_hub::HistoryLimits;
 
 /// What opening a replica needs; one per node.
@@ -98,6 +98,7 @@ impl ReplicaHost {
             .await
             .map_err(|e| NodeError::Raft { shard: id, detail: e.to_string() })?;
         self.retired.lock().unwrap_or_else(PoisonError::into_inner).insert(id, retired);
+        tokio::spawn(campaign_after_restart(raft.clone(), id, self.node_id));
         Ok(Arc::new(Shard::new(ShardParts {
             id,
             node_id: self.node_id,
@@ -141,5 +142,37 @@ impl ReplicaHost {
     /// The data shards with storage on this node (reopened at startup).
     pub fn stored_shards(&self) -> Vec<ShardId> {
         storage::stored_data_shards(&self.db)
+    }
+}
+
+/// A replica that led its shard before it stopped starts as a follower (its vote is read back
+/// as not committed, ADR 41), so after a whole-cluster restart every group would wait an
+/// election timeout for a leader. It asks for the next term at once instead, while no leader is
+/// known and it is still a follower whose vote is its own uncommitted one (what such a restart
+/// leaves: a running node's vote for itself is committed once it leads): its peers, restarted
+/// too, hold no leader lease, and its log is as long as any. It tries for up to a second (its
+/// peers may still be starting), then leaves elections to the timers.
+async fn campaign_after_restart(raft: Raft<TypeConfig>, shard: ShardId, node_id: NodeId) {
+    const TRIES: u32 = 10;
+    const GAP: std::time::Duration = std::time::Duration::from_millis(100);
+    for _ in 0..TRIES {
+        tokio::time::sleep(GAP).await;
+        let idle = {
+            let m = raft.metrics();
+            let m = m.borrow();
+            m.current_leader.is_none()
+                && m.state == openraft::ServerState::Follower
+                && !m.vote.is_committed()
+                && m.vote.leader_id().voted_for() == Some(node_id)
+                && m.membership_config.membership().voter_ids().any(|v| v == node_id)
+        };
+        if !idle {
+            return;
+        }
+        tracing::info!(%shard, "led the shard before the restart and no leader is known: asking for the next term");
+        if let Err(e) = raft.trigger().elect().await {
+            tracing::debug!(%shard, error = %e, "campaign after restart");
+            return;
+        }
     }
 }

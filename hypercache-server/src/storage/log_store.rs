@@ -4,8 +4,9 @@
 //! Keys are log indexes as big-endian u64 so sled's byte order is index order; values are
 //! checksummed records (see [`super::record`]). Appends are inserted in one batch and acknowledged
 //! to openraft only after the node's group-commit [`Flusher`] has made them durable; votes are
-//! flushed before `save_vote` returns. The committed index is saved without a flush: losing it
-//! only means re-learning it from the leader.
+//! flushed before `save_vote` returns, and read back as not committed, so no node resumes a
+//! leadership it remembers (see `read_vote`). The committed index is saved without a flush:
+//! losing it only means re-learning it from the next leader.
 //!
 //! [`LogStore::open`] reads every entry once and refuses to start on a checksum or decode error,
 //! naming the shard and index: a corrupted log is an operator problem, never a silent one.
@@ -201,8 +202,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.flusher.flush().await.map_err(|e| StorageIOError::write_vote(io_err(e)).into())
     }
 
+    /// The stored vote, as *not committed* (ADR 41). openraft 0.9 restarts a node whose vote is
+    /// its own committed one as the leader of that term at once, with the commit index it last
+    /// stored; that index is saved without a flush, so after a power cut it can lag entries this
+    /// leader had committed, applied and acknowledged (the log itself was flushed first). Such a
+    /// leader's read barrier (its first entry of the term, or that stale index) lets a
+    /// linearizable read see the state before those writes until replication re-teaches it the
+    /// commit index. Seen as stale reads right after whole-cluster power cuts
+    /// (`jepsen/tests/chaos.rs`). An uncommitted vote keeps what a vote is for (this node still
+    /// refuses another candidate of the same term, as two uncommitted votes of one term are
+    /// incomparable) but grants no leadership: the node starts as a follower, and whoever wins
+    /// the next term commits a no-op first, which covers every entry it holds.
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
-        self.get_meta(VOTE).map_err(|e| StorageIOError::read_vote(io_err(e)).into())
+        let vote: Option<Vote<NodeId>> = self.get_meta(VOTE).map_err(|e| StorageIOError::read_vote(io_err(e)))?;
+        Ok(vote.map(|v| Vote { committed: false, ..v }))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError<NodeId>> {
