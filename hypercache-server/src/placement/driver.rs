@@ -368,12 +368,7 @@ impl Driver {
     /// Removes draining nodes that no shard has as a member any more and that host nothing.
     async fn retire_drained(&self, placement: &Placement, reports: &Reports) {
         for d in &placement.draining {
-            let still_member = reports.values().flatten().flatten().any(|r| {
-                r.role == "leader" && (r.membership_pending || r.voters.contains(d) || r.learners.contains(d))
-            });
-            let hosts_some = matches!(reports.get(d), Some(Some(rs)) if !rs.is_empty());
-            let unplaced = placement.shards.iter().any(|s| !s.created && s.initial.contains(d));
-            if still_member || hosts_some || unplaced || placement.holders().contains(d) {
+            if !drained_everywhere(*d, placement, reports) {
                 continue;
             }
             let Some(member) = self.membership.members().into_iter().find(|m| m.id == *d) else {
@@ -444,6 +439,27 @@ fn note_silence(silent_since: &mut BTreeMap<NodeId, Instant>, reports: &Reports,
             silent_since.entry(*id).or_insert(now);
         }
     }
+}
+
+/// Whether draining node `d` may leave the cluster: it is in no target and in no shard's initial
+/// voters, it hosts nothing as far as its own report goes, no leader reports it as a member or a
+/// membership change in flight, and, positively, every created shard has a leader that reports a
+/// settled membership without it. The last is what keeps a shard's voter from leaving while
+/// that shard has no leader to ask (its leader killed or cut off during the round): absence of a
+/// report is not absence of membership. (Seen under combined faults: a node left while shard 1,
+/// leaderless at that round, still counted it as a voter; it then came back on an empty volume
+/// and, with another voter wiped, shard 1 had lost its quorum for good.)
+fn drained_everywhere(d: NodeId, placement: &Placement, reports: &Reports) -> bool {
+    let leaders = || reports.values().flatten().flatten().filter(|r| r.role == "leader");
+    let still_member = leaders().any(|r| r.membership_pending || r.voters.contains(&d) || r.learners.contains(&d));
+    let hosts_some = matches!(reports.get(&d), Some(Some(rs)) if !rs.is_empty());
+    let unplaced = placement.shards.iter().any(|s| !s.created && s.initial.contains(&d));
+    let every_shard_seen_without = placement.shards.iter().enumerate().filter(|(_, s)| s.created).all(|(i, _)| {
+        leaders().any(|r| {
+            r.shard_id as usize == i && !r.membership_pending && !r.voters.contains(&d) && !r.learners.contains(&d)
+        })
+    });
+    !still_member && !hosts_some && !unplaced && !placement.holders().contains(&d) && every_shard_seen_without
 }
 
 /// The down set after this round's poll. A down node stays down until it answers and every
@@ -754,6 +770,40 @@ mod tests {
             stale_member_steps(&p, &reports, &reborn),
             vec![Step { to: 1, shard: 0, op: ShardOp::RemoveLearners { ids: BTreeSet::from([3]) } }]
         );
+    }
+
+    #[test]
+    fn a_draining_node_leaves_only_once_every_shard_has_a_leader_that_shows_it_gone() {
+        let mut p = Placement { shard_count: 2, ..one_shard(&[1, 2, 3], true) };
+        p.shards.push(ShardPlan { replicas: vec![1, 2, 3], initial: vec![1, 2, 4], created: true });
+        p.draining.insert(4);
+        let shard0 = status(0, "leader", 2, &[1, 2, 3], &[], &[]);
+        let shard1 = status(1, "leader", 3, &[1, 2, 3], &[], &[]);
+        // Both shards led and without node 4, which answered and hosts nothing: it may leave.
+        let settled: Reports =
+            [(1, Some(vec![shard0.clone(), shard1.clone()])), (2, Some(vec![])), (3, Some(vec![])), (4, Some(vec![]))]
+                .into_iter()
+                .collect();
+        assert!(drained_everywhere(4, &p, &settled));
+        // Shard 1 has no leader this round (its leader, node 2, did not answer) and node 4 is
+        // unreachable too: nothing says shard 1 no longer counts node 4 as a voter.
+        let leaderless: Reports =
+            [(1, Some(vec![shard0.clone()])), (2, None), (3, Some(vec![])), (4, None)].into_iter().collect();
+        assert!(!drained_everywhere(4, &p, &leaderless));
+        // Shard 1's leader still has node 4, or its membership change is in flight.
+        let member = status(1, "leader", 3, &[1, 2, 4], &[], &[]);
+        let reports: Reports = [(1, Some(vec![shard0.clone(), member])), (4, Some(vec![]))].into_iter().collect();
+        assert!(!drained_everywhere(4, &p, &reports));
+        let mut pending = shard1.clone();
+        pending.membership_pending = true;
+        let reports: Reports = [(1, Some(vec![shard0.clone(), pending])), (4, Some(vec![]))].into_iter().collect();
+        assert!(!drained_everywhere(4, &p, &reports));
+        // Node 4 still hosts a replica.
+        let reports: Reports =
+            [(1, Some(vec![shard0, shard1.clone()])), (4, Some(vec![status(1, "learner", 3, &[], &[], &[])]))]
+                .into_iter()
+                .collect();
+        assert!(!drained_everywhere(4, &p, &reports));
     }
 
     #[test]
