@@ -6,9 +6,10 @@
 //!   same command line.
 //!   `kill-all` SIGKILLs every node at once (every pod of a StatefulSet evicted together): a
 //!   process crash of the whole cluster, which what each node wrote survives (the kernel still
-//!   writes its page cache out). `power` is a power cut of the whole cluster: every node's own
-//!   filesystem stops taking writes at one instant (`target/disk.rs`), every node is SIGKILLed,
-//!   the filesystems are mounted again as after a reboot: what was not fsynced is gone, so it is
+//!   writes its page cache out). `power` is a power cut, of the whole cluster half of the time,
+//!   else of one node (sometimes the busiest leader) or a minority: each cut node's own
+//!   filesystem stops taking writes at one instant (`target/disk.rs`), the node is SIGKILLed,
+//!   its filesystem is mounted again as after a reboot: what was not fsynced is gone, so it is
 //!   the fault that shows an acknowledged write that was never made durable (the
 //!   `ack-before-flush` failpoint).
 //! - [`pause`]: SIGSTOP one node, a majority or the busiest leader, later SIGCONT.
@@ -51,7 +52,8 @@ pub enum NemesisKind {
     Kill,
     /// SIGKILL every node at once, then restart them all.
     KillAll,
-    /// A power cut of every node: what was not fsynced is lost (needs root: loop mounts).
+    /// A power cut of every node, one node or a minority: what was not fsynced is lost (needs
+    /// root: loop mounts).
     Power,
     /// SIGSTOP, then SIGCONT.
     Pause,

@@ -14,7 +14,9 @@
 //! caught up (`wipe.rs`): the wipe then waits for it up to the fault's length, and is skipped
 //! (`skip` in the log) if it still has not. A clock fault hits one random node or (a third of
 //! the time) the busiest leader, with a jump or a strobe drawn from the seed (`clock.rs`).
-//! A `kill-all` or `power` cut hits every node. Leaders are found when the fault starts.
+//! A `kill-all` cut hits every node; a `power` cut every node half of the time, else one node
+//! (half of those times the busiest leader) or a minority. Leaders are found when the fault
+//! starts.
 
 use std::time::Duration;
 
@@ -89,9 +91,17 @@ pub fn plan(
             _ => Shape::OneWayIn,
         });
         let (count, leader) = match (kind, shape) {
-            (NemesisKind::Partition, Some(Shape::Ring)) | (NemesisKind::KillAll | NemesisKind::Power, _) => {
-                (nodes, false)
-            }
+            (NemesisKind::Partition, Some(Shape::Ring)) | (NemesisKind::KillAll, _) => (nodes, false),
+            // Half the power cuts take the whole cluster down (what a lost rack or zone does, and
+            // what loses acknowledged writes that were never fsynced); the others one node, the busiest
+            // leader half of those times, or a minority: the survivors keep serving while the
+            // cut nodes come back with only what they had fsynced.
+            (NemesisKind::Power, _) => match rng.gen_range(0..6) {
+                0..=2 => (nodes, false),
+                3 => (1, false),
+                4 => (1, true),
+                _ => (((nodes - 1) / 2).max(1), false),
+            },
             (NemesisKind::Partition, Some(Shape::Minority)) => (nodes / 2, false),
             (NemesisKind::Partition, _) => (1, true),
             (NemesisKind::Kill | NemesisKind::Pause, _) => match rng.gen_range(0..3) {
@@ -175,7 +185,9 @@ pub async fn run(
         let planned = step.nodes.iter().filter_map(|&k| members.get(k).copied()).collect::<Vec<_>>();
         let mut nodes = leader.map_or(planned, |l| vec![l]);
         // A whole-cluster fault hits every member, a fourth one that churn added included.
-        if matches!(step.kind, NemesisKind::KillAll | NemesisKind::Power) {
+        let whole = step.kind == NemesisKind::KillAll
+            || (step.kind == NemesisKind::Power && step.nodes.len() >= cluster.size());
+        if whole {
             nodes = members.clone();
         }
         // A node being decommissioned is not wiped: were it to come back before or after it
@@ -339,6 +351,15 @@ mod tests {
         assert!(steps.iter().chain(&many).all(|s| s.churn.is_none()), "no churn unless asked");
         let all = plan(4, &[NemesisKind::KillAll], 3, 30 * S, S, S);
         assert!(!all.is_empty() && all.iter().all(|s| s.nodes == [0, 1, 2] && !s.leader), "{all:?}");
+        // Power cuts: about half of the whole cluster, the rest of one node (sometimes the busiest
+        // leader) or a minority (two of five).
+        let cuts = plan(6, &[NemesisKind::Power], 5, 3000 * S, S, S);
+        let whole = cuts.iter().filter(|s| s.nodes.len() == 5).count();
+        assert!(whole * 10 > cuts.len() * 4 && whole * 10 < cuts.len() * 6, "{whole} of {}", cuts.len());
+        assert!(
+            cuts.iter().any(|s| s.nodes.len() == 1 && s.leader) && cuts.iter().any(|s| s.nodes.len() == 1 && !s.leader)
+        );
+        assert!(cuts.iter().any(|s| s.nodes.len() == 2) && cuts.iter().all(|s| matches!(s.nodes.len(), 1 | 2 | 5)));
         // A partition: a shape each, the side or the ring's order to match; every shape drawn,
         // about as often as the module essay says.
         let cuts = plan(2, &[NemesisKind::Partition], 5, 3000 * S, S, S);
