@@ -139,12 +139,19 @@ impl Faketime {
     }
 }
 
-fn free_port() -> Result<u16, TargetError> {
-    // Bound and released at once: another process could take the port in between, which is
-    // acceptable for a test cluster (the node then fails to start, and readiness says so).
-    let listener =
-        std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| TargetError::Io(format!("free port: {e}")))?;
-    listener.local_addr().map(|a| a.port()).map_err(|e| TargetError::Io(format!("free port: {e}")))
+/// `n` distinct free loopback ports. Every listener is held until all are bound: releasing each
+/// at once let the kernel hand the same port out twice (seen: a node's admin and gRPC ports
+/// equal, so it refused to start and the run ended `valid: unknown`). Another process can still
+/// take a port between the release and the node's bind, which a test cluster accepts (the node
+/// then fails to start, and readiness says so).
+fn free_ports(n: usize) -> Result<Vec<u16>, TargetError> {
+    let listeners = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| TargetError::Io(format!("free port: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()).map_err(|e| TargetError::Io(format!("free port: {e}"))))
+        .collect()
 }
 
 impl LocalCluster {
@@ -165,8 +172,10 @@ impl LocalCluster {
         };
         // (listen, advertised, admin) per node.
         let mut addrs = Vec::new();
+        let mut ports = free_ports(2 * (count + spares))?.into_iter();
+        let mut port = || ports.next().ok_or_else(|| TargetError::Io("free port: too few".into()));
         for i in 0..count + spares {
-            let listen = format!("127.0.0.1:{}", free_port()?);
+            let listen = format!("127.0.0.1:{}", port()?);
             let advertised = match &proxies {
                 Some(p) => {
                     let upstream = listen.parse().map_err(|e| TargetError::Io(format!("{listen}: {e}")))?;
@@ -174,7 +183,7 @@ impl LocalCluster {
                 }
                 None => listen.clone(),
             };
-            addrs.push((listen, advertised, format!("127.0.0.1:{}", free_port()?)));
+            addrs.push((listen, advertised, format!("127.0.0.1:{}", port()?)));
         }
         let peers: Vec<String> = addrs.iter().enumerate().map(|(i, (_, a, _))| format!("{}={a}", i + 1)).collect();
         let first = &peers[..count];
@@ -582,5 +591,14 @@ mod tests {
         assert_eq!(ClockOffset(-250).spec(), "-0.250");
         assert_eq!(ClockOffset(-61_005).spec(), "-61.005");
         assert_eq!(ClockOffset::ZERO.spec(), "+0.000");
+    }
+
+    #[test]
+    fn the_ports_of_one_cluster_are_distinct() {
+        for _ in 0..20 {
+            let ports = free_ports(10).unwrap();
+            let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+            assert_eq!(distinct.len(), ports.len(), "{ports:?}");
+        }
     }
 }
