@@ -187,9 +187,9 @@ fn set_survives_whole_cluster_power_cuts() {
 /// whose stored vote is its own committed one as the leader of that term at once, with the
 /// commit index it last stored. On a fresh cluster, one write is acknowledged, then at once
 /// every node's power is cut (nothing else writes in between, so the write's log entry is on
-/// disk but its commit and apply are not), every node restarted, and the key read linearizably from each
-/// node in turn every 2 ms, the old leader first, until one answers: it must answer the
-/// acknowledged value. Before ADR 41 the old leader came back leading the same term and, in
+/// disk but its commit and apply are not), every node restarted, and the key read
+/// linearizably from each node in turn every 2 ms, the old leader first, until one answers: it
+/// must answer the acknowledged value. Before ADR 41 the old leader came back leading the same term and, in
 /// some of such rounds, answered that the key did not exist. Twelve fresh clusters.
 #[test]
 fn a_write_acknowledged_just_before_a_whole_cluster_power_cut_is_read_after_the_restart() {

@@ -183,13 +183,10 @@ pub async fn run(
         // The plan numbers the members 0..nodes; with churn, member k is not always slot k.
         let members = cluster.members();
         let planned = step.nodes.iter().filter_map(|&k| members.get(k).copied()).collect::<Vec<_>>();
-        let mut nodes = leader.map_or(planned, |l| vec![l]);
         // A whole-cluster fault hits every member, a fourth one that churn added included.
         let whole = step.kind == NemesisKind::KillAll
             || (step.kind == NemesisKind::Power && step.nodes.len() >= cluster.size());
-        if whole {
-            nodes = members.clone();
-        }
+        let nodes = if whole { members } else { leader.map_or(planned, |l| vec![l]) };
         // A node being decommissioned is not wiped: were it to come back before or after it
         // left, the harness could not tell a replaced member from one to retire (the server's
         // side of that is ADR 40, tested in `membership.rs`).

@@ -172,10 +172,9 @@ impl LocalCluster {
         };
         // (listen, advertised, admin) per node.
         let mut addrs = Vec::new();
-        let mut ports = free_ports(2 * (count + spares))?.into_iter();
-        let mut port = || ports.next().ok_or_else(|| TargetError::Io("free port: too few".into()));
-        for i in 0..count + spares {
-            let listen = format!("127.0.0.1:{}", port()?);
+        let ports = free_ports(2 * (count + spares))?;
+        for (i, pair) in ports.chunks_exact(2).enumerate() {
+            let listen = format!("127.0.0.1:{}", pair[0]);
             let advertised = match &proxies {
                 Some(p) => {
                     let upstream = listen.parse().map_err(|e| TargetError::Io(format!("{listen}: {e}")))?;
@@ -183,7 +182,7 @@ impl LocalCluster {
                 }
                 None => listen.clone(),
             };
-            addrs.push((listen, advertised, format!("127.0.0.1:{}", port()?)));
+            addrs.push((listen, advertised, format!("127.0.0.1:{}", pair[1])));
         }
         let peers: Vec<String> = addrs.iter().enumerate().map(|(i, (_, a, _))| format!("{}={a}", i + 1)).collect();
         let first = &peers[..count];
