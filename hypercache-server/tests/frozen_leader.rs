@@ -51,13 +51,16 @@ impl Drop for Node {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+/// `n` distinct free ports: every listener is held until all are bound, so no port is handed
+/// out twice.
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
+    listeners.iter().map(|l| l.local_addr().expect("addr").port()).collect()
 }
 
 /// Three nodes with one data shard and the default Raft timings.
 fn start(dir: &std::path::Path) -> Vec<Node> {
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let ports: Vec<(u16, u16)> = free_ports(6).chunks_exact(2).map(|p| (p[0], p[1])).collect();
     let peers: Vec<String> = ports.iter().enumerate().map(|(i, (g, _))| format!("{}=127.0.0.1:{g}", i + 1)).collect();
     ports
         .iter()

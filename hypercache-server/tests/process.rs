@@ -54,8 +54,12 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// `n` distinct free ports: every listener is held until all are bound, so the kernel cannot
+/// hand one port out twice (the chaos harness saw a node get equal gRPC and admin ports that
+/// way, and refuse to start).
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
 }
 
 /// Starts three nodes with one data shard (tests talk the raw protocol to shard 0); returns
@@ -73,7 +77,7 @@ async fn start_three(dir: &std::path::Path) -> (Vec<Proc>, Vec<String>, usize) {
 
 /// Three nodes with one data shard and extra environment `env`, not started.
 fn three_nodes(dir: &std::path::Path, env: &[(&str, &str)]) -> Vec<Proc> {
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let ports: Vec<(u16, u16)> = free_ports(6).chunks_exact(2).map(|p| (p[0], p[1])).collect();
     let peers: Vec<String> = ports.iter().enumerate().map(|(i, (g, _))| format!("{}=127.0.0.1:{g}", i + 1)).collect();
     ports
         .iter()
