@@ -8,7 +8,8 @@
 //! failed read is `fail` whatever the error. After an `info` the process is considered crashed:
 //! the worker continues as a new process (`process + workers`) with a new client, as in Jepsen.
 //!
-//! - [`register`]: get / put / compare-and-swap on a few keys, checked for linearizability.
+//! - [`register`]: get / put / compare-and-swap on a few keys, checked for linearizability;
+//!   every third worker reads through one node only, as Jepsen's node-bound clients do.
 //! - [`set`]: adds of unique elements, one final read of the whole set.
 //! - [`bank`]: transfers between accounts of one shard, reads of every balance at once.
 //! - [`election`]: campaigns, resignations and leader reads on a few elections.
@@ -135,11 +136,12 @@ pub fn outcome(op: &Op, error: &Error) -> EventType {
 
 /// Runs one operation and records it; returns its completion type and the completed op (with
 /// what was read or handed out).
-async fn perform(ctx: &Context, client: &Client, process: Process, op: Op) -> (EventType, Op) {
+/// `bound`: the one node a node-bound process reads through (see [`register::bound_node`]).
+async fn perform(ctx: &Context, client: &Client, process: Process, bound: Option<&str>, op: Op) -> (EventType, Op) {
     ctx.recorder.push(process, EventType::Invoke, op.clone(), None);
     let apply = async {
         match ctx.kind {
-            WorkloadKind::Register => register::apply(client, &op).await,
+            WorkloadKind::Register => register::apply(client, &op, bound).await,
             WorkloadKind::Set => set::apply(client, &op).await,
             WorkloadKind::Bank => bank::apply(client, &op).await,
             WorkloadKind::Election => election::apply(client, &op, ctx.op_timeout).await,
@@ -195,7 +197,7 @@ async fn setup(ctx: &Context, workers: u64, process: Process) -> Result<(), Erro
     for op in ops {
         let mut done = false;
         for _ in 0..SETUP_ATTEMPTS {
-            if perform(ctx, &client, process, op.clone()).await.0 == EventType::Ok {
+            if perform(ctx, &client, process, None, op.clone()).await.0 == EventType::Ok {
                 done = true;
                 break;
             }
@@ -225,9 +227,13 @@ pub async fn run(ctx: Arc<Context>, workers: u64, seed: u64, until: Instant) -> 
             let mut process = w;
             let mut client = client(&ctx)?;
             let mut generator = Generator::new(ctx.kind, w, workers);
+            let bound = match ctx.kind {
+                WorkloadKind::Register => register::bound_node(w, &ctx.endpoints),
+                _ => None,
+            };
             while Instant::now() < until {
                 let op = generator.next(&ctx, &mut rng);
-                let (kind, done) = perform(&ctx, &client, process, op.clone()).await;
+                let (kind, done) = perform(&ctx, &client, process, bound, op.clone()).await;
                 generator.observe(&op, &done, kind);
                 if kind == EventType::Info {
                     process += workers;
@@ -280,7 +286,7 @@ async fn final_reads_once(ctx: &Context, process: Process, attempts: u32) -> Res
     let mut last = None;
     for op in ops {
         for _ in 0..attempts {
-            let (kind, done) = perform(ctx, &client, process, op.clone()).await;
+            let (kind, done) = perform(ctx, &client, process, None, op.clone()).await;
             if kind == EventType::Ok {
                 last = Some(done);
                 break;
