@@ -71,7 +71,7 @@ fn parse(value: &[u8]) -> u64 {
 /// The endpoint worker `w` reads through, if it is node-bound: every third worker, spread over
 /// the nodes.
 pub fn bound_node(w: u64, endpoints: &[String]) -> Option<&str> {
-    if w % 3 != 0 || endpoints.is_empty() {
+    if !w.is_multiple_of(3) || endpoints.is_empty() {
         return None;
     }
     let node = (w / 3) as usize % endpoints.len();
