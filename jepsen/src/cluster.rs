@@ -57,6 +57,25 @@ pub struct Cluster<'s> {
     nodes: BTreeMap<usize, (String, Ipv4Addr)>,
 }
 
+/// A node's command line as on Kubernetes: data in `data_dir`, found by (and finding its peers
+/// through) DNS, the first `expect` nodes bootstrapping; its id, name and advertised address
+/// come from its hostname.
+pub fn serve_args(data_dir: &str, expect: usize) -> Vec<String> {
+    vec![
+        "serve".into(),
+        "--listen".into(),
+        format!("0.0.0.0:{GRPC_PORT}"),
+        "--admin".into(),
+        format!("0.0.0.0:{ADMIN_PORT}"),
+        "--data-dir".into(),
+        data_dir.into(),
+        "--discovery".into(),
+        format!("dns://{SERVICE}:{GRPC_PORT}"),
+        "--bootstrap-expect".into(),
+        expect.to_string(),
+    ]
+}
+
 pub fn hostname(ordinal: usize) -> String {
     format!("{SERVICE}-{ordinal}")
 }
@@ -106,19 +125,7 @@ impl<'s> Cluster<'s> {
             aliases: vec![host, SERVICE.to_string()],
             volumes: vec![(volume, "/data".into())],
             entrypoint: None,
-            args: vec![
-                "serve".into(),
-                "--listen".into(),
-                format!("0.0.0.0:{GRPC_PORT}"),
-                "--admin".into(),
-                format!("0.0.0.0:{ADMIN_PORT}"),
-                "--data-dir".into(),
-                "/data".into(),
-                "--discovery".into(),
-                format!("dns://{SERVICE}:{GRPC_PORT}"),
-                "--bootstrap-expect".into(),
-                self.expect.to_string(),
-            ],
+            args: serve_args("/data", self.expect),
             // HCJ_NODE_LOG overrides the nodes' log filter when a failure needs more detail.
             env: vec![(
                 "HYPERCACHE_LOG".into(),

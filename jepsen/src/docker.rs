@@ -84,7 +84,8 @@ impl Scope {
         format!("{}-{suffix}", self.prefix)
     }
 
-    fn labels() -> Vec<String> {
+    /// The `docker run` label arguments every container of a scope carries.
+    pub fn labels() -> Vec<String> {
         vec!["--label".into(), format!("{LABEL}=1"), "--label".into(), format!("{PID_LABEL}={}", std::process::id())]
     }
 
@@ -136,6 +137,17 @@ impl Scope {
         docker(&["volume", "rm", "-f", name])?;
         lock(&self.volumes).retain(|v| v != name);
         Ok(())
+    }
+
+    /// Takes a container started elsewhere (with [`Scope::labels`]) into the scope: dropping
+    /// the scope removes it.
+    pub fn track(&self, name: &str) {
+        lock(&self.containers).push(name.to_string());
+    }
+
+    /// Forgets a container removed elsewhere.
+    pub fn untrack(&self, name: &str) {
+        lock(&self.containers).retain(|c| c != name);
     }
 
     /// Starts a detached container.

@@ -62,6 +62,17 @@ fn live_run(
     secs: u64,
     wanted: impl Fn(&[Step]) -> bool,
 ) -> (tempfile::TempDir, PathBuf) {
+    live_run_on("local", workload, nemeses, secs, wanted)
+}
+
+/// [`live_run`] on `target` (`local` or `docker`).
+fn live_run_on(
+    target: &str,
+    workload: &str,
+    nemeses: &[NemesisKind],
+    secs: u64,
+    wanted: impl Fn(&[Step]) -> bool,
+) -> (tempfile::TempDir, PathBuf) {
     let _one = LIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let hypercache = Path::new(HCJEPSEN).with_file_name("hypercache");
     if std::env::var_os("HYPERCACHE_BIN").is_none() {
@@ -87,7 +98,7 @@ fn live_run(
     let store = tempfile::tempdir().unwrap();
     let out = Command::new(HCJEPSEN)
         .args(["test", "--workload", workload, "--nemesis", &names.join(","), "--time-limit", &secs.to_string()])
-        .args(["--heal-secs", "2", "--fault-secs", "4", "--seed", &seed.to_string()])
+        .args(["--heal-secs", "2", "--fault-secs", "4", "--seed", &seed.to_string(), "--target", target])
         .arg("--store")
         .arg(store.path())
         .output()
@@ -133,6 +144,31 @@ fn register_under_partitions_is_linearizable() {
     assert_eq!(nemesis.matches("\"action\":\"partition\"").count(), 2, "{nemesis}");
     assert!(nemesis.contains("\"shape\":\"ring\"") && nemesis.contains("\"cut\":[["), "{nemesis}");
     assert!(!nemesis.contains("error"), "{nemesis}");
+}
+
+/// The `docker` target: one container per node, found by DNS name; a killed node comes back in
+/// a new container with a new IP, and its peers and the clients find it by name again.
+#[test]
+fn register_in_containers_under_kill_pause_and_partition_is_linearizable() {
+    let nemeses = [NemesisKind::Kill, NemesisKind::Pause, NemesisKind::Partition];
+    let (_store, run) = live_run_on("docker", "register", &nemeses, 20, |_| true);
+    let info = std::fs::read_to_string(run.join("test.json")).unwrap();
+    assert!(info.contains("\"target\": \"docker\""), "{info}");
+    let nemesis = std::fs::read_to_string(run.join("nemesis.jsonl")).unwrap();
+    for action in ["kill", "restart", "pause", "resume", "partition", "heal"] {
+        assert!(nemesis.contains(&format!("\"action\":\"{action}\"")), "no {action} in {nemesis}");
+    }
+    assert!(!nemesis.contains("error"), "{nemesis}");
+    // The killed node started twice (two containers), advertising its name both times.
+    let killed = nemesis
+        .lines()
+        .find(|l| l.contains("\"action\":\"kill\""))
+        .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .and_then(|e| e["nodes"][0].as_u64())
+        .unwrap();
+    let log = std::fs::read_to_string(run.join(format!("cluster/n{killed}.log"))).unwrap();
+    let advertised = format!("advertise=hypercache-{}:7000", killed - 1);
+    assert_eq!(log.lines().filter(|l| l.contains("node started") && l.contains(&advertised)).count(), 2, "{log}");
 }
 
 /// Wiped disks (issue 16, defect 1, as a fault): nodes come back with their old id and no
@@ -193,7 +229,7 @@ fn set_survives_whole_cluster_power_cuts() {
 /// some of such rounds, answered that the key did not exist. Twelve fresh clusters.
 #[test]
 fn a_write_acknowledged_just_before_a_whole_cluster_power_cut_is_read_after_the_restart() {
-    use hypercache_jepsen::chaos::target::{local::LocalCluster, local::LocalSpec, locate_hypercache};
+    use hypercache_jepsen::chaos::target::{cluster::Cluster, cluster::ClusterSpec, locate_hypercache};
     let _one = LIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -201,9 +237,8 @@ fn a_write_acknowledged_just_before_a_whole_cluster_power_cut_is_read_after_the_
     let mut stale = Vec::new();
     for round in 1..=12 {
         runtime.block_on(async {
-            let spec = LocalSpec { nodes: 3, shards: 1, disks: true, ..LocalSpec::default() };
-            let mut cluster =
-                LocalCluster::start(&exe, &dir.path().join(format!("round-{round}")), spec).await.unwrap();
+            let spec = ClusterSpec { nodes: 3, shards: 1, disks: true, ..ClusterSpec::default() };
+            let mut cluster = Cluster::start(&exe, &dir.path().join(format!("round-{round}")), spec).await.unwrap();
             cluster.wait_ready(Duration::from_secs(30)).await.unwrap();
             let client = cluster.client().unwrap();
             let endpoints = cluster.endpoints();
@@ -212,7 +247,7 @@ fn a_write_acknowledged_just_before_a_whole_cluster_power_cut_is_read_after_the_
             client.put("k", "v").await.unwrap();
             cluster.power_cut(&[0, 1, 2]).await.unwrap();
             for i in order {
-                cluster.restart(i).unwrap();
+                cluster.restart(i).await.unwrap();
             }
             let deadline = std::time::Instant::now() + Duration::from_secs(30);
             let got = 'read: loop {
@@ -365,7 +400,7 @@ fn check_finds_a_planted_bank_read_skew() {
 #[test]
 fn register_under_clock_faults_is_linearizable() {
     use hypercache_jepsen::chaos::nemesis::clock::ClockFault;
-    use hypercache_jepsen::chaos::target::local::Faketime;
+    use hypercache_jepsen::chaos::target::cluster::Faketime;
 
     // CI installs it (`.ci/run`); a machine without it fails here, never skips.
     if let Err(e) = Faketime::locate() {

@@ -20,7 +20,7 @@ use hypercache_jepsen::chaos::nemesis::NemesisKind;
 use hypercache_jepsen::chaos::render::{self, Rendered};
 use hypercache_jepsen::chaos::report::{self, Results};
 use hypercache_jepsen::chaos::run::{self, TestOptions};
-use hypercache_jepsen::chaos::target::locate_hypercache;
+use hypercache_jepsen::chaos::target::{docker, locate_hypercache, TargetKind};
 use hypercache_jepsen::chaos::workload::WorkloadKind;
 
 #[derive(Parser)]
@@ -34,6 +34,9 @@ struct Cli {
 enum Target {
     /// Real `hypercache` processes on loopback (HYPERCACHE_BIN, or the binary next to hcjepsen).
     Local,
+    /// One container per node with its own IP and DNS name, found through DNS discovery as on
+    /// Kubernetes; partitions by iptables. Needs a Docker engine, root, `nsenter` and `iptables`.
+    Docker,
 }
 
 #[derive(Subcommand)]
@@ -109,8 +112,11 @@ struct RunArgs {
 
 impl RunArgs {
     fn options(&self, workload: WorkloadKind, nemeses: Vec<NemesisKind>, seed: u64, exe: PathBuf) -> TestOptions {
-        let Target::Local = self.target;
         TestOptions {
+            target: match self.target {
+                Target::Local => TargetKind::Local,
+                Target::Docker => TargetKind::Docker,
+            },
             workload,
             nemeses,
             time_limit: Duration::from_secs(self.time_limit),
@@ -213,6 +219,13 @@ fn with_runtime(run: &RunArgs, plan: impl FnOnce(PathBuf, u64) -> Vec<TestOption
             return Validity::Unknown;
         }
     };
+    // Before the runtime's threads exist: the namespace is per thread until then.
+    if let Target::Docker = run.target {
+        if let Err(e) = docker::enter_own_mount_namespace() {
+            eprintln!("error: {e}");
+            return Validity::Unknown;
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -23,8 +23,9 @@ use super::history::{self, Clock, HistoryError};
 use super::nemesis::{self, schedule, NemesisKind};
 use super::render::{self, Rendered};
 use super::report::{self, ReportError, Results, TestInfo};
-use super::target::local::{Faketime, LocalCluster, LocalSpec};
+use super::target::cluster::{Cluster, ClusterSpec, Faketime};
 use super::target::TargetError;
+use super::target::TargetKind;
 use super::workload::{self, Context, Recorder, WorkloadKind};
 
 /// How long a fresh or healed cluster may take to become ready.
@@ -43,6 +44,7 @@ pub struct TestOptions {
     pub store: PathBuf,
     /// The `hypercache` binary.
     pub exe: PathBuf,
+    pub target: TargetKind,
     /// Concurrent client processes.
     pub workers: u64,
     /// Register keys.
@@ -93,7 +95,7 @@ pub async fn test(opts: TestOptions) -> Result<Outcome, RunError> {
     let info = TestInfo {
         workload: opts.workload,
         nemeses: opts.nemeses.clone(),
-        target: "local".into(),
+        target: opts.target.name().into(),
         nodes: opts.nodes,
         shards: opts.shards,
         seed: opts.seed,
@@ -109,15 +111,16 @@ pub async fn test(opts: TestOptions) -> Result<Outcome, RunError> {
     let faketime = opts.nemeses.contains(&NemesisKind::Clock).then(Faketime::locate).transpose()?;
     // Churn adds a node before it decommissions one: one slot more than the members.
     let spares = usize::from(opts.nemeses.contains(&NemesisKind::Churn));
-    let spec = LocalSpec {
+    let spec = ClusterSpec {
         nodes: opts.nodes,
         spares,
         shards: opts.shards,
         proxied,
         faketime,
         disks: opts.nemeses.contains(&NemesisKind::Power),
+        docker: opts.target == TargetKind::Docker,
     };
-    let mut cluster = LocalCluster::start(&opts.exe, &dir.join("cluster"), spec).await?;
+    let mut cluster = Cluster::start(&opts.exe, &dir.join("cluster"), spec).await?;
     if let Err(e) = cluster.wait_ready(READY_WITHIN).await {
         cluster.stop().await;
         return Err(e.into());

@@ -1,7 +1,7 @@
 //! The churn nemesis: membership changes while the cluster serves, as when an operator scales the
 //! StatefulSet up and then down, or Kubernetes moves a pod to a node with a new, empty volume.
 //!
-//! One churn fault: the cluster's spare slot (`target/local.rs`; `--nodes` members plus one) is
+//! One churn fault: the cluster's spare slot (`target/cluster.rs`; `--nodes` members plus one) is
 //! started as a new node (empty data directory, a fresh incarnation); it joins through
 //! `Cluster.Join` as a learner and is promoted. Once the meta group lists it as a voter (waited for
 //! up to the fault's length; the scale-up comes first, as an operator would do it), one member is
@@ -29,7 +29,7 @@ use tokio::task::JoinHandle;
 
 use super::{Action, NemesisEvent};
 use crate::chaos::history::Clock;
-use crate::chaos::target::local::{LocalCluster, NodeState};
+use crate::chaos::target::cluster::{Cluster, NodeState};
 
 /// How often the meta leader is asked about the membership.
 const POLL: Duration = Duration::from_millis(200);
@@ -108,7 +108,7 @@ fn note(action: Action, nodes: Vec<u64>, start: u64, clock: &Clock, error: Optio
 /// slot). Returns what was done, and the decommissioned node to watch (none if nothing was
 /// decommissioned).
 pub async fn churn(
-    cluster: &mut LocalCluster,
+    cluster: &mut Cluster,
     target: usize,
     within: Duration,
     clock: &Clock,
@@ -122,7 +122,7 @@ pub async fn churn(
     let started = clock.now();
     if let Some(spare) = cluster.nodes.iter().position(|n| n.state == NodeState::Spare) {
         let id = cluster.nodes[spare].id;
-        let error = cluster.restart(spare).err().map(|e| e.to_string());
+        let error = cluster.restart(spare).await.err().map(|e| e.to_string());
         let ok = error.is_none();
         log.push(note(Action::Join, vec![id], started, clock, error));
         if ok {
@@ -161,7 +161,7 @@ pub async fn churn(
 
 /// Retires a node that left (SIGKILL, data deleted: a spare again); the `left` event gets the
 /// error if that failed. A node that came back as another incarnation stays as it is.
-pub async fn retire(cluster: &mut LocalCluster, slot: usize, left: Left, clock: &Clock) -> NemesisEvent {
+pub async fn retire(cluster: &mut Cluster, slot: usize, left: Left, clock: &Clock) -> NemesisEvent {
     let Left { event: mut left, gone } = left;
     if gone == Gone::Replaced {
         return left;

@@ -1,5 +1,5 @@
 //! The clock nemesis: one node's clocks jump or strobe while the others keep real time. Nodes run
-//! under libfaketime (`target::local`, [`Faketime`](crate::chaos::target::local::Faketime)),
+//! under libfaketime (`target::cluster`, [`Faketime`](crate::chaos::target::cluster::Faketime)),
 //! each reading its offset from a file on every clock read, so a write to the file moves the
 //! node's clock at once.
 //!
@@ -41,7 +41,7 @@ use tokio::time::Instant;
 
 use super::{event, Action, NemesisEvent};
 use crate::chaos::history::Clock;
-use crate::chaos::target::local::{ClockOffset, LocalCluster};
+use crate::chaos::target::cluster::{ClockOffset, Cluster};
 
 /// How often a strobe flips the offset.
 pub const STROBE_PERIOD: Duration = Duration::from_millis(200);
@@ -86,7 +86,7 @@ pub fn next_offset(from: ClockOffset, planned_ms: i64, away: bool, fakes_monoton
 /// it is over, its log entry spanning every flip). The logged offset is the farthest from real
 /// time the first node got.
 pub async fn fault(
-    cluster: &mut LocalCluster,
+    cluster: &mut Cluster,
     nodes: &[usize],
     fault: ClockFault,
     until: Instant,
@@ -96,7 +96,7 @@ pub async fn fault(
     let mut errors = Vec::new();
     let monotonic = cluster.fakes_monotonic().unwrap_or(false);
     let mut farthest: i64 = 0;
-    let mut track = |cluster: &LocalCluster| {
+    let mut track = |cluster: &Cluster| {
         if let Some(&i) = nodes.first() {
             let now = cluster.nodes[i].clock_offset.0;
             if now.abs() > farthest.abs() {
@@ -131,7 +131,7 @@ pub async fn fault(
 
 /// Heals `nodes`: back to 0 with the wall clock alone; with the monotonic clock faked the
 /// offset stays where it is (see the module essay).
-pub async fn reset(cluster: &mut LocalCluster, nodes: &[usize], clock: &Clock) -> NemesisEvent {
+pub async fn reset(cluster: &mut Cluster, nodes: &[usize], clock: &Clock) -> NemesisEvent {
     let start = clock.now();
     let mut errors = Vec::new();
     let monotonic = cluster.fakes_monotonic().unwrap_or(false);
@@ -143,7 +143,7 @@ pub async fn reset(cluster: &mut LocalCluster, nodes: &[usize], clock: &Clock) -
 }
 
 async fn step(
-    cluster: &mut LocalCluster,
+    cluster: &mut Cluster,
     nodes: &[usize],
     planned_ms: i64,
     away: bool,

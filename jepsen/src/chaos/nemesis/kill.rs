@@ -4,14 +4,14 @@
 
 use super::{event, Action, NemesisEvent};
 use crate::chaos::history::Clock;
-use crate::chaos::target::local::LocalCluster;
+use crate::chaos::target::cluster::Cluster;
 
-pub async fn kill(cluster: &mut LocalCluster, nodes: &[usize], clock: &Clock) -> NemesisEvent {
+pub async fn kill(cluster: &mut Cluster, nodes: &[usize], clock: &Clock) -> NemesisEvent {
     down(cluster, nodes, clock, false).await
 }
 
 /// SIGKILL `nodes`; with `wipe`, also delete their data directories (the wipe nemesis).
-pub(super) async fn down(cluster: &mut LocalCluster, nodes: &[usize], clock: &Clock, wipe: bool) -> NemesisEvent {
+pub(super) async fn down(cluster: &mut Cluster, nodes: &[usize], clock: &Clock, wipe: bool) -> NemesisEvent {
     let start = clock.now();
     let mut errors = Vec::new();
     for &i in nodes {
@@ -24,15 +24,20 @@ pub(super) async fn down(cluster: &mut LocalCluster, nodes: &[usize], clock: &Cl
     event(cluster, action, nodes, start, clock, errors)
 }
 
-/// A power cut of `nodes` (`LocalCluster::power_cut`); healed by [`restart`].
-pub async fn power(cluster: &mut LocalCluster, nodes: &[usize], clock: &Clock) -> NemesisEvent {
+/// A power cut of `nodes` (`Cluster::power_cut`); healed by [`restart`].
+pub async fn power(cluster: &mut Cluster, nodes: &[usize], clock: &Clock) -> NemesisEvent {
     let start = clock.now();
     let errors = cluster.power_cut(nodes).await.err().map(|e| e.to_string()).into_iter().collect();
     event(cluster, Action::PowerCut, nodes, start, clock, errors)
 }
 
-pub fn restart(cluster: &mut LocalCluster, nodes: &[usize], clock: &Clock) -> NemesisEvent {
+pub async fn restart(cluster: &mut Cluster, nodes: &[usize], clock: &Clock) -> NemesisEvent {
     let start = clock.now();
-    let errors: Vec<String> = nodes.iter().filter_map(|&i| cluster.restart(i).err()).map(|e| e.to_string()).collect();
+    let mut errors = Vec::new();
+    for &i in nodes {
+        if let Err(e) = cluster.restart(i).await {
+            errors.push(e.to_string());
+        }
+    }
     event(cluster, Action::Restart, nodes, start, clock, errors)
 }

@@ -42,7 +42,7 @@ pub mod wipe;
 use serde::{Deserialize, Serialize};
 
 use crate::chaos::history::Clock;
-use crate::chaos::target::local::LocalCluster;
+use crate::chaos::target::cluster::Cluster;
 
 /// A fault family, as named on the command line (`--nemesis kill,pause`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -159,7 +159,7 @@ impl NemesisEvent {
 
 /// The log entry of an action on `nodes` (0-based indices) that began at `start`.
 pub(super) fn event(
-    cluster: &LocalCluster,
+    cluster: &Cluster,
     action: Action,
     nodes: &[usize],
     start: u64,

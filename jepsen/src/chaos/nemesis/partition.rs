@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{event, Action, NemesisEvent};
 use crate::chaos::history::Clock;
-use crate::chaos::target::local::LocalCluster;
+use crate::chaos::target::cluster::Cluster;
 
 /// What a partition cuts (see the module essay).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,32 +112,27 @@ pub fn links(shape: Shape, all: &[u64], nodes: &[u64]) -> HashSet<(u64, u64)> {
 }
 
 /// Cuts the links of `shape` over `nodes` (0-based indices: the side, or the ring's order).
-pub fn partition(cluster: &mut LocalCluster, shape: Shape, nodes: &[usize], clock: &Clock) -> NemesisEvent {
+pub async fn partition(cluster: &mut Cluster, shape: Shape, nodes: &[usize], clock: &Clock) -> NemesisEvent {
     let start = clock.now();
     let all: Vec<u64> = cluster.nodes.iter().map(|n| n.id).collect();
     let ids: Vec<u64> = nodes.iter().map(|&i| cluster.nodes[i].id).collect();
     let cut = links(shape, &all, &ids);
     let mut logged: Vec<[u64; 2]> = cut.iter().map(|&(a, b)| [a, b]).collect();
     logged.sort_unstable();
-    let errors = match cluster.proxies() {
-        Some(proxies) => {
-            proxies.set_cut(cut);
-            Vec::new()
-        }
-        None => vec!["the cluster was started without proxies".to_string()],
-    };
+    let errors = cluster.set_cut(cut).await.err().map(|e| e.to_string()).into_iter().collect();
     let mut logged_event = event(cluster, Action::Partition, nodes, start, clock, errors);
     logged_event.shape = Some(shape);
     logged_event.cut = logged;
     logged_event
 }
 
-pub fn heal(cluster: &mut LocalCluster, clock: &Clock) -> NemesisEvent {
+pub async fn heal(cluster: &mut Cluster, clock: &Clock) -> NemesisEvent {
     let start = clock.now();
-    if let Some(proxies) = cluster.proxies() {
-        proxies.set_cut(HashSet::new());
-    }
-    event(cluster, Action::Heal, &[], start, clock, Vec::new())
+    let errors = match cluster.any_cut() {
+        true => cluster.set_cut(HashSet::new()).await.err().map(|e| e.to_string()).into_iter().collect(),
+        false => Vec::new(),
+    };
+    event(cluster, Action::Heal, &[], start, clock, errors)
 }
 
 #[cfg(test)]

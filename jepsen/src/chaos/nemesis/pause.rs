@@ -5,16 +5,26 @@
 
 use super::{event, Action, NemesisEvent};
 use crate::chaos::history::Clock;
-use crate::chaos::target::local::LocalCluster;
+use crate::chaos::target::cluster::Cluster;
 
-pub fn pause(cluster: &mut LocalCluster, nodes: &[usize], clock: &Clock) -> NemesisEvent {
+pub async fn pause(cluster: &mut Cluster, nodes: &[usize], clock: &Clock) -> NemesisEvent {
     let start = clock.now();
-    let errors: Vec<String> = nodes.iter().filter_map(|&i| cluster.pause(i).err()).map(|e| e.to_string()).collect();
+    let mut errors = Vec::new();
+    for &i in nodes {
+        if let Err(e) = cluster.pause(i).await {
+            errors.push(e.to_string());
+        }
+    }
     event(cluster, Action::Pause, nodes, start, clock, errors)
 }
 
-pub fn resume(cluster: &mut LocalCluster, nodes: &[usize], clock: &Clock) -> NemesisEvent {
+pub async fn resume(cluster: &mut Cluster, nodes: &[usize], clock: &Clock) -> NemesisEvent {
     let start = clock.now();
-    let errors: Vec<String> = nodes.iter().filter_map(|&i| cluster.resume(i).err()).map(|e| e.to_string()).collect();
+    let mut errors = Vec::new();
+    for &i in nodes {
+        if let Err(e) = cluster.resume(i).await {
+            errors.push(e.to_string());
+        }
+    }
     event(cluster, Action::Resume, nodes, start, clock, errors)
 }

@@ -31,7 +31,7 @@ use super::partition::Shape;
 use super::wipe::{self, CatchUp};
 use super::{kill, partition, pause, Action, NemesisEvent, NemesisKind};
 use crate::chaos::history::Clock;
-use crate::chaos::target::local::{LocalCluster, NodeState};
+use crate::chaos::target::cluster::{Cluster, NodeState};
 
 /// One planned fault: from `at` (after the run's start) for `duration`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,7 +133,7 @@ pub fn plan(
 /// every action taken, and the watcher of a wiped node that had not caught up by then (the
 /// caller waits for it after measuring the cluster's recovery).
 pub async fn run(
-    cluster: &mut LocalCluster,
+    cluster: &mut Cluster,
     steps: &[Step],
     clock: &Clock,
     start: Instant,
@@ -200,11 +200,11 @@ pub async fn run(
             NemesisKind::Kill | NemesisKind::KillAll => kill::kill(cluster, &nodes, clock).await,
             NemesisKind::Power => kill::power(cluster, &nodes, clock).await,
             NemesisKind::Churn => continue,
-            NemesisKind::Pause => pause::pause(cluster, &nodes, clock),
+            NemesisKind::Pause => pause::pause(cluster, &nodes, clock).await,
             NemesisKind::Partition => {
                 // `plan` always sets one; a step built by hand without one isolates its nodes.
                 let shape = step.shape.unwrap_or(Shape::Minority);
-                partition::partition(cluster, shape, &nodes, clock)
+                partition::partition(cluster, shape, &nodes, clock).await
             }
             NemesisKind::Wipe => wipe::wipe(cluster, &nodes, clock).await,
             NemesisKind::Clock => {
@@ -216,10 +216,10 @@ pub async fn run(
         tokio::time::sleep_until(start + step.at + step.duration).await;
         log.push(match step.kind {
             NemesisKind::Kill | NemesisKind::KillAll | NemesisKind::Power | NemesisKind::Wipe => {
-                kill::restart(cluster, &nodes, clock)
+                kill::restart(cluster, &nodes, clock).await
             }
-            NemesisKind::Pause => pause::resume(cluster, &nodes, clock),
-            NemesisKind::Partition => partition::heal(cluster, clock),
+            NemesisKind::Pause => pause::resume(cluster, &nodes, clock).await,
+            NemesisKind::Partition => partition::heal(cluster, clock).await,
             NemesisKind::Clock => clock::reset(cluster, &nodes, clock).await,
             NemesisKind::Churn => continue,
         });
@@ -231,7 +231,7 @@ pub async fn run(
             }
         }
     }
-    log.extend(heal_all(cluster, clock));
+    log.extend(heal_all(cluster, clock).await);
     if let Some(pending) = leaving {
         log.push(retire_when_left(cluster, pending, LEAVE_WITHIN, clock).await);
     }
@@ -242,7 +242,7 @@ pub async fn run(
 /// (and retires that node), or skips; returns the decommission now in flight, if any. The node
 /// `wiped` (still catching up after a wipe) is not decommissioned: it is skipped.
 async fn churn_step(
-    cluster: &mut LocalCluster,
+    cluster: &mut Cluster,
     target: ChurnTarget,
     leaving: Option<Leaving>,
     wiped: Option<u64>,
@@ -276,12 +276,7 @@ const LEAVE_WITHIN: Duration = Duration::from_secs(60);
 
 /// Waits up to `within` for a decommissioned node to leave and retires it; a node that does not
 /// leave in time gets a `left` line with an error (a stuck decommission).
-async fn retire_when_left(
-    cluster: &mut LocalCluster,
-    pending: Leaving,
-    within: Duration,
-    clock: &Clock,
-) -> NemesisEvent {
+async fn retire_when_left(cluster: &mut Cluster, pending: Leaving, within: Duration, clock: &Clock) -> NemesisEvent {
     let slot = pending.slot;
     match pending.wait(within).await {
         Ok(left) => churn::retire(cluster, slot, left, clock).await,
@@ -296,21 +291,21 @@ fn skip(nodes: Vec<u64>, clock: &Clock, error: Option<String>) -> NemesisEvent {
 }
 
 /// Restores every link, resumes every paused node and restarts every killed one.
-pub fn heal_all(cluster: &mut LocalCluster, clock: &Clock) -> Vec<NemesisEvent> {
-    let with = |cluster: &LocalCluster, state| -> Vec<usize> {
+pub async fn heal_all(cluster: &mut Cluster, clock: &Clock) -> Vec<NemesisEvent> {
+    let with = |cluster: &Cluster, state| -> Vec<usize> {
         cluster.nodes.iter().enumerate().filter(|(_, n)| n.state == state).map(|(i, _)| i).collect()
     };
     let mut log = Vec::new();
-    if cluster.proxies().is_some_and(|p| p.any_cut()) {
-        log.push(partition::heal(cluster, clock));
+    if cluster.any_cut() {
+        log.push(partition::heal(cluster, clock).await);
     }
     let paused = with(cluster, NodeState::Paused);
     if !paused.is_empty() {
-        log.push(pause::resume(cluster, &paused, clock));
+        log.push(pause::resume(cluster, &paused, clock).await);
     }
     let killed = with(cluster, NodeState::Killed);
     if !killed.is_empty() {
-        log.push(kill::restart(cluster, &killed, clock));
+        log.push(kill::restart(cluster, &killed, clock).await);
     }
     log
 }

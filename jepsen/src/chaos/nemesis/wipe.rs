@@ -19,9 +19,9 @@ use tokio::task::JoinHandle;
 
 use super::{Action, NemesisEvent};
 use crate::chaos::history::Clock;
-use crate::chaos::target::local::{LocalCluster, Probe};
+use crate::chaos::target::cluster::{Cluster, Probe};
 
-pub async fn wipe(cluster: &mut LocalCluster, nodes: &[usize], clock: &Clock) -> NemesisEvent {
+pub async fn wipe(cluster: &mut Cluster, nodes: &[usize], clock: &Clock) -> NemesisEvent {
     super::kill::down(cluster, nodes, clock, true).await
 }
 

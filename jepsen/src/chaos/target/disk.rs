@@ -17,8 +17,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use tokio::process::Command;
-
 use super::TargetError;
 
 /// Image size: sparse, so only what the node writes is used on the host.
@@ -38,19 +36,8 @@ pub struct Disk {
 }
 
 async fn run(program: &str, args: &[&str]) -> Result<(), TargetError> {
-    let out = Command::new(program).args(args).stdin(Stdio::null()).output().await.map_err(|e| {
-        TargetError::Io(format!("{program}: {e} (the power nemesis needs mount and mkfs.ext4, as root)"))
-    })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(TargetError::Io(format!(
-            "{program} {}: {} ({})",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim(),
-            out.status
-        )))
-    }
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    super::command(program, &args, "the power nemesis needs mount and mkfs.ext4, as root").await.map(|_| ())
 }
 
 impl Disk {

@@ -1,7 +1,9 @@
-//! The `local` target: one `hypercache serve` process per node on loopback, each with its own
-//! gRPC and admin port, data directory and log file, all peers listed statically (as `hypercache
-//! dev` and `hypercache-server/tests/process.rs` do). A node is restarted with exactly the
-//! command line it was first started with, so it keeps its identity and data.
+//! A chaos run's cluster. The `local` target: one `hypercache serve` process per node on
+//! loopback, each with its own gRPC and admin port, data directory and log file, all peers
+//! listed statically (as `hypercache dev` and `hypercache-server/tests/process.rs` do). The
+//! `docker` target ([`ClusterSpec::docker`]): one container per node, found by DNS name
+//! (`docker.rs`); everything below holds for both but the proxies. A node is restarted with
+//! exactly the command line it was first started with, so it keeps its identity and data.
 //!
 //! Faults act on the processes: SIGKILL (no shutdown path runs), SIGSTOP / SIGCONT, and a wipe
 //! (SIGKILL, then the data directory deleted: a lost volume; the restart keeps the node id). A
@@ -18,15 +20,15 @@
 //! port, so peers and clients reach it through the proxy and the partition nemesis can cut
 //! links between nodes.
 //!
-//! With `disks` ([`LocalSpec`]), each node's data directory is on its own loop-mounted ext4
-//! image (`disk.rs`), so that [`LocalCluster::power_cut`] can lose what a node did not fsync.
+//! With `disks` ([`ClusterSpec`]), each node's data directory is on its own loop-mounted ext4
+//! image (`disk.rs`), so that [`Cluster::power_cut`] can lose what a node did not fsync.
 //!
 //! With a [`Faketime`], every node runs under libfaketime (`LD_PRELOAD`, the thread-safe
 //! `libfaketimeMT.so.1`), reading its clock offset from its own file `n<id>.faketime` (next to
 //! its log, so a wipe keeps it) on every clock read (`FAKETIME_NO_CACHE=1`: a change is seen at
 //! once; measured cost ~4 us per `clock_gettime` instead of ~20 ns). libfaketime shifts
 //! `CLOCK_REALTIME` and, unless `wall_only`, `CLOCK_MONOTONIC` too (which tokio's timers and
-//! openraft's election and lease timers read). [`LocalCluster::set_clock`] changes a node's
+//! openraft's election and lease timers read). [`Cluster::set_clock`] changes a node's
 //! offset; the file is replaced by a rename, so a node never reads half a write.
 
 use std::collections::BTreeMap;
@@ -42,6 +44,7 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 use super::disk::Disk;
+use super::docker::{self as containers, Containers};
 use super::proxy::Proxies;
 use super::TargetError;
 
@@ -56,7 +59,7 @@ pub enum NodeState {
     Spare,
 }
 
-pub struct LocalNode {
+pub struct ClusterNode {
     /// Raft node id (1-based).
     pub id: u64,
     /// Its name in the membership (`n<id>`), as `hcctl node decommission` takes it.
@@ -73,20 +76,22 @@ pub struct LocalNode {
     pub state: NodeState,
 }
 
-pub struct LocalCluster {
+pub struct Cluster {
     exe: PathBuf,
     /// The planned member count (`--nodes`); `nodes` also holds the spare slots.
     size: usize,
-    pub nodes: Vec<LocalNode>,
+    pub nodes: Vec<ClusterNode>,
     proxies: Option<Proxies>,
+    /// The `docker` target's containers (nodes are processes here when `None`).
+    containers: Option<Containers>,
     faketime: Option<Faketime>,
     /// Each slot's own filesystem, for power cuts (`disk.rs`).
     disks: Option<Vec<Disk>>,
 }
 
-/// What a [`LocalCluster`] is made of.
+/// What a [`Cluster`] is made of.
 #[derive(Debug, Clone, Default)]
-pub struct LocalSpec {
+pub struct ClusterSpec {
     /// Members at the start.
     pub nodes: usize,
     /// Slots prepared but not started (the churn nemesis').
@@ -98,6 +103,9 @@ pub struct LocalSpec {
     pub faketime: Option<Faketime>,
     /// Each node's data on its own loop-mounted filesystem (the power nemesis').
     pub disks: bool,
+    /// One container per node, addressed by name (`docker.rs`); partitions by iptables, so no
+    /// proxies.
+    pub docker: bool,
 }
 
 /// How nodes run under libfaketime (the `clock` nemesis).
@@ -154,11 +162,14 @@ fn free_ports(n: usize) -> Result<Vec<u16>, TargetError> {
         .collect()
 }
 
-impl LocalCluster {
+impl Cluster {
     /// Starts the cluster `spec` describes under `dir` (see the module essay).
-    pub async fn start(exe: &Path, dir: &Path, spec: LocalSpec) -> Result<LocalCluster, TargetError> {
-        let LocalSpec { nodes: count, spares, shards, proxied, faketime, disks } = spec;
+    pub async fn start(exe: &Path, dir: &Path, spec: ClusterSpec) -> Result<Cluster, TargetError> {
+        let ClusterSpec { nodes: count, spares, shards, proxied, faketime, disks, docker } = spec;
         std::fs::create_dir_all(dir).map_err(|e| TargetError::Io(format!("creating {}: {e}", dir.display())))?;
+        if docker {
+            return Cluster::start_containers(exe, dir, count, spares, shards, faketime, disks).await;
+        }
         let proxies = proxied.then(Proxies::default);
         let mut own_disks = Vec::new();
         if disks {
@@ -219,7 +230,7 @@ impl LocalCluster {
                 ];
                 let log = dir.join(format!("n{id}.log"));
                 let clock_file = faketime.as_ref().map(|_| dir.join(format!("n{id}.faketime")));
-                LocalNode {
+                ClusterNode {
                     id,
                     name: format!("n{id}"),
                     endpoint,
@@ -234,16 +245,78 @@ impl LocalCluster {
             })
             .collect();
         let disks = (!own_disks.is_empty()).then_some(own_disks);
-        let mut cluster = LocalCluster { exe: exe.to_path_buf(), size: count, nodes, proxies, faketime, disks };
-        for i in 0..count + spares {
+        let mut cluster =
+            Cluster { exe: exe.to_path_buf(), size: count, nodes, proxies, containers: None, faketime, disks };
+        cluster.start_all(count + spares).await?;
+        Ok(cluster)
+    }
+
+    /// The `docker` target's cluster: node `i` is container `hypercache-<i>` with data in
+    /// `dir/n<i + 1>` (or on its own disk), found by name (see `docker.rs`).
+    async fn start_containers(
+        exe: &Path,
+        dir: &Path,
+        count: usize,
+        spares: usize,
+        shards: u32,
+        faketime: Option<Faketime>,
+        disks: bool,
+    ) -> Result<Cluster, TargetError> {
+        let mut own_disks = Vec::new();
+        if disks {
+            for i in 0..count + spares {
+                own_disks.push(Disk::create(dir, &format!("n{}", i + 1)).await?);
+            }
+        }
+        let containers = Containers::create(exe, dir, faketime.as_ref().map(|f| f.library.as_path())).await?;
+        let nodes = (0..count + spares)
+            .map(|i| {
+                let id = i as u64 + 1;
+                let host = containers::hostname(id);
+                let data_dir = match own_disks.get(i) {
+                    Some(disk) => disk.root().join("data"),
+                    None => dir.join(format!("n{id}")),
+                };
+                ClusterNode {
+                    id,
+                    name: host.clone(),
+                    endpoint: format!("{host}:{}", containers::GRPC_PORT),
+                    admin: format!("{host}:{}", containers::ADMIN_PORT),
+                    args: Containers::args(&data_dir, count, shards),
+                    log: dir.join(format!("n{id}.log")),
+                    clock_file: faketime.as_ref().map(|_| dir.join(format!("n{id}.faketime"))),
+                    clock_offset: ClockOffset::ZERO,
+                    child: None,
+                    state: if i >= count { NodeState::Spare } else { NodeState::Killed },
+                }
+            })
+            .collect();
+        let disks = (!own_disks.is_empty()).then_some(own_disks);
+        let mut cluster = Cluster {
+            exe: exe.to_path_buf(),
+            size: count,
+            nodes,
+            proxies: None,
+            containers: Some(containers),
+            faketime,
+            disks,
+        };
+        cluster.start_all(count + spares).await?;
+        Ok(cluster)
+    }
+
+    /// Sets every slot's clock file (under libfaketime) and starts the members.
+    async fn start_all(&mut self, slots: usize) -> Result<(), TargetError> {
+        let cluster = self;
+        for i in 0..slots {
             if cluster.faketime.is_some() {
                 cluster.set_clock(i, ClockOffset::ZERO).await?;
             }
-            if i < count {
-                cluster.restart(i)?;
+            if i < cluster.size {
+                cluster.restart(i).await?;
             }
         }
-        Ok(cluster)
+        Ok(())
     }
 
     /// The planned member count (without spares).
@@ -257,16 +330,33 @@ impl LocalCluster {
     }
 
     /// A decommissioned node out of the cluster: SIGKILL, data directory deleted, back to
-    /// [`NodeState::Spare`] (a later [`LocalCluster::restart`] joins it as a new node).
+    /// [`NodeState::Spare`] (a later [`Cluster::restart`] joins it as a new node).
     pub async fn retire(&mut self, i: usize) -> Result<(), TargetError> {
         let wiped = self.wipe(i).await;
         self.nodes[i].state = NodeState::Spare;
         wiped
     }
 
-    /// The link control, for a cluster started `proxied`.
-    pub fn proxies(&self) -> Option<&Proxies> {
-        self.proxies.as_ref()
+    /// Replaces the set of cut directed links `(from, to)` (node ids): through the proxies, or
+    /// iptables in the containers; an error for a local cluster started without proxies.
+    pub async fn set_cut(&mut self, cut: std::collections::HashSet<(u64, u64)>) -> Result<(), TargetError> {
+        match (&mut self.containers, &self.proxies) {
+            (Some(containers), _) => containers.set_cut(cut).await,
+            (None, Some(proxies)) => {
+                proxies.set_cut(cut);
+                Ok(())
+            }
+            (None, None) => Err(TargetError::Io("the cluster was started without proxies".into())),
+        }
+    }
+
+    /// True while any link is cut.
+    pub fn any_cut(&self) -> bool {
+        match (&self.containers, &self.proxies) {
+            (Some(containers), _) => containers.any_cut(),
+            (None, Some(proxies)) => proxies.any_cut(),
+            (None, None) => false,
+        }
     }
 
     /// The addresses clients use (the proxies' when proxied).
@@ -274,8 +364,29 @@ impl LocalCluster {
         self.nodes.iter().map(|n| n.endpoint.clone()).collect()
     }
 
+    /// The environment of a node: its log filter, and libfaketime's when under it.
+    fn env(&self, i: usize) -> Vec<(String, String)> {
+        let mut env = vec![("RUST_LOG".to_string(), std::env::var("HCJ_NODE_LOG").unwrap_or_else(|_| "info".into()))];
+        if let (Some(faketime), Some(file)) = (&self.faketime, &self.nodes[i].clock_file) {
+            env.push(("LD_PRELOAD".into(), faketime.library.display().to_string()));
+            env.push(("FAKETIME_TIMESTAMP_FILE".into(), file.display().to_string()));
+            env.push(("FAKETIME_NO_CACHE".into(), "1".into()));
+            if faketime.wall_only {
+                env.push(("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()));
+            }
+        }
+        env
+    }
+
     /// (Re)starts node `i` (0-based) with its original command line.
-    pub fn restart(&mut self, i: usize) -> Result<(), TargetError> {
+    pub async fn restart(&mut self, i: usize) -> Result<(), TargetError> {
+        let env = self.env(i);
+        if let Some(containers) = &mut self.containers {
+            let node = &mut self.nodes[i];
+            containers.start(node.id, &node.args, &env, &node.log).await?;
+            node.state = NodeState::Running;
+            return Ok(());
+        }
         let node = &mut self.nodes[i];
         let err = |m: String| TargetError::Node { node: node.id, message: m };
         let log = std::fs::OpenOptions::new()
@@ -290,19 +401,10 @@ impl LocalCluster {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
-            .env("RUST_LOG", std::env::var("HCJ_NODE_LOG").unwrap_or_else(|_| "info".into()))
+            .envs(env)
             // Ours, not the node's: its strict config reads every HYPERCACHE_* variable.
             .env_remove("HYPERCACHE_BIN")
             .kill_on_drop(true);
-        if let (Some(faketime), Some(file)) = (&self.faketime, &node.clock_file) {
-            command
-                .env("LD_PRELOAD", &faketime.library)
-                .env("FAKETIME_TIMESTAMP_FILE", file)
-                .env("FAKETIME_NO_CACHE", "1");
-            if faketime.wall_only {
-                command.env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
-            }
-        }
         let child = command.spawn().map_err(|e| err(format!("starting {}: {e}", self.exe.display())))?;
         if let (Some(proxies), Some(pid)) = (&self.proxies, child.id()) {
             proxies.set_pid(node.id, pid);
@@ -337,7 +439,7 @@ impl LocalCluster {
     }
 
     /// SIGKILL node `i`, reap it and delete its data directory, as when a pod comes back on an
-    /// empty volume; [`LocalCluster::restart`] then starts it with the same node id.
+    /// empty volume; [`Cluster::restart`] then starts it with the same node id.
     pub async fn wipe(&mut self, i: usize) -> Result<(), TargetError> {
         self.kill(i).await?;
         let node = &self.nodes[i];
@@ -362,11 +464,11 @@ impl LocalCluster {
 
     /// A power cut of `nodes` (0-based): their filesystems stop taking writes first (the cut's
     /// instant: what was not fsynced by then is lost), then they are SIGKILLed, then their
-    /// filesystems are mounted again as after a reboot; [`LocalCluster::restart`] brings them
+    /// filesystems are mounted again as after a reboot; [`Cluster::restart`] brings them
     /// back. An error for a cluster started without disks.
     pub async fn power_cut(&mut self, nodes: &[usize]) -> Result<(), TargetError> {
         let Some(disks) = &self.disks else {
-            return Err(TargetError::Io("the cluster was started without its own disks (LocalSpec::disks)".into()));
+            return Err(TargetError::Io("the cluster was started without its own disks (ClusterSpec::disks)".into()));
         };
         let mut errors = Vec::new();
         for &i in nodes {
@@ -396,6 +498,11 @@ impl LocalCluster {
     /// SIGKILL node `i` and reap it.
     pub async fn kill(&mut self, i: usize) -> Result<(), TargetError> {
         let node = &mut self.nodes[i];
+        if let Some(containers) = &mut self.containers {
+            containers.kill(node.id, &node.log).await?;
+            node.state = NodeState::Killed;
+            return Ok(());
+        }
         if let Some(mut child) = node.child.take() {
             child.start_kill().map_err(|e| TargetError::Node { node: node.id, message: format!("SIGKILL: {e}") })?;
             let _ = child.wait().await;
@@ -421,11 +528,22 @@ impl LocalCluster {
         Ok(())
     }
 
-    pub fn pause(&mut self, i: usize) -> Result<(), TargetError> {
+    /// SIGSTOP node `i` (a container: the cgroup freezer, which stops every thread at once).
+    pub async fn pause(&mut self, i: usize) -> Result<(), TargetError> {
+        if let Some(containers) = &self.containers {
+            containers.freeze(self.nodes[i].id, true).await?;
+            self.nodes[i].state = NodeState::Paused;
+            return Ok(());
+        }
         self.signal(i, Signal::SIGSTOP, NodeState::Paused)
     }
 
-    pub fn resume(&mut self, i: usize) -> Result<(), TargetError> {
+    pub async fn resume(&mut self, i: usize) -> Result<(), TargetError> {
+        if let Some(containers) = &self.containers {
+            containers.freeze(self.nodes[i].id, false).await?;
+            self.nodes[i].state = NodeState::Running;
+            return Ok(());
+        }
         self.signal(i, Signal::SIGCONT, NodeState::Running)
     }
 
@@ -479,7 +597,7 @@ impl LocalCluster {
     pub async fn stop(&mut self) {
         for i in 0..self.nodes.len() {
             if self.nodes[i].state == NodeState::Paused {
-                let _ = self.resume(i);
+                let _ = self.resume(i).await;
             }
             let _ = self.kill(i).await;
         }
