@@ -262,6 +262,8 @@ impl Cluster {
         faketime: Option<Faketime>,
         disks: bool,
     ) -> Result<Cluster, TargetError> {
+        // Bind-mounted at the same path in every container: it must be absolute.
+        let dir = &std::path::absolute(dir).map_err(|e| TargetError::Io(format!("{}: {e}", dir.display())))?;
         let mut own_disks = Vec::new();
         if disks {
             for i in 0..count + spares {
