@@ -83,6 +83,10 @@ struct RunArgs {
     shards: u32,
     #[arg(long, value_enum, default_value = "local")]
     target: Target,
+    /// Compose faults: half of the kill, pause, partition and clock steps also get a second
+    /// fault (kill, pause or partition of one other node, among the run's kinds) at once.
+    #[arg(long)]
+    compose: bool,
     /// Seeds the nemesis plan and the workload's choices (default: from the clock; printed).
     #[arg(long)]
     seed: Option<u64>,
@@ -113,6 +117,7 @@ struct RunArgs {
 impl RunArgs {
     fn options(&self, workload: WorkloadKind, nemeses: Vec<NemesisKind>, seed: u64, exe: PathBuf) -> TestOptions {
         TestOptions {
+            compose: self.compose,
             target: match self.target {
                 Target::Local => TargetKind::Local,
                 Target::Docker => TargetKind::Docker,

@@ -26,6 +26,9 @@ pub struct TestInfo {
     pub keys: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt_timeout_ms: Option<u64>,
+    /// Second faults composed onto the steps (`schedule::compose`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub compose: bool,
 }
 
 /// Operation counts by completion.

@@ -45,6 +45,8 @@ pub struct TestOptions {
     /// The `hypercache` binary.
     pub exe: PathBuf,
     pub target: TargetKind,
+    /// Second faults at once on some steps (`schedule::compose`).
+    pub compose: bool,
     /// Concurrent client processes.
     pub workers: u64,
     /// Register keys.
@@ -103,6 +105,7 @@ pub async fn test(opts: TestOptions) -> Result<Outcome, RunError> {
         workers: opts.workers,
         keys: opts.keys,
         attempt_timeout_ms: opts.attempt_timeout.map(|t| t.as_millis() as u64),
+        compose: opts.compose,
     };
     report::write_json(&dir.join("test.json"), &info)?;
 
@@ -129,7 +132,10 @@ pub async fn test(opts: TestOptions) -> Result<Outcome, RunError> {
     let clock = Clock::start();
     let start = Instant::now();
     let until = start + opts.time_limit;
-    let steps = schedule::plan(opts.seed, &opts.nemeses, opts.nodes, opts.time_limit, opts.heal, opts.fault);
+    let mut steps = schedule::plan(opts.seed, &opts.nemeses, opts.nodes, opts.time_limit, opts.heal, opts.fault);
+    if opts.compose {
+        schedule::compose(opts.seed, &opts.nemeses, opts.nodes, &mut steps);
+    }
     let ctx = Arc::new(Context {
         kind: opts.workload,
         endpoints: cluster.endpoints(),

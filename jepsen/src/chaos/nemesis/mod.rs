@@ -26,10 +26,11 @@
 //!   or the busiest leader; its replicas move while the next faults run; once it has left it
 //!   is retired (killed, data deleted) into the spare.
 //! - [`schedule`]: alternates heal and fault periods, picks the fault and its nodes with the
-//!   run's seeded RNG, and heals everything at the end.
+//!   run's seeded RNG, and heals everything at the end; with `--compose`, half of the kill,
+//!   pause, partition and clock faults come with a second fault (kill, pause or partition) of
+//!   another node at the same time.
 //!
-//! Not done: clock skew that grows slowly (rate changes), two faults started together
-//! (docs/chaos.md).
+//! Not done: clock skew that grows slowly (rate changes) (docs/chaos.md).
 
 pub mod churn;
 pub mod clock;

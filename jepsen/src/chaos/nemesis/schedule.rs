@@ -17,6 +17,12 @@
 //! A `kill-all` cut hits every node; a `power` cut every node half of the time, else one node
 //! (half of those times the busiest leader) or a minority. Leaders are found when the fault
 //! starts.
+//!
+//! Composed faults ([`compose`], `hcjepsen test --compose`): half of the kill, pause, partition
+//! and clock steps get a second fault of another of the run's kinds among kill, pause and
+//! partition, on one other node, begun with the first and healed with it: a node killed while
+//! the leader is cut off, a paused node during a clock jump. Drawn from a stream of their own,
+//! so a seed's plan of single faults stays what it was.
 
 use std::time::Duration;
 
@@ -50,6 +56,46 @@ pub struct Step {
     /// Membership churn (`churn.rs`) begun just before the fault (or, for a `churn` step, as
     /// the fault), so that the replicas it moves move under it.
     pub churn: Option<ChurnTarget>,
+    /// A second fault at the same time ([`compose`]).
+    pub with: Option<Overlay>,
+}
+
+/// A second fault begun and healed with a step's own: one node (not one the step hits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overlay {
+    /// Kill, pause or partition.
+    pub kind: NemesisKind,
+    /// A member index, 0-based; another member if the step hits this one.
+    pub node: usize,
+    /// For a partition: the node cut off both ways, or one way.
+    pub shape: Option<Shape>,
+}
+
+/// The kinds a second fault may have.
+const OVERLAYS: [NemesisKind; 3] = [NemesisKind::Kill, NemesisKind::Pause, NemesisKind::Partition];
+
+/// Adds second faults to half of the steps that can take one (see the module essay): a step of
+/// kill, pause, partition or clock, with another of `kinds` among [`OVERLAYS`] left to add.
+pub fn compose(seed: u64, kinds: &[NemesisKind], nodes: usize, steps: &mut [Step]) {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x636f_6d70_6f73_6500);
+    for step in steps.iter_mut() {
+        let own =
+            matches!(step.kind, NemesisKind::Kill | NemesisKind::Pause | NemesisKind::Partition | NemesisKind::Clock);
+        let others: Vec<NemesisKind> =
+            OVERLAYS.iter().copied().filter(|k| kinds.contains(k) && *k != step.kind).collect();
+        if !own || others.is_empty() || nodes < 2 || !rng.gen_bool(0.5) {
+            continue;
+        }
+        let kind = others[rng.gen_range(0..others.len())];
+        let shape = (kind == NemesisKind::Partition).then(|| match rng.gen_range(0..4) {
+            0 => Shape::OneWayOut,
+            1 => Shape::OneWayIn,
+            _ => Shape::Minority,
+        });
+        let free: Vec<usize> = (0..nodes).filter(|n| !step.nodes.contains(n)).collect();
+        let node = if free.is_empty() { rng.gen_range(0..nodes) } else { free[rng.gen_range(0..free.len())] };
+        step.with = Some(Overlay { kind, node, shape });
+    }
 }
 
 /// Which member a churn decommissions.
@@ -123,7 +169,7 @@ pub fn plan(
         }
         let churn = (kind == NemesisKind::Churn || (churn && rng.gen_bool(0.5)))
             .then(|| ChurnTarget { member: rng.gen_range(0..nodes), leader: rng.gen_range(0..3) == 2 });
-        steps.push(Step { at, duration: fault, kind, nodes: all, leader, clock, shape, churn });
+        steps.push(Step { at, duration: fault, kind, nodes: all, leader, clock, shape, churn, with: None });
         at += fault + heal;
     }
     steps
@@ -196,6 +242,11 @@ pub async fn run(
                 continue;
             }
         }
+        // The second fault first: a clock strobe holds the call below until its end.
+        let with = match step.with {
+            Some(overlay) => overlaid(cluster, overlay, &nodes, clock, &mut log).await,
+            None => None,
+        };
         log.push(match step.kind {
             NemesisKind::Kill | NemesisKind::KillAll => kill::kill(cluster, &nodes, clock).await,
             NemesisKind::Power => kill::power(cluster, &nodes, clock).await,
@@ -223,6 +274,13 @@ pub async fn run(
             NemesisKind::Clock => clock::reset(cluster, &nodes, clock).await,
             NemesisKind::Churn => continue,
         });
+        if let Some((overlay, node)) = with {
+            log.push(match overlay.kind {
+                NemesisKind::Pause => pause::resume(cluster, &[node], clock).await,
+                NemesisKind::Partition => partition::heal(cluster, clock).await,
+                _ => kill::restart(cluster, &[node], clock).await,
+            });
+        }
         if step.kind == NemesisKind::Wipe {
             let restarted = log.last().map_or(clock.now(), |e| e.end);
             // One node per wipe (`plan`), and none while another catches up (above).
@@ -236,6 +294,30 @@ pub async fn run(
         log.push(retire_when_left(cluster, pending, LEAVE_WITHIN, clock).await);
     }
     (log, catching_up)
+}
+
+/// Begins `overlay` on its member, or another member if `busy` (the step's own nodes) holds it;
+/// returns it with the slot it hit (none if every member is busy).
+async fn overlaid(
+    cluster: &mut Cluster,
+    overlay: Overlay,
+    busy: &[usize],
+    clock: &Clock,
+    log: &mut Vec<NemesisEvent>,
+) -> Option<(Overlay, usize)> {
+    let members = cluster.members();
+    let start = overlay.node % members.len().max(1);
+    let node = (0..members.len())
+        .map(|k| members[(start + k) % members.len()])
+        .find(|slot| !busy.contains(slot) && cluster.nodes[*slot].state == NodeState::Running)?;
+    log.push(match overlay.kind {
+        NemesisKind::Pause => pause::pause(cluster, &[node], clock).await,
+        NemesisKind::Partition => {
+            partition::partition(cluster, overlay.shape.unwrap_or(Shape::Minority), &[node], clock).await
+        }
+        _ => kill::kill(cluster, &[node], clock).await,
+    });
+    Some((overlay, node))
 }
 
 /// One churn (`churn.rs`): first waits up to `within` for the previous decommission to finish
@@ -315,6 +397,40 @@ mod tests {
     use super::*;
 
     const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn composed_plans_keep_the_single_faults_and_add_a_second_on_another_node_to_about_half() {
+        let kinds = [NemesisKind::Kill, NemesisKind::Pause, NemesisKind::Partition, NemesisKind::Clock];
+        let (mut eligible, mut composed) = (0, 0);
+        for seed in 0..200 {
+            let single = plan(seed, &kinds, 3, 300 * S, 3 * S, 4 * S);
+            let mut steps = single.clone();
+            compose(seed, &kinds, 3, &mut steps);
+            for (one, two) in single.iter().zip(&steps) {
+                assert_eq!(*one, Step { with: None, ..two.clone() }, "the step itself changed");
+                eligible += 1;
+                let Some(with) = two.with else { continue };
+                composed += 1;
+                assert!(OVERLAYS.contains(&with.kind) && with.kind != two.kind, "{two:?}");
+                assert!(two.nodes.len() == 3 || !two.nodes.contains(&with.node), "{two:?}");
+                assert_eq!(with.shape.is_some(), with.kind == NemesisKind::Partition, "{two:?}");
+            }
+        }
+        let share = composed as f64 / eligible as f64;
+        assert!((0.4..0.6).contains(&share), "{composed} of {eligible}");
+        // Only the run's own kinds, and none where no other kind is left.
+        let mut steps = plan(1, &[NemesisKind::Kill], 3, 60 * S, 3 * S, 4 * S);
+        compose(1, &[NemesisKind::Kill], 3, &mut steps);
+        assert!(steps.iter().all(|s| s.with.is_none()));
+        let mut steps = plan(2, &[NemesisKind::Wipe, NemesisKind::Pause], 3, 300 * S, 3 * S, 4 * S);
+        compose(2, &[NemesisKind::Wipe, NemesisKind::Pause], 3, &mut steps);
+        for s in &steps {
+            match s.kind {
+                NemesisKind::Wipe => assert!(s.with.is_none(), "a wipe waits on catch-up: no second fault"),
+                _ => assert!(s.with.is_none_or(|w| w.kind != NemesisKind::Pause)),
+            }
+        }
+    }
 
     #[test]
     fn plans_alternate_heal_and_fault_within_the_limit_and_repeat_by_seed() {

@@ -363,6 +363,7 @@ mod tests {
             workers: 5,
             keys: 1,
             attempt_timeout_ms: None,
+            compose: false,
         }
     }
 

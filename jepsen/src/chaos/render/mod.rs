@@ -164,6 +164,7 @@ mod tests {
             workers: 2,
             keys: 2,
             attempt_timeout_ms: None,
+            compose: false,
         };
         const MS: u64 = 1_000_000;
         let e = |process, kind, op: Op, ms: u64| Event { process, kind, op, time: ms * MS, error: None };
