@@ -108,6 +108,7 @@ mod txn;
 mod types;
 mod watch;
 mod watch_shard;
+mod watch_types;
 mod writes;
 
 pub mod cli;

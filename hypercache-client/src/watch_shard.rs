@@ -11,7 +11,7 @@ use crate::client::{Client, Group, Target};
 use crate::error::Error;
 use crate::stream::{next_message, open, reconnect_delay, Next};
 use crate::types::revision;
-use crate::watch::{Event, WatchOptions, WatchUpdate};
+use crate::watch_types::{Event, WatchOptions, WatchUpdate};
 
 pub(crate) struct ShardWatch {
     client: Client,

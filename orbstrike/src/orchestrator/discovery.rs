@@ -21,7 +21,7 @@ use hypercache_client::ServerUpdate;
 use tokio::sync::watch;
 use tokio::time::{sleep, sleep_until, Instant, MissedTickBehavior};
 
-use super::failover::OrphanTracker;
+use super::orphans::OrphanTracker;
 use super::placement::LiveServer;
 use super::shared::{BoardScan, Shared};
 

@@ -51,6 +51,7 @@ mod failover;
 mod game;
 mod metrics;
 mod node;
+mod orphans;
 pub mod placement;
 mod pool;
 mod proxy;

@@ -11,8 +11,8 @@ use hypercache_proto::orbstrike::v1 as pb;
 use tokio::sync::{watch, Notify};
 
 use super::config::Config;
-use super::failover::Orphan;
 use super::metrics::Metrics;
+use super::orphans::Orphan;
 use super::placement::Placement;
 use super::pool::ChannelPool;
 use super::ratelimit::{RateLimiter, DEFAULT_MAX_CLIENTS};
