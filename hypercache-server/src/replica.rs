@@ -18,10 +18,10 @@ use openraft::Raft;
 use tokio::sync::Mutex;
 
 use crate::identity::Stamp;
-use crate::lease_home::LeaseHomes;
+use crate::lease_home::{follow_homes, LeaseHomes};
 use crate::network::{NetworkFactory, PeerPool};
 use crate::node::NodeError;
-use crate::shard::{Shard, ShardParts, Shards};
+use crate::shard::{FollowHomes, Shard, ShardParts, Shards};
 use crate::storage::{self, Flusher, Retired, ShardStorage};
 use crate::types::{NodeId, ShardId, TypeConfig};
 use crate::watch_hub::HistoryLimits;
@@ -99,6 +99,11 @@ impl ReplicaHost {
             .map_err(|e| NodeError::Raft { shard: id, detail: e.to_string() })?;
         self.retired.lock().unwrap_or_else(PoisonError::into_inner).insert(id, retired);
         tokio::spawn(campaign_after_restart(raft.clone(), id, self.node_id));
+        let follow: FollowHomes = {
+            let (raft, clock) = (raft.clone(), clock.clone());
+            let homes = LeaseHomes::new(&self.shards, self.pool.clone());
+            Box::new(move |proposer| Box::pin(follow_homes(id, raft, clock, proposer, homes)))
+        };
         Ok(Arc::new(Shard::new(ShardParts {
             id,
             node_id: self.node_id,
@@ -108,7 +113,7 @@ impl ReplicaHost {
             clock,
             committed,
             max_batch_bytes: self.max_batch_bytes,
-            homes: LeaseHomes::new(&self.shards, self.pool.clone()),
+            follow_homes: follow,
         })))
     }
 

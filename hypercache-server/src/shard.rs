@@ -28,7 +28,6 @@ use tokio::task::JoinHandle;
 
 use crate::error::ServiceError;
 use crate::lease_clock::{LeaseClock, Renewal, EXPIRE_BATCH};
-use crate::lease_home::{follow_homes, LeaseHomes};
 use crate::proposer::{ProposeError, Proposer};
 use crate::read_index::ReadIndex;
 use crate::storage::KvReader;
@@ -70,8 +69,14 @@ pub struct ShardParts {
     pub clock: Arc<LeaseClock>,
     pub committed: Arc<AtomicU64>,
     pub max_batch_bytes: usize,
-    pub homes: LeaseHomes,
+    /// The task that learns the ends of other shards' leases keys here hang on, given the
+    /// shard's proposer (`lease_home::follow_homes`). Passed in rather than named here: lease
+    /// homes sit above shards (they ask them), so the shard must not reach up for them.
+    pub follow_homes: FollowHomes,
 }
+
+/// Builds a shard's lease-home follower from its proposer (see [`ShardParts::follow_homes`]).
+pub type FollowHomes = Box<dyn FnOnce(Proposer) -> futures::future::BoxFuture<'static, ()> + Send>;
 
 impl Drop for Shard {
     fn drop(&mut self) {
@@ -86,7 +91,7 @@ impl Shard {
         let keepalive_index = ReadIndex::spawn_paced(p.raft.clone(), KEEPALIVE_BARRIER_GAP);
         let proposer = Proposer::spawn(p.raft.clone(), p.max_batch_bytes);
         let expiry_task = tokio::spawn(drive_expiry(p.id, p.raft.clone(), p.clock.clone(), proposer.clone()));
-        let follow_task = tokio::spawn(follow_homes(p.id, p.raft.clone(), p.clock.clone(), proposer.clone(), p.homes));
+        let follow_task = tokio::spawn((p.follow_homes)(proposer.clone()));
         Shard {
             id: p.id,
             node_id: p.node_id,
