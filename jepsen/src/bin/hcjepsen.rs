@@ -20,7 +20,7 @@ use hypercache_jepsen::chaos::nemesis::NemesisKind;
 use hypercache_jepsen::chaos::render::{self, Rendered};
 use hypercache_jepsen::chaos::report::{self, Results};
 use hypercache_jepsen::chaos::run::{self, TestOptions};
-use hypercache_jepsen::chaos::target::{docker, locate_hypercache, TargetKind};
+use hypercache_jepsen::chaos::target::{locate_hypercache, mountns, TargetKind};
 use hypercache_jepsen::chaos::workload::WorkloadKind;
 
 #[derive(Parser)]
@@ -226,7 +226,7 @@ fn with_runtime(run: &RunArgs, plan: impl FnOnce(PathBuf, u64) -> Vec<TestOption
     };
     // Before the runtime's threads exist: the namespace is per thread until then.
     if let Target::Docker = run.target {
-        if let Err(e) = docker::enter_own_mount_namespace() {
+        if let Err(e) = mountns::enter_own_mount_namespace() {
             eprintln!("error: {e}");
             return Validity::Unknown;
         }

@@ -449,7 +449,8 @@ impl Cluster {
         let Some(dir) = at.and_then(|at| node.args.get(at)) else {
             return Err(TargetError::Node { node: node.id, message: "no --data-dir in its command line".into() });
         };
-        match tokio::fs::remove_dir_all(dir).await {
+        // As the machine sees it: a node's disk is mounted there, not in hcjepsen's namespace.
+        match tokio::fs::remove_dir_all(super::mountns::machine_path(Path::new(dir))).await {
             Ok(()) => Ok(()),
             // Killed before it created it: as empty as a wiped one.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

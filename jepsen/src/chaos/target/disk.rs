@@ -17,6 +17,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use super::mountns::{in_machine_ns, machine_path};
 use super::TargetError;
 
 /// Image size: sparse, so only what the node writes is used on the host.
@@ -32,12 +33,16 @@ const SHUTDOWN_NOLOGFLUSH: u32 = 2;
 pub struct Disk {
     image: PathBuf,
     mount: PathBuf,
-    mounted: bool,
+    /// The loop device the filesystem is mounted from, while mounted.
+    device: Option<String>,
 }
 
-async fn run(program: &str, args: &[&str]) -> Result<(), TargetError> {
+/// Runs `program args` in the machine's mount namespace (`mountns.rs`: the Docker engine must
+/// see the disks it bind-mounts into containers).
+async fn run(program: &str, args: &[&str]) -> Result<String, TargetError> {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    super::command(program, &args, "the power nemesis needs mount and mkfs.ext4, as root").await.map(|_| ())
+    let (program, args) = in_machine_ns(program, &args);
+    super::command(&program, &args, "the power nemesis needs mount, losetup and mkfs.ext4, as root").await
 }
 
 impl Disk {
@@ -51,7 +56,7 @@ impl Disk {
         std::fs::create_dir_all(&mount).map_err(|e| TargetError::Io(format!("creating {}: {e}", mount.display())))?;
         let img = image.display().to_string();
         run("mkfs.ext4", &["-q", "-F", "-E", "nodiscard", &img]).await?;
-        let mut disk = Disk { image, mount, mounted: false };
+        let mut disk = Disk { image, mount, device: None };
         disk.mount().await?;
         Ok(disk)
     }
@@ -61,18 +66,41 @@ impl Disk {
         &self.mount
     }
 
+    /// Mounts the image from a loop device of its own. Not `mount -o loop`: that reuses a loop
+    /// device still attached to the image, and after a cut the old, shut-down filesystem can
+    /// outlive its unmount for a moment (a container's mount namespace still holding it), so
+    /// the mount would hand back that filesystem, and every read fails with EIO (seen on the
+    /// docker target: a node restarted after a cut could not read its node id).
     async fn mount(&mut self) -> Result<(), TargetError> {
         let (img, at) = (self.image.display().to_string(), self.mount.display().to_string());
-        run("mount", &["-o", "loop", &img, &at]).await?;
-        self.mounted = true;
+        let device = run("losetup", &["--find", "--show", &img]).await?;
+        if let Err(e) = run("mount", &[&device, &at]).await {
+            let _ = run("losetup", &["-d", &device]).await;
+            return Err(e);
+        }
+        self.device = Some(device);
         Ok(())
     }
 
     /// The power cut: from now on nothing more reaches the image, and what was not fsynced is
     /// lost. Kill the node, then [`Disk::remount`].
     pub fn cut(&self) -> Result<(), TargetError> {
-        let dir = std::fs::File::open(&self.mount)
-            .map_err(|e| TargetError::Io(format!("opening {}: {e}", self.mount.display())))?;
+        let at = machine_path(&self.mount);
+        let dir =
+            std::fs::File::open(&at).map_err(|e| TargetError::Io(format!("opening {}: {e}", self.mount.display())))?;
+        // Only ever a mount point: the ioctl on a plain directory would shut down the filesystem
+        // holding it, the machine's own (a mount missing, or made where the path does not see it).
+        let device = |p: &Path| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::dev(&m));
+        let parent = at.parent().map(device);
+        match (device(&at), parent) {
+            (Ok(own), Some(Ok(parent))) if own != parent => {}
+            _ => {
+                return Err(TargetError::Io(format!(
+                    "{} is not a mounted disk; no power cut (it would hit the filesystem holding it)",
+                    self.mount.display()
+                )))
+            }
+        }
         let mut flags = SHUTDOWN_NOLOGFLUSH;
         // SAFETY: the descriptor is open for the whole call and `flags` outlives it; the kernel
         // only reads the u32 it points to.
@@ -89,9 +117,11 @@ impl Disk {
     }
 
     pub async fn unmount(&mut self) -> Result<(), TargetError> {
-        if self.mounted {
+        if let Some(device) = &self.device {
             run("umount", &[&self.mount.display().to_string()]).await?;
-            self.mounted = false;
+            // Freed once nothing holds it any more (the kernel defers a busy detach).
+            let _ = run("losetup", &["-d", device]).await;
+            self.device = None;
         }
         Ok(())
     }
@@ -100,12 +130,27 @@ impl Disk {
 impl Drop for Disk {
     /// A run that ends early (an error, a panic) must not leave mounts behind.
     fn drop(&mut self) {
-        if self.mounted {
-            let _ = std::process::Command::new("umount")
-                .arg(&self.mount)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+        if let Some(device) = &self.device {
+            let steps =
+                [("umount", vec![self.mount.display().to_string()]), ("losetup", vec!["-d".into(), device.clone()])];
+            for (program, args) in steps {
+                let (program, args) = in_machine_ns(program, &args);
+                let _ =
+                    std::process::Command::new(program).args(args).stdout(Stdio::null()).stderr(Stdio::null()).status();
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cut_refuses_a_directory_that_is_not_a_mounted_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Disk { image: dir.path().join("n1.img"), mount: dir.path().to_path_buf(), device: None };
+        let err = disk.cut().expect_err("a plain directory is no disk");
+        assert!(err.to_string().contains("not a mounted disk"), "{err}");
     }
 }

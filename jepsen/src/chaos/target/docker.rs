@@ -12,8 +12,8 @@
 //!   power cuts act on the same files. Nodes run as root here (the production image does not):
 //!   they write into the harness's directories.
 //! - **Names**: the harness itself resolves `hypercache-<i>` through `/etc/hosts`, in a mount
-//!   namespace of its own ([`enter_own_mount_namespace`], at start-up, before any thread):
-//!   each (re)start binds a new hosts file over it, naming the node's new IP. Clients and the
+//!   namespace of its own (`mountns.rs`, entered at start-up, before any thread): each
+//!   (re)start binds a new hosts file over it, naming the node's new IP. Clients and the
 //!   nemesis then address nodes by name only, as the nodes do.
 //! - **Faults**: kill is `docker kill -s KILL` (its output is appended to the node's log, the
 //!   container removed), pause is `docker pause` (the cgroup freezer: every thread stops at
@@ -26,10 +26,10 @@
 use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
 
 use tokio::process::Command;
 
+use super::mountns::{names_ready, set_host};
 use super::{command, TargetError};
 use crate::cluster::{serve_args, SERVICE};
 use crate::docker::Scope;
@@ -53,62 +53,6 @@ async fn docker(args: &[String]) -> Result<String, TargetError> {
 
 fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|a| a.to_string()).collect()
-}
-
-/// This process's own `/etc/hosts` (see the module essay).
-struct Hosts {
-    dir: PathBuf,
-    /// The machine's hosts file, which every version starts with.
-    base: String,
-    names: BTreeMap<String, Ipv4Addr>,
-    version: u64,
-}
-
-static HOSTS: OnceLock<Mutex<Hosts>> = OnceLock::new();
-
-/// Gives this process a private mount namespace in which `/etc/hosts` is its own, so that the
-/// docker target can name its nodes' IPs. Must run before any other thread exists (the
-/// namespace is per thread until then); needs root (`CAP_SYS_ADMIN`).
-pub fn enter_own_mount_namespace() -> Result<(), TargetError> {
-    use nix::mount::{mount, MsFlags};
-    use nix::sched::{unshare, CloneFlags};
-    let fail = |what: &str, e: nix::Error| {
-        TargetError::Io(format!(
-            "the docker target resolves node names through a private /etc/hosts; {what}: {e} (run hcjepsen as root)"
-        ))
-    };
-    let base = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
-    unshare(CloneFlags::CLONE_NEWNS).map_err(|e| fail("unshare(CLONE_NEWNS)", e))?;
-    // Nothing mounted here may leak into the machine's namespace.
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .map_err(|e| fail("making / private", e))?;
-    let dir = std::env::temp_dir().join(format!("hcjepsen-hosts-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| TargetError::Io(format!("creating {}: {e}", dir.display())))?;
-    let hosts = Hosts { dir, base, names: BTreeMap::new(), version: 0 };
-    HOSTS.set(Mutex::new(hosts)).map_err(|_| TargetError::Io("the private /etc/hosts was set up twice".into()))
-}
-
-/// Points `name` at `ip` in this process's `/etc/hosts`. A new file is bound over the old one
-/// each time: a reader sees the whole old file or the whole new one, never half a write.
-fn set_host(name: &str, ip: Ipv4Addr) -> Result<(), TargetError> {
-    use nix::mount::{mount, MsFlags};
-    let Some(hosts) = HOSTS.get() else {
-        return Err(TargetError::Io(
-            "the docker target needs hcjepsen's private /etc/hosts (enter_own_mount_namespace at start-up)".into(),
-        ));
-    };
-    let mut hosts = hosts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    hosts.names.insert(name.to_string(), ip);
-    hosts.version += 1;
-    let mut text = hosts.base.clone();
-    text.push_str("\n# hcjepsen --target docker\n");
-    for (name, ip) in &hosts.names {
-        text.push_str(&format!("{ip}\t{name}\n"));
-    }
-    let file = hosts.dir.join(format!("hosts.{}", hosts.version));
-    std::fs::write(&file, text).map_err(|e| TargetError::Io(format!("writing {}: {e}", file.display())))?;
-    mount(Some(&file), "/etc/hosts", None::<&str>, MsFlags::MS_BIND, None::<&str>)
-        .map_err(|e| TargetError::Io(format!("binding {} over /etc/hosts: {e}", file.display())))
 }
 
 /// One running node container.
@@ -137,11 +81,7 @@ pub struct Containers {
 impl Containers {
     /// Builds the node image for `exe` and creates the run's network.
     pub async fn create(exe: &Path, dir: &Path, faketime: Option<&Path>) -> Result<Containers, TargetError> {
-        if HOSTS.get().is_none() {
-            return Err(TargetError::Io(
-                "the docker target needs hcjepsen's private /etc/hosts (enter_own_mount_namespace at start-up)".into(),
-            ));
-        }
+        names_ready()?;
         build_image(exe, faketime).await?;
         let scope = tokio::task::spawn_blocking(|| Scope::new("chaos"))
             .await

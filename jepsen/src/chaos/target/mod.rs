@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod disk;
 pub mod docker;
+pub mod mountns;
 pub mod proxy;
 
 /// Where a run's nodes live (`hcjepsen test --target`).
