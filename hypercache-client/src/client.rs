@@ -39,7 +39,7 @@ use crate::config::{validate_endpoint, ClientConfig};
 use crate::error::Error;
 use crate::freshness::Seen;
 use crate::health::{timed_out, Health};
-use crate::retry::{backoff_delay, classify, delivery_of, wants_refresh, Decision, Delivery, OpKind};
+use crate::retry::{backoff_delay, classify, delivery_of, give_up, wants_refresh, Decision, Delivery, OpKind};
 use crate::routing::{RoutingCache, RoutingTable};
 use crate::target::{after, candidates, choose};
 pub(crate) use crate::target::{Group, Route, Target};
@@ -435,7 +435,10 @@ impl Client {
                 group = self.resolve(&target, table.as_deref())?;
             }
             match decision {
-                Decision::Fail(err) => return Err(err),
+                Decision::Fail(err) => {
+                    let by_shard = hypercache_proto::error_info::info_of(&status).is_some();
+                    return Err(give_up(err, kind, lock(progress).maybe_applied, by_shard));
+                }
                 Decision::OutcomeUnknown => {
                     return Err(Error::OutcomeUnknown {
                         message: format!("{op} sent to {last_error}; it may or may not have been applied"),

@@ -173,6 +173,23 @@ fn classify_foreign(code: Code, message: String, kind: OpKind) -> Decision {
     }
 }
 
+/// The error a tracked write gives up with when an attempt fails for good (`fail` is what that
+/// attempt alone says). An earlier attempt may have been applied (`maybe_applied`): a refusal
+/// by the shard itself (`answered_by_shard`: a status with HyperCache's `ErrorInfo`) still
+/// stands, since the shard answers a repeat of an applied write with its first outcome and
+/// refuses the same request the same way every time; any other failure (a proxy's or a node's
+/// HTTP error, a method the answering server does not have) says nothing about that earlier
+/// attempt, so the outcome is unknown. Seen: a chaos run under membership churn reported an
+/// add as failed (`Unimplemented`, "HTTP status code 404") whose first attempt had been applied.
+pub(crate) fn give_up(fail: Error, kind: OpKind, maybe_applied: bool, answered_by_shard: bool) -> Error {
+    if kind == OpKind::Tracked && maybe_applied && !answered_by_shard {
+        return Error::OutcomeUnknown {
+            message: format!("{fail}; an earlier attempt may have been applied, so it may or may not have been"),
+        };
+    }
+    fail
+}
+
 fn unknown_unless_safe(kind: OpKind) -> Decision {
     if kind.retry_safe() {
         Decision::Retry
@@ -205,6 +222,18 @@ mod tests {
     use Decision::*;
     use Delivery::*;
     use OpKind::*;
+
+    #[test]
+    fn a_tracked_write_that_may_have_been_applied_is_not_reported_failed_by_a_foreign_error() {
+        let foreign = || Error::Rpc { code: Code::Unimplemented, message: "HTTP status code 404".into() };
+        let refused = || Error::InvalidArgument { reason: "KEY_TOO_LONG".into(), message: "too long".into() };
+        assert!(give_up(foreign(), Tracked, true, false).may_have_been_applied());
+        // The shard's own refusal stands; so does any failure when no attempt may have applied.
+        assert!(!give_up(refused(), Tracked, true, true).may_have_been_applied());
+        assert!(!give_up(foreign(), Tracked, false, false).may_have_been_applied());
+        // Untracked writes are never retried after an attempt that may have applied.
+        assert!(!give_up(foreign(), Write, true, false).may_have_been_applied());
+    }
 
     #[test]
     fn not_leader_redirects_reads_and_writes() {
