@@ -533,21 +533,21 @@ impl Cluster {
 
     /// SIGSTOP node `i` (a container: the cgroup freezer, which stops every thread at once).
     pub async fn pause(&mut self, i: usize) -> Result<(), TargetError> {
-        if let Some(containers) = &self.containers {
-            containers.freeze(self.nodes[i].id, true).await?;
-            self.nodes[i].state = NodeState::Paused;
-            return Ok(());
-        }
-        self.signal(i, Signal::SIGSTOP, NodeState::Paused)
+        self.freeze(i, true).await
     }
 
     pub async fn resume(&mut self, i: usize) -> Result<(), TargetError> {
-        if let Some(containers) = &self.containers {
-            containers.freeze(self.nodes[i].id, false).await?;
-            self.nodes[i].state = NodeState::Running;
-            return Ok(());
-        }
-        self.signal(i, Signal::SIGCONT, NodeState::Running)
+        self.freeze(i, false).await
+    }
+
+    async fn freeze(&mut self, i: usize, frozen: bool) -> Result<(), TargetError> {
+        let state = if frozen { NodeState::Paused } else { NodeState::Running };
+        let Some(containers) = &self.containers else {
+            return self.signal(i, if frozen { Signal::SIGSTOP } else { Signal::SIGCONT }, state);
+        };
+        containers.freeze(self.nodes[i].id, frozen).await?;
+        self.nodes[i].state = state;
+        Ok(())
     }
 
     /// A client of every node slot's address (the nemesis' own, not a workload's).

@@ -231,15 +231,6 @@ impl Containers {
             Err(TargetError::Io(errors.join("; ")))
         }
     }
-
-    /// Kills and removes every container (their output to `log(id)`); the network goes with
-    /// the scope.
-    pub async fn stop(&mut self, log: impl Fn(u64) -> PathBuf) {
-        let ids: Vec<u64> = self.running.keys().copied().collect();
-        for id in ids {
-            let _ = self.kill(id, &log(id)).await;
-        }
-    }
 }
 
 /// The shared libraries `binary` links, as `ldd` lists them.

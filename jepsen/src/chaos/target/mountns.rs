@@ -82,8 +82,7 @@ pub fn names_ready() -> Result<(), TargetError> {
 /// each time: a reader sees the whole old file or the whole new one, never half a write.
 pub fn set_host(name: &str, ip: Ipv4Addr) -> Result<(), TargetError> {
     use nix::mount::{mount, MsFlags};
-    names_ready()?;
-    let Some(hosts) = HOSTS.get() else { return Ok(()) };
+    let Some(hosts) = HOSTS.get() else { return names_ready() };
     let mut hosts = hosts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     hosts.names.insert(name.to_string(), ip);
     hosts.version += 1;
