@@ -8,6 +8,7 @@
 
 use hypercache_proto::error_info::status_with_info;
 use hypercache_proto::v1::ErrorInfo;
+use hypercache_proto::Reason;
 use tonic::Code;
 
 use crate::machine::Rejection;
@@ -17,7 +18,7 @@ use crate::types::{NodeId, ShardId};
 pub enum ServiceError {
     /// A field failed validation; `reason` is the stable code (EMPTY_KEY, KEY_TOO_LONG, ...).
     #[error("{message}")]
-    InvalidArgument { reason: &'static str, message: String },
+    InvalidArgument { reason: Reason, message: String },
     #[error("unknown shard {shard}: this node serves shards {known}")]
     UnknownShard { shard: u32, known: String },
     /// The key maps to another shard than the request named (the client's routing table is old).
@@ -37,6 +38,10 @@ pub enum ServiceError {
     /// No leader is known (election in progress); nothing was proposed.
     #[error("shard {shard} has no leader right now (election in progress); retry shortly")]
     NoLeader { shard: ShardId },
+    /// This node hosts no replica of the shard yet (it has not been created here); another node
+    /// can answer. Nothing happened.
+    #[error("node {node} hosts no replica of shard {shard} yet; ask another node")]
+    NoReplica { node: NodeId, shard: ShardId },
     #[error("node {node} is shutting down")]
     ShuttingDown { node: NodeId },
     /// A serializable read reached a replica that must not answer from its local state: a
@@ -65,9 +70,10 @@ pub enum ServiceError {
     #[error("shard {shard}: this node's watch history was reset by a snapshot; resume from revision {resume}")]
     WatchReset { shard: ShardId, resume: u64 },
     /// A join or decommission was refused; membership is unchanged. `reason` is the stable code
-    /// (MEMBER_CONFLICT, DATA_LOST, LAST_VOTER, UNKNOWN_NODE, MEMBERSHIP_BUSY).
+    /// (MEMBER_CONFLICT, LAST_VOTER, LAST_REPLICA_HOLDER, UNKNOWN_NODE, MEMBERSHIP_BUSY,
+    /// INCARNATION_MISMATCH, UNIDENTIFIED_NODE).
     #[error("{message}")]
-    Membership { reason: &'static str, message: String },
+    Membership { reason: Reason, message: String },
 }
 
 fn leader_hint(id: &Option<NodeId>, endpoint: &Option<String>) -> String {
@@ -79,32 +85,32 @@ fn leader_hint(id: &Option<NodeId>, endpoint: &Option<String>) -> String {
 }
 
 impl ServiceError {
-    pub fn invalid(reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn invalid(reason: Reason, message: impl Into<String>) -> Self {
         ServiceError::InvalidArgument { reason, message: message.into() }
     }
 
     /// The stable reason code carried in [`ErrorInfo::reason`].
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            ServiceError::InvalidArgument { reason, .. } => reason,
-            ServiceError::UnknownShard { .. } => "UNKNOWN_SHARD",
-            ServiceError::WrongShard { .. } => "WRONG_SHARD",
-            ServiceError::NotLeader { .. } => "NOT_LEADER",
-            ServiceError::NoLeader { .. } => "NO_LEADER",
-            ServiceError::ShuttingDown { .. } => "SHUTTING_DOWN",
-            ServiceError::NotServing { .. } => "REPLICA_NOT_SERVING",
-            ServiceError::OutcomeUnknown { .. } => "OUTCOME_UNKNOWN",
-            ServiceError::Internal { .. } => "INTERNAL",
+            ServiceError::InvalidArgument { reason, .. } => *reason,
+            ServiceError::UnknownShard { .. } => Reason::UnknownShard,
+            ServiceError::WrongShard { .. } => Reason::WrongShard,
+            ServiceError::NotLeader { .. } => Reason::NotLeader,
+            ServiceError::NoLeader { .. } => Reason::NoLeader,
+            ServiceError::ShuttingDown { .. } => Reason::ShuttingDown,
+            ServiceError::NotServing { .. } | ServiceError::NoReplica { .. } => Reason::ReplicaNotServing,
+            ServiceError::OutcomeUnknown { .. } => Reason::OutcomeUnknown,
+            ServiceError::Internal { .. } => Reason::Internal,
             ServiceError::Rejected { rejection, .. } => rejection_reason(rejection),
-            ServiceError::Compacted { .. } => "COMPACTED",
-            ServiceError::WatcherTooSlow { .. } => "WATCHER_TOO_SLOW",
-            ServiceError::WatchReset { .. } => "WATCH_RESET",
-            ServiceError::Membership { reason, .. } => reason,
+            ServiceError::Compacted { .. } => Reason::Compacted,
+            ServiceError::WatcherTooSlow { .. } => Reason::WatcherTooSlow,
+            ServiceError::WatchReset { .. } => Reason::WatchReset,
+            ServiceError::Membership { reason, .. } => *reason,
         }
     }
 
     pub fn into_status(self) -> tonic::Status {
-        let mut info = ErrorInfo { reason: self.reason().to_string(), not_applied: true, ..Default::default() };
+        let mut info = ErrorInfo { reason: self.reason().into(), not_applied: true, ..Default::default() };
         let code = match &self {
             ServiceError::InvalidArgument { .. } => Code::InvalidArgument,
             ServiceError::UnknownShard { shard, .. } => {
@@ -127,7 +133,7 @@ impl ServiceError {
                 Code::Unavailable
             }
             ServiceError::ShuttingDown { .. } => Code::Unavailable,
-            ServiceError::NotServing { shard, .. } => {
+            ServiceError::NotServing { shard, .. } | ServiceError::NoReplica { shard, .. } => {
                 info.shard_id = shard.0;
                 Code::Unavailable
             }
@@ -161,30 +167,30 @@ impl ServiceError {
                 info.revision = *resume;
                 Code::Unavailable
             }
-            ServiceError::Membership { reason: "UNKNOWN_NODE", .. } => Code::NotFound,
-            ServiceError::Membership { reason: "MEMBERSHIP_BUSY", .. } => Code::Unavailable,
+            ServiceError::Membership { reason: Reason::UnknownNode, .. } => Code::NotFound,
+            ServiceError::Membership { reason: Reason::MembershipBusy, .. } => Code::Unavailable,
             ServiceError::Membership { .. } => Code::FailedPrecondition,
         };
         status_with_info(code, self.to_string(), &info)
     }
 }
 
-fn rejection_reason(r: &Rejection) -> &'static str {
+fn rejection_reason(r: &Rejection) -> Reason {
     match r {
-        Rejection::LeaseNotFound { .. } => "LEASE_NOT_FOUND",
-        Rejection::InvalidTtl { .. } => "INVALID_TTL",
-        Rejection::ServerNotFound { .. } => "SERVER_NOT_FOUND",
-        Rejection::StaleIncarnation { .. } => "STALE_INCARNATION",
-        Rejection::BoardExists { .. } => "BOARD_EXISTS",
-        Rejection::BoardNotFound { .. } => "BOARD_NOT_FOUND",
-        Rejection::StaleEpoch { .. } => "STALE_EPOCH",
-        Rejection::StaleSeq { .. } => "STALE_SEQ",
-        Rejection::ServerNotLive { .. } => "SERVER_NOT_LIVE",
-        Rejection::NotOwner { .. } => "NOT_OWNER",
-        Rejection::StaleTerm { .. } => "STALE_TERM",
-        Rejection::NotElectionLeader { .. } => "NOT_ELECTION_LEADER",
-        Rejection::WriteSeqTooOld { .. } => "WRITE_SEQ_TOO_OLD",
-        Rejection::TooManyClients { .. } => "TOO_MANY_CLIENTS",
+        Rejection::LeaseNotFound { .. } => Reason::LeaseNotFound,
+        Rejection::InvalidTtl { .. } => Reason::InvalidTtl,
+        Rejection::ServerNotFound { .. } => Reason::ServerNotFound,
+        Rejection::StaleIncarnation { .. } => Reason::StaleIncarnation,
+        Rejection::BoardExists { .. } => Reason::BoardExists,
+        Rejection::BoardNotFound { .. } => Reason::BoardNotFound,
+        Rejection::StaleEpoch { .. } => Reason::StaleEpoch,
+        Rejection::StaleSeq { .. } => Reason::StaleSeq,
+        Rejection::ServerNotLive { .. } => Reason::ServerNotLive,
+        Rejection::NotOwner { .. } => Reason::NotOwner,
+        Rejection::StaleTerm { .. } => Reason::StaleTerm,
+        Rejection::NotElectionLeader { .. } => Reason::NotElectionLeader,
+        Rejection::WriteSeqTooOld { .. } => Reason::WriteSeqTooOld,
+        Rejection::TooManyClients { .. } => Reason::TooManyClients,
     }
 }
 

@@ -20,6 +20,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hypercache_proto::Reason;
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 use tokio::sync::{watch, Mutex};
@@ -59,7 +60,7 @@ pub struct Membership {
     lock: Mutex<()>,
 }
 
-fn refused(reason: &'static str, message: String) -> ServiceError {
+fn refused(reason: Reason, message: String) -> ServiceError {
     ServiceError::Membership { reason, message }
 }
 
@@ -88,7 +89,7 @@ impl Membership {
             if member.id == id {
                 if !member.node.same_endpoint(&node) {
                     return Err(refused(
-                        "MEMBER_CONFLICT",
+                        Reason::MemberConflict,
                         format!(
                             "node id {id} is already a member as {}; a node id is never reused for another node",
                             member.node
@@ -102,7 +103,7 @@ impl Membership {
             }
             if member.node.addr == node.addr || member.node.name == node.name {
                 return Err(refused(
-                    "MEMBER_CONFLICT",
+                    Reason::MemberConflict,
                     format!("{} is already a member as node id {}; it cannot join again as id {id}", node, member.id),
                 ));
             }
@@ -125,7 +126,7 @@ impl Membership {
         let id = old.id;
         if old.voter && members.iter().filter(|m| m.voter).count() <= 1 {
             return Err(refused(
-                "LAST_VOTER",
+                Reason::LastVoter,
                 format!(
                     "node {} (id {id}) came back with a new data dir (incarnation {}, was {}) but it is the last \
                      voter: the cluster's data is gone with it",
@@ -153,11 +154,14 @@ impl Membership {
         let members = self.members();
         let Some(target) = members.iter().find(|m| m.node.name == name) else {
             let known: Vec<&str> = members.iter().map(|m| m.node.name.as_str()).collect();
-            return Err(refused("UNKNOWN_NODE", format!("no member is named {name:?}; members: {}", known.join(", "))));
+            return Err(refused(
+                Reason::UnknownNode,
+                format!("no member is named {name:?}; members: {}", known.join(", ")),
+            ));
         };
         if target.voter && members.iter().filter(|m| m.voter).count() <= 1 {
             return Err(refused(
-                "LAST_VOTER",
+                Reason::LastVoter,
                 format!("{name} is the last voter; decommissioning it would leave the data with no replica"),
             ));
         }
@@ -235,10 +239,13 @@ impl Membership {
                 self.shard.leader_term().err().unwrap_or(ServiceError::NoLeader { shard: self.shard.id })
             }
             RaftError::APIError(ClientWriteError::ChangeMembershipError(ChangeMembershipError::InProgress(e))) => {
-                refused("MEMBERSHIP_BUSY", format!("another membership change is in progress ({e}); retry shortly"))
+                refused(
+                    Reason::MembershipBusy,
+                    format!("another membership change is in progress ({e}); retry shortly"),
+                )
             }
             RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
-                refused("MEMBER_CONFLICT", e.to_string())
+                refused(Reason::MemberConflict, e.to_string())
             }
             RaftError::Fatal(e) => {
                 ServiceError::OutcomeUnknown { shard: self.shard.id, detail: format!("membership change: {e}") }

@@ -2,6 +2,7 @@
 //! key -> shard map itself is [`hypercache_proto::routing::Router`], shared with clients.
 
 use hypercache_proto::routing::Router;
+use hypercache_proto::Reason;
 
 use crate::error::ServiceError;
 
@@ -19,7 +20,7 @@ pub fn check_single_shard<'a>(
             None => first = Some((key, s)),
             Some((k0, s0)) if s0 != s => {
                 return Err(ServiceError::invalid(
-                    "CROSS_SHARD",
+                    Reason::CrossShard,
                     format!(
                         "the transaction spans shards: {:?} is in shard {s0} but {:?} is in shard {s}; \
                          give related keys a common hash tag such as {{board-7}}",
@@ -54,9 +55,9 @@ mod tests {
         // Find a key in another shard.
         let other = (0..100u32).map(|i| format!("k{i}")).find(|k| r.shard_of(k.as_bytes()) != home).unwrap();
         let err = check_single_shard(&r, home, [owner, other.as_bytes()]).unwrap_err();
-        assert_eq!(err.reason(), "CROSS_SHARD");
+        assert_eq!(err.reason(), Reason::CrossShard);
         assert!(err.to_string().contains("hash tag"), "{err}");
-        assert_eq!(check_single_shard(&r, home, [other.as_bytes()]).unwrap_err().reason(), "WRONG_SHARD");
+        assert_eq!(check_single_shard(&r, home, [other.as_bytes()]).unwrap_err().reason(), Reason::WrongShard);
         check_single_shard(&Router::new(1), 0, [owner, other.as_bytes()]).unwrap();
     }
 }

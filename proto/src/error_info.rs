@@ -4,6 +4,7 @@
 use prost::Message;
 
 use crate::v1::ErrorInfo;
+use crate::Reason;
 
 /// Builds a status whose details carry `info`.
 pub fn status_with_info(code: tonic::Code, message: impl Into<String>, info: &ErrorInfo) -> tonic::Status {
@@ -16,4 +17,11 @@ pub fn info_of(status: &tonic::Status) -> Option<ErrorInfo> {
         return None;
     }
     ErrorInfo::decode(status.details()).ok()
+}
+
+impl ErrorInfo {
+    /// The reason as a [`Reason`]; `None` for one this build does not know (a newer server).
+    pub fn known_reason(&self) -> Option<Reason> {
+        Reason::from_wire(&self.reason)
+    }
 }

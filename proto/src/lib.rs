@@ -1,7 +1,8 @@
 //! HyperCache wire protocol.
 //!
 //! - [`v1`]: the client API (`hypercache.v1`): KV and Cluster services, and [`v1::ErrorInfo`],
-//!   the error details every server-generated status carries.
+//!   the error details every server-generated status carries, and [`Reason`], the stable codes
+//!   in its `reason` field.
 //! - [`raft::v1`]: peer traffic (`hypercache.raft.v1`): Raft RPCs tagged with a shard id.
 //! - [`orbstrike::v1`]: the Orbstrike game's orchestrator and game-server APIs.
 //!
@@ -29,4 +30,7 @@ pub mod orbstrike {
 }
 
 pub mod error_info;
+pub mod reason;
 pub mod routing;
+
+pub use reason::Reason;

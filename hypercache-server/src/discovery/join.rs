@@ -24,6 +24,7 @@ use std::time::Duration;
 use hypercache_proto::error_info::info_of;
 use hypercache_proto::v1::cluster_client::ClusterClient;
 use hypercache_proto::v1::{JoinRequest, StatusRequest};
+use hypercache_proto::Reason;
 use openraft::error::{InitializeError, RaftError};
 use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
@@ -199,7 +200,7 @@ pub(crate) async fn join(via: &str, me: NodeId, node: &NodeInfo) {
             }
             Ok(Err(status)) => {
                 let info = info_of(&status).unwrap_or_default();
-                if info.reason == "NOT_LEADER" && !info.leader_endpoint.is_empty() {
+                if info.known_reason() == Some(Reason::NotLeader) && !info.leader_endpoint.is_empty() {
                     target = info.leader_endpoint;
                     continue;
                 }

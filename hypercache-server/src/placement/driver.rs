@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use hypercache_proto::v1 as pb;
 use hypercache_proto::v1::cluster_client::ClusterClient;
+use hypercache_proto::Reason;
 use openraft::ServerState;
 use tokio::sync::watch;
 
@@ -403,7 +404,7 @@ impl Driver {
         let others = members.iter().filter(|m| m.voter && m.id != target.id && !placement.draining.contains(&m.id));
         if others.count() == 0 {
             return Err(ServiceError::Membership {
-                reason: "LAST_REPLICA_HOLDER",
+                reason: Reason::LastReplicaHolder,
                 message: format!(
                     "{name} is the last node that can hold replicas; decommissioning it would leave shards with no \
                      replica. Add a node first"
@@ -424,7 +425,7 @@ fn store_error(e: StoreError) -> ServiceError {
     match e {
         StoreError::Service(s) => s,
         StoreError::Conflict => ServiceError::Membership {
-            reason: "MEMBERSHIP_BUSY",
+            reason: Reason::MembershipBusy,
             message: "the placement changed meanwhile; retry".into(),
         },
         StoreError::Corrupt(d) => ServiceError::Internal { shard: ShardId::META, detail: d },

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use hypercache_proto::v1 as pb;
 use hypercache_proto::v1::boards_server::Boards;
+use hypercache_proto::Reason;
 use tonic::{Request, Response, Status};
 
 use super::convert::write_id;
@@ -84,7 +85,7 @@ impl BoardsService {
         v.text("request_id", &req.request_id, true)?;
         let fence = if req.election.is_empty() {
             if req.election_term != 0 {
-                return Err(ServiceError::invalid("INVALID_ARGUMENT", "election_term given without election"));
+                return Err(ServiceError::invalid(Reason::InvalidArgument, "election_term given without election"));
             }
             None
         } else {

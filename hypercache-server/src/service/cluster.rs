@@ -8,6 +8,7 @@ use std::time::Duration;
 use hypercache_proto::v1 as pb;
 use hypercache_proto::v1::cluster_client::ClusterClient;
 use hypercache_proto::v1::cluster_server::Cluster;
+use hypercache_proto::Reason;
 use openraft::ServerState;
 use tonic::{Request, Response, Status};
 
@@ -47,13 +48,15 @@ impl ClusterService {
     }
 
     fn meta(&self) -> Result<Arc<Shard>, Status> {
-        self.shards.meta().ok_or_else(|| Status::unavailable("this node has no meta replica yet"))
+        self.shards
+            .meta()
+            .ok_or_else(|| ServiceError::NoReplica { node: self.stamp.node_id, shard: ShardId::META }.into_status())
     }
 
     /// Asks the node at `endpoint` who it is (AddNode), over the peer pool.
     async fn identify(&self, endpoint: &str) -> Result<pb::StatusResponse, ServiceError> {
         let unreachable = |e: String| {
-            ServiceError::invalid("NODE_UNREACHABLE", format!("add node: cannot ask {endpoint} who it is: {e}"))
+            ServiceError::invalid(Reason::NodeUnreachable, format!("add node: cannot ask {endpoint} who it is: {e}"))
         };
         let channel = self.pool.channel(endpoint).map_err(|e| unreachable(e.to_string()))?;
         let mut client = ClusterClient::new(channel);
@@ -123,17 +126,17 @@ fn member_pb(m: MemberView) -> pb::Member {
 /// (checked by the caller) a DNS endpoint.
 fn validate_join(req: &pb::JoinRequest) -> Result<(), ServiceError> {
     if req.node_id == 0 {
-        return Err(ServiceError::invalid("INVALID_ARGUMENT", "join: node_id must be >= 1"));
+        return Err(ServiceError::invalid(Reason::InvalidArgument, "join: node_id must be >= 1"));
     }
     if req.incarnation == 0 {
         return Err(ServiceError::invalid(
-            "INVALID_ARGUMENT",
+            Reason::InvalidArgument,
             "join: incarnation must be non-zero (the joining node's data-dir stamp; nodes older than incarnations \
              cannot join)",
         ));
     }
     if req.name.trim().is_empty() || req.name.len() > 253 {
-        return Err(ServiceError::invalid("INVALID_ARGUMENT", "join: name must be 1..=253 characters"));
+        return Err(ServiceError::invalid(Reason::InvalidArgument, "join: name must be 1..=253 characters"));
     }
     Ok(())
 }
@@ -184,8 +187,9 @@ impl Cluster for ClusterService {
         // node whose old entry was removed but whose re-add did not happen rejoins under the
         // address the peers list gives it.
         if known.is_none() && self.names_only {
-            require_dns_name(&node.addr)
-                .map_err(|e| ServiceError::invalid("INVALID_ARGUMENT", format!("join: endpoint {e}")).into_status())?;
+            require_dns_name(&node.addr).map_err(|e| {
+                ServiceError::invalid(Reason::InvalidArgument, format!("join: endpoint {e}")).into_status()
+            })?;
         }
         let replacing = known.is_some_and(|m| m.node.incarnation != node.incarnation);
         if replacing {
@@ -195,7 +199,7 @@ impl Cluster for ClusterService {
             let status = self.identify(&node.addr).await.map_err(ServiceError::into_status)?;
             if status.node_id != req.node_id || status.incarnation != req.incarnation {
                 return Err(ServiceError::Membership {
-                    reason: "INCARNATION_MISMATCH",
+                    reason: Reason::IncarnationMismatch,
                     message: format!(
                         "join: node {} asks to replace its membership entry with incarnation {:016x}, but {} reports \
                          node {} incarnation {:016x}",
@@ -218,7 +222,7 @@ impl Cluster for ClusterService {
     ) -> Result<Response<pb::DecommissionResponse>, Status> {
         let name = request.into_inner().name;
         if name.trim().is_empty() {
-            return Err(ServiceError::invalid("INVALID_ARGUMENT", "decommission: name is empty").into_status());
+            return Err(ServiceError::invalid(Reason::InvalidArgument, "decommission: name is empty").into_status());
         }
         let (node_id, replicas_left, removed) =
             self.driver.decommission(&name).await.map_err(ServiceError::into_status)?;
@@ -232,7 +236,7 @@ impl Cluster for ClusterService {
 
     async fn routing(&self, _request: Request<pb::RoutingRequest>) -> Result<Response<pb::RoutingResponse>, Status> {
         let meta = self.meta()?;
-        let stored = store::load_local(&meta).map_err(|e| Status::internal(e.to_string()))?;
+        let stored = store::load_local(&meta).map_err(|e| meta_internal(e.to_string()))?;
         let nodes: Vec<pb::Member> = self.membership.members().into_iter().map(member_pb).collect();
         let meta_leader_id = meta.metrics().current_leader.unwrap_or(0);
         let Some(stored) = stored else {
@@ -274,7 +278,7 @@ impl Cluster for ClusterService {
         // Sizing reads whole trees: keep it off the async workers.
         let replicas = tokio::task::spawn_blocking(move || local_shards(&shards, with_size))
             .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .map_err(|e| meta_internal(format!("sizing the local shards: {e}")))?;
         Ok(Response::new(pb::LocalShardsResponse {
             node_id: self.shards.meta().map(|m| m.node_id).unwrap_or(0),
             name: self.me.name.clone(),
@@ -284,15 +288,16 @@ impl Cluster for ClusterService {
 
     async fn add_node(&self, request: Request<pb::AddNodeRequest>) -> Result<Response<pb::AddNodeResponse>, Status> {
         let endpoint = request.into_inner().endpoint;
-        require_dns_name(&endpoint)
-            .map_err(|e| ServiceError::invalid("INVALID_ARGUMENT", format!("add node: endpoint {e}")).into_status())?;
+        require_dns_name(&endpoint).map_err(|e| {
+            ServiceError::invalid(Reason::InvalidArgument, format!("add node: endpoint {e}")).into_status()
+        })?;
         self.meta()?.leader_term().map_err(ServiceError::into_status)?;
         let status = self.identify(&endpoint).await.map_err(ServiceError::into_status)?;
         if status.node_id == 0 {
-            return Err(Status::failed_precondition(format!("add node: {endpoint} did not report a node id")));
+            return Err(unidentified(format!("add node: {endpoint} did not report a node id")));
         }
         if status.incarnation == 0 {
-            return Err(Status::failed_precondition(format!(
+            return Err(unidentified(format!(
                 "add node: {endpoint} did not report a data-dir incarnation (a node older than this version?)"
             )));
         }
@@ -305,4 +310,14 @@ impl Cluster for ClusterService {
             members: self.membership.members().into_iter().map(member_pb).collect(),
         }))
     }
+}
+
+/// A failure reading the meta shard's own records: a bug or storage failure on this node.
+fn meta_internal(detail: String) -> Status {
+    ServiceError::Internal { shard: ShardId::META, detail }.into_status()
+}
+
+/// The node asked to join did not say who it is: membership stays as it is.
+fn unidentified(message: String) -> Status {
+    ServiceError::Membership { reason: Reason::UnidentifiedNode, message }.into_status()
 }

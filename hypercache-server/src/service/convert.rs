@@ -1,6 +1,7 @@
 //! Domain <-> protobuf conversions for the client API.
 
 use hypercache_proto::v1 as pb;
+use hypercache_proto::Reason;
 
 use crate::error::ServiceError;
 use crate::types::{ClientId, KeyValue, WriteId};
@@ -25,13 +26,13 @@ pub fn write_id(write: Option<pb::WriteId>) -> Result<Option<WriteId>, ServiceEr
     let Some(w) = write else { return Ok(None) };
     let client = <[u8; 16]>::try_from(w.client_id.as_ref()).map_err(|_| {
         ServiceError::invalid(
-            "INVALID_ARGUMENT",
+            Reason::InvalidArgument,
             format!("write.client_id is {} bytes; it must be exactly 16", w.client_id.len()),
         )
     })?;
     if w.seq == 0 || w.first_incomplete > w.seq {
         return Err(ServiceError::invalid(
-            "INVALID_ARGUMENT",
+            Reason::InvalidArgument,
             format!(
                 "write.seq {} / write.first_incomplete {}: seq must be >= 1 and first_incomplete <= seq",
                 w.seq, w.first_incomplete

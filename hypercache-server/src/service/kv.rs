@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hypercache_proto::v1 as pb;
 use hypercache_proto::v1::kv_server::Kv;
+use hypercache_proto::Reason;
 use tonic::{Request, Response, Status};
 
 use super::convert::write_id;
@@ -85,7 +86,7 @@ impl KvService {
             (0, 0) => Ok(Attach::None),
             (id, 0) => Ok(Attach::Lease(id)),
             (0, ttl) => Ok(Attach::Ttl(self.ctx.validator.ttl("ttl_ms", i64::try_from(ttl).unwrap_or(i64::MAX))?)),
-            _ => Err(ServiceError::invalid("INVALID_ARGUMENT", "give either lease or ttl_ms, not both")),
+            _ => Err(ServiceError::invalid(Reason::InvalidArgument, "give either lease or ttl_ms, not both")),
         }
     }
 
@@ -152,7 +153,7 @@ impl KvService {
         }
         if compares.is_empty() {
             return Err(ServiceError::invalid(
-                "INVALID_ARGUMENT",
+                Reason::InvalidArgument,
                 "compare_and_swap needs expected_mod_revision and/or expected_value",
             ));
         }
@@ -206,7 +207,7 @@ impl KvService {
             Some(Target::ModRevision(r)) => CompareTarget::ModRevision(r),
             Some(Target::CreateRevision(r)) => CompareTarget::CreateRevision(r),
             Some(Target::Lease(l)) => CompareTarget::Lease(l),
-            None => return Err(ServiceError::invalid("INVALID_ARGUMENT", "a compare needs a target")),
+            None => return Err(ServiceError::invalid(Reason::InvalidArgument, "a compare needs a target")),
         };
         Ok(Compare { key: c.key, target })
     }
@@ -215,7 +216,7 @@ impl KvService {
         use pb::request_op::Op as P;
         if ops.len() > MAX_TXN_OPS {
             return Err(ServiceError::invalid(
-                "INVALID_ARGUMENT",
+                Reason::InvalidArgument,
                 format!("{branch} has {} ops; the limit is {MAX_TXN_OPS}", ops.len()),
             ));
         }
@@ -230,7 +231,7 @@ impl KvService {
                     self.ctx.validator.writable_key("delete.key", &d.key)?;
                     Ok(Op::Delete { key: d.key, prev_kv: d.prev_kv })
                 }
-                None => Err(ServiceError::invalid("INVALID_ARGUMENT", format!("an op in {branch} is empty"))),
+                None => Err(ServiceError::invalid(Reason::InvalidArgument, format!("an op in {branch} is empty"))),
             })
             .collect()
     }
@@ -274,7 +275,7 @@ impl KvService {
     fn watch_filter(&self, req: &pb::WatchRequest) -> Result<KeyFilter, ServiceError> {
         let given = [!req.key.is_empty(), !req.prefix.is_empty(), !req.start.is_empty() || !req.end.is_empty()];
         if given.iter().filter(|g| **g).count() > 1 {
-            return Err(ServiceError::invalid("INVALID_RANGE", "give exactly one of key, prefix or start/end"));
+            return Err(ServiceError::invalid(Reason::InvalidRange, "give exactly one of key, prefix or start/end"));
         }
         if !req.key.is_empty() {
             self.ctx.validator.key("key", &req.key)?;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use hypercache_proto::v1 as pb;
 use hypercache_proto::v1::registry_server::Registry;
+use hypercache_proto::Reason;
 use tonic::{Request, Response, Status};
 
 use super::convert::write_id;
@@ -48,7 +49,7 @@ impl RegistryService {
         let ttl_ms = v.ttl("ttl_ms", req.ttl_ms)?;
         if req.labels.len() > MAX_LABELS {
             return Err(ServiceError::invalid(
-                "INVALID_ARGUMENT",
+                Reason::InvalidArgument,
                 format!("{} labels; the limit is {MAX_LABELS}", req.labels.len()),
             ));
         }

@@ -1,6 +1,8 @@
 //! Input limits. Every violation is INVALID_ARGUMENT naming the limit, and is checked before
 //! anything is proposed, so a rejected request writes nothing.
 
+use hypercache_proto::Reason;
+
 use crate::config::MAX_KEY_BYTES;
 use crate::error::ServiceError;
 use crate::machine::lease::{MAX_TTL_MS, MIN_TTL_MS};
@@ -42,13 +44,13 @@ impl Validator {
     pub fn key(&self, field: &str, key: &[u8]) -> Result<(), ServiceError> {
         if key.is_empty() {
             return Err(ServiceError::invalid(
-                "EMPTY_KEY",
+                Reason::EmptyKey,
                 format!("{field} is empty; keys must be 1..={MAX_KEY_BYTES} bytes"),
             ));
         }
         if key.len() > MAX_KEY_BYTES {
             return Err(ServiceError::invalid(
-                "KEY_TOO_LONG",
+                Reason::KeyTooLong,
                 format!("{field} is {} bytes; the limit is {MAX_KEY_BYTES} bytes", key.len()),
             ));
         }
@@ -60,7 +62,7 @@ impl Validator {
         self.key(field, key)?;
         if key[0] == RESERVED_PREFIX {
             return Err(ServiceError::invalid(
-                "RESERVED_KEY",
+                Reason::ReservedKey,
                 format!("{field} begins with byte 0xff, which is reserved for the game services' records"),
             ));
         }
@@ -72,7 +74,7 @@ impl Validator {
         match u64::try_from(ttl_ms) {
             Ok(t) if (MIN_TTL_MS..=MAX_TTL_MS).contains(&t) => Ok(t),
             _ => Err(ServiceError::invalid(
-                "INVALID_TTL",
+                Reason::InvalidTtl,
                 format!("{field} is {ttl_ms} ms; it must be {MIN_TTL_MS}..={MAX_TTL_MS} ms"),
             )),
         }
@@ -83,7 +85,7 @@ impl Validator {
         let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-');
         if id.is_empty() || id.len() > MAX_ID_LEN || !id.chars().all(ok_char) {
             return Err(ServiceError::invalid(
-                "INVALID_ID",
+                Reason::InvalidId,
                 format!("{field} {id:?} is invalid: use 1..={MAX_ID_LEN} characters from [A-Za-z0-9._:-]"),
             ));
         }
@@ -93,11 +95,11 @@ impl Validator {
     /// A free-form string field: at most 256 bytes, and non-empty if `required`.
     pub fn text(&self, field: &str, text: &str, required: bool) -> Result<(), ServiceError> {
         if required && text.is_empty() {
-            return Err(ServiceError::invalid("INVALID_ARGUMENT", format!("{field} is required")));
+            return Err(ServiceError::invalid(Reason::InvalidArgument, format!("{field} is required")));
         }
         if text.len() > MAX_TEXT_LEN {
             return Err(ServiceError::invalid(
-                "INVALID_ARGUMENT",
+                Reason::InvalidArgument,
                 format!("{field} is {} bytes; the limit is {MAX_TEXT_LEN}", text.len()),
             ));
         }
@@ -108,7 +110,7 @@ impl Validator {
     pub fn checkpoint(&self, field: &str, data: &[u8]) -> Result<(), ServiceError> {
         if data.len() > self.max_value_bytes {
             return Err(ServiceError::invalid(
-                "CHECKPOINT_TOO_LARGE",
+                Reason::CheckpointTooLarge,
                 format!(
                     "{field} is {} bytes; the limit is {} bytes (limits.max_value_bytes)",
                     data.len(),
@@ -122,7 +124,7 @@ impl Validator {
     pub fn params(&self, field: &str, data: &[u8]) -> Result<(), ServiceError> {
         if data.len() > MAX_PARAMS_BYTES {
             return Err(ServiceError::invalid(
-                "PARAMS_TOO_LARGE",
+                Reason::ParamsTooLarge,
                 format!("{field} is {} bytes; the limit is {MAX_PARAMS_BYTES} bytes", data.len()),
             ));
         }
@@ -132,7 +134,7 @@ impl Validator {
     pub fn value(&self, field: &str, value: &[u8]) -> Result<(), ServiceError> {
         if value.len() > self.max_value_bytes {
             return Err(ServiceError::invalid(
-                "VALUE_TOO_LARGE",
+                Reason::ValueTooLarge,
                 format!(
                     "{field} is {} bytes; the limit is {} bytes (limits.max_value_bytes)",
                     value.len(),
@@ -154,7 +156,7 @@ impl Validator {
     ) -> Result<KeyRange, ServiceError> {
         let mut range = if !prefix.is_empty() {
             if !start.is_empty() || !end.is_empty() {
-                return Err(ServiceError::invalid("INVALID_RANGE", "give either prefix or start/end, not both"));
+                return Err(ServiceError::invalid(Reason::InvalidRange, "give either prefix or start/end, not both"));
             }
             self.bounded("prefix", prefix)?;
             KeyRange { start: prefix.to_vec(), end: prefix_end(prefix) }
@@ -163,7 +165,7 @@ impl Validator {
             self.bounded("end", end)?;
             if !end.is_empty() && end <= start {
                 return Err(ServiceError::invalid(
-                    "INVALID_RANGE",
+                    Reason::InvalidRange,
                     "end must be greater than start (or empty for no end)",
                 ));
             }
@@ -175,7 +177,7 @@ impl Validator {
                 continuation >= range.start.as_slice() && range.end.as_deref().is_none_or(|e| continuation < e);
             if !inside {
                 return Err(ServiceError::invalid(
-                    "INVALID_RANGE",
+                    Reason::InvalidRange,
                     "continuation lies outside the requested range; pass the one the previous page returned",
                 ));
             }
@@ -188,7 +190,7 @@ impl Validator {
         match limit {
             0 => Ok(DEFAULT_RANGE_LIMIT as usize),
             l if l > MAX_RANGE_LIMIT => Err(ServiceError::invalid(
-                "INVALID_ARGUMENT",
+                Reason::InvalidArgument,
                 format!("limit {l} exceeds the maximum of {MAX_RANGE_LIMIT} keys per page"),
             )),
             l => Ok(l as usize),
@@ -198,7 +200,7 @@ impl Validator {
     fn bounded(&self, field: &str, key: &[u8]) -> Result<(), ServiceError> {
         if key.len() > MAX_KEY_BYTES {
             return Err(ServiceError::invalid(
-                "KEY_TOO_LONG",
+                Reason::KeyTooLong,
                 format!("{field} is {} bytes; the limit is {MAX_KEY_BYTES} bytes", key.len()),
             ));
         }
@@ -214,8 +216,8 @@ mod tests {
 
     #[test]
     fn keys_and_values_are_bounded() {
-        assert_eq!(V.key("key", b"").unwrap_err().reason(), "EMPTY_KEY");
-        assert_eq!(V.key("key", &[b'a'; MAX_KEY_BYTES + 1]).unwrap_err().reason(), "KEY_TOO_LONG");
+        assert_eq!(V.key("key", b"").unwrap_err().reason(), Reason::EmptyKey);
+        assert_eq!(V.key("key", &[b'a'; MAX_KEY_BYTES + 1]).unwrap_err().reason(), Reason::KeyTooLong);
         V.key("key", &[b'a'; MAX_KEY_BYTES]).unwrap();
         let err = V.value("value", &[0; 11]).unwrap_err();
         assert!(err.to_string().contains("limit is 10 bytes"), "{err}");
@@ -245,16 +247,16 @@ mod tests {
 
     #[test]
     fn reserved_keys_ids_and_ttls() {
-        assert_eq!(V.writable_key("key", &[0xff, b'a']).unwrap_err().reason(), "RESERVED_KEY");
+        assert_eq!(V.writable_key("key", &[0xff, b'a']).unwrap_err().reason(), Reason::ReservedKey);
         V.writable_key("key", b"a").unwrap();
-        assert_eq!(V.ttl("ttl_ms", -1).unwrap_err().reason(), "INVALID_TTL");
-        assert_eq!(V.ttl("ttl_ms", 0).unwrap_err().reason(), "INVALID_TTL");
-        assert_eq!(V.ttl("ttl_ms", i64::MAX).unwrap_err().reason(), "INVALID_TTL");
+        assert_eq!(V.ttl("ttl_ms", -1).unwrap_err().reason(), Reason::InvalidTtl);
+        assert_eq!(V.ttl("ttl_ms", 0).unwrap_err().reason(), Reason::InvalidTtl);
+        assert_eq!(V.ttl("ttl_ms", i64::MAX).unwrap_err().reason(), Reason::InvalidTtl);
         assert_eq!(V.ttl("ttl_ms", 1000).unwrap(), 1000);
-        assert_eq!(V.id("board_id", "").unwrap_err().reason(), "INVALID_ID");
-        assert_eq!(V.id("board_id", "a/b").unwrap_err().reason(), "INVALID_ID");
+        assert_eq!(V.id("board_id", "").unwrap_err().reason(), Reason::InvalidId);
+        assert_eq!(V.id("board_id", "a/b").unwrap_err().reason(), Reason::InvalidId);
         V.id("board_id", "arena-1.eu:7").unwrap();
-        assert_eq!(V.checkpoint("checkpoint", &[0; 11]).unwrap_err().reason(), "CHECKPOINT_TOO_LARGE");
+        assert_eq!(V.checkpoint("checkpoint", &[0; 11]).unwrap_err().reason(), Reason::CheckpointTooLarge);
     }
 
     #[test]
