@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use futures::future::try_join_all;
+use hypercache_proto::keys::prefix_end;
 use hypercache_proto::v1 as pb;
 
 use crate::client::{Client, Route, Target};
@@ -91,25 +92,13 @@ fn leg_options(options: &RangeOptions, after: Option<&Bytes>) -> RangeOptions {
         let mut next = after.to_vec();
         next.push(0);
         if !options.prefix.is_empty() {
-            leg.end = prefix_end(&options.prefix);
+            // Empty: the end of the key space.
+            leg.end = prefix_end(&options.prefix).map(Bytes::from).unwrap_or_default();
             leg.prefix = Bytes::new();
         }
         leg.start = Bytes::from(next).max(leg.start);
     }
     leg
-}
-
-/// The smallest key above every key that starts with `prefix`; empty (the end of the
-/// keyspace) when there is none.
-pub(crate) fn prefix_end(prefix: &[u8]) -> Bytes {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return Bytes::from(end);
-        }
-    }
-    Bytes::new()
 }
 
 /// Merges the pages of several shards (see the module documentation). `after` is where this
@@ -206,7 +195,5 @@ mod tests {
         assert_eq!((leg.start.as_ref(), leg.end.as_ref()), (&b"p/b\0"[..], &b"z"[..]));
         let first = leg_options(&RangeOptions::prefix("p/"), None);
         assert_eq!((first.prefix.as_ref(), first.start.is_empty()), (&b"p/"[..], true));
-        assert_eq!(prefix_end(b"a\xff\xff"), Bytes::from_static(b"b"));
-        assert!(prefix_end(b"\xff").is_empty());
     }
 }

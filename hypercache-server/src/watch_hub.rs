@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
+use hypercache_proto::keys::prefix_end;
 use tokio::sync::mpsc;
 
 use crate::machine::overlay::Event;
@@ -48,18 +49,6 @@ impl KeyFilter {
     pub fn matches(&self, key: &[u8]) -> bool {
         key >= self.start.as_ref() && self.end.as_ref().is_none_or(|e| key < e.as_ref())
     }
-}
-
-/// The smallest key greater than every key with `prefix`, or None if there is none (all 0xff).
-pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return Some(end);
-        }
-    }
-    None
 }
 
 /// Why a watcher's queue was closed by the hub.

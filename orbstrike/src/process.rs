@@ -1,4 +1,5 @@
-//! What every Orbstrike binary does the same way: logging set-up and waiting for a stop signal.
+//! What every Orbstrike binary does the same way: logging set-up, its host name, and waiting for a
+//! stop signal.
 
 use std::io::IsTerminal;
 
@@ -17,6 +18,16 @@ pub fn init_logging(format: &str, default_filter: &str) {
     } else {
         builder.init();
     }
+}
+
+/// The host name from `$HOSTNAME` (set in containers) or the kernel; `None` when neither gives
+/// one. Game servers and orchestrators name themselves after it by default, so a pod keeps its
+/// name across restarts.
+pub fn hostname() -> Option<String> {
+    let from_env = std::env::var("HOSTNAME").ok();
+    let name = from_env.or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())?;
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_string())
 }
 
 /// Resolves on SIGTERM (how Kubernetes and the demo stop a process) or Ctrl-C.

@@ -30,6 +30,7 @@ pub mod orbstrike {
 }
 
 pub mod error_info;
+pub mod keys;
 pub mod reason;
 pub mod routing;
 

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use hypercache_proto::keys::prefix_end;
 use hypercache_proto::v1 as pb;
 use hypercache_proto::v1::boards_server::Boards;
 use hypercache_proto::Reason;
@@ -21,7 +22,7 @@ use crate::machine::overlay::{Event, EventKind};
 use crate::machine::Rejection;
 use crate::shard::Shard;
 use crate::types::{KeyValue, Request as SmRequest};
-use crate::watch_hub::{prefix_end, KeyFilter};
+use crate::watch_hub::KeyFilter;
 
 pub struct BoardsService {
     ctx: Ctx,

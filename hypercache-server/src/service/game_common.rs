@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use hypercache_proto::keys::prefix_end;
 use serde::de::DeserializeOwned;
 
 use super::ctx::{read_error, under_hub_lock};
@@ -12,7 +13,7 @@ use crate::machine::game::decode;
 use crate::machine::Rejection;
 use crate::shard::Shard;
 use crate::types::{KeyValue, Reply};
-use crate::watch_hub::{prefix_end, HubState, KeyFilter, Subscription};
+use crate::watch_hub::{HubState, KeyFilter, Subscription};
 
 /// Every row under `prefix`, in key order (read from this node's state machine), as one snapshot:
 /// the caller holds the hub lock (`locked`) for the whole scan. Only for small record sets (the

@@ -1,12 +1,12 @@
 //! Input limits. Every violation is INVALID_ARGUMENT naming the limit, and is checked before
 //! anything is proposed, so a rejected request writes nothing.
 
+use hypercache_proto::keys::prefix_end;
 use hypercache_proto::Reason;
 
 use crate::config::MAX_KEY_BYTES;
 use crate::error::ServiceError;
 use crate::machine::lease::{MAX_TTL_MS, MIN_TTL_MS};
-use crate::watch_hub::prefix_end;
 
 /// Keys beginning with this byte hold the game services' records; clients read them but cannot
 /// write them through the KV API.

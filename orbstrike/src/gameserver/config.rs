@@ -22,6 +22,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::process::hostname;
 use crate::rules::TICK_HZ;
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:7400";
@@ -211,14 +212,6 @@ fn validate_server_id(id: &str) -> Result<(), ConfigError> {
         return Err(invalid("server-id", format!("{id:?} must be 1..=128 characters of [A-Za-z0-9._:-]")));
     }
     Ok(())
-}
-
-/// The host name from `$HOSTNAME` (set in containers) or the kernel.
-fn hostname() -> Option<String> {
-    let from_env = std::env::var("HOSTNAME").ok();
-    let name = from_env.or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())?;
-    let name = name.trim();
-    (!name.is_empty()).then(|| name.to_string())
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ use std::time::Duration;
 use hypercache_client::validate_endpoint;
 
 use super::token::MIN_SECRET_LEN;
+use crate::process::hostname;
 
 /// Default gRPC listen address.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:7300";
@@ -227,13 +228,7 @@ fn parse_addr(field: &'static str, value: &str) -> Result<SocketAddr, ConfigErro
 
 /// The host name, or a random id when it cannot be read.
 fn default_id() -> String {
-    let from_env = std::env::var("HOSTNAME").ok();
-    let from_file = || std::fs::read_to_string("/proc/sys/kernel/hostname").ok();
-    from_env
-        .or_else(from_file)
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| format!("orchestrator-{:08x}", rand::random::<u32>()))
+    hostname().unwrap_or_else(|| format!("orchestrator-{:08x}", rand::random::<u32>()))
 }
 
 impl TryFrom<OrchestratorArgs> for Config {
