@@ -1,6 +1,7 @@
 //! The board sync loop and typed rejections against scripted servers: a transient failure is
 //! retried with the same seq and data, STALE_EPOCH stops the loop with the current owner, the
 //! lease fence stops it before the deadline, and rejections are never retried by the client.
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! not-applied errors are retried on another node, that a write whose outcome is unknown is
 //! retried with the same write id (exactly-once), and that a deadline passing with an attempt in
 //! flight is reported as an unknown outcome (the fakes count calls and record write ids).
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
 mod common;
 

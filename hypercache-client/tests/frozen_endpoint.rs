@@ -5,6 +5,7 @@
 //! Time is measured against the configured per-attempt timeout with a margin for a loaded
 //! machine, never against a fixed number: the contract is "one attempt timeout, not the whole
 //! deadline", and the deadline is set far above both.
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! The `hcctl` binary against fake servers: output, exit codes, and a closed stdout.
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
 mod common;
 

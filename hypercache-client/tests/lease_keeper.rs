@@ -1,6 +1,7 @@
 //! The lease keeper against a scripted lease service: the deadline it vouches for is measured
 //! from when a keepalive was sent, and it reports the lease lost (with the last vouched
 //! deadline) when the server says it is gone or when no renewal succeeds before the deadline.
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
 mod common;
 

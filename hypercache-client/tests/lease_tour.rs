@@ -7,6 +7,7 @@
 //! deletion is printed (`cargo test -p hypercache-client --test lease_tour -- --nocapture`).
 //! Also: a put that attached after the end (it raced with it) is deleted too, and the keys go
 //! with the lease when its home shard's leader crashed before the expiry.
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;

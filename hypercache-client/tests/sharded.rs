@@ -3,6 +3,7 @@
 //! routing table (even for writes), ranges merge shards in key order across pages, a prefix
 //! watch merges the shards' streams and resumes each from its own revision, and lease
 //! operations follow the shard in the lease id (a put with a lease, the key's shard).
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! the last delivered revision + 1 on the other node after a dropped stream, a reset or
 //! WATCHER_TOO_SLOW, delivers every event exactly once in order even when a server replays
 //! old revisions, and returns COMPACTED instead of resuming.
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
 mod common;
 

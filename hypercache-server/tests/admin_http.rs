@@ -1,5 +1,6 @@
 //! The admin port: /livez always answers, /readyz follows readiness and shutdown, /metrics
 //! exposes the Raft and request metrics.
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Every bad input is refused with a clear error naming the problem, and writes nothing.
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
 mod common;
 

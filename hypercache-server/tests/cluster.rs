@@ -1,4 +1,5 @@
 //! In-process 3-node cluster tests: replication, failover, restart and snapshot catch-up.
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! A corrupted log entry is a clear startup error naming the shard and index, never silent.
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
 mod common;
 

@@ -15,6 +15,7 @@
 //! 4. Everything heals.
 //!
 //! W must be applied once, and the client must not have been promised "not applied".
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
 mod common;
 

@@ -9,6 +9,7 @@
 //! Must hold: gap <= election time + 0.5 s (plus the polling granularity of the election
 //! measurement), and a fresh client whose *first* endpoint is the frozen node writes within
 //! about one attempt timeout. The figures are printed (`--nocapture`).
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
 mod common;
 

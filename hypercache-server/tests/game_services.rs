@@ -1,4 +1,5 @@
 //! Registry, boards and elections on real in-process clusters.
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
 mod common;
 

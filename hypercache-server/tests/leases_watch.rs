@@ -1,4 +1,5 @@
 //! Leases, transactions and watches on real in-process clusters.
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
 mod common;
 

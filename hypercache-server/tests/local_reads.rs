@@ -1,6 +1,7 @@
 //! Serializable (local) reads are served only by voters that have applied something: a learner
 //! may be any distance behind, so it refuses with `REPLICA_NOT_SERVING` (UNAVAILABLE, not
 //! applied), which clients retry on another replica (issue 16, defect 7).
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
 mod common;
 

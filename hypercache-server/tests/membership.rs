@@ -2,6 +2,7 @@
 //! (`localhost:<port>`), find each other through a `static://` discovery list, bootstrap with
 //! `bootstrap_expect`, join as learners, get promoted, and leave only by decommission.
 //! (The same flows with real DNS, containers and changing IPs: `jepsen/tests/discovery.rs`.)
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
 mod common;
 

@@ -7,6 +7,7 @@
 //! leader purged its log past it, then resumed, so it catches up by installing a snapshot while
 //! new entries make it build its own; repeated, then every node is killed and restarted and must
 //! open its stored snapshot and catch up.
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
 mod common;
 

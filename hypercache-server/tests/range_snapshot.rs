@@ -2,6 +2,7 @@
 //! counter value to `{t}a` and `{t}z` while ranges over 10,000 `{t}` keys run concurrently. A
 //! page that spans sled leaves must never show `a` from one transaction and `z` from another, and
 //! no row in it may be newer than the revision its header reports.
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
 mod common;
 

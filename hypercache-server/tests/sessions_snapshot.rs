@@ -1,6 +1,7 @@
 //! The exactly-once session table travels in snapshots: a replica that installed a snapshot
 //! answers a repeated write with the original outcome and applies nothing (and so does a replica
 //! reopened from its data directory).
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
 use bytes::Bytes;
 use hypercache_server::storage::{open_db, DurableFlush, Flusher, ShardStorage};

@@ -2,6 +2,7 @@
 //!
 //! Placement (replicas, leaders), losing a node, replacing a node that stays down, adding a
 //! node, decommissioning a node, and the earlier issues' guarantees on a shard other than 0.
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
 mod common;
 

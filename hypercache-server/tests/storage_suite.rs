@@ -1,4 +1,5 @@
 //! openraft's storage conformance suite against our sled log store and state machine.
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
 use hypercache_server::storage::{open_db, DurableFlush, Flusher, LogStore, ShardStorage, StateMachine};
 use hypercache_server::types::{NodeId, ShardId, TypeConfig};

@@ -15,6 +15,7 @@
 //! `hcjepsen` starts the `hypercache` binary next to its own (cargo builds it there for the
 //! server crate's process tests; alone: `cargo build -p hypercache-server --bin hypercache`) or
 //! the one named by `HYPERCACHE_BIN`.
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

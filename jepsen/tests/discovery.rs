@@ -20,6 +20,7 @@
 //!
 //! Needs a Docker engine and the debug binaries (`cargo test --workspace` builds them). Every
 //! container, network and volume is removed at the end, also when the test fails.
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

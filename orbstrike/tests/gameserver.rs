@@ -1,5 +1,6 @@
 //! The game server against a real in-process HyperCache: registration, board loading, play,
 //! checkpoints, fencing on reassignment, lease loss, and drain.
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
 mod common;
 

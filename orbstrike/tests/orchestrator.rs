@@ -5,6 +5,7 @@
 //! latest input seq, and can be told that a game moved away (streams end with "MOVED:") or that
 //! they crashed (every call and stream fails UNAVAILABLE). End-to-end tests with the real game
 //! server live with the game server's tests.
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
 mod common;
 

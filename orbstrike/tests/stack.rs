@@ -16,6 +16,7 @@
 //! failover costs a few seconds; every wait is a condition with a deadline. Measured times are
 //! printed (`cargo test -p orbstrike --test stack -- --nocapture`), never asserted beyond the
 //! correctness points.
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! counts the calls it receives. Scripted fakes of the lease, watch and board services live in
 //! [`scripted`].
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
 pub mod scripted;
 pub mod sharded;

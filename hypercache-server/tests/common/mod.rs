@@ -1,6 +1,7 @@
 //! In-process test clusters: N real nodes (own sled dirs, own gRPC and admin ports on 127.0.0.1)
 //! in one process, talking over real sockets.
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
 use std::future::Future;
 use std::path::PathBuf;

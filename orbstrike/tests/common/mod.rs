@@ -2,6 +2,7 @@
 //! directories and gRPC ports on 127.0.0.1, talking over real sockets) and game servers started
 //! in the same process. Everything binds ephemeral ports.
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
 use std::future::Future;
 use std::time::{Duration, Instant};
