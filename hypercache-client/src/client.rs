@@ -28,7 +28,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use rand::Rng;
@@ -39,6 +39,7 @@ use crate::config::{validate_endpoint, ClientConfig};
 use crate::error::Error;
 use crate::freshness::Seen;
 use crate::health::{timed_out, Health};
+use crate::poison::{self, lock};
 use crate::retry::{backoff_delay, classify, delivery_of, give_up, wants_refresh, Decision, Delivery, OpKind};
 use crate::routing::{RoutingCache, RoutingTable};
 use crate::target::{after, candidates, choose};
@@ -104,10 +105,6 @@ pub(crate) struct Progress {
     pub(crate) maybe_applied: bool,
 }
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client").field("endpoints", &self.inner.config.endpoints).finish_non_exhaustive()
@@ -162,11 +159,11 @@ impl Client {
     }
 
     fn read_table(&self) -> std::sync::RwLockReadGuard<'_, Table> {
-        self.inner.table.read().unwrap_or_else(PoisonError::into_inner)
+        poison::read(&self.inner.table)
     }
 
     fn write_table(&self) -> std::sync::RwLockWriteGuard<'_, Table> {
-        self.inner.table.write().unwrap_or_else(PoisonError::into_inner)
+        poison::write(&self.inner.table)
     }
 
     /// The group `target` addresses under `table` (which every target but `Meta` needs).

@@ -97,6 +97,7 @@ mod health;
 mod keeper;
 mod lease;
 mod ops;
+mod poison;
 mod range;
 mod registry;
 mod retry;

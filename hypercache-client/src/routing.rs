@@ -35,7 +35,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use hypercache_proto::routing::{hash_tag, Router};
@@ -47,6 +47,7 @@ use tonic::Code;
 use crate::client::{Client, Progress};
 use crate::error::Error;
 use crate::ops::request;
+use crate::poison::{self, lock};
 use crate::retry::{backoff_delay, classify, delivery_of, Decision, OpKind};
 
 /// A node as the routing table names it.
@@ -211,7 +212,7 @@ pub(crate) struct RoutingCache {
 
 impl RoutingCache {
     pub(crate) fn current(&self) -> Option<Arc<RoutingTable>> {
-        self.current.read().unwrap_or_else(PoisonError::into_inner).clone()
+        poison::read(&self.current).clone()
     }
 
     pub(crate) fn mark_stale(&self) {
@@ -236,7 +237,7 @@ impl RoutingCache {
 
     /// Installs `table` unless it is older than the cached one; returns what is cached now.
     fn install(&self, table: RoutingTable) -> (Arc<RoutingTable>, bool) {
-        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
+        let mut current = poison::write(&self.current);
         let (cached, newer) = match current.as_ref() {
             Some(old) if !old.legacy && (table.legacy || table.version < old.version) => (old.clone(), false),
             _ => {
@@ -267,9 +268,7 @@ impl Client {
         let deadline = tokio::time::Instant::now() + timeout;
         match tokio::time::timeout(timeout, self.routing_until(deadline, &progress)).await {
             Ok(result) => result,
-            Err(_) => {
-                Err(crate::client::deadline_error("routing", OpKind::Read, timeout, &crate::client::lock(&progress)))
-            }
+            Err(_) => Err(crate::client::deadline_error("routing", OpKind::Read, timeout, &lock(&progress))),
         }
     }
 
@@ -293,9 +292,7 @@ impl Client {
         }
         match tokio::time::timeout(timeout, self.fetch_until(deadline, &progress, true)).await {
             Ok(result) => result,
-            Err(_) => {
-                Err(crate::client::deadline_error("routing", OpKind::Read, timeout, &crate::client::lock(&progress)))
-            }
+            Err(_) => Err(crate::client::deadline_error("routing", OpKind::Read, timeout, &lock(&progress))),
         }
     }
 
@@ -388,7 +385,7 @@ impl Client {
                 }
             };
             {
-                let mut p = crate::client::lock(progress);
+                let mut p = lock(progress);
                 p.endpoint = endpoint;
                 p.last_error = Some(why.clone());
             }
