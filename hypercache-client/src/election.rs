@@ -22,11 +22,10 @@ use tonic::transport::Channel;
 
 use crate::client::{Client, Route, Target};
 use crate::error::Error;
-use crate::lease::LeaseId;
 use crate::ops::{in_shard, request};
 use crate::retry::OpKind;
 use crate::stream::Resuming;
-use crate::types::revision;
+use crate::types::{revision, LeaseId};
 
 /// Who leads an election, and under which term.
 #[derive(Debug, Clone, PartialEq, Eq)]

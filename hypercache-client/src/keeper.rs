@@ -38,10 +38,10 @@ use tonic::codec::Streaming;
 
 use crate::client::{Client, Group, Route, Target};
 use crate::error::{reason, Error};
-use crate::lease::{Lease, LeaseId};
+use crate::lease::Lease;
 use crate::retry::OpKind;
 use crate::stream::{classify_break, reconnect_delay, Next};
-use crate::types::duration_ms;
+use crate::types::{duration_ms, LeaseId};
 
 /// What a [`LeaseKeeper`] can vouch for.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -124,12 +124,12 @@ pub use election::{ElectionClient, ElectionState, LeaderObserver, Leadership};
 pub use error::{reason, CurrentOwner, CurrentTerm, Error};
 pub use hypercache_proto::v1::{ErrorInfo, StatusResponse};
 pub use keeper::{LeaseKeeper, LeaseState, LostReason};
-pub use lease::{Lease, LeaseId, LeaseTtl};
+pub use lease::{Lease, LeaseTtl};
 pub use registry::{
     GameServer, RegisterOptions, Registration, RegistryClient, ServerChange, ServerUpdate, ServerWatch,
 };
 pub use routing::{RoutingNode, RoutingTable, ShardPlacement};
 pub use syncer::{BoardSyncer, SyncHandle, SyncStatus, SyncStopped, DEFAULT_SYNC_INTERVAL};
 pub use txn::{Compare, Op, OpResult, Txn, TxnResult};
-pub use types::{CasResult, DeleteResult, KeyValue, PutOptions, PutResult, RangeOptions, RangePage};
+pub use types::{CasResult, DeleteResult, KeyValue, LeaseId, PutOptions, PutResult, RangeOptions, RangePage};
 pub use watch::{Event, EventKind, WatchOptions, WatchTarget, WatchUpdate, Watcher};

@@ -18,11 +18,11 @@ use tonic::transport::Channel;
 
 use crate::client::{Client, Route, Target};
 use crate::error::Error;
-use crate::lease::{Lease, LeaseId};
+use crate::lease::Lease;
 use crate::ops::{in_shard, request};
 use crate::retry::OpKind;
 use crate::stream::Resuming;
-use crate::types::{duration_ms, millis_ceil, revision};
+use crate::types::{duration_ms, millis_ceil, revision, LeaseId};
 
 /// A registered game server.
 pub use pb::GameServer;

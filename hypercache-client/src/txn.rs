@@ -25,10 +25,9 @@ use pb::response_op::Op as WireResult;
 
 use crate::client::{self, Client, Route};
 use crate::error::{reason, Error};
-use crate::lease::LeaseId;
 use crate::ops::request;
 use crate::retry::OpKind;
-use crate::types::{revision, DeleteResult, KeyValue, PutOptions, PutResult};
+use crate::types::{revision, DeleteResult, KeyValue, LeaseId, PutOptions, PutResult};
 
 /// One condition of a transaction. A missing key has version, mod_revision, create_revision
 /// and lease 0.
