@@ -149,37 +149,4 @@ impl Client {
             }),
         ))
     }
-
-    /// The election operations grouped in one handle.
-    pub fn elections(&self) -> ElectionClient {
-        ElectionClient(self.clone())
-    }
-}
-
-/// [`Client`]'s election operations under short names.
-#[derive(Debug, Clone)]
-pub struct ElectionClient(pub Client);
-
-impl ElectionClient {
-    pub async fn campaign(
-        &self,
-        name: &str,
-        candidate: &str,
-        lease: LeaseId,
-        wait: Duration,
-    ) -> Result<Leadership, Error> {
-        self.0.campaign(name, candidate, lease, wait).await
-    }
-
-    pub async fn resign(&self, name: &str, term: u64) -> Result<(), Error> {
-        self.0.resign(name, term).await
-    }
-
-    pub async fn leader(&self, name: &str) -> Result<ElectionState, Error> {
-        self.0.election_leader(name).await
-    }
-
-    pub fn observe(&self, name: &str) -> LeaderObserver {
-        self.0.observe(name)
-    }
 }
