@@ -21,11 +21,12 @@ use hypercache_proto::v1 as pb;
 use pb::boards_client::BoardsClient as WireClient;
 use tonic::transport::Channel;
 
-use crate::client::{Client, Route, Target};
+use crate::call::{in_shard, request};
+use crate::client::Client;
 use crate::error::{reason, Error};
-use crate::ops::{in_shard, request};
 use crate::retry::OpKind;
 use crate::stream::Resuming;
+use crate::target::{Route, Target};
 use crate::types::{millis_ceil, revision};
 
 /// A board's owner record and parameters.

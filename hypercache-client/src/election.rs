@@ -20,11 +20,12 @@ use hypercache_proto::v1 as pb;
 use pb::election_client::ElectionClient as WireClient;
 use tonic::transport::Channel;
 
-use crate::client::{Client, Route, Target};
+use crate::call::{in_shard, request};
+use crate::client::Client;
 use crate::error::Error;
-use crate::ops::{in_shard, request};
 use crate::retry::OpKind;
 use crate::stream::Resuming;
+use crate::target::{Route, Target};
 use crate::types::{revision, LeaseId};
 
 /// Who leads an election, and under which term.

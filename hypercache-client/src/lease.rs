@@ -22,10 +22,11 @@ use pb::lease_client::LeaseClient;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
-use crate::client::{Client, Route, Target};
+use crate::call::request;
+use crate::client::Client;
 use crate::error::{reason, Error};
-use crate::ops::request;
 use crate::retry::OpKind;
+use crate::target::{Route, Target};
 use crate::types::{duration_ms, millis_ceil, LeaseId};
 
 /// A lease as granted or renewed.

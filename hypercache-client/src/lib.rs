@@ -88,9 +88,11 @@
 //!   between two connections: the new snapshot replaces it.
 
 mod boards;
+mod call;
 mod client;
 mod config;
 mod election;
+mod endpoints;
 mod error;
 mod freshness;
 mod health;
@@ -99,6 +101,7 @@ mod lease;
 mod ops;
 mod poison;
 mod range;
+mod refresh;
 mod registry;
 mod retry;
 mod routing;
