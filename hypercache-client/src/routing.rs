@@ -22,10 +22,26 @@
 //!   go backwards: an answer with a lower version than the cached one (a lagging node) is
 //!   ignored.
 //! - **Legacy clusters**: a server that answers `UNIMPLEMENTED` predates sharding; it is one
-//!   shard, id 0, on every node ([`RoutingTable::is_legacy`]).
+//!   shard, id 0, on every node ([`RoutingTable::is_legacy`]). A legacy table yields to the
+//!   first real one, and a routing error under it refreshes only when the server promised
+//!   "not applied" (`WRONG_SHARD`, `UNKNOWN_SHARD`).
 //!
 //! The endpoints of the table's nodes join the client's endpoint table (the seeds stay), so
 //! requests for a shard go straight to its replicas.
+//!
+//! # Why the legacy mode stays (decided December 2026)
+//!
+//! No server in this repository reaches it: `hypercache-server` always serves
+//! `Cluster.Routing`. What reaches it are the client's test fakes (`tests/common/mod.rs`,
+//! `tests/common/scripted.rs`), which serve one service each (KV, Lease, Boards, Watch) and let
+//! `fake_server.rs`, `frozen_endpoint.rs`, `hcctl.rs`, `board_sync.rs`, `lease_keeper.rs` and
+//! `watcher.rs` test the retry loop, leases, boards and watches without modelling a placement;
+//! `sharded.rs` tests the move from a legacy answer to a real table. We keep it because
+//! removing it saves about thirty lines (here, in `refresh.rs` and `call.rs`) while every one
+//! of those fakes would have to grow a `Cluster` service serving a one-shard table; and because
+//! its reading of `UNIMPLEMENTED` is safe: one shard, replaced by the real table at the first
+//! `WRONG_SHARD` or `UNKNOWN_SHARD` (the server promises those were not applied). Remove it
+//! together with those fakes if the mode ever costs more than that.
 //!
 //! # Not done (deliberately)
 //!
