@@ -21,11 +21,12 @@ use hypercache_proto::v1 as pb;
 use pb::boards_client::BoardsClient as WireClient;
 use tonic::transport::Channel;
 
-use crate::client::{Client, Route, Target};
+use crate::call::{in_shard, request};
+use crate::client::Client;
 use crate::error::{reason, Error};
-use crate::ops::{in_shard, request};
 use crate::retry::OpKind;
 use crate::stream::Resuming;
+use crate::target::{Route, Target};
 use crate::types::{millis_ceil, revision};
 
 /// A board's owner record and parameters.
@@ -338,48 +339,5 @@ impl Client {
                 async move { boards.watch_assignments(req).await }.boxed()
             }),
         ))
-    }
-
-    /// The board operations grouped in one handle.
-    pub fn boards(&self) -> BoardClient {
-        BoardClient(self.clone())
-    }
-}
-
-/// [`Client`]'s board operations under short names.
-#[derive(Debug, Clone)]
-pub struct BoardClient(pub Client);
-
-impl BoardClient {
-    pub async fn create(&self, board: CreateBoard) -> Result<Board, Error> {
-        self.0.create_board(board).await
-    }
-
-    pub async fn assign(&self, assign: AssignBoard) -> Result<Board, Error> {
-        self.0.assign_board(assign).await
-    }
-
-    pub async fn sync(&self, board_id: &str, epoch: u64, seq: u64, data: Bytes) -> Result<SyncResult, Error> {
-        self.0.sync_board(board_id, epoch, seq, data).await
-    }
-
-    pub async fn get(&self, board_id: &str) -> Result<Option<BoardRecord>, Error> {
-        self.0.get_board(board_id, false).await
-    }
-
-    pub async fn list_all(&self, owner: Option<&str>) -> Result<Vec<Board>, Error> {
-        self.0.list_all_boards(owner).await
-    }
-
-    pub async fn release(&self, board_id: &str, server_id: &str, epoch: u64) -> Result<Board, Error> {
-        self.0.release_board(board_id, server_id, epoch).await
-    }
-
-    pub async fn delete(&self, board_id: &str, expected_epoch: Option<u64>) -> Result<(), Error> {
-        self.0.delete_board(board_id, expected_epoch).await
-    }
-
-    pub fn watch_assignments(&self, server_id: &str) -> AssignmentWatch {
-        self.0.watch_assignments(server_id)
     }
 }

@@ -20,13 +20,13 @@ use hypercache_proto::v1 as pb;
 use pb::election_client::ElectionClient as WireClient;
 use tonic::transport::Channel;
 
-use crate::client::{Client, Route, Target};
+use crate::call::{in_shard, request};
+use crate::client::Client;
 use crate::error::Error;
-use crate::lease::LeaseId;
-use crate::ops::{in_shard, request};
 use crate::retry::OpKind;
 use crate::stream::Resuming;
-use crate::types::revision;
+use crate::target::{Route, Target};
+use crate::types::{revision, LeaseId};
 
 /// Who leads an election, and under which term.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,38 +149,5 @@ impl Client {
                 async move { election.observe(req).await }.boxed()
             }),
         ))
-    }
-
-    /// The election operations grouped in one handle.
-    pub fn elections(&self) -> ElectionClient {
-        ElectionClient(self.clone())
-    }
-}
-
-/// [`Client`]'s election operations under short names.
-#[derive(Debug, Clone)]
-pub struct ElectionClient(pub Client);
-
-impl ElectionClient {
-    pub async fn campaign(
-        &self,
-        name: &str,
-        candidate: &str,
-        lease: LeaseId,
-        wait: Duration,
-    ) -> Result<Leadership, Error> {
-        self.0.campaign(name, candidate, lease, wait).await
-    }
-
-    pub async fn resign(&self, name: &str, term: u64) -> Result<(), Error> {
-        self.0.resign(name, term).await
-    }
-
-    pub async fn leader(&self, name: &str) -> Result<ElectionState, Error> {
-        self.0.election_leader(name).await
-    }
-
-    pub fn observe(&self, name: &str) -> LeaderObserver {
-        self.0.observe(name)
     }
 }

@@ -26,7 +26,7 @@ use hypercache_proto::v1 as pb;
 use hypercache_proto::v1::{ErrorInfo, ResponseHeader};
 use tonic::{Code, Response, Status};
 
-use crate::client::lock;
+use crate::poison::lock;
 
 /// The reason of the client's own refusal of a stale serializable answer.
 pub(crate) const STALE_REPLICA: &str = "STALE_REPLICA";

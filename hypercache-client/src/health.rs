@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::client::lock;
+use crate::poison::lock;
 
 /// How long an endpoint is skipped after its first strike.
 pub(crate) const FIRST_SKIP: Duration = Duration::from_secs(5);

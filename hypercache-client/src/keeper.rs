@@ -36,12 +36,13 @@ use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, timeout_at, Instant};
 use tonic::codec::Streaming;
 
-use crate::client::{Client, Group, Route, Target};
+use crate::client::Client;
 use crate::error::{reason, Error};
-use crate::lease::{Lease, LeaseId};
+use crate::lease::Lease;
 use crate::retry::OpKind;
 use crate::stream::{classify_break, reconnect_delay, Next};
-use crate::types::duration_ms;
+use crate::target::{Group, Route, Target};
+use crate::types::{duration_ms, LeaseId};
 
 /// What a [`LeaseKeeper`] can vouch for.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -22,39 +22,12 @@ use pb::lease_client::LeaseClient;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
-use crate::client::{Client, Route, Target};
+use crate::call::request;
+use crate::client::Client;
 use crate::error::{reason, Error};
-use crate::ops::request;
 use crate::retry::OpKind;
-use crate::types::{duration_ms, millis_ceil};
-
-/// A lease id as the server hands it out (never 0; 0 on the wire means "no lease"). The top 16
-/// bits are the shard that granted it (`shard << 48 | n`), so every lease operation is routed by
-/// id alone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct LeaseId(pub u64);
-
-impl LeaseId {
-    /// Bits of the id below the shard.
-    pub const SHARD_SHIFT: u32 = 48;
-
-    /// The shard that granted the lease: it keeps it alive and decides its end.
-    pub fn shard(self) -> u32 {
-        u32::try_from(self.0 >> Self::SHARD_SHIFT).expect("a u64 shifted right by 48 fits in 16 bits")
-    }
-}
-
-impl std::fmt::Display for LeaseId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-impl From<u64> for LeaseId {
-    fn from(id: u64) -> Self {
-        LeaseId(id)
-    }
-}
+use crate::target::{Route, Target};
+use crate::types::{duration_ms, millis_ceil, LeaseId};
 
 /// A lease as granted or renewed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,17 +153,5 @@ impl Client {
             Err(err) if err.is_reason(reason::LEASE_NOT_FOUND) => Ok(None),
             Err(err) => Err(err),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lease_ids_carry_their_shard() {
-        assert_eq!(LeaseId(7).shard(), 0, "legacy ids are shard 0");
-        assert_eq!(LeaseId(3 << 48 | 42).shard(), 3);
-        assert_eq!(LeaseId(u64::MAX).shard(), 0xffff);
     }
 }

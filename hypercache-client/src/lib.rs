@@ -70,8 +70,8 @@
 //!   revision + 1 on any replica; a prefix or range watch merges one stream per shard, and every
 //!   update names its shard. `COMPACTED` is the one break it cannot repair and returns.
 //! - **Game services**: the registry ([`Client::register`], [`RegistryClient`]), boards with
-//!   epoch-fenced ownership ([`Client::assign_board`], [`Client::sync_board`], [`BoardClient`])
-//!   and elections with fencing terms ([`Client::campaign`], [`ElectionClient`]). Their watches
+//!   epoch-fenced ownership ([`Client::assign_board`], [`Client::sync_board`]) and elections
+//!   with fencing terms ([`Client::campaign`]), all methods of [`Client`]. Their watches
 //!   reconnect by themselves and start every connection with a snapshot of the whole state.
 //!   [`BoardSyncer`] is a board owner's checkpoint loop: same seq on retries, and a stop the
 //!   moment the owner is fenced (`STALE_EPOCH`) or its lease is about to lapse.
@@ -88,16 +88,20 @@
 //!   between two connections: the new snapshot replaces it.
 
 mod boards;
+mod call;
 mod client;
 mod config;
 mod election;
+mod endpoints;
 mod error;
 mod freshness;
 mod health;
 mod keeper;
 mod lease;
 mod ops;
+mod poison;
 mod range;
+mod refresh;
 mod registry;
 mod retry;
 mod routing;
@@ -114,21 +118,21 @@ mod writes;
 pub mod cli;
 
 pub use boards::{
-    AssignBoard, AssignmentChange, AssignmentUpdate, AssignmentWatch, Board, BoardClient, BoardOwner, BoardPage,
-    BoardRecord, Checkpoint, CreateBoard, SyncResult,
+    AssignBoard, AssignmentChange, AssignmentUpdate, AssignmentWatch, Board, BoardOwner, BoardPage, BoardRecord,
+    Checkpoint, CreateBoard, SyncResult,
 };
 pub use client::Client;
 pub use config::{parse_endpoint_list, validate_endpoint, ClientConfig, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_NAMESPACE};
-pub use election::{ElectionClient, ElectionState, LeaderObserver, Leadership};
+pub use election::{ElectionState, LeaderObserver, Leadership};
 pub use error::{reason, CurrentOwner, CurrentTerm, Error};
 pub use hypercache_proto::v1::{ErrorInfo, StatusResponse};
 pub use keeper::{LeaseKeeper, LeaseState, LostReason};
-pub use lease::{Lease, LeaseId, LeaseTtl};
+pub use lease::{Lease, LeaseTtl};
 pub use registry::{
     GameServer, RegisterOptions, Registration, RegistryClient, ServerChange, ServerUpdate, ServerWatch,
 };
 pub use routing::{RoutingNode, RoutingTable, ShardPlacement};
 pub use syncer::{BoardSyncer, SyncHandle, SyncStatus, SyncStopped, DEFAULT_SYNC_INTERVAL};
 pub use txn::{Compare, Op, OpResult, Txn, TxnResult};
-pub use types::{CasResult, DeleteResult, KeyValue, PutOptions, PutResult, RangeOptions, RangePage};
+pub use types::{CasResult, DeleteResult, KeyValue, LeaseId, PutOptions, PutResult, RangeOptions, RangePage};
 pub use watch::{Event, EventKind, WatchOptions, WatchTarget, WatchUpdate, Watcher};

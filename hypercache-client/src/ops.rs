@@ -1,36 +1,19 @@
 //! The single-key and cluster operations of [`Client`]: each builds its request once and hands
 //! a closure that performs one attempt (on a channel, for the shard the retry loop resolved) to
-//! the retry loop in `client.rs`. Multi-shard reads are in `range.rs`.
-
-use std::time::Duration;
+//! the retry loop in `call.rs`. Multi-shard reads are in `range.rs`.
 
 use bytes::Bytes;
 use hypercache_proto::v1 as pb;
 use pb::cluster_client::ClusterClient;
 use pb::kv_client::KvClient;
 use tonic::transport::Channel;
-use tonic::Request;
 
-use crate::client::{Client, Route, Target};
+use crate::call::request;
+use crate::client::Client;
 use crate::error::Error;
 use crate::retry::OpKind;
+use crate::target::{Route, Target};
 use crate::types::{CasResult, DeleteResult, KeyValue, PutOptions, PutResult};
-
-/// `$msg` (a request message) with its `shard_id` set to `$shard`.
-macro_rules! in_shard {
-    ($msg:expr, $shard:expr) => {{
-        let mut msg = $msg;
-        msg.shard_id = $shard;
-        msg
-    }};
-}
-pub(crate) use in_shard;
-
-pub(crate) fn request<T>(message: T, timeout: Duration) -> Request<T> {
-    let mut request = Request::new(message);
-    request.set_timeout(timeout);
-    request
-}
 
 impl Client {
     pub(crate) fn kv(&self, channel: Channel) -> KvClient<Channel> {

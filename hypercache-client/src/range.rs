@@ -26,10 +26,11 @@ use futures::future::try_join_all;
 use hypercache_proto::keys::prefix_end;
 use hypercache_proto::v1 as pb;
 
-use crate::client::{Client, Route, Target};
+use crate::call::request;
+use crate::client::Client;
 use crate::error::Error;
-use crate::ops::request;
 use crate::retry::OpKind;
+use crate::target::{Route, Target};
 use crate::types::{KeyValue, RangeOptions, RangePage};
 
 /// The page size the server uses for `limit = 0`.

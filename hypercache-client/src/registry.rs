@@ -16,13 +16,14 @@ use pb::registry_client::RegistryClient as WireClient;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
-use crate::client::{Client, Route, Target};
+use crate::call::{in_shard, request};
+use crate::client::Client;
 use crate::error::Error;
-use crate::lease::{Lease, LeaseId};
-use crate::ops::{in_shard, request};
+use crate::lease::Lease;
 use crate::retry::OpKind;
 use crate::stream::Resuming;
-use crate::types::{duration_ms, millis_ceil, revision};
+use crate::target::{Route, Target};
+use crate::types::{duration_ms, millis_ceil, revision, LeaseId};
 
 /// A registered game server.
 pub use pb::GameServer;

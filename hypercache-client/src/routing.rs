@@ -22,32 +22,44 @@
 //!   go backwards: an answer with a lower version than the cached one (a lagging node) is
 //!   ignored.
 //! - **Legacy clusters**: a server that answers `UNIMPLEMENTED` predates sharding; it is one
-//!   shard, id 0, on every node ([`RoutingTable::is_legacy`]).
+//!   shard, id 0, on every node ([`RoutingTable::is_legacy`]). A legacy table yields to the
+//!   first real one, and a routing error under it refreshes only when the server promised
+//!   "not applied" (`WRONG_SHARD`, `UNKNOWN_SHARD`).
 //!
 //! The endpoints of the table's nodes join the client's endpoint table (the seeds stay), so
 //! requests for a shard go straight to its replicas.
 //!
+//! # Why the legacy mode stays (decided December 2026)
+//!
+//! No server in this repository reaches it: `hypercache-server` always serves
+//! `Cluster.Routing`. What reaches it are the client's test fakes (`tests/common/mod.rs`,
+//! `tests/common/scripted.rs`), which serve one service each (KV, Lease, Boards, Watch) and let
+//! `fake_server.rs`, `frozen_endpoint.rs`, `hcctl.rs`, `board_sync.rs`, `lease_keeper.rs` and
+//! `watcher.rs` test the retry loop, leases, boards and watches without modelling a placement;
+//! `sharded.rs` tests the move from a legacy answer to a real table. We keep it because
+//! removing it saves about thirty lines (here, in `refresh.rs` and `call.rs`) while every one
+//! of those fakes would have to grow a `Cluster` service serving a one-shard table; and because
+//! its reading of `UNIMPLEMENTED` is safe: one shard, replaced by the real table at the first
+//! `WRONG_SHARD` or `UNKNOWN_SHARD` (the server promises those were not applied). Remove it
+//! together with those fakes if the mode ever costs more than that.
+//!
 //! # Not done (deliberately)
 //!
 //! - No periodic refresh: a table is only replaced when a node's answer shows it is wrong.
-//! - The per-shard leader cache lives with the endpoint table in `client.rs`; the table's
+//! - The per-shard leader cache lives with the endpoint table (`endpoints.rs`); the table's
 //!   `leader_id` is only the fallback hint when no leader has been seen for a shard.
+//!
+//! This module is data and decisions only; fetching the table over the network is
+//! `refresh.rs`, above the client and the call machinery.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, RwLock};
 
 use hypercache_proto::routing::{hash_tag, Router};
 use hypercache_proto::v1 as pb;
-use pb::cluster_client::ClusterClient;
-use rand::Rng;
-use tonic::Code;
 
-use crate::client::{Client, Progress};
-use crate::error::Error;
-use crate::ops::request;
-use crate::retry::{backoff_delay, classify, delivery_of, Decision, OpKind};
+use crate::poison;
 
 /// A node as the routing table names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,37 +218,37 @@ pub(crate) struct RoutingCache {
     /// someone else already fetched for them.
     generation: AtomicU64,
     /// Held (an async mutex, across the fetch) by the one caller fetching a table.
-    fetching: tokio::sync::Mutex<()>,
+    pub(crate) fetching: tokio::sync::Mutex<()>,
 }
 
 impl RoutingCache {
     pub(crate) fn current(&self) -> Option<Arc<RoutingTable>> {
-        self.current.read().unwrap_or_else(PoisonError::into_inner).clone()
+        poison::read(&self.current).clone()
     }
 
     pub(crate) fn mark_stale(&self) {
         self.stale.store(true, Ordering::Relaxed);
     }
 
-    fn is_stale(&self) -> bool {
+    pub(crate) fn is_stale(&self) -> bool {
         self.stale.load(Ordering::Relaxed)
     }
 
-    fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
     /// A refresh that produced no table: the old one stays in use until a node's answer shows
     /// it wrong again (a refresh per operation against a dead node would cost every operation a
     /// connect timeout).
-    fn attempted(&self) {
+    pub(crate) fn attempted(&self) {
         self.stale.store(false, Ordering::Relaxed);
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Installs `table` unless it is older than the cached one; returns what is cached now.
-    fn install(&self, table: RoutingTable) -> (Arc<RoutingTable>, bool) {
-        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
+    pub(crate) fn install(&self, table: RoutingTable) -> (Arc<RoutingTable>, bool) {
+        let mut current = poison::write(&self.current);
         let (cached, newer) = match current.as_ref() {
             Some(old) if !old.legacy && (table.legacy || table.version < old.version) => (old.clone(), false),
             _ => {
@@ -248,244 +260,6 @@ impl RoutingCache {
         self.stale.store(false, Ordering::Relaxed);
         self.generation.fetch_add(1, Ordering::AcqRel);
         (cached, newer)
-    }
-}
-
-/// What one `Routing` call produced.
-enum Fetched {
-    Table(RoutingTable),
-    NotReady,
-    Failed(tonic::Status),
-}
-
-impl Client {
-    /// The routing table, fetching it first if none is cached or it was marked stale (a failed
-    /// refresh of a stale table returns the old one). Bounded by the request timeout.
-    pub async fn routing(&self) -> Result<Arc<RoutingTable>, Error> {
-        let timeout = self.inner.config.request_timeout;
-        let progress = Mutex::new(Progress::default());
-        let deadline = tokio::time::Instant::now() + timeout;
-        match tokio::time::timeout(timeout, self.routing_until(deadline, &progress)).await {
-            Ok(result) => result,
-            Err(_) => {
-                Err(crate::client::deadline_error("routing", OpKind::Read, timeout, &crate::client::lock(&progress)))
-            }
-        }
-    }
-
-    /// A table fetched now (from the endpoints in turn until one answers), for callers that
-    /// watch the placement change (a decommission). Never older than the cached one.
-    pub async fn routing_fresh(&self) -> Result<Arc<RoutingTable>, Error> {
-        let timeout = self.inner.config.request_timeout;
-        let progress = Mutex::new(Progress::default());
-        let deadline = tokio::time::Instant::now() + timeout;
-        // The meta leader has the newest table. Ask it first: a node removed from the cluster
-        // keeps answering with the table it had when it left (it never learns of its removal),
-        // and a seed name may keep resolving to it.
-        let leader = self.inner.routing.current().and_then(|t| {
-            let id = t.meta_leader_id?;
-            t.endpoint_of(id).map(str::to_owned)
-        });
-        if let Some(endpoint) = leader {
-            if let Fetched::Table(table) = self.fetch(&endpoint, deadline).await {
-                return Ok(self.adopt(table));
-            }
-        }
-        match tokio::time::timeout(timeout, self.fetch_until(deadline, &progress, true)).await {
-            Ok(result) => result,
-            Err(_) => {
-                Err(crate::client::deadline_error("routing", OpKind::Read, timeout, &crate::client::lock(&progress)))
-            }
-        }
-    }
-
-    /// The routing step a keyed request runs before its first attempt when a table is cached
-    /// (what `retry_loop` does up to its first call): read the cached table and its stale flag,
-    /// map the key to its shard, pick the node (cached leader, else the table's hint, else a
-    /// replica), and update the leader cache as a success does. Returns the shard and the
-    /// endpoint, or None while no table is cached. Public only so that `hcbench routing-cost`
-    /// can time exactly this code; applications have no use for it.
-    #[doc(hidden)]
-    pub fn route_cached(&self, key: &bytes::Bytes) -> Option<(u32, String)> {
-        let cache = &self.inner.routing;
-        let table = cache.current()?;
-        std::hint::black_box(cache.is_stale());
-        let group = self.resolve(&crate::target::Target::Key(key.clone()), Some(&table)).ok()?;
-        let node = self.first_target(group, &crate::target::Route::Leader, Some(&table));
-        self.remember_leader(group, &node.endpoint);
-        Some((group.shard_id(), node.endpoint))
-    }
-
-    /// Forgets the cached table's accuracy: the next operation fetches it again.
-    pub fn invalidate_routing(&self) {
-        self.inner.routing.mark_stale();
-    }
-
-    /// [`routing`](Self::routing) within an operation: the caller's deadline and progress.
-    pub(crate) async fn routing_until(
-        &self,
-        deadline: tokio::time::Instant,
-        progress: &Mutex<Progress>,
-    ) -> Result<Arc<RoutingTable>, Error> {
-        let cache = &self.inner.routing;
-        if let Some(table) = cache.current() {
-            if !cache.is_stale() {
-                return Ok(table);
-            }
-            // Stale: one best-effort refresh. Each attempt (failed ones included) bumps the
-            // generation, so successive refreshes rotate over the endpoints instead of waiting on
-            // one that is down.
-            let seen = cache.generation();
-            let endpoints = self.endpoints_by_health();
-            let index = usize::try_from(seen % endpoints.len().max(1) as u64).unwrap_or(0);
-            let endpoint = endpoints.get(index).cloned().unwrap_or_default();
-            self.refresh_from(seen, &endpoint, deadline).await;
-            return Ok(cache.current().unwrap_or(table));
-        }
-        self.fetch_until(deadline, progress, false).await
-    }
-
-    /// Asks the endpoints in turn until one gives a table (`UNIMPLEMENTED`: the legacy table),
-    /// backing off while the cluster has no placement yet. Unless `fresh`, a table another
-    /// caller fetched meanwhile will do.
-    async fn fetch_until(
-        &self,
-        deadline: tokio::time::Instant,
-        progress: &Mutex<Progress>,
-        fresh: bool,
-    ) -> Result<Arc<RoutingTable>, Error> {
-        let cache = &self.inner.routing;
-        let config = &self.inner.config;
-        let mut failures = 0u32;
-        let mut attempt = 0usize;
-        loop {
-            let endpoints = self.endpoints_by_health();
-            let endpoint = endpoints[attempt % endpoints.len()].clone();
-            attempt += 1;
-            let seen = cache.generation();
-            let fetched = {
-                let _one_in_flight = cache.fetching.lock().await;
-                if cache.generation() != seen && !fresh {
-                    if let Some(table) = cache.current() {
-                        return Ok(table);
-                    }
-                }
-                self.fetch(&endpoint, deadline).await
-            };
-            let why = match fetched {
-                Fetched::Table(table) => return Ok(self.adopt(table)),
-                Fetched::NotReady => format!("{endpoint}: the cluster has no shard placement yet"),
-                Fetched::Failed(status) if status.code() == Code::Unimplemented => {
-                    return Ok(self.adopt(RoutingTable::legacy()));
-                }
-                Fetched::Failed(status) => {
-                    let delivery = delivery_of(&status);
-                    if let Decision::Fail(err) = classify(&status, OpKind::Read, delivery) {
-                        return Err(err);
-                    }
-                    failures += 1;
-                    format!("{endpoint}: {}", crate::client::describe(&status, delivery))
-                }
-            };
-            {
-                let mut p = crate::client::lock(progress);
-                p.endpoint = endpoint;
-                p.last_error = Some(why.clone());
-            }
-            if failures >= config.max_attempts {
-                return Err(Error::Unavailable {
-                    message: format!(
-                        "routing table: no node answered after {failures} attempts; last error from {why}"
-                    ),
-                });
-            }
-            let jitter = rand::thread_rng().gen::<f64>();
-            let delay = backoff_delay(attempt as u32, config.backoff_base, config.backoff_max, jitter);
-            tokio::time::sleep_until((tokio::time::Instant::now() + delay).min(deadline)).await;
-        }
-    }
-
-    /// One refresh from `endpoint`, unless another caller completed one since `seen`. Failures
-    /// are logged and leave the cached table in place.
-    pub(crate) async fn refresh_from(&self, seen: u64, endpoint: &str, deadline: tokio::time::Instant) {
-        let cache = &self.inner.routing;
-        let _one_in_flight = cache.fetching.lock().await;
-        if cache.generation() != seen {
-            return;
-        }
-        match self.fetch(endpoint, deadline).await {
-            Fetched::Table(table) => {
-                self.adopt(table);
-            }
-            Fetched::Failed(status) if status.code() == Code::Unimplemented => {
-                self.adopt(RoutingTable::legacy());
-            }
-            Fetched::NotReady => {
-                tracing::debug!(%endpoint, "routing refresh: no placement yet");
-                cache.attempted();
-            }
-            Fetched::Failed(status) => {
-                tracing::debug!(%endpoint, error = %status, "routing refresh failed");
-                cache.attempted();
-            }
-        }
-    }
-
-    pub(crate) fn routing_generation(&self) -> u64 {
-        self.inner.routing.generation()
-    }
-
-    /// The endpoints, those the health table skips last (a fresh client knows none: a frozen
-    /// first seed then costs one attempt timeout, not the whole deadline).
-    fn endpoints_by_health(&self) -> Vec<String> {
-        let skipped = self.inner.health.skipped(tokio::time::Instant::now());
-        let (healthy, skipped): (Vec<String>, Vec<String>) =
-            self.endpoints().into_iter().partition(|e| !skipped.contains(e));
-        healthy.into_iter().chain(skipped).collect()
-    }
-
-    /// One `Routing` call to `endpoint`, bounded by the per-attempt timeout.
-    async fn fetch(&self, endpoint: &str, deadline: tokio::time::Instant) -> Fetched {
-        let node = match self.node_for(endpoint, false) {
-            Ok(node) => node,
-            Err(err) => return Fetched::Failed(tonic::Status::invalid_argument(err.to_string())),
-        };
-        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_millis(1));
-        let limit = remaining.min(self.inner.config.attempt_timeout);
-        let max = self.inner.config.max_message_bytes;
-        let mut cluster = ClusterClient::new(node.channel).max_decoding_message_size(max);
-        let health = &self.inner.health;
-        match tokio::time::timeout(limit, cluster.routing(request(pb::RoutingRequest {}, limit))).await {
-            Ok(Ok(response)) => {
-                health.answered(endpoint);
-                match RoutingTable::from_wire(response.into_inner()) {
-                    Some(table) => Fetched::Table(table),
-                    None => Fetched::NotReady,
-                }
-            }
-            Ok(Err(status)) if !crate::health::timed_out(&status) => {
-                if status.code() == Code::Unimplemented || hypercache_proto::error_info::info_of(&status).is_some() {
-                    health.answered(endpoint);
-                }
-                Fetched::Failed(status)
-            }
-            _no_answer_in_time => {
-                health.unresponsive(endpoint, tokio::time::Instant::now());
-                Fetched::Failed(tonic::Status::deadline_exceeded(format!(
-                    "no answer within the {limit:?} attempt timeout"
-                )))
-            }
-        }
-    }
-
-    /// Caches `table` (unless older) and adds its nodes to the endpoint table.
-    fn adopt(&self, table: RoutingTable) -> Arc<RoutingTable> {
-        let (current, changed) = self.inner.routing.install(table);
-        if changed {
-            tracing::debug!(version = current.version, shards = current.shard_count, "routing table updated");
-            self.adopt_endpoints(&current);
-        }
-        current
     }
 }
 

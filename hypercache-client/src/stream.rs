@@ -22,9 +22,11 @@ use tonic::codec::Streaming;
 use tonic::transport::Channel;
 use tonic::{Response, Status};
 
-use crate::client::{describe, Client, Group, Route, Target};
+use crate::call::describe;
+use crate::client::Client;
 use crate::error::Error;
 use crate::retry::{backoff_delay, classify, delivery_of, wants_refresh, Decision, OpKind};
+use crate::target::{Group, Route, Target};
 
 /// What reading one message from a stream produced.
 pub(crate) enum Next<T> {

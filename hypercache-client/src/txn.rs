@@ -23,12 +23,12 @@ use pb::compare::Target;
 use pb::request_op::Op as WireOp;
 use pb::response_op::Op as WireResult;
 
-use crate::client::{self, Client, Route};
+use crate::call::request;
+use crate::client::Client;
 use crate::error::{reason, Error};
-use crate::lease::LeaseId;
-use crate::ops::request;
 use crate::retry::OpKind;
-use crate::types::{revision, DeleteResult, KeyValue, PutOptions, PutResult};
+use crate::target::{self, Route};
+use crate::types::{revision, DeleteResult, KeyValue, LeaseId, PutOptions, PutResult};
 
 /// One condition of a transaction. A missing key has version, mod_revision, create_revision
 /// and lease 0.
@@ -250,8 +250,8 @@ impl Client {
         let mut msg = txn.to_request(0)?;
         let table = self.routing().await?;
         let target = match txn.shard_key(|key| table.shard_of(key))? {
-            Some(key) => client::Target::Key(key),
-            None => client::Target::Home,
+            Some(key) => target::Target::Key(key),
+            None => target::Target::Home,
         };
         let pending = (!txn.is_read_only()).then(|| self.begin_write());
         msg.write = pending.as_ref().and_then(|p| p.id());

@@ -1,4 +1,5 @@
-//! Results and options of the KV operations, converted from the wire types at the edge.
+//! Results and options of the KV operations (and the lease id they name), converted from the wire
+//! types at the edge. A leaf: every operation module uses these, so this file uses none of them.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -7,11 +8,38 @@ use bytes::Bytes;
 use hypercache_proto::v1 as pb;
 
 use crate::error::Error;
-use crate::lease::LeaseId;
 
 /// A key with its metadata (`create_revision`, `mod_revision`, `version`, and `lease`: the lease
 /// it is attached to, 0 for none).
 pub use pb::KeyValue;
+
+/// A lease id as the server hands it out (never 0; 0 on the wire means "no lease"). The top 16
+/// bits are the shard that granted it (`shard << 48 | n`), so every lease operation is routed by
+/// id alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LeaseId(pub u64);
+
+impl LeaseId {
+    /// Bits of the id below the shard.
+    pub const SHARD_SHIFT: u32 = 48;
+
+    /// The shard that granted the lease: it keeps it alive and decides its end.
+    pub fn shard(self) -> u32 {
+        u32::try_from(self.0 >> Self::SHARD_SHIFT).expect("a u64 shifted right by 48 fits in 16 bits")
+    }
+}
+
+impl std::fmt::Display for LeaseId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl From<u64> for LeaseId {
+    fn from(id: u64) -> Self {
+        LeaseId(id)
+    }
+}
 
 /// Options of [`Client::put_with`](crate::Client::put_with) and [`Op::put_with`](crate::Op::put_with).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -204,5 +232,12 @@ mod tests {
         assert!(both.to_request(0, "k".into(), "v".into()).is_err());
         assert_eq!(millis_ceil(Duration::MAX), i64::MAX);
         assert_eq!(duration_ms(-5), Duration::ZERO);
+    }
+
+    #[test]
+    fn lease_ids_carry_their_shard() {
+        assert_eq!(LeaseId(7).shard(), 0, "legacy ids are shard 0");
+        assert_eq!(LeaseId(3 << 48 | 42).shard(), 3);
+        assert_eq!(LeaseId(u64::MAX).shard(), 0xffff);
     }
 }

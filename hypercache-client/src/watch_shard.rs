@@ -7,9 +7,10 @@ use hypercache_proto::v1 as pb;
 use tokio::sync::mpsc;
 use tonic::codec::Streaming;
 
-use crate::client::{Client, Group, Target};
+use crate::client::Client;
 use crate::error::Error;
 use crate::stream::{next_message, open, reconnect_delay, Next};
+use crate::target::{Group, Target};
 use crate::types::revision;
 use crate::watch_types::{Event, WatchOptions, WatchUpdate};
 

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use hypercache_proto::v1 as pb;
 use rand::RngCore;
 
-use crate::client::lock;
+use crate::poison::lock;
 
 /// The write-id source of one client instance (shared by its clones).
 #[derive(Debug)]
