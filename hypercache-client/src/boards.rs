@@ -18,12 +18,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::FutureExt;
 use hypercache_proto::v1 as pb;
+use hypercache_proto::Reason;
 use pb::boards_client::BoardsClient as WireClient;
 use tonic::transport::Channel;
 
 use crate::call::{in_shard, request};
 use crate::client::Client;
-use crate::error::{reason, Error};
+use crate::error::Error;
 use crate::retry::OpKind;
 use crate::stream::Resuming;
 use crate::target::{Route, Target};
@@ -245,7 +246,7 @@ impl Client {
                 checkpoint: r.checkpoint,
                 revision: revision(r.header.as_ref()),
             })),
-            Err(err) if err.is_reason(reason::BOARD_NOT_FOUND) => Ok(None),
+            Err(err) if err.is_reason(Reason::BoardNotFound) => Ok(None),
             Err(err) => Err(err),
         }
     }

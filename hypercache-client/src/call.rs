@@ -25,6 +25,7 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use hypercache_proto::Reason;
 use rand::Rng;
 use tonic::transport::Channel;
 use tonic::{Request, Status};
@@ -296,7 +297,7 @@ impl Client {
         let delivery = delivery_of(&status);
         let described = describe(&status, delivery);
         let info = hypercache_proto::error_info::info_of(&status);
-        let not_leader = info.as_ref().is_some_and(|i| i.reason == "NOT_LEADER");
+        let not_leader = info.as_ref().is_some_and(|i| i.known_reason() == Some(Reason::NotLeader));
         Err(match classify(&status, OpKind::Read, delivery) {
             Decision::Fail(err) => err,
             Decision::Redirect(leader) => {

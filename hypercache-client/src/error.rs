@@ -16,55 +16,13 @@
 //! `Rejected` covers the typed refusals of the lease, watch and game services
 //! (`FAILED_PRECONDITION`, `NOT_FOUND`, `ALREADY_EXISTS`, `OUT_OF_RANGE`, `RESOURCE_EXHAUSTED`
 //! with an `ErrorInfo`). The server marks them `not_applied`, but they are never retried: the same
-//! request would be refused the same way. The stable reasons are the constants in [`reason`];
-//! helpers such as [`Error::stale_epoch`] decode the fields each reason carries.
+//! request would be refused the same way. The stable reasons are [`Reason`], declared once in
+//! `hypercache-proto` for the server and the client; helpers such as [`Error::stale_epoch`]
+//! decode the fields each reason carries. A reason this build does not know (a newer server's)
+//! is outside its model: such a status surfaces as `Rpc` with its gRPC code and message.
 
 use hypercache_proto::v1::ErrorInfo;
-
-/// The stable `ErrorInfo.reason` strings the server uses, for matching with [`Error::is_reason`].
-pub mod reason {
-    // KV and transactions.
-    pub const EMPTY_KEY: &str = "EMPTY_KEY";
-    pub const KEY_TOO_LONG: &str = "KEY_TOO_LONG";
-    pub const VALUE_TOO_LARGE: &str = "VALUE_TOO_LARGE";
-    /// Writes to keys beginning with byte 0xff are refused: that prefix holds the game services'
-    /// records.
-    pub const RESERVED_KEY: &str = "RESERVED_KEY";
-    pub const CROSS_SHARD: &str = "CROSS_SHARD";
-    pub const WRONG_SHARD: &str = "WRONG_SHARD";
-    pub const INVALID_ARGUMENT: &str = "INVALID_ARGUMENT";
-    // Leases.
-    pub const INVALID_TTL: &str = "INVALID_TTL";
-    pub const LEASE_NOT_FOUND: &str = "LEASE_NOT_FOUND";
-    // Watches.
-    /// `OUT_OF_RANGE`; `ErrorInfo.oldest_revision` is the oldest revision still available.
-    pub const COMPACTED: &str = "COMPACTED";
-    /// `RESOURCE_EXHAUSTED`; `ErrorInfo.revision` is the revision to resume from.
-    pub const WATCHER_TOO_SLOW: &str = "WATCHER_TOO_SLOW";
-    /// `UNAVAILABLE` (transient): the node restarted its history; resume on another node.
-    pub const WATCH_RESET: &str = "WATCH_RESET";
-    // Registry.
-    pub const INVALID_ID: &str = "INVALID_ID";
-    pub const SERVER_NOT_FOUND: &str = "SERVER_NOT_FOUND";
-    /// `ErrorInfo.incarnation` is the current incarnation.
-    pub const STALE_INCARNATION: &str = "STALE_INCARNATION";
-    // Boards.
-    pub const BOARD_EXISTS: &str = "BOARD_EXISTS";
-    pub const BOARD_NOT_FOUND: &str = "BOARD_NOT_FOUND";
-    /// `ErrorInfo.owner`, `.epoch` and `.incarnation` describe the current owner.
-    pub const STALE_EPOCH: &str = "STALE_EPOCH";
-    /// `ErrorInfo.seq` is the stored checkpoint seq.
-    pub const STALE_SEQ: &str = "STALE_SEQ";
-    pub const SERVER_NOT_LIVE: &str = "SERVER_NOT_LIVE";
-    /// `ErrorInfo.term` and `.leader` describe the election now.
-    pub const STALE_TERM: &str = "STALE_TERM";
-    pub const NOT_OWNER: &str = "NOT_OWNER";
-    pub const CHECKPOINT_TOO_LARGE: &str = "CHECKPOINT_TOO_LARGE";
-    pub const PARAMS_TOO_LARGE: &str = "PARAMS_TOO_LARGE";
-    // Elections.
-    /// `ErrorInfo.term` and `.leader` describe the election now.
-    pub const NOT_ELECTION_LEADER: &str = "NOT_ELECTION_LEADER";
-}
+use hypercache_proto::Reason;
 
 /// Everything a [`Client`](crate::Client) operation can fail with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,13 +31,13 @@ pub enum Error {
     /// `KEY_TOO_LONG`, `VALUE_TOO_LARGE`, `INVALID_RANGE`, `INVALID_ARGUMENT`, `INVALID_TTL`,
     /// `INVALID_ID`, ...); `message` is the server's text, which names the limit.
     #[error("{message}")]
-    InvalidArgument { reason: String, message: String },
+    InvalidArgument { reason: Reason, message: String },
     /// The server refused the request because of the state it found (a stale epoch, a missing
     /// lease, a compacted revision...). Nothing was applied and repeating the request as is would
     /// be refused again. `message` is the server's text; `info` carries the fields the reason
-    /// defines (see [`reason`]).
+    /// defines (see [`Reason`]).
     #[error("{message}")]
-    Rejected { code: tonic::Code, reason: String, message: String, info: Box<ErrorInfo> },
+    Rejected { code: tonic::Code, reason: Reason, message: String, info: Box<ErrorInfo> },
     /// The addressed shard does not exist on the cluster (a shard id beyond the routing
     /// table's shard count, e.g. from a lease id minted by another cluster), or the one node
     /// asked directly hosts no replica of it. Requests routed by the client are re-routed, never
@@ -177,15 +135,15 @@ impl Error {
     }
 
     /// The server's stable reason, for `InvalidArgument` and `Rejected`.
-    pub fn reason(&self) -> Option<&str> {
+    pub fn reason(&self) -> Option<Reason> {
         match self {
-            Error::InvalidArgument { reason, .. } | Error::Rejected { reason, .. } => Some(reason),
+            Error::InvalidArgument { reason, .. } | Error::Rejected { reason, .. } => Some(*reason),
             _ => None,
         }
     }
 
-    /// True when the server gave this stable reason (see [`reason`]).
-    pub fn is_reason(&self, reason: &str) -> bool {
+    /// True when the server gave this stable reason.
+    pub fn is_reason(&self, reason: Reason) -> bool {
         self.reason() == Some(reason)
     }
 
@@ -211,13 +169,13 @@ impl Error {
         self.rejected_code() == Some(tonic::Code::NotFound)
     }
 
-    fn info_for(&self, wanted: &str) -> Option<&ErrorInfo> {
-        self.info().filter(|i| i.reason == wanted)
+    fn info_for(&self, wanted: Reason) -> Option<&ErrorInfo> {
+        self.info().filter(|_| self.is_reason(wanted))
     }
 
     /// For `STALE_EPOCH`: the board's current owner and epoch. The caller's ownership is over.
     pub fn stale_epoch(&self) -> Option<CurrentOwner> {
-        self.info_for(reason::STALE_EPOCH).map(|i| CurrentOwner {
+        self.info_for(Reason::StaleEpoch).map(|i| CurrentOwner {
             owner: non_empty(&i.owner),
             incarnation: i.incarnation,
             epoch: i.epoch,
@@ -226,29 +184,29 @@ impl Error {
 
     /// For `STALE_SEQ`: the checkpoint seq the store holds.
     pub fn stale_seq(&self) -> Option<u64> {
-        self.info_for(reason::STALE_SEQ).map(|i| i.seq)
+        self.info_for(Reason::StaleSeq).map(|i| i.seq)
     }
 
     /// For `STALE_INCARNATION`: the registration's current incarnation.
     pub fn stale_incarnation(&self) -> Option<u64> {
-        self.info_for(reason::STALE_INCARNATION).map(|i| i.incarnation)
+        self.info_for(Reason::StaleIncarnation).map(|i| i.incarnation)
     }
 
     /// For `STALE_TERM` and `NOT_ELECTION_LEADER`: the election's current term and leader.
     pub fn current_term(&self) -> Option<CurrentTerm> {
-        self.info_for(reason::STALE_TERM)
-            .or_else(|| self.info_for(reason::NOT_ELECTION_LEADER))
+        self.info_for(Reason::StaleTerm)
+            .or_else(|| self.info_for(Reason::NotElectionLeader))
             .map(|i| CurrentTerm { term: i.term, leader: non_empty(&i.leader) })
     }
 
     /// For `COMPACTED`: the oldest revision the serving node can still deliver.
     pub fn compacted(&self) -> Option<u64> {
-        self.info_for(reason::COMPACTED).map(|i| i.oldest_revision)
+        self.info_for(Reason::Compacted).map(|i| i.oldest_revision)
     }
 
     /// For `WATCHER_TOO_SLOW`: the revision to resume from.
     pub fn watcher_too_slow(&self) -> Option<u64> {
-        self.info_for(reason::WATCHER_TOO_SLOW).map(|i| i.revision)
+        self.info_for(Reason::WatcherTooSlow).map(|i| i.revision)
     }
 }
 
@@ -257,7 +215,8 @@ mod tests {
     use super::*;
 
     fn rejected(code: tonic::Code, info: ErrorInfo) -> Error {
-        Error::Rejected { code, reason: info.reason.clone(), message: "server text".into(), info: Box::new(info) }
+        let reason = info.known_reason().expect("a known reason");
+        Error::Rejected { code, reason, message: "server text".into(), info: Box::new(info) }
     }
 
     #[test]
@@ -265,9 +224,11 @@ mod tests {
         assert!(Error::Unavailable { message: "x".into() }.is_retryable());
         assert!(!Error::OutcomeUnknown { message: "x".into() }.is_retryable());
         assert!(Error::OutcomeUnknown { message: "x".into() }.may_have_been_applied());
-        assert!(!Error::InvalidArgument { reason: "EMPTY_KEY".into(), message: "x".into() }.is_retryable());
-        let stale =
-            rejected(tonic::Code::FailedPrecondition, ErrorInfo { reason: "STALE_EPOCH".into(), ..Default::default() });
+        assert!(!Error::InvalidArgument { reason: Reason::EmptyKey, message: "x".into() }.is_retryable());
+        let stale = rejected(
+            tonic::Code::FailedPrecondition,
+            ErrorInfo { reason: Reason::StaleEpoch.into(), ..Default::default() },
+        );
         assert!(!stale.is_retryable());
         assert!(!stale.may_have_been_applied());
     }
@@ -275,7 +236,7 @@ mod tests {
     #[test]
     fn invalid_argument_shows_the_server_message_verbatim() {
         let e = Error::InvalidArgument {
-            reason: "EMPTY_KEY".into(),
+            reason: Reason::EmptyKey,
             message: "key is empty; keys must be 1..=4096 bytes".into(),
         };
         assert_eq!(e.to_string(), "key is empty; keys must be 1..=4096 bytes");
@@ -284,7 +245,7 @@ mod tests {
     #[test]
     fn typed_helpers_decode_only_their_own_reason() {
         let info = ErrorInfo {
-            reason: reason::STALE_EPOCH.into(),
+            reason: Reason::StaleEpoch.into(),
             owner: "srv-b".into(),
             epoch: 7,
             incarnation: 3,
@@ -293,34 +254,29 @@ mod tests {
         };
         let e = rejected(tonic::Code::FailedPrecondition, info);
         assert_eq!(e.to_string(), "server text");
-        assert!(e.is_reason(reason::STALE_EPOCH));
+        assert!(e.is_reason(Reason::StaleEpoch));
         assert_eq!(e.stale_epoch(), Some(CurrentOwner { owner: Some("srv-b".into()), incarnation: 3, epoch: 7 }));
         assert_eq!(e.stale_seq(), None, "seq belongs to STALE_SEQ only");
         assert!(!e.is_not_found());
 
         let unassigned = rejected(
             tonic::Code::FailedPrecondition,
-            ErrorInfo { reason: reason::STALE_EPOCH.into(), epoch: 8, ..Default::default() },
+            ErrorInfo { reason: Reason::StaleEpoch.into(), epoch: 8, ..Default::default() },
         );
         assert_eq!(unassigned.stale_epoch().and_then(|o| o.owner), None);
 
         let term = rejected(
             tonic::Code::FailedPrecondition,
-            ErrorInfo {
-                reason: reason::NOT_ELECTION_LEADER.into(),
-                term: 4,
-                leader: "c2".into(),
-                ..Default::default()
-            },
+            ErrorInfo { reason: Reason::NotElectionLeader.into(), term: 4, leader: "c2".into(), ..Default::default() },
         );
         assert_eq!(term.current_term(), Some(CurrentTerm { term: 4, leader: Some("c2".into()) }));
 
         let gone =
-            rejected(tonic::Code::NotFound, ErrorInfo { reason: reason::LEASE_NOT_FOUND.into(), ..Default::default() });
+            rejected(tonic::Code::NotFound, ErrorInfo { reason: Reason::LeaseNotFound.into(), ..Default::default() });
         assert!(gone.is_not_found());
         let compacted = rejected(
             tonic::Code::OutOfRange,
-            ErrorInfo { reason: reason::COMPACTED.into(), oldest_revision: 40, ..Default::default() },
+            ErrorInfo { reason: Reason::Compacted.into(), oldest_revision: 40, ..Default::default() },
         );
         assert_eq!(compacted.compacted(), Some(40));
         assert_eq!(compacted.kind(), "rejected");

@@ -24,12 +24,10 @@ use std::sync::Mutex;
 use hypercache_proto::error_info::status_with_info;
 use hypercache_proto::v1 as pb;
 use hypercache_proto::v1::{ErrorInfo, ResponseHeader};
+use hypercache_proto::Reason;
 use tonic::{Code, Response, Status};
 
 use crate::poison::lock;
-
-/// The reason of the client's own refusal of a stale serializable answer.
-pub(crate) const STALE_REPLICA: &str = "STALE_REPLICA";
 
 /// The highest revision this client has seen, per shard.
 #[derive(Debug, Default)]
@@ -64,7 +62,7 @@ impl Seen {
         let floor = revisions.entry(shard).or_insert(0);
         if serializable && revision < *floor {
             let info = ErrorInfo {
-                reason: STALE_REPLICA.to_string(),
+                reason: Reason::StaleReplica.into(),
                 not_applied: true,
                 shard_id: shard,
                 revision: *floor,

@@ -31,13 +31,14 @@
 use std::time::Duration;
 
 use hypercache_proto::v1 as pb;
+use hypercache_proto::Reason;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, timeout_at, Instant};
 use tonic::codec::Streaming;
 
 use crate::client::Client;
-use crate::error::{reason, Error};
+use crate::error::Error;
 use crate::lease::Lease;
 use crate::retry::OpKind;
 use crate::stream::{classify_break, reconnect_delay, Next};
@@ -187,10 +188,10 @@ impl LeaseKeeper {
 }
 
 pub(crate) fn lease_gone(id: LeaseId) -> Error {
-    let info = pb::ErrorInfo { reason: reason::LEASE_NOT_FOUND.into(), not_applied: true, ..Default::default() };
+    let info = pb::ErrorInfo { reason: Reason::LeaseNotFound.into(), not_applied: true, ..Default::default() };
     Error::Rejected {
         code: tonic::Code::NotFound,
-        reason: info.reason.clone(),
+        reason: Reason::LeaseNotFound,
         message: format!("lease {id} does not exist (expired or revoked)"),
         info: Box::new(info),
     }
@@ -295,7 +296,7 @@ impl Driver {
 
     /// `Some` when `err` ends the lease, `None` when another attempt may succeed.
     fn judge(&self, err: Error) -> Option<LostReason> {
-        if err.is_reason(reason::LEASE_NOT_FOUND) {
+        if err.is_reason(Reason::LeaseNotFound) {
             Some(LostReason::Gone)
         } else if transient(&err) {
             tracing::debug!(lease = %self.id, error = %err, "keepalive failed; retrying");

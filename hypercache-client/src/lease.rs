@@ -18,13 +18,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hypercache_proto::v1 as pb;
+use hypercache_proto::Reason;
 use pb::lease_client::LeaseClient;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
 use crate::call::request;
 use crate::client::Client;
-use crate::error::{reason, Error};
+use crate::error::Error;
 use crate::retry::OpKind;
 use crate::target::{Route, Target};
 use crate::types::{duration_ms, millis_ceil, LeaseId};
@@ -126,7 +127,7 @@ impl Client {
                 Ok(Some(Lease { id, ttl, deadline: sent + ttl }))
             }
             Ok(_) => Ok(None),
-            Err(err) if err.is_reason(reason::LEASE_NOT_FOUND) => Ok(None),
+            Err(err) if err.is_reason(Reason::LeaseNotFound) => Ok(None),
             Err(err) => Err(err),
         }
     }
@@ -150,7 +151,7 @@ impl Client {
                 remaining: duration_ms(r.remaining_ms),
                 keys: r.keys,
             })),
-            Err(err) if err.is_reason(reason::LEASE_NOT_FOUND) => Ok(None),
+            Err(err) if err.is_reason(Reason::LeaseNotFound) => Ok(None),
             Err(err) => Err(err),
         }
     }

@@ -124,8 +124,9 @@ pub use boards::{
 pub use client::Client;
 pub use config::{parse_endpoint_list, validate_endpoint, ClientConfig, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_NAMESPACE};
 pub use election::{ElectionState, LeaderObserver, Leadership};
-pub use error::{reason, CurrentOwner, CurrentTerm, Error};
+pub use error::{CurrentOwner, CurrentTerm, Error};
 pub use hypercache_proto::v1::{ErrorInfo, StatusResponse};
+pub use hypercache_proto::Reason;
 pub use keeper::{LeaseKeeper, LeaseState, LostReason};
 pub use lease::{Lease, LeaseTtl};
 pub use registry::{

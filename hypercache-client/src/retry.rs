@@ -9,8 +9,9 @@
 //! Writes the server applies at most once however often they are repeated
 //! ([`OpKind::Idempotent`]) are retried like reads.
 //!
-//! Only `NOT_LEADER`, `NO_LEADER`, `SHUTTING_DOWN` (and, for reads, `OUTCOME_UNKNOWN`) and
-//! transport failures are transient. `UNKNOWN_SHARD` and `WRONG_SHARD` are
+//! Only `NOT_LEADER`, `NO_LEADER`, `SHUTTING_DOWN`, the other UNAVAILABLE reasons (and, for
+//! reads, `OUTCOME_UNKNOWN`) and transport failures are transient; the match names every
+//! [`Reason`], so a new one needs a decision here. `UNKNOWN_SHARD` and `WRONG_SHARD` are
 //! [`Decision::Reroute`]: the client's routing table was wrong, the server promises no effect,
 //! so the request goes again (writes too) after a refresh. Every other status with an `ErrorInfo` is a deterministic
 //! refusal and fails at once, even though the server marks it `not_applied`: `INVALID_ARGUMENT`
@@ -25,6 +26,7 @@ use std::error::Error as StdError;
 use std::time::Duration;
 
 use hypercache_proto::error_info::info_of;
+use hypercache_proto::Reason;
 use tonic::{Code, Status};
 
 use crate::error::Error;
@@ -110,27 +112,64 @@ pub(crate) fn classify(status: &Status, kind: OpKind, delivery: Delivery) -> Dec
             Decision::OutcomeUnknown
         }
     };
-    match info.reason.as_str() {
-        "NOT_LEADER" if !info.leader_endpoint.is_empty() => {
+    let Some(reason) = info.known_reason() else {
+        // A reason this build does not know (a newer server): outside this client's model.
+        return classify_foreign(status.code(), message, kind);
+    };
+    // Every reason is named, so a new one cannot slip into a default without a decision here.
+    match reason {
+        Reason::NotLeader if !info.leader_endpoint.is_empty() => {
             if kind.retry_safe() || info.not_applied {
                 Decision::Redirect(info.leader_endpoint)
             } else {
                 Decision::OutcomeUnknown
             }
         }
-        "NOT_LEADER" | "NO_LEADER" | "SHUTTING_DOWN" => transient(),
-        "OUTCOME_UNKNOWN" => unknown_unless_safe(kind),
+        Reason::NotLeader | Reason::NoLeader | Reason::ShuttingDown => transient(),
+        Reason::OutcomeUnknown => unknown_unless_safe(kind),
         // A late repeat of a write whose reply the shard no longer keeps: this copy did nothing,
         // an earlier one may have been applied.
-        "WRITE_SEQ_TOO_OLD" => Decision::OutcomeUnknown,
-        "EMPTY_KEY" | "KEY_TOO_LONG" | "VALUE_TOO_LARGE" | "INVALID_RANGE" | "INVALID_ARGUMENT" => {
-            Decision::Fail(Error::InvalidArgument { reason: info.reason, message })
-        }
-        "UNKNOWN_SHARD" | "WRONG_SHARD" => Decision::Reroute,
-        "INTERNAL" => Decision::Fail(Error::Internal { message }),
-        // Every other reason is decided by the gRPC code, which is stable.
-        _ => match status.code() {
-            Code::InvalidArgument => Decision::Fail(Error::InvalidArgument { reason: info.reason, message }),
+        Reason::WriteSeqTooOld => Decision::OutcomeUnknown,
+        Reason::UnknownShard | Reason::WrongShard => Decision::Reroute,
+        Reason::Internal => Decision::Fail(Error::Internal { message }),
+        Reason::EmptyKey
+        | Reason::KeyTooLong
+        | Reason::ValueTooLarge
+        | Reason::InvalidRange
+        | Reason::InvalidArgument => Decision::Fail(Error::InvalidArgument { reason, message }),
+        // Every other reason is decided by the gRPC code it comes with, which is stable.
+        Reason::ReservedKey
+        | Reason::InvalidTtl
+        | Reason::InvalidId
+        | Reason::CheckpointTooLarge
+        | Reason::ParamsTooLarge
+        | Reason::NodeUnreachable
+        | Reason::CrossShard
+        | Reason::ReplicaNotServing
+        | Reason::StaleReplica
+        | Reason::WatchReset
+        | Reason::MembershipBusy
+        | Reason::TooManyClients
+        | Reason::Compacted
+        | Reason::WatcherTooSlow
+        | Reason::LeaseNotFound
+        | Reason::ServerNotFound
+        | Reason::StaleIncarnation
+        | Reason::BoardExists
+        | Reason::BoardNotFound
+        | Reason::StaleEpoch
+        | Reason::StaleSeq
+        | Reason::ServerNotLive
+        | Reason::NotOwner
+        | Reason::StaleTerm
+        | Reason::NotElectionLeader
+        | Reason::MemberConflict
+        | Reason::LastVoter
+        | Reason::LastReplicaHolder
+        | Reason::UnknownNode
+        | Reason::UnidentifiedNode
+        | Reason::IncarnationMismatch => match status.code() {
+            Code::InvalidArgument => Decision::Fail(Error::InvalidArgument { reason, message }),
             // Deterministic refusals: the same request would be refused again, so `not_applied`
             // does not make them worth retrying.
             code @ (Code::FailedPrecondition
@@ -138,19 +177,26 @@ pub(crate) fn classify(status: &Status, kind: OpKind, delivery: Delivery) -> Dec
             | Code::AlreadyExists
             | Code::OutOfRange
             | Code::ResourceExhausted) => {
-                Decision::Fail(Error::Rejected { code, reason: info.reason.clone(), message, info: Box::new(info) })
+                Decision::Fail(Error::Rejected { code, reason, message, info: Box::new(info) })
             }
             Code::Unavailable => transient(),
-            _ => classify_foreign(status.code(), message, kind),
+            code => classify_foreign(code, message, kind),
         },
+        // The client's own reasons, never sent by a server: whoever sent one is outside the model.
+        Reason::Unavailable | Reason::DeadlineExceeded | Reason::Rpc | Reason::Config | Reason::Io => {
+            classify_foreign(status.code(), message, kind)
+        }
     }
 }
 
 /// True when `status` says the routing table's leader hints are out of date: `NO_LEADER`, or a
 /// `NOT_LEADER` that names no leader.
 pub(crate) fn wants_refresh(status: &Status) -> bool {
-    info_of(status)
-        .is_some_and(|i| i.reason == "NO_LEADER" || (i.reason == "NOT_LEADER" && i.leader_endpoint.is_empty()))
+    info_of(status).is_some_and(|i| match i.known_reason() {
+        Some(Reason::NoLeader) => true,
+        Some(Reason::NotLeader) => i.leader_endpoint.is_empty(),
+        _ => false,
+    })
 }
 
 /// A status without HyperCache's `ErrorInfo`: produced by the transport, tonic itself, or
@@ -167,7 +213,8 @@ fn classify_foreign(code: Code, message: String, kind: OpKind) -> Decision {
         | Code::Aborted
         | Code::DataLoss => unknown_unless_safe(kind),
         Code::InvalidArgument | Code::OutOfRange => {
-            Decision::Fail(Error::InvalidArgument { reason: format!("{code:?}"), message })
+            // The transport's own refusal (an oversized message, say): the message says which.
+            Decision::Fail(Error::InvalidArgument { reason: Reason::InvalidArgument, message })
         }
         _ => Decision::Fail(Error::Rpc { code, message }),
     }
@@ -226,7 +273,7 @@ mod tests {
     #[test]
     fn a_tracked_write_that_may_have_been_applied_is_not_reported_failed_by_a_foreign_error() {
         let foreign = || Error::Rpc { code: Code::Unimplemented, message: "HTTP status code 404".into() };
-        let refused = || Error::InvalidArgument { reason: "KEY_TOO_LONG".into(), message: "too long".into() };
+        let refused = || Error::InvalidArgument { reason: Reason::KeyTooLong, message: "too long".into() };
         assert!(give_up(foreign(), Tracked, true, false).may_have_been_applied());
         // The shard's own refusal stands; so does any failure when no attempt may have applied.
         assert!(!give_up(refused(), Tracked, true, true).may_have_been_applied());
@@ -279,7 +326,7 @@ mod tests {
         let msg = "key is empty; keys must be 1..=4096 bytes";
         let info = ErrorInfo { reason: "EMPTY_KEY".into(), not_applied: true, ..Default::default() };
         let s = status_with_info(Code::InvalidArgument, msg, &info);
-        let expected = Error::InvalidArgument { reason: "EMPTY_KEY".into(), message: msg.into() };
+        let expected = Error::InvalidArgument { reason: Reason::EmptyKey, message: msg.into() };
         assert_eq!(classify(&s, Write, MaybeSent), Fail(expected.clone()));
         assert_eq!(classify(&s, Read, MaybeSent), Fail(expected));
         for reason in ["KEY_TOO_LONG", "VALUE_TOO_LARGE", "INVALID_RANGE", "INVALID_ARGUMENT"] {
@@ -323,6 +370,15 @@ mod tests {
             let s = st(Code::InvalidArgument, reason, true, "");
             assert!(matches!(classify(&s, Write, MaybeSent), Fail(Error::InvalidArgument { .. })), "{reason}");
         }
+    }
+
+    #[test]
+    fn a_reason_this_build_does_not_know_is_outside_its_model() {
+        let s = st(Code::FailedPrecondition, "SOMETHING_NEW", true, "");
+        assert_eq!(
+            classify(&s, Read, MaybeSent),
+            Fail(Error::Rpc { code: Code::FailedPrecondition, message: "SOMETHING_NEW message".into() })
+        );
     }
 
     #[test]

@@ -26,12 +26,13 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use hypercache_proto::Reason;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant, MissedTickBehavior};
 
 use crate::client::Client;
-use crate::error::{reason, CurrentOwner, Error};
+use crate::error::{CurrentOwner, Error};
 use crate::keeper::LeaseState;
 
 /// Default time between checkpoint syncs.
@@ -198,7 +199,7 @@ fn judge(err: &Error) -> Judgement {
     if let Some(owner) = err.stale_epoch() {
         return Judgement::Stop(SyncStopped::Fenced(owner));
     }
-    if err.is_reason(reason::BOARD_NOT_FOUND) {
+    if err.is_reason(Reason::BoardNotFound) {
         return Judgement::Stop(SyncStopped::BoardNotFound);
     }
     if let Some(stored) = err.stale_seq() {
@@ -278,7 +279,8 @@ mod tests {
     use hypercache_proto::v1::ErrorInfo;
 
     fn rejected(code: tonic::Code, info: ErrorInfo) -> Error {
-        Error::Rejected { code, reason: info.reason.clone(), message: "m".into(), info: Box::new(info) }
+        let reason = info.known_reason().expect("a known reason");
+        Error::Rejected { code, reason, message: "m".into(), info: Box::new(info) }
     }
 
     #[test]
@@ -301,7 +303,7 @@ mod tests {
         assert_eq!(judge(&seq), Judgement::SkipPast(9));
         assert_eq!(judge(&Error::OutcomeUnknown { message: "m".into() }), Judgement::RetrySameSeq);
         assert_eq!(judge(&Error::Unavailable { message: "m".into() }), Judgement::RetrySameSeq);
-        let big = Error::InvalidArgument { reason: "CHECKPOINT_TOO_LARGE".into(), message: "m".into() };
+        let big = Error::InvalidArgument { reason: Reason::CheckpointTooLarge, message: "m".into() };
         assert!(matches!(judge(&big), Judgement::Stop(SyncStopped::Failed(_))));
     }
 

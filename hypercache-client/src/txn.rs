@@ -19,13 +19,14 @@
 
 use bytes::Bytes;
 use hypercache_proto::v1 as pb;
+use hypercache_proto::Reason;
 use pb::compare::Target;
 use pb::request_op::Op as WireOp;
 use pb::response_op::Op as WireResult;
 
 use crate::call::request;
 use crate::client::Client;
-use crate::error::{reason, Error};
+use crate::error::Error;
 use crate::retry::OpKind;
 use crate::target::{self, Route};
 use crate::types::{revision, DeleteResult, KeyValue, LeaseId, PutOptions, PutResult};
@@ -179,7 +180,7 @@ impl Txn {
         if let Some(other) = keys.find(|k| shard_of(k) != shard) {
             let (a, b) = (String::from_utf8_lossy(first), String::from_utf8_lossy(other));
             return Err(Error::InvalidArgument {
-                reason: reason::CROSS_SHARD.to_string(),
+                reason: Reason::CrossShard,
                 message: format!(
                     "a transaction's keys must live in one shard, but {a:?} is in shard {shard} and {b:?} is in \
                      shard {}; give the keys a common hash tag, e.g. \"{{user:42}}:balance\" and \
@@ -304,7 +305,7 @@ mod tests {
         assert_ne!(a, b);
         let txn = Txn::new().when(Compare::exists("a")).then(Op::put("a", "1")).otherwise(Op::get("hello"));
         let err = txn.shard_key(shard_of).expect_err("two shards");
-        assert!(err.is_reason(reason::CROSS_SHARD), "{err:?}");
+        assert!(err.is_reason(Reason::CrossShard), "{err:?}");
         let text = err.to_string();
         assert!(text.contains(&format!("\"a\" is in shard {a}")), "{text}");
         assert!(text.contains(&format!("\"hello\" is in shard {b}")), "{text}");

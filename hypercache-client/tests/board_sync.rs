@@ -12,7 +12,7 @@ use bytes::Bytes;
 use common::scripted::{lock, BoardsFake, BoardsScript, KeepAliveAnswer, LeaseFake, Script, SyncAnswer};
 use common::{serve_routes, wait_until};
 use hypercache_client::{
-    reason, BoardSyncer, Client, ClientConfig, CurrentOwner, Error, LeaseId, LeaseState, SyncStatus, SyncStopped,
+    BoardSyncer, Client, ClientConfig, CurrentOwner, Error, LeaseId, LeaseState, Reason, SyncStatus, SyncStopped,
 };
 use hypercache_proto::v1::boards_server::BoardsServer;
 use hypercache_proto::v1::lease_server::LeaseServer;
@@ -100,7 +100,7 @@ async fn rejections_are_returned_at_once_and_never_retried() {
     let client = boards(&script, 2, |c| c).await;
     let err = client.sync_board("b1", 7, 3, Bytes::from_static(b"x")).await.expect_err("stale");
     assert_eq!(err.to_string(), "epoch 7 of board b1 is stale", "the server's message is kept");
-    assert!(err.is_reason(reason::STALE_EPOCH));
+    assert!(err.is_reason(Reason::StaleEpoch));
     assert_eq!(err.stale_epoch().map(|o| o.epoch), Some(8));
     assert!(!err.is_retryable());
     assert_eq!(syncs(&script).len(), 1, "sent once although the server said not_applied and another node exists");

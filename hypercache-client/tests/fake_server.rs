@@ -119,7 +119,7 @@ async fn invalid_arguments_keep_the_server_message_and_are_not_retried() {
     assert_eq!(
         err,
         Error::InvalidArgument {
-            reason: "EMPTY_KEY".into(),
+            reason: hypercache_client::Reason::EmptyKey,
             message: "key is empty; keys must be 1..=4096 bytes".into()
         }
     );

@@ -162,7 +162,7 @@ async fn transactions_across_shards_are_refused_without_sending() {
     let client = client(&endpoints);
     let txn = Txn::new().when(Compare::exists(key_in(0, "k"))).then(Op::put(key_in(1, "k"), "v"));
     let err = client.txn(txn).await.expect_err("two shards");
-    assert!(err.is_reason("CROSS_SHARD"), "{err:?}");
+    assert!(err.is_reason(hypercache_client::Reason::CrossShard), "{err:?}");
     assert!(err.to_string().contains("hash tag"), "{err}");
     assert!(lock(&state).calls.is_empty(), "nothing was sent");
 }

@@ -151,6 +151,19 @@ reasons! {
     UnidentifiedNode = "UNIDENTIFIED_NODE",
     /// A join would replace a member's entry with an incarnation the node itself does not report.
     IncarnationMismatch = "INCARNATION_MISMATCH",
+
+    // Client-side only: the reasons `hcctl --json` reports for the client's own errors, which no
+    // server sends.
+    /// No node could serve the request within the attempt budget.
+    Unavailable = "UNAVAILABLE",
+    /// The request deadline passed with nothing in flight.
+    DeadlineExceeded = "DEADLINE_EXCEEDED",
+    /// A gRPC status outside HyperCache's error model.
+    Rpc = "RPC",
+    /// The client's configuration or an argument is invalid.
+    Config = "CONFIG",
+    /// Reading the command's input or writing its output failed.
+    Io = "IO",
 }
 
 impl fmt::Display for Reason {

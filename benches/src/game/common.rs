@@ -319,31 +319,12 @@ pub async fn home_leader(endpoints: &[String], wait: Duration) -> anyhow::Result
     Ok((shards, home, leader))
 }
 
-/// ErrorInfo reasons the reports count separately; anything else is counted by gRPC code.
-const KNOWN_REASONS: &[&str] = &[
-    "NOT_LEADER",
-    "NO_LEADER",
-    "STALE_EPOCH",
-    "STALE_SEQ",
-    "STALE_INCARNATION",
-    "LEASE_NOT_FOUND",
-    "WATCHER_TOO_SLOW",
-    "WATCH_RESET",
-    "SHUTTING_DOWN",
-    "OUTCOME_UNKNOWN",
-    "NOT_OWNER",
-    "SERVER_NOT_LIVE",
-    "BOARD_NOT_FOUND",
-];
-
-/// A short, static name for a failed call: its ErrorInfo reason when it is one of
-/// [`KNOWN_REASONS`], `client_timeout` when our own deadline (`--timeout-ms`) ended it (tonic
-/// reports that as CANCELLED "Timeout expired"), else its gRPC code.
+/// A short, static name for a failed call: its ErrorInfo reason when this build knows it
+/// ([`hypercache_proto::Reason`]), `client_timeout` when our own deadline (`--timeout-ms`) ended it (tonic reports
+/// that as CANCELLED "Timeout expired"), else its gRPC code.
 pub fn kind(status: &tonic::Status) -> &'static str {
-    if let Some(info) = info_of(status) {
-        if let Some(known) = KNOWN_REASONS.iter().find(|r| **r == info.reason) {
-            return known;
-        }
+    if let Some(known) = info_of(status).and_then(|info| info.known_reason()) {
+        return known.as_str();
     }
     if status.code() == tonic::Code::Cancelled && status.message().contains("Timeout expired") {
         return "client_timeout";

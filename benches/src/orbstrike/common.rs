@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
-use hypercache_client::{reason, Client, ClientConfig};
+use hypercache_client::{Client, ClientConfig, Reason};
 use hypercache_proto::orbstrike::v1 as pb;
 use pb::orchestrator_client::OrchestratorClient;
 use serde::Serialize;
@@ -182,7 +182,7 @@ pub async fn delete_games(store: &Client, ids: Vec<String>) -> usize {
                 let Some(id) = ids.get(i) else { return };
                 match store.delete_board(id, None).await {
                     Ok(()) => {}
-                    Err(e) if e.is_reason(reason::BOARD_NOT_FOUND) => {}
+                    Err(e) if e.is_reason(Reason::BoardNotFound) => {}
                     Err(_) => {
                         failed.fetch_add(1, Ordering::Relaxed);
                     }

@@ -4,12 +4,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::Subcommand;
+use hypercache_proto::Reason;
 use rand::Rng;
 use serde_json::{json, Map, Value};
 
 use super::output::{not_found, note, printable, put_bytes, Out};
 use super::{ctrl_c, exit, read_stdin, Failure};
-use crate::error::reason;
 use crate::{AssignBoard, AssignmentChange, AssignmentUpdate, Board, Checkpoint, Client, CreateBoard};
 
 #[derive(Debug, Subcommand)]
@@ -128,7 +128,7 @@ pub(super) async fn run(client: &Client, out: &mut Out, json: bool, command: Boa
             }
             None => {
                 let message = format!("board {id} not found");
-                return not_found(out, json, reason::BOARD_NOT_FOUND, &message, exit::BOARD_NOT_FOUND);
+                return not_found(out, json, Reason::BoardNotFound, &message, exit::BOARD_NOT_FOUND);
             }
         },
         BoardsCommand::List { owner } => {

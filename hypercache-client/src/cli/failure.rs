@@ -17,11 +17,11 @@
 //! `OUTCOME_UNKNOWN`, `DEADLINE_EXCEEDED`), `not_applied` is true when the command provably had
 //! no effect; the fields a typed refusal carries (`owner`, `epoch`, `term`, ...) follow.
 
+use hypercache_proto::Reason;
 use serde_json::{json, Map, Value};
 use tonic::Code;
 
 use super::exit;
-use crate::error::reason;
 use crate::Error;
 
 /// Why a command failed.
@@ -53,7 +53,7 @@ pub fn exit_code(error: &Error, mutating: bool) -> u8 {
         Error::OutcomeUnknown { .. } | Error::Internal { .. } => exit::OTHER,
         Error::InvalidArgument { .. } => exit::INVALID_ARGUMENT,
         Error::Rejected { code, reason, .. } => match code {
-            Code::NotFound => not_found_code(reason),
+            Code::NotFound => not_found_code(*reason),
             Code::FailedPrecondition | Code::AlreadyExists => exit::CAS_FAILED,
             Code::OutOfRange => exit::INVALID_ARGUMENT,
             Code::ResourceExhausted => exit::UNAVAILABLE,
@@ -65,11 +65,11 @@ pub fn exit_code(error: &Error, mutating: bool) -> u8 {
 }
 
 /// The exit code of a `NOT_FOUND` refusal, by the kind of thing that was not found.
-fn not_found_code(why: &str) -> u8 {
+fn not_found_code(why: Reason) -> u8 {
     match why {
-        reason::LEASE_NOT_FOUND => exit::LEASE_NOT_FOUND,
-        reason::SERVER_NOT_FOUND => exit::SERVER_NOT_FOUND,
-        reason::BOARD_NOT_FOUND => exit::BOARD_NOT_FOUND,
+        Reason::LeaseNotFound => exit::LEASE_NOT_FOUND,
+        Reason::ServerNotFound => exit::SERVER_NOT_FOUND,
+        Reason::BoardNotFound => exit::BOARD_NOT_FOUND,
         // A reason this hcctl does not know (a newer server): still a definite failure.
         _ => exit::OTHER,
     }
@@ -110,7 +110,7 @@ pub fn error_json(error: &Error, mutating: bool) -> Value {
     let (code, why) = code_and_reason(error);
     let mut obj = Map::new();
     obj.insert("code".into(), code_name(code).into());
-    obj.insert("reason".into(), why.into());
+    obj.insert("reason".into(), why.as_str().into());
     obj.insert("message".into(), error_text(error).into());
     obj.insert("not_applied".into(), not_applied(error, mutating).into());
     obj.insert("kind".into(), error.kind().into());
@@ -142,10 +142,10 @@ pub fn error_json(error: &Error, mutating: bool) -> Value {
 
 /// The `{"error": {...}}` object for a condition hcctl reports itself (a missing lease, board
 /// or leader found by a successful call).
-pub(crate) fn own_error_json(code: Code, why: &str, message: &str, exit_code: u8) -> Value {
+pub(crate) fn own_error_json(code: Code, why: Reason, message: &str, exit_code: u8) -> Value {
     json!({"error": {
         "code": code_name(code),
-        "reason": why,
+        "reason": why.as_str(),
         "message": message,
         "not_applied": true,
         "kind": "not_found",
@@ -158,7 +158,7 @@ pub(crate) fn own_error_json(code: Code, why: &str, message: &str, exit_code: u8
 pub(crate) fn io_error_json(e: &std::io::Error, mutating: bool) -> Value {
     json!({"error": {
         "code": code_name(Code::Unknown),
-        "reason": "IO",
+        "reason": Reason::Io.as_str(),
         "message": format!("I/O: {e}"),
         "not_applied": !mutating,
         "kind": "io",
@@ -166,18 +166,18 @@ pub(crate) fn io_error_json(e: &std::io::Error, mutating: bool) -> Value {
     }})
 }
 
-fn code_and_reason(error: &Error) -> (Code, String) {
+fn code_and_reason(error: &Error) -> (Code, Reason) {
     match error {
-        Error::InvalidArgument { reason, .. } => (Code::InvalidArgument, reason.clone()),
-        Error::Rejected { code, reason, .. } => (*code, reason.clone()),
-        Error::UnknownShard { .. } => (Code::NotFound, "UNKNOWN_SHARD".into()),
-        Error::NotLeader { .. } => (Code::FailedPrecondition, "NOT_LEADER".into()),
-        Error::Unavailable { .. } => (Code::Unavailable, "UNAVAILABLE".into()),
-        Error::DeadlineExceeded { .. } => (Code::DeadlineExceeded, "DEADLINE_EXCEEDED".into()),
-        Error::OutcomeUnknown { .. } => (Code::Unknown, "OUTCOME_UNKNOWN".into()),
-        Error::Internal { .. } => (Code::Internal, "INTERNAL".into()),
-        Error::Rpc { code, .. } => (*code, "RPC".into()),
-        Error::Config { .. } => (Code::InvalidArgument, "CONFIG".into()),
+        Error::InvalidArgument { reason, .. } => (Code::InvalidArgument, *reason),
+        Error::Rejected { code, reason, .. } => (*code, *reason),
+        Error::UnknownShard { .. } => (Code::NotFound, Reason::UnknownShard),
+        Error::NotLeader { .. } => (Code::FailedPrecondition, Reason::NotLeader),
+        Error::Unavailable { .. } => (Code::Unavailable, Reason::Unavailable),
+        Error::DeadlineExceeded { .. } => (Code::DeadlineExceeded, Reason::DeadlineExceeded),
+        Error::OutcomeUnknown { .. } => (Code::Unknown, Reason::OutcomeUnknown),
+        Error::Internal { .. } => (Code::Internal, Reason::Internal),
+        Error::Rpc { code, .. } => (*code, Reason::Rpc),
+        Error::Config { .. } => (Code::InvalidArgument, Reason::Config),
     }
 }
 
@@ -210,7 +210,8 @@ mod tests {
     use crate::ErrorInfo;
 
     fn rejected(code: Code, info: ErrorInfo, message: &str) -> Error {
-        Error::Rejected { code, reason: info.reason.clone(), message: message.into(), info: Box::new(info) }
+        let reason = info.known_reason().expect("a known reason");
+        Error::Rejected { code, reason, message: message.into(), info: Box::new(info) }
     }
 
     #[test]
@@ -237,12 +238,12 @@ mod tests {
 
     #[test]
     fn not_found_codes_name_the_kind_of_thing() {
-        let code = |why: &str| {
+        let code = |why: Reason| {
             exit_code(&rejected(Code::NotFound, ErrorInfo { reason: why.into(), ..Default::default() }, "x"), true)
         };
-        assert_eq!(code(reason::LEASE_NOT_FOUND), exit::LEASE_NOT_FOUND);
-        assert_eq!(code(reason::SERVER_NOT_FOUND), exit::SERVER_NOT_FOUND);
-        assert_eq!(code(reason::BOARD_NOT_FOUND), exit::BOARD_NOT_FOUND);
+        assert_eq!(code(Reason::LeaseNotFound), exit::LEASE_NOT_FOUND);
+        assert_eq!(code(Reason::ServerNotFound), exit::SERVER_NOT_FOUND);
+        assert_eq!(code(Reason::BoardNotFound), exit::BOARD_NOT_FOUND);
         let codes = [
             exit::KEY_NOT_FOUND,
             exit::LEASE_NOT_FOUND,
@@ -258,7 +259,7 @@ mod tests {
     #[test]
     fn json_errors_carry_code_reason_message_and_the_reasons_fields() {
         let info = ErrorInfo {
-            reason: reason::STALE_EPOCH.into(),
+            reason: Reason::StaleEpoch.into(),
             owner: "srv-b".into(),
             epoch: 4,
             incarnation: 2,

@@ -3,12 +3,12 @@
 use std::time::Duration;
 
 use clap::Subcommand;
+use hypercache_proto::Reason;
 use serde_json::json;
 use tokio::time::Instant;
 
 use super::output::{not_found, note, Out};
 use super::{ctrl_c, exit, Failure};
-use crate::error::reason;
 use crate::{Client, LeaseId, LeaseKeeper, LeaseState, LostReason};
 
 #[derive(Debug, Subcommand)]
@@ -88,7 +88,7 @@ pub(super) async fn run(client: &Client, out: &mut Out, json: bool, command: Lea
 /// The report of a lease a successful call found missing.
 fn lease_not_found(out: &mut Out, json: bool, id: u64) -> Result<u8, Failure> {
     let message = format!("lease {id} does not exist (expired or revoked)");
-    not_found(out, json, reason::LEASE_NOT_FOUND, &message, exit::LEASE_NOT_FOUND)
+    not_found(out, json, Reason::LeaseNotFound, &message, exit::LEASE_NOT_FOUND)
 }
 
 /// Prints every renewal of `keeper` until Ctrl-C (exit 0, the keeper stops and the lease then

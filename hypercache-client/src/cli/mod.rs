@@ -454,7 +454,8 @@ mod tests {
     }
 
     fn rejected(code: tonic::Code, info: crate::ErrorInfo, message: &str) -> Error {
-        Error::Rejected { code, reason: info.reason.clone(), message: message.into(), info: Box::new(info) }
+        let reason = info.known_reason().expect("a known reason");
+        Error::Rejected { code, reason, message: message.into(), info: Box::new(info) }
     }
 
     #[test]
@@ -529,7 +530,13 @@ mod tests {
     fn exit_codes_follow_the_documented_table() {
         let m = || "m".to_string();
         assert_eq!(exit_code(&Error::OutcomeUnknown { message: m() }, true), 3);
-        assert_eq!(exit_code(&Error::InvalidArgument { reason: m(), message: m() }, true), 4);
+        assert_eq!(
+            exit_code(
+                &Error::InvalidArgument { reason: hypercache_proto::Reason::InvalidArgument, message: m() },
+                true
+            ),
+            4
+        );
         assert_eq!(exit_code(&Error::Unavailable { message: m() }, true), 5);
         assert_eq!(exit_code(&Error::DeadlineExceeded { message: m() }, true), 5);
         assert_eq!(exit_code(&Error::Internal { message: m() }, true), 3, "a write may have been applied");

@@ -5,6 +5,7 @@
 
 use std::io::{self, Write};
 
+use hypercache_proto::Reason;
 use serde_json::{json, Map, Value};
 
 use super::txn_syntax::TxnOp;
@@ -58,7 +59,13 @@ pub(super) fn error_line(message: &str) {
 
 /// Something a successful call found missing (a lease, a board): a note on stderr, or with
 /// `--json` the error object on stdout. Returns `exit_code`.
-pub(super) fn not_found(out: &mut Out, json: bool, reason: &str, message: &str, exit_code: u8) -> Result<u8, Failure> {
+pub(super) fn not_found(
+    out: &mut Out,
+    json: bool,
+    reason: Reason,
+    message: &str,
+    exit_code: u8,
+) -> Result<u8, Failure> {
     if json {
         out.json(&super::failure::own_error_json(tonic::Code::NotFound, reason, message, exit_code))?;
         out.flush()?;

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hypercache_client::{reason, Error as ClientError};
+use hypercache_client::{Error as ClientError, Reason};
 use hypercache_proto::orbstrike::v1 as pb;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep_until, Instant, MissedTickBehavior};
@@ -405,7 +405,7 @@ impl<S: CheckpointStore> BoardTask<S> {
                     return false;
                 }
             };
-            if err.is_reason(reason::NOT_OWNER) || err.is_reason(reason::BOARD_NOT_FOUND) {
+            if err.is_reason(Reason::NotOwner) || err.is_reason(Reason::BoardNotFound) {
                 // Someone else owns it already (or it is gone): nothing left to hand over.
                 return false;
             }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hypercache_client::{reason, Client, Error as ClientError};
+use hypercache_client::{Client, Error as ClientError, Reason};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -77,7 +77,7 @@ fn verdict(err: &ClientError) -> Verdict {
     if let Some(owner) = err.stale_epoch() {
         return Verdict::Stop(SyncReport::Fenced { owner: owner.owner, epoch: owner.epoch });
     }
-    if err.is_reason(reason::BOARD_NOT_FOUND) {
+    if err.is_reason(Reason::BoardNotFound) {
         return Verdict::Stop(SyncReport::Gone);
     }
     if let Some(stored) = err.stale_seq() {
@@ -220,7 +220,8 @@ pub(crate) mod fake {
     }
 
     fn rejected(code: tonic::Code, info: ErrorInfo) -> ClientError {
-        ClientError::Rejected { code, reason: info.reason.clone(), message: info.reason.clone(), info: Box::new(info) }
+        let reason = info.known_reason().expect("a known reason");
+        ClientError::Rejected { code, reason, message: info.reason.clone(), info: Box::new(info) }
     }
 
     impl CheckpointStore for FakeStore {
@@ -229,7 +230,7 @@ pub(crate) mod fake {
                 if epoch != s.epoch || s.owner.is_none() {
                     s.attempts.push((epoch, seq, false));
                     let info = ErrorInfo {
-                        reason: reason::STALE_EPOCH.into(),
+                        reason: Reason::StaleEpoch.into(),
                         owner: s.owner.clone().unwrap_or_default(),
                         epoch: s.epoch,
                         ..Default::default()
@@ -238,7 +239,7 @@ pub(crate) mod fake {
                 }
                 if seq < s.seq {
                     s.attempts.push((epoch, seq, false));
-                    let info = ErrorInfo { reason: reason::STALE_SEQ.into(), seq: s.seq, ..Default::default() };
+                    let info = ErrorInfo { reason: Reason::StaleSeq.into(), seq: s.seq, ..Default::default() };
                     return Err(rejected(tonic::Code::FailedPrecondition, info));
                 }
                 s.attempts.push((epoch, seq, true));
@@ -251,7 +252,7 @@ pub(crate) mod fake {
         async fn release(&self, _board: &str, server: &str, epoch: u64) -> Result<(), ClientError> {
             self.with(|s| {
                 if s.epoch != epoch || s.owner.as_deref() != Some(server) {
-                    let info = ErrorInfo { reason: reason::NOT_OWNER.into(), ..Default::default() };
+                    let info = ErrorInfo { reason: Reason::NotOwner.into(), ..Default::default() };
                     return Err(rejected(tonic::Code::FailedPrecondition, info));
                 }
                 s.owner = None;

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use hypercache_client::{reason, AssignBoard, Error as StoreError, LeaseKeeper, LeaseState};
+use hypercache_client::{AssignBoard, Error as StoreError, LeaseKeeper, LeaseState, Reason};
 use tokio::sync::watch;
 use tokio::time::{sleep, sleep_until, Instant};
 
@@ -126,7 +126,7 @@ async fn campaign(shared: &Shared) -> Option<(LeaseKeeper, u64)> {
         match result {
             None => break,
             Some(Ok(leadership)) => return Some((keeper, leadership.term)),
-            Some(Err(e)) if e.is_reason(reason::LEASE_NOT_FOUND) => break,
+            Some(Err(e)) if e.is_reason(Reason::LeaseNotFound) => break,
             Some(Err(StoreError::DeadlineExceeded { .. } | StoreError::OutcomeUnknown { .. })) => {}
             Some(Err(e)) if e.is_retryable() => pause(shared, RETRY_DELAY).await,
             Some(Err(e)) => {
@@ -230,11 +230,11 @@ async fn move_board(shared: &Shared, orphan: Orphan, term: u64) -> Moved {
         }
         Err(e) => {
             shared.placement().unreserve(&orphan.board_id);
-            if e.is_reason(reason::STALE_TERM) || e.is_reason(reason::NOT_ELECTION_LEADER) {
+            if e.is_reason(Reason::StaleTerm) || e.is_reason(Reason::NotElectionLeader) {
                 tracing::warn!(board = %orphan.board_id, term, error = %e, "the store refused our term");
                 return Moved::Deposed;
             }
-            if e.is_reason(reason::STALE_EPOCH) || e.is_reason(reason::BOARD_NOT_FOUND) {
+            if e.is_reason(Reason::StaleEpoch) || e.is_reason(Reason::BoardNotFound) {
                 tracing::debug!(board = %orphan.board_id, error = %e, "board changed since the scan");
             } else {
                 tracing::warn!(board = %orphan.board_id, to = %target.server_id, error = %e,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
-use hypercache_client::{reason, AssignBoard, CreateBoard};
+use hypercache_client::{AssignBoard, CreateBoard, Reason};
 use hypercache_proto::orbstrike::v1 as pb;
 use pb::game_server_client::GameServerClient;
 use tokio::time::{timeout, Instant};
@@ -176,11 +176,11 @@ async fn place(shared: &Shared, game_id: &str) -> Result<String, Error> {
             Ok(board) => return Ok(board.owner.map_or(target.server_id, |o| o.server_id)),
             Err(e) => {
                 shared.placement().unreserve(game_id);
-                if e.is_reason(reason::SERVER_NOT_LIVE) {
+                if e.is_reason(Reason::ServerNotLive) {
                     excluded.push(target.server_id);
                     continue;
                 }
-                if e.is_reason(reason::STALE_EPOCH) || e.may_have_been_applied() {
+                if e.is_reason(Reason::StaleEpoch) || e.may_have_been_applied() {
                     // Assigned by the failover master meanwhile, or by our own lost attempt.
                     let owner = shared.store.get_board(game_id, false).await?.and_then(|r| r.board.owner);
                     if let Some(owner) = owner.filter(|o| !o.server_id.is_empty()) {

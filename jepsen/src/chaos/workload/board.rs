@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hypercache_client::{reason, AssignBoard, Client, CreateBoard, Error, RegisterOptions};
+use hypercache_client::{AssignBoard, Client, CreateBoard, Error, Reason, RegisterOptions};
 use rand::rngs::StdRng;
 use rand::Rng;
 
@@ -104,7 +104,7 @@ pub async fn apply(client: &Client, op: &Op, unique: u64) -> Result<(EventType, 
             for board in boards {
                 match client.create_board(CreateBoard::new(board.clone())).await {
                     Ok(_) => {}
-                    Err(e) if e.is_reason(reason::BOARD_EXISTS) => {}
+                    Err(e) if e.is_reason(Reason::BoardExists) => {}
                     Err(e) => return Err(e),
                 }
             }

@@ -25,7 +25,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use hypercache_client::{reason, Client, Error};
+use hypercache_client::{Client, Error, Reason};
 use rand::rngs::StdRng;
 use rand::Rng;
 
@@ -123,7 +123,7 @@ pub async fn apply(client: &Client, op: &Op, wait: Duration) -> Result<(EventTyp
         }
         Op::Resign { name, term, .. } => match client.resign(name, *term).await {
             Ok(()) => Ok((EventType::Ok, op.clone())),
-            Err(e) if e.is_reason(reason::NOT_ELECTION_LEADER) => Ok((EventType::Fail, op.clone())),
+            Err(e) if e.is_reason(Reason::NotElectionLeader) => Ok((EventType::Fail, op.clone())),
             Err(e) => Err(e),
         },
         Op::Leader { name, final_read, .. } => {

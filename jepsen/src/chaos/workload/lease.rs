@@ -32,7 +32,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use hypercache_client::{reason, Client, Error, LeaseId, PutOptions};
+use hypercache_client::{Client, Error, LeaseId, PutOptions, Reason};
 use rand::rngs::StdRng;
 use rand::Rng;
 use tokio::time::Instant;
@@ -178,7 +178,7 @@ pub async fn apply(client: &Client, op: &Op) -> Result<(EventType, Op), Error> {
                     EventType::Ok,
                     Op::LeasePut { key: key.clone(), value: *value, lease: *lease, shard: Some(shard) },
                 )),
-                Err(e) if e.is_reason(reason::LEASE_NOT_FOUND) => Ok((EventType::Fail, op.clone())),
+                Err(e) if e.is_reason(Reason::LeaseNotFound) => Ok((EventType::Fail, op.clone())),
                 Err(e) => Err(e),
             }
         }
@@ -189,7 +189,7 @@ pub async fn apply(client: &Client, op: &Op) -> Result<(EventType, Op), Error> {
         }
         Op::LeaseRevoke { lease } => match client.revoke(LeaseId(*lease)).await {
             Ok(_) => Ok((EventType::Ok, op.clone())),
-            Err(e) if e.is_reason(reason::LEASE_NOT_FOUND) => Ok((EventType::Fail, op.clone())),
+            Err(e) if e.is_reason(Reason::LeaseNotFound) => Ok((EventType::Fail, op.clone())),
             Err(e) => Err(e),
         },
         Op::LeaseRead { key, .. } => {
