@@ -4,12 +4,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use clap::Subcommand;
+use hypercache_client::{Client, GameServer, LeaseKeeper, RegisterOptions, ServerUpdate};
 use serde_json::{json, Value};
 
-use super::lease_cmd::lost_text;
-use super::output::{note, Out};
-use super::{ctrl_c, exit, Failure};
-use crate::{Client, GameServer, LeaseKeeper, RegisterOptions, ServerUpdate};
+use crate::lease_cmd::lost_text;
+use crate::output::{note, Out};
+use crate::{ctrl_c, exit, Failure};
 
 #[derive(Debug, Subcommand)]
 pub enum ServersCommand {
@@ -82,7 +82,7 @@ pub(super) async fn run(client: &Client, out: &mut Out, json: bool, command: Ser
             let keeper = LeaseKeeper::spawn(client.clone(), registration.lease)?;
             tokio::select! {
                 state = keeper.lost() => {
-                    if let crate::LeaseState::Lost { reason, .. } = state {
+                    if let hypercache_client::LeaseState::Lost { reason, .. } = state {
                         note(&format!("registration lease {lease} lost: {}", lost_text(&reason)));
                     }
                     Ok(exit::LEASE_NOT_FOUND)

@@ -3,13 +3,13 @@
 use std::time::Duration;
 
 use clap::{ArgGroup, Subcommand};
+use hypercache_client::{Client, ElectionState, Error, Leadership, LeaseId, LeaseKeeper, LeaseState};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::lease_cmd::lost_text;
-use super::output::{note, Out};
-use super::{ctrl_c, exit, Failure};
-use crate::{Client, ElectionState, Error, Leadership, LeaseId, LeaseKeeper, LeaseState};
+use crate::lease_cmd::lost_text;
+use crate::output::{note, Out};
+use crate::{ctrl_c, exit, Failure};
 
 /// One campaign long poll; the loop campaigns again (idempotently) until elected.
 const CAMPAIGN_POLL: Duration = Duration::from_secs(30);

@@ -4,13 +4,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::Subcommand;
+use hypercache_client::{
+    reason, AssignBoard, AssignmentChange, AssignmentUpdate, Board, Checkpoint, Client, CreateBoard,
+};
 use rand::Rng;
 use serde_json::{json, Map, Value};
 
-use super::output::{not_found, note, printable, put_bytes, Out};
-use super::{ctrl_c, exit, read_stdin, Failure};
-use crate::error::reason;
-use crate::{AssignBoard, AssignmentChange, AssignmentUpdate, Board, Checkpoint, Client, CreateBoard};
+use crate::output::{not_found, note, printable, put_bytes, Out};
+use crate::{ctrl_c, exit, read_stdin, Failure};
 
 #[derive(Debug, Subcommand)]
 pub enum BoardsCommand {
@@ -229,7 +230,7 @@ fn board_json(b: &Board, checkpoint: Option<&Checkpoint>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::BoardOwner;
+    use hypercache_client::BoardOwner;
 
     #[test]
     fn boards_print_their_owner_or_a_dash() {

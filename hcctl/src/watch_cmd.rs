@@ -5,11 +5,11 @@
 //! position several shards). JSON lines always carry `shard`.
 
 use bytes::Bytes;
+use hypercache_client::{Client, Event, EventKind, WatchOptions, WatchUpdate};
 use serde_json::{json, Map, Value};
 
-use super::output::{kv_json, note, put_bytes, Out};
-use super::{ctrl_c, exit, Failure};
-use crate::{Client, Event, EventKind, WatchOptions, WatchUpdate};
+use crate::output::{kv_json, note, put_bytes, Out};
+use crate::{ctrl_c, exit, Failure};
 
 pub(super) async fn run(
     client: &Client,
@@ -92,7 +92,7 @@ fn event_json(event: &Event) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::KeyValue;
+    use hypercache_client::KeyValue;
 
     #[test]
     fn events_print_as_documented() {

@@ -10,7 +10,7 @@
 //! value is the rest of the text after the key, verbatim apart from the separating whitespace,
 //! again with one pair of surrounding double quotes removed.
 
-use crate::{Compare, LeaseId, Op};
+use hypercache_client::{Compare, LeaseId, Op};
 
 /// A parsed `--then` / `--else` op, with what is needed to label its result.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,6 +1,11 @@
 //! `hcctl`, the HyperCache command line: argument parsing, one function per command, and the
-//! mapping from client errors to exit codes. The binary in `src/bin/hcctl.rs` only calls
-//! [`main`]; the logic lives here so it is unit-tested with the library.
+//! mapping from client errors to exit codes. The binary in `src/main.rs` only calls [`main`];
+//! the logic lives in this library so it is unit-tested without spawning a process.
+//!
+//! It is a crate of its own, built on the public API of `hypercache-client`, so the client
+//! library that game servers link carries none of a command line's dependencies (clap,
+//! serde_json). Everything it needs from the client is public there; nothing here reaches into
+//! the client's internals.
 //!
 //! Output goes through `output::Out`, which turns a closed stdout (`hcctl range | head`) into
 //! a quiet exit instead of a panic. Streaming commands (`watch`, `servers watch`, `boards watch`,
@@ -24,8 +29,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::{ArgGroup, Parser, Subcommand};
+use hypercache_client::{parse_endpoint_list, Client, ClientConfig, LeaseId, PutOptions, RangeOptions, Txn};
 
-use crate::{parse_endpoint_list, Client, ClientConfig, LeaseId, PutOptions, RangeOptions, Txn};
 pub(crate) use failure::Failure;
 pub use failure::{error_json, error_text, exit_code, not_applied};
 use output::Out;
@@ -113,7 +118,7 @@ pub struct Cli {
     pub json: bool,
     /// The deployment's namespace: decides the home shard of the game services (servers,
     /// boards, elections) and of leases granted without a key. Use the game's own.
-    #[arg(long, env = "HYPERCACHE_NAMESPACE", default_value = crate::DEFAULT_NAMESPACE, global = true)]
+    #[arg(long, env = "HYPERCACHE_NAMESPACE", default_value = hypercache_client::DEFAULT_NAMESPACE, global = true)]
     pub namespace: String,
     /// Deadline per operation in milliseconds, retries and redirects included.
     #[arg(long, default_value_t = 5000, global = true, value_parser = clap::value_parser!(u64).range(1..))]
@@ -190,7 +195,7 @@ pub enum Command {
     Txn {
         /// A condition, e.g. 'value(k) = v' (repeatable; all must hold).
         #[arg(long = "if", value_name = "COND", value_parser = parse_condition)]
-        conditions: Vec<crate::Compare>,
+        conditions: Vec<hypercache_client::Compare>,
         /// An op run when every condition holds, e.g. 'put k v' (repeatable).
         #[arg(long = "then", value_name = "OP", value_parser = parse_op)]
         then_ops: Vec<TxnOp>,
@@ -425,7 +430,7 @@ fn read_stdin() -> Result<Bytes, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Error;
+    use hypercache_client::Error;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("hcctl").chain(args.iter().copied()))
@@ -453,13 +458,13 @@ mod tests {
         assert!(parse(&["get", "k", "--timeout-ms", "0"]).is_err());
     }
 
-    fn rejected(code: tonic::Code, info: crate::ErrorInfo, message: &str) -> Error {
+    fn rejected(code: tonic::Code, info: hypercache_client::ErrorInfo, message: &str) -> Error {
         Error::Rejected { code, reason: info.reason.clone(), message: message.into(), info: Box::new(info) }
     }
 
     #[test]
     fn typed_rejections_map_to_their_exit_codes_with_the_state_on_stderr() {
-        let info = crate::ErrorInfo {
+        let info = hypercache_client::ErrorInfo {
             reason: "STALE_EPOCH".into(),
             owner: "srv-b".into(),
             epoch: 4,
@@ -472,11 +477,12 @@ mod tests {
         // A message that already names the owner is left alone.
         let named = rejected(tonic::Code::FailedPrecondition, info, "board b1 is owned by srv-b at epoch 4");
         assert_eq!(error_text(&named), "board b1 is owned by srv-b at epoch 4");
-        let gone = crate::ErrorInfo { reason: "LEASE_NOT_FOUND".into(), ..Default::default() };
+        let gone = hypercache_client::ErrorInfo { reason: "LEASE_NOT_FOUND".into(), ..Default::default() };
         assert_eq!(exit_code(&rejected(tonic::Code::NotFound, gone, "no lease"), true), exit::LEASE_NOT_FOUND);
-        let exists = crate::ErrorInfo { reason: "BOARD_EXISTS".into(), ..Default::default() };
+        let exists = hypercache_client::ErrorInfo { reason: "BOARD_EXISTS".into(), ..Default::default() };
         assert_eq!(exit_code(&rejected(tonic::Code::AlreadyExists, exists, "taken"), true), 2);
-        let compacted = crate::ErrorInfo { reason: "COMPACTED".into(), oldest_revision: 9, ..Default::default() };
+        let compacted =
+            hypercache_client::ErrorInfo { reason: "COMPACTED".into(), oldest_revision: 9, ..Default::default() };
         let compacted = rejected(tonic::Code::OutOfRange, compacted, "revision 3 is compacted");
         assert_eq!(exit_code(&compacted, false), 4);
         assert!(error_text(&compacted).ends_with("(oldest available revision 9)"));
@@ -488,8 +494,11 @@ mod tests {
             .expect("valid");
         match cli.command {
             Command::Txn { conditions, then_ops, else_ops } => {
-                assert_eq!(conditions, vec![crate::Compare::mod_revision("k", 5), crate::Compare::exists("j")]);
-                assert_eq!(then_ops[0].op, crate::Op::put("k", "v"));
+                assert_eq!(
+                    conditions,
+                    vec![hypercache_client::Compare::mod_revision("k", 5), hypercache_client::Compare::exists("j")]
+                );
+                assert_eq!(then_ops[0].op, hypercache_client::Op::put("k", "v"));
                 assert_eq!(else_ops[0].verb, "get");
             }
             other => panic!("{other:?}"),

@@ -5,12 +5,11 @@
 
 use std::io::{self, Write};
 
+use hypercache_client::{CasResult, DeleteResult, Error, KeyValue, OpResult, PutResult, StatusResponse, TxnResult};
 use serde_json::{json, Map, Value};
 
-use super::txn_syntax::TxnOp;
-use super::{exit, Failure};
-use crate::types::{CasResult, DeleteResult, KeyValue, PutResult};
-use crate::{Error, OpResult, StatusResponse, TxnResult};
+use crate::txn_syntax::TxnOp;
+use crate::{exit, Failure};
 
 /// Buffered stdout. Write errors are returned (never a panic); `BrokenPipe` becomes a quiet
 /// exit in the caller.
@@ -60,7 +59,7 @@ pub(super) fn error_line(message: &str) {
 /// `--json` the error object on stdout. Returns `exit_code`.
 pub(super) fn not_found(out: &mut Out, json: bool, reason: &str, message: &str, exit_code: u8) -> Result<u8, Failure> {
     if json {
-        out.json(&super::failure::own_error_json(tonic::Code::NotFound, reason, message, exit_code))?;
+        out.json(&crate::failure::own_error_json(tonic::Code::NotFound, reason, message, exit_code))?;
         out.flush()?;
     } else {
         note(message);

@@ -1,5 +1,7 @@
 //! The `hcctl` binary against fake servers: output, exit codes, and a closed stdout.
 
+// The client's fake servers, shared rather than copied: one definition of each fake.
+#[path = "../../hypercache-client/tests/common/mod.rs"]
 mod common;
 
 use std::process::{Output, Stdio};

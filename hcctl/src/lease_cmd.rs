@@ -3,13 +3,12 @@
 use std::time::Duration;
 
 use clap::Subcommand;
+use hypercache_client::{reason, Client, LeaseId, LeaseKeeper, LeaseState, LostReason};
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::output::{not_found, note, Out};
-use super::{ctrl_c, exit, Failure};
-use crate::error::reason;
-use crate::{Client, LeaseId, LeaseKeeper, LeaseState, LostReason};
+use crate::output::{not_found, note, Out};
+use crate::{ctrl_c, exit, Failure};
 
 #[derive(Debug, Subcommand)]
 pub enum LeaseCommand {
@@ -131,7 +130,7 @@ pub(super) fn lost_text(reason: &LostReason) -> String {
     match reason {
         LostReason::Gone => "the lease no longer exists (expired or revoked)".to_string(),
         LostReason::DeadlinePassed => "no renewal succeeded before the deadline".to_string(),
-        LostReason::Failed(err) => super::error_text(err),
+        LostReason::Failed(err) => crate::error_text(err),
         LostReason::Stopped => "stopped".to_string(),
     }
 }
