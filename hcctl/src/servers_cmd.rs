@@ -38,10 +38,17 @@ pub enum ServersCommand {
     Deregister { id: String, incarnation: u64 },
 }
 
-fn parse_label(text: &str) -> Result<(String, String), String> {
+/// A `--label` that is not `KEY=VALUE` with a non-empty key; clap prints it as a usage error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("label {text:?}: expected KEY=VALUE")]
+struct LabelError {
+    text: String,
+}
+
+fn parse_label(text: &str) -> Result<(String, String), LabelError> {
     match text.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
-        _ => Err(format!("label {text:?}: expected KEY=VALUE")),
+        _ => Err(LabelError { text: text.to_string() }),
     }
 }
 
