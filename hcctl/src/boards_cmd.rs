@@ -11,7 +11,7 @@ use rand::Rng;
 use serde_json::{json, Map, Value};
 
 use crate::output::{not_found, note, printable, put_bytes, Out};
-use crate::{ctrl_c, exit, read_stdin, Failure};
+use crate::{exit, read_stdin, Failure, Interrupt};
 
 #[derive(Debug, Subcommand)]
 pub enum BoardsCommand {
@@ -159,13 +159,9 @@ pub(super) async fn run(client: &Client, out: &mut Out, json: bool, command: Boa
 
 async fn watch(client: &Client, out: &mut Out, json: bool, server: &str) -> Result<u8, Failure> {
     let mut watch = client.watch_assignments(server);
-    // One listener for the whole loop, so a Ctrl-C between two polls is not missed.
-    let mut interrupted = std::pin::pin!(ctrl_c());
+    let mut interrupt = Interrupt::listen();
     loop {
-        let update = tokio::select! {
-            update = watch.next() => update,
-            _ = &mut interrupted => return Ok(exit::OK),
-        };
+        let Some(update) = interrupt.or(watch.next()).await else { return Ok(exit::OK) };
         match update {
             Ok(AssignmentUpdate::Snapshot { revision, owned }) => {
                 let boards: Vec<Value> =

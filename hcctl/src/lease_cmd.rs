@@ -8,7 +8,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use crate::output::{not_found, note, Out};
-use crate::{ctrl_c, exit, Failure};
+use crate::{exit, Failure, Interrupt};
 
 #[derive(Debug, Subcommand)]
 pub enum LeaseCommand {
@@ -95,8 +95,7 @@ fn lease_not_found(out: &mut Out, json: bool, id: u64) -> Result<u8, Failure> {
 pub(super) async fn keep(out: &mut Out, json: bool, keeper: &LeaseKeeper) -> Result<u8, Failure> {
     let id = keeper.id();
     let mut states = keeper.subscribe();
-    // One listener for the whole loop, so a Ctrl-C between two polls is not missed.
-    let mut interrupted = std::pin::pin!(ctrl_c());
+    let mut interrupt = Interrupt::listen();
     loop {
         let state = states.borrow_and_update().clone();
         match state {
@@ -114,14 +113,10 @@ pub(super) async fn keep(out: &mut Out, json: bool, keeper: &LeaseKeeper) -> Res
                 return Ok(exit::LEASE_NOT_FOUND);
             }
         }
-        tokio::select! {
-            changed = states.changed() => {
-                if changed.is_err() {
-                    note(&format!("lease {id} lost: keeper stopped"));
-                    return Ok(exit::LEASE_NOT_FOUND);
-                }
-            }
-            _ = &mut interrupted => return Ok(exit::OK),
+        let Some(changed) = interrupt.or(states.changed()).await else { return Ok(exit::OK) };
+        if changed.is_err() {
+            note(&format!("lease {id} lost: keeper stopped"));
+            return Ok(exit::LEASE_NOT_FOUND);
         }
     }
 }

@@ -23,7 +23,9 @@ mod shards_cmd;
 pub mod txn_syntax;
 mod watch_cmd;
 
+use std::future::Future;
 use std::io::Read;
+use std::pin::Pin;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -418,6 +420,24 @@ async fn range(
 pub(crate) async fn ctrl_c() {
     if tokio::signal::ctrl_c().await.is_err() {
         std::future::pending::<()>().await;
+    }
+}
+
+/// A streaming command's Ctrl-C: one listener for the whole loop, so a Ctrl-C that comes between
+/// two updates is not missed (a fresh [`ctrl_c`] per update could drop it).
+pub(crate) struct Interrupt(Pin<Box<dyn Future<Output = ()>>>);
+
+impl Interrupt {
+    pub(crate) fn listen() -> Self {
+        Interrupt(Box::pin(ctrl_c()))
+    }
+
+    /// What `next` resolves to, or `None` once Ctrl-C was pressed.
+    pub(crate) async fn or<T>(&mut self, next: impl Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            update = next => Some(update),
+            _ = &mut self.0 => None,
+        }
     }
 }
 

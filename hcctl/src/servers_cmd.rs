@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::lease_cmd::lost_text;
 use crate::output::{note, Out};
-use crate::{ctrl_c, exit, Failure};
+use crate::{ctrl_c, exit, Failure, Interrupt};
 
 #[derive(Debug, Subcommand)]
 pub enum ServersCommand {
@@ -112,13 +112,9 @@ pub(super) async fn run(client: &Client, out: &mut Out, json: bool, command: Ser
 
 async fn watch(client: &Client, out: &mut Out, json: bool) -> Result<u8, Failure> {
     let mut watch = client.watch_servers();
-    // One listener for the whole loop, so a Ctrl-C between two polls is not missed.
-    let mut interrupted = std::pin::pin!(ctrl_c());
+    let mut interrupt = Interrupt::listen();
     loop {
-        let update = tokio::select! {
-            update = watch.next() => update,
-            _ = &mut interrupted => return Ok(exit::OK),
-        };
+        let Some(update) = interrupt.or(watch.next()).await else { return Ok(exit::OK) };
         match update {
             Ok(ServerUpdate::Snapshot { revision, servers }) => {
                 let value = json!({

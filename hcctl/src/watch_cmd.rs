@@ -9,7 +9,7 @@ use hypercache_client::{Client, Event, EventKind, WatchOptions, WatchUpdate};
 use serde_json::{json, Map, Value};
 
 use crate::output::{kv_json, note, put_bytes, Out};
-use crate::{ctrl_c, exit, Failure};
+use crate::{exit, Failure, Interrupt};
 
 pub(super) async fn run(
     client: &Client,
@@ -23,13 +23,9 @@ pub(super) async fn run(
     let key = Bytes::from(key.into_bytes());
     let options = if prefix { WatchOptions::prefix(key) } else { WatchOptions::key(key) };
     let mut watcher = client.watch(options.start_revision(rev).prev_kv(prev_kv));
-    // One listener for the whole loop, so a Ctrl-C between two polls is not missed.
-    let mut interrupted = std::pin::pin!(ctrl_c());
+    let mut interrupt = Interrupt::listen();
     loop {
-        let update = tokio::select! {
-            update = watcher.next() => update,
-            _ = &mut interrupted => return Ok(exit::OK),
-        };
+        let Some(update) = interrupt.or(watcher.next()).await else { return Ok(exit::OK) };
         match update {
             Ok(WatchUpdate::Events { events, .. }) => {
                 let sharded = watcher.last_revisions().len() > 1;
