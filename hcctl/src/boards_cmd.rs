@@ -10,8 +10,10 @@ use hypercache_client::{
 use rand::Rng;
 use serde_json::{json, Map, Value};
 
+use crate::exit;
+use crate::failure::Failure;
 use crate::output::{not_found, note, printable, put_bytes, Out};
-use crate::{exit, read_stdin, Failure, Interrupt};
+use crate::terminal::{read_stdin, Interrupt};
 
 #[derive(Debug, Subcommand)]
 pub enum BoardsCommand {

@@ -7,9 +7,11 @@ use hypercache_client::{Client, ElectionState, Error, Leadership, LeaseId, Lease
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
+use crate::exit;
+use crate::failure::Failure;
 use crate::lease_cmd::lost_text;
 use crate::output::{note, Out};
-use crate::{ctrl_c, exit, Failure, Interrupt};
+use crate::terminal::{ctrl_c, Interrupt};
 
 /// One campaign long poll; the loop campaigns again (idempotently) until elected.
 const CAMPAIGN_POLL: Duration = Duration::from_secs(30);

@@ -7,8 +7,10 @@ use hypercache_client::{reason, Client, LeaseId, LeaseKeeper, LeaseState, LostRe
 use serde_json::json;
 use tokio::time::Instant;
 
+use crate::exit;
+use crate::failure::Failure;
 use crate::output::{not_found, note, Out};
-use crate::{exit, Failure, Interrupt};
+use crate::terminal::Interrupt;
 
 #[derive(Debug, Subcommand)]
 pub enum LeaseCommand {
@@ -125,7 +127,7 @@ pub(super) fn lost_text(reason: &LostReason) -> String {
     match reason {
         LostReason::Gone => "the lease no longer exists (expired or revoked)".to_string(),
         LostReason::DeadlinePassed => "no renewal succeeded before the deadline".to_string(),
-        LostReason::Failed(err) => crate::error_text(err),
+        LostReason::Failed(err) => crate::failure::error_text(err),
         LostReason::Stopped => "stopped".to_string(),
     }
 }

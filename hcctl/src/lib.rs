@@ -14,18 +14,17 @@
 
 mod boards_cmd;
 mod election_cmd;
+pub mod exit;
 mod failure;
 mod lease_cmd;
 mod node_cmd;
 mod output;
 mod servers_cmd;
 mod shards_cmd;
+mod terminal;
 pub mod txn_syntax;
 mod watch_cmd;
 
-use std::future::Future;
-use std::io::Read;
-use std::pin::Pin;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -33,40 +32,11 @@ use bytes::Bytes;
 use clap::{ArgGroup, Parser, Subcommand};
 use hypercache_client::{parse_endpoint_list, Client, ClientConfig, LeaseId, PutOptions, RangeOptions, Txn};
 
-pub(crate) use failure::Failure;
+use failure::Failure;
 pub use failure::{error_json, error_text, exit_code, not_applied};
 use output::Out;
+use terminal::read_stdin;
 use txn_syntax::{parse_condition, parse_op, TxnOp};
-
-/// Exit codes (also listed in `hcctl --help` and docs/operations.md). Only
-/// [`OUTCOME_UNKNOWN`](exit::OUTCOME_UNKNOWN) means "may have taken effect"; every other
-/// failure is definite.
-pub mod exit {
-    pub const OK: u8 = 0;
-    /// `get`: the key does not exist.
-    pub const KEY_NOT_FOUND: u8 = 1;
-    /// `cas`/`txn`: the comparison failed; a precondition (epoch, seq, term, incarnation) failed.
-    pub const CAS_FAILED: u8 = 2;
-    /// A write may or may not have been applied; read the key back. The only "maybe" code.
-    pub const OUTCOME_UNKNOWN: u8 = 3;
-    /// The server rejected the request (empty key, key or value too large, bad range...).
-    pub const INVALID_ARGUMENT: u8 = 4;
-    /// No node could serve the request in time (no leader, nodes down, deadline); no effect.
-    pub const UNAVAILABLE: u8 = 5;
-    /// Any other definite failure (nothing was applied): unknown shard, bad configuration, an
-    /// internal error of a read, I/O error.
-    pub const OTHER: u8 = 6;
-    /// The lease does not exist (expired or revoked), or a kept lease was lost.
-    pub const LEASE_NOT_FOUND: u8 = 7;
-    /// The game server is not registered (`SERVER_NOT_FOUND`).
-    pub const SERVER_NOT_FOUND: u8 = 8;
-    /// The board does not exist.
-    pub const BOARD_NOT_FOUND: u8 = 9;
-    /// `election leader`: nobody leads the election.
-    pub const NO_ELECTION_LEADER: u8 = 10;
-    /// Command-line usage error.
-    pub const USAGE: u8 = 64;
-}
 
 const EXIT_CODES: &str = "\
 Exit codes (only 3 means \"may have taken effect\"; every other failure is definite):
@@ -413,38 +383,6 @@ async fn range(
             }
         }
     }
-}
-
-/// Resolves on Ctrl-C (SIGINT). If the handler cannot be installed, never: the command then
-/// runs until it ends by itself or the process is killed.
-pub(crate) async fn ctrl_c() {
-    if tokio::signal::ctrl_c().await.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
-
-/// A streaming command's Ctrl-C: one listener for the whole loop, so a Ctrl-C that comes between
-/// two updates is not missed (a fresh [`ctrl_c`] per update could drop it).
-pub(crate) struct Interrupt(Pin<Box<dyn Future<Output = ()>>>);
-
-impl Interrupt {
-    pub(crate) fn listen() -> Self {
-        Interrupt(Box::pin(ctrl_c()))
-    }
-
-    /// What `next` resolves to, or `None` once Ctrl-C was pressed.
-    pub(crate) async fn or<T>(&mut self, next: impl Future<Output = T>) -> Option<T> {
-        tokio::select! {
-            update = next => Some(update),
-            _ = &mut self.0 => None,
-        }
-    }
-}
-
-fn read_stdin() -> Result<Bytes, Failure> {
-    let mut buf = Vec::new();
-    std::io::stdin().lock().read_to_end(&mut buf)?;
-    Ok(Bytes::from(buf))
 }
 
 #[cfg(test)]

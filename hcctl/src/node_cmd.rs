@@ -13,8 +13,9 @@ use hypercache_proto::v1 as pb;
 use serde_json::json;
 use tokio::time::Instant;
 
+use crate::exit;
+use crate::failure::Failure;
 use crate::output::{note, Out};
-use crate::{exit, Failure};
 
 /// Pause between two looks at the routing table while waiting for a node to leave.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);

@@ -8,8 +8,9 @@ use std::io::{self, Write};
 use hypercache_client::{CasResult, DeleteResult, Error, KeyValue, OpResult, PutResult, StatusResponse, TxnResult};
 use serde_json::{json, Map, Value};
 
+use crate::exit;
+use crate::failure::Failure;
 use crate::txn_syntax::TxnOp;
-use crate::{exit, Failure};
 
 /// Buffered stdout. Write errors are returned (never a panic); `BrokenPipe` becomes a quiet
 /// exit in the caller.

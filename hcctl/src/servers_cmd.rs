@@ -7,9 +7,11 @@ use clap::Subcommand;
 use hypercache_client::{Client, GameServer, LeaseKeeper, RegisterOptions, ServerUpdate};
 use serde_json::{json, Value};
 
+use crate::exit;
+use crate::failure::Failure;
 use crate::lease_cmd::lost_text;
 use crate::output::{note, Out};
-use crate::{ctrl_c, exit, Failure, Interrupt};
+use crate::terminal::{ctrl_c, Interrupt};
 
 #[derive(Debug, Subcommand)]
 pub enum ServersCommand {

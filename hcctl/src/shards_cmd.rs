@@ -12,8 +12,9 @@ use hypercache_client::{Client, Error, RoutingTable};
 use hypercache_proto::v1 as pb;
 use serde_json::{json, Value};
 
+use crate::exit;
+use crate::failure::Failure;
 use crate::output::{align, note, Out};
-use crate::{exit, Failure};
 
 /// One node's answer.
 pub(super) type NodeAnswer = (u64, Result<pb::LocalShardsResponse, Error>);

@@ -8,8 +8,10 @@ use bytes::Bytes;
 use hypercache_client::{Client, Event, EventKind, WatchOptions, WatchUpdate};
 use serde_json::{json, Map, Value};
 
+use crate::exit;
+use crate::failure::Failure;
 use crate::output::{kv_json, note, put_bytes, Out};
-use crate::{exit, Failure, Interrupt};
+use crate::terminal::Interrupt;
 
 pub(super) async fn run(
     client: &Client,
