@@ -1,4 +1,4 @@
-//! Async client for HyperCache, and the `hcctl` command line built on it.
+//! Async client for HyperCache.
 //!
 //! # Model
 //!
@@ -114,8 +114,6 @@ mod watch;
 mod watch_shard;
 mod watch_types;
 mod writes;
-
-pub mod cli;
 
 pub use boards::{
     AssignBoard, AssignmentChange, AssignmentUpdate, AssignmentWatch, Board, BoardOwner, BoardPage, BoardRecord,

@@ -165,8 +165,9 @@ impl RoutingTable {
 
 impl RoutingTable {
     /// The table a `Routing` answer describes; `None` while the cluster has no placement yet
-    /// (version 0).
-    pub(crate) fn from_wire(r: pb::RoutingResponse) -> Option<Self> {
+    /// (version 0). Public so tools that hold a `Cluster.Routing` answer (hcctl's tests) build
+    /// the same table the client routes with.
+    pub fn from_wire(r: pb::RoutingResponse) -> Option<Self> {
         if r.version == 0 || r.shard_count == 0 {
             return None;
         }

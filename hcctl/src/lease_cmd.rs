@@ -3,13 +3,14 @@
 use std::time::Duration;
 
 use clap::Subcommand;
-use hypercache_proto::Reason;
+use hypercache_client::{Client, LeaseId, LeaseKeeper, LeaseState, LostReason, Reason};
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::output::{not_found, note, Out};
-use super::{ctrl_c, exit, Failure};
-use crate::{Client, LeaseId, LeaseKeeper, LeaseState, LostReason};
+use crate::exit;
+use crate::failure::Failure;
+use crate::output::{not_found, note, Out};
+use crate::terminal::Interrupt;
 
 #[derive(Debug, Subcommand)]
 pub enum LeaseCommand {
@@ -96,8 +97,7 @@ fn lease_not_found(out: &mut Out, json: bool, id: u64) -> Result<u8, Failure> {
 pub(super) async fn keep(out: &mut Out, json: bool, keeper: &LeaseKeeper) -> Result<u8, Failure> {
     let id = keeper.id();
     let mut states = keeper.subscribe();
-    // One listener for the whole loop, so a Ctrl-C between two polls is not missed.
-    let mut interrupted = std::pin::pin!(ctrl_c());
+    let mut interrupt = Interrupt::listen();
     loop {
         let state = states.borrow_and_update().clone();
         match state {
@@ -115,14 +115,10 @@ pub(super) async fn keep(out: &mut Out, json: bool, keeper: &LeaseKeeper) -> Res
                 return Ok(exit::LEASE_NOT_FOUND);
             }
         }
-        tokio::select! {
-            changed = states.changed() => {
-                if changed.is_err() {
-                    note(&format!("lease {id} lost: keeper stopped"));
-                    return Ok(exit::LEASE_NOT_FOUND);
-                }
-            }
-            _ = &mut interrupted => return Ok(exit::OK),
+        let Some(changed) = interrupt.or(states.changed()).await else { return Ok(exit::OK) };
+        if changed.is_err() {
+            note(&format!("lease {id} lost: keeper stopped"));
+            return Ok(exit::LEASE_NOT_FOUND);
         }
     }
 }
@@ -131,7 +127,7 @@ pub(super) fn lost_text(reason: &LostReason) -> String {
     match reason {
         LostReason::Gone => "the lease no longer exists (expired or revoked)".to_string(),
         LostReason::DeadlinePassed => "no renewal succeeded before the deadline".to_string(),
-        LostReason::Failed(err) => super::error_text(err),
+        LostReason::Failed(err) => crate::failure::error_text(err),
         LostReason::Stopped => "stopped".to_string(),
     }
 }

@@ -4,12 +4,14 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use clap::Subcommand;
+use hypercache_client::{Client, GameServer, LeaseKeeper, RegisterOptions, ServerUpdate};
 use serde_json::{json, Value};
 
-use super::lease_cmd::lost_text;
-use super::output::{note, Out};
-use super::{ctrl_c, exit, Failure};
-use crate::{Client, GameServer, LeaseKeeper, RegisterOptions, ServerUpdate};
+use crate::exit;
+use crate::failure::Failure;
+use crate::lease_cmd::lost_text;
+use crate::output::{note, Out};
+use crate::terminal::{ctrl_c, Interrupt};
 
 #[derive(Debug, Subcommand)]
 pub enum ServersCommand {
@@ -38,10 +40,17 @@ pub enum ServersCommand {
     Deregister { id: String, incarnation: u64 },
 }
 
-fn parse_label(text: &str) -> Result<(String, String), String> {
+/// A `--label` that is not `KEY=VALUE` with a non-empty key; clap prints it as a usage error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("label {text:?}: expected KEY=VALUE")]
+struct LabelError {
+    text: String,
+}
+
+fn parse_label(text: &str) -> Result<(String, String), LabelError> {
     match text.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
-        _ => Err(format!("label {text:?}: expected KEY=VALUE")),
+        _ => Err(LabelError { text: text.to_string() }),
     }
 }
 
@@ -82,7 +91,7 @@ pub(super) async fn run(client: &Client, out: &mut Out, json: bool, command: Ser
             let keeper = LeaseKeeper::spawn(client.clone(), registration.lease)?;
             tokio::select! {
                 state = keeper.lost() => {
-                    if let crate::LeaseState::Lost { reason, .. } = state {
+                    if let hypercache_client::LeaseState::Lost { reason, .. } = state {
                         note(&format!("registration lease {lease} lost: {}", lost_text(&reason)));
                     }
                     Ok(exit::LEASE_NOT_FOUND)
@@ -105,13 +114,9 @@ pub(super) async fn run(client: &Client, out: &mut Out, json: bool, command: Ser
 
 async fn watch(client: &Client, out: &mut Out, json: bool) -> Result<u8, Failure> {
     let mut watch = client.watch_servers();
-    // One listener for the whole loop, so a Ctrl-C between two polls is not missed.
-    let mut interrupted = std::pin::pin!(ctrl_c());
+    let mut interrupt = Interrupt::listen();
     loop {
-        let update = tokio::select! {
-            update = watch.next() => update,
-            _ = &mut interrupted => return Ok(exit::OK),
-        };
+        let Some(update) = interrupt.or(watch.next()).await else { return Ok(exit::OK) };
         match update {
             Ok(ServerUpdate::Snapshot { revision, servers }) => {
                 let value = json!({

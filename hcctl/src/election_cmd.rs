@@ -3,13 +3,15 @@
 use std::time::Duration;
 
 use clap::{ArgGroup, Subcommand};
+use hypercache_client::{Client, ElectionState, Error, Leadership, LeaseId, LeaseKeeper, LeaseState};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::lease_cmd::lost_text;
-use super::output::{note, Out};
-use super::{ctrl_c, exit, Failure};
-use crate::{Client, ElectionState, Error, Leadership, LeaseId, LeaseKeeper, LeaseState};
+use crate::exit;
+use crate::failure::Failure;
+use crate::lease_cmd::lost_text;
+use crate::output::{note, Out};
+use crate::terminal::{ctrl_c, Interrupt};
 
 /// One campaign long poll; the loop campaigns again (idempotently) until elected.
 const CAMPAIGN_POLL: Duration = Duration::from_secs(30);
@@ -178,13 +180,9 @@ fn state_text(state: &LeaseState) -> String {
 
 async fn observe(client: &Client, out: &mut Out, json: bool, name: &str) -> Result<u8, Failure> {
     let mut observer = client.observe(name);
-    // One listener for the whole loop, so a Ctrl-C between two polls is not missed.
-    let mut interrupted = std::pin::pin!(ctrl_c());
+    let mut interrupt = Interrupt::listen();
     loop {
-        let update = tokio::select! {
-            update = observer.next() => update,
-            _ = &mut interrupted => return Ok(exit::OK),
-        };
+        let Some(update) = interrupt.or(observer.next()).await else { return Ok(exit::OK) };
         match update {
             Ok(ElectionState { leader, revision, .. }) => {
                 let text = match &leader {

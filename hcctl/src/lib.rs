@@ -1,6 +1,11 @@
 //! `hcctl`, the HyperCache command line: argument parsing, one function per command, and the
-//! mapping from client errors to exit codes. The binary in `src/bin/hcctl.rs` only calls
-//! [`main`]; the logic lives here so it is unit-tested with the library.
+//! mapping from client errors to exit codes. The binary in `src/main.rs` only calls [`main`];
+//! the logic lives in this library so it is unit-tested without spawning a process.
+//!
+//! It is a crate of its own, built on the public API of `hypercache-client`, so the client
+//! library that game servers link carries none of a command line's dependencies (clap,
+//! serde_json). Everything it needs from the client is public there; nothing here reaches into
+//! the client's internals.
 //!
 //! Output goes through `output::Out`, which turns a closed stdout (`hcctl range | head`) into
 //! a quiet exit instead of a panic. Streaming commands (`watch`, `servers watch`, `boards watch`,
@@ -9,57 +14,29 @@
 
 mod boards_cmd;
 mod election_cmd;
+pub mod exit;
 mod failure;
 mod lease_cmd;
 mod node_cmd;
 mod output;
 mod servers_cmd;
 mod shards_cmd;
+mod terminal;
 pub mod txn_syntax;
 mod watch_cmd;
 
-use std::io::Read;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use bytes::Bytes;
 use clap::{ArgGroup, Parser, Subcommand};
+use hypercache_client::{parse_endpoint_list, Client, ClientConfig, LeaseId, PutOptions, RangeOptions, Txn};
 
-use crate::{parse_endpoint_list, Client, ClientConfig, LeaseId, PutOptions, RangeOptions, Txn};
-pub(crate) use failure::Failure;
+use failure::Failure;
 pub use failure::{error_json, error_text, exit_code, not_applied};
 use output::Out;
+use terminal::read_stdin;
 use txn_syntax::{parse_condition, parse_op, TxnOp};
-
-/// Exit codes (also listed in `hcctl --help` and docs/operations.md). Only
-/// [`OUTCOME_UNKNOWN`](exit::OUTCOME_UNKNOWN) means "may have taken effect"; every other
-/// failure is definite.
-pub mod exit {
-    pub const OK: u8 = 0;
-    /// `get`: the key does not exist.
-    pub const KEY_NOT_FOUND: u8 = 1;
-    /// `cas`/`txn`: the comparison failed; a precondition (epoch, seq, term, incarnation) failed.
-    pub const CAS_FAILED: u8 = 2;
-    /// A write may or may not have been applied; read the key back. The only "maybe" code.
-    pub const OUTCOME_UNKNOWN: u8 = 3;
-    /// The server rejected the request (empty key, key or value too large, bad range...).
-    pub const INVALID_ARGUMENT: u8 = 4;
-    /// No node could serve the request in time (no leader, nodes down, deadline); no effect.
-    pub const UNAVAILABLE: u8 = 5;
-    /// Any other definite failure (nothing was applied): unknown shard, bad configuration, an
-    /// internal error of a read, I/O error.
-    pub const OTHER: u8 = 6;
-    /// The lease does not exist (expired or revoked), or a kept lease was lost.
-    pub const LEASE_NOT_FOUND: u8 = 7;
-    /// The game server is not registered (`SERVER_NOT_FOUND`).
-    pub const SERVER_NOT_FOUND: u8 = 8;
-    /// The board does not exist.
-    pub const BOARD_NOT_FOUND: u8 = 9;
-    /// `election leader`: nobody leads the election.
-    pub const NO_ELECTION_LEADER: u8 = 10;
-    /// Command-line usage error.
-    pub const USAGE: u8 = 64;
-}
 
 const EXIT_CODES: &str = "\
 Exit codes (only 3 means \"may have taken effect\"; every other failure is definite):
@@ -113,7 +90,7 @@ pub struct Cli {
     pub json: bool,
     /// The deployment's namespace: decides the home shard of the game services (servers,
     /// boards, elections) and of leases granted without a key. Use the game's own.
-    #[arg(long, env = "HYPERCACHE_NAMESPACE", default_value = crate::DEFAULT_NAMESPACE, global = true)]
+    #[arg(long, env = "HYPERCACHE_NAMESPACE", default_value = hypercache_client::DEFAULT_NAMESPACE, global = true)]
     pub namespace: String,
     /// Deadline per operation in milliseconds, retries and redirects included.
     #[arg(long, default_value_t = 5000, global = true, value_parser = clap::value_parser!(u64).range(1..))]
@@ -190,7 +167,7 @@ pub enum Command {
     Txn {
         /// A condition, e.g. 'value(k) = v' (repeatable; all must hold).
         #[arg(long = "if", value_name = "COND", value_parser = parse_condition)]
-        conditions: Vec<crate::Compare>,
+        conditions: Vec<hypercache_client::Compare>,
         /// An op run when every condition holds, e.g. 'put k v' (repeatable).
         #[arg(long = "then", value_name = "OP", value_parser = parse_op)]
         then_ops: Vec<TxnOp>,
@@ -408,24 +385,10 @@ async fn range(
     }
 }
 
-/// Resolves on Ctrl-C (SIGINT). If the handler cannot be installed, never: the command then
-/// runs until it ends by itself or the process is killed.
-pub(crate) async fn ctrl_c() {
-    if tokio::signal::ctrl_c().await.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
-
-fn read_stdin() -> Result<Bytes, Failure> {
-    let mut buf = Vec::new();
-    std::io::stdin().lock().read_to_end(&mut buf)?;
-    Ok(Bytes::from(buf))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Error;
+    use hypercache_client::Error;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("hcctl").chain(args.iter().copied()))
@@ -453,14 +416,14 @@ mod tests {
         assert!(parse(&["get", "k", "--timeout-ms", "0"]).is_err());
     }
 
-    fn rejected(code: tonic::Code, info: crate::ErrorInfo, message: &str) -> Error {
+    fn rejected(code: tonic::Code, info: hypercache_client::ErrorInfo, message: &str) -> Error {
         let reason = info.known_reason().expect("a known reason");
         Error::Rejected { code, reason, message: message.into(), info: Box::new(info) }
     }
 
     #[test]
     fn typed_rejections_map_to_their_exit_codes_with_the_state_on_stderr() {
-        let info = crate::ErrorInfo {
+        let info = hypercache_client::ErrorInfo {
             reason: "STALE_EPOCH".into(),
             owner: "srv-b".into(),
             epoch: 4,
@@ -473,11 +436,12 @@ mod tests {
         // A message that already names the owner is left alone.
         let named = rejected(tonic::Code::FailedPrecondition, info, "board b1 is owned by srv-b at epoch 4");
         assert_eq!(error_text(&named), "board b1 is owned by srv-b at epoch 4");
-        let gone = crate::ErrorInfo { reason: "LEASE_NOT_FOUND".into(), ..Default::default() };
+        let gone = hypercache_client::ErrorInfo { reason: "LEASE_NOT_FOUND".into(), ..Default::default() };
         assert_eq!(exit_code(&rejected(tonic::Code::NotFound, gone, "no lease"), true), exit::LEASE_NOT_FOUND);
-        let exists = crate::ErrorInfo { reason: "BOARD_EXISTS".into(), ..Default::default() };
+        let exists = hypercache_client::ErrorInfo { reason: "BOARD_EXISTS".into(), ..Default::default() };
         assert_eq!(exit_code(&rejected(tonic::Code::AlreadyExists, exists, "taken"), true), 2);
-        let compacted = crate::ErrorInfo { reason: "COMPACTED".into(), oldest_revision: 9, ..Default::default() };
+        let compacted =
+            hypercache_client::ErrorInfo { reason: "COMPACTED".into(), oldest_revision: 9, ..Default::default() };
         let compacted = rejected(tonic::Code::OutOfRange, compacted, "revision 3 is compacted");
         assert_eq!(exit_code(&compacted, false), 4);
         assert!(error_text(&compacted).ends_with("(oldest available revision 9)"));
@@ -489,8 +453,11 @@ mod tests {
             .expect("valid");
         match cli.command {
             Command::Txn { conditions, then_ops, else_ops } => {
-                assert_eq!(conditions, vec![crate::Compare::mod_revision("k", 5), crate::Compare::exists("j")]);
-                assert_eq!(then_ops[0].op, crate::Op::put("k", "v"));
+                assert_eq!(
+                    conditions,
+                    vec![hypercache_client::Compare::mod_revision("k", 5), hypercache_client::Compare::exists("j")]
+                );
+                assert_eq!(then_ops[0].op, hypercache_client::Op::put("k", "v"));
                 assert_eq!(else_ops[0].verb, "get");
             }
             other => panic!("{other:?}"),

@@ -5,13 +5,14 @@
 
 use std::io::{self, Write};
 
-use hypercache_proto::Reason;
+use hypercache_client::{
+    CasResult, DeleteResult, Error, KeyValue, OpResult, PutResult, Reason, StatusResponse, TxnResult,
+};
 use serde_json::{json, Map, Value};
 
-use super::txn_syntax::TxnOp;
-use super::{exit, Failure};
-use crate::types::{CasResult, DeleteResult, KeyValue, PutResult};
-use crate::{Error, OpResult, StatusResponse, TxnResult};
+use crate::exit;
+use crate::failure::Failure;
+use crate::txn_syntax::TxnOp;
 
 /// Buffered stdout. Write errors are returned (never a panic); `BrokenPipe` becomes a quiet
 /// exit in the caller.
@@ -67,7 +68,7 @@ pub(super) fn not_found(
     exit_code: u8,
 ) -> Result<u8, Failure> {
     if json {
-        out.json(&super::failure::own_error_json(tonic::Code::NotFound, reason, message, exit_code))?;
+        out.json(&crate::failure::own_error_json(tonic::Code::NotFound, reason, message, exit_code))?;
         out.flush()?;
     } else {
         note(message);

@@ -8,13 +8,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use clap::Subcommand;
+use hypercache_client::{Client, Error, RoutingTable};
 use hypercache_proto::v1 as pb;
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::output::{note, Out};
-use super::{exit, Failure};
-use crate::{Client, Error, RoutingTable};
+use crate::exit;
+use crate::failure::Failure;
+use crate::output::{note, Out};
 
 /// Pause between two looks at the routing table while waiting for a node to leave.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);

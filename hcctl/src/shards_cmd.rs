@@ -8,12 +8,13 @@
 
 use std::collections::BTreeMap;
 
+use hypercache_client::{Client, Error, RoutingTable};
 use hypercache_proto::v1 as pb;
 use serde_json::{json, Value};
 
-use super::output::{align, note, Out};
-use super::{exit, Failure};
-use crate::{Client, Error, RoutingTable};
+use crate::exit;
+use crate::failure::Failure;
+use crate::output::{align, note, Out};
 
 /// One node's answer.
 pub(super) type NodeAnswer = (u64, Result<pb::LocalShardsResponse, Error>);
@@ -186,13 +187,22 @@ pub(super) fn human_bytes(n: u64) -> String {
 mod tests {
     use super::*;
 
-    /// The client's shared two-shard fixture, with these leaders: n2 for shard 0, n3 for shard 1.
+    /// Two shards on three nodes (shard 0 on n1 and n2, shard 1 on n2 and n3; n2 marked down),
+    /// with these leaders: n2 for shard 0, n3 for shard 1.
     fn table() -> RoutingTable {
-        let mut response = crate::routing::tests::response(2, 3);
-        for (route, leader) in response.shards.iter_mut().zip([2, 3]) {
-            route.leader_id = leader;
-        }
-        response.draining.clear();
+        let response = pb::RoutingResponse {
+            version: 3,
+            shard_count: 2,
+            replication: 2,
+            nodes: (1..=3).map(|id| pb::Member { node_id: id, name: format!("n{id}"), ..Default::default() }).collect(),
+            shards: vec![
+                pb::ShardRoute { shard_id: 0, replicas: vec![1, 2], leader_id: 2 },
+                pb::ShardRoute { shard_id: 1, replicas: vec![2, 3], leader_id: 3 },
+            ],
+            meta_leader_id: 1,
+            down: vec![2],
+            ..Default::default()
+        };
         RoutingTable::from_wire(response).expect("ready")
     }
 

@@ -4,13 +4,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::Subcommand;
-use hypercache_proto::Reason;
+use hypercache_client::{
+    AssignBoard, AssignmentChange, AssignmentUpdate, Board, Checkpoint, Client, CreateBoard, Reason,
+};
 use rand::Rng;
 use serde_json::{json, Map, Value};
 
-use super::output::{not_found, note, printable, put_bytes, Out};
-use super::{ctrl_c, exit, read_stdin, Failure};
-use crate::{AssignBoard, AssignmentChange, AssignmentUpdate, Board, Checkpoint, Client, CreateBoard};
+use crate::exit;
+use crate::failure::Failure;
+use crate::output::{not_found, note, printable, put_bytes, Out};
+use crate::terminal::{read_stdin, Interrupt};
 
 #[derive(Debug, Subcommand)]
 pub enum BoardsCommand {
@@ -158,13 +161,9 @@ pub(super) async fn run(client: &Client, out: &mut Out, json: bool, command: Boa
 
 async fn watch(client: &Client, out: &mut Out, json: bool, server: &str) -> Result<u8, Failure> {
     let mut watch = client.watch_assignments(server);
-    // One listener for the whole loop, so a Ctrl-C between two polls is not missed.
-    let mut interrupted = std::pin::pin!(ctrl_c());
+    let mut interrupt = Interrupt::listen();
     loop {
-        let update = tokio::select! {
-            update = watch.next() => update,
-            _ = &mut interrupted => return Ok(exit::OK),
-        };
+        let Some(update) = interrupt.or(watch.next()).await else { return Ok(exit::OK) };
         match update {
             Ok(AssignmentUpdate::Snapshot { revision, owned }) => {
                 let boards: Vec<Value> =
@@ -229,7 +228,7 @@ fn board_json(b: &Board, checkpoint: Option<&Checkpoint>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::BoardOwner;
+    use hypercache_client::BoardOwner;
 
     #[test]
     fn boards_print_their_owner_or_a_dash() {

@@ -10,7 +10,20 @@
 //! value is the rest of the text after the key, verbatim apart from the separating whitespace,
 //! again with one pair of surrounding double quotes removed.
 
-use crate::{Compare, LeaseId, Op};
+use hypercache_client::{Compare, LeaseId, Op};
+
+/// A `--if`, `--then` or `--else` text that does not parse. clap prints it as a usage error
+/// (exit 64), so the message quotes the text, says what is wrong and shows the accepted forms.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SyntaxError {
+    #[error(
+        "condition {text:?}: {why}; expected value(k) = v, version(k) = N, mod(k) = N, create(k) = N, \
+         lease(k) = ID, exists(k) or missing(k)"
+    )]
+    Condition { text: String, why: String },
+    #[error("op {text:?}: {why}; expected put KEY VALUE, del KEY or get KEY")]
+    Op { text: String, why: String },
+}
 
 /// A parsed `--then` / `--else` op, with what is needed to label its result.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,13 +40,8 @@ fn unquote(s: &str) -> &str {
 }
 
 /// Parses one `--if` condition.
-pub fn parse_condition(text: &str) -> Result<Compare, String> {
-    let bad = |why: &str| {
-        format!(
-            "condition {text:?}: {why}; expected value(k) = v, version(k) = N, mod(k) = N, create(k) = N, \
-             lease(k) = ID, exists(k) or missing(k)"
-        )
-    };
+pub fn parse_condition(text: &str) -> Result<Compare, SyntaxError> {
+    let bad = |why: &str| SyntaxError::Condition { text: text.to_string(), why: why.to_string() };
     let s = text.trim();
     let open = s.find('(').ok_or_else(|| bad("missing '('"))?;
     let function = s[..open].trim();
@@ -75,8 +83,8 @@ pub fn parse_condition(text: &str) -> Result<Compare, String> {
 }
 
 /// Parses one `--then` / `--else` op.
-pub fn parse_op(text: &str) -> Result<TxnOp, String> {
-    let bad = |why: &str| format!("op {text:?}: {why}; expected put KEY VALUE, del KEY or get KEY");
+pub fn parse_op(text: &str) -> Result<TxnOp, SyntaxError> {
+    let bad = |why: &str| SyntaxError::Op { text: text.to_string(), why: why.to_string() };
     let s = text.trim_start();
     let (verb, rest) = s.split_once(char::is_whitespace).ok_or_else(|| bad("missing key"))?;
     let rest = rest.trim_start();
@@ -137,7 +145,7 @@ mod tests {
             "size(k) = 3",
             "value(k = v",
         ] {
-            let err = parse_condition(text).expect_err(text);
+            let err = parse_condition(text).expect_err(text).to_string();
             assert!(err.contains(&format!("{text:?}")) && err.contains("expected"), "{err}");
         }
     }

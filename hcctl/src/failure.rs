@@ -17,12 +17,11 @@
 //! `OUTCOME_UNKNOWN`, `DEADLINE_EXCEEDED`), `not_applied` is true when the command provably had
 //! no effect; the fields a typed refusal carries (`owner`, `epoch`, `term`, ...) follow.
 
-use hypercache_proto::Reason;
+use hypercache_client::{Error, Reason};
 use serde_json::{json, Map, Value};
 use tonic::Code;
 
-use super::exit;
-use crate::Error;
+use crate::exit;
 
 /// Why a command failed.
 #[derive(Debug)]
@@ -207,7 +206,7 @@ fn code_name(code: Code) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ErrorInfo;
+    use hypercache_client::ErrorInfo;
 
     fn rejected(code: Code, info: ErrorInfo, message: &str) -> Error {
         let reason = info.known_reason().expect("a known reason");

@@ -1,6 +1,8 @@
 //! The `hcctl` binary against fake servers: output, exit codes, and a closed stdout.
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
+// The client's fake servers, shared rather than copied: one definition of each fake.
+#[path = "../../hypercache-client/tests/common/mod.rs"]
 mod common;
 
 use std::process::{Output, Stdio};

@@ -5,11 +5,13 @@
 //! position several shards). JSON lines always carry `shard`.
 
 use bytes::Bytes;
+use hypercache_client::{Client, Event, EventKind, WatchOptions, WatchUpdate};
 use serde_json::{json, Map, Value};
 
-use super::output::{kv_json, note, put_bytes, Out};
-use super::{ctrl_c, exit, Failure};
-use crate::{Client, Event, EventKind, WatchOptions, WatchUpdate};
+use crate::exit;
+use crate::failure::Failure;
+use crate::output::{kv_json, note, put_bytes, Out};
+use crate::terminal::Interrupt;
 
 pub(super) async fn run(
     client: &Client,
@@ -23,13 +25,9 @@ pub(super) async fn run(
     let key = Bytes::from(key.into_bytes());
     let options = if prefix { WatchOptions::prefix(key) } else { WatchOptions::key(key) };
     let mut watcher = client.watch(options.start_revision(rev).prev_kv(prev_kv));
-    // One listener for the whole loop, so a Ctrl-C between two polls is not missed.
-    let mut interrupted = std::pin::pin!(ctrl_c());
+    let mut interrupt = Interrupt::listen();
     loop {
-        let update = tokio::select! {
-            update = watcher.next() => update,
-            _ = &mut interrupted => return Ok(exit::OK),
-        };
+        let Some(update) = interrupt.or(watcher.next()).await else { return Ok(exit::OK) };
         match update {
             Ok(WatchUpdate::Events { events, .. }) => {
                 let sharded = watcher.last_revisions().len() > 1;
@@ -92,7 +90,7 @@ fn event_json(event: &Event) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::KeyValue;
+    use hypercache_client::KeyValue;
 
     #[test]
     fn events_print_as_documented() {

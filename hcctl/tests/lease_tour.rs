@@ -4,7 +4,7 @@
 //! them; expiry and revoke delete all of them, and no key goes before the lease's home shard has
 //! committed the end (checked at every observation: a key seen gone while the home shard still
 //! knows the lease is a failure). The lag between the home shard's end and the last key's
-//! deletion is printed (`cargo test -p hypercache-client --test lease_tour -- --nocapture`).
+//! deletion is printed (`cargo test -p hcctl --test lease_tour -- --nocapture`).
 //! Also: a put that attached after the end (it raced with it) is deleted too, and the keys go
 //! with the lease when its home shard's leader crashed before the expiry.
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
