@@ -50,7 +50,7 @@ use crate::membership::Membership;
 use crate::metrics::Metrics;
 use crate::network::PeerPool;
 use crate::replica::ReplicaHost;
-use crate::service::cluster::local_shards;
+use crate::replica_status::{ReplicaStatus, Role};
 use crate::shard::Shard;
 use crate::types::{NodeId, NodeInfo, ShardId};
 
@@ -90,12 +90,12 @@ pub struct Settings {
 
 #[derive(Default)]
 struct State {
-    last_elect: BTreeMap<u32, Instant>,
+    last_elect: BTreeMap<ShardId, Instant>,
     /// Per shard: the leader when the driver first asked for an election that did not move
     /// leadership, since when, and how many it asked for while that node kept leading.
-    elect_tries: BTreeMap<u32, ElectTries>,
+    elect_tries: BTreeMap<ShardId, ElectTries>,
     /// Data shards each node reported last round (None: it did not answer).
-    hosted: BTreeMap<NodeId, Option<Vec<u32>>>,
+    hosted: BTreeMap<NodeId, Option<Vec<ShardId>>>,
     /// Since when each silent node has not answered a poll (while this driver ran rounds).
     silent_since: BTreeMap<NodeId, Instant>,
 }
@@ -127,7 +127,7 @@ pub enum ElectGate {
 }
 
 impl State {
-    fn elect_gate(&self, shard: u32, leader: Option<NodeId>, now: Instant) -> ElectGate {
+    fn elect_gate(&self, shard: ShardId, leader: Option<NodeId>, now: Instant) -> ElectGate {
         if self.last_elect.get(&shard).is_some_and(|at| now.duration_since(*at) < ELECT_GAP) {
             return ElectGate::Wait;
         }
@@ -144,7 +144,7 @@ impl State {
     }
 
     /// Records an election started in `shard` while `leader` led it.
-    fn elect_started(&mut self, shard: u32, leader: NodeId, now: Instant) {
+    fn elect_started(&mut self, shard: ShardId, leader: NodeId, now: Instant) {
         self.last_elect.insert(shard, now);
         let tries = self.elect_tries.entry(shard).or_insert(ElectTries { leader, first: now, count: 0 });
         if tries.leader != leader || now.duration_since(tries.first) >= ELECT_RETRY_AFTER {
@@ -155,13 +155,13 @@ impl State {
 }
 
 /// One node's answer to the poll.
-type Reports = BTreeMap<NodeId, Option<Vec<pb::ReplicaStatus>>>;
+type Reports = BTreeMap<NodeId, Option<Vec<ReplicaStatus>>>;
 
 /// A step for one node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
     pub to: NodeId,
-    pub shard: u32,
+    pub shard: ShardId,
     pub op: ShardOp,
 }
 
@@ -263,12 +263,12 @@ impl Driver {
         }
 
         self.state().hosted =
-            reports.iter().map(|(id, r)| (*id, r.as_ref().map(|rs| rs.iter().map(|s| s.shard_id).collect()))).collect();
+            reports.iter().map(|(id, r)| (*id, r.as_ref().map(|rs| rs.iter().map(|s| s.shard).collect()))).collect();
 
         // Shards that reported a leader now exist.
         let mut created_now = false;
         for (s, plan) in placement.shards.iter_mut().enumerate() {
-            if !plan.created && leader_of(&reports, s as u32).is_some() {
+            if !plan.created && leader_of(&reports, ShardId(s as u32)).is_some() {
                 plan.created = true;
                 created_now = true;
             }
@@ -324,7 +324,7 @@ impl Driver {
                 other => other,
             };
             Some(async move {
-                let shard = ShardId(step.shard);
+                let shard = step.shard;
                 // Steps of one round run side by side and the poll that chose them took up to a
                 // second: a driver deposed meanwhile leaves the shards to its successor.
                 if self.meta.leader_term().ok() != Some(term) {
@@ -352,14 +352,21 @@ impl Driver {
     async fn poll(&self, members: &BTreeMap<NodeId, NodeInfo>) -> Reports {
         let polls = members.iter().map(|(id, node)| async move {
             if *id == self.host.node_id {
-                return (*id, Some(local_shards(&self.host.shards, false)));
+                return (*id, Some(self.host.shards.data_statuses(false)));
             }
             let Ok(channel) = self.pool.channel(&node.addr) else { return (*id, None) };
             let mut client = ClusterClient::new(channel);
             let call = client.local_shards(pb::LocalShardsRequest { with_size: false });
-            match tokio::time::timeout(POLL_TIMEOUT, call).await {
-                Ok(Ok(r)) => (*id, Some(r.into_inner().replicas)),
-                _ => (*id, None),
+            let Ok(Ok(reply)) = tokio::time::timeout(POLL_TIMEOUT, call).await else { return (*id, None) };
+            // The decisions read domain types only: the protobuf answer is converted here.
+            match reply.into_inner().replicas.into_iter().map(ReplicaStatus::try_from).collect() {
+                Ok(replicas) => (*id, Some(replicas)),
+                Err(e) => {
+                    // Unreadable is treated like unanswered: acting on a misread role could
+                    // take a follower for the leader.
+                    tracing::warn!(node = id, error = %e, "placement poll: report not understood");
+                    (*id, None)
+                }
             }
         });
         join_all(polls).await.into_iter().collect()
@@ -450,13 +457,13 @@ fn note_silence(silent_since: &mut BTreeMap<NodeId, Instant>, reports: &Reports,
 /// leaderless at that round, still counted it as a voter; it then came back on an empty volume
 /// and, with another voter wiped, shard 1 had lost its quorum for good.)
 fn drained_everywhere(d: NodeId, placement: &Placement, reports: &Reports) -> bool {
-    let leaders = || reports.values().flatten().flatten().filter(|r| r.role == "leader");
+    let leaders = || reports.values().flatten().flatten().filter(|r| r.role == Role::Leader);
     let still_member = leaders().any(|r| r.membership_pending || r.voters.contains(&d) || r.learners.contains(&d));
     let hosts_some = matches!(reports.get(&d), Some(Some(rs)) if !rs.is_empty());
     let unplaced = placement.shards.iter().any(|s| !s.created && s.initial.contains(&d));
     let every_shard_seen_without = placement.shards.iter().enumerate().filter(|(_, s)| s.created).all(|(i, _)| {
         leaders().any(|r| {
-            r.shard_id as usize == i && !r.membership_pending && !r.voters.contains(&d) && !r.learners.contains(&d)
+            r.shard.0 as usize == i && !r.membership_pending && !r.voters.contains(&d) && !r.learners.contains(&d)
         })
     });
     !still_member && !hosts_some && !unplaced && !placement.holders().contains(&d) && every_shard_seen_without
@@ -476,7 +483,7 @@ pub fn down_nodes(
 ) -> BTreeSet<NodeId> {
     let settled = |id: NodeId| match reports.get(&id) {
         Some(Some(hosted)) => hosted.iter().all(|r| {
-            leader_of(reports, r.shard_id)
+            leader_of(reports, r.shard)
                 .is_some_and(|(_, l)| !l.membership_pending && (l.voters.contains(&id) || l.learners.contains(&id)))
         }),
         _ => false,
@@ -505,19 +512,18 @@ pub fn down_nodes(
 /// deposed, and its membership may lack changes its successor made (the successor did not
 /// answer this poll). A candidate's later term deposes nobody yet, and a replica that missed
 /// its removal campaigns with ever higher terms: letting it hide the leader would keep it open.
-fn leader_of(reports: &Reports, s: u32) -> Option<(NodeId, &pb::ReplicaStatus)> {
-    let replicas =
-        || reports.iter().filter_map(move |(id, r)| Some((*id, r.as_ref()?.iter().find(|x| x.shard_id == s)?)));
-    let (id, leader) = replicas().filter(|(_, r)| r.role == "leader").max_by_key(|(_, r)| r.term)?;
-    let deposed = replicas().any(|(_, r)| r.term > leader.term && r.leader_id != 0);
+fn leader_of(reports: &Reports, s: ShardId) -> Option<(NodeId, &ReplicaStatus)> {
+    let replicas = || reports.iter().filter_map(move |(id, r)| Some((*id, r.as_ref()?.iter().find(|x| x.shard == s)?)));
+    let (id, leader) = replicas().filter(|(_, r)| r.role == Role::Leader).max_by_key(|(_, r)| r.term)?;
+    let deposed = replicas().any(|(_, r)| r.term > leader.term && r.leader.is_some());
     (!deposed).then_some((id, leader))
 }
 
-fn hosts(reports: &Reports, node: NodeId, s: u32) -> bool {
-    matches!(reports.get(&node), Some(Some(rs)) if rs.iter().any(|r| r.shard_id == s))
+fn hosts(reports: &Reports, node: NodeId, s: ShardId) -> bool {
+    matches!(reports.get(&node), Some(Some(rs)) if rs.iter().any(|r| r.shard == s))
 }
 
-fn caught_up(leader: &pb::ReplicaStatus, node: NodeId) -> bool {
+fn caught_up(leader: &ReplicaStatus, node: NodeId) -> bool {
     let matched = leader.matched.get(&node).copied().unwrap_or(0);
     matched > 0 && matched + CAUGHT_UP_WITHIN >= leader.last_log_index
 }
@@ -530,7 +536,7 @@ fn caught_up(leader: &pb::ReplicaStatus, node: NodeId) -> bool {
 pub fn stale_member_steps(placement: &Placement, reports: &Reports, members: &BTreeMap<NodeId, NodeInfo>) -> Vec<Step> {
     let mut steps = Vec::new();
     for (s, plan) in placement.shards.iter().enumerate() {
-        let s = s as u32;
+        let s = ShardId(s as u32);
         if !plan.created {
             continue;
         }
@@ -539,7 +545,7 @@ pub fn stale_member_steps(placement: &Placement, reports: &Reports, members: &BT
             continue;
         }
         let stale = status.member_incarnations.iter().find(|(id, inc)| {
-            **id != leader && members.get(id).is_some_and(|m| m.incarnation.0 != **inc && m.incarnation.0 != 0)
+            **id != leader && members.get(id).is_some_and(|m| m.incarnation != **inc && m.incarnation.0 != 0)
         });
         let Some((id, _)) = stale else { continue };
         let op = if status.voters.contains(id) {
@@ -559,7 +565,7 @@ pub fn pending_shards(placement: &Placement, reports: &Reports) -> usize {
         .iter()
         .enumerate()
         .filter(|(s, plan)| {
-            let Some((leader, status)) = leader_of(reports, *s as u32) else { return true };
+            let Some((leader, status)) = leader_of(reports, ShardId(*s as u32)) else { return true };
             let target: BTreeSet<NodeId> = plan.replicas.iter().copied().collect();
             let voters: BTreeSet<NodeId> = status.voters.iter().copied().collect();
             !plan.created
@@ -573,11 +579,11 @@ pub fn pending_shards(placement: &Placement, reports: &Reports) -> usize {
 
 /// The steps of one round: at most one membership step per shard, plus opens and closes.
 /// `elect(shard)` says whether an election may be started to move leadership.
-pub fn next_steps(placement: &Placement, reports: &Reports, elect: impl Fn(u32) -> ElectGate) -> Vec<Step> {
+pub fn next_steps(placement: &Placement, reports: &Reports, elect: impl Fn(ShardId) -> ElectGate) -> Vec<Step> {
     let reachable = |n: NodeId| matches!(reports.get(&n), Some(Some(_)));
     let mut steps = Vec::new();
     for (s, plan) in placement.shards.iter().enumerate() {
-        let s = s as u32;
+        let s = ShardId(s as u32);
         if !plan.created {
             steps.extend(create_steps(s, plan, reports));
             continue;
@@ -599,7 +605,7 @@ pub fn next_steps(placement: &Placement, reports: &Reports, elect: impl Fn(u32) 
         }
         // Replicas that left the membership: close them.
         for (node, r) in reports {
-            if r.as_ref().is_some_and(|rs| rs.iter().any(|x| x.shard_id == s))
+            if r.as_ref().is_some_and(|rs| rs.iter().any(|x| x.shard == s))
                 && !voters.contains(node)
                 && !learners.contains(node)
                 && !target.contains(node)
@@ -618,7 +624,7 @@ pub fn next_steps(placement: &Placement, reports: &Reports, elect: impl Fn(u32) 
 /// One created shard as this round sees it.
 struct ShardState<'a> {
     plan: &'a ShardPlan,
-    status: &'a pb::ReplicaStatus,
+    status: &'a ReplicaStatus,
     leader: NodeId,
     target: BTreeSet<NodeId>,
     voters: BTreeSet<NodeId>,
@@ -644,7 +650,7 @@ impl ShardState<'_> {
                 }
             }
         }
-        let s = status.shard_id;
+        let s = status.shard;
         if let Some(t) = target.iter().find(|t| !voters.contains(t) && !learners.contains(t) && hosts(reports, **t, s))
         {
             return Some((leader, ShardOp::AddLearner { id: *t, node: NodeInfo::default() }));
@@ -678,7 +684,7 @@ impl ShardState<'_> {
 }
 
 /// A shard not created yet: open it on its initial replicas, then initialize it on the first.
-fn create_steps(s: u32, plan: &ShardPlan, reports: &Reports) -> Vec<Step> {
+fn create_steps(s: ShardId, plan: &ShardPlan, reports: &Reports) -> Vec<Step> {
     let mut steps = Vec::new();
     let mut open = 0;
     for n in &plan.initial {
@@ -706,25 +712,37 @@ fn create_steps(s: u32, plan: &ShardPlan, reports: &Reports) -> Vec<Step> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::Incarnation;
 
     fn status(
         s: u32,
-        role: &str,
+        role: Role,
         term: u64,
         voters: &[u64],
         learners: &[u64],
         matched: &[(u64, u64)],
-    ) -> pb::ReplicaStatus {
-        pb::ReplicaStatus {
-            shard_id: s,
-            role: role.into(),
+    ) -> ReplicaStatus {
+        ReplicaStatus {
+            shard: ShardId(s),
+            role,
             term,
+            leader: None,
+            commit_index: 0,
+            applied_index: 0,
+            last_log_index: 1000,
             voters: voters.to_vec(),
             learners: learners.to_vec(),
+            keys: 0,
+            size_bytes: 0,
             matched: matched.iter().copied().collect(),
-            last_log_index: 1000,
-            ..Default::default()
+            ready: false,
+            membership_pending: false,
+            member_incarnations: BTreeMap::new(),
         }
+    }
+
+    fn incarnations(of: &[(NodeId, u64)]) -> BTreeMap<NodeId, Incarnation> {
+        of.iter().map(|(id, inc)| (*id, Incarnation(*inc))).collect()
     }
 
     fn one_shard(replicas: &[u64], created: bool) -> Placement {
@@ -743,19 +761,19 @@ mod tests {
     fn a_member_recorded_under_an_old_incarnation_is_removed_before_anything_else() {
         let mut p = one_shard(&[1, 2, 3], true);
         p.shards[0].created = true;
-        let mut leader = status(0, "leader", 2, &[1, 2, 3], &[], &[(1, 10), (2, 10), (3, 10)]);
-        leader.member_incarnations = [(1, 11), (2, 12), (3, 13)].into();
-        let follower = status(0, "follower", 2, &[1, 2, 3], &[], &[]);
+        let mut leader = status(0, Role::Leader, 2, &[1, 2, 3], &[], &[(1, 10), (2, 10), (3, 10)]);
+        leader.member_incarnations = incarnations(&[(1, 11), (2, 12), (3, 13)]);
+        let follower = status(0, Role::Follower, 2, &[1, 2, 3], &[], &[]);
         let reports: Reports =
             [(1, Some(vec![leader.clone()])), (2, Some(vec![follower])), (3, Some(vec![]))].into_iter().collect();
-        let node = |inc: u64| NodeInfo { incarnation: crate::types::Incarnation(inc), ..NodeInfo::default() };
+        let node = |inc: u64| NodeInfo { incarnation: Incarnation(inc), ..NodeInfo::default() };
         let same: BTreeMap<NodeId, NodeInfo> = [(1, node(11)), (2, node(12)), (3, node(13))].into();
         assert!(stale_member_steps(&p, &reports, &same).is_empty());
         // Node 3 came back on an empty volume: the meta group knows it as incarnation 99 now.
         let reborn: BTreeMap<NodeId, NodeInfo> = [(1, node(11)), (2, node(12)), (3, node(99))].into();
         assert_eq!(
             stale_member_steps(&p, &reports, &reborn),
-            vec![Step { to: 1, shard: 0, op: ShardOp::SetVoters { voters: BTreeSet::from([1, 2]) } }]
+            vec![Step { to: 1, shard: ShardId(0), op: ShardOp::SetVoters { voters: BTreeSet::from([1, 2]) } }]
         );
         // Not while a membership change is uncommitted.
         let mut pending = leader.clone();
@@ -763,12 +781,12 @@ mod tests {
         let reports_pending: Reports = [(1, Some(vec![pending]))].into_iter().collect();
         assert!(stale_member_steps(&p, &reports_pending, &reborn).is_empty());
         // A learner entry is removed as a learner.
-        let mut with_learner = status(0, "leader", 2, &[1, 2], &[3], &[]);
-        with_learner.member_incarnations = [(1, 11), (2, 12), (3, 13)].into();
+        let mut with_learner = status(0, Role::Leader, 2, &[1, 2], &[3], &[]);
+        with_learner.member_incarnations = incarnations(&[(1, 11), (2, 12), (3, 13)]);
         let reports: Reports = [(1, Some(vec![with_learner]))].into_iter().collect();
         assert_eq!(
             stale_member_steps(&p, &reports, &reborn),
-            vec![Step { to: 1, shard: 0, op: ShardOp::RemoveLearners { ids: BTreeSet::from([3]) } }]
+            vec![Step { to: 1, shard: ShardId(0), op: ShardOp::RemoveLearners { ids: BTreeSet::from([3]) } }]
         );
     }
 
@@ -777,8 +795,8 @@ mod tests {
         let mut p = Placement { shard_count: 2, ..one_shard(&[1, 2, 3], true) };
         p.shards.push(ShardPlan { replicas: vec![1, 2, 3], initial: vec![1, 2, 4], created: true });
         p.draining.insert(4);
-        let shard0 = status(0, "leader", 2, &[1, 2, 3], &[], &[]);
-        let shard1 = status(1, "leader", 3, &[1, 2, 3], &[], &[]);
+        let shard0 = status(0, Role::Leader, 2, &[1, 2, 3], &[], &[]);
+        let shard1 = status(1, Role::Leader, 3, &[1, 2, 3], &[], &[]);
         // Both shards led and without node 4, which answered and hosts nothing: it may leave.
         let settled: Reports =
             [(1, Some(vec![shard0.clone(), shard1.clone()])), (2, Some(vec![])), (3, Some(vec![])), (4, Some(vec![]))]
@@ -791,7 +809,7 @@ mod tests {
             [(1, Some(vec![shard0.clone()])), (2, None), (3, Some(vec![])), (4, None)].into_iter().collect();
         assert!(!drained_everywhere(4, &p, &leaderless));
         // Shard 1's leader still has node 4, or its membership change is in flight.
-        let member = status(1, "leader", 3, &[1, 2, 4], &[], &[]);
+        let member = status(1, Role::Leader, 3, &[1, 2, 4], &[], &[]);
         let reports: Reports = [(1, Some(vec![shard0.clone(), member])), (4, Some(vec![]))].into_iter().collect();
         assert!(!drained_everywhere(4, &p, &reports));
         let mut pending = shard1.clone();
@@ -800,7 +818,7 @@ mod tests {
         assert!(!drained_everywhere(4, &p, &reports));
         // Node 4 still hosts a replica.
         let reports: Reports =
-            [(1, Some(vec![shard0, shard1.clone()])), (4, Some(vec![status(1, "learner", 3, &[], &[], &[])]))]
+            [(1, Some(vec![shard0, shard1.clone()])), (4, Some(vec![status(1, Role::Learner, 3, &[], &[], &[])]))]
                 .into_iter()
                 .collect();
         assert!(!drained_everywhere(4, &p, &reports));
@@ -814,8 +832,8 @@ mod tests {
         assert_eq!(steps.iter().filter(|s| s.op == ShardOp::Open).count(), 2, "{steps:?}");
         assert!(!steps.iter().any(|s| matches!(s.op, ShardOp::Initialize { .. })));
         let open: Reports = [
-            (1, Some(vec![status(0, "learner", 0, &[], &[], &[])])),
-            (2, Some(vec![status(0, "learner", 0, &[], &[], &[])])),
+            (1, Some(vec![status(0, Role::Learner, 0, &[], &[], &[])])),
+            (2, Some(vec![status(0, Role::Learner, 0, &[], &[], &[])])),
             (3, None),
         ]
         .into_iter()
@@ -829,8 +847,8 @@ mod tests {
         // initial[0] (node 4) stopped before the shard was created; 1 and 2 opened it.
         let p = one_shard(&[4, 1, 2], false);
         let r: Reports = [
-            (1, Some(vec![status(0, "learner", 0, &[], &[], &[])])),
-            (2, Some(vec![status(0, "learner", 0, &[], &[], &[])])),
+            (1, Some(vec![status(0, Role::Learner, 0, &[], &[], &[])])),
+            (2, Some(vec![status(0, Role::Learner, 0, &[], &[], &[])])),
             (3, Some(vec![])),
             (4, None),
         ]
@@ -838,10 +856,10 @@ mod tests {
         .collect();
         let steps = next_steps(&p, &r, |_| ElectGate::Now);
         let voters: BTreeMap<NodeId, NodeInfo> = [4, 1, 2].iter().map(|id| (*id, NodeInfo::default())).collect();
-        assert_eq!(steps, vec![Step { to: 1, shard: 0, op: ShardOp::Initialize { voters } }]);
+        assert_eq!(steps, vec![Step { to: 1, shard: ShardId(0), op: ShardOp::Initialize { voters } }]);
         // Only one of three opened: no majority, nobody initializes.
         let r: Reports =
-            [(1, Some(vec![status(0, "learner", 0, &[], &[], &[])])), (2, None), (4, None)].into_iter().collect();
+            [(1, Some(vec![status(0, Role::Learner, 0, &[], &[], &[])])), (2, None), (4, None)].into_iter().collect();
         assert!(!next_steps(&p, &r, |_| ElectGate::Now).iter().any(|s| matches!(s.op, ShardOp::Initialize { .. })));
     }
 
@@ -850,9 +868,9 @@ mod tests {
         // Target {1,2,4}; the shard is on {1,2,3}, 1 leads.
         let p = one_shard(&[1, 2, 4], true);
         let lead = |voters: &[u64], learners: &[u64], matched: &[(u64, u64)]| {
-            status(0, "leader", 2, voters, learners, matched)
+            status(0, Role::Leader, 2, voters, learners, matched)
         };
-        let f = || status(0, "follower", 2, &[], &[], &[]);
+        let f = || status(0, Role::Follower, 2, &[], &[], &[]);
         // 4 does not host it yet: open it there, nothing else.
         let r: Reports = [
             (1, Some(vec![lead(&[1, 2, 3], &[], &[])])),
@@ -863,7 +881,7 @@ mod tests {
         .into_iter()
         .collect();
         let steps = next_steps(&p, &r, |_| ElectGate::Now);
-        assert_eq!(steps, vec![Step { to: 4, shard: 0, op: ShardOp::Open }]);
+        assert_eq!(steps, vec![Step { to: 4, shard: ShardId(0), op: ShardOp::Open }]);
         // Hosted: add it as a learner on the leader.
         let r: Reports = [
             (1, Some(vec![lead(&[1, 2, 3], &[], &[])])),
@@ -883,33 +901,35 @@ mod tests {
             [(1, Some(vec![lead(&[1, 2, 3], &[4], &[(4, 1000)])])), (4, Some(vec![f()]))].into_iter().collect();
         assert_eq!(
             next_steps(&p, &r, |_| ElectGate::Now),
-            vec![Step { to: 1, shard: 0, op: ShardOp::SetVoters { voters: [1, 2, 3, 4].into() } }]
+            vec![Step { to: 1, shard: ShardId(0), op: ShardOp::SetVoters { voters: [1, 2, 3, 4].into() } }]
         );
         // Then the old voter is removed, and once out of the membership its replica is closed.
         let r: Reports = [(1, Some(vec![lead(&[1, 2, 3, 4], &[], &[])])), (3, Some(vec![f()]))].into_iter().collect();
         assert_eq!(
             next_steps(&p, &r, |_| ElectGate::Now),
-            vec![Step { to: 1, shard: 0, op: ShardOp::SetVoters { voters: [1, 2, 4].into() } }]
+            vec![Step { to: 1, shard: ShardId(0), op: ShardOp::SetVoters { voters: [1, 2, 4].into() } }]
         );
         let r: Reports = [(1, Some(vec![lead(&[1, 2, 4], &[], &[])])), (3, Some(vec![f()]))].into_iter().collect();
-        assert_eq!(next_steps(&p, &r, |_| ElectGate::Now), vec![Step { to: 3, shard: 0, op: ShardOp::Close }]);
+        assert_eq!(next_steps(&p, &r, |_| ElectGate::Now), vec![Step { to: 3, shard: ShardId(0), op: ShardOp::Close }]);
     }
 
     #[test]
     fn leadership_moves_to_the_preferred_replica_and_off_a_leaving_node() {
         let p = one_shard(&[2, 1, 3], true);
-        let r: Reports =
-            [(1, Some(vec![status(0, "leader", 2, &[1, 2, 3], &[], &[(2, 1000), (3, 1000)])]))].into_iter().collect();
-        assert_eq!(next_steps(&p, &r, |_| ElectGate::Now), vec![Step { to: 2, shard: 0, op: ShardOp::Elect }]);
+        let r: Reports = [(1, Some(vec![status(0, Role::Leader, 2, &[1, 2, 3], &[], &[(2, 1000), (3, 1000)])]))]
+            .into_iter()
+            .collect();
+        assert_eq!(next_steps(&p, &r, |_| ElectGate::Now), vec![Step { to: 2, shard: ShardId(0), op: ShardOp::Elect }]);
         assert!(next_steps(&p, &r, |_| ElectGate::Wait).is_empty(), "rate-limited");
         // A preferred replica that lags is not elected.
         let r: Reports =
-            [(1, Some(vec![status(0, "leader", 2, &[1, 2, 3], &[], &[(2, 1), (3, 1000)])]))].into_iter().collect();
+            [(1, Some(vec![status(0, Role::Leader, 2, &[1, 2, 3], &[], &[(2, 1), (3, 1000)])]))].into_iter().collect();
         assert!(next_steps(&p, &r, |_| ElectGate::Now).is_empty());
         // The leader (1) is not in the target {2,3,4}: leadership goes first.
         let p = one_shard(&[2, 3, 4], true);
-        let r: Reports =
-            [(1, Some(vec![status(0, "leader", 2, &[1, 2, 3], &[], &[(2, 1000), (3, 1000)])]))].into_iter().collect();
+        let r: Reports = [(1, Some(vec![status(0, Role::Leader, 2, &[1, 2, 3], &[], &[(2, 1000), (3, 1000)])]))]
+            .into_iter()
+            .collect();
         assert!(matches!(next_steps(&p, &r, |_| ElectGate::Now)[..], [Step { op: ShardOp::Elect, .. }]));
     }
 
@@ -919,8 +939,8 @@ mod tests {
         let p = one_shard(&[5, 2, 4], true);
         let all = |voters: &[u64], learners: &[u64]| {
             let matched: Vec<(u64, u64)> = voters.iter().chain(learners).map(|id| (*id, 1000)).collect();
-            let lead = status(0, "leader", 9, voters, learners, &matched);
-            let f = || status(0, "follower", 9, &[], &[], &[]);
+            let lead = status(0, Role::Leader, 9, voters, learners, &matched);
+            let f = || status(0, Role::Follower, 9, &[], &[], &[]);
             let r: Reports = [
                 (1, Some(vec![f()])),
                 (2, Some(vec![f()])),
@@ -938,7 +958,7 @@ mod tests {
         // With three voters, while elections may move it: elect a caught-up target voter, or
         // wait for the outcome of the last one.
         let r = all(&[2, 3, 4], &[]);
-        assert_eq!(membership(&r, ElectGate::Now), vec![Step { to: 2, shard: 0, op: ShardOp::Elect }]);
+        assert_eq!(membership(&r, ElectGate::Now), vec![Step { to: 2, shard: ShardId(0), op: ShardOp::Elect }]);
         assert!(membership(&r, ElectGate::Wait).is_empty());
         // Given up, or four voters (an election would need a vote the followers' leases refuse):
         // the new replica comes in, then the other leaving voter goes, then the leader.
@@ -949,15 +969,15 @@ mod tests {
         assert!(matches!(steps[..], [Step { to: 3, op: ShardOp::AddLearner { id: 5, .. }, .. }]), "{steps:?}");
         assert_eq!(
             membership(&all(&[1, 2, 3, 4], &[5]), ElectGate::GaveUp),
-            vec![Step { to: 3, shard: 0, op: set(&[1, 2, 3, 4, 5]) }]
+            vec![Step { to: 3, shard: ShardId(0), op: set(&[1, 2, 3, 4, 5]) }]
         );
         assert_eq!(
             membership(&all(&[1, 2, 3, 4, 5], &[]), ElectGate::GaveUp),
-            vec![Step { to: 3, shard: 0, op: set(&[2, 3, 4, 5]) }]
+            vec![Step { to: 3, shard: ShardId(0), op: set(&[2, 3, 4, 5]) }]
         );
         assert_eq!(
             membership(&all(&[2, 3, 4, 5], &[]), ElectGate::Now),
-            vec![Step { to: 3, shard: 0, op: set(&[2, 4, 5]) }]
+            vec![Step { to: 3, shard: ShardId(0), op: set(&[2, 4, 5]) }]
         );
         // Three voters again, the leader among them, elections given up: it is replaced too.
         let steps = membership(&all(&[2, 3, 4], &[]), ElectGate::GaveUp);
@@ -969,8 +989,8 @@ mod tests {
         // Every replica moves ({1,2,3} -> {4,5,6}): nobody to elect, so the move goes ahead.
         let p = one_shard(&[4, 5, 6], true);
         let r: Reports = [
-            (1, Some(vec![status(0, "leader", 2, &[1, 2, 3], &[], &[(2, 1000), (3, 1000)])])),
-            (4, Some(vec![status(0, "learner", 0, &[], &[], &[])])),
+            (1, Some(vec![status(0, Role::Leader, 2, &[1, 2, 3], &[], &[(2, 1000), (3, 1000)])])),
+            (4, Some(vec![status(0, Role::Learner, 0, &[], &[], &[])])),
         ]
         .into_iter()
         .collect();
@@ -983,18 +1003,18 @@ mod tests {
         let mut st = State::default();
         let t0 = Instant::now();
         let at = |secs: u64| t0 + Duration::from_secs(secs);
-        assert_eq!(st.elect_gate(0, Some(3), t0), ElectGate::Now);
-        st.elect_started(0, 3, t0);
-        assert_eq!(st.elect_gate(0, Some(3), at(1)), ElectGate::Wait, "within the gap");
-        assert_eq!(st.elect_gate(1, Some(3), at(1)), ElectGate::Now, "per shard");
-        st.elect_started(0, 3, at(3));
-        st.elect_started(0, 3, at(6));
-        assert_eq!(st.elect_gate(0, Some(3), at(9)), ElectGate::GaveUp, "3 tries, still the same leader");
-        assert_eq!(st.elect_gate(0, Some(2), at(9)), ElectGate::Now, "leadership moved after all");
-        assert_eq!(st.elect_gate(0, Some(3), at(60)), ElectGate::Now, "tried again after a while");
+        assert_eq!(st.elect_gate(ShardId(0), Some(3), t0), ElectGate::Now);
+        st.elect_started(ShardId(0), 3, t0);
+        assert_eq!(st.elect_gate(ShardId(0), Some(3), at(1)), ElectGate::Wait, "within the gap");
+        assert_eq!(st.elect_gate(ShardId(1), Some(3), at(1)), ElectGate::Now, "per shard");
+        st.elect_started(ShardId(0), 3, at(3));
+        st.elect_started(ShardId(0), 3, at(6));
+        assert_eq!(st.elect_gate(ShardId(0), Some(3), at(9)), ElectGate::GaveUp, "3 tries, still the same leader");
+        assert_eq!(st.elect_gate(ShardId(0), Some(2), at(9)), ElectGate::Now, "leadership moved after all");
+        assert_eq!(st.elect_gate(ShardId(0), Some(3), at(60)), ElectGate::Now, "tried again after a while");
         // A new leader starts a new count.
-        st.elect_started(0, 2, at(10));
-        assert_eq!(st.elect_gate(0, Some(2), at(13)), ElectGate::Now);
+        st.elect_started(ShardId(0), 2, at(10));
+        assert_eq!(st.elect_gate(ShardId(0), Some(2), at(13)), ElectGate::Now);
     }
 
     fn named(ids: &[u64]) -> BTreeMap<NodeId, String> {
@@ -1006,10 +1026,11 @@ mod tests {
         let p = one_shard(&[1, 2, 3], true);
         let t0 = Instant::now();
         let after = Some(Duration::from_secs(10));
-        let r: Reports = [(1, Some(vec![status(0, "leader", 2, &[1, 2, 3], &[], &[])])), (2, Some(vec![])), (3, None)]
-            .into_iter()
-            .chain([(4, Some(vec![]))])
-            .collect();
+        let r: Reports =
+            [(1, Some(vec![status(0, Role::Leader, 2, &[1, 2, 3], &[], &[])])), (2, Some(vec![])), (3, None)]
+                .into_iter()
+                .chain([(4, Some(vec![]))])
+                .collect();
         let mut silent = BTreeMap::new();
         note_silence(&mut silent, &r, t0);
         assert_eq!(silent.keys().copied().collect::<Vec<_>>(), vec![3]);
@@ -1033,8 +1054,8 @@ mod tests {
         let mut p = one_shard(&[1, 2, 4], true);
         p.down.insert(3);
         let four = named(&[1, 2, 3, 4]);
-        let lead = status(0, "leader", 5, &[1, 2, 4], &[], &[]);
-        let stale = status(0, "follower", 2, &[1, 2, 3], &[], &[]);
+        let lead = status(0, Role::Leader, 5, &[1, 2, 4], &[], &[]);
+        let stale = status(0, Role::Follower, 2, &[1, 2, 3], &[], &[]);
         let r: Reports = [(1, Some(vec![lead.clone()])), (2, Some(vec![])), (3, Some(vec![stale])), (4, Some(vec![]))]
             .into_iter()
             .collect();
@@ -1042,7 +1063,11 @@ mod tests {
         let silent = BTreeMap::new();
         // It answers but hosts a replica its shard removed: still down, and the replica is closed.
         assert_eq!(down_nodes(&p, &four, &r, &silent, None, now), BTreeSet::from([3]));
-        assert!(next_steps(&p, &r, |_| ElectGate::Now).contains(&Step { to: 3, shard: 0, op: ShardOp::Close }));
+        assert!(next_steps(&p, &r, |_| ElectGate::Now).contains(&Step {
+            to: 3,
+            shard: ShardId(0),
+            op: ShardOp::Close
+        }));
         // Closed: back.
         let r: Reports =
             [(1, Some(vec![lead])), (2, Some(vec![])), (3, Some(vec![])), (4, Some(vec![]))].into_iter().collect();
@@ -1056,9 +1081,9 @@ mod tests {
         // The leader appended "voters {1,2,4}" (removing 3) but has not committed it: a new leader
         // may still have 3 as a voter, so 3's replica must not be deleted, and nothing else moves.
         let p = one_shard(&[1, 2, 4], true);
-        let mut lead = status(0, "leader", 2, &[1, 2, 4], &[], &[(2, 1000), (4, 1000)]);
+        let mut lead = status(0, Role::Leader, 2, &[1, 2, 4], &[], &[(2, 1000), (4, 1000)]);
         lead.membership_pending = true;
-        let f = || status(0, "follower", 2, &[], &[], &[]);
+        let f = || status(0, Role::Follower, 2, &[], &[], &[]);
         let r: Reports =
             [(1, Some(vec![lead.clone()])), (2, Some(vec![f()])), (3, Some(vec![f()])), (4, Some(vec![f()]))]
                 .into_iter()
@@ -1075,7 +1100,7 @@ mod tests {
         // Once committed, 3 is closed.
         lead.membership_pending = false;
         let r: Reports = [(1, Some(vec![lead])), (3, Some(vec![f()]))].into_iter().collect();
-        assert_eq!(next_steps(&p, &r, |_| ElectGate::Now), vec![Step { to: 3, shard: 0, op: ShardOp::Close }]);
+        assert_eq!(next_steps(&p, &r, |_| ElectGate::Now), vec![Step { to: 3, shard: ShardId(0), op: ShardOp::Close }]);
     }
 
     #[test]
@@ -1083,13 +1108,13 @@ mod tests {
         // 1 still reports itself leader at term 2 with voters {1,2,4}; 2 already follows a leader
         // of term 5 (node 4, which did not answer the poll), whose membership 1 has not seen.
         let p = one_shard(&[1, 2, 4], true);
-        let old = status(0, "leader", 2, &[1, 2, 4], &[], &[(2, 1000), (4, 1000)]);
-        let mut newer = status(0, "follower", 5, &[], &[], &[]);
-        newer.leader_id = 4;
+        let old = status(0, Role::Leader, 2, &[1, 2, 4], &[], &[(2, 1000), (4, 1000)]);
+        let mut newer = status(0, Role::Follower, 5, &[], &[], &[]);
+        newer.leader = Some(4);
         let r: Reports = [
             (1, Some(vec![old.clone()])),
             (2, Some(vec![newer])),
-            (3, Some(vec![status(0, "follower", 2, &[], &[], &[])])),
+            (3, Some(vec![status(0, Role::Follower, 2, &[], &[], &[])])),
             (4, None),
         ]
         .into_iter()
@@ -1097,8 +1122,8 @@ mod tests {
         assert_eq!(next_steps(&p, &r, |_| ElectGate::Now), vec![]);
         // A candidate's higher term (no leader known) does not depose anyone: a replica that
         // missed its removal and campaigns must not stop the driver from closing it.
-        let campaigning = status(0, "candidate", 40, &[], &[], &[]);
+        let campaigning = status(0, Role::Candidate, 40, &[], &[], &[]);
         let r: Reports = [(1, Some(vec![old])), (3, Some(vec![campaigning]))].into_iter().collect();
-        assert_eq!(next_steps(&p, &r, |_| ElectGate::Now), vec![Step { to: 3, shard: 0, op: ShardOp::Close }]);
+        assert_eq!(next_steps(&p, &r, |_| ElectGate::Now), vec![Step { to: 3, shard: ShardId(0), op: ShardOp::Close }]);
     }
 }
