@@ -12,10 +12,12 @@
 //! - [`watch_hub`]: watch fan-out and the bounded event history.
 //! - [`lease_clock`]: lease deadlines on the shard leader, and the expiry driver.
 //! - [`proposer`]: batching of concurrent writes into one Raft entry.
+//! - [`raft_config`]: the openraft configuration every shard runs with.
 //! - [`read_index`]: coalesced read-index barriers for linearizable reads.
 //! - [`routing`]: key -> shard routing and hash tags.
 //! - [`placement`]: where data shards' replicas live, and the placement driver that moves them.
 //! - [`replica`]: opening and closing shard replicas on a running node.
+//! - [`replica_status`]: what a replica reports about itself (role, term, membership, progress).
 //! - [`shard`]: one Raft group's replica and its read/write paths; [`shard::Shards`] routes by id.
 //! - [`service`]: the client-facing `hypercache.v1` gRPC services.
 //! - [`node`]: wiring: storage + Raft + servers + bootstrap + graceful shutdown.
@@ -41,8 +43,10 @@ pub mod network;
 pub mod node;
 pub mod placement;
 pub mod proposer;
+pub mod raft_config;
 pub mod read_index;
 pub mod replica;
+pub mod replica_status;
 pub mod routing;
 pub mod service;
 pub mod shard;

@@ -19,7 +19,6 @@ use hypercache_proto::v1::election_server::ElectionServer;
 use hypercache_proto::v1::kv_server::KvServer;
 use hypercache_proto::v1::lease_server::LeaseServer;
 use hypercache_proto::v1::registry_server::RegistryServer;
-use openraft::SnapshotPolicy;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -27,7 +26,7 @@ use tokio_stream::StreamExt;
 
 use crate::admin::{self, AdminState};
 use crate::bootstrap;
-use crate::config::{Config, RaftSettings};
+use crate::config::Config;
 use crate::discovery::{self, DiscoveryError};
 use crate::identity::{self, IdentityError};
 use crate::lease_home::LeaseHomes;
@@ -35,7 +34,8 @@ use crate::membership::Membership;
 use crate::metrics::Metrics;
 use crate::network::{Links, PeerPool, RaftService};
 use crate::placement::driver::{self, Driver};
-use crate::replica::{HostParts, ReplicaHost};
+use crate::raft_config::raft_config;
+use crate::replica::{HostParts, ReplicaError, ReplicaHost};
 use crate::service::{
     BoardsService, ClusterService, Ctx, ElectionService, KvService, LeaseService, RegistryService, Validator,
 };
@@ -43,9 +43,6 @@ use crate::shard::Shards;
 use crate::storage::{self, Flusher, OpenError};
 use crate::types::{NodeInfo, ShardId};
 use crate::watch_hub::HistoryLimits;
-
-/// Snapshot chunks are at most this big on the wire.
-pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -55,6 +52,8 @@ pub enum NodeError {
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("raft configuration: {0}")]
     RaftConfig(#[from] Box<openraft::ConfigError>),
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
     #[error("starting raft for shard {shard}: {detail}")]
     Raft { shard: ShardId, detail: String },
     #[error("metrics: {0}")]
@@ -89,23 +88,6 @@ pub struct Node {
     background: Vec<JoinHandle<()>>,
     flusher: Flusher,
     flusher_task: JoinHandle<()>,
-}
-
-pub fn raft_config(r: &RaftSettings) -> Result<openraft::Config, Box<openraft::ConfigError>> {
-    openraft::Config {
-        cluster_name: "hypercache".to_string(),
-        heartbeat_interval: r.heartbeat_interval_ms,
-        election_timeout_min: r.election_timeout_min_ms,
-        election_timeout_max: r.election_timeout_max_ms,
-        install_snapshot_timeout: r.install_snapshot_timeout_ms,
-        max_payload_entries: r.max_entries_per_append,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(r.snapshot_after_entries),
-        max_in_snapshot_log_to_keep: r.logs_kept_after_snapshot,
-        snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
-        ..Default::default()
-    }
-    .validate()
-    .map_err(Box::new)
 }
 
 impl Node {

@@ -20,11 +20,26 @@ use tokio::sync::Mutex;
 use crate::identity::Stamp;
 use crate::lease_home::{follow_homes, LeaseHomes};
 use crate::network::{NetworkFactory, PeerPool};
-use crate::node::NodeError;
 use crate::shard::{FollowHomes, Shard, ShardParts, Shards};
-use crate::storage::{self, Flusher, Retired, ShardStorage};
+use crate::storage::{self, Flusher, OpenError, Retired, ShardStorage};
 use crate::types::{NodeId, ShardId, TypeConfig};
 use crate::watch_hub::HistoryLimits;
+
+/// Why a replica could not be opened or closed. The placement driver resends the step on its
+/// next round either way; at startup a failure to reopen a replica stops the node.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error(transparent)]
+    Storage(#[from] OpenError),
+    #[error("starting raft for shard {shard}: {source}")]
+    Start { shard: ShardId, source: Box<openraft::error::Fatal<NodeId>> },
+    /// Every node is a member of the meta group for as long as it is in the cluster.
+    #[error("shard {shard}: the meta group's replica is never closed")]
+    MetaNeverClosed { shard: ShardId },
+    /// The blocking task that deletes the replica's data panicked or was cancelled.
+    #[error("closing the replica of shard {shard}: {source}")]
+    Close { shard: ShardId, source: tokio::task::JoinError },
+}
 
 /// What opening a replica needs; one per node.
 pub struct ReplicaHost {
@@ -78,7 +93,7 @@ impl ReplicaHost {
     }
 
     /// Opens shard `id`'s replica (creating empty storage if it has none) unless it is open.
-    pub async fn open(&self, id: ShardId) -> Result<Arc<Shard>, NodeError> {
+    pub async fn open(&self, id: ShardId) -> Result<Arc<Shard>, ReplicaError> {
         let _busy = self.busy.lock().await;
         if let Some(shard) = self.shards.get(id) {
             return Ok(shard);
@@ -89,14 +104,14 @@ impl ReplicaHost {
         Ok(shard)
     }
 
-    async fn start(&self, id: ShardId) -> Result<Arc<Shard>, NodeError> {
+    async fn start(&self, id: ShardId) -> Result<Arc<Shard>, ReplicaError> {
         let ShardStorage { log, state_machine, reader, hub, clock, retired } =
             ShardStorage::open(&self.db, &self.data_dir, id, self.flusher.clone(), self.history.clone())?;
         let committed = log.committed_handle();
         let network = NetworkFactory::new(id, self.stamp.clone(), self.pool.clone(), self.max_peer_message_bytes);
         let raft = Raft::new(self.node_id, self.raft_config.clone(), network, log, state_machine)
             .await
-            .map_err(|e| NodeError::Raft { shard: id, detail: e.to_string() })?;
+            .map_err(|source| ReplicaError::Start { shard: id, source: Box::new(source) })?;
         self.retired.lock().unwrap_or_else(PoisonError::into_inner).insert(id, retired);
         tokio::spawn(campaign_after_restart(raft.clone(), id, self.node_id));
         let follow: FollowHomes = {
@@ -118,9 +133,9 @@ impl ReplicaHost {
     }
 
     /// Stops shard `id`'s replica and deletes its data. Idempotent.
-    pub async fn close(&self, id: ShardId) -> Result<(), NodeError> {
+    pub async fn close(&self, id: ShardId) -> Result<(), ReplicaError> {
         if id.is_meta() {
-            return Err(NodeError::Raft { shard: id, detail: "the meta group's replica is never closed".into() });
+            return Err(ReplicaError::MetaNeverClosed { shard: id });
         }
         let _busy = self.busy.lock().await;
         if let Some(shard) = self.shards.remove(id) {
@@ -139,7 +154,7 @@ impl ReplicaHost {
             storage::remove_shard(&db, &data_dir, id)
         })
         .await
-        .map_err(|e| NodeError::Raft { shard: id, detail: format!("closing the replica: {e}") })??;
+        .map_err(|source| ReplicaError::Close { shard: id, source })??;
         tracing::info!(node = self.node_id, shard = %id, "replica closed and its data deleted");
         Ok(())
     }

@@ -30,6 +30,7 @@ use crate::error::ServiceError;
 use crate::lease_clock::{LeaseClock, Renewal, EXPIRE_BATCH};
 use crate::proposer::{ProposeError, Proposer};
 use crate::read_index::ReadIndex;
+use crate::replica_status::{ReplicaStatus, Role};
 use crate::storage::KvReader;
 use crate::types::{
     Applied, LeaseId, LeaseOp, NodeId, NodeInfo, Reply, Request, ShardId, Tracked, TypeConfig, WriteId,
@@ -127,6 +128,41 @@ impl Shard {
         let m = m.borrow();
         let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
         m.current_leader.is_some() && applied >= self.committed_index()
+    }
+
+    /// What this replica says about itself (`Cluster.LocalShards`, and the placement driver's
+    /// poll of its own node). `with_size` counts keys and bytes, which reads the whole tree:
+    /// callers on an async worker pass false or move the call to a blocking thread.
+    pub fn status(&self, with_size: bool) -> ReplicaStatus {
+        let m = self.metrics();
+        let membership = m.membership_config.membership();
+        let matched = m
+            .replication
+            .as_ref()
+            .map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index).unwrap_or(0))).collect())
+            .unwrap_or_default();
+        let (keys, size_bytes) = if with_size { self.reader.size() } else { (0, 0) };
+        // The effective membership is the last one in the log; until it is applied it may
+        // not be committed, and a new leader may not have it (see the placement driver).
+        let applied = m.last_applied.map(|l| l.index);
+        let membership_pending = m.membership_config.log_id().is_some_and(|l| applied < Some(l.index));
+        ReplicaStatus {
+            shard: self.id,
+            role: Role::from(m.state),
+            term: m.current_term,
+            leader: m.current_leader,
+            commit_index: self.committed_index(),
+            applied_index: applied.unwrap_or(0),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            voters: membership.voter_ids().collect(),
+            learners: membership.learner_ids().collect(),
+            keys,
+            size_bytes,
+            matched,
+            ready: self.is_ready(),
+            membership_pending,
+            member_incarnations: membership.nodes().map(|(id, node)| (*id, node.incarnation)).collect(),
+        }
     }
 
     /// Whether this replica may answer a serializable read from its local state: only a voter
@@ -402,6 +438,11 @@ impl Shards {
     /// The data-shard replicas, in shard order.
     pub fn data(&self) -> Vec<Arc<Shard>> {
         self.read().values().filter(|s| !s.id.is_meta()).cloned().collect()
+    }
+
+    /// The status of every data-shard replica, in shard order (see [`Shard::status`]).
+    pub fn data_statuses(&self, with_size: bool) -> Vec<ReplicaStatus> {
+        self.data().iter().map(|s| s.status(with_size)).collect()
     }
 
     pub fn insert(&self, shard: Arc<Shard>) {

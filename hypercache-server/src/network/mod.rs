@@ -24,5 +24,5 @@ mod service;
 
 pub use client::{NetworkFactory, PeerClient};
 pub use links::{Links, RaftRpc};
-pub use pool::PeerPool;
+pub use pool::{BadPeerAddr, PeerPool};
 pub use service::RaftService;

@@ -140,15 +140,8 @@ impl RaftRpc for RaftService {
     async fn shard_op(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let msg = request.into_inner();
         let op: ShardOp = decode(&msg)?;
-        let shard = ShardId(msg.shard_id);
-        let result = match tokio::time::timeout(ops::OP_TIMEOUT, ops::apply(&self.host, shard, op.clone())).await {
-            Ok(r) => r,
-            Err(_) => Err(format!("shard {shard}: {op:?} did not finish within {} s", ops::OP_TIMEOUT.as_secs())),
-        };
-        if let Err(e) = &result {
-            tracing::info!(shard = %shard, op = ?op, error = %e, "placement step failed");
-        }
-        let payload = codec::encode(&result).map_err(|e| Status::internal(e.to_string()))?;
+        let reply = ops::serve(&self.host, ShardId(msg.shard_id), op).await;
+        let payload = codec::encode(&reply).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(RaftMessage { shard_id: msg.shard_id, payload: payload.into(), ..Default::default() }))
     }
 

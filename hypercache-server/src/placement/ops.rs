@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use hypercache_proto::raft::v1::raft_client::RaftClient;
 use hypercache_proto::raft::v1::RaftMessage;
-use openraft::error::{InitializeError, RaftError};
+use openraft::error::{ClientWriteError, Fatal, InitializeError, RaftError};
 use openraft::ChangeMembers;
 use serde::{Deserialize, Serialize};
 
-use crate::network::codec;
-use crate::network::PeerPool;
-use crate::replica::ReplicaHost;
+use crate::network::codec::{self, CodecError};
+use crate::network::{BadPeerAddr, PeerPool};
+use crate::replica::{ReplicaError, ReplicaHost};
 use crate::types::{NodeId, NodeInfo, ShardId};
 
 /// One placement step for one shard.
@@ -44,51 +44,140 @@ pub enum ShardOp {
 /// How long a node may take to carry out a step (membership steps wait for a commit).
 pub const OP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Carries out `op` on this node.
-pub async fn apply(host: &ReplicaHost, shard: ShardId, op: ShardOp) -> Result<(), String> {
-    if shard.is_meta() {
-        return Err("the meta group is not placed by the driver".into());
-    }
-    let replica = || host.shards.get(shard).ok_or_else(|| format!("this node hosts no replica of shard {shard}"));
-    match op {
-        ShardOp::Open => host.open(shard).await.map(|_| ()).map_err(|e| e.to_string()),
-        ShardOp::Close => host.close(shard).await.map_err(|e| e.to_string()),
-        ShardOp::Initialize { voters } => match replica()?.raft.initialize(voters).await {
-            Ok(()) => Ok(()),
-            // Already initialized (the step was resent): the shard exists, which is the point.
-            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
-            Err(e) => Err(e.to_string()),
-        },
-        ShardOp::AddLearner { id, node } => {
-            replica()?.raft.add_learner(id, node, false).await.map(|_| ()).map_err(|e| e.to_string())
+/// Why a step failed. The driver logs it and resends the step on a later round, so the variants
+/// say where it failed (here, on the way, or on the node asked) for the operator reading the log.
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    #[error("the meta group is not placed by the driver")]
+    MetaNotPlaced,
+    #[error("this node hosts no replica of shard {0}")]
+    NoReplica(ShardId),
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
+    // openraft's errors are large; boxed so that every `Result` carrying an `OpError` stays small.
+    #[error(transparent)]
+    Initialize(#[from] Box<RaftError<NodeId, InitializeError<NodeId, NodeInfo>>>),
+    #[error(transparent)]
+    Membership(#[from] Box<RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>>),
+    #[error(transparent)]
+    Elect(#[from] Box<Fatal<NodeId>>),
+    /// The node gave up waiting for the step; it may still complete (and the resent step then
+    /// finds it done).
+    #[error("shard {shard}: {op:?} did not finish within {} s", limit.as_secs())]
+    TimedOut { shard: ShardId, op: ShardOp, limit: Duration },
+    #[error(transparent)]
+    BadAddr(#[from] BadPeerAddr),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("{addr} did not answer within {} s", limit.as_secs())]
+    NoAnswer { addr: String, limit: Duration },
+    /// The call failed before the node could answer (connection refused, unknown RPC, ...).
+    #[error("{addr}: {message}")]
+    Transport { addr: String, message: String },
+    /// The node carried the step out and it failed there: its message, as it sent it.
+    #[error("{addr}: {message}")]
+    Remote { addr: String, message: String },
+}
+
+/// A node's answer to a step, as it travels. Only the message text crosses the wire: postcard
+/// encodes this exactly as the `Result<(), String>` that nodes have always exchanged (variant 0
+/// with nothing, or variant 1 with the text), so nodes of either version understand each other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpReply {
+    Done,
+    Failed(String),
+}
+
+impl From<&Result<(), OpError>> for OpReply {
+    fn from(result: &Result<(), OpError>) -> Self {
+        match result {
+            Ok(()) => OpReply::Done,
+            Err(e) => OpReply::Failed(e.to_string()),
         }
-        ShardOp::SetVoters { voters } => replica()?
-            .raft
-            .change_membership(ChangeMembers::ReplaceAllVoters(voters), false)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
-        ShardOp::RemoveLearners { ids } => replica()?
-            .raft
-            .change_membership(ChangeMembers::RemoveNodes(ids), false)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
-        ShardOp::Elect => replica()?.raft.trigger().elect().await.map_err(|e| e.to_string()),
     }
 }
 
+/// Carries out `op` on this node.
+pub async fn apply(host: &ReplicaHost, shard: ShardId, op: ShardOp) -> Result<(), OpError> {
+    if shard.is_meta() {
+        return Err(OpError::MetaNotPlaced);
+    }
+    let replica = || host.shards.get(shard).ok_or(OpError::NoReplica(shard));
+    match op {
+        ShardOp::Open => {
+            host.open(shard).await?;
+        }
+        ShardOp::Close => host.close(shard).await?,
+        ShardOp::Initialize { voters } => match replica()?.raft.initialize(voters).await {
+            Ok(()) => {}
+            // Already initialized (the step was resent): the shard exists, which is the point.
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+            Err(e) => return Err(Box::new(e).into()),
+        },
+        ShardOp::AddLearner { id, node } => {
+            replica()?.raft.add_learner(id, node, false).await.map_err(Box::new)?;
+        }
+        ShardOp::SetVoters { voters } => {
+            replica()?
+                .raft
+                .change_membership(ChangeMembers::ReplaceAllVoters(voters), false)
+                .await
+                .map_err(Box::new)?;
+        }
+        ShardOp::RemoveLearners { ids } => {
+            replica()?.raft.change_membership(ChangeMembers::RemoveNodes(ids), false).await.map_err(Box::new)?;
+        }
+        ShardOp::Elect => replica()?.raft.trigger().elect().await.map_err(Box::new)?,
+    }
+    Ok(())
+}
+
+/// Carries out a step another node's driver sent, within [`OP_TIMEOUT`], and makes the answer.
+pub async fn serve(host: &ReplicaHost, shard: ShardId, op: ShardOp) -> OpReply {
+    let result = match tokio::time::timeout(OP_TIMEOUT, apply(host, shard, op.clone())).await {
+        Ok(r) => r,
+        Err(_) => Err(OpError::TimedOut { shard, op: op.clone(), limit: OP_TIMEOUT }),
+    };
+    if let Err(e) = &result {
+        tracing::info!(shard = %shard, op = ?op, error = %e, "placement step failed");
+    }
+    OpReply::from(&result)
+}
+
 /// Sends `op` for `shard` to the node at `addr` over the shared peer connection.
-pub async fn send(pool: &PeerPool, addr: &str, shard: ShardId, op: &ShardOp) -> Result<(), String> {
-    let channel = pool.channel(addr).map_err(|e| e.to_string())?;
-    let payload = codec::encode(op).map_err(|e| e.to_string())?;
+pub async fn send(pool: &PeerPool, addr: &str, shard: ShardId, op: &ShardOp) -> Result<(), OpError> {
+    let channel = pool.channel(addr)?;
+    let payload = codec::encode(op)?;
     let mut client = RaftClient::new(channel);
     let msg = RaftMessage { shard_id: shard.0, payload: payload.into(), ..Default::default() };
     let call = client.shard_op(msg);
-    let reply = tokio::time::timeout(OP_TIMEOUT + Duration::from_secs(1), call)
+    // A second more than the node allows itself, so its own timeout answer arrives first.
+    let limit = OP_TIMEOUT + Duration::from_secs(1);
+    let reply = tokio::time::timeout(limit, call)
         .await
-        .map_err(|_| format!("{addr} did not answer within {} s", OP_TIMEOUT.as_secs() + 1))?
-        .map_err(|s| format!("{addr}: {}", s.message()))?;
-    let result: Result<(), String> = codec::decode(&reply.into_inner().payload).map_err(|e| e.to_string())?;
-    result.map_err(|e| format!("{addr}: {e}"))
+        .map_err(|_| OpError::NoAnswer { addr: addr.to_string(), limit })?
+        .map_err(|s| OpError::Transport { addr: addr.to_string(), message: s.message().to_string() })?;
+    match codec::decode(&reply.into_inner().payload)? {
+        OpReply::Done => Ok(()),
+        OpReply::Failed(message) => Err(OpError::Remote { addr: addr.to_string(), message }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Nodes before `OpReply` send and expect `Result<(), String>`; the bytes must not change.
+    #[test]
+    fn a_reply_is_encoded_as_the_result_older_nodes_exchange() {
+        let old_done: Result<(), String> = Ok(());
+        let old_failed: Result<(), String> = Err("shard 3: no".into());
+        let encode = |r: &OpReply| codec::encode(r).expect("encodes");
+        assert_eq!(encode(&OpReply::Done), codec::encode(&old_done).expect("encodes"));
+        assert_eq!(encode(&OpReply::Failed("shard 3: no".into())), codec::encode(&old_failed).expect("encodes"));
+        let back: Result<(), String> = codec::decode(&encode(&OpReply::Failed("x".into()))).expect("decodes");
+        assert_eq!(back, Err("x".to_string()));
+        let reply: OpReply = codec::decode(&codec::encode(&old_failed).expect("encodes")).expect("decodes");
+        assert_eq!(reply, OpReply::Failed("shard 3: no".into()));
+    }
 }

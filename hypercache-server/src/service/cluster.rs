@@ -9,7 +9,6 @@ use hypercache_proto::v1 as pb;
 use hypercache_proto::v1::cluster_client::ClusterClient;
 use hypercache_proto::v1::cluster_server::Cluster;
 use hypercache_proto::Reason;
-use openraft::ServerState;
 use tonic::{Request, Response, Status};
 
 use crate::discovery::require_dns_name;
@@ -19,6 +18,7 @@ use crate::membership::{JoinOutcome, MemberView, Membership};
 use crate::network::PeerPool;
 use crate::placement::driver::Driver;
 use crate::placement::store;
+use crate::replica_status::Role;
 use crate::shard::{Shard, Shards};
 use crate::types::{Incarnation, NodeInfo, ShardId};
 
@@ -69,49 +69,6 @@ impl ClusterService {
     }
 }
 
-/// The status of every data-shard replica in `shards` (`Cluster.LocalShards`, and the placement
-/// driver's poll of its own node).
-pub fn local_shards(shards: &Shards, with_size: bool) -> Vec<pb::ReplicaStatus> {
-    shards
-        .data()
-        .iter()
-        .map(|shard| {
-            let m = shard.metrics();
-            let membership = m.membership_config.membership();
-            let voters: Vec<u64> = membership.voter_ids().collect();
-            let learners: Vec<u64> = membership.learner_ids().collect();
-            let member_incarnations = membership.nodes().map(|(id, node)| (*id, node.incarnation.0)).collect();
-            let matched = m
-                .replication
-                .as_ref()
-                .map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index).unwrap_or(0))).collect())
-                .unwrap_or_default();
-            let (keys, size_bytes) = if with_size { shard.reader.size() } else { (0, 0) };
-            // The effective membership is the last one in the log; until it is applied it may
-            // not be committed, and a new leader may not have it (see the placement driver).
-            let applied = m.last_applied.map(|l| l.index);
-            let membership_pending = m.membership_config.log_id().is_some_and(|l| applied < Some(l.index));
-            pb::ReplicaStatus {
-                shard_id: shard.id.0,
-                role: role(m.state).to_string(),
-                term: m.current_term,
-                leader_id: m.current_leader.unwrap_or(0),
-                commit_index: shard.committed_index(),
-                applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
-                last_log_index: m.last_log_index.unwrap_or(0),
-                voters,
-                learners,
-                keys,
-                size_bytes,
-                matched,
-                ready: shard.is_ready(),
-                membership_pending,
-                member_incarnations,
-            }
-        })
-        .collect()
-}
-
 fn member_pb(m: MemberView) -> pb::Member {
     pb::Member {
         node_id: m.id,
@@ -141,16 +98,6 @@ fn validate_join(req: &pb::JoinRequest) -> Result<(), ServiceError> {
     Ok(())
 }
 
-pub fn role(state: ServerState) -> &'static str {
-    match state {
-        ServerState::Leader => "leader",
-        ServerState::Follower => "follower",
-        ServerState::Candidate => "candidate",
-        ServerState::Learner => "learner",
-        ServerState::Shutdown => "shutdown",
-    }
-}
-
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
@@ -163,7 +110,7 @@ impl Cluster for ClusterService {
             name: self.me.name.clone(),
             endpoint: self.me.addr.clone(),
             shard_id: shard.id.0,
-            role: role(m.state).to_string(),
+            role: Role::from(m.state).name().to_string(),
             term: m.current_term,
             leader_id: m.current_leader.unwrap_or(0),
             leader_endpoint,
@@ -276,13 +223,13 @@ impl Cluster for ClusterService {
         let with_size = request.into_inner().with_size;
         let shards = self.shards.clone();
         // Sizing reads whole trees: keep it off the async workers.
-        let replicas = tokio::task::spawn_blocking(move || local_shards(&shards, with_size))
+        let replicas = tokio::task::spawn_blocking(move || shards.data_statuses(with_size))
             .await
             .map_err(|e| meta_internal(format!("sizing the local shards: {e}")))?;
         Ok(Response::new(pb::LocalShardsResponse {
             node_id: self.shards.meta().map(|m| m.node_id).unwrap_or(0),
             name: self.me.name.clone(),
-            replicas,
+            replicas: replicas.into_iter().map(pb::ReplicaStatus::from).collect(),
         }))
     }
 
