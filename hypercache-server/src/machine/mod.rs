@@ -33,17 +33,17 @@ pub enum Rejection {
     #[error("board {board_id} not found")]
     BoardNotFound { board_id: String },
     #[error("board {board_id}: epoch {given} is stale; the board is at epoch {epoch}, owned by {}", owner_text(.owner))]
-    StaleEpoch { board_id: String, given: u64, epoch: u64, owner: Option<game::Owner> },
+    StaleEpoch { board_id: String, given: u64, epoch: u64, owner: Option<game::records::Owner> },
     #[error("board {board_id}: seq {given} is older than the stored checkpoint's seq {stored}")]
     StaleSeq { board_id: String, given: u64, stored: u64 },
     #[error("cannot assign board {board_id} to {server_id}: that server is not registered (no live lease)")]
     ServerNotLive { board_id: String, server_id: String },
     #[error("board {board_id}: {server_id} does not own it at epoch {given}; it is at epoch {epoch}, owned by {}", owner_text(.owner))]
-    NotOwner { board_id: String, server_id: String, given: u64, epoch: u64, owner: Option<game::Owner> },
+    NotOwner { board_id: String, server_id: String, given: u64, epoch: u64, owner: Option<game::records::Owner> },
     #[error("election {name}: term {given} is stale; the current term is {}", term_text(.current))]
-    StaleTerm { name: String, given: u64, current: Option<game::LeaderView> },
+    StaleTerm { name: String, given: u64, current: Option<game::records::LeaderView> },
     #[error("election {name}: term {given} does not lead; the current term is {}", term_text(.current))]
-    NotElectionLeader { name: String, given: u64, current: Option<game::LeaderView> },
+    NotElectionLeader { name: String, given: u64, current: Option<game::records::LeaderView> },
     /// A late copy of a write the client no longer waits for (see `session.rs`): this copy was
     /// not applied, but an earlier one may have been.
     #[error("client {client}: write seq {seq} is below the shard's floor {floor} for this client and its reply is no longer kept; an earlier attempt may have been applied")]
@@ -52,14 +52,14 @@ pub enum Rejection {
     TooManyClients { limit: u64 },
 }
 
-fn owner_text(owner: &Option<game::Owner>) -> String {
+fn owner_text(owner: &Option<game::records::Owner>) -> String {
     match owner {
         Some(o) => format!("{} (incarnation {})", o.server_id, o.incarnation),
         None => "nobody (unassigned)".to_string(),
     }
 }
 
-fn term_text(current: &Option<game::LeaderView>) -> String {
+fn term_text(current: &Option<game::records::LeaderView>) -> String {
     match current {
         Some(l) => format!("{} held by {}", l.term, l.candidate),
         None => "none (nobody leads)".to_string(),

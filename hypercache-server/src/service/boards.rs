@@ -13,9 +13,8 @@ use super::stream::{forward, Convert, Out};
 use super::validate::RANGE_PAGE_BYTES;
 use crate::error::ServiceError;
 use crate::machine::game::board::Assign;
-use crate::machine::game::{
-    key, BoardRecord, BoardView, CheckpointRecord, GameOp, GameReply, BOARD_PREFIX, CKPT_PREFIX,
-};
+use crate::machine::game::records::{key, BoardRecord, BoardView, CheckpointRecord, BOARD_PREFIX, CKPT_PREFIX};
+use crate::machine::game::{GameOp, GameReply};
 use crate::machine::overlay::{Event, EventKind};
 use crate::machine::Rejection;
 use crate::shard::Shard;

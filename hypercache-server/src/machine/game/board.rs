@@ -15,11 +15,11 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::election::current_leader;
-use super::registry::live;
-use super::{
-    key, read, write, BoardRecord, BoardView, CheckpointRecord, GameReply, Owner, BOARD_EPOCH_PREFIX, BOARD_PREFIX,
-    CKPT_PREFIX,
+use super::records::{
+    key, BoardRecord, BoardView, CheckpointRecord, Owner, BOARD_EPOCH_PREFIX, BOARD_PREFIX, CKPT_PREFIX,
 };
+use super::registry::live;
+use super::{read, write, GameReply};
 use crate::machine::kv::{delete_row, StoredValue};
 use crate::machine::lease;
 use crate::machine::overlay::{Base, Overlay};

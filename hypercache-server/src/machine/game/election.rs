@@ -2,7 +2,8 @@
 //! deleted, so terms strictly increase per election name across resignations, lease expiries and
 //! Raft failovers (the counter is replicated state like any row).
 
-use super::{counter_row, key, read, write, GameReply, LeaderRecord, LeaderView, LEADER_PREFIX, TERM_PREFIX};
+use super::records::{key, LeaderRecord, LeaderView, LEADER_PREFIX, TERM_PREFIX};
+use super::{counter_row, read, write, GameReply};
 use crate::machine::kv::delete_row;
 use crate::machine::lease;
 use crate::machine::overlay::{Base, Overlay};

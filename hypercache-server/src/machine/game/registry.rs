@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use super::{counter_row, key, read, write, GameReply, ServerRecord, INCARNATION_PREFIX, SERVER_PREFIX};
+use super::records::{key, ServerRecord, INCARNATION_PREFIX, SERVER_PREFIX};
+use super::{counter_row, read, write, GameReply};
 use crate::machine::lease;
 use crate::machine::overlay::{Base, Overlay};
 use crate::machine::{Fail, Rejection};
