@@ -48,8 +48,9 @@ use crate::network::codec;
 use crate::network::PeerPool;
 use crate::placement::store;
 use crate::proposer::Proposer;
+use crate::raft_types::TypeConfig;
 use crate::shard::{Shard, Shards};
-use crate::types::{LeaseId, LeaseOp, Request, ShardId, Tracked, TypeConfig};
+use crate::types::{LeaseId, LeaseOp, Request, ShardId, Tracked};
 
 /// How often a shard's leader asks the home shards of the leases it follows whether they ended.
 pub const POLL: Duration = Duration::from_millis(100);

@@ -12,6 +12,7 @@
 //! - [`watch_hub`]: watch fan-out and the bounded event history.
 //! - [`lease_clock`]: lease deadlines on the shard leader, and the expiry driver.
 //! - [`proposer`]: batching of concurrent writes into one Raft entry.
+//! - [`raft_types`]: openraft's type configuration (what an entry carries and answers).
 //! - [`read_index`]: coalesced read-index barriers for linearizable reads.
 //! - [`routing`]: key -> shard routing and hash tags.
 //! - [`placement`]: where data shards' replicas live, and the placement driver that moves them.
@@ -41,6 +42,7 @@ pub mod network;
 pub mod node;
 pub mod placement;
 pub mod proposer;
+pub mod raft_types;
 pub mod read_index;
 pub mod replica;
 pub mod routing;

@@ -34,7 +34,8 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::batching::BatchQueue;
 use crate::machine::game::GameOp;
-use crate::types::{Applied, Command, CommandResponse, LeaseOp, NodeId, NodeInfo, Request, Tracked, Txn, TypeConfig};
+use crate::raft_types::TypeConfig;
+use crate::types::{Applied, Command, CommandResponse, LeaseOp, NodeId, NodeInfo, Request, Tracked, Txn};
 
 /// Batches allowed in flight at once, the second only after a batch was cut at a size limit.
 pub const MAX_IN_FLIGHT: usize = 2;

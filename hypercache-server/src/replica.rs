@@ -21,9 +21,10 @@ use crate::identity::Stamp;
 use crate::lease_home::{follow_homes, LeaseHomes};
 use crate::network::{NetworkFactory, PeerPool};
 use crate::node::NodeError;
+use crate::raft_types::TypeConfig;
 use crate::shard::{FollowHomes, Shard, ShardParts, Shards};
 use crate::storage::{self, Flusher, Retired, ShardStorage};
-use crate::types::{NodeId, ShardId, TypeConfig};
+use crate::types::{NodeId, ShardId};
 use crate::watch_hub::HistoryLimits;
 
 /// What opening a replica needs; one per node.

@@ -15,7 +15,6 @@
 //! missing key, granting a lease) takes none and reports the current one.
 
 use std::fmt;
-use std::io::Cursor;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -88,17 +87,6 @@ impl fmt::Display for NodeInfo {
         write!(f, "{}@{}", self.name, self.addr)
     }
 }
-
-openraft::declare_raft_types!(
-    /// Openraft type configuration for HyperCache shards.
-    pub TypeConfig:
-        D = Command,
-        R = CommandResponse,
-        NodeId = NodeId,
-        Node = NodeInfo,
-        Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
-);
 
 /// A key with its metadata, as clients see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
