@@ -10,7 +10,7 @@ use hypercache_proto::error_info::status_with_info;
 use hypercache_proto::v1::ErrorInfo;
 use tonic::Code;
 
-use crate::machine::Rejection;
+use crate::machine::command::Rejection;
 use crate::types::{NodeId, ShardId};
 
 #[derive(Debug, Clone, thiserror::Error)]

@@ -43,6 +43,7 @@ use openraft::{Raft, ServerState};
 
 use crate::error::ServiceError;
 use crate::lease_clock::{LeaseClock, EXPIRE_BATCH};
+use crate::machine::command::{LeaseOp, Request, Tracked};
 use crate::machine::lease::home_of;
 use crate::network::codec;
 use crate::network::PeerPool;
@@ -50,7 +51,7 @@ use crate::placement::store;
 use crate::proposer::Proposer;
 use crate::raft_types::TypeConfig;
 use crate::shard::{Shard, Shards};
-use crate::types::{LeaseId, LeaseOp, Request, ShardId, Tracked};
+use crate::types::{LeaseId, ShardId};
 
 /// How often a shard's leader asks the home shards of the leases it follows whether they ended.
 pub const POLL: Duration = Duration::from_millis(100);

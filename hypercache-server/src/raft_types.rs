@@ -6,7 +6,8 @@
 
 use std::io::Cursor;
 
-use crate::types::{Command, CommandResponse, NodeId, NodeInfo};
+use crate::machine::command::{Command, CommandResponse};
+use crate::types::{NodeId, NodeInfo};
 
 openraft::declare_raft_types!(
     /// Openraft type configuration for HyperCache shards.

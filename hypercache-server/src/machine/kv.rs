@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use super::lease;
 use super::overlay::{Base, Overlay};
 use super::Fail;
-use crate::types::{Attach, Compare, CompareTarget, KeyValue, LeaseId, Op, OpResult, Txn, TxnResult};
+use crate::machine::command::{Attach, Compare, CompareTarget, Op, OpResult, Txn, TxnResult};
+use crate::types::{KeyValue, LeaseId};
 
 /// A row of the state machine: a value and its metadata.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -20,13 +20,9 @@ use bytes::Bytes;
 
 use super::kv::delete_row;
 use super::overlay::{Base, LeaseChange, LeaseRecord, Overlay};
-use super::{Fail, Rejection};
-use crate::types::{LeaseId, LeaseOp, Reply, ShardId};
-
-/// TTL bounds, in milliseconds. Below 10 ms a lease cannot survive one keepalive round trip;
-/// above 30 days it is a configuration mistake (a lease is not storage).
-pub const MIN_TTL_MS: u64 = 10;
-pub const MAX_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
+use super::Fail;
+use crate::machine::command::{LeaseOp, Rejection, Reply, MAX_TTL_MS, MIN_TTL_MS};
+use crate::types::{LeaseId, ShardId};
 
 const NEXT_LEASE: &str = "next_lease";
 
@@ -143,9 +139,10 @@ fn end_all<B: Base>(ov: &mut Overlay<B>, revision: u64, ids: &[LeaseId], foreign
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::machine::command::Attach;
     use crate::machine::kv::{delete_row, write_row};
     use crate::machine::overlay::{EventKind, LeaseChange};
-    use crate::types::{Attach, ShardId};
+    use crate::types::ShardId;
     use std::collections::BTreeMap;
 
     fn ov() -> Overlay<BTreeMap<Vec<u8>, Vec<u8>>> {

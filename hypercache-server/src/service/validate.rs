@@ -3,7 +3,7 @@
 
 use crate::config::MAX_KEY_BYTES;
 use crate::error::ServiceError;
-use crate::machine::lease::{MAX_TTL_MS, MIN_TTL_MS};
+use crate::machine::command::{MAX_TTL_MS, MIN_TTL_MS};
 use crate::watch_hub::prefix_end;
 
 /// Keys beginning with this byte hold the game services' records; clients read them but cannot

@@ -12,28 +12,18 @@
 //! creating it again cannot hand an old owner's epoch to a new owner. A new id starts at epoch 0.
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 
 use super::election::current_leader;
 use super::records::{
     key, BoardRecord, BoardView, CheckpointRecord, Owner, BOARD_EPOCH_PREFIX, BOARD_PREFIX, CKPT_PREFIX,
 };
 use super::registry::live;
-use super::{read, write, GameReply};
+use super::{read, write};
+use crate::machine::command::{Assign, GameReply, Rejection};
 use crate::machine::kv::{delete_row, StoredValue};
 use crate::machine::lease;
 use crate::machine::overlay::{Base, Overlay};
-use crate::machine::{Fail, Rejection};
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Assign {
-    pub board_id: String,
-    pub server_id: String,
-    pub expected_epoch: u64,
-    pub request_id: String,
-    /// (election name, term): the caller's claim to lead that election.
-    pub fence: Option<(String, u64)>,
-}
+use crate::machine::Fail;
 
 fn load<B: Base>(ov: &Overlay<B>, board_id: &str) -> Result<(BoardRecord, StoredValue), Fail> {
     read::<B, BoardRecord>(ov, &key(BOARD_PREFIX, board_id))?
@@ -189,8 +179,9 @@ pub fn delete<B: Base>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::machine::game::{apply, GameOp};
-    use crate::types::{LeaseOp, Reply, ShardId};
+    use crate::machine::command::{GameOp, LeaseOp, Reply};
+    use crate::machine::game::apply;
+    use crate::types::ShardId;
     use std::collections::BTreeMap;
 
     type Mem = Overlay<BTreeMap<Vec<u8>, Vec<u8>>>;

@@ -3,11 +3,12 @@
 //! Raft failovers (the counter is replicated state like any row).
 
 use super::records::{key, LeaderRecord, LeaderView, LEADER_PREFIX, TERM_PREFIX};
-use super::{counter_row, read, write, GameReply};
+use super::{counter_row, read, write};
+use crate::machine::command::{GameReply, Rejection};
 use crate::machine::kv::delete_row;
 use crate::machine::lease;
 use crate::machine::overlay::{Base, Overlay};
-use crate::machine::{Fail, Rejection};
+use crate::machine::Fail;
 use crate::types::LeaseId;
 
 pub fn current_leader<B: Base>(ov: &Overlay<B>, name: &str) -> Result<Option<LeaderView>, Fail> {
@@ -56,8 +57,9 @@ pub fn resign<B: Base>(ov: &mut Overlay<B>, revision: u64, name: &str, term: u64
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::machine::command::LeaseOp;
     use crate::machine::lease;
-    use crate::types::{LeaseOp, ShardId};
+    use crate::types::ShardId;
     use std::collections::BTreeMap;
 
     #[test]

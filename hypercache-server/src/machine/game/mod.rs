@@ -29,50 +29,15 @@ pub mod election;
 pub mod records;
 pub mod registry;
 
-use std::collections::BTreeMap;
-
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::kv::{write_row, StoredValue};
 use super::overlay::{ApplyError, Base, Overlay};
 use super::Fail;
-use crate::types::{Attach, LeaseId};
-use records::{BoardView, LeaderView};
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum GameOp {
-    Register { server_id: String, address: String, capacity: u32, labels: BTreeMap<String, String>, ttl_ms: u64 },
-    Deregister { server_id: String, incarnation: u64 },
-    CreateBoard { board_id: String, params: Bytes, checkpoint: Bytes, lifetime_ms: Option<u64> },
-    AssignBoard(board::Assign),
-    SyncBoard { board_id: String, epoch: u64, seq: u64, checkpoint: Bytes },
-    ReleaseBoard { board_id: String, server_id: String, epoch: u64 },
-    DeleteBoard { board_id: String, expected_epoch: Option<u64> },
-    Campaign { name: String, candidate: String, lease: LeaseId },
-    Resign { name: String, term: u64 },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum GameReply {
-    Registered {
-        lease: LeaseId,
-        incarnation: u64,
-        ttl_ms: u64,
-    },
-    Done,
-    Board(BoardView),
-    Synced {
-        seq: u64,
-        written: bool,
-    },
-    /// `won`: the candidate leads (now or already); otherwise `leader` is who does.
-    Campaign {
-        won: bool,
-        leader: Option<LeaderView>,
-    },
-}
+use crate::machine::command::{Attach, GameOp, Reply};
+use crate::types::LeaseId;
 
 pub fn decode<T: DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T, ApplyError> {
     postcard::from_bytes(value)
@@ -106,7 +71,7 @@ fn counter_row<B: Base>(ov: &Overlay<B>, key: &Bytes) -> Result<u64, ApplyError>
     Ok(read::<B, u64>(ov, key)?.map_or(0, |(n, _)| n))
 }
 
-pub fn apply<B: Base>(ov: &mut Overlay<B>, revision: u64, op: &GameOp) -> Result<crate::types::Reply, Fail> {
+pub fn apply<B: Base>(ov: &mut Overlay<B>, revision: u64, op: &GameOp) -> Result<Reply, Fail> {
     let reply = match op {
         GameOp::Register { server_id, address, capacity, labels, ttl_ms } => {
             registry::register(ov, revision, server_id, address, *capacity, labels, *ttl_ms)?
@@ -126,5 +91,5 @@ pub fn apply<B: Base>(ov: &mut Overlay<B>, revision: u64, op: &GameOp) -> Result
         GameOp::Campaign { name, candidate, lease } => election::campaign(ov, revision, name, candidate, *lease)?,
         GameOp::Resign { name, term } => election::resign(ov, revision, name, *term)?,
     };
-    Ok(crate::types::Reply::Game(reply))
+    Ok(Reply::Game(reply))
 }

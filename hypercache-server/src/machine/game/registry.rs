@@ -4,10 +4,11 @@
 use std::collections::BTreeMap;
 
 use super::records::{key, ServerRecord, INCARNATION_PREFIX, SERVER_PREFIX};
-use super::{counter_row, read, write, GameReply};
+use super::{counter_row, read, write};
+use crate::machine::command::{GameReply, Rejection};
 use crate::machine::lease;
 use crate::machine::overlay::{Base, Overlay};
-use crate::machine::{Fail, Rejection};
+use crate::machine::Fail;
 
 pub fn register<B: Base>(
     ov: &mut Overlay<B>,
@@ -68,8 +69,9 @@ pub fn live<B: Base>(ov: &Overlay<B>, server_id: &str) -> Result<Option<ServerRe
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::machine::game::{apply, GameOp};
-    use crate::types::{LeaseOp, Reply, ShardId};
+    use crate::machine::command::{GameOp, LeaseOp, Reply};
+    use crate::machine::game::apply;
+    use crate::types::ShardId;
     use std::collections::BTreeMap;
 
     type Mem = Overlay<BTreeMap<Vec<u8>, Vec<u8>>>;
