@@ -279,7 +279,7 @@ mod tests {
             board_id: "b".into(),
             given: 1,
             epoch: 2,
-            owner: Some(crate::machine::game::records::Owner { server_id: "gs-b".into(), incarnation: 3 }),
+            owner: Some(crate::machine::game_records::Owner { server_id: "gs-b".into(), incarnation: 3 }),
         };
         let st = ServiceError::Rejected { shard: ShardId(0), revision: 9, rejection }.into_status();
         assert_eq!(st.code(), Code::FailedPrecondition);

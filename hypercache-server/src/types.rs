@@ -97,6 +97,11 @@ pub struct KeyValue {
 /// keys of other shards may hang on it, see `lease_home.rs`).
 pub type LeaseId = u64;
 
+/// The shard that granted lease `id` and alone decides when it ends.
+pub fn home_of(id: LeaseId) -> ShardId {
+    ShardId(u32::try_from(id >> 48).expect("a u64 shifted right by 48 fits in 32 bits"))
+}
+
 /// A client instance's random identity (16 bytes), chosen by the client library.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ClientId(pub [u8; 16]);

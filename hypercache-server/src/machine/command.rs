@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::game::records::{BoardView, LeaderView, Owner};
+use super::game_records::{BoardView, LeaderView, Owner};
 use crate::types::{ClientId, KeyValue, LeaseId};
 
 /// A replicated command: the payload of a normal Raft log entry.

@@ -8,32 +8,15 @@
 
 pub mod command;
 pub mod game;
+pub mod game_records;
 pub mod kv;
 pub mod lease;
 pub mod overlay;
+pub mod rows;
 pub mod session;
 
-use command::{Applied, Rejection, Reply, Request};
-use overlay::{ApplyError, Base, Overlay};
-
-/// A request failed: refused (rolled back, reported to the caller) or the store is broken.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Fail {
-    Reject(Rejection),
-    Fatal(String),
-}
-
-impl From<Rejection> for Fail {
-    fn from(r: Rejection) -> Self {
-        Fail::Reject(r)
-    }
-}
-
-impl From<ApplyError> for Fail {
-    fn from(e: ApplyError) -> Self {
-        Fail::Fatal(e.0)
-    }
-}
+use command::{Applied, Reply, Request};
+use overlay::{ApplyError, Base, Fail, Overlay};
 
 /// Applies one request at `revision + 1` (if it changes the key space) and returns its outcome
 /// and the shard's revision after it.

@@ -14,7 +14,7 @@ use super::validate::RANGE_PAGE_BYTES;
 use crate::error::ServiceError;
 use crate::machine::command::Request as SmRequest;
 use crate::machine::command::{Assign, GameOp, GameReply, Rejection};
-use crate::machine::game::records::{key, BoardRecord, BoardView, CheckpointRecord, BOARD_PREFIX, CKPT_PREFIX};
+use crate::machine::game_records::{key, BoardRecord, BoardView, CheckpointRecord, BOARD_PREFIX, CKPT_PREFIX};
 use crate::machine::overlay::{Event, EventKind};
 use crate::shard::Shard;
 use crate::types::KeyValue;

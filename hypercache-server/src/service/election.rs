@@ -18,7 +18,7 @@ use super::stream::{forward, Convert, Out};
 use crate::error::ServiceError;
 use crate::machine::command::Request as SmRequest;
 use crate::machine::command::{GameOp, GameReply, Rejection};
-use crate::machine::game::records::{key, LeaderRecord, LeaderView, LEADER_PREFIX, TERM_PREFIX};
+use crate::machine::game_records::{key, LeaderRecord, LeaderView, LEADER_PREFIX, TERM_PREFIX};
 use crate::machine::overlay::{Event, EventKind};
 use crate::shard::Shard;
 use crate::types::KeyValue;

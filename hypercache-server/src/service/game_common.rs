@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use super::ctx::{read_error, under_hub_lock};
 use crate::error::ServiceError;
 use crate::machine::command::{GameReply, Rejection, Reply};
-use crate::machine::game::decode;
+use crate::machine::rows::decode;
 use crate::shard::Shard;
 use crate::types::KeyValue;
 use crate::watch_hub::{prefix_end, HubState, KeyFilter, Subscription};

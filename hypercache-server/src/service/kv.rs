@@ -22,10 +22,9 @@ use crate::error::ServiceError;
 use crate::machine::command::{
     Attach, Compare, CompareTarget, Op, OpResult, Rejection, Reply, Request as SmRequest, Txn, TxnResult,
 };
-use crate::machine::lease::home_of;
 use crate::machine::overlay::{Event, EventKind};
 use crate::shard::Shard;
-use crate::types::{LeaseId, ShardId};
+use crate::types::{home_of, LeaseId, ShardId};
 use crate::watch_hub::KeyFilter;
 
 /// Progress notification period when the request leaves it at 0.

@@ -15,7 +15,7 @@ use super::validate::MAX_LABELS;
 use crate::error::ServiceError;
 use crate::machine::command::Request as SmRequest;
 use crate::machine::command::{GameOp, GameReply};
-use crate::machine::game::records::{ServerRecord, SERVER_PREFIX};
+use crate::machine::game_records::{ServerRecord, SERVER_PREFIX};
 use crate::machine::overlay::{Event, EventKind};
 use crate::shard::Shard;
 use crate::types::KeyValue;

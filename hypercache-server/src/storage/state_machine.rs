@@ -37,11 +37,10 @@ use super::snapshot::{decode_payload, encode_payload, SnapshotBody, SnapshotFile
 use super::Retired;
 use crate::lease_clock::LeaseClock;
 use crate::machine::command::{Command, CommandResponse};
-use crate::machine::lease::home_of;
 use crate::machine::overlay::{LeaseRecord, Overlay, LEASE, SESSION};
 use crate::machine::session::{Limits, SessionRecord, Sessions};
 use crate::raft_types::TypeConfig;
-use crate::types::{ClientId, LeaseId, NodeId, NodeInfo, ShardId};
+use crate::types::{home_of, ClientId, LeaseId, NodeId, NodeInfo, ShardId};
 use crate::watch_hub::WatchHub;
 
 const META: u8 = b'm';

@@ -6,6 +6,9 @@
 //! leases and produce watch events like any key; the typed streams (registry watch, assignment
 //! watch, election observe) are key watches decoded on the server. Values are postcard records.
 //!
+//! The records and their keys are `machine/game_records.rs`; they are read and written with the row
+//! primitives of `machine/rows.rs`. This module only dispatches a [`GameOp`] to its part.
+//!
 //! | record | key | lease |
 //! |---|---|---|
 //! | registration | `\xffhc/server/<id>` | the registration's lease |
@@ -26,50 +29,10 @@
 
 pub mod board;
 pub mod election;
-pub mod records;
 pub mod registry;
 
-use bytes::Bytes;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
-
-use super::kv::{write_row, StoredValue};
-use super::overlay::{ApplyError, Base, Overlay};
-use super::Fail;
-use crate::machine::command::{Attach, GameOp, Reply};
-use crate::types::LeaseId;
-
-pub fn decode<T: DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T, ApplyError> {
-    postcard::from_bytes(value)
-        .map_err(|e| ApplyError(format!("game record {:?} does not decode: {e}", String::from_utf8_lossy(key))))
-}
-
-fn encode<T: Serialize>(value: &T) -> Result<Bytes, ApplyError> {
-    postcard::to_allocvec(value).map(Bytes::from).map_err(|e| ApplyError(format!("encoding a game record: {e}")))
-}
-
-/// Reads a record row: (record, its row).
-fn read<B: Base, T: DeserializeOwned>(ov: &Overlay<B>, key: &Bytes) -> Result<Option<(T, StoredValue)>, ApplyError> {
-    match ov.row(key)? {
-        None => Ok(None),
-        Some(row) => Ok(Some((decode(key, &row.value)?, row))),
-    }
-}
-
-fn write<B: Base, T: Serialize>(
-    ov: &mut Overlay<B>,
-    revision: u64,
-    key: &Bytes,
-    record: &T,
-    lease: LeaseId,
-) -> Result<StoredValue, Fail> {
-    let attach = if lease == 0 { Attach::None } else { Attach::Lease(lease) };
-    Ok(write_row(ov, revision, key, encode(record)?, attach)?.1)
-}
-
-fn counter_row<B: Base>(ov: &Overlay<B>, key: &Bytes) -> Result<u64, ApplyError> {
-    Ok(read::<B, u64>(ov, key)?.map_or(0, |(n, _)| n))
-}
+use super::command::{GameOp, Reply};
+use super::overlay::{Base, Fail, Overlay};
 
 pub fn apply<B: Base>(ov: &mut Overlay<B>, revision: u64, op: &GameOp) -> Result<Reply, Fail> {
     let reply = match op {

@@ -1,7 +1,8 @@
 //! The game-state records and where they are stored: the reserved keys of the table in
-//! `machine/game/mod.rs` and the postcard records kept under them. Plain data, so the command
-//! language (which carries boards and leaders in its replies and refusals), the state machine and
-//! the services that decode watch events all read one definition.
+//! `machine/game/mod.rs` and the postcard records kept under them. Plain data, and a leaf beside
+//! `game/` rather than inside it: the command language carries boards and leaders in its replies
+//! and refusals, so these sit beneath it, and the game logic, the state machine and the services
+//! that decode watch events all read one definition.
 //!
 //! Changing a record changes the storage format (postcard, in rows and snapshots).
 
