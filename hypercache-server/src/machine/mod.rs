@@ -5,6 +5,13 @@
 //! back if the request is rejected, so a rejection changes nothing. Game-state operations
 //! (registry, boards, elections) are requests of their own rather than read-modify-write in a
 //! service: their checks and writes happen at one point of the log.
+//!
+//! Layers, each importing only those beneath it, so no module here reaches back up:
+//! `game_records.rs` (game records and their keys) and `command.rs` (the command language: what
+//! an entry asks and what applying it answers); `overlay.rs` (sealed rows with undo, events and
+//! the failure types); `rows.rs` (rows and the lease attachment kept in step with them);
+//! `kv.rs`, `lease.rs` and `game/` (one kind of request each); [`apply`] here, and `session.rs`,
+//! which wraps it for exactly-once writes.
 
 pub mod command;
 pub mod game;

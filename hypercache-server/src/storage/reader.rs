@@ -40,7 +40,7 @@ pub struct RangePage {
 pub struct Progress {
     /// Highest log index applied.
     pub applied: AtomicU64,
-    /// The shard's current revision (see `types.rs`).
+    /// The shard's current revision (see `machine/command.rs`).
     pub revision: AtomicU64,
 }
 
