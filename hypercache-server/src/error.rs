@@ -11,7 +11,7 @@ use hypercache_proto::v1::ErrorInfo;
 use hypercache_proto::Reason;
 use tonic::Code;
 
-use crate::machine::Rejection;
+use crate::machine::command::Rejection;
 use crate::types::{NodeId, ShardId};
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -285,7 +285,7 @@ mod tests {
             board_id: "b".into(),
             given: 1,
             epoch: 2,
-            owner: Some(crate::machine::game::Owner { server_id: "gs-b".into(), incarnation: 3 }),
+            owner: Some(crate::machine::game_records::Owner { server_id: "gs-b".into(), incarnation: 3 }),
         };
         let st = ServiceError::Rejected { shard: ShardId(0), revision: 9, rejection }.into_status();
         assert_eq!(st.code(), Code::FailedPrecondition);

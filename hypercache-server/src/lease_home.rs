@@ -43,13 +43,14 @@ use openraft::{Raft, ServerState};
 
 use crate::error::ServiceError;
 use crate::lease_clock::{LeaseClock, EXPIRE_BATCH};
-use crate::machine::lease::home_of;
+use crate::machine::command::{LeaseOp, Request, Tracked};
 use crate::network::codec;
 use crate::network::PeerPool;
 use crate::placement::store;
 use crate::proposer::Proposer;
+use crate::raft_types::TypeConfig;
 use crate::shard::{Shard, Shards};
-use crate::types::{LeaseId, LeaseOp, Request, ShardId, Tracked, TypeConfig};
+use crate::types::{home_of, LeaseId, ShardId};
 
 /// How often a shard's leader asks the home shards of the leases it follows whether they ended.
 pub const POLL: Duration = Duration::from_millis(100);

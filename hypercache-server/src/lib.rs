@@ -13,6 +13,7 @@
 //! - [`lease_clock`]: lease deadlines on the shard leader, and the expiry driver.
 //! - [`proposer`]: batching of concurrent writes into one Raft entry.
 //! - [`raft_config`]: the openraft configuration every shard runs with.
+//! - [`raft_types`]: openraft's type configuration (what an entry carries and answers).
 //! - [`read_index`]: coalesced read-index barriers for linearizable reads.
 //! - [`routing`]: key -> shard routing and hash tags.
 //! - [`placement`]: where data shards' replicas live, and the placement driver that moves them.
@@ -44,6 +45,7 @@ pub mod node;
 pub mod placement;
 pub mod proposer;
 pub mod raft_config;
+pub mod raft_types;
 pub mod read_index;
 pub mod replica;
 pub mod replica_status;

@@ -33,8 +33,9 @@ use openraft::Raft;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::batching::BatchQueue;
-use crate::machine::game::GameOp;
-use crate::types::{Applied, Command, CommandResponse, LeaseOp, NodeId, NodeInfo, Request, Tracked, Txn, TypeConfig};
+use crate::machine::command::{Applied, Command, CommandResponse, GameOp, LeaseOp, Request, Tracked, Txn};
+use crate::raft_types::TypeConfig;
+use crate::types::{NodeId, NodeInfo};
 
 /// Batches allowed in flight at once, the second only after a batch was cut at a size limit.
 pub const MAX_IN_FLIGHT: usize = 2;
@@ -131,7 +132,7 @@ pub fn request_bytes(request: &Request) -> usize {
 
 /// Approximate encoded size of a transaction (keys and values dominate).
 fn txn_bytes(txn: &Txn) -> usize {
-    use crate::types::{CompareTarget, Op};
+    use crate::machine::command::{CompareTarget, Op};
     let compares: usize = txn
         .compares
         .iter()

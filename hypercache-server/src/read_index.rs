@@ -26,7 +26,8 @@ use openraft::Raft;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::types::{NodeId, NodeInfo, TypeConfig};
+use crate::raft_types::TypeConfig;
+use crate::types::{NodeId, NodeInfo};
 
 pub type BarrierResult = Result<(), RaftError<NodeId, CheckIsLeaderError<NodeId, NodeInfo>>>;
 

@@ -20,9 +20,10 @@ use tokio::sync::Mutex;
 use crate::identity::Stamp;
 use crate::lease_home::{follow_homes, LeaseHomes};
 use crate::network::{NetworkFactory, PeerPool};
+use crate::raft_types::TypeConfig;
 use crate::shard::{FollowHomes, Shard, ShardParts, Shards};
 use crate::storage::{self, Flusher, OpenError, Retired, ShardStorage};
-use crate::types::{NodeId, ShardId, TypeConfig};
+use crate::types::{NodeId, ShardId};
 use crate::watch_hub::HistoryLimits;
 
 /// Why a replica could not be opened or closed. The placement driver resends the step on its

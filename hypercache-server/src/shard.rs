@@ -28,13 +28,13 @@ use tokio::task::JoinHandle;
 
 use crate::error::ServiceError;
 use crate::lease_clock::{LeaseClock, Renewal, EXPIRE_BATCH};
+use crate::machine::command::{Applied, LeaseOp, Reply, Request, Tracked, WriteId};
 use crate::proposer::{ProposeError, Proposer};
+use crate::raft_types::TypeConfig;
 use crate::read_index::ReadIndex;
 use crate::replica_status::{ReplicaStatus, Role};
 use crate::storage::KvReader;
-use crate::types::{
-    Applied, LeaseId, LeaseOp, NodeId, NodeInfo, Reply, Request, ShardId, Tracked, TypeConfig, WriteId,
-};
+use crate::types::{LeaseId, NodeId, NodeInfo, ShardId};
 use crate::watch_hub::{KeyFilter, SubscribeError, Subscription, WatchHub};
 
 /// Least time between two keepalive barriers: at most 100 barriers a second for keepalives,

@@ -1,21 +1,9 @@
-//! Domain types shared by storage, replication and services.
-//!
-//! The replicated state machine speaks one command, [`Command::Tracked`] (logs written before
-//! exactly-once writes hold [`Command::Batch`]): a list of [`Request`]s applied in order, each
-//! atomically on its own, each with the [`WriteId`] that makes a client's write exactly-once
-//! (`machine/session.rs`). A request is a KV transaction (guards, then the ops of one branch), a
-//! lease operation, or a game-state operation (registry, boards, elections; see `machine/`). Put,
-//! Delete and CompareAndSwap are transactions, so the KV apply path is one. A log entry carries a
-//! batch because openraft's cost is per entry: the leader packs concurrent proposals into one
-//! entry (see `proposer.rs`).
-//!
-//! Revisions are a per-shard counter kept by the state machine: every request that changes the
-//! key space takes the next revision, in log order, so revisions strictly increase and are the
-//! same on every replica. A request that changes no key (a failed compare-and-swap, deleting a
-//! missing key, granting a lease) takes none and reports the current one.
+//! Domain types shared by storage, replication and services: the ids of nodes, shards, leases,
+//! clients and data-dir lives, what membership records about a node, and a key as clients see
+//! it. A leaf: it names nothing of the modules that use it. The replicated command language is
+//! `machine/command.rs`; openraft's type configuration is `raft_types.rs`.
 
 use std::fmt;
-use std::io::Cursor;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -89,17 +77,6 @@ impl fmt::Display for NodeInfo {
     }
 }
 
-openraft::declare_raft_types!(
-    /// Openraft type configuration for HyperCache shards.
-    pub TypeConfig:
-        D = Command,
-        R = CommandResponse,
-        NodeId = NodeId,
-        Node = NodeInfo,
-        Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
-);
-
 /// A key with its metadata, as clients see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyValue {
@@ -120,25 +97,9 @@ pub struct KeyValue {
 /// keys of other shards may hang on it, see `lease_home.rs`).
 pub type LeaseId = u64;
 
-/// A replicated command: the payload of a normal Raft log entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Command {
-    /// Independent requests applied in order, each atomically. Written by nodes before
-    /// exactly-once writes; still applied (as untracked requests that do not move the log clock).
-    Batch(Vec<Request>),
-    /// Independent requests applied in order, each atomically, each deduplicated by its
-    /// [`WriteId`] when it has one (see `machine/session.rs`). `time_ms` is the proposing
-    /// leader's wall clock (ms since the Unix epoch); the state machine's log clock is the
-    /// largest such time applied so far, which is what idle client sessions expire by.
-    Tracked { time_ms: u64, requests: Vec<Tracked> },
-}
-
-/// A request and the identity that makes it exactly-once (None: internal requests such as lease
-/// expiry, and clients that send no write id).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Tracked {
-    pub write: Option<WriteId>,
-    pub request: Request,
+/// The shard that granted lease `id` and alone decides when it ends.
+pub fn home_of(id: LeaseId) -> ShardId {
+    ShardId(u32::try_from(id >> 48).expect("a u64 shifted right by 48 fits in 32 bits"))
 }
 
 /// A client instance's random identity (16 bytes), chosen by the client library.
@@ -152,147 +113,4 @@ impl fmt::Display for ClientId {
         }
         Ok(())
     }
-}
-
-/// One write of one client: every attempt of the write carries the same id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WriteId {
-    pub client: ClientId,
-    /// 1, 2, 3, ... per client (across all shards; a shard sees a subsequence, in any order).
-    pub seq: u64,
-    /// The lowest seq the client still waits for (<= `seq`): replies below it may be forgotten.
-    pub first_incomplete: u64,
-}
-
-/// One atomic state-machine operation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Request {
-    Txn(Txn),
-    Lease(LeaseOp),
-    Game(crate::machine::game::GameOp),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum LeaseOp {
-    Grant {
-        ttl_ms: u64,
-    },
-    /// Deletes the lease and everything attached to it.
-    Revoke {
-        id: LeaseId,
-    },
-    /// Proposed by the shard leader when the leases' deadlines passed (see `lease_clock.rs`).
-    /// Ids that no longer exist are skipped.
-    Expire {
-        ids: Vec<LeaseId>,
-    },
-    /// Proposed by this shard's leader once the home shards of these leases (other shards) have
-    /// committed their end (see `lease_home.rs`): deletes the follower records and their keys.
-    /// Ids of this shard's own leases, and ids no longer followed here, are skipped.
-    HomeEnded {
-        ids: Vec<LeaseId>,
-    },
-}
-
-/// Guards, then ops; applied atomically at one revision.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct Txn {
-    pub compares: Vec<Compare>,
-    pub success: Vec<Op>,
-    pub failure: Vec<Op>,
-}
-
-/// An equality guard on one key's current state. A missing key has value "absent" and
-/// `mod_revision`, `create_revision` and `version` 0, so `ModRevision(0)` means "must not exist".
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Compare {
-    pub key: Bytes,
-    pub target: CompareTarget,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum CompareTarget {
-    Exists(bool),
-    /// The key exists and holds exactly this value.
-    Value(Bytes),
-    ModRevision(u64),
-    CreateRevision(u64),
-    Version(u64),
-    /// The key's lease (0: none or missing key).
-    Lease(LeaseId),
-}
-
-/// One operation inside a transaction. Later ops see the effects of earlier ones.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Op {
-    Get { key: Bytes },
-    Put { key: Bytes, value: Bytes, prev_kv: bool, attach: Attach },
-    Delete { key: Bytes, prev_kv: bool },
-}
-
-/// What a put does with the key's lease.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub enum Attach {
-    /// No lease (any previous attachment ends).
-    #[default]
-    None,
-    /// Attach to an existing lease; the put fails with LEASE_NOT_FOUND if it does not exist.
-    Lease(LeaseId),
-    /// A per-key TTL: a lease of the key's own, removed with the key or when it is overwritten.
-    Ttl(u64),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum OpResult {
-    Get {
-        kv: Option<KeyValue>,
-    },
-    /// `prev` is filled only when the op asked for it.
-    Put {
-        prev: Option<KeyValue>,
-        kv: KeyValue,
-    },
-    Delete {
-        deleted: bool,
-        prev: Option<KeyValue>,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TxnResult {
-    pub succeeded: bool,
-    /// One result per op of the branch that ran.
-    pub results: Vec<OpResult>,
-}
-
-/// What a successful request produced.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Reply {
-    Txn(TxnResult),
-    LeaseGranted {
-        id: LeaseId,
-        ttl_ms: u64,
-    },
-    /// Revoke, expire or home-ended: how many keys of this shard went with the lease(s).
-    LeasesEnded {
-        deleted_keys: u64,
-    },
-    Game(crate::machine::game::GameReply),
-}
-
-/// One request's outcome: a reply, or a rejection that changed nothing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Applied {
-    /// The revision the request wrote at, or the current revision if it changed nothing.
-    pub revision: u64,
-    pub outcome: Result<Reply, crate::machine::Rejection>,
-}
-
-/// What applying one log entry produced.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum CommandResponse {
-    /// Blank and membership entries produce nothing.
-    None,
-    /// One result per request of a [`Command::Batch`] or [`Command::Tracked`], in order.
-    Batch(Vec<Applied>),
 }

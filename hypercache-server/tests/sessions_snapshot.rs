@@ -4,10 +4,10 @@
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
 use bytes::Bytes;
+use hypercache_server::machine::command::{Applied, Command, CommandResponse, Op, Request, Tracked, Txn, WriteId};
+use hypercache_server::raft_types::TypeConfig;
 use hypercache_server::storage::{open_db, DurableFlush, Flusher, ShardStorage};
-use hypercache_server::types::{
-    Applied, ClientId, Command, CommandResponse, Op, Request, ShardId, Tracked, Txn, TypeConfig, WriteId,
-};
+use hypercache_server::types::{ClientId, ShardId};
 use hypercache_server::watch_hub::HistoryLimits;
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};

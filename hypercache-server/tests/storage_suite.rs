@@ -1,8 +1,9 @@
 //! openraft's storage conformance suite against our sled log store and state machine.
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
+use hypercache_server::raft_types::TypeConfig;
 use hypercache_server::storage::{open_db, DurableFlush, Flusher, LogStore, ShardStorage, StateMachine};
-use hypercache_server::types::{NodeId, ShardId, TypeConfig};
+use hypercache_server::types::{NodeId, ShardId};
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::StorageError;
 use tempfile::TempDir;

@@ -2,41 +2,13 @@
 //!
 //! [`execute`] runs one [`Txn`] at one revision against the [`Overlay`] and writes its effects
 //! there. It does no I/O of its own and never looks at a clock, so every replica that applies the
-//! same entries in the same order computes the same result. The row helpers here
-//! ([`write_row`], [`delete_row`]) are also what the game-state operations write through, so lease
+//! same entries in the same order computes the same result. It writes through the row primitives
+//! of `rows.rs` ([`write_row`], [`delete_row`]), as the lease and game-state operations do, so lease
 //! attachment bookkeeping lives in one place.
 
-use bytes::Bytes;
-use serde::{Deserialize, Serialize};
-
-use super::lease;
-use super::overlay::{Base, Overlay};
-use super::Fail;
-use crate::types::{Attach, Compare, CompareTarget, KeyValue, LeaseId, Op, OpResult, Txn, TxnResult};
-
-/// A row of the state machine: a value and its metadata.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredValue {
-    pub value: Bytes,
-    pub create_revision: u64,
-    pub mod_revision: u64,
-    pub version: u64,
-    /// 0: no lease.
-    pub lease: LeaseId,
-}
-
-impl StoredValue {
-    pub fn to_kv(&self, key: &[u8]) -> KeyValue {
-        KeyValue {
-            key: Bytes::copy_from_slice(key),
-            value: self.value.clone(),
-            create_revision: self.create_revision,
-            mod_revision: self.mod_revision,
-            version: self.version,
-            lease: self.lease,
-        }
-    }
-}
+use super::command::{Compare, CompareTarget, Op, OpResult, Txn, TxnResult};
+use super::overlay::{Base, Fail, Overlay};
+use super::rows::{delete_row, write_row, StoredValue};
 
 fn holds(row: Option<&StoredValue>, target: &CompareTarget) -> bool {
     match target {
@@ -47,54 +19,6 @@ fn holds(row: Option<&StoredValue>, target: &CompareTarget) -> bool {
         CompareTarget::Version(v) => row.map_or(0, |r| r.version) == *v,
         CompareTarget::Lease(id) => row.map_or(0, |r| r.lease) == *id,
     }
-}
-
-/// Writes `value` under `key` at `revision`, attaching it as asked, and returns (previous, new).
-/// Fails with LEASE_NOT_FOUND if `attach` names a lease that does not exist.
-pub fn write_row<B: Base>(
-    ov: &mut Overlay<B>,
-    revision: u64,
-    key: &Bytes,
-    value: Bytes,
-    attach: Attach,
-) -> Result<(Option<StoredValue>, StoredValue), Fail> {
-    let prev = ov.row(key)?;
-    let lease = match attach {
-        Attach::None => 0,
-        Attach::Lease(id) => {
-            lease::attach(ov, id, key)?;
-            id
-        }
-        Attach::Ttl(ttl_ms) => {
-            let id = lease::grant(ov, ttl_ms, true)?;
-            lease::attach(ov, id, key)?;
-            id
-        }
-    };
-    if let Some(p) = &prev {
-        if p.lease != 0 && p.lease != lease {
-            lease::detach(ov, p.lease, key)?;
-        }
-    }
-    let row = StoredValue {
-        value,
-        create_revision: prev.as_ref().map_or(revision, |p| p.create_revision),
-        mod_revision: revision,
-        version: prev.as_ref().map_or(1, |p| p.version + 1),
-        lease,
-    };
-    ov.set_row(key, row.clone(), prev.as_ref())?;
-    Ok((prev, row))
-}
-
-/// Deletes `key` at `revision` if it exists, detaching it from its lease; returns the old row.
-pub fn delete_row<B: Base>(ov: &mut Overlay<B>, revision: u64, key: &Bytes) -> Result<Option<StoredValue>, Fail> {
-    let Some(prev) = ov.row(key)? else { return Ok(None) };
-    if prev.lease != 0 {
-        lease::detach(ov, prev.lease, key)?;
-    }
-    ov.remove_row(key, revision, &prev)?;
-    Ok(Some(prev))
 }
 
 /// Runs `txn` at `revision`: all compares, then the matching branch's ops in order.
@@ -128,7 +52,9 @@ pub fn execute<B: Base>(ov: &mut Overlay<B>, revision: u64, txn: &Txn) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::machine::command::Attach;
     use crate::types::ShardId;
+    use bytes::Bytes;
     use std::collections::BTreeMap;
 
     type Mem = Overlay<BTreeMap<Vec<u8>, Vec<u8>>>;

@@ -15,85 +15,19 @@
 //! committed the end. The state machine cannot check another shard: the service checks the home
 //! shard before it proposes an attachment, and a key attached after the end all the same (the
 //! check raced with the end) is deleted by the next poll, which finds the lease gone.
+//!
+//! Granting a lease and keeping its key list in step with the rows (attach, detach, follower
+//! records) is done where rows are written, in `rows.rs`; this module decides which leases end.
 
-use bytes::Bytes;
-
-use super::kv::delete_row;
-use super::overlay::{Base, LeaseChange, LeaseRecord, Overlay};
-use super::{Fail, Rejection};
-use crate::types::{LeaseId, LeaseOp, Reply, ShardId};
-
-/// TTL bounds, in milliseconds. Below 10 ms a lease cannot survive one keepalive round trip;
-/// above 30 days it is a configuration mistake (a lease is not storage).
-pub const MIN_TTL_MS: u64 = 10;
-pub const MAX_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
-
-const NEXT_LEASE: &str = "next_lease";
-
-pub fn check_ttl(ttl_ms: u64) -> Result<(), Rejection> {
-    if (MIN_TTL_MS..=MAX_TTL_MS).contains(&ttl_ms) {
-        Ok(())
-    } else {
-        Err(Rejection::InvalidTtl { ttl_ms: ttl_ms as i64 })
-    }
-}
-
-/// The shard that granted lease `id` and alone decides when it ends.
-pub fn home_of(id: LeaseId) -> ShardId {
-    ShardId(u32::try_from(id >> 48).expect("a u64 shifted right by 48 fits in 32 bits"))
-}
-
-/// Whether lease `id` belongs to another shard (this shard can only hold a follower record).
-fn is_foreign<B: Base>(ov: &Overlay<B>, id: LeaseId) -> bool {
-    home_of(id) != ov.shard
-}
+use super::command::{LeaseOp, Rejection, Reply};
+use super::overlay::{Base, Fail, Overlay};
+use super::rows::{delete_row, grant, is_foreign};
+use crate::types::LeaseId;
 
 /// True if lease `id` is one of this shard's own and exists (a follower record does not count:
 /// game operations check leases that must live where they run).
 pub fn exists_here<B: Base>(ov: &Overlay<B>, id: LeaseId) -> Result<bool, Fail> {
     Ok(!is_foreign(ov, id) && ov.lease(id)?.is_some())
-}
-
-/// Creates a lease and returns its id: `shard << 48 | n`, n counting from 1, never reused.
-pub fn grant<B: Base>(ov: &mut Overlay<B>, ttl_ms: u64, auto: bool) -> Result<LeaseId, Fail> {
-    check_ttl(ttl_ms)?;
-    let n = ov.counter(NEXT_LEASE)? + 1;
-    ov.set_counter(NEXT_LEASE, n)?;
-    let id = (u64::from(ov.shard.0) << 48) | n;
-    ov.set_lease(id, &LeaseRecord { ttl_ms, keys: Default::default(), auto }, true)?;
-    Ok(id)
-}
-
-/// Attaches `key` to lease `id`. A lease of another shard gets a follower record here on its
-/// first key (the service checked with the home shard that the lease exists).
-pub fn attach<B: Base>(ov: &mut Overlay<B>, id: LeaseId, key: &Bytes) -> Result<(), Fail> {
-    let mut lease = match ov.lease(id)? {
-        Some(lease) => lease,
-        None if is_foreign(ov, id) => {
-            ov.lease_changes.push(LeaseChange::Followed { id });
-            LeaseRecord { ttl_ms: 0, keys: Default::default(), auto: false }
-        }
-        None => return Err(Rejection::LeaseNotFound { id }.into()),
-    };
-    if lease.keys.insert(key.clone()) {
-        ov.set_lease(id, &lease, false)?;
-    }
-    Ok(())
-}
-
-/// Removes `key` from lease `id`'s keys; a per-key TTL lease and a follower record end with
-/// their last key.
-pub fn detach<B: Base>(ov: &mut Overlay<B>, id: LeaseId, key: &Bytes) -> Result<(), Fail> {
-    let Some(mut lease) = ov.lease(id)? else { return Ok(()) };
-    if !lease.keys.remove(key) {
-        return Ok(());
-    }
-    if (lease.auto || is_foreign(ov, id)) && lease.keys.is_empty() {
-        ov.remove_lease(id)?;
-    } else {
-        ov.set_lease(id, &lease, false)?;
-    }
-    Ok(())
 }
 
 /// Ends lease `id` (revoke or expiry): deletes it and every key attached to it at `revision`.
@@ -143,9 +77,11 @@ fn end_all<B: Base>(ov: &mut Overlay<B>, revision: u64, ids: &[LeaseId], foreign
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::machine::kv::{delete_row, write_row};
+    use crate::machine::command::{Attach, MAX_TTL_MS};
     use crate::machine::overlay::{EventKind, LeaseChange};
-    use crate::types::{Attach, ShardId};
+    use crate::machine::rows::write_row;
+    use crate::types::{home_of, ShardId};
+    use bytes::Bytes;
     use std::collections::BTreeMap;
 
     fn ov() -> Overlay<BTreeMap<Vec<u8>, Vec<u8>>> {

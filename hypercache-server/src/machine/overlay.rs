@@ -10,7 +10,7 @@
 //! watch [`Event`]s (key-space changes) and [`LeaseChange`]s (for the leader's lease clock).
 //!
 //! Sled key layout of a shard's `sm` tree:
-//! - `d<key>`: a row ([`StoredValue`]);
+//! - `d<key>`: a row (`StoredValue`, read and written through `rows.rs`);
 //! - `l<lease id, big-endian>`: a lease ([`LeaseRecord`]);
 //! - `c<name>`: a counter (u64);
 //! - `s<client id>`: a client's write session, `r<client id><seq, big-endian>`: the outcome of one
@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::kv::StoredValue;
+use super::command::Rejection;
 use crate::storage::record::{seal, unseal};
 use crate::types::{ClientId, KeyValue, LeaseId, ShardId};
 
@@ -113,6 +113,25 @@ pub enum LeaseChange {
 #[error("{0}")]
 pub struct ApplyError(pub String);
 
+/// A request failed: refused (rolled back, reported to the caller) or the store is broken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fail {
+    Reject(Rejection),
+    Fatal(String),
+}
+
+impl From<Rejection> for Fail {
+    fn from(r: Rejection) -> Self {
+        Fail::Reject(r)
+    }
+}
+
+impl From<ApplyError> for Fail {
+    fn from(e: ApplyError) -> Self {
+        Fail::Fatal(e.0)
+    }
+}
+
 /// Where committed rows come from.
 pub trait Base {
     fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ApplyError>;
@@ -202,7 +221,8 @@ impl<B: Base> Overlay<B> {
         self.changes
     }
 
-    fn get<T: serde::de::DeserializeOwned>(
+    /// Reads the sealed record at `raw_key`; `what` names it in the error if it is corrupt.
+    pub(super) fn get<T: serde::de::DeserializeOwned>(
         &self,
         raw_key: &[u8],
         what: &dyn Fn() -> String,
@@ -219,43 +239,14 @@ impl<B: Base> Overlay<B> {
         }
     }
 
-    fn set<T: Serialize>(&mut self, raw_key: Vec<u8>, value: Option<&T>) -> Result<(), ApplyError> {
+    /// Writes (or with None deletes) the record at `raw_key`, keeping what it replaces for undo.
+    pub(super) fn set<T: Serialize>(&mut self, raw_key: Vec<u8>, value: Option<&T>) -> Result<(), ApplyError> {
         let sealed = match value {
             Some(v) => Some(seal(v).map_err(|e| ApplyError(format!("shard {}: encoding a row: {e}", self.shard)))?),
             None => None,
         };
         let before = self.changes.insert(raw_key.clone(), sealed);
         self.undo.push((raw_key, before));
-        Ok(())
-    }
-
-    pub fn row(&self, key: &[u8]) -> Result<Option<StoredValue>, ApplyError> {
-        self.get(&data_key(key), &|| format!("row {:?}", String::from_utf8_lossy(key)))
-    }
-
-    /// Writes a row and records the watch event. Lease bookkeeping is the caller's (see `kv.rs`).
-    pub fn set_row(&mut self, key: &Bytes, row: StoredValue, prev: Option<&StoredValue>) -> Result<(), ApplyError> {
-        self.set(data_key(key), Some(&row))?;
-        self.events.push(Event {
-            revision: row.mod_revision,
-            kind: EventKind::Put,
-            kv: row.to_kv(key),
-            prev: prev.map(|p| p.to_kv(key)),
-        });
-        Ok(())
-    }
-
-    pub fn remove_row(&mut self, key: &Bytes, revision: u64, prev: &StoredValue) -> Result<(), ApplyError> {
-        self.set::<StoredValue>(data_key(key), None)?;
-        let kv = KeyValue {
-            key: key.clone(),
-            value: Bytes::new(),
-            create_revision: 0,
-            mod_revision: revision,
-            version: 0,
-            lease: 0,
-        };
-        self.events.push(Event { revision, kind: EventKind::Delete, kv, prev: Some(prev.to_kv(key)) });
         Ok(())
     }
 
@@ -307,42 +298,5 @@ impl<B: Base> Overlay<B> {
 
     pub fn set_counter(&mut self, name: &str, value: u64) -> Result<(), ApplyError> {
         self.set(prefixed(COUNTER, name.as_bytes()), Some(&value))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row(v: &str, rev: u64) -> StoredValue {
-        StoredValue { value: Bytes::from(v.to_string()), create_revision: rev, mod_revision: rev, version: 1, lease: 0 }
-    }
-
-    #[test]
-    fn rollback_restores_rows_events_and_lease_changes() {
-        let mut ov = Overlay::new(ShardId(0), BTreeMap::new());
-        let k = Bytes::from_static(b"k");
-        ov.set_row(&k, row("a", 1), None).unwrap();
-        ov.release();
-        let sp = ov.savepoint();
-        ov.set_row(&k, row("b", 2), None).unwrap();
-        ov.set_lease(7, &LeaseRecord { ttl_ms: 5, keys: BTreeSet::new(), auto: false }, true).unwrap();
-        ov.set_counter("x", 3).unwrap();
-        assert_eq!(ov.row(b"k").unwrap().unwrap().value, "b");
-        ov.rollback(sp);
-        assert_eq!(ov.row(b"k").unwrap().unwrap().value, "a");
-        assert!(ov.lease(7).unwrap().is_none());
-        assert_eq!(ov.counter("x").unwrap(), 0);
-        assert_eq!(ov.events.len(), 1);
-        assert!(ov.lease_changes.is_empty());
-    }
-
-    #[test]
-    fn corrupt_base_rows_are_errors_not_panics() {
-        let mut base = BTreeMap::new();
-        base.insert(data_key(b"k"), vec![1, 2, 3, 4, 5]);
-        let ov = Overlay::new(ShardId(3), base);
-        let err = ov.row(b"k").unwrap_err();
-        assert!(err.0.contains("shard 3"), "{err}");
     }
 }

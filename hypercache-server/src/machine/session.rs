@@ -19,7 +19,7 @@
 //! apply it twice. The client reports that as "outcome unknown", never as a failure.
 //!
 //! Determinism: every decision here depends only on replicated state. Time is the log clock,
-//! the largest proposer timestamp ([`crate::types::Command::Tracked`]) applied so far, kept in
+//! the largest proposer timestamp ([`crate::machine::command::Command::Tracked`]) applied so far, kept in
 //! the counter row `c log_clock_ms` so it travels in snapshots with the session rows.
 //!
 //! Layout: a small head row per client (`s<id>`: last seen, floor, the seqs it holds outcomes
@@ -44,8 +44,8 @@ use std::collections::{BTreeSet, HashMap};
 use serde::{Deserialize, Serialize};
 
 use super::overlay::{ApplyError, Base, Overlay};
-use super::Rejection;
-use crate::types::{Applied, ClientId, Request, WriteId};
+use crate::machine::command::{Applied, Rejection, Request, WriteId};
+use crate::types::ClientId;
 
 /// The counter row holding the log clock (ms since the Unix epoch).
 pub const LOG_CLOCK: &str = "log_clock_ms";
@@ -217,9 +217,10 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::machine::command::{Op, Reply, Txn};
     use crate::machine::overlay::{reply_key, session_key, REPLY, SESSION};
     use crate::storage::record::unseal;
-    use crate::types::{Op, Reply, ShardId, Txn};
+    use crate::types::ShardId;
     use bytes::Bytes;
 
     type Rows = std::collections::BTreeMap<Vec<u8>, Vec<u8>>;
@@ -339,7 +340,7 @@ mod tests {
     #[test]
     fn a_rejection_is_remembered_like_a_reply() {
         let mut r = Replica::new(Limits::DEFAULT);
-        let revoke = Request::Lease(crate::types::LeaseOp::Revoke { id: 77 });
+        let revoke = Request::Lease(crate::machine::command::LeaseOp::Revoke { id: 77 });
         let first = r.entry(1, &[(wid(1, 1, 1), revoke.clone())]);
         assert_eq!(first[0].outcome, Err(Rejection::LeaseNotFound { id: 77 }));
         assert_eq!(r.entry(2, &[(wid(1, 1, 1), revoke)]), first);

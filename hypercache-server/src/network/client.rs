@@ -34,7 +34,8 @@ use super::codec;
 use super::links::RaftRpc as Rpc;
 use super::pool::PeerPool;
 use crate::identity::Stamp;
-use crate::types::{Incarnation, NodeId, NodeInfo, ShardId, TypeConfig};
+use crate::raft_types::TypeConfig;
+use crate::types::{Incarnation, NodeId, NodeInfo, ShardId};
 
 /// Creates [`PeerClient`]s for one shard over the node-wide [`PeerPool`].
 #[derive(Clone)]

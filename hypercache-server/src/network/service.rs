@@ -21,9 +21,10 @@ use super::codec;
 use crate::identity::Stamp;
 use crate::lease_home;
 use crate::placement::ops::{self, ShardOp};
+use crate::raft_types::TypeConfig;
 use crate::replica::ReplicaHost;
 use crate::shard::Shards;
-use crate::types::{LeaseId, NodeId, ShardId, TypeConfig};
+use crate::types::{LeaseId, NodeId, ShardId};
 
 pub struct RaftService {
     shards: Arc<Shards>,

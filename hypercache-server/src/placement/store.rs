@@ -6,8 +6,8 @@ use bytes::Bytes;
 
 use super::Placement;
 use crate::error::ServiceError;
+use crate::machine::command::{Attach, Compare, CompareTarget, Op, Reply, Request, Txn};
 use crate::shard::Shard;
-use crate::types::{Attach, Compare, CompareTarget, Op, Reply, Request, Txn};
 
 /// The meta group key that holds the placement (JSON, so `hcctl` and humans can read it too).
 pub const PLACEMENT_KEY: &[u8] = b"placement";

@@ -14,14 +14,12 @@ use super::game_common::{decode_kv, game_reply, id_of, rejected, scan, snapshot_
 use super::stream::{forward, Convert, Out};
 use super::validate::RANGE_PAGE_BYTES;
 use crate::error::ServiceError;
-use crate::machine::game::board::Assign;
-use crate::machine::game::{
-    key, BoardRecord, BoardView, CheckpointRecord, GameOp, GameReply, BOARD_PREFIX, CKPT_PREFIX,
-};
+use crate::machine::command::Request as SmRequest;
+use crate::machine::command::{Assign, GameOp, GameReply, Rejection};
+use crate::machine::game_records::{key, BoardRecord, BoardView, CheckpointRecord, BOARD_PREFIX, CKPT_PREFIX};
 use crate::machine::overlay::{Event, EventKind};
-use crate::machine::Rejection;
 use crate::shard::Shard;
-use crate::types::{KeyValue, Request as SmRequest};
+use crate::types::KeyValue;
 use crate::watch_hub::KeyFilter;
 
 pub struct BoardsService {

@@ -4,7 +4,8 @@ use hypercache_proto::v1 as pb;
 use hypercache_proto::Reason;
 
 use crate::error::ServiceError;
-use crate::types::{ClientId, KeyValue, WriteId};
+use crate::machine::command::WriteId;
+use crate::types::{ClientId, KeyValue};
 
 impl From<KeyValue> for pb::KeyValue {
     fn from(kv: KeyValue) -> Self {

@@ -16,11 +16,12 @@ use super::ctx::{header, read_barrier, read_error, unexpected, Ctx};
 use super::game_common::{decode_kv, game_reply, rejected, snapshot_then_watch};
 use super::stream::{forward, Convert, Out};
 use crate::error::ServiceError;
-use crate::machine::game::{key, GameOp, GameReply, LeaderRecord, LeaderView, LEADER_PREFIX, TERM_PREFIX};
+use crate::machine::command::Request as SmRequest;
+use crate::machine::command::{GameOp, GameReply, Rejection};
+use crate::machine::game_records::{key, LeaderRecord, LeaderView, LEADER_PREFIX, TERM_PREFIX};
 use crate::machine::overlay::{Event, EventKind};
-use crate::machine::Rejection;
 use crate::shard::Shard;
-use crate::types::{KeyValue, Request as SmRequest};
+use crate::types::KeyValue;
 use crate::watch_hub::KeyFilter;
 
 /// How often a waiting campaign checks that its own lease still exists.

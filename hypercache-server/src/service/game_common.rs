@@ -9,10 +9,10 @@ use serde::de::DeserializeOwned;
 
 use super::ctx::{read_error, under_hub_lock};
 use crate::error::ServiceError;
-use crate::machine::game::decode;
-use crate::machine::Rejection;
+use crate::machine::command::{GameReply, Rejection, Reply};
+use crate::machine::rows::decode;
 use crate::shard::Shard;
-use crate::types::{KeyValue, Reply};
+use crate::types::KeyValue;
 use crate::watch_hub::{HubState, KeyFilter, Subscription};
 
 /// Every row under `prefix`, in key order (read from this node's state machine), as one snapshot:
@@ -65,7 +65,7 @@ where
 }
 
 /// A game reply, or INTERNAL if the state machine answered something else (a bug).
-pub fn game_reply(shard: &Shard, op: &str, reply: Reply) -> Result<crate::machine::game::GameReply, ServiceError> {
+pub fn game_reply(shard: &Shard, op: &str, reply: Reply) -> Result<GameReply, ServiceError> {
     match reply {
         Reply::Game(g) => Ok(g),
         other => Err(super::ctx::unexpected(shard, op, other)),

@@ -20,13 +20,12 @@ use super::game_common::rejected;
 use super::stream::{forward, Convert, Out};
 use super::validate::{MAX_TXN_OPS, RANGE_PAGE_BYTES};
 use crate::error::ServiceError;
-use crate::machine::lease::home_of;
-use crate::machine::overlay::{Event, EventKind};
-use crate::machine::Rejection;
-use crate::shard::Shard;
-use crate::types::{
-    Attach, Compare, CompareTarget, LeaseId, Op, OpResult, Reply, Request as SmRequest, ShardId, Txn, TxnResult,
+use crate::machine::command::{
+    Attach, Compare, CompareTarget, Op, OpResult, Rejection, Reply, Request as SmRequest, Txn, TxnResult,
 };
+use crate::machine::overlay::{Event, EventKind};
+use crate::shard::Shard;
+use crate::types::{home_of, LeaseId, ShardId};
 use crate::watch_hub::KeyFilter;
 
 /// Progress notification period when the request leaves it at 0.

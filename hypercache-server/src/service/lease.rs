@@ -18,8 +18,7 @@ use super::ctx::{header, read_error, unexpected, Ctx};
 use super::game_common::rejected;
 use crate::error::ServiceError;
 use crate::lease_clock::Renewal;
-use crate::machine::Rejection;
-use crate::types::{LeaseOp, Reply, Request as SmRequest};
+use crate::machine::command::{LeaseOp, Rejection, Reply, Request as SmRequest};
 
 pub struct LeaseService {
     ctx: Ctx,

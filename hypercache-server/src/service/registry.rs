@@ -14,10 +14,12 @@ use super::game_common::{decode_kv, game_reply, scan, snapshot_then_watch};
 use super::stream::{forward, Convert, Out};
 use super::validate::MAX_LABELS;
 use crate::error::ServiceError;
-use crate::machine::game::{GameOp, GameReply, ServerRecord, SERVER_PREFIX};
+use crate::machine::command::Request as SmRequest;
+use crate::machine::command::{GameOp, GameReply};
+use crate::machine::game_records::{ServerRecord, SERVER_PREFIX};
 use crate::machine::overlay::{Event, EventKind};
 use crate::shard::Shard;
-use crate::types::{KeyValue, Request as SmRequest};
+use crate::types::KeyValue;
 use crate::watch_hub::{HubState, KeyFilter};
 
 pub struct RegistryService {

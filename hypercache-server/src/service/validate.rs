@@ -6,7 +6,7 @@ use hypercache_proto::Reason;
 
 use crate::config::MAX_KEY_BYTES;
 use crate::error::ServiceError;
-use crate::machine::lease::{MAX_TTL_MS, MIN_TTL_MS};
+use crate::machine::command::{MAX_TTL_MS, MIN_TTL_MS};
 
 /// Keys beginning with this byte hold the game services' records; clients read them but cannot
 /// write them through the KV API.

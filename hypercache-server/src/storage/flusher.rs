@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::DurableFlush;
-use crate::types::TypeConfig;
+use crate::raft_types::TypeConfig;
 
 /// Something waiting for durability.
 enum Waiter {

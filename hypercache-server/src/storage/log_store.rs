@@ -22,7 +22,8 @@ use openraft::{AnyError, Entry, LogId, LogState, RaftLogId, RaftLogReader, Stora
 use super::flusher::Flusher;
 use super::record::{seal, unseal};
 use super::OpenError;
-use crate::types::{NodeId, ShardId, TypeConfig};
+use crate::raft_types::TypeConfig;
+use crate::types::{NodeId, ShardId};
 
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";

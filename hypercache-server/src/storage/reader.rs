@@ -15,8 +15,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::record::unseal;
-use crate::machine::kv::StoredValue;
 use crate::machine::overlay::{data_key, lease_key, LeaseRecord, DATA};
+use crate::machine::rows::StoredValue;
 use crate::types::{KeyValue, LeaseId, ShardId};
 use crate::watch_hub::HubState;
 
@@ -40,7 +40,7 @@ pub struct RangePage {
 pub struct Progress {
     /// Highest log index applied.
     pub applied: AtomicU64,
-    /// The shard's current revision (see `types.rs`).
+    /// The shard's current revision (see `machine/command.rs`).
     pub revision: AtomicU64,
 }
 

@@ -36,10 +36,11 @@ use super::record::{seal, unseal};
 use super::snapshot::{decode_payload, encode_payload, SnapshotBody, SnapshotFile};
 use super::Retired;
 use crate::lease_clock::LeaseClock;
-use crate::machine::lease::home_of;
+use crate::machine::command::{Command, CommandResponse};
 use crate::machine::overlay::{LeaseRecord, Overlay, LEASE, SESSION};
 use crate::machine::session::{Limits, SessionRecord, Sessions};
-use crate::types::{ClientId, Command, CommandResponse, LeaseId, NodeId, NodeInfo, ShardId, TypeConfig};
+use crate::raft_types::TypeConfig;
+use crate::types::{home_of, ClientId, LeaseId, NodeId, NodeInfo, ShardId};
 use crate::watch_hub::WatchHub;
 
 const META: u8 = b'm';

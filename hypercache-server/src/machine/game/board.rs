@@ -12,31 +12,18 @@
 //! creating it again cannot hand an old owner's epoch to a new owner. A new id starts at epoch 0.
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 
 use super::election::current_leader;
 use super::registry::live;
-use super::{
-    key, read, write, BoardRecord, BoardView, CheckpointRecord, GameReply, Owner, BOARD_EPOCH_PREFIX, BOARD_PREFIX,
-    CKPT_PREFIX,
+use crate::machine::command::{Assign, GameReply, Rejection};
+use crate::machine::game_records::{
+    key, BoardRecord, BoardView, CheckpointRecord, Owner, BOARD_EPOCH_PREFIX, BOARD_PREFIX, CKPT_PREFIX,
 };
-use crate::machine::kv::{delete_row, StoredValue};
-use crate::machine::lease;
-use crate::machine::overlay::{Base, Overlay};
-use crate::machine::{Fail, Rejection};
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Assign {
-    pub board_id: String,
-    pub server_id: String,
-    pub expected_epoch: u64,
-    pub request_id: String,
-    /// (election name, term): the caller's claim to lead that election.
-    pub fence: Option<(String, u64)>,
-}
+use crate::machine::overlay::{Base, Fail, Overlay};
+use crate::machine::rows::{delete_row, grant, read_record, write_record, StoredValue};
 
 fn load<B: Base>(ov: &Overlay<B>, board_id: &str) -> Result<(BoardRecord, StoredValue), Fail> {
-    read::<B, BoardRecord>(ov, &key(BOARD_PREFIX, board_id))?
+    read_record::<B, BoardRecord>(ov, &key(BOARD_PREFIX, board_id))?
         .ok_or_else(|| Rejection::BoardNotFound { board_id: board_id.to_string() }.into())
 }
 
@@ -46,7 +33,7 @@ fn view(board_id: &str, record: BoardRecord, row: &StoredValue) -> BoardView {
 
 /// Records `epoch` as the board id's high-water mark (see the module comment).
 fn raise_high_water<B: Base>(ov: &mut Overlay<B>, revision: u64, board_id: &str, epoch: u64) -> Result<(), Fail> {
-    write(ov, revision, &key(BOARD_EPOCH_PREFIX, board_id), &epoch, 0)?;
+    write_record(ov, revision, &key(BOARD_EPOCH_PREFIX, board_id), &epoch, 0)?;
     Ok(())
 }
 
@@ -68,17 +55,17 @@ pub fn create<B: Base>(
         return Err(Rejection::BoardExists { board_id: board_id.to_string() }.into());
     }
     let lease = match lifetime_ms {
-        Some(ms) => lease::grant(ov, ms, false)?,
+        Some(ms) => grant(ov, ms, false)?,
         None => 0,
     };
     // One above the highest epoch an earlier board of this id had (even an unassigned one at 0,
     // so a stale `expected_epoch` cannot match the new board either).
-    let epoch = read::<B, u64>(ov, &key(BOARD_EPOCH_PREFIX, board_id))?.map_or(0, |(high, _)| high + 1);
+    let epoch = read_record::<B, u64>(ov, &key(BOARD_EPOCH_PREFIX, board_id))?.map_or(0, |(high, _)| high + 1);
     raise_high_water(ov, revision, board_id, epoch)?;
     let record = BoardRecord { params: params.clone(), owner: None, epoch, last_assign: None };
-    let row = write(ov, revision, &board_key, &record, lease)?;
+    let row = write_record(ov, revision, &board_key, &record, lease)?;
     let ckpt = CheckpointRecord { seq: 0, epoch, data: checkpoint.clone() };
-    write(ov, revision, &key(CKPT_PREFIX, board_id), &ckpt, lease)?;
+    write_record(ov, revision, &key(CKPT_PREFIX, board_id), &ckpt, lease)?;
     Ok(GameReply::Board(view(board_id, record, &row)))
 }
 
@@ -105,7 +92,7 @@ pub fn assign<B: Base>(ov: &mut Overlay<B>, revision: u64, a: &Assign) -> Result
     record.owner = Some(Owner { server_id: server.server_id, incarnation: server.incarnation });
     record.last_assign = Some((a.request_id.clone(), record.epoch));
     raise_high_water(ov, revision, &a.board_id, record.epoch)?;
-    let row = write(ov, revision, &key(BOARD_PREFIX, &a.board_id), &record, row.lease)?;
+    let row = write_record(ov, revision, &key(BOARD_PREFIX, &a.board_id), &record, row.lease)?;
     Ok(GameReply::Board(view(&a.board_id, record, &row)))
 }
 
@@ -128,7 +115,8 @@ pub fn sync<B: Base>(
     // epoch (the previous owner's, or the initial one) never makes the current owner's sync a
     // repeat or stale, whatever its seq: comparing seqs across epochs would report a new owner's
     // first sync as an idempotent success without writing it.
-    let stored = read::<B, CheckpointRecord>(ov, &ckpt_key)?.filter(|(c, _)| c.epoch == epoch).map(|(c, _)| c.seq);
+    let stored =
+        read_record::<B, CheckpointRecord>(ov, &ckpt_key)?.filter(|(c, _)| c.epoch == epoch).map(|(c, _)| c.seq);
     match stored {
         Some(stored) if seq == stored => return Ok(GameReply::Synced { seq, written: false }),
         Some(stored) if seq < stored => {
@@ -136,7 +124,7 @@ pub fn sync<B: Base>(
         }
         _ => {}
     }
-    write(ov, revision, &ckpt_key, &CheckpointRecord { seq, epoch, data: checkpoint.clone() }, row.lease)?;
+    write_record(ov, revision, &ckpt_key, &CheckpointRecord { seq, epoch, data: checkpoint.clone() }, row.lease)?;
     Ok(GameReply::Synced { seq, written: true })
 }
 
@@ -162,7 +150,7 @@ pub fn release<B: Base>(
     record.owner = None;
     record.epoch += 1;
     raise_high_water(ov, revision, board_id, record.epoch)?;
-    let row = write(ov, revision, &key(BOARD_PREFIX, board_id), &record, row.lease)?;
+    let row = write_record(ov, revision, &key(BOARD_PREFIX, board_id), &record, row.lease)?;
     Ok(GameReply::Board(view(board_id, record, &row)))
 }
 
@@ -189,8 +177,9 @@ pub fn delete<B: Base>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::machine::game::{apply, GameOp};
-    use crate::types::{LeaseOp, Reply, ShardId};
+    use crate::machine::command::{GameOp, LeaseOp, Reply};
+    use crate::machine::game::apply;
+    use crate::types::ShardId;
     use std::collections::BTreeMap;
 
     type Mem = Overlay<BTreeMap<Vec<u8>, Vec<u8>>>;
@@ -275,7 +264,7 @@ mod tests {
         }
         assert!(err.to_string().contains("owned by B"), "{err}");
         assert_eq!(sync(&mut ov, 8, "b1", e2, 2).unwrap(), GameReply::Synced { seq: 2, written: true });
-        let (ckpt, _) = read::<_, CheckpointRecord>(&ov, &key(CKPT_PREFIX, "b1")).unwrap().unwrap();
+        let (ckpt, _) = read_record::<_, CheckpointRecord>(&ov, &key(CKPT_PREFIX, "b1")).unwrap().unwrap();
         assert_eq!((ckpt.seq, ckpt.epoch, ckpt.data.as_ref()), (2, e2, b"s2".as_ref()));
     }
 
@@ -387,7 +376,7 @@ mod tests {
         let mut ov = setup();
         // A board as an earlier version stored it: at epoch 7, no high-water row.
         let old = BoardRecord { params: Bytes::new(), owner: None, epoch: 7, last_assign: None };
-        write(&mut ov, 4, &key(BOARD_PREFIX, "legacy"), &old, 0).unwrap();
+        write_record(&mut ov, 4, &key(BOARD_PREFIX, "legacy"), &old, 0).unwrap();
         run(&mut ov, 5, GameOp::DeleteBoard { board_id: "legacy".into(), expected_epoch: None }).unwrap();
         assert_eq!(create(&mut ov, 6, "legacy", None).record.epoch, 8);
     }

@@ -2,15 +2,15 @@
 //! deleted, so terms strictly increase per election name across resignations, lease expiries and
 //! Raft failovers (the counter is replicated state like any row).
 
-use super::{counter_row, key, read, write, GameReply, LeaderRecord, LeaderView, LEADER_PREFIX, TERM_PREFIX};
-use crate::machine::kv::delete_row;
+use crate::machine::command::{GameReply, Rejection};
+use crate::machine::game_records::{key, LeaderRecord, LeaderView, LEADER_PREFIX, TERM_PREFIX};
 use crate::machine::lease;
-use crate::machine::overlay::{Base, Overlay};
-use crate::machine::{Fail, Rejection};
+use crate::machine::overlay::{Base, Fail, Overlay};
+use crate::machine::rows::{counter_row, delete_row, read_record, write_record};
 use crate::types::LeaseId;
 
 pub fn current_leader<B: Base>(ov: &Overlay<B>, name: &str) -> Result<Option<LeaderView>, Fail> {
-    Ok(read::<B, LeaderRecord>(ov, &key(LEADER_PREFIX, name))?.map(|(r, row)| LeaderView {
+    Ok(read_record::<B, LeaderRecord>(ov, &key(LEADER_PREFIX, name))?.map(|(r, row)| LeaderView {
         candidate: r.candidate,
         lease: row.lease,
         term: r.term,
@@ -38,8 +38,14 @@ pub fn campaign<B: Base>(
         return Ok(GameReply::Campaign { won, leader: Some(current) });
     }
     let term = last_term(ov, name)? + 1;
-    write(ov, revision, &key(TERM_PREFIX, name), &term, 0)?;
-    write(ov, revision, &key(LEADER_PREFIX, name), &LeaderRecord { candidate: candidate.to_string(), term }, lease)?;
+    write_record(ov, revision, &key(TERM_PREFIX, name), &term, 0)?;
+    write_record(
+        ov,
+        revision,
+        &key(LEADER_PREFIX, name),
+        &LeaderRecord { candidate: candidate.to_string(), term },
+        lease,
+    )?;
     Ok(GameReply::Campaign { won: true, leader: Some(LeaderView { candidate: candidate.to_string(), lease, term }) })
 }
 
@@ -55,15 +61,17 @@ pub fn resign<B: Base>(ov: &mut Overlay<B>, revision: u64, name: &str, term: u64
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::machine::command::LeaseOp;
     use crate::machine::lease;
-    use crate::types::{LeaseOp, ShardId};
+    use crate::machine::rows::grant;
+    use crate::types::ShardId;
     use std::collections::BTreeMap;
 
     #[test]
     fn terms_strictly_increase_across_resign_and_expiry() {
         let mut ov = Overlay::new(ShardId(0), BTreeMap::new());
-        let l1 = lease::grant(&mut ov, 1000, false).unwrap();
-        let l2 = lease::grant(&mut ov, 1000, false).unwrap();
+        let l1 = grant(&mut ov, 1000, false).unwrap();
+        let l2 = grant(&mut ov, 1000, false).unwrap();
         let GameReply::Campaign { won: true, leader: Some(a) } = campaign(&mut ov, 1, "e", "a", l1).unwrap() else {
             panic!()
         };
@@ -84,7 +92,7 @@ mod tests {
             Fail::Reject(Rejection::NotElectionLeader { .. })
         ));
         resign(&mut ov, 5, "e", b.term).unwrap();
-        let l3 = lease::grant(&mut ov, 1000, false).unwrap();
+        let l3 = grant(&mut ov, 1000, false).unwrap();
         let GameReply::Campaign { leader: Some(c), .. } = campaign(&mut ov, 6, "e", "c", l3).unwrap() else { panic!() };
         assert!(c.term > b.term);
     }

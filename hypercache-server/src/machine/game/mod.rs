@@ -6,6 +6,9 @@
 //! leases and produce watch events like any key; the typed streams (registry watch, assignment
 //! watch, election observe) are key watches decoded on the server. Values are postcard records.
 //!
+//! The records and their keys are `machine/game_records.rs`; they are read and written with the row
+//! primitives of `machine/rows.rs`. This module only dispatches a [`GameOp`] to its part.
+//!
 //! | record | key | lease |
 //! |---|---|---|
 //! | registration | `\xffhc/server/<id>` | the registration's lease |
@@ -28,154 +31,10 @@ pub mod board;
 pub mod election;
 pub mod registry;
 
-use std::collections::BTreeMap;
+use super::command::{GameOp, Reply};
+use super::overlay::{Base, Fail, Overlay};
 
-use bytes::Bytes;
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-
-use super::kv::{write_row, StoredValue};
-use super::overlay::{ApplyError, Base, Overlay};
-use super::Fail;
-use crate::types::{Attach, LeaseId};
-
-pub const SERVER_PREFIX: &[u8] = b"\xffhc/server/";
-pub const INCARNATION_PREFIX: &[u8] = b"\xffhc/incarnation/";
-pub const BOARD_PREFIX: &[u8] = b"\xffhc/board/";
-pub const CKPT_PREFIX: &[u8] = b"\xffhc/ckpt/";
-pub const BOARD_EPOCH_PREFIX: &[u8] = b"\xffhc/bepoch/";
-pub const LEADER_PREFIX: &[u8] = b"\xffhc/election/";
-pub const TERM_PREFIX: &[u8] = b"\xffhc/eterm/";
-
-pub fn key(prefix: &[u8], id: &str) -> Bytes {
-    let mut k = Vec::with_capacity(prefix.len() + id.len());
-    k.extend_from_slice(prefix);
-    k.extend_from_slice(id.as_bytes());
-    Bytes::from(k)
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum GameOp {
-    Register { server_id: String, address: String, capacity: u32, labels: BTreeMap<String, String>, ttl_ms: u64 },
-    Deregister { server_id: String, incarnation: u64 },
-    CreateBoard { board_id: String, params: Bytes, checkpoint: Bytes, lifetime_ms: Option<u64> },
-    AssignBoard(board::Assign),
-    SyncBoard { board_id: String, epoch: u64, seq: u64, checkpoint: Bytes },
-    ReleaseBoard { board_id: String, server_id: String, epoch: u64 },
-    DeleteBoard { board_id: String, expected_epoch: Option<u64> },
-    Campaign { name: String, candidate: String, lease: LeaseId },
-    Resign { name: String, term: u64 },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum GameReply {
-    Registered {
-        lease: LeaseId,
-        incarnation: u64,
-        ttl_ms: u64,
-    },
-    Done,
-    Board(BoardView),
-    Synced {
-        seq: u64,
-        written: bool,
-    },
-    /// `won`: the candidate leads (now or already); otherwise `leader` is who does.
-    Campaign {
-        won: bool,
-        leader: Option<LeaderView>,
-    },
-}
-
-/// A registration as stored (the lease is the row's).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServerRecord {
-    pub server_id: String,
-    pub address: String,
-    pub capacity: u32,
-    pub labels: BTreeMap<String, String>,
-    pub incarnation: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Owner {
-    pub server_id: String,
-    pub incarnation: u64,
-}
-
-/// A board's owner record as stored (the lifetime lease is the row's).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BoardRecord {
-    pub params: Bytes,
-    pub owner: Option<Owner>,
-    pub epoch: u64,
-    /// The last assignment: its request id and the epoch it produced (idempotent retries).
-    pub last_assign: Option<(String, u64)>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CheckpointRecord {
-    pub seq: u64,
-    pub epoch: u64,
-    pub data: Bytes,
-}
-
-/// A board as replies and streams show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BoardView {
-    pub board_id: String,
-    pub record: BoardRecord,
-    pub lease: LeaseId,
-    /// Revision of the last change of the owner record.
-    pub revision: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LeaderRecord {
-    pub candidate: String,
-    pub term: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LeaderView {
-    pub candidate: String,
-    pub lease: LeaseId,
-    pub term: u64,
-}
-
-pub fn decode<T: DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T, ApplyError> {
-    postcard::from_bytes(value)
-        .map_err(|e| ApplyError(format!("game record {:?} does not decode: {e}", String::from_utf8_lossy(key))))
-}
-
-fn encode<T: Serialize>(value: &T) -> Result<Bytes, ApplyError> {
-    postcard::to_allocvec(value).map(Bytes::from).map_err(|e| ApplyError(format!("encoding a game record: {e}")))
-}
-
-/// Reads a record row: (record, its row).
-fn read<B: Base, T: DeserializeOwned>(ov: &Overlay<B>, key: &Bytes) -> Result<Option<(T, StoredValue)>, ApplyError> {
-    match ov.row(key)? {
-        None => Ok(None),
-        Some(row) => Ok(Some((decode(key, &row.value)?, row))),
-    }
-}
-
-fn write<B: Base, T: Serialize>(
-    ov: &mut Overlay<B>,
-    revision: u64,
-    key: &Bytes,
-    record: &T,
-    lease: LeaseId,
-) -> Result<StoredValue, Fail> {
-    let attach = if lease == 0 { Attach::None } else { Attach::Lease(lease) };
-    Ok(write_row(ov, revision, key, encode(record)?, attach)?.1)
-}
-
-fn counter_row<B: Base>(ov: &Overlay<B>, key: &Bytes) -> Result<u64, ApplyError> {
-    Ok(read::<B, u64>(ov, key)?.map_or(0, |(n, _)| n))
-}
-
-pub fn apply<B: Base>(ov: &mut Overlay<B>, revision: u64, op: &GameOp) -> Result<crate::types::Reply, Fail> {
+pub fn apply<B: Base>(ov: &mut Overlay<B>, revision: u64, op: &GameOp) -> Result<Reply, Fail> {
     let reply = match op {
         GameOp::Register { server_id, address, capacity, labels, ttl_ms } => {
             registry::register(ov, revision, server_id, address, *capacity, labels, *ttl_ms)?
@@ -195,5 +54,5 @@ pub fn apply<B: Base>(ov: &mut Overlay<B>, revision: u64, op: &GameOp) -> Result
         GameOp::Campaign { name, candidate, lease } => election::campaign(ov, revision, name, candidate, *lease)?,
         GameOp::Resign { name, term } => election::resign(ov, revision, name, *term)?,
     };
-    Ok(crate::types::Reply::Game(reply))
+    Ok(Reply::Game(reply))
 }

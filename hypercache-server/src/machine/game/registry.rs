@@ -3,10 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use super::{counter_row, key, read, write, GameReply, ServerRecord, INCARNATION_PREFIX, SERVER_PREFIX};
+use crate::machine::command::{GameReply, Rejection};
+use crate::machine::game_records::{key, ServerRecord, INCARNATION_PREFIX, SERVER_PREFIX};
 use crate::machine::lease;
-use crate::machine::overlay::{Base, Overlay};
-use crate::machine::{Fail, Rejection};
+use crate::machine::overlay::{Base, Fail, Overlay};
+use crate::machine::rows::{check_ttl, counter_row, grant, read_record, write_record};
 
 pub fn register<B: Base>(
     ov: &mut Overlay<B>,
@@ -17,16 +18,16 @@ pub fn register<B: Base>(
     labels: &BTreeMap<String, String>,
     ttl_ms: u64,
 ) -> Result<GameReply, Fail> {
-    lease::check_ttl(ttl_ms)?;
+    check_ttl(ttl_ms)?;
     let row_key = key(SERVER_PREFIX, server_id);
     // A new registration replaces the old one and everything hanging on the old lease.
-    if let Some((_, row)) = read::<B, ServerRecord>(ov, &row_key)? {
+    if let Some((_, row)) = read_record::<B, ServerRecord>(ov, &row_key)? {
         lease::end(ov, revision, row.lease)?;
     }
-    let lease = lease::grant(ov, ttl_ms, false)?;
+    let lease = grant(ov, ttl_ms, false)?;
     let inc_key = key(INCARNATION_PREFIX, server_id);
     let incarnation = counter_row(ov, &inc_key)? + 1;
-    write(ov, revision, &inc_key, &incarnation, 0)?;
+    write_record(ov, revision, &inc_key, &incarnation, 0)?;
     let record = ServerRecord {
         server_id: server_id.to_string(),
         address: address.to_string(),
@@ -34,7 +35,7 @@ pub fn register<B: Base>(
         labels: labels.clone(),
         incarnation,
     };
-    write(ov, revision, &row_key, &record, lease)?;
+    write_record(ov, revision, &row_key, &record, lease)?;
     Ok(GameReply::Registered { lease, incarnation, ttl_ms })
 }
 
@@ -45,7 +46,7 @@ pub fn deregister<B: Base>(
     incarnation: u64,
 ) -> Result<GameReply, Fail> {
     let row_key = key(SERVER_PREFIX, server_id);
-    let (record, row) = read::<B, ServerRecord>(ov, &row_key)?
+    let (record, row) = read_record::<B, ServerRecord>(ov, &row_key)?
         .ok_or_else(|| Rejection::ServerNotFound { server_id: server_id.to_string() })?;
     if record.incarnation != incarnation {
         return Err(Rejection::StaleIncarnation {
@@ -61,14 +62,15 @@ pub fn deregister<B: Base>(
 
 /// The live registration of `server_id`, if any.
 pub fn live<B: Base>(ov: &Overlay<B>, server_id: &str) -> Result<Option<ServerRecord>, Fail> {
-    Ok(read::<B, ServerRecord>(ov, &key(SERVER_PREFIX, server_id))?.map(|(r, _)| r))
+    Ok(read_record::<B, ServerRecord>(ov, &key(SERVER_PREFIX, server_id))?.map(|(r, _)| r))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::machine::game::{apply, GameOp};
-    use crate::types::{LeaseOp, Reply, ShardId};
+    use crate::machine::command::{GameOp, LeaseOp, Reply};
+    use crate::machine::game::apply;
+    use crate::types::ShardId;
     use std::collections::BTreeMap;
 
     type Mem = Overlay<BTreeMap<Vec<u8>, Vec<u8>>>;

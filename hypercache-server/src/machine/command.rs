@@ -1,0 +1,292 @@
+//! The replicated command language: what a Raft log entry asks of the state machine and what
+//! applying it answers. Plain data with no logic beyond the words of a refusal; the logic that
+//! applies it is the rest of `machine/`.
+//!
+//! The replicated state machine speaks one command, [`Command::Tracked`] (logs written before
+//! exactly-once writes hold [`Command::Batch`]): a list of [`Request`]s applied in order, each
+//! atomically on its own, each with the [`WriteId`] that makes a client's write exactly-once
+//! (`machine/session.rs`). A request is a KV transaction (guards, then the ops of one branch), a
+//! lease operation, or a game-state operation (registry, boards, elections; see `machine/game/`).
+//! Put, Delete and CompareAndSwap are transactions, so the KV apply path is one. A log entry
+//! carries a batch because openraft's cost is per entry: the leader packs concurrent proposals
+//! into one entry (see `proposer.rs`).
+//!
+//! Revisions are a per-shard counter kept by the state machine: every request that changes the
+//! key space takes the next revision, in log order, so revisions strictly increase and are the
+//! same on every replica. A request that changes no key (a failed compare-and-swap, deleting a
+//! missing key, granting a lease) takes none and reports the current one.
+//!
+//! Every type here is stored: commands in the Raft log, replies of exactly-once writes in the
+//! session table, both in snapshots (postcard). Changing a variant or a field, or their order,
+//! changes the storage format.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::game_records::{BoardView, LeaderView, Owner};
+use crate::types::{ClientId, KeyValue, LeaseId};
+
+/// A replicated command: the payload of a normal Raft log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Independent requests applied in order, each atomically. Written by nodes before
+    /// exactly-once writes; still applied (as untracked requests that do not move the log clock).
+    Batch(Vec<Request>),
+    /// Independent requests applied in order, each atomically, each deduplicated by its
+    /// [`WriteId`] when it has one (see `machine/session.rs`). `time_ms` is the proposing
+    /// leader's wall clock (ms since the Unix epoch); the state machine's log clock is the
+    /// largest such time applied so far, which is what idle client sessions expire by.
+    Tracked { time_ms: u64, requests: Vec<Tracked> },
+}
+
+/// A request and the identity that makes it exactly-once (None: internal requests such as lease
+/// expiry, and clients that send no write id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tracked {
+    pub write: Option<WriteId>,
+    pub request: Request,
+}
+
+/// One write of one client: every attempt of the write carries the same id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteId {
+    pub client: ClientId,
+    /// 1, 2, 3, ... per client (across all shards; a shard sees a subsequence, in any order).
+    pub seq: u64,
+    /// The lowest seq the client still waits for (<= `seq`): replies below it may be forgotten.
+    pub first_incomplete: u64,
+}
+
+/// One atomic state-machine operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    Txn(Txn),
+    Lease(LeaseOp),
+    Game(GameOp),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeaseOp {
+    Grant {
+        ttl_ms: u64,
+    },
+    /// Deletes the lease and everything attached to it.
+    Revoke {
+        id: LeaseId,
+    },
+    /// Proposed by the shard leader when the leases' deadlines passed (see `lease_clock.rs`).
+    /// Ids that no longer exist are skipped.
+    Expire {
+        ids: Vec<LeaseId>,
+    },
+    /// Proposed by this shard's leader once the home shards of these leases (other shards) have
+    /// committed their end (see `lease_home.rs`): deletes the follower records and their keys.
+    /// Ids of this shard's own leases, and ids no longer followed here, are skipped.
+    HomeEnded {
+        ids: Vec<LeaseId>,
+    },
+}
+
+/// Guards, then ops; applied atomically at one revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Txn {
+    pub compares: Vec<Compare>,
+    pub success: Vec<Op>,
+    pub failure: Vec<Op>,
+}
+
+/// An equality guard on one key's current state. A missing key has value "absent" and
+/// `mod_revision`, `create_revision` and `version` 0, so `ModRevision(0)` means "must not exist".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compare {
+    pub key: Bytes,
+    pub target: CompareTarget,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompareTarget {
+    Exists(bool),
+    /// The key exists and holds exactly this value.
+    Value(Bytes),
+    ModRevision(u64),
+    CreateRevision(u64),
+    Version(u64),
+    /// The key's lease (0: none or missing key).
+    Lease(LeaseId),
+}
+
+/// One operation inside a transaction. Later ops see the effects of earlier ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    Get { key: Bytes },
+    Put { key: Bytes, value: Bytes, prev_kv: bool, attach: Attach },
+    Delete { key: Bytes, prev_kv: bool },
+}
+
+/// What a put does with the key's lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Attach {
+    /// No lease (any previous attachment ends).
+    #[default]
+    None,
+    /// Attach to an existing lease; the put fails with LEASE_NOT_FOUND if it does not exist.
+    Lease(LeaseId),
+    /// A per-key TTL: a lease of the key's own, removed with the key or when it is overwritten.
+    Ttl(u64),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpResult {
+    Get {
+        kv: Option<KeyValue>,
+    },
+    /// `prev` is filled only when the op asked for it.
+    Put {
+        prev: Option<KeyValue>,
+        kv: KeyValue,
+    },
+    Delete {
+        deleted: bool,
+        prev: Option<KeyValue>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnResult {
+    pub succeeded: bool,
+    /// One result per op of the branch that ran.
+    pub results: Vec<OpResult>,
+}
+
+/// What a successful request produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    Txn(TxnResult),
+    LeaseGranted {
+        id: LeaseId,
+        ttl_ms: u64,
+    },
+    /// Revoke, expire or home-ended: how many keys of this shard went with the lease(s).
+    LeasesEnded {
+        deleted_keys: u64,
+    },
+    Game(GameReply),
+}
+
+/// One request's outcome: a reply, or a rejection that changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// The revision the request wrote at, or the current revision if it changed nothing.
+    pub revision: u64,
+    pub outcome: Result<Reply, Rejection>,
+}
+
+/// What applying one log entry produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResponse {
+    /// Blank and membership entries produce nothing.
+    None,
+    /// One result per request of a [`Command::Batch`] or [`Command::Tracked`], in order.
+    Batch(Vec<Applied>),
+}
+
+/// TTL bounds, in milliseconds. Below 10 ms a lease cannot survive one keepalive round trip;
+/// above 30 days it is a configuration mistake (a lease is not storage).
+pub const MIN_TTL_MS: u64 = 10;
+pub const MAX_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
+
+/// A game-state operation: registry, boards, elections (`machine/game/`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GameOp {
+    Register { server_id: String, address: String, capacity: u32, labels: BTreeMap<String, String>, ttl_ms: u64 },
+    Deregister { server_id: String, incarnation: u64 },
+    CreateBoard { board_id: String, params: Bytes, checkpoint: Bytes, lifetime_ms: Option<u64> },
+    AssignBoard(Assign),
+    SyncBoard { board_id: String, epoch: u64, seq: u64, checkpoint: Bytes },
+    ReleaseBoard { board_id: String, server_id: String, epoch: u64 },
+    DeleteBoard { board_id: String, expected_epoch: Option<u64> },
+    Campaign { name: String, candidate: String, lease: LeaseId },
+    Resign { name: String, term: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GameReply {
+    Registered {
+        lease: LeaseId,
+        incarnation: u64,
+        ttl_ms: u64,
+    },
+    Done,
+    Board(BoardView),
+    Synced {
+        seq: u64,
+        written: bool,
+    },
+    /// `won`: the candidate leads (now or already); otherwise `leader` is who does.
+    Campaign {
+        won: bool,
+        leader: Option<LeaderView>,
+    },
+}
+
+/// Gives a board to a server: a compare-and-swap on the board's epoch (`machine/game/board.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assign {
+    pub board_id: String,
+    pub server_id: String,
+    pub expected_epoch: u64,
+    pub request_id: String,
+    /// (election name, term): the caller's claim to lead that election.
+    pub fence: Option<(String, u64)>,
+}
+
+/// Why a request was refused. Deterministic (every replica refuses it alike) and effect-free.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Rejection {
+    #[error("lease {id} not found (it expired, was revoked or never existed)")]
+    LeaseNotFound { id: LeaseId },
+    #[error("ttl_ms {ttl_ms} is out of range: a TTL is {}..={} ms", MIN_TTL_MS, MAX_TTL_MS)]
+    InvalidTtl { ttl_ms: i64 },
+    #[error("server {server_id} is not registered")]
+    ServerNotFound { server_id: String },
+    #[error("server {server_id}: incarnation {given} is stale; the current registration is incarnation {current}")]
+    StaleIncarnation { server_id: String, given: u64, current: u64 },
+    #[error("board {board_id} already exists")]
+    BoardExists { board_id: String },
+    #[error("board {board_id} not found")]
+    BoardNotFound { board_id: String },
+    #[error("board {board_id}: epoch {given} is stale; the board is at epoch {epoch}, owned by {}", owner_text(.owner))]
+    StaleEpoch { board_id: String, given: u64, epoch: u64, owner: Option<Owner> },
+    #[error("board {board_id}: seq {given} is older than the stored checkpoint's seq {stored}")]
+    StaleSeq { board_id: String, given: u64, stored: u64 },
+    #[error("cannot assign board {board_id} to {server_id}: that server is not registered (no live lease)")]
+    ServerNotLive { board_id: String, server_id: String },
+    #[error("board {board_id}: {server_id} does not own it at epoch {given}; it is at epoch {epoch}, owned by {}", owner_text(.owner))]
+    NotOwner { board_id: String, server_id: String, given: u64, epoch: u64, owner: Option<Owner> },
+    #[error("election {name}: term {given} is stale; the current term is {}", term_text(.current))]
+    StaleTerm { name: String, given: u64, current: Option<LeaderView> },
+    #[error("election {name}: term {given} does not lead; the current term is {}", term_text(.current))]
+    NotElectionLeader { name: String, given: u64, current: Option<LeaderView> },
+    /// A late copy of a write the client no longer waits for (see `session.rs`): this copy was
+    /// not applied, but an earlier one may have been.
+    #[error("client {client}: write seq {seq} is below the shard's floor {floor} for this client and its reply is no longer kept; an earlier attempt may have been applied")]
+    WriteSeqTooOld { client: String, seq: u64, floor: u64 },
+    #[error("this shard already tracks {limit} client sessions, none idle long enough to evict; retry later")]
+    TooManyClients { limit: u64 },
+}
+
+fn owner_text(owner: &Option<Owner>) -> String {
+    match owner {
+        Some(o) => format!("{} (incarnation {})", o.server_id, o.incarnation),
+        None => "nobody (unassigned)".to_string(),
+    }
+}
+
+fn term_text(current: &Option<LeaderView>) -> String {
+    match current {
+        Some(l) => format!("{} held by {}", l.term, l.candidate),
+        None => "none (nobody leads)".to_string(),
+    }
+}
