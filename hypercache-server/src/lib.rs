@@ -15,6 +15,8 @@
 //! - [`raft_config`]: the openraft configuration every shard runs with.
 //! - [`raft_types`]: openraft's type configuration (what an entry carries and answers).
 //! - [`read_index`]: coalesced read-index barriers for linearizable reads.
+//! - [`record`]: the checksummed record every stored value is (log entries, vote, rows), used by
+//!   storage and by the state machine's rows alike.
 //! - [`routing`]: key -> shard routing and hash tags.
 //! - [`placement`]: where data shards' replicas live, and the placement driver that moves them.
 //! - [`replica`]: opening and closing shard replicas on a running node.
@@ -47,6 +49,7 @@ pub mod proposer;
 pub mod raft_config;
 pub mod raft_types;
 pub mod read_index;
+pub mod record;
 pub mod replica;
 pub mod replica_status;
 pub mod routing;

@@ -32,12 +32,13 @@ use crate::identity::{self, IdentityError};
 use crate::lease_home::LeaseHomes;
 use crate::membership::Membership;
 use crate::metrics::Metrics;
-use crate::network::{Links, PeerPool, RaftService};
+use crate::network::{Links, PeerPool};
 use crate::placement::driver::{self, Driver};
 use crate::raft_config::raft_config;
 use crate::replica::{HostParts, ReplicaError, ReplicaHost};
 use crate::service::{
-    BoardsService, ClusterService, Ctx, ElectionService, KvService, LeaseService, RegistryService, Validator,
+    BoardsService, ClusterService, Ctx, ElectionService, KvService, LeaseService, RaftService, RegistryService,
+    Validator,
 };
 use crate::shard::Shards;
 use crate::storage::{self, Flusher, OpenError};

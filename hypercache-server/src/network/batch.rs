@@ -176,7 +176,7 @@ async fn send_singly(client: RaftClient<Channel>, batch: Vec<Pending>) {
 }
 
 /// The reply to message `index` of a batch, from what its shard answered (the receiving side).
-pub(super) fn to_reply(index: u32, shard_id: u32, answer: Reply) -> RaftReply {
+pub(crate) fn to_reply(index: u32, shard_id: u32, answer: Reply) -> RaftReply {
     match answer {
         Ok(payload) => RaftReply { index, shard_id, code: Code::Ok as i32, payload, message: String::new() },
         Err(status) => RaftReply {

@@ -20,9 +20,9 @@ use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{AnyError, Entry, LogId, LogState, RaftLogId, RaftLogReader, StorageError, StorageIOError, Vote};
 
 use super::flusher::Flusher;
-use super::record::{seal, unseal};
 use super::OpenError;
 use crate::raft_types::TypeConfig;
+use crate::record::{seal, unseal};
 use crate::types::{NodeId, ShardId};
 
 const VOTE: &[u8] = b"vote";
@@ -100,7 +100,7 @@ impl LogStore {
         }
         for key in [VOTE, COMMITTED, LAST_PURGED] {
             if let Some(v) = self.meta.get(key)? {
-                super::record::verify(&v).map_err(|e| OpenError::Corrupt {
+                crate::record::verify(&v).map_err(|e| OpenError::Corrupt {
                     shard: self.shard,
                     what: String::from_utf8_lossy(key).into_owned(),
                     detail: e.to_string(),

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use openraft::{LogId, SnapshotMeta, StoredMembership};
 use serde::{Deserialize, Serialize};
 
-use super::record::{self, seal, unseal};
+use crate::record::{self, seal, unseal};
 use crate::types::{NodeId, NodeInfo, ShardId};
 
 const MAGIC: &[u8; 8] = b"HCSNAP01";

@@ -32,7 +32,6 @@ use openraft::{
 
 use super::flusher::Flusher;
 use super::reader::Progress;
-use super::record::{seal, unseal};
 use super::snapshot::{decode_payload, encode_payload, SnapshotBody, SnapshotFile};
 use super::Retired;
 use crate::lease_clock::LeaseClock;
@@ -40,6 +39,7 @@ use crate::machine::command::{Command, CommandResponse};
 use crate::machine::overlay::{LeaseRecord, Overlay, LEASE, SESSION};
 use crate::machine::session::{Limits, SessionRecord, Sessions};
 use crate::raft_types::TypeConfig;
+use crate::record::{seal, unseal};
 use crate::types::{home_of, ClientId, LeaseId, NodeId, NodeInfo, ShardId};
 use crate::watch_hub::WatchHub;
 

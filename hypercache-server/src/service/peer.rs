@@ -1,5 +1,9 @@
-//! Inbound Raft RPCs: decode, route to the shard's `Raft` by shard id, encode the result
-//! (including errors the Raft returned, which the sender turns into `RemoteError`).
+//! The peer service (`hypercache.raft.v1`), what other nodes call on this one: inbound Raft RPCs
+//! (decode, route to the shard's `Raft` by shard id, encode the result, including errors the Raft
+//! returned, which the sender turns into `RemoteError`), the placement driver's steps for this
+//! node's replicas ([`crate::placement::ops`]) and lease-home queries ([`crate::lease_home`]).
+//! It sits here, above placement and the lease homes, so that `network/` (the transport) needs
+//! neither.
 //!
 //! `AppendBatch` carries several shards' AppendEntries (see [`super::batch`]). Its messages are
 //! handed to their shards all at once, so their log writes share a flush, and each answer is
@@ -15,11 +19,11 @@ use openraft::error::RaftError;
 use openraft::Raft;
 use tonic::{Request, Response, Status};
 
-use super::admit::Admission;
-use super::batch::to_reply;
-use super::codec;
 use crate::identity::Stamp;
 use crate::lease_home;
+use crate::network::admit::Admission;
+use crate::network::batch::to_reply;
+use crate::network::codec;
 use crate::placement::ops::{self, ShardOp};
 use crate::raft_types::TypeConfig;
 use crate::replica::ReplicaHost;
