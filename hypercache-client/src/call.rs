@@ -25,6 +25,7 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use hypercache_proto::poison::lock;
 use hypercache_proto::Reason;
 use rand::Rng;
 use tonic::transport::Channel;
@@ -33,7 +34,6 @@ use tonic::{Request, Status};
 use crate::client::Client;
 use crate::error::Error;
 use crate::health::timed_out;
-use crate::poison::lock;
 use crate::retry::{backoff_delay, classify, delivery_of, give_up, wants_refresh, Decision, Delivery, OpKind};
 use crate::target::{Route, Target};
 

@@ -12,12 +12,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use hypercache_proto::poison;
+
 use crate::config::{validate_endpoint, ClientConfig};
 use crate::endpoints::{after, candidates, choose, make_channel, EndpointTable, Node, Origin, MAX_LEARNED_ENDPOINTS};
 use crate::error::Error;
 use crate::freshness::Seen;
 use crate::health::Health;
-use crate::poison;
 use crate::routing::{RoutingCache, RoutingTable};
 use crate::target::{Group, Route, Target};
 use crate::writes::{PendingWrite, WriteIds};

@@ -22,12 +22,11 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use hypercache_proto::error_info::status_with_info;
+use hypercache_proto::poison::lock;
 use hypercache_proto::v1 as pb;
 use hypercache_proto::v1::{ErrorInfo, ResponseHeader};
 use hypercache_proto::Reason;
 use tonic::{Code, Response, Status};
-
-use crate::poison::lock;
 
 /// The highest revision this client has seen, per shard.
 #[derive(Debug, Default)]

@@ -24,9 +24,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use hypercache_proto::poison::lock;
 use tokio::time::Instant;
-
-use crate::poison::lock;
 
 /// How long an endpoint is skipped after its first strike.
 pub(crate) const FIRST_SKIP: Duration = Duration::from_secs(5);

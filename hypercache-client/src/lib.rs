@@ -99,7 +99,6 @@ mod health;
 mod keeper;
 mod lease;
 mod ops;
-mod poison;
 mod range;
 mod refresh;
 mod registry;

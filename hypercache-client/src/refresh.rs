@@ -8,6 +8,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hypercache_proto::poison::lock;
 use hypercache_proto::v1 as pb;
 use pb::cluster_client::ClusterClient;
 use rand::Rng;
@@ -17,7 +18,6 @@ use crate::call::{deadline_error, describe, request, Progress};
 use crate::client::Client;
 use crate::error::Error;
 use crate::health::timed_out;
-use crate::poison::lock;
 use crate::retry::{backoff_delay, classify, delivery_of, Decision, OpKind};
 use crate::routing::RoutingTable;
 use crate::target::{Route, Target};

@@ -56,10 +56,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use hypercache_proto::poison;
 use hypercache_proto::routing::{hash_tag, Router};
 use hypercache_proto::v1 as pb;
-
-use crate::poison;
 
 /// A node as the routing table names it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,10 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use hypercache_proto::poison::lock;
 use hypercache_proto::v1 as pb;
 use rand::RngCore;
-
-use crate::poison::lock;
 
 /// The write-id source of one client instance (shared by its clones).
 #[derive(Debug)]

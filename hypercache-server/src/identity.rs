@@ -16,7 +16,9 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, RwLock};
+
+use hypercache_proto::poison::{read, write};
 
 use crate::types::{Incarnation, NodeId};
 
@@ -220,13 +222,13 @@ impl Stamp {
 
     /// The cluster this data dir belongs to, if it belongs to one yet.
     pub fn cluster(&self) -> Option<ClusterId> {
-        self.cluster.read().unwrap_or_else(PoisonError::into_inner).clone()
+        read(&self.cluster).clone()
     }
 
     /// Stamps the data dir with `id` unless it already has a cluster id; returns the one it has
     /// now. Blocking (a file write and fsync): call from a blocking thread.
     pub fn adopt_cluster(&self, id: &ClusterId) -> Result<ClusterId, IdentityError> {
-        let mut current = self.cluster.write().unwrap_or_else(PoisonError::into_inner);
+        let mut current = write(&self.cluster);
         if let Some(existing) = current.as_ref() {
             return Ok(existing.clone());
         }

@@ -12,8 +12,9 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 
+use hypercache_proto::poison::lock;
 use openraft::Raft;
 use tokio::sync::Mutex;
 
@@ -113,7 +114,7 @@ impl ReplicaHost {
         let raft = Raft::new(self.node_id, self.raft_config.clone(), network, log, state_machine)
             .await
             .map_err(|source| ReplicaError::Start { shard: id, source: Box::new(source) })?;
-        self.retired.lock().unwrap_or_else(PoisonError::into_inner).insert(id, retired);
+        lock(&self.retired).insert(id, retired);
         tokio::spawn(campaign_after_restart(raft.clone(), id, self.node_id));
         let follow: FollowHomes = {
             let (raft, clock) = (raft.clone(), clock.clone());
@@ -145,7 +146,7 @@ impl ReplicaHost {
                 tracing::warn!(shard = %id, error = %e, "raft shutdown while closing the replica");
             }
         }
-        let retired = self.retired.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+        let retired = lock(&self.retired).remove(&id);
         let (db, data_dir) = (self.db.clone(), self.data_dir.clone());
         // Waits for a snapshot write in progress, then deletes and flushes: blocking work.
         tokio::task::spawn_blocking(move || {

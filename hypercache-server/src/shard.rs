@@ -19,9 +19,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use hypercache_proto::poison::{read, write};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
 use openraft::{Raft, RaftMetrics, ServerState};
 use tokio::task::JoinHandle;
@@ -401,11 +402,11 @@ impl Shards {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<ShardId, Arc<Shard>>> {
-        self.map.read().unwrap_or_else(PoisonError::into_inner)
+        read(&self.map)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<ShardId, Arc<Shard>>> {
-        self.map.write().unwrap_or_else(PoisonError::into_inner)
+        write(&self.map)
     }
 
     pub fn get(&self, id: ShardId) -> Option<Arc<Shard>> {

@@ -6,6 +6,10 @@
 //! - [`raft::v1`]: peer traffic (`hypercache.raft.v1`): Raft RPCs tagged with a shard id.
 //! - [`orbstrike::v1`]: the Orbstrike game's orchestrator and game-server APIs.
 //!
+//! - [`Reason`] ([`reason`]): the stable error reasons, declared once for both sides; [`keys`]: key
+//!   arithmetic both sides must agree on; [`poison`]: the workspace's one policy for poisoned std
+//!   locks (here because every member depends on this crate).
+//!
 //! Generated types stay at the edge: server and client convert them to domain types.
 
 #[allow(clippy::all, missing_docs)]
@@ -31,6 +35,7 @@ pub mod orbstrike {
 
 pub mod error_info;
 pub mod keys;
+pub mod poison;
 pub mod reason;
 pub mod routing;
 

@@ -11,9 +11,10 @@
 //!
 //! A refusal is FAILED_PRECONDITION: the sender treats the node as unreachable and backs off.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hypercache_proto::poison::lock;
 use hypercache_proto::raft::v1::RaftMessage;
 use tonic::Status;
 
@@ -86,7 +87,7 @@ impl Admission {
     }
 
     fn log(&self, reason: &str) {
-        let mut last = self.last_logged.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut last = lock(&self.last_logged);
         if last.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
             *last = Some(Instant::now());
             tracing::warn!(node = self.stamp.node_id, reason, "refused a Raft message");

@@ -13,7 +13,9 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
+
+use hypercache_proto::poison::lock;
 
 /// The kinds of Raft messages a link carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -44,21 +46,21 @@ struct Inner {
 impl Links {
     /// Stops sending `kinds` to the peer at `addr` (its advertised `host:port`).
     pub fn block(&self, addr: &str, kinds: &[RaftRpc]) {
-        let mut blocked = self.inner.blocked.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut blocked = lock(&self.inner.blocked);
         blocked.extend(kinds.iter().map(|k| (addr.to_string(), *k)));
         self.inner.any.store(!blocked.is_empty(), Ordering::Release);
     }
 
     /// Replaces the blocked set in one step (no moment where the union or neither applies).
     pub fn set(&self, blocked: impl IntoIterator<Item = (String, RaftRpc)>) {
-        let mut guard = self.inner.blocked.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut guard = lock(&self.inner.blocked);
         *guard = blocked.into_iter().collect();
         self.inner.any.store(!guard.is_empty(), Ordering::Release);
     }
 
     /// Sends everything to everyone again.
     pub fn heal(&self) {
-        let mut blocked = self.inner.blocked.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut blocked = lock(&self.inner.blocked);
         blocked.clear();
         self.inner.any.store(false, Ordering::Release);
     }
@@ -68,7 +70,7 @@ impl Links {
         if !self.inner.any.load(Ordering::Acquire) {
             return true;
         }
-        let blocked = self.inner.blocked.lock().unwrap_or_else(PoisonError::into_inner);
+        let blocked = lock(&self.inner.blocked);
         !blocked.contains(&(addr.to_string(), kind))
     }
 }

@@ -22,10 +22,11 @@
 //! each step.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
+use hypercache_proto::poison::lock;
 use hypercache_proto::v1 as pb;
 use hypercache_proto::v1::cluster_client::ClusterClient;
 use hypercache_proto::Reason;
@@ -95,7 +96,7 @@ impl Driver {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.state)
     }
 
     /// Runs rounds while this node leads the meta group, until `stop`.

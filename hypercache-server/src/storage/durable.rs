@@ -22,7 +22,9 @@ use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
+
+use hypercache_proto::poison::lock;
 
 /// sled's data file in its directory.
 const DATA_FILE: &str = "db";
@@ -62,7 +64,7 @@ impl DurableFlush {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e),
         };
-        let mut synced = self.synced.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut synced = lock(&self.synced);
         let mut present = HashSet::new();
         let mut new = false;
         for entry in entries {

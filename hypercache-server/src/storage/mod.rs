@@ -25,6 +25,8 @@ mod state_machine;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use hypercache_proto::poison::lock;
+
 pub use durable::DurableFlush;
 pub use flusher::{FlushObserver, Flusher};
 pub use log_store::LogStore;
@@ -150,7 +152,7 @@ pub struct ReplicaClosed(pub ShardId);
 impl Retired {
     fn lock(&self) -> std::sync::MutexGuard<'_, bool> {
         // The flag is one bool: a panic while holding the lock cannot leave it half-written.
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.0)
     }
 
     /// Holds the replica open for a write: Err once it was closed; a Close waits until the

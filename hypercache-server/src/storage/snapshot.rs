@@ -20,8 +20,9 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
+use hypercache_proto::poison::lock;
 use openraft::{LogId, SnapshotMeta, StoredMembership};
 use serde::{Deserialize, Serialize};
 
@@ -146,7 +147,7 @@ impl SnapshotFile {
     pub fn save(&self, meta: &SnapshotMeta<NodeId, NodeInfo>, payload: &[u8]) -> Result<bool, SnapshotError> {
         // A panic in another save leaves nothing half-done that the lock protects: the file is
         // replaced by rename, and `Known` is updated only after it.
-        let mut stored = self.stored.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut stored = lock(&self.stored);
         if let Known::Unknown = *stored {
             *stored = match self.load() {
                 Ok(Some((m, _))) => Known::At(m.last_log_id),
