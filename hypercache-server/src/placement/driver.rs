@@ -32,6 +32,7 @@ use hypercache_proto::v1::cluster_client::ClusterClient;
 use hypercache_proto::Reason;
 use openraft::ServerState;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use super::decide::{
     down_nodes, drained_everywhere, leader_of, next_steps, note_silence, pending_shards, stale_member_steps, Elections,
@@ -113,7 +114,10 @@ impl Driver {
                 self.metrics.placement_pending.set(0);
                 continue;
             }
-            if let Err(e) = self.round().await {
+            // One span per round (level DEBUG: see docs/operations.md): the steps it sends and
+            // the placement writes it makes log under it, with the meta term it ran in.
+            let span = tracing::debug_span!("placement_round", term = tracing::field::Empty);
+            if let Err(e) = self.round().instrument(span).await {
                 tracing::debug!(error = %e, "placement round ended early");
             }
         }
@@ -129,6 +133,7 @@ impl Driver {
 
     async fn round(&self) -> Result<(), StoreError> {
         let term = self.meta.leader_term()?;
+        tracing::Span::current().record("term", term);
         let (voters, members) = self.nodes();
         let stored = store::load(&self.meta).await?;
         let (mut placement, mut revision) = match stored {

@@ -5,9 +5,12 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+use hypercache_proto::routing::Router;
 use hypercache_proto::v1 as pb;
 use tokio::sync::watch;
 use tonic::{Response, Status};
+use tracing::field::Empty;
+use tracing::{Instrument, Span};
 
 use super::validate::Validator;
 use crate::error::ServiceError;
@@ -15,7 +18,6 @@ use crate::lease_home::LeaseHomes;
 use crate::metrics::Metrics;
 use crate::shard::{Shard, Shards};
 use crate::watch_hub::HubState;
-use hypercache_proto::routing::Router;
 
 #[derive(Clone)]
 pub struct Ctx {
@@ -49,20 +51,26 @@ impl Ctx {
         let _ = rx.wait_for(|s| *s).await;
     }
 
-    /// Runs one request, recording its latency and status code under `method`.
+    /// Runs one request in its own span, recording its latency and status code under `method`.
+    ///
+    /// The span (`request`, level DEBUG, so it costs nothing unless enabled: see
+    /// docs/operations.md) names the method; the node, shard and Raft term are recorded when the
+    /// handler finds its shard ([`shard`](Self::shard), [`keyed_shard`](Self::keyed_shard)), so
+    /// every event the request logs, down to the proposer and the state machine, carries them.
     pub async fn instrumented<T, F>(&self, method: &'static str, fut: F) -> Result<Response<T>, Status>
     where
         F: Future<Output = Result<T, ServiceError>>,
     {
+        let span = tracing::debug_span!("request", method, node = Empty, shard = Empty, term = Empty);
         let started = Instant::now();
-        let result = fut.await.map_err(ServiceError::into_status);
+        let result = fut.instrument(span).await.map_err(ServiceError::into_status);
         let code = result.as_ref().map(|_| tonic::Code::Ok).unwrap_or_else(|s| s.code());
         self.metrics.observe(method, code, started.elapsed().as_secs_f64());
         result.map(Response::new)
     }
 
     pub fn shard(&self, id: u32) -> Result<Arc<Shard>, ServiceError> {
-        self.shards.lookup(id)
+        self.shards.lookup(id).map(in_span)
     }
 
     /// The key -> shard map, read from this node's meta replica the first time it is there.
@@ -82,8 +90,19 @@ impl Ctx {
         if let Some(router) = self.router() {
             crate::routing::check_single_shard(router, id, [key])?;
         }
-        Ok(shard)
+        Ok(in_span(shard))
     }
+}
+
+/// Records the shard a request found in the request's span (see [`Ctx::instrumented`]).
+fn in_span(shard: Arc<Shard>) -> Arc<Shard> {
+    let span = Span::current();
+    if !span.is_disabled() {
+        span.record("node", shard.node_id);
+        span.record("shard", shard.id.0);
+        span.record("term", shard.current_term());
+    }
+    shard
 }
 
 pub fn header(shard: &Shard, revision: u64) -> Option<pb::ResponseHeader> {

@@ -18,6 +18,7 @@ use hypercache_proto::raft::v1::{RaftBatch, RaftMessage, RaftReply};
 use openraft::error::RaftError;
 use openraft::Raft;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::identity::Stamp;
 use crate::lease_home;
@@ -94,8 +95,15 @@ async fn append_one(shards: Arc<Shards>, admission: Arc<Admission>, index: u32, 
         let result = raft.append_entries(decode(&msg)?).await;
         encode_result(shard_id, &result)
     }
+    .instrument(raft_span("AppendBatch", shard_id))
     .await;
     to_reply(index, shard_id, result)
+}
+
+/// The span of one inbound peer call (level DEBUG, so free unless enabled: see
+/// docs/operations.md).
+fn raft_span(rpc: &'static str, shard: u32) -> tracing::Span {
+    tracing::debug_span!("peer", rpc, shard)
 }
 
 #[tonic::async_trait]
@@ -103,10 +111,15 @@ impl RaftRpc for RaftService {
     async fn append_entries(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         self.append_messages.observe(1.0);
         let msg = request.into_inner();
-        self.admission.check(&msg).await?;
-        let raft = self.raft(msg.shard_id)?;
-        let result = raft.append_entries(decode(&msg)?).await;
-        reply(msg.shard_id, &result)
+        let span = raft_span("AppendEntries", msg.shard_id);
+        async {
+            self.admission.check(&msg).await?;
+            let raft = self.raft(msg.shard_id)?;
+            let result = raft.append_entries(decode(&msg)?).await;
+            reply(msg.shard_id, &result)
+        }
+        .instrument(span)
+        .await
     }
 
     type AppendBatchStream = Pin<Box<dyn Stream<Item = Result<RaftReply, Status>> + Send + 'static>>;
@@ -128,36 +141,56 @@ impl RaftRpc for RaftService {
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let msg = request.into_inner();
-        self.admission.check(&msg).await?;
-        let raft = self.raft(msg.shard_id)?;
-        let result = raft.vote(decode(&msg)?).await;
-        reply(msg.shard_id, &result)
+        let span = raft_span("Vote", msg.shard_id);
+        async {
+            self.admission.check(&msg).await?;
+            let raft = self.raft(msg.shard_id)?;
+            let result = raft.vote(decode(&msg)?).await;
+            reply(msg.shard_id, &result)
+        }
+        .instrument(span)
+        .await
     }
 
     async fn install_snapshot(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let msg = request.into_inner();
-        self.admission.check(&msg).await?;
-        let raft = self.raft(msg.shard_id)?;
-        let result = raft.install_snapshot(decode(&msg)?).await;
-        reply(msg.shard_id, &result)
+        let span = raft_span("InstallSnapshot", msg.shard_id);
+        async {
+            self.admission.check(&msg).await?;
+            let raft = self.raft(msg.shard_id)?;
+            let result = raft.install_snapshot(decode(&msg)?).await;
+            reply(msg.shard_id, &result)
+        }
+        .instrument(span)
+        .await
     }
 
     async fn shard_op(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let msg = request.into_inner();
-        let op: ShardOp = decode(&msg)?;
-        let reply = ops::serve(&self.host, ShardId(msg.shard_id), op).await;
-        let payload = codec::encode(&reply).map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(RaftMessage { shard_id: msg.shard_id, payload: payload.into(), ..Default::default() }))
+        let span = raft_span("ShardOp", msg.shard_id);
+        async {
+            let op: ShardOp = decode(&msg)?;
+            let reply = ops::serve(&self.host, ShardId(msg.shard_id), op).await;
+            let payload = codec::encode(&reply).map_err(|e| Status::internal(e.to_string()))?;
+            Ok(Response::new(RaftMessage { shard_id: msg.shard_id, payload: payload.into(), ..Default::default() }))
+        }
+        .instrument(span)
+        .await
     }
 
     async fn lease_ends(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let msg = request.into_inner();
-        let ids: Vec<LeaseId> = decode(&msg)?;
-        let result = match self.shards.get(ShardId(msg.shard_id)) {
-            Some(shard) => lease_home::ended_here(&shard, &ids).await.map_err(|e| e.to_string()),
-            None => Err(format!("this node hosts no replica of shard {}", msg.shard_id)),
-        };
-        let payload = codec::encode(&result).map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(RaftMessage { shard_id: msg.shard_id, payload: payload.into(), ..Default::default() }))
+        let span = raft_span("LeaseEnds", msg.shard_id);
+        async {
+            let ids: Vec<LeaseId> = decode(&msg)?;
+            let result = match self.shards.get(ShardId(msg.shard_id)) {
+                Some(shard) => lease_home::ended_here(&shard, &ids).await.map_err(|e| e.to_string()),
+                None => Err(format!("this node hosts no replica of shard {}", msg.shard_id)),
+            };
+            let payload = codec::encode(&result).map_err(|e| Status::internal(e.to_string()))?;
+            Ok(Response::new(RaftMessage { shard_id: msg.shard_id, payload: payload.into(), ..Default::default() }))
+        }
+        .instrument(span)
+        .await
     }
 }
