@@ -18,6 +18,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
+use crate::replica_status::Role;
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct DevArgs {
     /// Number of nodes (separate processes), 1..=9.
@@ -167,7 +169,9 @@ async fn shard_summary(nodes: &[DevNode]) -> Option<String> {
             }
         }
         if let Ok(r) = client.local_shards(LocalShardsRequest { with_size: false }).await {
-            for replica in r.into_inner().replicas.iter().filter(|r| r.role == "leader" && r.ready) {
+            for replica in
+                r.into_inner().replicas.iter().filter(|r| Role::from_name(&r.role) == Ok(Role::Leader) && r.ready)
+            {
                 leaders.insert(replica.shard_id, node.name.clone());
             }
         }

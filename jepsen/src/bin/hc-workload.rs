@@ -57,13 +57,22 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<bool, String> {
+/// Why the workload could not run at all (a run that ran reports its findings instead).
+#[derive(Debug, thiserror::Error)]
+enum RunError {
+    #[error("{0}")]
+    Client(#[from] hypercache_client::Error),
+    #[error("SIGTERM handler: {0}")]
+    Signal(std::io::Error),
+}
+
+async fn run(cli: Cli) -> Result<bool, RunError> {
     let config = ClientConfig::new(cli.endpoints.clone()).request_timeout(Duration::from_millis(cli.timeout_ms));
-    let client = Client::new(config).map_err(|e| e.to_string())?;
+    let client = Client::new(config)?;
     let mut progress = Progress::default();
     // Writes go one at a time with increasing n, so the acknowledged ones come in order.
     let mut acked: Vec<u64> = Vec::new();
-    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
+    let mut term = signal(SignalKind::terminate()).map_err(RunError::Signal)?;
     let mut report = tokio::time::interval(Duration::from_millis(500));
     let mut n: u64 = 0;
     let mut pace = tokio::time::interval(Duration::from_millis(cli.interval_ms.max(1)));

@@ -149,20 +149,31 @@ impl TryFrom<&BotArgs> for BotConfig {
     }
 }
 
+/// A duration flag that does not parse; the message names the text and the expected form.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("{0:?} is not a duration like 30s, 500ms or 2m")]
+    NotANumber(String),
+    #[error("unknown unit {unit:?} in {text:?}; use ms, s, m or h")]
+    UnknownUnit { unit: String, text: String },
+    #[error("{text:?}: {why}")]
+    OutOfRange { text: String, why: std::time::TryFromFloatSecsError },
+}
+
 /// Parses `30s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let t = text.trim();
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
-    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 30s, 500ms or 2m"))?;
+    let value: f64 = number.parse().map_err(|_| DurationError::NotANumber(text.to_string()))?;
     let seconds = match unit.trim() {
         "" | "s" => value,
         "ms" => value / 1000.0,
         "m" => value * 60.0,
         "h" => value * 3600.0,
-        other => return Err(format!("unknown unit {other:?} in {text:?}; use ms, s, m or h")),
+        other => return Err(DurationError::UnknownUnit { unit: other.to_string(), text: text.to_string() }),
     };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+    Duration::try_from_secs_f64(seconds).map_err(|why| DurationError::OutOfRange { text: text.to_string(), why })
 }
 
 #[cfg(test)]

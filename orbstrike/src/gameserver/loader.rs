@@ -24,7 +24,7 @@ use hypercache_client::{BoardRecord, Client};
 use hypercache_proto::orbstrike::v1 as pb;
 use prost::Message;
 
-use crate::rules::{validate_params, Board};
+use crate::rules::{validate_params, Board, CheckpointError, ParamsError};
 
 pub(crate) enum LoadOutcome {
     Ready(Box<Board>),
@@ -96,18 +96,28 @@ fn judge(
             board.advance_tick_to(seq);
             LoadOutcome::Ready(Box::new(board))
         }
-        Err(why) => LoadOutcome::Broken(why),
+        Err(why) => LoadOutcome::Broken(why.to_string()),
     }
 }
 
-fn decode(data: &[u8], record_params: &[u8], default_tick_hz: u32, seed: u64) -> Result<Board, String> {
+/// Why a stored board cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+enum DecodeError {
+    #[error("the board's params are not a GameParams message: {0}")]
+    Params(prost::DecodeError),
+    #[error("invalid board params: {0}")]
+    InvalidParams(ParamsError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+}
+
+fn decode(data: &[u8], record_params: &[u8], default_tick_hz: u32, seed: u64) -> Result<Board, DecodeError> {
     if data.is_empty() && !record_params.is_empty() {
-        let params = pb::GameParams::decode(record_params)
-            .map_err(|e| format!("the board's params are not a GameParams message: {e}"))?;
-        let params = validate_params(&params, default_tick_hz).map_err(|e| format!("invalid board params: {e}"))?;
+        let params = pb::GameParams::decode(record_params).map_err(DecodeError::Params)?;
+        let params = validate_params(&params, default_tick_hz).map_err(DecodeError::InvalidParams)?;
         return Ok(Board::new(params, seed));
     }
-    Board::decode_checkpoint(data, default_tick_hz, seed).map_err(|e| e.to_string())
+    Ok(Board::decode_checkpoint(data, default_tick_hz, seed)?)
 }
 
 #[cfg(test)]

@@ -166,12 +166,12 @@ fn draw_shades<DB: DrawingBackend, Y: Ranged<ValueType = f64>>(
     chart: &mut ChartContext<'_, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>,
     shades: &[Shade],
     y: Range<f64>,
-) -> Result<(), String> {
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     let mut seen: Vec<Action> = Vec::new();
     for s in shades {
         let color = action_color(s.action);
         let rect = Rectangle::new([(s.from_s, y.start), (s.to_s, y.end)], color.mix(0.15).filled());
-        let series = chart.draw_series(std::iter::once(rect)).map_err(|e| e.to_string())?;
+        let series = chart.draw_series(std::iter::once(rect))?;
         if !seen.contains(&s.action) {
             seen.push(s.action);
             series
