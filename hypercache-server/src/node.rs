@@ -26,7 +26,7 @@ use tokio_stream::StreamExt;
 
 use crate::admin::{self, AdminState};
 use crate::bootstrap;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::discovery::{self, DiscoveryError};
 use crate::identity::{self, IdentityError};
 use crate::lease_home::LeaseHomes;
@@ -55,8 +55,9 @@ pub enum NodeError {
     RaftConfig(#[from] Box<openraft::ConfigError>),
     #[error(transparent)]
     Replica(#[from] ReplicaError),
-    #[error("starting raft for shard {shard}: {detail}")]
-    Raft { shard: ShardId, detail: String },
+    /// The static `peers` list does not parse (validation normally catches this first).
+    #[error("the peers list: {0}")]
+    Peers(ConfigError),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("flushing storage at shutdown: {0}")]
@@ -239,8 +240,7 @@ impl Node {
         let admin_task = tokio::spawn(admin::serve(admin, admin_state, wait_for(admin_stop_rx)));
 
         let formation = if config.discovery.is_empty() {
-            let peers =
-                config.parsed_peers().map_err(|e| NodeError::Raft { shard: ShardId::META, detail: e.to_string() })?;
+            let peers = config.parsed_peers().map_err(NodeError::Peers)?;
             tokio::spawn(bootstrap::run(meta, me, stamp.clone(), peers, pool))
         } else {
             let resolver = discovery::resolver_for(&config.discovery)?;

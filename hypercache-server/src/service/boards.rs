@@ -8,11 +8,11 @@ use hypercache_proto::v1::boards_server::Boards;
 use hypercache_proto::Reason;
 use tonic::{Request, Response, Status};
 
-use super::convert::write_id;
 use super::ctx::{header, read_barrier, read_error, read_snapshot, unexpected, Ctx};
 use super::game_common::{decode_kv, game_reply, id_of, rejected, scan, snapshot_then_watch};
 use super::stream::{forward, Convert, Out};
 use super::validate::RANGE_PAGE_BYTES;
+use super::wire::write_id;
 use crate::error::ServiceError;
 use crate::machine::command::Request as SmRequest;
 use crate::machine::command::{Assign, GameOp, GameReply, Rejection};

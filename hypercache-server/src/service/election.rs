@@ -11,10 +11,10 @@ use hypercache_proto::v1 as pb;
 use hypercache_proto::v1::election_server::Election;
 use tonic::{Request, Response, Status};
 
-use super::convert::write_id;
 use super::ctx::{header, read_barrier, read_error, unexpected, Ctx};
 use super::game_common::{decode_kv, game_reply, rejected, snapshot_then_watch};
 use super::stream::{forward, Convert, Out};
+use super::wire::write_id;
 use crate::error::ServiceError;
 use crate::machine::command::Request as SmRequest;
 use crate::machine::command::{GameOp, GameReply, Rejection};

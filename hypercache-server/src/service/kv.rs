@@ -14,11 +14,11 @@ use hypercache_proto::v1::kv_server::Kv;
 use hypercache_proto::Reason;
 use tonic::{Request, Response, Status};
 
-use super::convert::write_id;
 use super::ctx::{header, read_barrier, read_error, read_snapshot, unexpected, Ctx};
 use super::game_common::rejected;
 use super::stream::{forward, Convert, Out};
 use super::validate::{MAX_TXN_OPS, RANGE_PAGE_BYTES};
+use super::wire::write_id;
 use crate::error::ServiceError;
 use crate::machine::command::{
     Attach, Compare, CompareTarget, Op, OpResult, Rejection, Reply, Request as SmRequest, Txn, TxnResult,

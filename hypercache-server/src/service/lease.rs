@@ -13,9 +13,9 @@ use hypercache_proto::v1::lease_server::Lease;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::convert::write_id;
 use super::ctx::{header, read_error, unexpected, Ctx};
 use super::game_common::rejected;
+use super::wire::write_id;
 use crate::error::ServiceError;
 use crate::lease_clock::Renewal;
 use crate::machine::command::{LeaseOp, Rejection, Reply, Request as SmRequest};

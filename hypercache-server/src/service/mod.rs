@@ -5,7 +5,6 @@
 
 mod boards;
 pub mod cluster;
-mod convert;
 mod ctx;
 mod election;
 mod game_common;
@@ -15,6 +14,7 @@ mod peer;
 mod registry;
 mod stream;
 mod validate;
+mod wire;
 
 pub use boards::BoardsService;
 pub use cluster::ClusterService;

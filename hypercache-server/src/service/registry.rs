@@ -8,11 +8,11 @@ use hypercache_proto::v1::registry_server::Registry;
 use hypercache_proto::Reason;
 use tonic::{Request, Response, Status};
 
-use super::convert::write_id;
 use super::ctx::{header, read_barrier, read_snapshot, Ctx};
 use super::game_common::{decode_kv, game_reply, scan, snapshot_then_watch};
 use super::stream::{forward, Convert, Out};
 use super::validate::MAX_LABELS;
+use super::wire::write_id;
 use crate::error::ServiceError;
 use crate::machine::command::Request as SmRequest;
 use crate::machine::command::{GameOp, GameReply};

@@ -45,7 +45,6 @@
 
 mod admin;
 mod config;
-mod discovery;
 mod error;
 mod failover;
 mod game;
@@ -61,6 +60,7 @@ mod service;
 mod shared;
 mod stats;
 pub mod token;
+mod view_feeds;
 
 pub use config::{Config, ConfigError, OrchestratorArgs, DEFAULT_ELECTION, DEFAULT_LISTEN, DEFAULT_TICK_HZ};
 pub use error::Error;

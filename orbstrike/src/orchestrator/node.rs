@@ -29,7 +29,7 @@ use super::metrics::Metrics;
 use super::service::OrchestratorService;
 use super::shared::Shared;
 use super::token::TokenKey;
-use super::{admin, discovery, failover, stats};
+use super::{admin, failover, stats, view_feeds};
 
 /// How long shutdown waits for in-flight work before abandoning it.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -80,8 +80,8 @@ impl Orchestrator {
         let shared = Arc::new(Shared::new(config, store, tokens, metrics, scans_rx, stats_rx, shutdown_rx.clone()));
         let span = tracing::info_span!("orchestrator", id = %shared.config.id);
         let tasks = vec![
-            tokio::spawn(discovery::watch_registry(shared.clone()).instrument(span.clone())),
-            tokio::spawn(discovery::scan_boards(shared.clone(), scans).instrument(span.clone())),
+            tokio::spawn(view_feeds::watch_registry(shared.clone()).instrument(span.clone())),
+            tokio::spawn(view_feeds::scan_boards(shared.clone(), scans).instrument(span.clone())),
             tokio::spawn(stats::run(shared.clone(), stats).instrument(span.clone())),
             tokio::spawn(failover::run(shared.clone()).instrument(span.clone())),
         ];

@@ -1,4 +1,5 @@
-//! Domain <-> protobuf conversions for the client API.
+//! The client API's protobuf edge shared by its services: domain values to `hypercache.v1`
+//! messages, and the write id checked on its way in.
 
 use hypercache_proto::v1 as pb;
 use hypercache_proto::Reason;
