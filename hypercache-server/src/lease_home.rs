@@ -40,12 +40,13 @@ use std::time::Duration;
 use hypercache_proto::raft::v1::raft_client::RaftClient;
 use hypercache_proto::raft::v1::RaftMessage;
 use openraft::{Raft, ServerState};
+use serde::{Deserialize, Serialize};
 
 use crate::error::ServiceError;
 use crate::lease_clock::{LeaseClock, EXPIRE_BATCH};
 use crate::machine::command::{LeaseOp, Request, Tracked};
-use crate::network::codec;
-use crate::network::PeerPool;
+use crate::network::codec::{self, CodecError};
+use crate::network::{BadPeerAddr, PeerPool};
 use crate::placement::store;
 use crate::proposer::Proposer;
 use crate::raft_types::TypeConfig;
@@ -95,7 +96,7 @@ impl LeaseHomes {
         for addr in candidates {
             match ask(&self.pool, &addr, home, ids).await {
                 Ok(ended) => return Ok(ended),
-                Err(e) => errors.push(e),
+                Err(e) => errors.push(e.to_string()),
             }
         }
         tracing::debug!(shard = %home, errors = ?errors, "no replica answered as the lease home's leader");
@@ -125,17 +126,44 @@ fn candidates(shards: &Shards, home: ShardId) -> (Vec<String>, Option<u32>) {
     (out, Some(placement.shard_count))
 }
 
-async fn ask(pool: &PeerPool, addr: &str, home: ShardId, ids: &[LeaseId]) -> Result<Vec<LeaseId>, String> {
-    let channel = pool.channel(addr).map_err(|e| e.to_string())?;
-    let payload = codec::encode(&ids).map_err(|e| e.to_string())?;
+/// Why one node could not answer which leases ended; the poll only logs it and asks the next.
+#[derive(Debug, thiserror::Error)]
+enum AskError {
+    #[error(transparent)]
+    BadAddr(#[from] BadPeerAddr),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("{addr} did not answer within {:?}", ASK_TIMEOUT)]
+    Timeout { addr: String },
+    #[error("{addr}: {message}")]
+    Transport { addr: String, message: String },
+    /// The node answered with a failure: its message, as it sent it.
+    #[error("{addr}: {message}")]
+    Remote { addr: String, message: String },
+}
+
+/// A node's answer to "which of these leases ended", as it travels. Postcard encodes this
+/// exactly as the `Result<Vec<LeaseId>, String>` nodes have always exchanged (variant 0 with the
+/// ids, variant 1 with the text), so nodes of either version understand each other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeaseEndsReply {
+    Ended(Vec<LeaseId>),
+    Failed(String),
+}
+
+async fn ask(pool: &PeerPool, addr: &str, home: ShardId, ids: &[LeaseId]) -> Result<Vec<LeaseId>, AskError> {
+    let channel = pool.channel(addr)?;
+    let payload = codec::encode(&ids)?;
     let mut client = RaftClient::new(channel);
     let call = client.lease_ends(RaftMessage { shard_id: home.0, payload: payload.into(), ..Default::default() });
     let reply = tokio::time::timeout(ASK_TIMEOUT, call)
         .await
-        .map_err(|_| format!("{addr} did not answer within {ASK_TIMEOUT:?}"))?
-        .map_err(|s| format!("{addr}: {}", s.message()))?;
-    let result: Result<Vec<LeaseId>, String> = codec::decode(&reply.into_inner().payload).map_err(|e| e.to_string())?;
-    result.map_err(|e| format!("{addr}: {e}"))
+        .map_err(|_| AskError::Timeout { addr: addr.to_string() })?
+        .map_err(|s| AskError::Transport { addr: addr.to_string(), message: s.message().to_string() })?;
+    match codec::decode(&reply.into_inner().payload)? {
+        LeaseEndsReply::Ended(ended) => Ok(ended),
+        LeaseEndsReply::Failed(message) => Err(AskError::Remote { addr: addr.to_string(), message }),
+    }
 }
 
 /// On the leader of `shard`: which of `ids` no longer exist, after a read barrier (paced like
@@ -198,5 +226,30 @@ pub async fn follow_homes(
             }
         }
         tokio::time::sleep(POLL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Nodes before `LeaseEndsReply` send and expect `Result<Vec<LeaseId>, String>`; the bytes
+    /// must not change.
+    #[test]
+    fn a_reply_is_encoded_as_the_result_older_nodes_exchange() {
+        let ids: Vec<LeaseId> = vec![7, 1 << 48 | 3];
+        let old_ended: Result<Vec<LeaseId>, String> = Ok(ids.clone());
+        let old_failed: Result<Vec<LeaseId>, String> = Err("this node hosts no replica of shard 3".into());
+        let encode = |r: &LeaseEndsReply| codec::encode(r).expect("encodes");
+        assert_eq!(encode(&LeaseEndsReply::Ended(ids.clone())), codec::encode(&old_ended).expect("encodes"));
+        assert_eq!(
+            encode(&LeaseEndsReply::Failed("this node hosts no replica of shard 3".into())),
+            codec::encode(&old_failed).expect("encodes")
+        );
+        let back: Result<Vec<LeaseId>, String> =
+            codec::decode(&encode(&LeaseEndsReply::Ended(ids.clone()))).expect("decodes");
+        assert_eq!(back, Ok(ids));
+        let reply: LeaseEndsReply = codec::decode(&codec::encode(&old_failed).expect("encodes")).expect("decodes");
+        assert_eq!(reply, LeaseEndsReply::Failed("this node hosts no replica of shard 3".into()));
     }
 }

@@ -113,13 +113,13 @@ fn main() -> ExitCode {
         },
         Cmd::Dev(args) => {
             init_logging("text");
-            run_async(async move { dev::run(args).await.map_err(|e| e.to_string()) })
+            run_async(dev::run(args))
         }
     }
 }
 
-fn resolved_json(config: &Config) -> Result<String, String> {
-    serde_json::to_string_pretty(config).map_err(|e| e.to_string())
+fn resolved_json(config: &Config) -> Result<String, serde_json::Error> {
+    serde_json::to_string_pretty(config)
 }
 
 fn load(flags: &NodeFlags) -> Result<Config, ExitCode> {
@@ -147,7 +147,7 @@ fn init_logging(format: &str) {
     }
 }
 
-fn run_async<F: std::future::Future<Output = Result<(), String>>>(fut: F) -> ExitCode {
+fn run_async<E: std::fmt::Display>(fut: impl std::future::Future<Output = Result<(), E>>) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -167,9 +167,9 @@ fn run_async<F: std::future::Future<Output = Result<(), String>>>(fut: F) -> Exi
 fn serve(config: Config) -> ExitCode {
     init_logging(&config.log_format);
     run_async(async move {
-        let node = Node::start(config).await.map_err(|e| e.to_string())?;
+        let node = Node::start(config).await?;
         wait_for_stop_signal().await;
-        node.shutdown().await.map_err(|e| e.to_string())
+        node.shutdown().await
     })
 }
 

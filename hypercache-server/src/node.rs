@@ -61,7 +61,7 @@ pub enum NodeError {
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("flushing storage at shutdown: {0}")]
-    Flush(String),
+    Flush(#[source] storage::FlushError),
     #[error(transparent)]
     Identity(#[from] IdentityError),
     #[error("discovery: {0}")]

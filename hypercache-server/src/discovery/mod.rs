@@ -55,7 +55,7 @@ impl Target {
     /// Parses a `discovery` value; the error names the target and what is wrong with it.
     pub fn parse(spec: &str) -> Result<Target, DiscoveryError> {
         if let Some(rest) = spec.strip_prefix("dns://") {
-            let (host, port) = split_host_port(rest).map_err(|p| bad(spec, p))?;
+            let (host, port) = split_host_port(rest).map_err(|p| bad(spec, p.to_string()))?;
             return Ok(Target::Dns { host, port });
         }
         if let Some(name) = spec.strip_prefix("dns+srv://") {
@@ -72,7 +72,7 @@ impl Target {
         if let Some(list) = spec.strip_prefix("static://") {
             let mut out = Vec::new();
             for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                split_host_port(item).map_err(|p| bad(spec, p))?;
+                split_host_port(item).map_err(|p| bad(spec, p.to_string()))?;
                 out.push(item.to_string());
             }
             if out.is_empty() {
@@ -94,23 +94,37 @@ impl fmt::Display for Target {
     }
 }
 
+/// What is wrong with an address that should be `host:port` (the message quotes the address).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddrError {
+    #[error("{addr:?} is not host:port")]
+    NotHostPort { addr: String },
+    #[error("{addr:?} has an empty host")]
+    EmptyHost { addr: String },
+    #[error("{addr:?}: port must be 1..=65535")]
+    BadPort { addr: String },
+    /// Membership stores names; an IP would break as soon as the node comes back with another.
+    #[error("{addr} is an IP; membership stores DNS names, never IPs")]
+    IpNotName { addr: String },
+}
+
 /// `host:port` with a non-empty host and a port in 1..=65535.
-pub fn split_host_port(s: &str) -> Result<(String, u16), String> {
-    let (host, port) = s.rsplit_once(':').ok_or_else(|| format!("{s:?} is not host:port"))?;
+pub fn split_host_port(s: &str) -> Result<(String, u16), AddrError> {
+    let (host, port) = s.rsplit_once(':').ok_or_else(|| AddrError::NotHostPort { addr: s.to_string() })?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
-        return Err(format!("{s:?} has an empty host"));
+        return Err(AddrError::EmptyHost { addr: s.to_string() });
     }
-    let port: u16 = port.parse().ok().filter(|p| *p != 0).ok_or_else(|| format!("{s:?}: port must be 1..=65535"))?;
+    let port: u16 = port.parse().ok().filter(|p| *p != 0).ok_or_else(|| AddrError::BadPort { addr: s.to_string() })?;
     Ok((host.to_string(), port))
 }
 
 /// Checks that `addr` is `host:port` with a DNS name for host, as membership stores it: an IP
 /// would break as soon as the node comes back with another one.
-pub fn require_dns_name(addr: &str) -> Result<(), String> {
+pub fn require_dns_name(addr: &str) -> Result<(), AddrError> {
     let (host, _) = split_host_port(addr)?;
     if host.parse::<std::net::IpAddr>().is_ok() {
-        return Err(format!("{addr} is an IP; membership stores DNS names, never IPs"));
+        return Err(AddrError::IpNotName { addr: addr.to_string() });
     }
     Ok(())
 }

@@ -32,7 +32,7 @@ use tonic::transport::Channel;
 use super::batch::AppendBatcher;
 use super::codec;
 use super::links::RaftRpc as Rpc;
-use super::pool::PeerPool;
+use super::pool::{BadPeerAddr, PeerPool};
 use crate::identity::Stamp;
 use crate::raft_types::TypeConfig;
 use crate::types::{Incarnation, NodeId, NodeInfo, ShardId};
@@ -57,8 +57,8 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerClient {
-        let channel = self.pool.channel(&node.addr).map_err(|e| e.to_string());
-        let appends = self.pool.appends(&node.addr).map_err(|e| e.to_string());
+        let channel = self.pool.channel(&node.addr).map_err(Arc::new);
+        let appends = self.pool.appends(&node.addr).map_err(Arc::new);
         PeerClient {
             shard: self.shard,
             me: self.me,
@@ -85,10 +85,11 @@ pub struct PeerClient {
     target_incarnation: Incarnation,
     stamp: Arc<Stamp>,
     addr: String,
-    /// An invalid address is reported on every call rather than panicking at creation.
-    channel: Result<Channel, String>,
+    /// An invalid address is reported on every call rather than panicking at creation (shared:
+    /// the error is not `Clone` and every call reports it).
+    channel: Result<Channel, Arc<BadPeerAddr>>,
     /// The peer's append queue, shared with the node's other shards.
-    appends: Result<AppendBatcher, String>,
+    appends: Result<AppendBatcher, Arc<BadPeerAddr>>,
     pool: PeerPool,
     /// Start of the current run of failed calls; None after a success.
     failing_since: Option<Instant>,
@@ -133,8 +134,8 @@ impl PeerClient {
                 "no answer from the peer for {} ms; reconnecting (the name is resolved again)",
                 RECONNECT_AFTER.as_millis());
             self.pool.evict(&self.addr);
-            self.channel = self.pool.channel(&self.addr).map_err(|e| e.to_string());
-            self.appends = self.pool.appends(&self.addr).map_err(|e| e.to_string());
+            self.channel = self.pool.channel(&self.addr).map_err(Arc::new);
+            self.appends = self.pool.appends(&self.addr).map_err(Arc::new);
             self.failing_since = Some(now);
         }
     }
@@ -168,14 +169,14 @@ impl PeerClient {
             Rpc::Append => {
                 let appends = match &self.appends {
                     Ok(a) => a.clone(),
-                    Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&TransportError(e.clone())))),
+                    Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&TransportError(e.to_string())))),
                 };
                 tokio::time::timeout(ttl, appends.send(msg, tokio::time::Instant::now() + ttl)).await
             }
             Rpc::Vote | Rpc::Snapshot => {
                 let channel = match &self.channel {
                     Ok(ch) => ch.clone(),
-                    Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&TransportError(e.clone())))),
+                    Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&TransportError(e.to_string())))),
                 };
                 let mut client = RaftClient::new(channel)
                     .max_decoding_message_size(self.max_message_bytes)

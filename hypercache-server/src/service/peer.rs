@@ -21,7 +21,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::identity::Stamp;
-use crate::lease_home;
+use crate::lease_home::{self, LeaseEndsReply};
 use crate::network::admit::Admission;
 use crate::network::batch::to_reply;
 use crate::network::codec;
@@ -183,11 +183,14 @@ impl RaftRpc for RaftService {
         let span = raft_span("LeaseEnds", msg.shard_id);
         async {
             let ids: Vec<LeaseId> = decode(&msg)?;
-            let result = match self.shards.get(ShardId(msg.shard_id)) {
-                Some(shard) => lease_home::ended_here(&shard, &ids).await.map_err(|e| e.to_string()),
-                None => Err(format!("this node hosts no replica of shard {}", msg.shard_id)),
+            let reply = match self.shards.get(ShardId(msg.shard_id)) {
+                Some(shard) => match lease_home::ended_here(&shard, &ids).await {
+                    Ok(ended) => LeaseEndsReply::Ended(ended),
+                    Err(e) => LeaseEndsReply::Failed(e.to_string()),
+                },
+                None => LeaseEndsReply::Failed(format!("this node hosts no replica of shard {}", msg.shard_id)),
             };
-            let payload = codec::encode(&result).map_err(|e| Status::internal(e.to_string()))?;
+            let payload = codec::encode(&reply).map_err(|e| Status::internal(e.to_string()))?;
             Ok(Response::new(RaftMessage { shard_id: msg.shard_id, payload: payload.into(), ..Default::default() }))
         }
         .instrument(span)

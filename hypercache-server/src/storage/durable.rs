@@ -31,6 +31,25 @@ const DATA_FILE: &str = "db";
 /// sled's directory of large items.
 const BLOBS: &str = "blobs";
 
+/// Why a flush did not make the writes durable. Every waiter of a group flush gets the same
+/// error, hence `Clone` (the sources are shared).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FlushError {
+    #[error("sled flush failed: {0}")]
+    Sled(Arc<sled::Error>),
+    #[error("fdatasync of sled's data file failed: {0}")]
+    DataSync(Arc<std::io::Error>),
+    #[error("syncing sled's blob files failed: {0}")]
+    BlobSync(Arc<std::io::Error>),
+    /// The blocking thread running the flush panicked or was cancelled.
+    #[error("sled flush task failed: {0}")]
+    Task(String),
+    #[error("flusher stopped: node is shutting down")]
+    Stopped,
+    #[error("flusher stopped before completing")]
+    Abandoned,
+}
+
 /// Flushes a sled `Db` and makes what it wrote durable (see the module docs). Clones share the
 /// open data file.
 #[derive(Clone)]
@@ -52,10 +71,10 @@ impl DurableFlush {
 
     /// Everything written to the `Db` before the call is on disk when it returns `Ok`.
     /// Blocking: call from a blocking thread.
-    pub fn flush(&self) -> Result<(), String> {
-        self.db.flush().map_err(|e| format!("sled flush failed: {e}"))?;
-        self.data.sync_data().map_err(|e| format!("fdatasync of sled's data file failed: {e}"))?;
-        self.sync_new_blobs().map_err(|e| format!("syncing sled's blob files failed: {e}"))
+    pub fn flush(&self) -> Result<(), FlushError> {
+        self.db.flush().map_err(|e| FlushError::Sled(Arc::new(e)))?;
+        self.data.sync_data().map_err(|e| FlushError::DataSync(Arc::new(e)))?;
+        self.sync_new_blobs().map_err(|e| FlushError::BlobSync(Arc::new(e)))
     }
 
     fn sync_new_blobs(&self) -> std::io::Result<()> {

@@ -17,6 +17,7 @@ use openraft::storage::LogFlushed;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::durable::FlushError;
 use super::DurableFlush;
 use crate::raft_types::TypeConfig;
 
@@ -25,7 +26,7 @@ enum Waiter {
     /// openraft's append callback: entries are persisted when it fires.
     Log(LogFlushed<TypeConfig>),
     /// A caller awaiting the flush (vote, purge, snapshot install).
-    Notify(oneshot::Sender<Result<(), String>>),
+    Notify(oneshot::Sender<Result<(), FlushError>>),
 }
 
 /// Handle to the node's flusher task. Cloning shares the task.
@@ -56,10 +57,10 @@ impl Flusher {
     }
 
     /// Waits until everything inserted before this call is on disk.
-    pub async fn flush(&self) -> Result<(), String> {
+    pub async fn flush(&self) -> Result<(), FlushError> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Waiter::Notify(tx)).map_err(|_| "flusher stopped: node is shutting down".to_string())?;
-        rx.await.map_err(|_| "flusher stopped before completing".to_string())?
+        self.tx.send(Waiter::Notify(tx)).map_err(|_| FlushError::Stopped)?;
+        rx.await.map_err(|_| FlushError::Abandoned)?
     }
 }
 
@@ -78,7 +79,7 @@ async fn run(db: DurableFlush, mut rx: mpsc::UnboundedReceiver<Waiter>, observe:
         let db2 = db.clone();
         let result = match tokio::task::spawn_blocking(move || db2.flush()).await {
             Ok(result) => result,
-            Err(e) => Err(format!("sled flush task failed: {e}")),
+            Err(e) => Err(FlushError::Task(e.to_string())),
         };
         if let Some(observe) = &observe {
             observe(started.elapsed().as_secs_f64());

@@ -22,7 +22,7 @@ use openraft::{AnyError, Entry, LogId, LogState, RaftLogId, RaftLogReader, Stora
 use super::flusher::Flusher;
 use super::OpenError;
 use crate::raft_types::TypeConfig;
-use crate::record::{seal, unseal};
+use crate::record::{seal, unseal, RecordError};
 use crate::types::{NodeId, ShardId};
 
 const VOTE: &[u8] = b"vote";
@@ -40,6 +40,15 @@ pub struct LogStore {
     committed: Arc<AtomicU64>,
 }
 
+/// Reading or writing one of the shard's meta rows (vote, committed index, last purged id).
+#[derive(Debug, thiserror::Error)]
+enum MetaError {
+    #[error(transparent)]
+    Sled(#[from] sled::Error),
+    #[error(transparent)]
+    Record(#[from] RecordError),
+}
+
 fn io_err(e: impl ToString) -> AnyError {
     AnyError::error(e.to_string())
 }
@@ -54,7 +63,7 @@ impl LogStore {
         if let Some(c) = store.get_meta::<Option<LogId<NodeId>>>(COMMITTED).map_err(|detail| OpenError::Corrupt {
             shard,
             what: "committed index".into(),
-            detail,
+            detail: detail.to_string(),
         })? {
             store.committed.store(c.map(|l| l.index).unwrap_or(0), Ordering::Release);
         }
@@ -110,16 +119,16 @@ impl LogStore {
         Ok(())
     }
 
-    fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, String> {
-        match self.meta.get(key).map_err(|e| e.to_string())? {
+    fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, MetaError> {
+        match self.meta.get(key)? {
             None => Ok(None),
-            Some(v) => unseal(&v).map(Some).map_err(|e| e.to_string()),
+            Some(v) => Ok(Some(unseal(&v)?)),
         }
     }
 
-    fn put_meta<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), String> {
-        let rec = seal(value).map_err(|e| e.to_string())?;
-        self.meta.insert(key, rec).map_err(|e| e.to_string())?;
+    fn put_meta<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), MetaError> {
+        let rec = seal(value)?;
+        self.meta.insert(key, rec)?;
         Ok(())
     }
 

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use hypercache_proto::poison::lock;
 
-pub use durable::DurableFlush;
+pub use durable::{DurableFlush, FlushError};
 pub use flusher::{FlushObserver, Flusher};
 pub use log_store::LogStore;
 pub use reader::{KvReader, Progress, RangePage, ReadError};
@@ -130,7 +130,7 @@ pub fn remove_shard(db: &sled::Db, data_dir: &Path, shard: ShardId) -> Result<()
         db.drop_tree(format!("shard-{shard}/{tree}"))?;
     }
     let durable = DurableFlush::new(db, data_dir).map_err(|e| OpenError::Files(e.to_string()))?;
-    durable.flush().map_err(|detail| OpenError::Other { shard, detail })?;
+    durable.flush().map_err(|e| OpenError::Other { shard, detail: e.to_string() })?;
     Ok(())
 }
 

@@ -39,7 +39,7 @@ use crate::machine::command::{Command, CommandResponse};
 use crate::machine::overlay::{LeaseRecord, Overlay, LEASE, SESSION};
 use crate::machine::session::{Limits, SessionRecord, Sessions};
 use crate::raft_types::TypeConfig;
-use crate::record::{seal, unseal};
+use crate::record::{seal, unseal, RecordError};
 use crate::types::{home_of, ClientId, LeaseId, NodeId, NodeInfo, ShardId};
 use crate::watch_hub::WatchHub;
 
@@ -52,13 +52,26 @@ const MEMBERSHIP: &[u8] = b"mmembership";
 /// it holds follower records for (`machine/lease.rs`).
 pub(super) type Leases = (Vec<(LeaseId, u64)>, Vec<LeaseId>);
 
-pub(super) fn load_leases(shard: ShardId, tree: &sled::Tree) -> Result<Leases, String> {
+/// Why the leases or sessions rows of a shard could not be loaded into memory.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum LoadError {
+    #[error(transparent)]
+    Sled(#[from] sled::Error),
+    #[error("shard {shard}: malformed {kind} key {key:?}")]
+    MalformedKey { shard: ShardId, kind: &'static str, key: sled::IVec },
+    /// `row` names it: "lease 7", "session of client ...".
+    #[error("shard {shard}: {row} is corrupt: {source}")]
+    Corrupt { shard: ShardId, row: String, source: RecordError },
+}
+
+pub(super) fn load_leases(shard: ShardId, tree: &sled::Tree) -> Result<Leases, LoadError> {
     let (mut out, mut followed) = (Vec::new(), Vec::new());
     for item in tree.scan_prefix([LEASE]) {
-        let (k, v) = item.map_err(|e| e.to_string())?;
+        let (k, v) = item?;
         let id = k.get(1..9).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes);
-        let id = id.ok_or_else(|| format!("shard {shard}: malformed lease key {k:?}"))?;
-        let lease: LeaseRecord = unseal(&v).map_err(|e| format!("shard {shard}: lease {id} is corrupt: {e}"))?;
+        let id = id.ok_or_else(|| LoadError::MalformedKey { shard, kind: "lease", key: k.clone() })?;
+        let lease: LeaseRecord =
+            unseal(&v).map_err(|source| LoadError::Corrupt { shard, row: format!("lease {id}"), source })?;
         if home_of(id) == shard {
             out.push((id, lease.ttl_ms));
         } else {
@@ -69,14 +82,17 @@ pub(super) fn load_leases(shard: ShardId, tree: &sled::Tree) -> Result<Leases, S
 }
 
 /// The index of every client session in `tree`.
-pub(super) fn load_sessions(shard: ShardId, tree: &sled::Tree) -> Result<Sessions, String> {
+pub(super) fn load_sessions(shard: ShardId, tree: &sled::Tree) -> Result<Sessions, LoadError> {
     let mut rows = Vec::new();
     for item in tree.scan_prefix([SESSION]) {
-        let (k, v) = item.map_err(|e| e.to_string())?;
+        let (k, v) = item?;
         let id = k.get(1..).and_then(|b| <[u8; 16]>::try_from(b).ok());
-        let id = ClientId(id.ok_or_else(|| format!("shard {shard}: malformed session key {k:?}"))?);
-        let record: SessionRecord =
-            unseal(&v).map_err(|e| format!("shard {shard}: session of client {id} is corrupt: {e}"))?;
+        let id = ClientId(id.ok_or_else(|| LoadError::MalformedKey { shard, kind: "session", key: k.clone() })?);
+        let record: SessionRecord = unseal(&v).map_err(|source| LoadError::Corrupt {
+            shard,
+            row: format!("session of client {id}"),
+            source,
+        })?;
         rows.push((id, record.last_seen_ms));
     }
     Ok(Sessions::new(Limits::DEFAULT, rows))
