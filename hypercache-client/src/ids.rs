@@ -25,6 +25,13 @@ pub struct Incarnation(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Term(pub u64);
 
+impl Epoch {
+    /// The epoch after this one: what the next assignment or release of the board sets.
+    pub fn next(self) -> Epoch {
+        Epoch(self.0 + 1)
+    }
+}
+
 impl Seq {
     /// The seq after this one: what an owner writes after this checkpoint is confirmed.
     pub fn next(self) -> Seq {
@@ -54,5 +61,6 @@ mod tests {
         assert_eq!(format!("{:>3}", Epoch(7)), "  7", "formatting flags reach the number");
         assert!(Seq(9) < Seq(10));
         assert_eq!(Seq(9).next(), Seq(10));
+        assert_eq!(Epoch(3).next(), Epoch(4));
     }
 }
