@@ -5,7 +5,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::Subcommand;
 use hypercache_client::{
-    AssignBoard, AssignmentChange, AssignmentUpdate, Board, Checkpoint, Client, CreateBoard, Epoch, Reason, Seq,
+    AssignBoard, AssignmentChange, AssignmentUpdate, Board, Checkpoint, Client, CreateBoard, Epoch, Reason, Seq, Term,
 };
 use rand::Rng;
 use serde_json::{json, Map, Value};
@@ -105,7 +105,7 @@ pub(super) async fn run(client: &Client, out: &mut Out, json: bool, command: Boa
                 server_id: server,
                 expected_epoch: Epoch(epoch),
                 request_id,
-                election: election.zip(term),
+                election: election.zip(term.map(Term)),
             };
             let board = client.assign_board(assign).await?;
             out.update(json, &board_line(&board), &board_json(&board, None))?;

@@ -25,7 +25,7 @@ use tonic::transport::Channel;
 use crate::call::{in_shard, request};
 use crate::client::Client;
 use crate::error::Error;
-use crate::ids::{Epoch, Seq};
+use crate::ids::{Epoch, Seq, Term};
 use crate::retry::OpKind;
 use crate::stream::Resuming;
 use crate::target::{Route, Target};
@@ -68,7 +68,7 @@ pub struct AssignBoard {
     pub request_id: String,
     /// Fencing by an election: `(name, term)` must be the election's current term
     /// (`STALE_TERM` otherwise).
-    pub election: Option<(String, u64)>,
+    pub election: Option<(String, Term)>,
 }
 
 /// Result of [`Client::sync_board`].
@@ -195,7 +195,7 @@ impl Client {
             expected_epoch: assign.expected_epoch.0,
             request_id: assign.request_id,
             election,
-            election_term,
+            election_term: election_term.0,
             write: pending.id(),
         };
         let response = self

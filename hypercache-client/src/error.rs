@@ -24,7 +24,7 @@
 use hypercache_proto::v1::ErrorInfo;
 use hypercache_proto::Reason;
 
-use crate::ids::{Epoch, Incarnation, Seq};
+use crate::ids::{Epoch, Incarnation, Seq, Term};
 
 /// Everything a [`Client`](crate::Client) operation can fail with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -87,7 +87,7 @@ pub struct CurrentOwner {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CurrentTerm {
     /// 0 when nobody leads.
-    pub term: u64,
+    pub term: Term,
     /// `None` when nobody leads.
     pub leader: Option<String>,
 }
@@ -198,7 +198,7 @@ impl Error {
     pub fn current_term(&self) -> Option<CurrentTerm> {
         self.info_for(Reason::StaleTerm)
             .or_else(|| self.info_for(Reason::NotElectionLeader))
-            .map(|i| CurrentTerm { term: i.term, leader: non_empty(&i.leader) })
+            .map(|i| CurrentTerm { term: Term(i.term), leader: non_empty(&i.leader) })
     }
 
     /// For `COMPACTED`: the oldest revision the serving node can still deliver.
@@ -274,7 +274,7 @@ mod tests {
             tonic::Code::FailedPrecondition,
             ErrorInfo { reason: Reason::NotElectionLeader.into(), term: 4, leader: "c2".into(), ..Default::default() },
         );
-        assert_eq!(term.current_term(), Some(CurrentTerm { term: 4, leader: Some("c2".into()) }));
+        assert_eq!(term.current_term(), Some(CurrentTerm { term: Term(4), leader: Some("c2".into()) }));
 
         let gone =
             rejected(tonic::Code::NotFound, ErrorInfo { reason: Reason::LeaseNotFound.into(), ..Default::default() });
