@@ -190,8 +190,8 @@ impl Error {
     }
 
     /// For `STALE_INCARNATION`: the registration's current incarnation.
-    pub fn stale_incarnation(&self) -> Option<u64> {
-        self.info_for(Reason::StaleIncarnation).map(|i| i.incarnation)
+    pub fn stale_incarnation(&self) -> Option<Incarnation> {
+        self.info_for(Reason::StaleIncarnation).map(|i| Incarnation(i.incarnation))
     }
 
     /// For `STALE_TERM` and `NOT_ELECTION_LEADER`: the election's current term and leader.

@@ -73,7 +73,7 @@ type Loaded = (String, Epoch, LoadOutcome);
 
 /// The boards and loads of one incarnation.
 struct Incarnation {
-    number: u64,
+    number: hypercache_client::Incarnation,
     fence: Fence,
     boards: JoinSet<BoardExit>,
     loads: JoinSet<Loaded>,
@@ -148,7 +148,7 @@ impl Session {
                     let state = keeper.stop().await;
                     tracing::warn!(
                         server = %self.settings.server_id,
-                        incarnation = inc.number,
+                        incarnation = inc.number.0,
                         ?state,
                         "registration lease lost; all boards stopped; registering again"
                     );
@@ -173,7 +173,7 @@ impl Session {
                         self.shared.metrics.registrations.inc();
                         tracing::info!(
                             server = %s.server_id,
-                            incarnation = registration.incarnation,
+                            incarnation = registration.incarnation.0,
                             advertise = %self.advertise,
                             "registered"
                         );
@@ -228,7 +228,7 @@ impl Session {
             self.shared.metrics.lease_fenced.inc();
             tracing::warn!(
                 server = %self.settings.server_id,
-                incarnation = inc.number,
+                incarnation = inc.number.0,
                 "lease within the margin of its deadline: stopping every board"
             );
             self.stop_all(inc, StopReason::LeaseUnsafe).await;
@@ -348,7 +348,7 @@ impl Session {
             }
             LoadOutcome::EarlierIncarnation { owner_incarnation } => {
                 self.shared.with_boards(|boards| boards.remove(&board));
-                tracing::info!(board = %board, epoch = epoch.0, owner_incarnation, incarnation = inc.number, "earlier owner");
+                tracing::info!(board = %board, epoch = epoch.0, owner_incarnation = owner_incarnation.0, incarnation = inc.number.0, "earlier owner");
                 self.release_detached(board, epoch, "it is assigned to an earlier incarnation of this server");
             }
         }
