@@ -5,7 +5,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::Subcommand;
 use hypercache_client::{
-    AssignBoard, AssignmentChange, AssignmentUpdate, Board, Checkpoint, Client, CreateBoard, Reason,
+    AssignBoard, AssignmentChange, AssignmentUpdate, Board, Checkpoint, Client, CreateBoard, Epoch, Reason, Seq, Term,
 };
 use rand::Rng;
 use serde_json::{json, Map, Value};
@@ -103,18 +103,18 @@ pub(super) async fn run(client: &Client, out: &mut Out, json: bool, command: Boa
             let assign = AssignBoard {
                 board_id: id,
                 server_id: server,
-                expected_epoch: epoch,
+                expected_epoch: Epoch(epoch),
                 request_id,
-                election: election.zip(term),
+                election: election.zip(term.map(Term)),
             };
             let board = client.assign_board(assign).await?;
             out.update(json, &board_line(&board), &board_json(&board, None))?;
         }
         BoardsCommand::Sync { id, epoch, seq, data } => {
             let data = if data == "-" { read_stdin()? } else { Bytes::from(data.into_bytes()) };
-            let result = client.sync_board(&id, epoch, seq, data).await?;
+            let result = client.sync_board(&id, Epoch(epoch), Seq(seq), data).await?;
             let text = format!("synced {id} seq={} written={}", result.seq, result.written);
-            out.update(json, &text, &json!({"board_id": id, "seq": result.seq, "written": result.written}))?;
+            out.update(json, &text, &json!({"board_id": id, "seq": result.seq.0, "written": result.written}))?;
         }
         BoardsCommand::Get { id } => match client.get_board(&id, false).await? {
             Some(record) => {
@@ -147,11 +147,11 @@ pub(super) async fn run(client: &Client, out: &mut Out, json: bool, command: Boa
             }
         }
         BoardsCommand::Release { id, server, epoch } => {
-            let board = client.release_board(&id, &server, epoch).await?;
+            let board = client.release_board(&id, &server, Epoch(epoch)).await?;
             out.update(json, &board_line(&board), &board_json(&board, None))?;
         }
         BoardsCommand::Delete { id, epoch } => {
-            client.delete_board(&id, epoch).await?;
+            client.delete_board(&id, epoch.map(Epoch)).await?;
             out.update(json, &format!("deleted {id}"), &json!({"board_id": id, "deleted": true}))?;
         }
         BoardsCommand::Watch { server } => return watch(client, out, json, &server).await,
@@ -167,7 +167,7 @@ async fn watch(client: &Client, out: &mut Out, json: bool, server: &str) -> Resu
         match update {
             Ok(AssignmentUpdate::Snapshot { revision, owned }) => {
                 let boards: Vec<Value> =
-                    owned.iter().map(|c| json!({"board_id": c.board_id, "epoch": c.epoch})).collect();
+                    owned.iter().map(|c| json!({"board_id": c.board_id, "epoch": c.epoch.0})).collect();
                 let text = format!("SNAPSHOT {server} owns {} boards (rev {revision})", owned.len());
                 out.update(json, &text, &json!({"type": "SNAPSHOT", "revision": revision, "boards": boards}))?;
                 if !json {
@@ -180,7 +180,7 @@ async fn watch(client: &Client, out: &mut Out, json: bool, server: &str) -> Resu
                 for change in &changes {
                     let kind = if change.gained { "GAINED" } else { "LOST" };
                     let value = json!({
-                        "type": kind, "board_id": change.board_id, "epoch": change.epoch, "revision": change.revision,
+                        "type": kind, "board_id": change.board_id, "epoch": change.epoch.0, "revision": change.revision,
                     });
                     out.update(json, &change_line(change), &value)?;
                 }

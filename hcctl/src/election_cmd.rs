@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::{ArgGroup, Subcommand};
-use hypercache_client::{Client, ElectionState, Error, Leadership, LeaseId, LeaseKeeper, LeaseState};
+use hypercache_client::{Client, ElectionState, Error, Leadership, LeaseId, LeaseKeeper, LeaseState, Term};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -73,14 +73,14 @@ pub(super) async fn run(client: &Client, out: &mut Out, json: bool, command: Ele
             hold_until_ctrl_c(client, out, json, &name, leadership.term, keeper).await
         }
         ElectionCommand::Resign { name, term } => {
-            client.resign(&name, term).await?;
+            client.resign(&name, Term(term)).await?;
             out.update(json, &format!("resigned {name} term={term}"), &json!({"name": name, "resigned": true}))?;
             Ok(exit::OK)
         }
         ElectionCommand::Leader { name } => {
             let state = client.election_leader(&name).await?;
             let mut value = leadership_json(Some(&name), state.leader.as_ref());
-            value["last_term"] = state.last_term.into();
+            value["last_term"] = state.last_term.0.into();
             match &state.leader {
                 Some(leader) => out.update(json, &leader_line(leader), &value)?,
                 None if json => out.update(true, "", &value)?,
@@ -138,7 +138,7 @@ async fn hold_until_ctrl_c(
     out: &mut Out,
     json: bool,
     name: &str,
-    term: u64,
+    term: Term,
     keeper: Option<LeaseKeeper>,
 ) -> Result<u8, Failure> {
     tokio::select! {
@@ -204,6 +204,7 @@ fn leader_line(l: &Leadership) -> String {
 }
 
 fn leadership_json(name: Option<&str>, leader: Option<&Leadership>) -> Value {
-    let leader = leader.map_or(Value::Null, |l| json!({"candidate": l.candidate, "term": l.term, "lease": l.lease.0}));
+    let leader =
+        leader.map_or(Value::Null, |l| json!({"candidate": l.candidate, "term": l.term.0, "lease": l.lease.0}));
     json!({"name": name, "leader": leader})
 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use clap::Subcommand;
-use hypercache_client::{Client, GameServer, LeaseKeeper, RegisterOptions, ServerUpdate};
+use hypercache_client::{Client, GameServer, Incarnation, LeaseKeeper, RegisterOptions, ServerUpdate};
 use serde_json::{json, Value};
 
 use crate::exit;
@@ -81,7 +81,7 @@ pub(super) async fn run(client: &Client, out: &mut Out, json: bool, command: Ser
             let (lease, incarnation) = (registration.lease.id, registration.incarnation);
             let text = format!("registered {id} incarnation={incarnation} lease={lease}");
             let value = json!({
-                "server_id": id, "incarnation": incarnation, "lease": lease.0,
+                "server_id": id, "incarnation": incarnation.0, "lease": lease.0,
                 "ttl_ms": registration.lease.ttl.as_millis() as u64, "revision": registration.revision,
             });
             out.update(json, &text, &value)?;
@@ -105,7 +105,7 @@ pub(super) async fn run(client: &Client, out: &mut Out, json: bool, command: Ser
             }
         }
         ServersCommand::Deregister { id, incarnation } => {
-            client.deregister(&id, incarnation).await?;
+            client.deregister(&id, Incarnation(incarnation)).await?;
             out.update(json, &format!("deregistered {id}"), &json!({"server_id": id, "deregistered": true}))?;
             Ok(exit::OK)
         }

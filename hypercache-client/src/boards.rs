@@ -25,6 +25,7 @@ use tonic::transport::Channel;
 use crate::call::{in_shard, request};
 use crate::client::Client;
 use crate::error::Error;
+use crate::ids::{Epoch, Seq, Term};
 use crate::retry::OpKind;
 use crate::stream::Resuming;
 use crate::target::{Route, Target};
@@ -62,19 +63,19 @@ pub struct AssignBoard {
     /// Must be a live (registered) server (`SERVER_NOT_LIVE` otherwise).
     pub server_id: String,
     /// The epoch the caller last saw (`STALE_EPOCH` if it moved on).
-    pub expected_epoch: u64,
+    pub expected_epoch: Epoch,
     /// Non-empty, at most 128 bytes; repeating the last assignment's id returns its result.
     pub request_id: String,
     /// Fencing by an election: `(name, term)` must be the election's current term
     /// (`STALE_TERM` otherwise).
-    pub election: Option<(String, u64)>,
+    pub election: Option<(String, Term)>,
 }
 
 /// Result of [`Client::sync_board`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyncResult {
     /// The seq the store holds after the call.
-    pub seq: u64,
+    pub seq: Seq,
     /// False when the seq equalled the stored one (an idempotent repeat; nothing written).
     pub written: bool,
 }
@@ -102,7 +103,7 @@ pub struct AssignmentChange {
     /// True for GAINED (sync with `epoch`), false for LOST (`epoch` ended the ownership).
     pub gained: bool,
     pub board_id: String,
-    pub epoch: u64,
+    pub epoch: Epoch,
     pub revision: u64,
 }
 
@@ -136,7 +137,7 @@ impl AssignmentWatch {
             .map(|e| AssignmentChange {
                 gained: e.r#type == pb::assignment_event::Type::Gained as i32,
                 board_id: e.board_id,
-                epoch: e.epoch,
+                epoch: Epoch(e.epoch),
                 revision: e.revision,
             })
             .collect();
@@ -191,10 +192,10 @@ impl Client {
             shard_id: 0,
             board_id: assign.board_id,
             server_id: assign.server_id,
-            expected_epoch: assign.expected_epoch,
+            expected_epoch: assign.expected_epoch.0,
             request_id: assign.request_id,
             election,
-            election_term,
+            election_term: election_term.0,
             write: pending.id(),
         };
         let response = self
@@ -209,13 +210,13 @@ impl Client {
 
     /// Writes a checkpoint, fenced by `epoch`; `seq` must be above the stored one (an equal
     /// seq is an idempotent success with `written = false`; a lower one is `STALE_SEQ`).
-    pub async fn sync_board(&self, board_id: &str, epoch: u64, seq: u64, data: Bytes) -> Result<SyncResult, Error> {
+    pub async fn sync_board(&self, board_id: &str, epoch: Epoch, seq: Seq, data: Bytes) -> Result<SyncResult, Error> {
         let pending = self.begin_write();
         let msg = pb::SyncBoardRequest {
             shard_id: 0,
             board_id: board_id.to_string(),
-            epoch,
-            seq,
+            epoch: epoch.0,
+            seq: seq.0,
             checkpoint: data,
             write: pending.id(),
         };
@@ -226,7 +227,7 @@ impl Client {
                 async move { boards.sync(req).await }
             })
             .await?;
-        Ok(SyncResult { seq: response.seq, written: response.written })
+        Ok(SyncResult { seq: Seq(response.seq), written: response.written })
     }
 
     /// Reads a board and its checkpoint; `None` if it does not exist. Linearizable unless
@@ -294,13 +295,13 @@ impl Client {
     }
 
     /// The owner gives the board up: owner cleared, epoch bumped (fencing any late sync).
-    pub async fn release_board(&self, board_id: &str, server_id: &str, epoch: u64) -> Result<Board, Error> {
+    pub async fn release_board(&self, board_id: &str, server_id: &str, epoch: Epoch) -> Result<Board, Error> {
         let pending = self.begin_write();
         let msg = pb::ReleaseBoardRequest {
             shard_id: 0,
             board_id: board_id.to_string(),
             server_id: server_id.to_string(),
-            epoch,
+            epoch: epoch.0,
             write: pending.id(),
         };
         let response = self
@@ -314,10 +315,14 @@ impl Client {
     }
 
     /// Deletes the board and its checkpoint; with `expected_epoch`, only at that epoch.
-    pub async fn delete_board(&self, board_id: &str, expected_epoch: Option<u64>) -> Result<(), Error> {
+    pub async fn delete_board(&self, board_id: &str, expected_epoch: Option<Epoch>) -> Result<(), Error> {
         let pending = self.begin_write();
-        let msg =
-            pb::DeleteBoardRequest { shard_id: 0, board_id: board_id.to_string(), expected_epoch, write: pending.id() };
+        let msg = pb::DeleteBoardRequest {
+            shard_id: 0,
+            board_id: board_id.to_string(),
+            expected_epoch: expected_epoch.map(|e| e.0),
+            write: pending.id(),
+        };
         self.execute("delete_board", OpKind::Tracked, Target::Home, Route::Leader, |ch, shard_id, t| {
             let mut boards = self.boards_wire(ch);
             let req = request(in_shard!(msg.clone(), shard_id), t);

@@ -23,6 +23,7 @@ use tonic::transport::Channel;
 use crate::call::{in_shard, request};
 use crate::client::Client;
 use crate::error::Error;
+use crate::ids::Term;
 use crate::retry::OpKind;
 use crate::stream::Resuming;
 use crate::target::{Route, Target};
@@ -34,12 +35,12 @@ pub struct Leadership {
     pub candidate: String,
     pub lease: LeaseId,
     /// The fencing token: larger than every earlier term of the election.
-    pub term: u64,
+    pub term: Term,
 }
 
 impl From<pb::ElectionLeader> for Leadership {
     fn from(l: pb::ElectionLeader) -> Self {
-        Leadership { candidate: l.candidate, lease: LeaseId(l.lease), term: l.term }
+        Leadership { candidate: l.candidate, lease: LeaseId(l.lease), term: Term(l.term) }
     }
 }
 
@@ -49,7 +50,7 @@ pub struct ElectionState {
     /// `None` when nobody leads.
     pub leader: Option<Leadership>,
     /// The last term handed out (0 if never); only [`Client::election_leader`] reports it.
-    pub last_term: u64,
+    pub last_term: Term,
     /// The serving node's revision.
     pub revision: u64,
 }
@@ -63,7 +64,7 @@ impl LeaderObserver {
         let response = self.0.next().await?;
         Ok(ElectionState {
             leader: response.leader.map(Leadership::from),
-            last_term: 0,
+            last_term: Term(0),
             revision: revision(response.header.as_ref()),
         })
     }
@@ -107,9 +108,9 @@ impl Client {
 
     /// Gives up leadership of `name`; `term` must be the current one (`NOT_ELECTION_LEADER`
     /// otherwise, with the current term in [`Error::current_term`]).
-    pub async fn resign(&self, name: &str, term: u64) -> Result<(), Error> {
+    pub async fn resign(&self, name: &str, term: Term) -> Result<(), Error> {
         let pending = self.begin_write();
-        let msg = pb::ResignRequest { shard_id: 0, name: name.to_string(), term, write: pending.id() };
+        let msg = pb::ResignRequest { shard_id: 0, name: name.to_string(), term: term.0, write: pending.id() };
         self.execute("resign", OpKind::Tracked, Target::Home, Route::Leader, |ch, shard_id, t| {
             let mut election = self.election_wire(ch);
             let req = request(in_shard!(msg.clone(), shard_id), t);
@@ -131,7 +132,7 @@ impl Client {
             .await?;
         Ok(ElectionState {
             leader: response.leader.map(Leadership::from),
-            last_term: response.last_term,
+            last_term: Term(response.last_term),
             revision: revision(response.header.as_ref()),
         })
     }

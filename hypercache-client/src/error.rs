@@ -24,6 +24,8 @@
 use hypercache_proto::v1::ErrorInfo;
 use hypercache_proto::Reason;
 
+use crate::ids::{Epoch, Incarnation, Seq, Term};
+
 /// Everything a [`Client`](crate::Client) operation can fail with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
@@ -77,15 +79,15 @@ pub enum Error {
 pub struct CurrentOwner {
     /// `None` when the board is unassigned.
     pub owner: Option<String>,
-    pub incarnation: u64,
-    pub epoch: u64,
+    pub incarnation: Incarnation,
+    pub epoch: Epoch,
 }
 
 /// An election's state as the server reported it with `STALE_TERM` or `NOT_ELECTION_LEADER`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CurrentTerm {
     /// 0 when nobody leads.
-    pub term: u64,
+    pub term: Term,
     /// `None` when nobody leads.
     pub leader: Option<String>,
 }
@@ -177,26 +179,26 @@ impl Error {
     pub fn stale_epoch(&self) -> Option<CurrentOwner> {
         self.info_for(Reason::StaleEpoch).map(|i| CurrentOwner {
             owner: non_empty(&i.owner),
-            incarnation: i.incarnation,
-            epoch: i.epoch,
+            incarnation: Incarnation(i.incarnation),
+            epoch: Epoch(i.epoch),
         })
     }
 
     /// For `STALE_SEQ`: the checkpoint seq the store holds.
-    pub fn stale_seq(&self) -> Option<u64> {
-        self.info_for(Reason::StaleSeq).map(|i| i.seq)
+    pub fn stale_seq(&self) -> Option<Seq> {
+        self.info_for(Reason::StaleSeq).map(|i| Seq(i.seq))
     }
 
     /// For `STALE_INCARNATION`: the registration's current incarnation.
-    pub fn stale_incarnation(&self) -> Option<u64> {
-        self.info_for(Reason::StaleIncarnation).map(|i| i.incarnation)
+    pub fn stale_incarnation(&self) -> Option<Incarnation> {
+        self.info_for(Reason::StaleIncarnation).map(|i| Incarnation(i.incarnation))
     }
 
     /// For `STALE_TERM` and `NOT_ELECTION_LEADER`: the election's current term and leader.
     pub fn current_term(&self) -> Option<CurrentTerm> {
         self.info_for(Reason::StaleTerm)
             .or_else(|| self.info_for(Reason::NotElectionLeader))
-            .map(|i| CurrentTerm { term: i.term, leader: non_empty(&i.leader) })
+            .map(|i| CurrentTerm { term: Term(i.term), leader: non_empty(&i.leader) })
     }
 
     /// For `COMPACTED`: the oldest revision the serving node can still deliver.
@@ -255,7 +257,10 @@ mod tests {
         let e = rejected(tonic::Code::FailedPrecondition, info);
         assert_eq!(e.to_string(), "server text");
         assert!(e.is_reason(Reason::StaleEpoch));
-        assert_eq!(e.stale_epoch(), Some(CurrentOwner { owner: Some("srv-b".into()), incarnation: 3, epoch: 7 }));
+        assert_eq!(
+            e.stale_epoch(),
+            Some(CurrentOwner { owner: Some("srv-b".into()), incarnation: Incarnation(3), epoch: Epoch(7) })
+        );
         assert_eq!(e.stale_seq(), None, "seq belongs to STALE_SEQ only");
         assert!(!e.is_not_found());
 
@@ -269,7 +274,7 @@ mod tests {
             tonic::Code::FailedPrecondition,
             ErrorInfo { reason: Reason::NotElectionLeader.into(), term: 4, leader: "c2".into(), ..Default::default() },
         );
-        assert_eq!(term.current_term(), Some(CurrentTerm { term: 4, leader: Some("c2".into()) }));
+        assert_eq!(term.current_term(), Some(CurrentTerm { term: Term(4), leader: Some("c2".into()) }));
 
         let gone =
             rejected(tonic::Code::NotFound, ErrorInfo { reason: Reason::LeaseNotFound.into(), ..Default::default() });

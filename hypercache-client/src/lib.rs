@@ -96,6 +96,7 @@ mod endpoints;
 mod error;
 mod freshness;
 mod health;
+mod ids;
 mod keeper;
 mod lease;
 mod ops;
@@ -124,6 +125,7 @@ pub use election::{ElectionState, LeaderObserver, Leadership};
 pub use error::{CurrentOwner, CurrentTerm, Error};
 pub use hypercache_proto::v1::{ErrorInfo, StatusResponse};
 pub use hypercache_proto::Reason;
+pub use ids::{Epoch, Incarnation, Seq, Term};
 pub use keeper::{LeaseKeeper, LeaseState, LostReason};
 pub use lease::{Lease, LeaseTtl};
 pub use registry::{

@@ -19,6 +19,7 @@ use tonic::transport::Channel;
 use crate::call::{in_shard, request};
 use crate::client::Client;
 use crate::error::Error;
+use crate::ids::Incarnation;
 use crate::lease::Lease;
 use crate::retry::OpKind;
 use crate::stream::Resuming;
@@ -59,7 +60,7 @@ impl RegisterOptions {
 pub struct Registration {
     pub server_id: String,
     /// Larger than every earlier incarnation of this server id.
-    pub incarnation: u64,
+    pub incarnation: Incarnation,
     /// The registration's lease, with the deadline measured from the register request's send.
     pub lease: Lease,
     /// Revision the registration was written at.
@@ -145,7 +146,7 @@ impl Client {
         let ttl = duration_ms(response.ttl_ms);
         Ok(Registration {
             server_id: options.server_id,
-            incarnation: response.incarnation,
+            incarnation: Incarnation(response.incarnation),
             lease: Lease { id: LeaseId(response.lease), ttl, deadline: sent + ttl },
             revision: revision(response.header.as_ref()),
         })
@@ -153,10 +154,14 @@ impl Client {
 
     /// Ends the registration (revokes its lease). `incarnation` must be the current one
     /// (`STALE_INCARNATION` otherwise, with the current one in [`Error::stale_incarnation`]).
-    pub async fn deregister(&self, server_id: &str, incarnation: u64) -> Result<(), Error> {
+    pub async fn deregister(&self, server_id: &str, incarnation: Incarnation) -> Result<(), Error> {
         let pending = self.begin_write();
-        let msg =
-            pb::DeregisterRequest { shard_id: 0, server_id: server_id.to_string(), incarnation, write: pending.id() };
+        let msg = pb::DeregisterRequest {
+            shard_id: 0,
+            server_id: server_id.to_string(),
+            incarnation: incarnation.0,
+            write: pending.id(),
+        };
         self.execute("deregister", OpKind::Tracked, Target::Home, Route::Leader, |ch, shard_id, t| {
             let mut registry = self.registry_wire(ch);
             let req = request(in_shard!(msg.clone(), shard_id), t);
@@ -208,7 +213,7 @@ impl RegistryClient {
         self.0.register(options).await
     }
 
-    pub async fn deregister(&self, server_id: &str, incarnation: u64) -> Result<(), Error> {
+    pub async fn deregister(&self, server_id: &str, incarnation: Incarnation) -> Result<(), Error> {
         self.0.deregister(server_id, incarnation).await
     }
 

@@ -33,6 +33,7 @@ use tokio::time::{sleep_until, Instant, MissedTickBehavior};
 
 use crate::client::Client;
 use crate::error::{CurrentOwner, Error};
+use crate::ids::{Epoch, Seq};
 use crate::keeper::LeaseState;
 
 /// Default time between checkpoint syncs.
@@ -58,7 +59,7 @@ pub enum SyncStopped {
 pub enum SyncStatus {
     /// `synced_seq`: the last seq the store confirmed, if any yet.
     Running {
-        synced_seq: Option<u64>,
+        synced_seq: Option<Seq>,
     },
     Stopped(SyncStopped),
 }
@@ -68,8 +69,8 @@ pub enum SyncStatus {
 pub struct BoardSyncer {
     client: Client,
     board_id: String,
-    epoch: u64,
-    next_seq: u64,
+    epoch: Epoch,
+    next_seq: Seq,
     source: watch::Receiver<Bytes>,
     interval: Duration,
     lease: Option<(watch::Receiver<LeaseState>, Duration)>,
@@ -89,8 +90,8 @@ impl BoardSyncer {
     pub fn new(
         client: Client,
         board_id: impl Into<String>,
-        epoch: u64,
-        first_seq: u64,
+        epoch: Epoch,
+        first_seq: Seq,
         source: watch::Receiver<Bytes>,
     ) -> Self {
         BoardSyncer {
@@ -135,7 +136,7 @@ impl BoardSyncer {
             deadline = lease_fence(lease) => SyncStopped::LeaseLapsed { deadline },
             stopped = self.sync_loop(&status) => stopped,
         };
-        tracing::debug!(board = %self.board_id, epoch = self.epoch, ?stopped, "board syncer stopped");
+        tracing::debug!(board = %self.board_id, epoch = %self.epoch, ?stopped, "board syncer stopped");
         status.send_replace(SyncStatus::Stopped(stopped.clone()));
         stopped
     }
@@ -144,7 +145,7 @@ impl BoardSyncer {
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         // A sync not yet confirmed: retried with the same seq and data.
-        let mut pending: Option<(u64, Bytes)> = None;
+        let mut pending: Option<(Seq, Bytes)> = None;
         // The data of the last sync started; `None` before the first.
         let mut last_taken: Option<Bytes> = None;
         loop {
@@ -167,18 +168,18 @@ impl BoardSyncer {
             };
             match self.client.sync_board(&self.board_id, self.epoch, seq, data.clone()).await {
                 Ok(result) => {
-                    self.next_seq = seq.max(result.seq) + 1;
+                    self.next_seq = seq.max(result.seq).next();
                     status.send_replace(SyncStatus::Running { synced_seq: Some(result.seq) });
                 }
                 Err(err) => match judge(&err) {
                     Judgement::Stop(stopped) => return stopped,
                     Judgement::RetrySameSeq => {
-                        tracing::debug!(board = %self.board_id, seq, error = %err, "sync failed; retrying");
+                        tracing::debug!(board = %self.board_id, %seq, error = %err, "sync failed; retrying");
                         pending = Some((seq, data));
                     }
                     Judgement::SkipPast(stored) => {
-                        tracing::debug!(board = %self.board_id, seq, stored, "stored seq is newer; moving past it");
-                        self.next_seq = stored + 1;
+                        tracing::debug!(board = %self.board_id, %seq, %stored, "stored seq is newer; moving past it");
+                        self.next_seq = stored.next();
                         pending = Some((self.next_seq, data));
                     }
                 },
@@ -192,7 +193,7 @@ impl BoardSyncer {
 enum Judgement {
     Stop(SyncStopped),
     RetrySameSeq,
-    SkipPast(u64),
+    SkipPast(Seq),
 }
 
 fn judge(err: &Error) -> Judgement {
@@ -276,6 +277,7 @@ impl SyncHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::Incarnation;
     use hypercache_proto::v1::ErrorInfo;
 
     fn rejected(code: tonic::Code, info: ErrorInfo) -> Error {
@@ -291,7 +293,11 @@ mod tests {
         );
         assert_eq!(
             judge(&stale),
-            Judgement::Stop(SyncStopped::Fenced(CurrentOwner { owner: Some("b".into()), incarnation: 0, epoch: 4 }))
+            Judgement::Stop(SyncStopped::Fenced(CurrentOwner {
+                owner: Some("b".into()),
+                incarnation: Incarnation(0),
+                epoch: Epoch(4)
+            }))
         );
         let gone =
             rejected(tonic::Code::NotFound, ErrorInfo { reason: "BOARD_NOT_FOUND".into(), ..Default::default() });
@@ -300,7 +306,7 @@ mod tests {
             tonic::Code::FailedPrecondition,
             ErrorInfo { reason: "STALE_SEQ".into(), seq: 9, ..Default::default() },
         );
-        assert_eq!(judge(&seq), Judgement::SkipPast(9));
+        assert_eq!(judge(&seq), Judgement::SkipPast(Seq(9)));
         assert_eq!(judge(&Error::OutcomeUnknown { message: "m".into() }), Judgement::RetrySameSeq);
         assert_eq!(judge(&Error::Unavailable { message: "m".into() }), Judgement::RetrySameSeq);
         let big = Error::InvalidArgument { reason: Reason::CheckpointTooLarge, message: "m".into() };

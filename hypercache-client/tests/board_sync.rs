@@ -12,7 +12,8 @@ use bytes::Bytes;
 use common::scripted::{lock, BoardsFake, BoardsScript, KeepAliveAnswer, LeaseFake, Script, SyncAnswer};
 use common::{serve_routes, wait_until};
 use hypercache_client::{
-    BoardSyncer, Client, ClientConfig, CurrentOwner, Error, LeaseId, LeaseState, Reason, SyncStatus, SyncStopped,
+    BoardSyncer, Client, ClientConfig, CurrentOwner, Epoch, Error, Incarnation, LeaseId, LeaseState, Reason, Seq,
+    SyncStatus, SyncStopped,
 };
 use hypercache_proto::v1::boards_server::BoardsServer;
 use hypercache_proto::v1::lease_server::LeaseServer;
@@ -45,8 +46,10 @@ async fn the_syncer_retries_the_same_seq_and_stops_when_fenced() {
     // One attempt per call, so the retry below is the syncer's own.
     let client = boards(&script, 1, |c| c.max_attempts(1)).await;
     let (state, source) = watch::channel(Bytes::from_static(b"s0"));
-    let handle =
-        BoardSyncer::new(client, "b1", 7, 5, source).interval(Duration::from_millis(20)).spawn().expect("spawn");
+    let handle = BoardSyncer::new(client, "b1", Epoch(7), Seq(5), source)
+        .interval(Duration::from_millis(20))
+        .spawn()
+        .expect("spawn");
 
     wait_until("the first sync", LIMIT, || syncs(&script).len() == 1).await;
     state.send_replace(Bytes::from_static(b"s1"));
@@ -55,7 +58,7 @@ async fn the_syncer_retries_the_same_seq_and_stops_when_fenced() {
     state.send_replace(Bytes::from_static(b"s2"));
 
     let stopped = timeout(LIMIT, handle.stopped()).await.expect("the syncer never stopped");
-    let owner = CurrentOwner { owner: Some("srv-b".into()), incarnation: 2, epoch: 8 };
+    let owner = CurrentOwner { owner: Some("srv-b".into()), incarnation: Incarnation(2), epoch: Epoch(8) };
     assert_eq!(stopped, SyncStopped::Fenced(owner));
     let s = |d: &'static [u8]| Bytes::from_static(d);
     assert_eq!(syncs(&script), vec![(7, 5, s(b"s0")), (7, 6, s(b"s1")), (7, 6, s(b"s1")), (7, 7, s(b"s2"))]);
@@ -67,7 +70,7 @@ async fn the_syncer_stops_when_the_board_is_gone() {
     let script = Script::new([], SyncAnswer::BoardNotFound);
     let client = boards(&script, 2, |c| c).await;
     let (_state, source) = watch::channel(Bytes::from_static(b"s0"));
-    let handle = BoardSyncer::new(client, "b1", 1, 1, source).spawn().expect("spawn");
+    let handle = BoardSyncer::new(client, "b1", Epoch(1), Seq(1), source).spawn().expect("spawn");
     let stopped = timeout(LIMIT, handle.stopped()).await.expect("never stopped");
     assert_eq!(stopped, SyncStopped::BoardNotFound);
     assert_eq!(syncs(&script).len(), 1, "a rejection is not retried on the other node");
@@ -81,7 +84,7 @@ async fn the_syncer_stops_a_margin_before_the_lease_deadline() {
     let deadline = Instant::now() + Duration::from_millis(400);
     let margin = Duration::from_millis(150);
     let (lease_tx, lease) = watch::channel(LeaseState::Alive { deadline });
-    let handle = BoardSyncer::new(client, "b1", 1, 1, source)
+    let handle = BoardSyncer::new(client, "b1", Epoch(1), Seq(1), source)
         .interval(Duration::from_millis(20))
         .fence_with_lease(lease, margin)
         .spawn()
@@ -98,10 +101,10 @@ async fn rejections_are_returned_at_once_and_never_retried() {
     let stale = SyncAnswer::StaleEpoch { owner: "srv-b", epoch: 8, incarnation: 2 };
     let script = Script::new([], stale);
     let client = boards(&script, 2, |c| c).await;
-    let err = client.sync_board("b1", 7, 3, Bytes::from_static(b"x")).await.expect_err("stale");
+    let err = client.sync_board("b1", Epoch(7), Seq(3), Bytes::from_static(b"x")).await.expect_err("stale");
     assert_eq!(err.to_string(), "epoch 7 of board b1 is stale", "the server's message is kept");
     assert!(err.is_reason(Reason::StaleEpoch));
-    assert_eq!(err.stale_epoch().map(|o| o.epoch), Some(8));
+    assert_eq!(err.stale_epoch().map(|o| o.epoch), Some(Epoch(8)));
     assert!(!err.is_retryable());
     assert_eq!(syncs(&script).len(), 1, "sent once although the server said not_applied and another node exists");
 

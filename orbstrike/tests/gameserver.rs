@@ -11,7 +11,7 @@ use common::{
     eventually, game_client, game_server_config, init_logging, initial_checkpoint, params, start_game_server,
     HyperCache, PlayStream,
 };
-use hypercache_client::{AssignBoard, Client, CreateBoard, LeaseId, RegisterOptions};
+use hypercache_client::{AssignBoard, Client, CreateBoard, Epoch, LeaseId, RegisterOptions, Seq};
 use hypercache_proto::orbstrike::v1 as pb;
 use orbstrike::gameserver::{GameServer, MOVED_PREFIX};
 use prost::Message;
@@ -29,7 +29,7 @@ async fn assign(client: &Client, board: &str, server: &str, expected_epoch: u64,
     let assign = AssignBoard {
         board_id: board.into(),
         server_id: server.into(),
-        expected_epoch,
+        expected_epoch: Epoch(expected_epoch),
         request_id: request_id.into(),
         election: None,
     };
@@ -202,9 +202,12 @@ async fn a_reassigned_board_stops_at_once_ends_streams_with_moved_and_old_syncs_
     // A late sync under the old epoch is refused, naming the new owner.
     let (seq, writer_epoch, _) = stored(&client, "g-move").await;
     assert_eq!(writer_epoch, epoch);
-    let err = client.sync_board("g-move", epoch, seq + 1_000, Bytes::from_static(b"late")).await.expect_err("fenced");
+    let err = client
+        .sync_board("g-move", Epoch(epoch), Seq(seq + 1_000), Bytes::from_static(b"late"))
+        .await
+        .expect_err("fenced");
     let owner = err.stale_epoch().expect("STALE_EPOCH");
-    assert_eq!((owner.owner.as_deref(), owner.epoch), (Some("gs-fake"), new_epoch));
+    assert_eq!((owner.owner.as_deref(), owner.epoch), (Some("gs-fake"), Epoch(new_epoch)));
 
     // No input was accepted for the board after the stream said MOVED.
     gs.drain().await.expect("drain");

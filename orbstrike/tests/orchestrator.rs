@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::{eventually, HyperCache};
 use futures::StreamExt;
-use hypercache_client::{AssignBoard, Client, LeaseKeeper, RegisterOptions};
+use hypercache_client::{AssignBoard, Client, Epoch, LeaseKeeper, RegisterOptions};
 use hypercache_proto::orbstrike::v1 as pb;
 use orbstrike::orchestrator::token::{Claims, TokenKey};
 use orbstrike::orchestrator::{Config, Orchestrator};
@@ -578,7 +578,7 @@ async fn a_play_stream_follows_its_board_to_the_new_owner() {
         .assign_board(AssignBoard {
             board_id: game.game_id.clone(),
             server_id: "gs-b".into(),
-            expected_epoch: 1,
+            expected_epoch: Epoch(1),
             request_id: "test-move".into(),
             election: None,
         })

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{eventually, init_logging, ChildProcess, HyperCache};
-use hypercache_client::{Board, Checkpoint, Client};
+use hypercache_client::{Board, Checkpoint, Client, Term};
 use hypercache_proto::orbstrike::v1 as pb;
 use nix::sys::signal::Signal;
 use orbstrike::bot::{self, BotConfig};
@@ -153,7 +153,7 @@ impl Env {
     }
 
     /// The failover master's candidate id and term.
-    async fn master(&self) -> (String, u64) {
+    async fn master(&self) -> (String, Term) {
         eventually("a failover master", WAIT, || {
             let store = self.store.clone();
             async move {

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use hypercache_client::Epoch;
 use prometheus::IntCounter;
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -34,7 +35,7 @@ const BUFFER: usize = 65_536;
 struct Line {
     board: Arc<str>,
     server: Arc<str>,
-    epoch: u64,
+    epoch: Epoch,
     tick: u64,
     at_ms: u64,
     inputs: u32,
@@ -53,7 +54,14 @@ struct JsonLine<'a> {
 
 impl<'a> From<&'a Line> for JsonLine<'a> {
     fn from(l: &'a Line) -> Self {
-        JsonLine { board: &l.board, server: &l.server, epoch: l.epoch, tick: l.tick, at_ms: l.at_ms, inputs: l.inputs }
+        JsonLine {
+            board: &l.board,
+            server: &l.server,
+            epoch: l.epoch.0,
+            tick: l.tick,
+            at_ms: l.at_ms,
+            inputs: l.inputs,
+        }
     }
 }
 
@@ -91,7 +99,7 @@ impl AcceptLog {
     }
 
     /// Records that `board` (owned at `epoch`) applied `inputs` inputs at `tick`, now.
-    pub(crate) fn record(&self, board: &Arc<str>, epoch: u64, tick: u64, inputs: u32) {
+    pub(crate) fn record(&self, board: &Arc<str>, epoch: Epoch, tick: u64, inputs: u32) {
         let Some(tx) = &self.tx else { return };
         let line = Line { board: board.clone(), server: self.server.clone(), epoch, tick, at_ms: unix_ms(), inputs };
         if tx.try_send(line).is_err() {
@@ -158,7 +166,7 @@ mod tests {
         let (log, writer) = AcceptLog::open(&path, "gs-1", dropped.clone()).expect("open");
         let board: Arc<str> = Arc::from("g1");
         for tick in 1..=100 {
-            log.record(&board, 4, tick, 2);
+            log.record(&board, Epoch(4), tick, 2);
         }
         drop(log);
         writer.finish(Duration::from_secs(5)).await;

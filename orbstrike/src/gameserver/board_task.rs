@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hypercache_client::{Error as ClientError, Reason};
+use hypercache_client::{Epoch, Error as ClientError, Reason};
 use hypercache_proto::orbstrike::v1 as pb;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep_until, Instant, MissedTickBehavior};
@@ -85,7 +85,7 @@ pub(crate) enum StopReason {
     /// The assignment watch says the board is no longer this server's at this epoch.
     Lost,
     /// A sync was refused with `STALE_EPOCH`: another epoch owns the board.
-    Fenced { owner: Option<String>, epoch: u64 },
+    Fenced { owner: Option<String>, epoch: Epoch },
     /// The board no longer exists (the game ended or was deleted).
     BoardGone,
     /// The registration lease came within the margin of its deadline.
@@ -130,7 +130,7 @@ impl StopReason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct BoardExit {
     pub(crate) board: Arc<str>,
-    pub(crate) epoch: u64,
+    pub(crate) epoch: Epoch,
     pub(crate) generation: u64,
     pub(crate) reason: StopReason,
 }
@@ -138,7 +138,7 @@ pub(crate) struct BoardExit {
 /// Everything a board task needs.
 pub(crate) struct BoardSpec<S> {
     pub(crate) board_id: Arc<str>,
-    pub(crate) epoch: u64,
+    pub(crate) epoch: Epoch,
     /// Distinguishes successive tasks of the same board and epoch in the session's table.
     pub(crate) generation: u64,
     pub(crate) server_id: Arc<str>,
@@ -338,9 +338,9 @@ impl<S: CheckpointStore> BoardTask<S> {
             SyncReport::StaleSeq { stored } => {
                 // The store holds a newer seq than this board's tick (written under this epoch by
                 // an earlier process of this server): jump past it so the next checkpoint lands.
-                self.spec.board.advance_tick_to(stored);
+                self.spec.board.advance_tick_to(stored.0);
                 for p in &mut self.pending {
-                    p.tick = p.tick.max(stored + 1);
+                    p.tick = p.tick.max(stored.next().0);
                 }
                 self.urgent = true;
                 None
@@ -475,12 +475,12 @@ mod tests {
             ring_radius: 30.0,
             tick_hz: 20,
         };
-        let store = FakeStore::owned_by("gs-1", 3);
+        let store = FakeStore::owned_by("gs-1", Epoch(3));
         let (lease, fence) = test_fence(Duration::from_secs(3600));
         let metrics = Arc::new(Metrics::new().expect("metrics"));
         let spec = BoardSpec {
             board_id: Arc::from("g1"),
-            epoch: 3,
+            epoch: Epoch(3),
             generation: 1,
             server_id: Arc::from("gs-1"),
             board: Board::new(validate_params(&params, 30).expect("valid"), 1),

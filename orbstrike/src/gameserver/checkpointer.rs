@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hypercache_client::{Client, Error as ClientError, Reason};
+use hypercache_client::{Client, Epoch, Error as ClientError, Reason, Seq};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -32,20 +32,20 @@ pub(crate) trait CheckpointStore: Clone + Send + Sync + 'static {
     fn sync(
         &self,
         board: &str,
-        epoch: u64,
-        seq: u64,
+        epoch: Epoch,
+        seq: Seq,
         data: Bytes,
     ) -> impl Future<Output = Result<(), ClientError>> + Send;
     /// Gives the board up (see `Client::release_board`).
-    fn release(&self, board: &str, server: &str, epoch: u64) -> impl Future<Output = Result<(), ClientError>> + Send;
+    fn release(&self, board: &str, server: &str, epoch: Epoch) -> impl Future<Output = Result<(), ClientError>> + Send;
 }
 
 impl CheckpointStore for Client {
-    async fn sync(&self, board: &str, epoch: u64, seq: u64, data: Bytes) -> Result<(), ClientError> {
+    async fn sync(&self, board: &str, epoch: Epoch, seq: Seq, data: Bytes) -> Result<(), ClientError> {
         self.sync_board(board, epoch, seq, data).await.map(|_| ())
     }
 
-    async fn release(&self, board: &str, server: &str, epoch: u64) -> Result<(), ClientError> {
+    async fn release(&self, board: &str, server: &str, epoch: Epoch) -> Result<(), ClientError> {
         self.release_board(board, server, epoch).await.map(|_| ())
     }
 }
@@ -60,8 +60,8 @@ pub(crate) struct Encoded {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum SyncReport {
     Synced { tick: u64 },
-    StaleSeq { stored: u64 },
-    Fenced { owner: Option<String>, epoch: u64 },
+    StaleSeq { stored: Seq },
+    Fenced { owner: Option<String>, epoch: Epoch },
     Gone,
     Failed(String),
 }
@@ -107,7 +107,7 @@ impl Drop for SyncerGuard {
 pub(crate) fn spawn<S: CheckpointStore>(
     store: S,
     board: Arc<str>,
-    epoch: u64,
+    epoch: Epoch,
     metrics: Arc<Metrics>,
 ) -> (watch::Sender<Option<Encoded>>, mpsc::UnboundedReceiver<SyncReport>, SyncerGuard) {
     let (latest_tx, latest) = watch::channel(None);
@@ -119,7 +119,7 @@ pub(crate) fn spawn<S: CheckpointStore>(
 async fn write_loop<S: CheckpointStore>(
     store: S,
     board: Arc<str>,
-    epoch: u64,
+    epoch: Epoch,
     metrics: Arc<Metrics>,
     mut latest: watch::Receiver<Option<Encoded>>,
     reports: mpsc::UnboundedSender<SyncReport>,
@@ -133,7 +133,7 @@ async fn write_loop<S: CheckpointStore>(
                 break;
             }
             let started = std::time::Instant::now();
-            let result = store.sync(&board, epoch, encoded.tick, encoded.data).await;
+            let result = store.sync(&board, epoch, Seq(encoded.tick), encoded.data).await;
             metrics.sync_seconds.observe(started.elapsed().as_secs_f64());
             let err = match result {
                 Ok(()) => {
@@ -150,13 +150,13 @@ async fn write_loop<S: CheckpointStore>(
             match verdict(&err) {
                 Verdict::Retry => {
                     metrics.syncs.with_label_values(&["retry"]).inc();
-                    tracing::debug!(board = %board, epoch, tick = encoded.tick, error = %err, "sync failed; retrying");
+                    tracing::debug!(board = %board, epoch = epoch.0, tick = encoded.tick, error = %err, "sync failed; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(RETRY_MAX);
                 }
                 Verdict::Report(report) => {
                     metrics.syncs.with_label_values(&["stale_seq"]).inc();
-                    tracing::warn!(board = %board, epoch, tick = encoded.tick, ?report, "store holds a newer seq");
+                    tracing::warn!(board = %board, epoch = epoch.0, tick = encoded.tick, ?report, "store holds a newer seq");
                     let _ = reports.send(report);
                     break;
                 }
@@ -187,7 +187,7 @@ pub(crate) mod fake {
 
     #[derive(Debug, Default)]
     pub(crate) struct State {
-        pub(crate) epoch: u64,
+        pub(crate) epoch: Epoch,
         pub(crate) owner: Option<String>,
         pub(crate) seq: u64,
         pub(crate) data: Bytes,
@@ -200,7 +200,7 @@ pub(crate) mod fake {
     pub(crate) struct FakeStore(pub(crate) Arc<Mutex<State>>);
 
     impl FakeStore {
-        pub(crate) fn owned_by(server: &str, epoch: u64) -> FakeStore {
+        pub(crate) fn owned_by(server: &str, epoch: Epoch) -> FakeStore {
             let state = State { epoch, owner: Some(server.to_string()), ..State::default() };
             FakeStore(Arc::new(Mutex::new(state)))
         }
@@ -210,9 +210,9 @@ pub(crate) mod fake {
         }
 
         /// What an orchestrator's reassignment does.
-        pub(crate) fn reassign(&self, server: &str) -> u64 {
+        pub(crate) fn reassign(&self, server: &str) -> Epoch {
             self.with(|s| {
-                s.epoch += 1;
+                s.epoch = s.epoch.next();
                 s.owner = Some(server.to_string());
                 s.epoch
             })
@@ -225,38 +225,38 @@ pub(crate) mod fake {
     }
 
     impl CheckpointStore for FakeStore {
-        async fn sync(&self, _board: &str, epoch: u64, seq: u64, data: Bytes) -> Result<(), ClientError> {
+        async fn sync(&self, _board: &str, epoch: Epoch, seq: Seq, data: Bytes) -> Result<(), ClientError> {
             self.with(|s| {
                 if epoch != s.epoch || s.owner.is_none() {
-                    s.attempts.push((epoch, seq, false));
+                    s.attempts.push((epoch.0, seq.0, false));
                     let info = ErrorInfo {
                         reason: Reason::StaleEpoch.into(),
                         owner: s.owner.clone().unwrap_or_default(),
-                        epoch: s.epoch,
+                        epoch: s.epoch.0,
                         ..Default::default()
                     };
                     return Err(rejected(tonic::Code::FailedPrecondition, info));
                 }
-                if seq < s.seq {
-                    s.attempts.push((epoch, seq, false));
+                if seq.0 < s.seq {
+                    s.attempts.push((epoch.0, seq.0, false));
                     let info = ErrorInfo { reason: Reason::StaleSeq.into(), seq: s.seq, ..Default::default() };
                     return Err(rejected(tonic::Code::FailedPrecondition, info));
                 }
-                s.attempts.push((epoch, seq, true));
-                s.seq = seq;
+                s.attempts.push((epoch.0, seq.0, true));
+                s.seq = seq.0;
                 s.data = data;
                 Ok(())
             })
         }
 
-        async fn release(&self, _board: &str, server: &str, epoch: u64) -> Result<(), ClientError> {
+        async fn release(&self, _board: &str, server: &str, epoch: Epoch) -> Result<(), ClientError> {
             self.with(|s| {
                 if s.epoch != epoch || s.owner.as_deref() != Some(server) {
                     let info = ErrorInfo { reason: Reason::NotOwner.into(), ..Default::default() };
                     return Err(rejected(tonic::Code::FailedPrecondition, info));
                 }
                 s.owner = None;
-                s.epoch += 1;
+                s.epoch = s.epoch.next();
                 s.released = true;
                 Ok(())
             })

@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use hypercache_client::Epoch;
+
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 
@@ -18,7 +20,7 @@ use super::metrics::Metrics;
 
 /// How the session reaches a running board task.
 pub(crate) struct BoardHandle {
-    pub(crate) epoch: u64,
+    pub(crate) epoch: Epoch,
     pub(crate) generation: u64,
     pub(crate) commands: mpsc::Sender<Command>,
     pub(crate) control: watch::Sender<Control>,
@@ -29,19 +31,19 @@ pub(crate) struct BoardHandle {
 pub(crate) enum Hosted {
     /// Its checkpoint is being read.
     Loading {
-        epoch: u64,
+        epoch: Epoch,
         abort: AbortHandle,
     },
     Running(BoardHandle),
     /// Owned but unservable (e.g. a corrupt checkpoint); kept so callers get a clear error.
     Broken {
-        epoch: u64,
+        epoch: Epoch,
         why: String,
     },
 }
 
 impl Hosted {
-    pub(crate) fn epoch(&self) -> u64 {
+    pub(crate) fn epoch(&self) -> Epoch {
         match self {
             Hosted::Loading { epoch, .. } | Hosted::Broken { epoch, .. } => *epoch,
             Hosted::Running(handle) => handle.epoch,
@@ -63,7 +65,7 @@ pub(crate) struct Shared {
     serving: AtomicBool,
     boards: RwLock<HashMap<String, Hosted>>,
     /// Boards that stopped here, with the epoch they stopped at.
-    departed: Mutex<HashMap<String, (u64, Instant)>>,
+    departed: Mutex<HashMap<String, (Epoch, Instant)>>,
 }
 
 impl Shared {
@@ -79,7 +81,7 @@ impl Shared {
     }
 
     /// Remembers that `board` stopped here at `epoch`.
-    pub(crate) fn depart(&self, board: &str, epoch: u64) {
+    pub(crate) fn depart(&self, board: &str, epoch: Epoch) {
         let mut departed = self.departed.lock().unwrap_or_else(PoisonError::into_inner);
         if departed.len() >= DEPARTED_MAX {
             departed.retain(|_, (_, at)| at.elapsed() < DEPARTED_TTL);
@@ -94,7 +96,7 @@ impl Shared {
     }
 
     /// The epoch `board` last stopped at here, if remembered.
-    pub(crate) fn departed_at(&self, board: &str) -> Option<u64> {
+    pub(crate) fn departed_at(&self, board: &str) -> Option<Epoch> {
         let departed = self.departed.lock().unwrap_or_else(PoisonError::into_inner);
         departed.get(board).filter(|(_, at)| at.elapsed() < DEPARTED_TTL).map(|(epoch, _)| *epoch)
     }

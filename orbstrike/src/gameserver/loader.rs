@@ -20,7 +20,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use hypercache_client::{BoardRecord, Client};
+use hypercache_client::{BoardRecord, Client, Epoch, Incarnation};
 use hypercache_proto::orbstrike::v1 as pb;
 use prost::Message;
 
@@ -30,7 +30,7 @@ pub(crate) enum LoadOutcome {
     Ready(Box<Board>),
     /// Owned by an earlier incarnation of this server: release it.
     EarlierIncarnation {
-        owner_incarnation: u64,
+        owner_incarnation: Incarnation,
     },
     /// Not ours to serve (any more); the reason is for the log.
     NotOurs(String),
@@ -43,9 +43,9 @@ pub(crate) enum LoadOutcome {
 pub(crate) async fn load(
     client: &Client,
     board_id: &str,
-    epoch: u64,
+    epoch: Epoch,
     server_id: &str,
-    incarnation: u64,
+    incarnation: Incarnation,
     default_tick_hz: u32,
 ) -> LoadOutcome {
     let mut delay = Duration::from_millis(50);
@@ -67,23 +67,24 @@ pub(crate) async fn load(
 /// The pure part of [`load`].
 fn judge(
     record: &BoardRecord,
-    epoch: u64,
+    epoch: Epoch,
     server_id: &str,
-    incarnation: u64,
+    incarnation: Incarnation,
     default_tick_hz: u32,
     seed: u64,
 ) -> LoadOutcome {
     let board = &record.board;
-    if board.epoch != epoch {
+    if Epoch(board.epoch) != epoch {
         return LoadOutcome::NotOurs(format!("the board is at epoch {} now, not {epoch}", board.epoch));
     }
     let Some(owner) = board.owner.as_ref().filter(|o| o.server_id == server_id) else {
         return LoadOutcome::NotOurs(format!("the owner at epoch {epoch} is not {server_id}"));
     };
-    if owner.incarnation < incarnation {
-        return LoadOutcome::EarlierIncarnation { owner_incarnation: owner.incarnation };
+    let owner_incarnation = Incarnation(owner.incarnation);
+    if owner_incarnation < incarnation {
+        return LoadOutcome::EarlierIncarnation { owner_incarnation };
     }
-    if owner.incarnation > incarnation {
+    if owner_incarnation > incarnation {
         return LoadOutcome::NotOurs(format!(
             "assigned to incarnation {} of {server_id}, newer than this process's {incarnation}",
             owner.incarnation
@@ -158,7 +159,8 @@ mod tests {
 
     #[test]
     fn an_initial_checkpoint_is_a_new_game_at_the_default_tick_rate() {
-        let LoadOutcome::Ready(board) = judge(&record("gs", 2, 1, initial(), 0), 1, "gs", 2, 30, 1) else {
+        let LoadOutcome::Ready(board) = judge(&record("gs", 2, 1, initial(), 0), Epoch(1), "gs", Incarnation(2), 30, 1)
+        else {
             panic!("ready expected");
         };
         assert_eq!((board.tick(), board.player_count(), board.params().tick_hz), (0, 0, 30));
@@ -166,7 +168,9 @@ mod tests {
 
     #[test]
     fn the_tick_starts_above_the_stored_seq() {
-        let LoadOutcome::Ready(board) = judge(&record("gs", 2, 1, initial(), 40), 1, "gs", 2, 30, 1) else {
+        let LoadOutcome::Ready(board) =
+            judge(&record("gs", 2, 1, initial(), 40), Epoch(1), "gs", Incarnation(2), 30, 1)
+        else {
             panic!("ready expected");
         };
         assert_eq!(board.tick(), 40);
@@ -174,24 +178,35 @@ mod tests {
 
     #[test]
     fn ownership_is_checked_before_serving() {
-        assert!(matches!(judge(&record("gs", 2, 5, initial(), 0), 4, "gs", 2, 30, 1), LoadOutcome::NotOurs(_)));
-        assert!(matches!(judge(&record("other", 2, 4, initial(), 0), 4, "gs", 2, 30, 1), LoadOutcome::NotOurs(_)));
         assert!(matches!(
-            judge(&record("gs", 1, 4, initial(), 0), 4, "gs", 2, 30, 1),
-            LoadOutcome::EarlierIncarnation { owner_incarnation: 1 }
+            judge(&record("gs", 2, 5, initial(), 0), Epoch(4), "gs", Incarnation(2), 30, 1),
+            LoadOutcome::NotOurs(_)
         ));
-        assert!(matches!(judge(&record("gs", 3, 4, initial(), 0), 4, "gs", 2, 30, 1), LoadOutcome::NotOurs(_)));
+        assert!(matches!(
+            judge(&record("other", 2, 4, initial(), 0), Epoch(4), "gs", Incarnation(2), 30, 1),
+            LoadOutcome::NotOurs(_)
+        ));
+        assert!(matches!(
+            judge(&record("gs", 1, 4, initial(), 0), Epoch(4), "gs", Incarnation(2), 30, 1),
+            LoadOutcome::EarlierIncarnation { owner_incarnation: Incarnation(1) }
+        ));
+        assert!(matches!(
+            judge(&record("gs", 3, 4, initial(), 0), Epoch(4), "gs", Incarnation(2), 30, 1),
+            LoadOutcome::NotOurs(_)
+        ));
     }
 
     #[test]
     fn empty_data_falls_back_to_the_record_params_and_garbage_is_broken() {
         let mut r = record("gs", 1, 1, Bytes::new(), 0);
         r.board.params = Bytes::from(params().encode_to_vec());
-        assert!(matches!(judge(&r, 1, "gs", 1, 30, 1), LoadOutcome::Ready(_)));
+        assert!(matches!(judge(&r, Epoch(1), "gs", Incarnation(1), 30, 1), LoadOutcome::Ready(_)));
         let garbage = record("gs", 1, 1, Bytes::from_static(b"\xff\xff"), 0);
-        let LoadOutcome::Broken(why) = judge(&garbage, 1, "gs", 1, 30, 1) else { panic!("broken expected") };
+        let LoadOutcome::Broken(why) = judge(&garbage, Epoch(1), "gs", Incarnation(1), 30, 1) else {
+            panic!("broken expected")
+        };
         assert!(why.contains("BoardCheckpoint"), "{why}");
         let empty = record("gs", 1, 1, Bytes::new(), 0);
-        assert!(matches!(judge(&empty, 1, "gs", 1, 30, 1), LoadOutcome::Broken(_)));
+        assert!(matches!(judge(&empty, Epoch(1), "gs", Incarnation(1), 30, 1), LoadOutcome::Broken(_)));
     }
 }

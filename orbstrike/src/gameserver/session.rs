@@ -41,7 +41,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hypercache_client::{AssignmentUpdate, Client, LeaseKeeper, RegisterOptions, Registration};
+use hypercache_client::{AssignmentUpdate, Client, Epoch, LeaseKeeper, RegisterOptions, Registration};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinError, JoinSet};
 
@@ -69,11 +69,11 @@ enum End {
     LeaseLost,
 }
 
-type Loaded = (String, u64, LoadOutcome);
+type Loaded = (String, Epoch, LoadOutcome);
 
 /// The boards and loads of one incarnation.
 struct Incarnation {
-    number: u64,
+    number: hypercache_client::Incarnation,
     fence: Fence,
     boards: JoinSet<BoardExit>,
     loads: JoinSet<Loaded>,
@@ -148,7 +148,7 @@ impl Session {
                     let state = keeper.stop().await;
                     tracing::warn!(
                         server = %self.settings.server_id,
-                        incarnation = inc.number,
+                        incarnation = inc.number.0,
                         ?state,
                         "registration lease lost; all boards stopped; registering again"
                     );
@@ -173,7 +173,7 @@ impl Session {
                         self.shared.metrics.registrations.inc();
                         tracing::info!(
                             server = %s.server_id,
-                            incarnation = registration.incarnation,
+                            incarnation = registration.incarnation.0,
                             advertise = %self.advertise,
                             "registered"
                         );
@@ -228,7 +228,7 @@ impl Session {
             self.shared.metrics.lease_fenced.inc();
             tracing::warn!(
                 server = %self.settings.server_id,
-                incarnation = inc.number,
+                incarnation = inc.number.0,
                 "lease within the margin of its deadline: stopping every board"
             );
             self.stop_all(inc, StopReason::LeaseUnsafe).await;
@@ -238,7 +238,7 @@ impl Session {
     fn on_update(&mut self, inc: &mut Incarnation, update: AssignmentUpdate) {
         match update {
             AssignmentUpdate::Snapshot { owned, revision } => {
-                let wanted: HashMap<String, u64> = owned.into_iter().map(|c| (c.board_id, c.epoch)).collect();
+                let wanted: HashMap<String, Epoch> = owned.into_iter().map(|c| (c.board_id, c.epoch)).collect();
                 let stale: Vec<String> = self.shared.with_boards(|boards| {
                     boards
                         .iter()
@@ -266,7 +266,7 @@ impl Session {
         }
     }
 
-    fn gain(&mut self, inc: &mut Incarnation, board: String, epoch: u64) {
+    fn gain(&mut self, inc: &mut Incarnation, board: String, epoch: Epoch) {
         let current = self.shared.with_boards(|boards| boards.get(&board).map(Hosted::epoch));
         match current {
             Some(e) if e == epoch => return,
@@ -291,7 +291,7 @@ impl Session {
         self.shared.with_boards(|boards| boards.insert(board, Hosted::Loading { epoch, abort }));
     }
 
-    fn lose(&mut self, board: &str, epoch: u64) {
+    fn lose(&mut self, board: &str, epoch: Epoch) {
         let ours = self.shared.with_boards(|boards| boards.get(board).is_some_and(|h| h.epoch() <= epoch));
         if ours {
             self.stop_board(board, StopReason::Lost);
@@ -299,13 +299,13 @@ impl Session {
     }
 
     /// Releases a board this server owns but will not serve, in the background.
-    fn release_detached(&self, board: String, epoch: u64, why: &'static str) {
-        tracing::info!(board = %board, epoch, why, "releasing the board for a clean reassignment");
+    fn release_detached(&self, board: String, epoch: Epoch, why: &'static str) {
+        tracing::info!(board = %board, epoch = epoch.0, why, "releasing the board for a clean reassignment");
         self.shared.depart(&board, epoch);
         let (client, server) = (self.client.clone(), self.settings.server_id.clone());
         tokio::spawn(async move {
             if let Err(e) = client.release_board(&board, &server, epoch).await {
-                tracing::warn!(board = %board, epoch, error = %e, "release failed");
+                tracing::warn!(board = %board, epoch = epoch.0, error = %e, "release failed");
             }
         });
     }
@@ -319,7 +319,7 @@ impl Session {
         match removed {
             Some(Hosted::Loading { abort, epoch }) => {
                 abort.abort();
-                tracing::info!(board, epoch, reason = reason.label(), "board lost while loading");
+                tracing::info!(board, epoch = epoch.0, reason = reason.label(), "board lost while loading");
             }
             Some(Hosted::Running(handle)) => {
                 handle.control.send_replace(Control::Stop(reason));
@@ -340,21 +340,21 @@ impl Session {
             LoadOutcome::Ready(state) => self.start_board(inc, board, epoch, *state),
             LoadOutcome::NotOurs(why) => {
                 self.shared.with_boards(|boards| boards.remove(&board));
-                tracing::info!(board = %board, epoch, %why, "gained board is not ours to serve");
+                tracing::info!(board = %board, epoch = epoch.0, %why, "gained board is not ours to serve");
             }
             LoadOutcome::Broken(why) => {
-                tracing::error!(board = %board, epoch, %why, "gained board cannot be served");
+                tracing::error!(board = %board, epoch = epoch.0, %why, "gained board cannot be served");
                 self.shared.with_boards(|boards| boards.insert(board, Hosted::Broken { epoch, why }));
             }
             LoadOutcome::EarlierIncarnation { owner_incarnation } => {
                 self.shared.with_boards(|boards| boards.remove(&board));
-                tracing::info!(board = %board, epoch, owner_incarnation, incarnation = inc.number, "earlier owner");
+                tracing::info!(board = %board, epoch = epoch.0, owner_incarnation = owner_incarnation.0, incarnation = inc.number.0, "earlier owner");
                 self.release_detached(board, epoch, "it is assigned to an earlier incarnation of this server");
             }
         }
     }
 
-    fn start_board(&mut self, inc: &mut Incarnation, board_id: String, epoch: u64, board: Board) {
+    fn start_board(&mut self, inc: &mut Incarnation, board_id: String, epoch: Epoch, board: Board) {
         self.generation += 1;
         let (commands, commands_rx) = mpsc::channel(COMMAND_QUEUE);
         let (control, control_rx) = watch::channel(Control::Run);
@@ -378,7 +378,7 @@ impl Session {
         let handle = BoardHandle { epoch, generation: self.generation, commands, control, players };
         self.shared.with_boards(|boards| boards.insert(board_id.clone(), Hosted::Running(handle)));
         self.shared.metrics.boards_started.inc();
-        tracing::info!(board = %board_id, epoch, tick, players = count, "board gained");
+        tracing::info!(board = %board_id, epoch = epoch.0, tick, players = count, "board gained");
     }
 
     fn on_exit(&self, exit: Result<BoardExit, JoinError>) {
@@ -403,10 +403,12 @@ impl Session {
         let (board, epoch, reason) = (&exit.board, exit.epoch, &exit.reason);
         match reason {
             StopReason::Fenced { .. } | StopReason::SyncFailed(_) | StopReason::LeaseUnsafe => {
-                tracing::warn!(board = %board, epoch, ?reason, "board fenced")
+                tracing::warn!(board = %board, epoch = epoch.0, ?reason, "board fenced")
             }
-            StopReason::Drained { released } => tracing::info!(board = %board, epoch, released, "board drained"),
-            _ => tracing::info!(board = %board, epoch, ?reason, "board stopped"),
+            StopReason::Drained { released } => {
+                tracing::info!(board = %board, epoch = epoch.0, released, "board drained")
+            }
+            _ => tracing::info!(board = %board, epoch = epoch.0, ?reason, "board stopped"),
         }
     }
 
@@ -452,7 +454,7 @@ impl Session {
             async move {
                 let released = client.release_board(&id, &server, epoch).await;
                 if let Err(e) = &released {
-                    tracing::warn!(board = %id, epoch, error = %e, "release failed");
+                    tracing::warn!(board = %id, epoch = epoch.0, error = %e, "release failed");
                 }
                 (id, released.is_ok())
             }

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use hypercache_client::{AssignBoard, Error as StoreError, LeaseKeeper, LeaseState, Reason};
+use hypercache_client::{AssignBoard, Error as StoreError, LeaseKeeper, LeaseState, Reason, Term};
 use tokio::sync::watch;
 use tokio::time::{sleep, sleep_until, Instant};
 
@@ -70,7 +70,7 @@ pub async fn run(shared: Arc<Shared>) {
     while !shared.is_shutting_down() {
         let Some((keeper, term)) = campaign(&shared).await else { continue };
         shared.set_leader(true);
-        tracing::info!(election = %shared.config.election, term, "became the failover master");
+        tracing::info!(election = %shared.config.election, term = term.0, "became the failover master");
         let ended = lead(&shared, &keeper, term, &mut scans).await;
         shared.set_leader(false);
         match ended {
@@ -81,11 +81,11 @@ pub async fn run(shared: Arc<Shared>) {
                 if let Err(e) = keeper.stop_and_revoke().await {
                     tracing::debug!(error = %e, "revoking the election lease failed; it will expire");
                 }
-                tracing::info!(term, "resigned as failover master");
+                tracing::info!(term = term.0, "resigned as failover master");
                 return;
             }
             Ended::LeaseUnsafe | Ended::Deposed => {
-                tracing::warn!(term, reason = ?ended, "stopped acting as failover master; campaigning again");
+                tracing::warn!(term = term.0, reason = ?ended, "stopped acting as failover master; campaigning again");
                 let _ = keeper.stop_and_revoke().await;
             }
         }
@@ -94,7 +94,7 @@ pub async fn run(shared: Arc<Shared>) {
 
 /// Grants a lease and campaigns until this orchestrator leads (`Some`), the lease is lost or
 /// shutdown begins (`None`).
-async fn campaign(shared: &Shared) -> Option<(LeaseKeeper, u64)> {
+async fn campaign(shared: &Shared) -> Option<(LeaseKeeper, Term)> {
     let config = &shared.config;
     let lease = tokio::select! {
         _ = shared.shutdown_started() => return None,
@@ -150,7 +150,7 @@ async fn pause(shared: &Shared, delay: Duration) {
 async fn lead(
     shared: &Shared,
     keeper: &LeaseKeeper,
-    term: u64,
+    term: Term,
     scans: &mut watch::Receiver<Option<Arc<BoardScan>>>,
 ) -> Ended {
     let margin = shared.config.election_ttl / 4;
@@ -205,7 +205,7 @@ async fn lead(
 }
 
 /// Assigns one orphan to the least-loaded live server, fenced by epoch and term.
-async fn move_board(shared: &Shared, orphan: Orphan, term: u64) -> Moved {
+async fn move_board(shared: &Shared, orphan: Orphan, term: Term) -> Moved {
     let target = shared.placement().reserve(&orphan.board_id, &[], Instant::now());
     let target = match target {
         Ok(target) => target,
@@ -225,13 +225,13 @@ async fn move_board(shared: &Shared, orphan: Orphan, term: u64) -> Moved {
         Ok(board) => {
             shared.metrics.failover_moves.inc();
             tracing::info!(board = %orphan.board_id, from = ?orphan.owner, to = %target.server_id,
-                why = ?orphan.kind, epoch = board.epoch, term, "moved board");
+                why = ?orphan.kind, epoch = board.epoch, term = term.0, "moved board");
             Moved::Done
         }
         Err(e) => {
             shared.placement().unreserve(&orphan.board_id);
             if e.is_reason(Reason::StaleTerm) || e.is_reason(Reason::NotElectionLeader) {
-                tracing::warn!(board = %orphan.board_id, term, error = %e, "the store refused our term");
+                tracing::warn!(board = %orphan.board_id, term = term.0, error = %e, "the store refused our term");
                 return Moved::Deposed;
             }
             if e.is_reason(Reason::StaleEpoch) || e.is_reason(Reason::BoardNotFound) {

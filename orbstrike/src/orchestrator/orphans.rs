@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use hypercache_client::Board;
+use hypercache_client::{Board, Epoch};
 use tokio::time::Instant;
 
 use super::placement::Placement;
@@ -27,7 +27,7 @@ pub enum OrphanKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Orphan {
     pub board_id: String,
-    pub epoch: u64,
+    pub epoch: Epoch,
     pub owner: Option<String>,
     pub kind: OrphanKind,
 }
@@ -74,7 +74,7 @@ impl OrphanTracker {
             if now.saturating_duration_since(first) >= wait {
                 due.push(Orphan {
                     board_id: board.board_id.clone(),
-                    epoch: board.epoch,
+                    epoch: Epoch(board.epoch),
                     owner: board.owner.as_ref().map(|o| o.server_id.clone()),
                     kind,
                 });

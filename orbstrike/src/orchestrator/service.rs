@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
-use hypercache_client::{AssignBoard, CreateBoard, Reason};
+use hypercache_client::{AssignBoard, CreateBoard, Epoch, Reason};
 use hypercache_proto::orbstrike::v1 as pb;
 use pb::game_server_client::GameServerClient;
 use tokio::time::{timeout, Instant};
@@ -148,7 +148,7 @@ async fn create_game(
         Err(e) => {
             // Leave no unplaced game behind for a client that saw an error (only if still
             // unassigned: an assignment that did land wins).
-            if let Err(d) = shared.store.delete_board(&game_id, Some(0)).await {
+            if let Err(d) = shared.store.delete_board(&game_id, Some(Epoch(0))).await {
                 tracing::debug!(game = %game_id, error = %d, "cleaning up an unplaced game failed");
             }
             Err(e)
@@ -168,7 +168,7 @@ async fn place(shared: &Shared, game_id: &str) -> Result<String, Error> {
         let assign = AssignBoard {
             board_id: game_id.to_string(),
             server_id: target.server_id.clone(),
-            expected_epoch: 0,
+            expected_epoch: Epoch(0),
             request_id: new_request_id(),
             election: None,
         };

@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hypercache_client::{AssignBoard, Client, CreateBoard, Error, Reason, RegisterOptions};
+use hypercache_client::{AssignBoard, Client, CreateBoard, Epoch, Error, Reason, RegisterOptions, Seq};
 use rand::rngs::StdRng;
 use rand::Rng;
 
@@ -117,7 +117,7 @@ pub async fn apply(client: &Client, op: &Op, unique: u64) -> Result<(EventType, 
             let assign = AssignBoard {
                 board_id: board.clone(),
                 server_id: owner.clone(),
-                expected_epoch: current.board.epoch,
+                expected_epoch: Epoch(current.board.epoch),
                 request_id: format!("{owner}/{unique}"),
                 election: None,
             };
@@ -126,7 +126,7 @@ pub async fn apply(client: &Client, op: &Op, unique: u64) -> Result<(EventType, 
         }
         Op::Sync { board, owner, epoch, seq } => {
             let data = Bytes::from(format!("{owner}/{epoch}/{seq}"));
-            client.sync_board(board, *epoch, *seq, data).await?;
+            client.sync_board(board, Epoch(*epoch), Seq(*seq), data).await?;
             Ok((EventType::Ok, op.clone()))
         }
         Op::ReadBoard { board, final_read, .. } => {

@@ -25,7 +25,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use hypercache_client::{Client, Error, Reason};
+use hypercache_client::{Client, Error, Reason, Term};
 use rand::rngs::StdRng;
 use rand::Rng;
 
@@ -104,7 +104,7 @@ pub async fn apply(client: &Client, op: &Op, wait: Duration) -> Result<(EventTyp
             match client.campaign(name, candidate, lease.id, wait).await {
                 Ok(won) if won.candidate == *candidate => Ok((
                     EventType::Ok,
-                    Op::Campaign { name: name.clone(), candidate: candidate.clone(), term: Some(won.term) },
+                    Op::Campaign { name: name.clone(), candidate: candidate.clone(), term: Some(won.term.0) },
                 )),
                 Ok(won) => Err(Error::Internal {
                     message: format!("campaign for {name:?} as {candidate:?} answered with leader {:?}", won.candidate),
@@ -121,7 +121,7 @@ pub async fn apply(client: &Client, op: &Op, wait: Duration) -> Result<(EventTyp
                 }
             }
         }
-        Op::Resign { name, term, .. } => match client.resign(name, *term).await {
+        Op::Resign { name, term, .. } => match client.resign(name, Term(*term)).await {
             Ok(()) => Ok((EventType::Ok, op.clone())),
             Err(e) if e.is_reason(Reason::NotElectionLeader) => Ok((EventType::Fail, op.clone())),
             Err(e) => Err(e),
@@ -133,8 +133,8 @@ pub async fn apply(client: &Client, op: &Op, wait: Duration) -> Result<(EventTyp
                 Op::Leader {
                     name: name.clone(),
                     holder: state.leader.as_ref().map(|l| l.candidate.clone()),
-                    term: state.leader.as_ref().map(|l| l.term),
-                    last_term: Some(state.last_term),
+                    term: state.leader.as_ref().map(|l| l.term.0),
+                    last_term: Some(state.last_term.0),
                     final_read: *final_read,
                 },
             ))
