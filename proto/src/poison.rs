@@ -8,7 +8,8 @@
 //! id, the placement driver's view of its peers, the snapshot in hand, the durable-index
 //! watermark, a replica's closed flag and the test-only link cuts; in the client the endpoint
 //! table and leader cache, the routing table, health strikes, the revisions seen per shard and
-//! the write seqs in flight. Every critical section is one lookup, insert, remove or assignment
+//! the write seqs in flight; in Orbstrike and the benchmarks, channel pools, the board table,
+//! placement views and result collectors. Every critical section is one lookup, insert, remove or assignment
 //! with no `.await` and no invariant spanning two statements, so a panic cannot leave the data
 //! half updated; at worst an entry is stale, which the code around it already tolerates (a
 //! redirect, a retry, a refresh). Propagating the poison would turn one panicked task into the

@@ -4,13 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
 use hypercache_client::{Client, ClientConfig, Reason};
 use hypercache_proto::orbstrike::v1 as pb;
+use hypercache_proto::poison::lock;
 use pb::orchestrator_client::OrchestratorClient;
 use serde::Serialize;
 use tonic::transport::Channel;
@@ -126,7 +127,7 @@ pub async fn create_games(
         workers.spawn(async move {
             while next.fetch_add(1, Ordering::Relaxed) < count {
                 let game = create_one(&mut client, params, patience).await?;
-                games.lock().unwrap_or_else(PoisonError::into_inner).push(game);
+                lock(&games).push(game);
             }
             anyhow::Ok(())
         });
@@ -134,7 +135,7 @@ pub async fn create_games(
     while let Some(done) = workers.join_next().await {
         done.context("a create worker failed")??;
     }
-    let games = std::mem::take(&mut *games.lock().unwrap_or_else(PoisonError::into_inner));
+    let games = std::mem::take(&mut *lock(&games));
     Ok(games)
 }
 

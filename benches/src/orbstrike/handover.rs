@@ -42,11 +42,12 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context};
 use hypercache_client::ServerUpdate;
+use hypercache_proto::poison::lock;
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -326,7 +327,7 @@ impl DownWatch {
     /// Stops watching; when the DOWN event arrived, if it did.
     fn abort_and_get(self) -> Option<SystemTime> {
         self.task.abort();
-        *self.seen.lock().unwrap_or_else(PoisonError::into_inner)
+        *lock(&self.seen)
     }
 }
 
@@ -342,7 +343,7 @@ fn watch_down(store: &hypercache_client::Client, server_id: &str) -> DownWatch {
             };
             if let ServerUpdate::Changes { changes, .. } = update {
                 if changes.iter().any(|c| !c.up && c.server.server_id == id) {
-                    *out.lock().unwrap_or_else(PoisonError::into_inner) = Some(SystemTime::now());
+                    *lock(&out) = Some(SystemTime::now());
                     return;
                 }
             }

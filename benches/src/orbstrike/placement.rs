@@ -19,12 +19,13 @@
 //! after each level, and the stand-ins deregistered at the end.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use hypercache_client::{LeaseKeeper, RegisterOptions};
 use hypercache_proto::orbstrike::v1 as pb;
+use hypercache_proto::poison::lock;
 use pb::orchestrator_client::OrchestratorClient;
 use serde::Serialize;
 use tokio::task::JoinSet;
@@ -148,7 +149,7 @@ async fn level(
                     Err(_) => stats.record_error("client_timeout", || "no answer within 10 s".into()),
                 }
             }
-            created.lock().unwrap_or_else(PoisonError::into_inner).extend(mine);
+            lock(&created).extend(mine);
             stats
         });
     }
@@ -160,7 +161,7 @@ async fn level(
     }
     let elapsed = started.elapsed();
     let cpu = cpu.finish()?;
-    let ids = std::mem::take(&mut *created.lock().unwrap_or_else(PoisonError::into_inner));
+    let ids = std::mem::take(&mut *lock(&created));
     let games_not_deleted = if args.keep { 0 } else { delete_games(store, ids).await };
     Ok(PlacementLevel { concurrency, create: all.summary(elapsed), cpu, games_not_deleted })
 }

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use hypercache_proto::poison::lock;
 use rand::Rng;
 use serde::Serialize;
 
@@ -81,7 +82,7 @@ impl Recorder {
     /// Counts an error as `{operation}:{kind}` (kinds are gRPC code names: a bounded set).
     pub fn error(&self, operation: &str, status: &tonic::Status) {
         let key = format!("{operation}:{:?}", status.code());
-        let mut errors = self.errors.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut errors = lock(&self.errors);
         *errors.entry(key).or_default() += 1;
     }
 
@@ -107,7 +108,7 @@ impl Recorder {
             reroutes: get(&self.reroutes),
             reconnects: get(&self.reconnects),
             game_overs: get(&self.game_overs),
-            errors: self.errors.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone(),
+            errors: lock(&self.errors).clone(),
         }
     }
 }

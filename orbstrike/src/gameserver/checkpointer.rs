@@ -179,8 +179,9 @@ async fn write_loop<S: CheckpointStore>(
 pub(crate) mod fake {
     //! An in-memory [`CheckpointStore`] with the store's fencing rules, for board task tests.
 
-    use std::sync::{Arc, Mutex, PoisonError};
+    use std::sync::{Arc, Mutex};
 
+    use hypercache_proto::poison::lock;
     use hypercache_proto::v1::ErrorInfo;
 
     use super::*;
@@ -206,7 +207,7 @@ pub(crate) mod fake {
         }
 
         pub(crate) fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
-            f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner))
+            f(&mut lock(&self.0))
         }
 
         /// What an orchestrator's reassignment does.

@@ -6,11 +6,11 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use hypercache_client::Epoch;
-
+use hypercache_proto::poison::{lock, read, write};
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 
@@ -82,7 +82,7 @@ impl Shared {
 
     /// Remembers that `board` stopped here at `epoch`.
     pub(crate) fn depart(&self, board: &str, epoch: Epoch) {
-        let mut departed = self.departed.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut departed = lock(&self.departed);
         if departed.len() >= DEPARTED_MAX {
             departed.retain(|_, (_, at)| at.elapsed() < DEPARTED_TTL);
         }
@@ -97,7 +97,7 @@ impl Shared {
 
     /// The epoch `board` last stopped at here, if remembered.
     pub(crate) fn departed_at(&self, board: &str) -> Option<Epoch> {
-        let departed = self.departed.lock().unwrap_or_else(PoisonError::into_inner);
+        let departed = lock(&self.departed);
         departed.get(board).filter(|(_, at)| at.elapsed() < DEPARTED_TTL).map(|(epoch, _)| *epoch)
     }
 
@@ -119,7 +119,7 @@ impl Shared {
 
     /// Runs `f` on the table (the session's writes).
     pub(crate) fn with_boards<T>(&self, f: impl FnOnce(&mut HashMap<String, Hosted>) -> T) -> T {
-        f(&mut self.boards.write().unwrap_or_else(PoisonError::into_inner))
+        f(&mut write(&self.boards))
     }
 
     /// The command queue of a running board, or why there is none.
@@ -129,7 +129,7 @@ impl Shared {
             return Err(GameError::Draining { board: board.to_string(), server: server() });
         }
         let found = {
-            let boards = self.boards.read().unwrap_or_else(PoisonError::into_inner);
+            let boards = read(&self.boards);
             match boards.get(board) {
                 Some(Hosted::Running(handle)) => Some(Ok(handle.commands.clone())),
                 Some(Hosted::Loading { .. }) => {
@@ -152,7 +152,7 @@ impl Shared {
 
     /// (running boards, players on them), also published as gauges.
     pub(crate) fn counts(&self) -> (u64, u64) {
-        let boards = self.boards.read().unwrap_or_else(PoisonError::into_inner);
+        let boards = read(&self.boards);
         let mut running = 0u64;
         let mut players = 0u64;
         for hosted in boards.values() {

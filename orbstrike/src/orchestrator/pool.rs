@@ -7,10 +7,11 @@
 //! bounded by the number of live servers.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hypercache_proto::orbstrike::v1::game_server_client::GameServerClient;
+use hypercache_proto::poison::lock;
 use tonic::transport::{Channel, Endpoint};
 
 use super::error::Error;
@@ -40,7 +41,7 @@ impl ChannelPool {
     }
 
     pub fn channel(&self, address: &str) -> Result<Channel, Error> {
-        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut channels = lock(&self.channels);
         if let Some(channel) = channels.get(address) {
             return Ok(channel.clone());
         }
@@ -58,13 +59,13 @@ impl ChannelPool {
 
     /// Drops the channels of addresses not in `live`.
     pub fn retain(&self, live: &HashSet<&str>) {
-        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut channels = lock(&self.channels);
         channels.retain(|address, _| live.contains(address.as_str()));
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.channels.lock().unwrap_or_else(PoisonError::into_inner).len()
+        lock(&self.channels).len()
     }
 }
 

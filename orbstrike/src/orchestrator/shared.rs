@@ -4,10 +4,11 @@
 //! Locks are std mutexes held for a few map operations and never across an `.await`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use hypercache_client::{Board, Client};
 use hypercache_proto::orbstrike::v1 as pb;
+use hypercache_proto::poison::lock;
 use tokio::sync::{watch, Notify};
 
 use super::config::Config;
@@ -71,11 +72,11 @@ impl Shared {
     }
 
     pub fn placement(&self) -> MutexGuard<'_, Placement> {
-        self.placement.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.placement)
     }
 
     pub fn limiter(&self) -> MutexGuard<'_, RateLimiter> {
-        self.limiter.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.limiter)
     }
 
     pub fn is_shutting_down(&self) -> bool {

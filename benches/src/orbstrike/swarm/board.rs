@@ -2,10 +2,11 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use hypercache_proto::orbstrike::v1 as pb;
+use hypercache_proto::poison::lock;
 use orbstrike::bot::{BoardView, Steering};
 use pb::play_request::Msg;
 use pb::play_update::Body;
@@ -150,7 +151,7 @@ impl BoardTask {
 
     fn flush(&mut self) {
         let Some((window, stats)) = self.local.take() else { return };
-        let mut c = self.shared.collector.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut c = lock(&self.shared.collector);
         let w = c.windows.entry(window).or_default();
         w.direct.merge(&stats.direct);
         w.proxied.merge(&stats.proxied);
@@ -246,7 +247,7 @@ impl BoardTask {
                         prev_at,
                         mid_stream: !first_in_stream,
                     };
-                    self.shared.reroutes.lock().unwrap_or_else(PoisonError::into_inner).push(event);
+                    lock(&self.shared.reroutes).push(event);
                 }
                 if update.tick >= self.view.tick {
                     self.view.apply(&update);

@@ -35,7 +35,7 @@ mod stats;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -46,6 +46,7 @@ pub use join::{join, join_all, BoardPlan, Joined, Links, Route};
 pub use stats::{Reroute, RouteStats, WindowStats};
 
 use board::BoardTask;
+use hypercache_proto::poison::lock;
 use join::open;
 
 /// How long [`Swarm::end_window`] waits for every board task to hand in its figures.
@@ -165,7 +166,7 @@ impl Swarm {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let mut stats = {
-            let mut c = self.shared.collector.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut c = lock(&self.shared.collector);
             c.windows.remove(&window).unwrap_or_default()
         };
         stats.elapsed = elapsed;
@@ -174,13 +175,13 @@ impl Swarm {
     }
 
     fn with_window<T>(&self, window: u64, f: impl FnOnce(&mut WindowStats) -> T) -> T {
-        let mut c = self.shared.collector.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut c = lock(&self.shared.collector);
         f(c.windows.entry(window).or_default())
     }
 
     /// Every re-route event so far.
     pub fn reroutes(&self) -> Vec<Reroute> {
-        self.shared.reroutes.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        lock(&self.shared.reroutes).clone()
     }
 
     /// Stops every player (streams are dropped, not exited: the benchmarks delete their games).
