@@ -83,14 +83,16 @@ if [ "$mode" = short ]; then
   # nemesis: owners depose each other all the time (docs/chaos.md, measured catch rate).
   export HYPERCACHE_FAILPOINTS=accept-stale-epoch
   run 1 --workload board --time-limit 15
-  # double-apply: a retried write that was already applied is applied again. A retry reaches a
-  # new leader only if the client's deadline outlasts the election after killing or pausing the
-  # old one (5 s, not the default 2 s); the retried append's comparison then fails, so the client
-  # is told `fail` for an element every later read shows. It takes a fault landing between a
-  # write's replication and its reply (docs/chaos.md, measured catch rate), so up to three runs.
-  export HYPERCACHE_FAILPOINTS=double-apply
-  run_until_caught --workload list-append --nemesis kill,pause --op-timeout-ms 5000 --workers 10 \
-    --heal-secs 2 --fault-secs 3 --time-limit 20
+  # double-apply: a retried write that was already applied is applied again. The lose-reply
+  # fault answers every third tracked write OUTCOME_UNKNOWN after applying it, so the client
+  # repeats it with the same write id; the repeated append's comparison then fails and the client
+  # is told `fail` for an element later reads show (aborted-read). Waiting for kills and pauses
+  # to land between a commit and its reply missed it in all three seeds of a CI run (docs/chaos.md).
+  # The same fault without the bug must stay valid: sessions answer the repeat with its first outcome.
+  export HYPERCACHE_FAILPOINTS=lose-reply
+  run 0 --workload list-append --time-limit 15
+  export HYPERCACHE_FAILPOINTS=double-apply,lose-reply
+  run 1 --workload list-append --time-limit 15
   # ack-before-flush: log appends acknowledged without an fsync; a power cut of every node loses
   # acknowledged adds (caught 3 of 3 seeds by hand).
   export HYPERCACHE_FAILPOINTS=ack-before-flush

@@ -17,6 +17,12 @@
 //!   the disk only when something else flushes the node's `Db` (a vote, a purge, a snapshot). A
 //!   write can then be acknowledged by a majority that all hold it only in the page cache, and a
 //!   power cut of every node (the chaos suite's `power` nemesis) loses it.
+//! - `lose-reply`: not a bug but a fault, the network losing a reply: every third write that
+//!   carries a write id is applied and then answered `OUTCOME_UNKNOWN`, so the client repeats it
+//!   with the same id. With sessions working the repeat gets the first outcome and the history
+//!   stays valid; together with `double-apply` every such repeat is applied again, which the
+//!   `list-append` checker must catch. Kills and pauses produce such repeats only when a fault
+//!   lands between a write's commit and its reply, too rarely to rely on.
 
 /// One switch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,13 +31,19 @@ pub enum Failpoint {
     AcceptStaleEpoch,
     DoubleApply,
     AckBeforeFlush,
+    LoseReply,
 }
 
 impl Failpoint {
     /// Every switch, for checking the names in `HYPERCACHE_FAILPOINTS`.
     #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
-    const ALL: [Failpoint; 4] =
-        [Failpoint::StaleRead, Failpoint::AcceptStaleEpoch, Failpoint::DoubleApply, Failpoint::AckBeforeFlush];
+    const ALL: [Failpoint; 5] = [
+        Failpoint::StaleRead,
+        Failpoint::AcceptStaleEpoch,
+        Failpoint::DoubleApply,
+        Failpoint::AckBeforeFlush,
+        Failpoint::LoseReply,
+    ];
 
     /// Its name in `HYPERCACHE_FAILPOINTS`.
     pub fn name(self) -> &'static str {
@@ -40,6 +52,7 @@ impl Failpoint {
             Failpoint::AcceptStaleEpoch => "accept-stale-epoch",
             Failpoint::DoubleApply => "double-apply",
             Failpoint::AckBeforeFlush => "ack-before-flush",
+            Failpoint::LoseReply => "lose-reply",
         }
     }
 }
@@ -71,4 +84,13 @@ pub fn on(fp: Failpoint) -> bool {
 #[inline(always)]
 pub fn on(_fp: Failpoint) -> bool {
     false
+}
+
+/// Whether the reply to this tracked write is to be lost (`lose-reply`): true for every third
+/// call while the switch is on. A counter rather than chance, so a run's repeats do not depend
+/// on luck.
+pub fn lose_this_reply() -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    on(Failpoint::LoseReply) && CALLS.fetch_add(1, Ordering::Relaxed) % 3 == 2
 }

@@ -238,7 +238,8 @@ impl Shard {
     /// repeated (a repeat returns the first outcome).
     pub async fn write(&self, write: Option<WriteId>, request: Request) -> Result<Applied, ServiceError> {
         self.check_leader_hint()?;
-        self.proposer.propose(Tracked { write, request }).await.map_err(|e| match e {
+        let tracked = write.is_some();
+        let applied = self.proposer.propose(Tracked { write, request }).await.map_err(|e| match e {
             ProposeError::Raft(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => self.forward_proposal(f),
             ProposeError::Raft(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
                 ServiceError::Internal { shard: self.id, detail: e.to_string() }
@@ -249,7 +250,15 @@ impl Shard {
             },
             ProposeError::Stopped => ServiceError::ShuttingDown { node: self.node_id },
             ProposeError::Mismatch(detail) => ServiceError::Internal { shard: self.id, detail },
-        })
+        })?;
+        if tracked && crate::failpoints::lose_this_reply() {
+            tracing::warn!(shard = %self.id, "failpoint lose-reply: an applied write is answered OUTCOME_UNKNOWN");
+            return Err(ServiceError::OutcomeUnknown {
+                shard: self.id,
+                detail: "failpoint lose-reply: the write was applied, its reply dropped".into(),
+            });
+        }
+        Ok(applied)
     }
 
     /// Like [`Shard::write`] without a write id (internal writes), with a rejection turned into

@@ -56,7 +56,7 @@ pub struct TestOptions {
     /// Client deadline per operation.
     pub op_timeout: Duration,
     /// The client's timeout per attempt (`None`: the library's default). A short one makes the
-    /// client retry writes still in flight, which the `double-apply` failpoint needs.
+    /// client retry writes still in flight, repeats that sessions must answer exactly once.
     pub attempt_timeout: Option<Duration>,
 }
 
