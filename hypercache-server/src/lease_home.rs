@@ -37,6 +37,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use hypercache_proto::raft::v1::lease_home_client::LeaseHomeClient;
 use hypercache_proto::raft::v1::raft_client::RaftClient;
 use hypercache_proto::raft::v1::RaftMessage;
 use openraft::{Raft, ServerState};
@@ -154,12 +155,21 @@ pub enum LeaseEndsReply {
 async fn ask(pool: &PeerPool, addr: &str, home: ShardId, ids: &[LeaseId]) -> Result<Vec<LeaseId>, AskError> {
     let channel = pool.channel(addr)?;
     let payload = codec::encode(&ids)?;
-    let mut client = RaftClient::new(channel);
-    let call = client.lease_ends(RaftMessage { shard_id: home.0, payload: payload.into(), ..Default::default() });
+    let msg = RaftMessage { shard_id: home.0, payload: payload.into(), ..Default::default() };
+    let call = async {
+        match LeaseHomeClient::new(channel.clone()).lease_ends(msg.clone()).await {
+            // A node of an earlier version answers on its Raft service only.
+            Err(s) if s.code() == tonic::Code::Unimplemented => RaftClient::new(channel).lease_ends(msg).await,
+            answer => answer,
+        }
+    };
     let reply = tokio::time::timeout(ASK_TIMEOUT, call)
         .await
         .map_err(|_| AskError::Timeout { addr: addr.to_string() })?
-        .map_err(|s| AskError::Transport { addr: addr.to_string(), message: s.message().to_string() })?;
+        .map_err(|s| AskError::Transport {
+            addr: addr.to_string(),
+            message: format!("{:?}: {}", s.code(), s.message()),
+        })?;
     match codec::decode(&reply.into_inner().payload)? {
         LeaseEndsReply::Ended(ended) => Ok(ended),
         LeaseEndsReply::Failed(message) => Err(AskError::Remote { addr: addr.to_string(), message }),
@@ -251,5 +261,17 @@ mod tests {
         assert_eq!(back, Ok(ids));
         let reply: LeaseEndsReply = codec::decode(&codec::encode(&old_failed).expect("encodes")).expect("decodes");
         assert_eq!(reply, LeaseEndsReply::Failed("this node hosts no replica of shard 3".into()));
+    }
+
+    /// A node of an earlier version has no LeaseHome service: the question goes by the Raft
+    /// service's old path, and its answer is read as before.
+    #[tokio::test]
+    async fn a_question_reaches_a_node_that_serves_only_the_old_path() {
+        let ended: Vec<LeaseId> = vec![1 << 48 | 5];
+        let answer = codec::encode(&LeaseEndsReply::Ended(ended.clone())).unwrap();
+        let addr = crate::network::old_peer::serve(Default::default(), answer.into()).await;
+        let pool = PeerPool::new(Duration::from_secs(1), 4 << 20);
+        let got = ask(&pool, &addr, ShardId(1), &[1 << 48 | 5, 1 << 48 | 6]).await.unwrap();
+        assert_eq!(got, ended);
     }
 }

@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use hypercache_proto::raft::v1::lease_home_server::LeaseHomeServer;
+use hypercache_proto::raft::v1::placement_server::PlacementServer;
 use hypercache_proto::raft::v1::raft_server::RaftServer;
 use hypercache_proto::v1::boards_server::BoardsServer;
 use hypercache_proto::v1::cluster_server::ClusterServer;
@@ -37,8 +39,8 @@ use crate::placement::driver::{self, Driver};
 use crate::raft_config::raft_config;
 use crate::replica::{HostParts, ReplicaError, ReplicaHost};
 use crate::service::{
-    BoardsService, ClusterService, Ctx, ElectionService, KvService, LeaseService, RaftService, RegistryService,
-    Validator,
+    BoardsService, ClusterService, Ctx, ElectionService, KvService, LeaseHomeService, LeaseService, PlacementService,
+    RaftService, RegistryService, Validator,
 };
 use crate::shard::Shards;
 use crate::storage::{self, Flusher, OpenError};
@@ -208,6 +210,8 @@ impl Node {
         ))
         .max_decoding_message_size(peer_max)
         .max_encoding_message_size(peer_max);
+        let placement_svc = PlacementServer::new(PlacementService::new(host.clone()));
+        let lease_home_svc = LeaseHomeServer::new(LeaseHomeService::new(shards.clone()));
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc).map(|conn| {
             conn.inspect(|s| {
                 // Raft and client RPCs are small and latency-bound.
@@ -224,6 +228,8 @@ impl Node {
                 .add_service(election)
                 .add_service(cluster)
                 .add_service(raft_svc)
+                .add_service(placement_svc)
+                .add_service(lease_home_svc)
                 .serve_with_incoming_shutdown(incoming, wait_for(grpc_stop_rx))
                 .await;
             if let Err(e) = result {

@@ -8,8 +8,9 @@
 //!   through it, several shards' messages in one `AppendBatch` call under load.
 //! - [`Links`]: test control over which Raft messages this node sends to which peer.
 //! - [`admit::Admission`]: the inbound check that a message is meant for this node's incarnation
-//!   and cluster; the inbound service itself is `service::peer::RaftService`, which also serves
-//!   placement steps and lease-home queries (it sits above them).
+//!   and cluster; the inbound services themselves are in `service/` (`peer.rs` for Raft,
+//!   `placement.rs` and `lease_home.rs` for the other peer calls, which use the same
+//!   connections).
 //!
 //! Peers are addressed by `host:port` names. A channel resolves its name every time it
 //! (re)connects, so a peer whose IP changed behind a stable DNS name is reached at its new address
@@ -20,6 +21,8 @@ pub(crate) mod batch;
 mod client;
 pub(crate) mod codec;
 mod links;
+#[cfg(test)]
+pub(crate) mod old_peer;
 mod pool;
 
 pub use client::{NetworkFactory, PeerClient};

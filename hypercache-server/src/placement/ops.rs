@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use hypercache_proto::raft::v1::placement_client::PlacementClient;
 use hypercache_proto::raft::v1::raft_client::RaftClient;
 use hypercache_proto::raft::v1::RaftMessage;
 use openraft::error::{ClientWriteError, Fatal, InitializeError, RaftError};
@@ -144,19 +145,28 @@ pub async fn serve(host: &ReplicaHost, shard: ShardId, op: ShardOp) -> OpReply {
     OpReply::from(&result)
 }
 
-/// Sends `op` for `shard` to the node at `addr` over the shared peer connection.
+/// Sends `op` for `shard` to the node at `addr` over the shared peer connection (its Placement
+/// service, or the Raft service's old path on a node of an earlier version).
 pub async fn send(pool: &PeerPool, addr: &str, shard: ShardId, op: &ShardOp) -> Result<(), OpError> {
     let channel = pool.channel(addr)?;
     let payload = codec::encode(op)?;
-    let mut client = RaftClient::new(channel);
     let msg = RaftMessage { shard_id: shard.0, payload: payload.into(), ..Default::default() };
-    let call = client.shard_op(msg);
+    let call = async {
+        match PlacementClient::new(channel.clone()).shard_op(msg.clone()).await {
+            // A node of an earlier version serves steps on its Raft service only.
+            Err(s) if s.code() == tonic::Code::Unimplemented => RaftClient::new(channel).shard_op(msg).await,
+            answer => answer,
+        }
+    };
     // A second more than the node allows itself, so its own timeout answer arrives first.
     let limit = OP_TIMEOUT + Duration::from_secs(1);
     let reply = tokio::time::timeout(limit, call)
         .await
         .map_err(|_| OpError::NoAnswer { addr: addr.to_string(), limit })?
-        .map_err(|s| OpError::Transport { addr: addr.to_string(), message: s.message().to_string() })?;
+        .map_err(|s| OpError::Transport {
+            addr: addr.to_string(),
+            message: format!("{:?}: {}", s.code(), s.message()),
+        })?;
     match codec::decode(&reply.into_inner().payload)? {
         OpReply::Done => Ok(()),
         OpReply::Failed(message) => Err(OpError::Remote { addr: addr.to_string(), message }),
@@ -179,5 +189,18 @@ mod tests {
         assert_eq!(back, Err("x".to_string()));
         let reply: OpReply = codec::decode(&codec::encode(&old_failed).expect("encodes")).expect("decodes");
         assert_eq!(reply, OpReply::Failed("shard 3: no".into()));
+    }
+
+    /// A node of an earlier version has no Placement service: the step goes by the Raft
+    /// service's old path, and its answer is read as before.
+    #[tokio::test]
+    async fn a_step_reaches_a_node_that_serves_only_the_old_path() {
+        let refused = OpReply::Failed("shard 3: old node says no".into());
+        let addr = crate::network::old_peer::serve(codec::encode(&refused).unwrap().into(), Default::default()).await;
+        let pool = PeerPool::new(Duration::from_secs(1), 4 << 20);
+        match send(&pool, &addr, ShardId(3), &ShardOp::Open).await {
+            Err(OpError::Remote { message, .. }) => assert_eq!(message, "shard 3: old node says no"),
+            other => panic!("expected the old node's refusal, got {other:?}"),
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! The gRPC services a node serves. The client-facing ones (`hypercache.v1`) validate input, turn
 //! each request into a replicated transaction or a local read, and convert between protobuf and
 //! domain types; all state changes happen in the state machine, never as read-modify-write here.
-//! [`RaftService`] (`peer.rs`) is the peer service (`hypercache.raft.v1`) other nodes call.
+//! Other nodes call the peer services (`hypercache.raft.v1`): [`RaftService`] (`peer.rs`, Raft
+//! RPCs), [`PlacementService`] (placement steps) and [`LeaseHomeService`] (lease-home questions).
 
 mod boards;
 pub mod cluster;
@@ -10,7 +11,10 @@ mod election;
 mod game_common;
 mod kv;
 mod lease;
+mod lease_home;
 mod peer;
+mod peer_msg;
+mod placement;
 mod registry;
 mod stream;
 mod validate;
@@ -22,6 +26,8 @@ pub use ctx::Ctx;
 pub use election::ElectionService;
 pub use kv::KvService;
 pub use lease::LeaseService;
+pub use lease_home::LeaseHomeService;
 pub use peer::RaftService;
+pub use placement::PlacementService;
 pub use registry::RegistryService;
 pub use validate::Validator;

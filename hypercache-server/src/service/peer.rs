@@ -1,14 +1,14 @@
-//! The peer service (`hypercache.raft.v1`), what other nodes call on this one: inbound Raft RPCs
-//! (decode, route to the shard's `Raft` by shard id, encode the result, including errors the Raft
-//! returned, which the sender turns into `RemoteError`), the placement driver's steps for this
-//! node's replicas ([`crate::placement::ops`]) and lease-home queries ([`crate::lease_home`]).
-//! It sits here, above placement and the lease homes, so that `network/` (the transport) needs
-//! neither.
+//! The Raft service (`hypercache.raft.v1.Raft`), the Raft RPCs other nodes send this one: decode,
+//! route to the shard's `Raft` by shard id, encode the result, including errors the Raft returned,
+//! which the sender turns into `RemoteError`. Placement steps and lease-home questions have their
+//! own services (`placement.rs`, `lease_home.rs`); this one still answers their old paths for
+//! nodes of earlier versions.
 //!
 //! `AppendBatch` carries several shards' AppendEntries (see [`super::batch`]). Its messages are
 //! handed to their shards all at once, so their log writes share a flush, and each answer is
 //! streamed back as soon as its shard gives it: a heartbeat does not wait for another shard's flush.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -21,15 +21,15 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::identity::Stamp;
-use crate::lease_home::{self, LeaseEndsReply};
 use crate::network::admit::Admission;
 use crate::network::batch::to_reply;
 use crate::network::codec;
-use crate::placement::ops::{self, ShardOp};
 use crate::raft_types::TypeConfig;
 use crate::replica::ReplicaHost;
 use crate::shard::Shards;
-use crate::types::{LeaseId, NodeId, ShardId};
+use crate::types::{NodeId, ShardId};
+
+use super::peer_msg::{decode, message, peer_span};
 
 pub struct RaftService {
     shards: Arc<Shards>,
@@ -49,8 +49,24 @@ impl RaftService {
         RaftService { shards, host, admission: Arc::new(Admission::new(stamp)), append_messages }
     }
 
-    fn raft(&self, shard_id: u32) -> Result<Raft<TypeConfig>, Status> {
-        raft_of(&self.shards, shard_id)
+    /// A unary Raft RPC (`rpc` names its span): [`serve_raft`] with `call`, answered as a message.
+    async fn unary<Req, Resp, E, F, Fut>(
+        &self,
+        rpc: &'static str,
+        request: Request<RaftMessage>,
+        call: F,
+    ) -> Result<Response<RaftMessage>, Status>
+    where
+        Req: serde::de::DeserializeOwned,
+        Resp: serde::Serialize,
+        E: serde::Serialize + std::error::Error,
+        F: FnOnce(Raft<TypeConfig>, Req) -> Fut,
+        Fut: Future<Output = Result<Resp, RaftError<NodeId, E>>>,
+    {
+        let msg = request.into_inner();
+        let payload =
+            serve_raft(&self.shards, &self.admission, &msg, call).instrument(peer_span(rpc, msg.shard_id)).await?;
+        Ok(message(msg.shard_id, payload))
     }
 }
 
@@ -59,11 +75,6 @@ fn raft_of(shards: &Shards, shard_id: u32) -> Result<Raft<TypeConfig>, Status> {
         .get(ShardId(shard_id))
         .map(|s| s.raft.clone())
         .ok_or_else(|| Status::not_found(format!("this node hosts no replica of shard {shard_id}")))
-}
-
-fn decode<T: serde::de::DeserializeOwned>(msg: &RaftMessage) -> Result<T, Status> {
-    codec::decode(&msg.payload)
-        .map_err(|e| Status::invalid_argument(format!("shard {}: malformed raft payload: {e}", msg.shard_id)))
 }
 
 /// Encodes the Raft's answer. A stopped Raft is reported as UNAVAILABLE (the sender treats the
@@ -78,48 +89,40 @@ fn encode_result<T: serde::Serialize, E: serde::Serialize + std::error::Error>(
     Ok(codec::encode(result).map_err(|e| Status::internal(e.to_string()))?.into())
 }
 
-fn reply<T: serde::Serialize, E: serde::Serialize + std::error::Error>(
-    shard_id: u32,
-    result: &Result<T, RaftError<NodeId, E>>,
-) -> Result<Response<RaftMessage>, Status> {
-    let payload = encode_result(shard_id, result)?;
-    Ok(Response::new(RaftMessage { shard_id, payload, ..Default::default() }))
+/// One Raft RPC on `msg`: admit the sender, find the shard's Raft, decode the request, hand it
+/// to `call` (the Raft method) and encode its answer.
+async fn serve_raft<Req, Resp, E, F, Fut>(
+    shards: &Shards,
+    admission: &Admission,
+    msg: &RaftMessage,
+    call: F,
+) -> Result<bytes::Bytes, Status>
+where
+    Req: serde::de::DeserializeOwned,
+    Resp: serde::Serialize,
+    E: serde::Serialize + std::error::Error,
+    F: FnOnce(Raft<TypeConfig>, Req) -> Fut,
+    Fut: Future<Output = Result<Resp, RaftError<NodeId, E>>>,
+{
+    admission.check(msg).await?;
+    let raft = raft_of(shards, msg.shard_id)?;
+    let result = call(raft, decode(msg)?).await;
+    encode_result(msg.shard_id, &result)
 }
 
 /// Message `index` of an `AppendBatch`: what `AppendEntries` would have answered, as a reply.
 async fn append_one(shards: Arc<Shards>, admission: Arc<Admission>, index: u32, msg: RaftMessage) -> RaftReply {
-    let shard_id = msg.shard_id;
-    let result = async {
-        admission.check(&msg).await?;
-        let raft = raft_of(&shards, shard_id)?;
-        let result = raft.append_entries(decode(&msg)?).await;
-        encode_result(shard_id, &result)
-    }
-    .instrument(raft_span("AppendBatch", shard_id))
-    .await;
-    to_reply(index, shard_id, result)
-}
-
-/// The span of one inbound peer call (level DEBUG, so free unless enabled: see
-/// docs/operations.md).
-fn raft_span(rpc: &'static str, shard: u32) -> tracing::Span {
-    tracing::debug_span!("peer", rpc, shard)
+    let result = serve_raft(&shards, &admission, &msg, |raft, req| async move { raft.append_entries(req).await })
+        .instrument(peer_span("AppendBatch", msg.shard_id))
+        .await;
+    to_reply(index, msg.shard_id, result)
 }
 
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
     async fn append_entries(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         self.append_messages.observe(1.0);
-        let msg = request.into_inner();
-        let span = raft_span("AppendEntries", msg.shard_id);
-        async {
-            self.admission.check(&msg).await?;
-            let raft = self.raft(msg.shard_id)?;
-            let result = raft.append_entries(decode(&msg)?).await;
-            reply(msg.shard_id, &result)
-        }
-        .instrument(span)
-        .await
+        self.unary("AppendEntries", request, |raft, req| async move { raft.append_entries(req).await }).await
     }
 
     type AppendBatchStream = Pin<Box<dyn Stream<Item = Result<RaftReply, Status>> + Send + 'static>>;
@@ -140,60 +143,20 @@ impl RaftRpc for RaftService {
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let msg = request.into_inner();
-        let span = raft_span("Vote", msg.shard_id);
-        async {
-            self.admission.check(&msg).await?;
-            let raft = self.raft(msg.shard_id)?;
-            let result = raft.vote(decode(&msg)?).await;
-            reply(msg.shard_id, &result)
-        }
-        .instrument(span)
-        .await
+        self.unary("Vote", request, |raft, req| async move { raft.vote(req).await }).await
     }
 
     async fn install_snapshot(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let msg = request.into_inner();
-        let span = raft_span("InstallSnapshot", msg.shard_id);
-        async {
-            self.admission.check(&msg).await?;
-            let raft = self.raft(msg.shard_id)?;
-            let result = raft.install_snapshot(decode(&msg)?).await;
-            reply(msg.shard_id, &result)
-        }
-        .instrument(span)
-        .await
+        self.unary("InstallSnapshot", request, |raft, req| async move { raft.install_snapshot(req).await }).await
     }
 
+    /// The old path of `Placement.ShardOp`, for nodes of earlier versions.
     async fn shard_op(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let msg = request.into_inner();
-        let span = raft_span("ShardOp", msg.shard_id);
-        async {
-            let op: ShardOp = decode(&msg)?;
-            let reply = ops::serve(&self.host, ShardId(msg.shard_id), op).await;
-            let payload = codec::encode(&reply).map_err(|e| Status::internal(e.to_string()))?;
-            Ok(Response::new(RaftMessage { shard_id: msg.shard_id, payload: payload.into(), ..Default::default() }))
-        }
-        .instrument(span)
-        .await
+        super::placement::serve(&self.host, request.into_inner()).await
     }
 
+    /// The old path of `LeaseHome.LeaseEnds`, for nodes of earlier versions.
     async fn lease_ends(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let msg = request.into_inner();
-        let span = raft_span("LeaseEnds", msg.shard_id);
-        async {
-            let ids: Vec<LeaseId> = decode(&msg)?;
-            let reply = match self.shards.get(ShardId(msg.shard_id)) {
-                Some(shard) => match lease_home::ended_here(&shard, &ids).await {
-                    Ok(ended) => LeaseEndsReply::Ended(ended),
-                    Err(e) => LeaseEndsReply::Failed(e.to_string()),
-                },
-                None => LeaseEndsReply::Failed(format!("this node hosts no replica of shard {}", msg.shard_id)),
-            };
-            let payload = codec::encode(&reply).map_err(|e| Status::internal(e.to_string()))?;
-            Ok(Response::new(RaftMessage { shard_id: msg.shard_id, payload: payload.into(), ..Default::default() }))
-        }
-        .instrument(span)
-        .await
+        super::lease_home::serve(&self.shards, request.into_inner()).await
     }
 }

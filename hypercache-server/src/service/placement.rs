@@ -1,0 +1,45 @@
+//! The placement service (`hypercache.raft.v1.Placement`): the placement driver (on the meta
+//! leader) sends each step for a replica to the node that must carry it out, and this node does
+//! it with [`crate::placement::ops`]. A service of its own, so the Raft transport carries Raft
+//! alone.
+
+use std::sync::Arc;
+
+use hypercache_proto::raft::v1::placement_server::Placement;
+use hypercache_proto::raft::v1::RaftMessage;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use crate::placement::ops::{self, ShardOp};
+use crate::replica::ReplicaHost;
+use crate::types::ShardId;
+
+use super::peer_msg::{decode, encode, message, peer_span};
+
+pub struct PlacementService {
+    host: Arc<ReplicaHost>,
+}
+
+impl PlacementService {
+    pub fn new(host: Arc<ReplicaHost>) -> Self {
+        PlacementService { host }
+    }
+}
+
+/// Carries out the step in `msg` for its shard and answers how it went.
+pub(super) async fn serve(host: &ReplicaHost, msg: RaftMessage) -> Result<Response<RaftMessage>, Status> {
+    async {
+        let op: ShardOp = decode(&msg)?;
+        let reply = ops::serve(host, ShardId(msg.shard_id), op).await;
+        Ok(message(msg.shard_id, encode(&reply)?))
+    }
+    .instrument(peer_span("ShardOp", msg.shard_id))
+    .await
+}
+
+#[tonic::async_trait]
+impl Placement for PlacementService {
+    async fn shard_op(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        serve(&self.host, request.into_inner()).await
+    }
+}
