@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use hypercache_client::{Client, Error, RoutingTable};
 use hypercache_proto::v1 as pb;
+use hypercache_proto::Role;
 use serde_json::{json, Value};
 
 use crate::exit;
@@ -78,7 +79,7 @@ pub(super) fn rows(table: &RoutingTable, answers: &[NodeAnswer]) -> Vec<ShardRow
         .iter()
         .map(|shard| {
             let statuses = reported.get(&shard.shard_id).map(Vec::as_slice).unwrap_or_default();
-            let leading = statuses.iter().find(|(_, s)| s.role == "leader");
+            let leading = statuses.iter().find(|(_, s)| Role::is_leader(&s.role));
             let best = leading.or_else(|| statuses.iter().max_by_key(|(_, s)| s.term));
             let leader_id = match (leading, best) {
                 (Some((id, _)), _) => Some(*id),

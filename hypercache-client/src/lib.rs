@@ -124,7 +124,7 @@ pub use config::{parse_endpoint_list, validate_endpoint, ClientConfig, DEFAULT_M
 pub use election::{ElectionState, LeaderObserver, Leadership};
 pub use error::{CurrentOwner, CurrentTerm, Error};
 pub use hypercache_proto::v1::{ErrorInfo, StatusResponse};
-pub use hypercache_proto::Reason;
+pub use hypercache_proto::{Reason, Role};
 pub use ids::{Epoch, Incarnation, Seq, Term};
 pub use keeper::{LeaseKeeper, LeaseState, LostReason};
 pub use lease::{Lease, LeaseTtl};

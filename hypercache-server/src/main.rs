@@ -168,23 +168,7 @@ fn serve(config: Config) -> ExitCode {
     init_logging(&config.log_format);
     run_async(async move {
         let node = Node::start(config).await?;
-        wait_for_stop_signal().await;
+        hypercache_proto::stop_signal::wait().await;
         node.shutdown().await
     })
-}
-
-async fn wait_for_stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C received"),
-                _ = term.recv() => tracing::info!("SIGTERM received"),
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the node");
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

@@ -5,9 +5,10 @@
 //! nodes as protobuf, and the placement driver reads it back into this type where it polls, so
 //! the placement decisions work on a role enum and typed ids, never on wire strings.
 //!
-//! Role names are part of the wire protocol (`ReplicaStatus.role`, `StatusResponse.role`): the
-//! one table from role to name and back is here, and so are both conversions of the status to
-//! and from `hypercache.v1.ReplicaStatus`, so the two ends cannot drift apart.
+//! Role names are part of the wire protocol (`ReplicaStatus.role`, `StatusResponse.role`): their
+//! one table is `hypercache_proto::role`, shared with every reader of a status; both conversions
+//! of the status to and from `hypercache.v1.ReplicaStatus` are here, so the two ends cannot
+//! drift apart.
 
 use std::collections::BTreeMap;
 
@@ -16,55 +17,16 @@ use openraft::ServerState;
 
 use crate::types::{Incarnation, NodeId, ShardId};
 
-/// A replica's Raft role (openraft's server state, under our names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    Leader,
-    Follower,
-    Candidate,
-    Learner,
-    Shutdown,
-}
+pub use hypercache_proto::role::{Role, UnknownRole};
 
-/// A role name this version does not know (a newer peer's report).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown replica role {0:?}")]
-pub struct UnknownRole(pub String);
-
-impl Role {
-    /// The role's name on the wire.
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::Leader => "leader",
-            Role::Follower => "follower",
-            Role::Candidate => "candidate",
-            Role::Learner => "learner",
-            Role::Shutdown => "shutdown",
-        }
-    }
-
-    /// The role a wire name stands for.
-    pub fn from_name(name: &str) -> Result<Role, UnknownRole> {
-        match name {
-            "leader" => Ok(Role::Leader),
-            "follower" => Ok(Role::Follower),
-            "candidate" => Ok(Role::Candidate),
-            "learner" => Ok(Role::Learner),
-            "shutdown" => Ok(Role::Shutdown),
-            other => Err(UnknownRole(other.to_string())),
-        }
-    }
-}
-
-impl From<ServerState> for Role {
-    fn from(state: ServerState) -> Role {
-        match state {
-            ServerState::Leader => Role::Leader,
-            ServerState::Follower => Role::Follower,
-            ServerState::Candidate => Role::Candidate,
-            ServerState::Learner => Role::Learner,
-            ServerState::Shutdown => Role::Shutdown,
-        }
+/// The role of a replica in openraft's `state` (a function: both types are foreign here).
+pub fn role_of(state: ServerState) -> Role {
+    match state {
+        ServerState::Leader => Role::Leader,
+        ServerState::Follower => Role::Follower,
+        ServerState::Candidate => Role::Candidate,
+        ServerState::Learner => Role::Learner,
+        ServerState::Shutdown => Role::Shutdown,
     }
 }
 
@@ -161,10 +123,10 @@ mod tests {
             ServerState::Learner,
             ServerState::Shutdown,
         ] {
-            let role = Role::from(state);
+            let role = role_of(state);
             assert_eq!(Role::from_name(role.name()), Ok(role));
         }
-        assert_eq!(Role::from(ServerState::Leader).name(), "leader");
+        assert_eq!(role_of(ServerState::Leader).name(), "leader");
         assert_eq!(Role::from_name("observer"), Err(UnknownRole("observer".into())));
     }
 

@@ -33,7 +33,7 @@ use crate::machine::command::{Applied, LeaseOp, Reply, Request, Tracked, WriteId
 use crate::proposer::{ProposeError, Proposer};
 use crate::raft_types::TypeConfig;
 use crate::read_index::ReadIndex;
-use crate::replica_status::{ReplicaStatus, Role};
+use crate::replica_status::{role_of, ReplicaStatus};
 use crate::storage::KvReader;
 use crate::types::{LeaseId, NodeId, NodeInfo, ShardId};
 use crate::watch_hub::{KeyFilter, SubscribeError, Subscription, WatchHub};
@@ -149,7 +149,7 @@ impl Shard {
         let membership_pending = m.membership_config.log_id().is_some_and(|l| applied < Some(l.index));
         ReplicaStatus {
             shard: self.id,
-            role: Role::from(m.state),
+            role: role_of(m.state),
             term: m.current_term,
             leader: m.current_leader,
             commit_index: self.committed_index(),

@@ -30,19 +30,6 @@ pub fn hostname() -> Option<String> {
     (!name.is_empty()).then(|| name.to_string())
 }
 
-/// Resolves on SIGTERM (how Kubernetes and the demo stop a process) or Ctrl-C.
-pub async fn wait_for_stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C received"),
-                _ = term.recv() => tracing::info!("SIGTERM received"),
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops this process");
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
+/// Resolves on SIGTERM (how Kubernetes and the demo stop a process) or Ctrl-C: the workspace's
+/// one stop signal, shared with the `hypercache` binary.
+pub use hypercache_proto::stop_signal::wait as wait_for_stop_signal;

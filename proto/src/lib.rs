@@ -8,7 +8,8 @@
 //!
 //! - [`Reason`] ([`reason`]): the stable error reasons, declared once for both sides; [`keys`]: key
 //!   arithmetic both sides must agree on; [`poison`]: the workspace's one policy for poisoned std
-//!   locks (here because every member depends on this crate).
+//!   locks (here because every member depends on this crate); [`stop_signal`] (feature
+//!   `stop-signal`): how every long-running binary of the workspace waits to be stopped.
 //!
 //! Generated types stay at the edge: server and client convert them to domain types.
 
@@ -37,6 +38,10 @@ pub mod error_info;
 pub mod keys;
 pub mod poison;
 pub mod reason;
+pub mod role;
 pub mod routing;
+#[cfg(feature = "stop-signal")]
+pub mod stop_signal;
 
 pub use reason::Reason;
+pub use role::{Role, UnknownRole};

@@ -6,9 +6,9 @@
 //! and routing policy. The price is that we route requests ourselves, once, at the start of a run
 //! ([`Shards`]):
 //!
-//! - `Cluster.Routing` is fetched once. A server that answers `UNIMPLEMENTED` predates sharding,
-//!   and a table of version 0 (no placement, after waiting for one) is taken the same way: one
-//!   shard, id 0, on every node.
+//! - The routing table is fetched once, by `hypercache-client` (the one fetch the workspace has).
+//!   A server that answers `UNIMPLEMENTED` predates sharding: one shard, id 0, on every node. A
+//!   cluster that has placed no shards within the wait is an error.
 //! - The game services (registry, boards, elections, and the leases they hang on) live in the
 //!   *home shard*, the shard of the client library's default namespace
 //!   ([`hypercache_client::DEFAULT_NAMESPACE`]), exactly where `hypercache-client` sends them, so
@@ -25,10 +25,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
+use hypercache_client::{Client, ClientConfig, RoutingTable};
 use hypercache_proto::error_info::info_of;
 use hypercache_proto::routing::Router;
 use hypercache_proto::v1::cluster_client::ClusterClient;
-use hypercache_proto::v1::{LocalShardsRequest, RoutingRequest, StatusRequest};
+use hypercache_proto::v1::{LocalShardsRequest, StatusRequest};
+use hypercache_proto::Role;
 use tonic::transport::{Channel, Endpoint};
 
 const MAX_DURATION_SECS: u64 = 24 * 3600;
@@ -123,49 +125,29 @@ pub struct Shards {
 }
 
 impl Shards {
-    /// Fetches `Cluster.Routing` from the seeds in turn. A fresh cluster may not have placed its
-    /// shards yet (version 0): asked again until `wait` has passed, then taken as one shard.
+    /// Fetches the routing table the way the client library does (`Cluster.Routing` from the
+    /// seeds in turn, backing off while the cluster has no placement yet), for at most `wait`. A
+    /// server that answers `UNIMPLEMENTED` predates sharding: one shard, id 0, on every node.
     pub async fn discover(seeds: &[String], wait: Duration) -> anyhow::Result<Shards> {
-        let deadline = Instant::now() + wait;
-        let mut last_problem = String::from("no node answered");
-        let mut unplaced = false;
-        loop {
-            for endpoint in seeds {
-                let mut client = ClusterClient::new(channel(endpoint, Some(Duration::from_secs(2)))?);
-                match client.routing(RoutingRequest {}).await {
-                    Ok(r) => {
-                        let r = r.into_inner();
-                        if r.version == 0 || r.shard_count == 0 {
-                            unplaced = true;
-                            last_problem = format!("{endpoint}: routing table version 0 (no placement yet)");
-                            continue;
-                        }
-                        let nodes = r.nodes.into_iter().map(|m| (m.node_id, m.endpoint)).collect();
-                        let mut replicas = vec![Vec::new(); r.shard_count as usize];
-                        for route in r.shards {
-                            if let Some(slot) = replicas.get_mut(route.shard_id as usize) {
-                                *slot = route.replicas;
-                            }
-                        }
-                        return Ok(Shards {
-                            router: Router::new(r.shard_count),
-                            nodes,
-                            replicas,
-                            seeds: seeds.to_vec(),
-                        });
-                    }
-                    Err(status) if status.code() == tonic::Code::Unimplemented => return Ok(Shards::single(seeds)),
-                    Err(status) => last_problem = format!("{endpoint}: {}", describe(&status)),
-                }
-            }
-            if Instant::now() >= deadline {
-                if unplaced {
-                    return Ok(Shards::single(seeds));
-                }
-                bail!("no routing table within {wait:?}: {last_problem}");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        let config = ClientConfig::new(seeds.to_vec()).request_timeout(wait);
+        let client = Client::new(config).context("creating a client to fetch the routing table")?;
+        let table = client.routing().await.with_context(|| format!("no routing table within {wait:?}"))?;
+        Ok(Shards::from_table(&table, seeds))
+    }
+
+    /// The shards `table` places (a legacy table: [`Shards::single`]).
+    fn from_table(table: &RoutingTable, seeds: &[String]) -> Shards {
+        if table.is_legacy() {
+            return Shards::single(seeds);
         }
+        let nodes = table.nodes.iter().map(|(id, node)| (*id, node.endpoint.clone())).collect();
+        let mut replicas = vec![Vec::new(); table.shard_count as usize];
+        for shard in &table.shards {
+            if let Some(slot) = replicas.get_mut(shard.shard_id as usize) {
+                slot.clone_from(&shard.replicas);
+            }
+        }
+        Shards { router: Router::new(table.shard_count), nodes, replicas, seeds: seeds.to_vec() }
     }
 
     /// A cluster of one shard, id 0, served by every seed.
@@ -212,7 +194,7 @@ impl Shards {
                     Ok(r) => {
                         let r = r.into_inner();
                         match r.replicas.iter().find(|s| s.shard_id == shard) {
-                            Some(s) if s.role == "leader" => {
+                            Some(s) if Role::is_leader(&s.role) => {
                                 return Ok(Leader { node_id: r.node_id, endpoint: endpoint.clone() })
                             }
                             Some(s) if s.leader_id != 0 => {
@@ -263,7 +245,7 @@ async fn status_leader(endpoints: &[String], wait: Duration) -> anyhow::Result<L
             match client.status(StatusRequest {}).await {
                 Ok(r) => {
                     let s = r.into_inner();
-                    if s.role == "leader" {
+                    if Role::is_leader(&s.role) {
                         return Ok(Leader { node_id: s.node_id, endpoint: s.endpoint });
                     }
                     if s.leader_id != 0 && !s.leader_endpoint.is_empty() {

@@ -18,7 +18,7 @@ use crate::membership::{JoinOutcome, MemberView, Membership};
 use crate::network::PeerPool;
 use crate::placement::driver::Driver;
 use crate::placement::store;
-use crate::replica_status::Role;
+use crate::replica_status::role_of;
 use crate::shard::{Shard, Shards};
 use crate::types::{Incarnation, NodeInfo, ShardId};
 
@@ -110,7 +110,7 @@ impl Cluster for ClusterService {
             name: self.me.name.clone(),
             endpoint: self.me.addr.clone(),
             shard_id: shard.id.0,
-            role: Role::from(m.state).name().to_string(),
+            role: role_of(m.state).name().to_string(),
             term: m.current_term,
             leader_id: m.current_leader.unwrap_or(0),
             leader_endpoint,

@@ -24,7 +24,7 @@
 
 use std::time::Duration;
 
-use hypercache_client::{Client, StatusResponse};
+use hypercache_client::{Client, Role, StatusResponse};
 use tokio::task::JoinHandle;
 
 use super::{Action, NemesisEvent};
@@ -224,7 +224,7 @@ impl Meta {
         for endpoint in &self.endpoints {
             let asked = tokio::time::timeout(Duration::from_millis(500), self.client.status(endpoint)).await;
             if let Ok(Ok(status)) = asked {
-                if status.role == "leader" {
+                if Role::is_leader(&status.role) {
                     return Some(status);
                 }
             }
