@@ -69,7 +69,7 @@
 //!   revision order per shard across reconnects, resuming each shard from its last delivered
 //!   revision + 1 on any replica; a prefix or range watch merges one stream per shard, and every
 //!   update names its shard. `COMPACTED` is the one break it cannot repair and returns.
-//! - **Game services**: the registry ([`Client::register`], [`RegistryClient`]), boards with
+//! - **Game services**: the registry ([`Client::register`], [`Client::watch_servers`]), boards with
 //!   epoch-fenced ownership ([`Client::assign_board`], [`Client::sync_board`]) and elections
 //!   with fencing terms ([`Client::campaign`]), all methods of [`Client`]. Their watches
 //!   reconnect by themselves and start every connection with a snapshot of the whole state.
@@ -128,9 +128,7 @@ pub use hypercache_proto::{Reason, Role};
 pub use ids::{Epoch, Incarnation, Seq, Term};
 pub use keeper::{LeaseKeeper, LeaseState, LostReason};
 pub use lease::{Lease, LeaseTtl};
-pub use registry::{
-    GameServer, RegisterOptions, Registration, RegistryClient, ServerChange, ServerUpdate, ServerWatch,
-};
+pub use registry::{GameServer, RegisterOptions, Registration, ServerChange, ServerUpdate, ServerWatch};
 pub use routing::{RoutingNode, RoutingTable, ShardPlacement};
 pub use syncer::{BoardSyncer, SyncHandle, SyncStatus, SyncStopped, DEFAULT_SYNC_INTERVAL};
 pub use txn::{Compare, Op, OpResult, Txn, TxnResult};

@@ -197,31 +197,4 @@ impl Client {
             }),
         ))
     }
-
-    /// The registry operations grouped in one handle.
-    pub fn registry(&self) -> RegistryClient {
-        RegistryClient(self.clone())
-    }
-}
-
-/// [`Client`]'s registry operations under short names.
-#[derive(Debug, Clone)]
-pub struct RegistryClient(pub Client);
-
-impl RegistryClient {
-    pub async fn register(&self, options: RegisterOptions) -> Result<Registration, Error> {
-        self.0.register(options).await
-    }
-
-    pub async fn deregister(&self, server_id: &str, incarnation: Incarnation) -> Result<(), Error> {
-        self.0.deregister(server_id, incarnation).await
-    }
-
-    pub async fn list(&self) -> Result<Vec<GameServer>, Error> {
-        self.0.list_servers().await
-    }
-
-    pub fn watch(&self) -> ServerWatch {
-        self.0.watch_servers()
-    }
 }

@@ -29,7 +29,7 @@ const WATCH_RETRY: Duration = Duration::from_millis(200);
 
 /// Follows the registry until shutdown.
 pub async fn watch_registry(shared: Arc<Shared>) {
-    let mut watch = shared.store.registry().watch();
+    let mut watch = shared.store.watch_servers();
     loop {
         let update = tokio::select! {
             _ = shared.shutdown_started() => return,
