@@ -45,6 +45,7 @@ pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod placement;
+pub mod placement_driver;
 pub mod proposer;
 pub mod raft_config;
 pub mod raft_types;

@@ -35,7 +35,7 @@ use crate::lease_home::LeaseHomes;
 use crate::membership::Membership;
 use crate::metrics::Metrics;
 use crate::network::{Links, PeerPool};
-use crate::placement::driver::{self, Driver};
+use crate::placement_driver::driver::{self, Driver};
 use crate::raft_config::raft_config;
 use crate::replica::{HostParts, ReplicaError, ReplicaHost};
 use crate::service::{

@@ -1,7 +1,7 @@
 //! Opening and closing shard replicas on this node while it runs.
 //!
 //! The placement driver decides where replicas live and sends each node the steps it must take
-//! (`placement/ops.rs`); this module is how a node carries out "open a replica" and "close a
+//! (`placement_driver/ops.rs`); this module is how a node carries out "open a replica" and "close a
 //! replica". Opening creates (or reopens) the shard's trees in the node's one sled `Db` and
 //! starts its `Raft`; every replica shares the node's flusher (group commit) and peer pool (one
 //! connection per peer pair). Closing stops the Raft and deletes the replica's data: it is only

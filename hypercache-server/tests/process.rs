@@ -205,7 +205,7 @@ fn signal(p: &Proc, sig: nix::sys::signal::Signal) {
 /// fsync cover power loss, which a process test cannot cut.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_close_acknowledged_then_sigkill_leaves_no_replica() {
-    use hypercache_server::placement::ops::{self, ShardOp};
+    use hypercache_server::placement_driver::ops::{self, ShardOp};
     use hypercache_server::types::ShardId;
     let dir = tempfile::tempdir().unwrap();
     let (mut procs, endpoints, leader) = start_three(dir.path()).await;

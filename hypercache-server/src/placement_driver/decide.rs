@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use super::ops::ShardOp;
-use super::{Placement, ShardPlan};
+use crate::placement::{Placement, ShardPlan};
 use crate::replica_status::{ReplicaStatus, Role};
 use crate::types::{NodeId, NodeInfo, ShardId};
 

@@ -39,12 +39,12 @@ use super::decide::{
     Reports, Step,
 };
 use super::ops::{self, ShardOp};
-use super::store::{self, StoreError};
-use super::Placement;
 use crate::error::ServiceError;
 use crate::membership::Membership;
 use crate::metrics::Metrics;
 use crate::network::PeerPool;
+use crate::placement::store::{self, StoreError};
+use crate::placement::Placement;
 use crate::replica::ReplicaHost;
 use crate::replica_status::ReplicaStatus;
 use crate::shard::Shard;

@@ -1,6 +1,6 @@
 //! `hypercache.v1.Cluster`: this node's view of itself and the meta group, its data replicas, the
 //! routing table, and membership changes (join, add, decommission; the rules live in
-//! `membership.rs` and `placement/driver.rs`).
+//! `membership.rs` and `placement_driver/driver.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,8 +16,8 @@ use crate::error::ServiceError;
 use crate::identity::Stamp;
 use crate::membership::{JoinOutcome, MemberView, Membership};
 use crate::network::PeerPool;
-use crate::placement::driver::Driver;
 use crate::placement::store;
+use crate::placement_driver::driver::Driver;
 use crate::replica_status::role_of;
 use crate::shard::{Shard, Shards};
 use crate::types::{Incarnation, NodeInfo, ShardId};

@@ -1,6 +1,6 @@
 //! The placement service (`hypercache.raft.v1.Placement`): the placement driver (on the meta
 //! leader) sends each step for a replica to the node that must carry it out, and this node does
-//! it with [`crate::placement::ops`]. A service of its own, so the Raft transport carries Raft
+//! it with [`crate::placement_driver::ops`]. A service of its own, so the Raft transport carries Raft
 //! alone.
 
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use hypercache_proto::raft::v1::RaftMessage;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use crate::placement::ops::{self, ShardOp};
+use crate::placement_driver::ops::{self, ShardOp};
 use crate::replica::ReplicaHost;
 use crate::types::ShardId;
 
