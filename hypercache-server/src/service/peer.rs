@@ -48,26 +48,6 @@ impl RaftService {
     ) -> Self {
         RaftService { shards, host, admission: Arc::new(Admission::new(stamp)), append_messages }
     }
-
-    /// A unary Raft RPC (`rpc` names its span): [`serve_raft`] with `call`, answered as a message.
-    async fn unary<Req, Resp, E, F, Fut>(
-        &self,
-        rpc: &'static str,
-        request: Request<RaftMessage>,
-        call: F,
-    ) -> Result<Response<RaftMessage>, Status>
-    where
-        Req: serde::de::DeserializeOwned,
-        Resp: serde::Serialize,
-        E: serde::Serialize + std::error::Error,
-        F: FnOnce(Raft<TypeConfig>, Req) -> Fut,
-        Fut: Future<Output = Result<Resp, RaftError<NodeId, E>>>,
-    {
-        let msg = request.into_inner();
-        let payload =
-            serve_raft(&self.shards, &self.admission, &msg, call).instrument(peer_span(rpc, msg.shard_id)).await?;
-        Ok(message(msg.shard_id, payload))
-    }
 }
 
 fn raft_of(shards: &Shards, shard_id: u32) -> Result<Raft<TypeConfig>, Status> {
@@ -89,9 +69,10 @@ fn encode_result<T: serde::Serialize, E: serde::Serialize + std::error::Error>(
     Ok(codec::encode(result).map_err(|e| Status::internal(e.to_string()))?.into())
 }
 
-/// One Raft RPC on `msg`: admit the sender, find the shard's Raft, decode the request, hand it
-/// to `call` (the Raft method) and encode its answer.
+/// One Raft RPC on `msg`, in the span `rpc`: admit the sender, find the shard's Raft, decode the
+/// request, hand it to `call` (the Raft method) and encode its answer.
 async fn serve_raft<Req, Resp, E, F, Fut>(
+    rpc: &'static str,
     shards: &Shards,
     admission: &Admission,
     msg: &RaftMessage,
@@ -104,17 +85,21 @@ where
     F: FnOnce(Raft<TypeConfig>, Req) -> Fut,
     Fut: Future<Output = Result<Resp, RaftError<NodeId, E>>>,
 {
-    admission.check(msg).await?;
-    let raft = raft_of(shards, msg.shard_id)?;
-    let result = call(raft, decode(msg)?).await;
-    encode_result(msg.shard_id, &result)
+    async {
+        admission.check(msg).await?;
+        let raft = raft_of(shards, msg.shard_id)?;
+        let result = call(raft, decode(msg)?).await;
+        encode_result(msg.shard_id, &result)
+    }
+    .instrument(peer_span(rpc, msg.shard_id))
+    .await
 }
 
 /// Message `index` of an `AppendBatch`: what `AppendEntries` would have answered, as a reply.
 async fn append_one(shards: Arc<Shards>, admission: Arc<Admission>, index: u32, msg: RaftMessage) -> RaftReply {
-    let result = serve_raft(&shards, &admission, &msg, |raft, req| async move { raft.append_entries(req).await })
-        .instrument(peer_span("AppendBatch", msg.shard_id))
-        .await;
+    let result =
+        serve_raft("AppendBatch", &shards, &admission, &msg, |raft, req| async move { raft.append_entries(req).await })
+            .await;
     to_reply(index, msg.shard_id, result)
 }
 
@@ -122,7 +107,9 @@ async fn append_one(shards: Arc<Shards>, admission: Arc<Admission>, index: u32, 
 impl RaftRpc for RaftService {
     async fn append_entries(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         self.append_messages.observe(1.0);
-        self.unary("AppendEntries", request, |raft, req| async move { raft.append_entries(req).await }).await
+        let msg = request.into_inner();
+        let call = |raft: Raft<TypeConfig>, req| async move { raft.append_entries(req).await };
+        Ok(message(msg.shard_id, serve_raft("AppendEntries", &self.shards, &self.admission, &msg, call).await?))
     }
 
     type AppendBatchStream = Pin<Box<dyn Stream<Item = Result<RaftReply, Status>> + Send + 'static>>;
@@ -143,11 +130,15 @@ impl RaftRpc for RaftService {
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        self.unary("Vote", request, |raft, req| async move { raft.vote(req).await }).await
+        let msg = request.into_inner();
+        let call = |raft: Raft<TypeConfig>, req| async move { raft.vote(req).await };
+        Ok(message(msg.shard_id, serve_raft("Vote", &self.shards, &self.admission, &msg, call).await?))
     }
 
     async fn install_snapshot(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        self.unary("InstallSnapshot", request, |raft, req| async move { raft.install_snapshot(req).await }).await
+        let msg = request.into_inner();
+        let call = |raft: Raft<TypeConfig>, req| async move { raft.install_snapshot(req).await };
+        Ok(message(msg.shard_id, serve_raft("InstallSnapshot", &self.shards, &self.admission, &msg, call).await?))
     }
 
     /// The old path of `Placement.ShardOp`, for nodes of earlier versions.
