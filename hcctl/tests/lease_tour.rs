@@ -10,19 +10,17 @@
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hypercache_client::{Client, ClientConfig, LeaseId, PutOptions};
 use hypercache_proto::routing::Router;
-use hypercache_server::config::Config;
+use hypercache_server::local_cluster;
 use hypercache_server::machine::command::{Attach, Op, Reply, Request, Txn};
 use hypercache_server::node::Node;
 use hypercache_server::types::ShardId;
 use tempfile::TempDir;
-use tokio::net::TcpListener;
 use tokio::process::Command;
 
 const SHARDS: u32 = 16;
@@ -42,33 +40,15 @@ struct Cluster {
 impl Cluster {
     async fn start(n: usize) -> Cluster {
         let root = tempfile::tempdir().expect("tempdir");
-        let mut listeners = Vec::new();
-        for _ in 0..n {
-            let g = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
-            let a = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
-            listeners.push((g, a));
-        }
-        let addrs: Vec<SocketAddr> = listeners.iter().map(|(g, _)| g.local_addr().expect("addr")).collect();
-        let peers: Vec<String> = addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
         let mut nodes = Vec::new();
-        for (i, (g, a)) in listeners.into_iter().enumerate() {
-            let mut c = Config {
-                node_id: i as u64 + 1,
-                name: format!("node-{}", i + 1),
-                data_dir: root.path().join(format!("node-{}", i + 1)),
-                listen_addr: addrs[i],
-                advertise_addr: addrs[i].to_string(),
-                admin_addr: a.local_addr().expect("admin addr"),
-                peers: peers.clone(),
-                ..Config::default()
-            };
-            c.storage.cache_capacity_mb = 8;
-            c.shards = SHARDS;
-            c.replication = 3;
-            c.validate().expect("valid config");
-            nodes.push(Some(Node::start_on(c, g, a).await.expect("node starts")));
+        let mut endpoints = Vec::new();
+        for mut planned in local_cluster::plan(n, root.path()).await.expect("loopback ports") {
+            planned.config.shards = SHARDS;
+            planned.config.replication = 3;
+            let (config, node) = planned.start().await.expect("node starts");
+            endpoints.push(config.advertise_addr);
+            nodes.push(Some(node));
         }
-        let endpoints = addrs.iter().map(|a| a.to_string()).collect();
         let cluster = Cluster { _root: root, nodes, endpoints };
         cluster.wait_ready().await;
         cluster

@@ -6,7 +6,7 @@
 //! - [`discovery`]: finding peers (DNS A/SRV, static) and forming or joining a cluster.
 //! - [`membership`]: leader-driven joins (learner -> voter) and decommission.
 //! - [`storage`]: sled-backed Raft log, state machine, snapshots (the four Raft seams' storage half).
-//! - [`network`]: Raft transport over tonic (outbound client, inbound service, peer pool).
+//! - [`network`]: the Raft transport over tonic (outbound client, batching, admission, peer pool).
 //! - [`machine`]: the state machine's request logic (KV transactions, leases, registry, boards,
 //!   elections), pure over an overlay of rows.
 //! - [`watch_hub`]: watch fan-out and the bounded event history.
@@ -18,14 +18,16 @@
 //! - [`record`]: the checksummed record every stored value is (log entries, vote, rows), used by
 //!   storage and by the state machine's rows alike.
 //! - [`routing`]: key -> shard routing and hash tags.
-//! - [`placement`]: where data shards' replicas live, and the placement driver that moves them.
+//! - [`placement`]: where data shards' replicas live (the document in the meta group).
+//! - [`placement_driver`]: the placement driver that moves them, and the steps nodes carry out.
 //! - [`replica`]: opening and closing shard replicas on a running node.
 //! - [`replica_status`]: what a replica reports about itself (role, term, membership, progress).
 //! - [`shard`]: one Raft group's replica and its read/write paths; [`shard::Shards`] routes by id.
-//! - [`service`]: the client-facing `hypercache.v1` gRPC services.
+//! - [`service`]: the client-facing `hypercache.v1` gRPC services, and the peer services.
 //! - [`node`]: wiring: storage + Raft + servers + bootstrap + graceful shutdown.
 //! - [`admin`]: the admin HTTP port (`/metrics`, `/livez`, `/readyz`).
 //! - [`dev`]: `hypercache dev`, a local multi-process cluster.
+//! - [`local_cluster`]: nodes of one cluster in one process on loopback (the tests' clusters).
 //! - [`failpoints`]: bugs on purpose for the chaos suite (cargo feature `failpoints`, off by default).
 
 pub mod admin;
@@ -39,6 +41,7 @@ pub mod failpoints;
 pub mod identity;
 pub mod lease_clock;
 pub mod lease_home;
+pub mod local_cluster;
 pub mod machine;
 pub mod membership;
 pub mod metrics;

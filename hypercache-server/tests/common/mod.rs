@@ -11,10 +11,10 @@ use hypercache_proto::error_info::info_of;
 use hypercache_proto::v1::kv_client::KvClient;
 use hypercache_proto::v1::{self as pb};
 use hypercache_server::config::Config;
+use hypercache_server::local_cluster;
 use hypercache_server::node::Node;
 use hypercache_server::types::ShardId;
 use tempfile::TempDir;
-use tokio::net::TcpListener;
 use tonic::transport::Channel;
 
 /// Polls `check` until it returns Some, or panics naming `what` after `timeout`.
@@ -43,37 +43,18 @@ impl TestCluster {
     /// Starts `n` nodes with static peers; `tweak` adjusts every node's config.
     pub async fn start(n: usize, tweak: impl Fn(&mut Config)) -> TestCluster {
         let root = tempfile::tempdir().expect("tempdir");
-        let mut listeners = Vec::new();
-        for _ in 0..n {
-            let g = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
-            let a = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
-            listeners.push((g, a));
-        }
-        let addrs: Vec<String> = listeners.iter().map(|(g, _)| g.local_addr().unwrap().to_string()).collect();
-        let peers: Vec<String> =
-            if n == 1 { vec![] } else { addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect() };
         let mut configs = Vec::new();
         let mut nodes = Vec::new();
-        for (i, (g, a)) in listeners.into_iter().enumerate() {
-            let mut c = Config {
-                node_id: i as u64 + 1,
-                name: format!("node-{}", i + 1),
-                data_dir: root.path().join(format!("node-{}", i + 1)),
-                listen_addr: g.local_addr().unwrap(),
-                advertise_addr: addrs[i].clone(),
-                admin_addr: a.local_addr().unwrap(),
-                peers: peers.clone(),
-                ..Config::default()
-            };
-            c.storage.cache_capacity_mb = 8;
+        for mut planned in local_cluster::plan(n, root.path()).await.expect("loopback ports") {
+            let c = &mut planned.config;
             c.shutdown_grace_ms = 5_000;
             // One data shard unless a test asks for more (tests/sharding.rs does): the earlier
             // issues' guarantees are per shard, and one shard keeps these clusters light.
             c.shards = 1;
-            tweak(&mut c);
-            c.validate().expect("test config is valid");
-            nodes.push(Some(Node::start_on(c.clone(), g, a).await.expect("node starts")));
-            configs.push(c);
+            tweak(c);
+            let (config, node) = planned.start().await.expect("node starts");
+            nodes.push(Some(node));
+            configs.push(config);
         }
         TestCluster { root, configs, nodes }
     }
