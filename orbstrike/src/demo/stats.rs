@@ -10,11 +10,12 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use hypercache_proto::orbstrike::v1 as pb;
-use pb::orchestrator_client::OrchestratorClient;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
+
+use crate::proto::v1 as pb;
+use pb::orchestrator_client::OrchestratorClient;
 
 /// Wait before subscribing again after a broken subscription.
 const RESUBSCRIBE: Duration = Duration::from_millis(500);

@@ -45,9 +45,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use hypercache_proto::orbstrike::v1 as pb;
-use pb::play_request::Msg;
-use pb::play_update::Body;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::time::{timeout, Instant};
 use tokio_stream::wrappers::ReceiverStream;
@@ -58,6 +55,9 @@ use super::game::now_ms;
 use super::route::{classify_failure, resolve, Backoff, Failure, Wanted};
 use super::shared::Shared;
 use super::token::Claims;
+use crate::proto::v1 as pb;
+use pb::play_request::Msg;
+use pb::play_update::Body;
 
 /// How long a new stream may take to send hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);

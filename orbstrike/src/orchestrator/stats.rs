@@ -17,13 +17,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
-use hypercache_proto::orbstrike::v1 as pb;
 use tokio::sync::watch;
 use tokio::time::{timeout, Instant, MissedTickBehavior};
 
 use super::game::now_ms;
 use super::placement::LiveServer;
 use super::shared::Shared;
+use crate::proto::v1 as pb;
 
 /// Baselines of servers not heard from for this long are forgotten.
 const FORGET_AFTER: Duration = Duration::from_secs(30);
