@@ -239,7 +239,7 @@ impl Session {
                 )),
                 Some(Ok(Err(status))) => status,
                 Some(Ok(Ok(response))) => {
-                    tracing::debug!(server = %route.server_id, epoch = route.epoch, "streaming");
+                    tracing::debug!(server = %route.server_id, epoch = route.epoch.0, "streaming");
                     let (end, delivered) = self.pump(&mut inbound, &mut ended, response.into_inner(), to_server).await;
                     if delivered {
                         deadline = Instant::now() + limit;
@@ -251,7 +251,7 @@ impl Session {
                         Ended::Server(status) => {
                             if delivered {
                                 self.shared.metrics.reroutes.inc();
-                                tracing::info!(server = %route.server_id, epoch = route.epoch, %status,
+                                tracing::info!(server = %route.server_id, epoch = route.epoch.0, %status,
                                     "game server stream ended; re-routing");
                             }
                             status

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
+use hypercache_client::Incarnation;
 use tokio::sync::watch;
 use tokio::time::{timeout, Instant, MissedTickBehavior};
 
@@ -32,7 +33,7 @@ const FORGET_AFTER: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sample {
     pub server_id: String,
-    pub incarnation: u64,
+    pub incarnation: Incarnation,
     pub players: u64,
     pub kills: u64,
     pub inputs: u64,
@@ -48,7 +49,7 @@ pub struct Totals {
 
 #[derive(Debug, Clone, Copy)]
 struct Baseline {
-    incarnation: u64,
+    incarnation: Incarnation,
     inputs: u64,
     at: Instant,
 }
@@ -137,7 +138,7 @@ mod tests {
     use super::*;
 
     fn sample(id: &str, incarnation: u64, inputs: u64) -> Sample {
-        Sample { server_id: id.into(), incarnation, players: 2, kills: 1, inputs }
+        Sample { server_id: id.into(), incarnation: Incarnation(incarnation), players: 2, kills: 1, inputs }
     }
 
     #[test]
