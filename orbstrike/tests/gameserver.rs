@@ -12,8 +12,8 @@ use common::{
     HyperCache, PlayStream,
 };
 use hypercache_client::{AssignBoard, Client, CreateBoard, Epoch, LeaseId, RegisterOptions, Seq};
-use hypercache_proto::orbstrike::v1 as pb;
 use orbstrike::gameserver::{GameServer, MOVED_PREFIX};
+use orbstrike::proto::v1 as pb;
 use prost::Message;
 use tonic::Code;
 

@@ -27,11 +27,11 @@ use std::time::{Duration, Instant};
 
 use common::{eventually, init_logging, ChildProcess, HyperCache};
 use hypercache_client::{Board, Checkpoint, Client, Term};
-use hypercache_proto::orbstrike::v1 as pb;
 use nix::sys::signal::Signal;
 use orbstrike::bot::{self, BotConfig};
 use orbstrike::orchestrator::token::{Claims, TokenKey};
 use orbstrike::orchestrator::DEFAULT_ELECTION;
+use orbstrike::proto::v1 as pb;
 use pb::orchestrator_client::OrchestratorClient;
 use pb::play_request::Msg;
 use pb::play_update::Body;

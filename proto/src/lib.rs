@@ -4,7 +4,6 @@
 //!   the error details every server-generated status carries, and [`Reason`], the stable codes
 //!   in its `reason` field.
 //! - [`raft::v1`]: peer traffic (`hypercache.raft.v1`): Raft RPCs tagged with a shard id.
-//! - [`orbstrike::v1`]: the Orbstrike game's orchestrator and game-server APIs.
 //!
 //! - [`Reason`] ([`reason`]): the stable error reasons, declared once for both sides; [`keys`]: key
 //!   arithmetic both sides must agree on; [`poison`]: the workspace's one policy for poisoned std
@@ -22,15 +21,6 @@ pub mod raft {
     #[allow(clippy::all, missing_docs)]
     pub mod v1 {
         tonic::include_proto!("hypercache.raft.v1");
-    }
-}
-
-/// Orbstrike, the game built on HyperCache (`orbstrike.v1`): the public orchestrator API and the
-/// internal game-server API.
-pub mod orbstrike {
-    #[allow(clippy::all, missing_docs)]
-    pub mod v1 {
-        tonic::include_proto!("orbstrike.v1");
     }
 }
 

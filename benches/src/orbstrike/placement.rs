@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use hypercache_client::{LeaseKeeper, RegisterOptions};
-use hypercache_proto::orbstrike::v1 as pb;
 use hypercache_proto::poison::lock;
+use orbstrike::proto::v1 as pb;
 use pb::orchestrator_client::OrchestratorClient;
 use serde::Serialize;
 use tokio::task::JoinSet;

@@ -2,9 +2,8 @@
 
 use std::time::Duration;
 
-use hypercache_proto::orbstrike::v1 as pb;
-
 use super::BotError;
+use crate::proto::v1 as pb;
 
 /// Command-line flags of `orbstrike-bot`.
 #[derive(Debug, Clone, clap::Args)]

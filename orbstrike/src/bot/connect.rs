@@ -5,12 +5,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hypercache_proto::orbstrike::v1::orchestrator_client::OrchestratorClient;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Request;
 
 use super::BotError;
+use crate::proto::v1::orchestrator_client::OrchestratorClient;
 
 #[derive(Clone)]
 pub struct Orchestrators {

@@ -27,7 +27,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use hypercache_proto::orbstrike::v1 as pb;
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, timeout, Instant};
 use tonic::{Code, Status};
@@ -38,6 +37,7 @@ pub use spectate::{render, spectate};
 pub use steer::{toward, Steering};
 pub use view::{Applied, BoardView};
 
+use crate::proto::v1 as pb;
 use connect::Orchestrators;
 use player::Player;
 use report::Recorder;

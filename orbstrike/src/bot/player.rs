@@ -12,8 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use hypercache_proto::orbstrike::v1 as pb;
-use pb::play_request::Msg;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tokio::sync::mpsc;
@@ -25,6 +23,8 @@ use super::connect::Orchestrators;
 use super::report::{Recorder, Reservoir, SAMPLES_PER_PLAYER};
 use super::steer::Steering;
 use super::view::{Applied, BoardView};
+use crate::proto::v1 as pb;
+use pb::play_request::Msg;
 
 /// Inputs awaiting their acknowledgement (older ones are forgotten).
 const MAX_PENDING: usize = 1024;

@@ -11,8 +11,6 @@ use std::io::Write;
 use std::time::Duration;
 
 use futures::StreamExt;
-use hypercache_proto::orbstrike::v1 as pb;
-use pb::play_request::Msg;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Instant, MissedTickBehavior};
 use tokio_stream::wrappers::ReceiverStream;
@@ -21,6 +19,8 @@ use tonic::Code;
 use super::connect::Orchestrators;
 use super::view::{Applied, BoardView};
 use super::{BotConfig, BotError};
+use crate::proto::v1 as pb;
+use pb::play_request::Msg;
 
 const ROWS: usize = 30;
 const COLS: usize = 2 * ROWS;

@@ -8,9 +8,10 @@
 use std::f64::consts::FRAC_PI_4;
 use std::time::Duration;
 
-use hypercache_proto::orbstrike::v1::Direction;
 use rand::Rng;
 use tokio::time::Instant;
+
+use crate::proto::v1::Direction;
 
 /// Fraction of the arena radius beyond which the player heads back.
 pub const EDGE: f64 = 0.75;

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use hypercache_proto::orbstrike::v1 as pb;
+use crate::proto::v1 as pb;
 use pb::play_update::Body;
 
 /// What an update was.

@@ -34,7 +34,6 @@ mod supervise;
 
 use std::path::{Path, PathBuf};
 
-use hypercache_proto::orbstrike::v1 as pb;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 
@@ -42,6 +41,7 @@ pub use binaries::BinariesError;
 pub use child::SpawnError;
 pub use config::{DemoArgs, DemoConfig, FlagError, PortPlan, DEFAULT_BASE_PORT};
 
+use crate::proto::v1 as pb;
 use config::DataDir;
 use stack::Stack;
 

@@ -12,7 +12,6 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hypercache_proto::orbstrike::v1 as pb;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::sync::watch;
@@ -23,6 +22,7 @@ use super::child::{describe, stop_group, Proc, Spec};
 use super::config::{DemoConfig, GAME_SERVERS, NODES, ORCHESTRATORS};
 use super::stats::Orchestrators;
 use super::DemoError;
+use crate::proto::v1 as pb;
 
 /// The game servers' registration lease and self-fencing margin: a killed server's boards move
 /// after about TTL + the orchestrators' failover margin + a board scan.

@@ -10,11 +10,13 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use hypercache_proto::orbstrike::v1 as pb;
-use pb::orchestrator_client::OrchestratorClient;
+use hypercache_client::Epoch;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
+
+use crate::proto::v1 as pb;
+use pb::orchestrator_client::OrchestratorClient;
 
 /// Wait before subscribing again after a broken subscription.
 const RESUBSCRIBE: Duration = Duration::from_millis(500);
@@ -152,14 +154,14 @@ pub struct BoardMove {
     pub game_id: String,
     pub from: String,
     pub to: String,
-    pub epoch: u64,
+    pub epoch: Epoch,
 }
 
 /// Owner per game (`""` for none) and its epoch.
-pub type Owners = BTreeMap<String, (String, u64)>;
+pub type Owners = BTreeMap<String, (String, Epoch)>;
 
 pub fn owners(games: &[pb::GameSummary]) -> Owners {
-    games.iter().map(|g| (g.game_id.clone(), (g.server_id.clone(), g.epoch))).collect()
+    games.iter().map(|g| (g.game_id.clone(), (g.server_id.clone(), Epoch(g.epoch)))).collect()
 }
 
 /// `after`, except that a board without an owner keeps its last known one, so that a board
@@ -226,13 +228,16 @@ mod tests {
         let moves = board_moves(&before, &after);
         assert_eq!(
             moves,
-            vec![BoardMove { game_id: "a".into(), from: "gs-1".into(), to: "gs-2".into(), epoch: 2 }],
+            vec![BoardMove { game_id: "a".into(), from: "gs-1".into(), to: "gs-2".into(), epoch: Epoch(2) }],
             "c got its first owner and d is new: neither moved"
         );
         let remembered = remember_owners(&before, after.clone());
-        assert_eq!(remembered["b"], ("gs-1".to_string(), 2), "released: the last owner is kept");
+        assert_eq!(remembered["b"], ("gs-1".to_string(), Epoch(2)), "released: the last owner is kept");
         let later = owners(&[game("b", "gs-2", 3)]);
         let moved = board_moves(&remembered, &later);
-        assert_eq!(moved, vec![BoardMove { game_id: "b".into(), from: "gs-1".into(), to: "gs-2".into(), epoch: 3 }]);
+        assert_eq!(
+            moved,
+            vec![BoardMove { game_id: "b".into(), from: "gs-1".into(), to: "gs-2".into(), epoch: Epoch(3) }]
+        );
     }
 }

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use hypercache_proto::orbstrike::v1 as pb;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -12,6 +11,7 @@ use super::child::{describe, Proc};
 use super::config::NODES;
 use super::stack::{Stack, ELECTION_TTL_MS, FAILOVER_MARGIN_MS, GAME_SERVER_LEASE_TTL_MS};
 use super::stats::{board_moves, owners, remember_owners, status_line, Owners, ServerView};
+use crate::proto::v1 as pb;
 
 /// How often the supervisor looks for deaths and board moves, and prints the status line.
 const LOOK_INTERVAL: Duration = Duration::from_millis(250);

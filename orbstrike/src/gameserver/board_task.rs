@@ -28,7 +28,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hypercache_client::{Epoch, Error as ClientError, Reason};
-use hypercache_proto::orbstrike::v1 as pb;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep_until, Instant, MissedTickBehavior};
 use tonic::Status;
@@ -39,6 +38,7 @@ use super::error::GameError;
 use super::fence::Fence;
 use super::metrics::Metrics;
 use super::subscribers::{Subscribers, UpdateSender};
+use crate::proto::v1 as pb;
 use crate::rules::{Board, DeathReason, Direction, InputOutcome, PlayerId, RemoveOutcome};
 
 /// Commands queued per board (inputs of all its players, joins, exits, new streams).

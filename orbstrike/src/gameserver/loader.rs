@@ -21,9 +21,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hypercache_client::{BoardRecord, Client, Epoch, Incarnation};
-use hypercache_proto::orbstrike::v1 as pb;
 use prost::Message;
 
+use crate::proto::v1 as pb;
 use crate::rules::{validate_params, Board, CheckpointError, ParamsError};
 
 pub(crate) enum LoadOutcome {

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hypercache_client::{Client, ClientConfig};
-use hypercache_proto::orbstrike::v1::game_server_server::GameServerServer;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -24,6 +23,7 @@ use super::hosted::Shared;
 use super::metrics::Metrics;
 use super::service::GameService;
 use super::session::{DrainReport, Session};
+use crate::proto::v1::game_server_server::GameServerServer;
 
 /// How long the gRPC server and the accept log get to finish after the boards are handed over.
 const STOP_GRACE: Duration = Duration::from_secs(5);

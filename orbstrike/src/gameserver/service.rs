@@ -11,8 +11,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hypercache_proto::orbstrike::v1 as pb;
-use pb::game_server_server::GameServer as GameServerApi;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -21,7 +19,9 @@ use super::board_task::Command;
 use super::error::GameError;
 use super::hosted::Shared;
 use super::subscribers::UPDATE_QUEUE;
+use crate::proto::v1 as pb;
 use crate::rules::{validate_name, Direction, PlayerId};
+use pb::game_server_server::GameServer as GameServerApi;
 
 /// How long a new Play stream may take to send its hello.
 pub(crate) const HELLO_TIMEOUT: Duration = Duration::from_secs(10);

@@ -15,11 +15,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use hypercache_proto::orbstrike::v1 as pb;
 use prometheus::IntGauge;
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
+use crate::proto::v1 as pb;
 use crate::rules::{Board, PlayerId, StepOutcome};
 
 /// Updates queued per player stream: about a second at 30 Hz.

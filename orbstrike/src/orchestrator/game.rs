@@ -13,10 +13,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use hypercache_client::Board;
-use hypercache_proto::orbstrike::v1 as pb;
 use prost::Message;
 
 use super::error::Error;
+use crate::proto::v1 as pb;
 use crate::rules;
 
 /// Longest lifetime a game may ask for (the store's maximum lease TTL).

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hypercache_client::{Client, ClientConfig};
-use hypercache_proto::orbstrike::v1::orchestrator_server::OrchestratorServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -30,6 +29,7 @@ use super::service::OrchestratorService;
 use super::shared::Shared;
 use super::token::TokenKey;
 use super::{admin, failover, stats, view_feeds};
+use crate::proto::v1::orchestrator_server::OrchestratorServer;
 
 /// How long shutdown waits for in-flight work before abandoning it.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use hypercache_client::{Board, Epoch};
+use hypercache_client::{Board, Epoch, Incarnation};
 use tokio::time::Instant;
 
 use super::placement::Placement;
@@ -20,7 +20,7 @@ pub enum OrphanKind {
     /// The owner is not registered.
     OwnerGone,
     /// The owner is registered under another incarnation than the one it was assigned under.
-    Reincarnated { registered: u64, assigned: u64 },
+    Reincarnated { registered: Incarnation, assigned: Incarnation },
 }
 
 /// A board the failover master should move.
@@ -37,13 +37,16 @@ pub fn classify(board: &Board, placement: &Placement) -> Option<OrphanKind> {
     match board.owner.as_ref().filter(|o| !o.server_id.is_empty()) {
         None if board.epoch == 0 => Some(OrphanKind::Unassigned),
         None => Some(OrphanKind::Released),
-        Some(owner) => match placement.live(&owner.server_id) {
-            None => Some(OrphanKind::OwnerGone),
-            Some(s) if s.incarnation != owner.incarnation => {
-                Some(OrphanKind::Reincarnated { registered: s.incarnation, assigned: owner.incarnation })
+        Some(owner) => {
+            let assigned = Incarnation(owner.incarnation);
+            match placement.live(&owner.server_id) {
+                None => Some(OrphanKind::OwnerGone),
+                Some(s) if s.incarnation != assigned => {
+                    Some(OrphanKind::Reincarnated { registered: s.incarnation, assigned })
+                }
+                Some(_) => None,
             }
-            Some(_) => None,
-        },
+        }
     }
 }
 
@@ -51,7 +54,7 @@ pub fn classify(board: &Board, placement: &Placement) -> Option<OrphanKind> {
 #[derive(Debug)]
 pub struct OrphanTracker {
     margin: Duration,
-    since: HashMap<String, (u64, Instant)>,
+    since: HashMap<String, (Epoch, Instant)>,
 }
 
 impl OrphanTracker {
@@ -65,16 +68,17 @@ impl OrphanTracker {
         let mut due = Vec::new();
         for board in boards {
             let Some(kind) = classify(board, placement) else { continue };
+            let epoch = Epoch(board.epoch);
             let first = match self.since.get(&board.board_id) {
-                Some((epoch, at)) if *epoch == board.epoch => *at,
+                Some((seen, at)) if *seen == epoch => *at,
                 _ => now,
             };
-            since.insert(board.board_id.clone(), (board.epoch, first));
+            since.insert(board.board_id.clone(), (epoch, first));
             let wait = if kind == OrphanKind::Released { Duration::ZERO } else { self.margin };
             if now.saturating_duration_since(first) >= wait {
                 due.push(Orphan {
                     board_id: board.board_id.clone(),
-                    epoch: Epoch(board.epoch),
+                    epoch,
                     owner: board.owner.as_ref().map(|o| o.server_id.clone()),
                     kind,
                 });
@@ -107,7 +111,8 @@ mod tests {
 
     fn view() -> Placement {
         let mut p = Placement::new();
-        p.replace_servers([LiveServer { server_id: "a".into(), address: "a:1".into(), capacity: 9, incarnation: 2 }]);
+        let a = LiveServer { server_id: "a".into(), address: "a:1".into(), capacity: 9, incarnation: Incarnation(2) };
+        p.replace_servers([a]);
         p
     }
 
@@ -120,7 +125,7 @@ mod tests {
         assert_eq!(classify(&board("g", Some(("dead", 1)), 1), &p), Some(OrphanKind::OwnerGone));
         assert_eq!(
             classify(&board("g", Some(("a", 1)), 1), &p),
-            Some(OrphanKind::Reincarnated { registered: 2, assigned: 1 })
+            Some(OrphanKind::Reincarnated { registered: Incarnation(2), assigned: Incarnation(1) })
         );
     }
 

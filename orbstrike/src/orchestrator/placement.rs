@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use hypercache_client::GameServer;
+use hypercache_client::{GameServer, Incarnation};
 use tokio::time::Instant;
 
 /// How long a reservation is added on top of scans that do not show it yet.
@@ -28,12 +28,17 @@ pub struct LiveServer {
     pub server_id: String,
     pub address: String,
     pub capacity: u32,
-    pub incarnation: u64,
+    pub incarnation: Incarnation,
 }
 
 impl From<GameServer> for LiveServer {
     fn from(s: GameServer) -> Self {
-        LiveServer { server_id: s.server_id, address: s.address, capacity: s.capacity, incarnation: s.incarnation }
+        LiveServer {
+            server_id: s.server_id,
+            address: s.address,
+            capacity: s.capacity,
+            incarnation: Incarnation(s.incarnation),
+        }
     }
 }
 
@@ -85,7 +90,7 @@ impl Placement {
     }
 
     /// A registration ended; ignored if a newer incarnation is already known.
-    pub fn server_down(&mut self, server_id: &str, incarnation: u64) {
+    pub fn server_down(&mut self, server_id: &str, incarnation: Incarnation) {
         if self.servers.get(server_id).is_some_and(|s| s.incarnation <= incarnation) {
             self.servers.remove(server_id);
         }
@@ -188,7 +193,7 @@ mod tests {
     use super::*;
 
     fn server(id: &str, capacity: u32) -> LiveServer {
-        LiveServer { server_id: id.into(), address: format!("{id}:1"), capacity, incarnation: 1 }
+        LiveServer { server_id: id.into(), address: format!("{id}:1"), capacity, incarnation: Incarnation(1) }
     }
 
     #[test]
@@ -253,13 +258,13 @@ mod tests {
         assert!(!p.is_synced());
         p.replace_servers([server("a", 1)]);
         assert!(p.is_synced());
-        p.server_up(LiveServer { incarnation: 3, ..server("a", 5) });
+        p.server_up(LiveServer { incarnation: Incarnation(3), ..server("a", 5) });
         // A late DOWN of the older incarnation does not remove the newer one.
-        p.server_down("a", 1);
-        assert_eq!(p.live("a").map(|s| s.incarnation), Some(3));
-        p.server_up(LiveServer { incarnation: 2, ..server("a", 9) });
+        p.server_down("a", Incarnation(1));
+        assert_eq!(p.live("a").map(|s| s.incarnation), Some(Incarnation(3)));
+        p.server_up(LiveServer { incarnation: Incarnation(2), ..server("a", 9) });
         assert_eq!(p.live("a").map(|s| s.capacity), Some(5), "an older UP is ignored");
-        p.server_down("a", 3);
+        p.server_down("a", Incarnation(3));
         assert!(p.live("a").is_none());
         p.mark_unsynced();
         assert!(!p.is_synced());

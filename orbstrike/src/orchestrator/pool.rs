@@ -10,11 +10,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hypercache_proto::orbstrike::v1::game_server_client::GameServerClient;
 use hypercache_proto::poison::lock;
 use tonic::transport::{Channel, Endpoint};
 
 use super::error::Error;
+use crate::proto::v1::game_server_client::GameServerClient;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);

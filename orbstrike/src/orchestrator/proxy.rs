@@ -45,9 +45,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use hypercache_proto::orbstrike::v1 as pb;
-use pb::play_request::Msg;
-use pb::play_update::Body;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::time::{timeout, Instant};
 use tokio_stream::wrappers::ReceiverStream;
@@ -58,6 +55,9 @@ use super::game::now_ms;
 use super::route::{classify_failure, resolve, Backoff, Failure, Wanted};
 use super::shared::Shared;
 use super::token::Claims;
+use crate::proto::v1 as pb;
+use pb::play_request::Msg;
+use pb::play_update::Body;
 
 /// How long a new stream may take to send hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -239,7 +239,7 @@ impl Session {
                 )),
                 Some(Ok(Err(status))) => status,
                 Some(Ok(Ok(response))) => {
-                    tracing::debug!(server = %route.server_id, epoch = route.epoch, "streaming");
+                    tracing::debug!(server = %route.server_id, epoch = route.epoch.0, "streaming");
                     let (end, delivered) = self.pump(&mut inbound, &mut ended, response.into_inner(), to_server).await;
                     if delivered {
                         deadline = Instant::now() + limit;
@@ -251,7 +251,7 @@ impl Session {
                         Ended::Server(status) => {
                             if delivered {
                                 self.shared.metrics.reroutes.inc();
-                                tracing::info!(server = %route.server_id, epoch = route.epoch, %status,
+                                tracing::info!(server = %route.server_id, epoch = route.epoch.0, %status,
                                     "game server stream ended; re-routing");
                             }
                             status

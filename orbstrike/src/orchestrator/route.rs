@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use hypercache_client::Board;
+use hypercache_client::{Board, Epoch};
 use rand::Rng;
 use tokio::time::{sleep, Instant};
 
@@ -27,7 +27,7 @@ pub struct Route {
     pub game_id: String,
     pub server_id: String,
     pub address: String,
-    pub epoch: u64,
+    pub epoch: Epoch,
 }
 
 /// Which owners a lookup accepts.
@@ -35,15 +35,15 @@ pub struct Route {
 pub enum Wanted {
     Any,
     /// After the owner at this epoch said the board moved.
-    NewerThan(u64),
+    NewerThan(Epoch),
 }
 
 /// Why a board has no usable owner right now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NoRoute {
-    Unassigned { epoch: u64 },
-    OwnerNotLive { server_id: String, epoch: u64 },
-    NotNewer { epoch: u64 },
+    Unassigned { epoch: Epoch },
+    OwnerNotLive { server_id: String, epoch: Epoch },
+    NotNewer { epoch: Epoch },
 }
 
 impl std::fmt::Display for NoRoute {
@@ -60,7 +60,7 @@ impl std::fmt::Display for NoRoute {
 
 /// The route a board's owner record gives, judged against the registry view.
 pub fn route_of(board: &Board, placement: &Placement, wanted: Wanted) -> Result<Route, NoRoute> {
-    let epoch = board.epoch;
+    let epoch = Epoch(board.epoch);
     let owner = board.owner.as_ref().filter(|o| !o.server_id.is_empty()).ok_or(NoRoute::Unassigned { epoch })?;
     if let Wanted::NewerThan(old) = wanted {
         if epoch <= old {
@@ -177,7 +177,7 @@ fn is_transport(message: &str) -> bool {
 mod tests {
     use super::*;
     use crate::orchestrator::placement::LiveServer;
-    use hypercache_client::BoardOwner;
+    use hypercache_client::{BoardOwner, Incarnation};
 
     fn board(owner: Option<&str>, epoch: u64) -> Board {
         Board {
@@ -191,13 +191,17 @@ mod tests {
     #[test]
     fn only_live_owners_route() {
         let mut p = Placement::new();
-        p.replace_servers([LiveServer { server_id: "a".into(), address: "h:1".into(), capacity: 1, incarnation: 1 }]);
+        let a = LiveServer { server_id: "a".into(), address: "h:1".into(), capacity: 1, incarnation: Incarnation(1) };
+        p.replace_servers([a]);
         let r = route_of(&board(Some("a"), 2), &p, Wanted::Any).unwrap();
-        assert_eq!((r.address.as_str(), r.epoch), ("h:1", 2));
-        assert_eq!(route_of(&board(None, 3), &p, Wanted::Any), Err(NoRoute::Unassigned { epoch: 3 }));
+        assert_eq!((r.address.as_str(), r.epoch), ("h:1", Epoch(2)));
+        assert_eq!(route_of(&board(None, 3), &p, Wanted::Any), Err(NoRoute::Unassigned { epoch: Epoch(3) }));
         assert!(matches!(route_of(&board(Some("b"), 2), &p, Wanted::Any), Err(NoRoute::OwnerNotLive { .. })));
-        assert_eq!(route_of(&board(Some("a"), 2), &p, Wanted::NewerThan(2)), Err(NoRoute::NotNewer { epoch: 2 }));
-        assert!(route_of(&board(Some("a"), 3), &p, Wanted::NewerThan(2)).is_ok());
+        assert_eq!(
+            route_of(&board(Some("a"), 2), &p, Wanted::NewerThan(Epoch(2))),
+            Err(NoRoute::NotNewer { epoch: Epoch(2) })
+        );
+        assert!(route_of(&board(Some("a"), 3), &p, Wanted::NewerThan(Epoch(2))).is_ok());
     }
 
     #[test]

@@ -13,8 +13,6 @@ use std::time::Duration;
 
 use futures::Stream;
 use hypercache_client::{AssignBoard, CreateBoard, Epoch, Reason};
-use hypercache_proto::orbstrike::v1 as pb;
-use pb::game_server_client::GameServerClient;
 use tokio::time::{timeout, Instant};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
@@ -25,6 +23,8 @@ use super::proxy;
 use super::route::{classify_failure, resolve, Backoff, Failure, Wanted};
 use super::shared::Shared;
 use super::token::Claims;
+use crate::proto::v1 as pb;
+use pb::game_server_client::GameServerClient;
 
 /// Games per ListGames page when the request says 0, and the most it may ask for.
 pub const DEFAULT_LIST_LIMIT: u32 = 100;

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use hypercache_client::{Board, Client};
-use hypercache_proto::orbstrike::v1 as pb;
 use hypercache_proto::poison::lock;
 use tokio::sync::{watch, Notify};
 
@@ -18,6 +17,7 @@ use super::placement::Placement;
 use super::pool::ChannelPool;
 use super::ratelimit::{RateLimiter, DEFAULT_MAX_CLIENTS};
 use super::token::TokenKey;
+use crate::proto::v1 as pb;
 
 /// One listing of all boards, with what the failover master should move.
 #[derive(Debug)]

@@ -17,13 +17,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
-use hypercache_proto::orbstrike::v1 as pb;
+use hypercache_client::Incarnation;
 use tokio::sync::watch;
 use tokio::time::{timeout, Instant, MissedTickBehavior};
 
 use super::game::now_ms;
 use super::placement::LiveServer;
 use super::shared::Shared;
+use crate::proto::v1 as pb;
 
 /// Baselines of servers not heard from for this long are forgotten.
 const FORGET_AFTER: Duration = Duration::from_secs(30);
@@ -32,7 +33,7 @@ const FORGET_AFTER: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sample {
     pub server_id: String,
-    pub incarnation: u64,
+    pub incarnation: Incarnation,
     pub players: u64,
     pub kills: u64,
     pub inputs: u64,
@@ -48,7 +49,7 @@ pub struct Totals {
 
 #[derive(Debug, Clone, Copy)]
 struct Baseline {
-    incarnation: u64,
+    incarnation: Incarnation,
     inputs: u64,
     at: Instant,
 }
@@ -137,7 +138,7 @@ mod tests {
     use super::*;
 
     fn sample(id: &str, incarnation: u64, inputs: u64) -> Sample {
-        Sample { server_id: id.into(), incarnation, players: 2, kills: 1, inputs }
+        Sample { server_id: id.into(), incarnation: Incarnation(incarnation), players: 2, kills: 1, inputs }
     }
 
     #[test]

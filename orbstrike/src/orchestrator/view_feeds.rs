@@ -46,10 +46,10 @@ pub async fn watch_registry(shared: Arc<Shared>) {
                     let server = LiveServer::from(change.server);
                     if change.up {
                         tracing::info!(server = %server.server_id, address = %server.address,
-                            incarnation = server.incarnation, capacity = server.capacity, "game server up");
+                            incarnation = server.incarnation.0, capacity = server.capacity, "game server up");
                         placement.server_up(server);
                     } else {
-                        tracing::info!(server = %server.server_id, incarnation = server.incarnation,
+                        tracing::info!(server = %server.server_id, incarnation = server.incarnation.0,
                             "game server down");
                         placement.server_down(&server.server_id, server.incarnation);
                         shared.rescan.notify_one();

@@ -10,12 +10,12 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use hypercache_proto::orbstrike::v1 as pb;
 use prost::Message;
 
 use super::board::Board;
 use super::params::{validate_params, ParamsError};
 use super::player::{validate_name, Intent, NameError, PlayerId, PlayerState};
+use crate::proto::v1 as pb;
 
 /// Why a checkpoint could not be turned into a board.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

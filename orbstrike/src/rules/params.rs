@@ -8,7 +8,7 @@
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
-use hypercache_proto::orbstrike::v1 as pb;
+use crate::proto::v1 as pb;
 
 /// Arena radius in world units.
 pub const ARENA_RADIUS: RangeInclusive<f64> = 100.0..=10_000.0;

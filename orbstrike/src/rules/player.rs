@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use hypercache_proto::orbstrike::v1 as pb;
+use crate::proto::v1 as pb;
 
 /// A player's id on one board. Ids start at 1 and are never reused within a board (0 is never
 /// handed out: the original game could produce id 0 and confuse it with "no player").

@@ -8,11 +8,11 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use hypercache_client::{Client, ClientConfig};
-use hypercache_proto::orbstrike::v1 as pb;
-use hypercache_proto::orbstrike::v1::game_server_client::GameServerClient;
 use hypercache_server::config::Config as NodeConfig;
 use hypercache_server::node::Node;
 use orbstrike::gameserver::{Config as GameServerConfig, GameServer};
+use orbstrike::proto::v1 as pb;
+use orbstrike::proto::v1::game_server_client::GameServerClient;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;

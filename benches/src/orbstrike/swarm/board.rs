@@ -5,9 +5,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use hypercache_proto::orbstrike::v1 as pb;
 use hypercache_proto::poison::lock;
 use orbstrike::bot::{BoardView, Steering};
+use orbstrike::proto::v1 as pb;
 use pb::play_request::Msg;
 use pb::play_update::Body;
 use rand::rngs::StdRng;

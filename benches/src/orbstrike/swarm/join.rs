@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hypercache_proto::orbstrike::v1 as pb;
+use orbstrike::proto::v1 as pb;
 use pb::game_server_client::GameServerClient;
 use pb::orchestrator_client::OrchestratorClient;
 use pb::play_request::Msg;
