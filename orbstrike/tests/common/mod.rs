@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use hypercache_client::{Client, ClientConfig};
 use hypercache_server::config::Config as NodeConfig;
+use hypercache_server::local_cluster;
 use hypercache_server::node::Node;
 use orbstrike::gameserver::{Config as GameServerConfig, GameServer};
 use orbstrike::proto::v1 as pb;
 use orbstrike::proto::v1::game_server_client::GameServerClient;
 use tempfile::TempDir;
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -53,34 +53,13 @@ impl HyperCache {
     /// Starts `n` nodes with static peers and waits until a client can write.
     pub async fn start(n: usize) -> HyperCache {
         let root = tempfile::tempdir().expect("tempdir");
-        let mut listeners = Vec::new();
-        for _ in 0..n {
-            let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
-            let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
-            listeners.push((grpc, admin));
-        }
-        let addrs: Vec<String> =
-            listeners.iter().map(|(g, _)| g.local_addr().expect("local addr").to_string()).collect();
-        let peers: Vec<String> =
-            if n == 1 { vec![] } else { addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect() };
         let mut configs = Vec::new();
         let mut nodes = Vec::new();
-        for (i, (grpc, admin)) in listeners.into_iter().enumerate() {
-            let mut c = NodeConfig {
-                node_id: i as u64 + 1,
-                name: format!("node-{}", i + 1),
-                data_dir: root.path().join(format!("node-{}", i + 1)),
-                listen_addr: grpc.local_addr().expect("local addr"),
-                advertise_addr: addrs[i].clone(),
-                admin_addr: admin.local_addr().expect("local addr"),
-                peers: peers.clone(),
-                ..NodeConfig::default()
-            };
-            c.storage.cache_capacity_mb = 8;
-            c.shutdown_grace_ms = 5_000;
-            c.validate().expect("test config is valid");
-            nodes.push(Some(Node::start_on(c.clone(), grpc, admin).await.expect("node starts")));
-            configs.push(c);
+        for mut planned in local_cluster::plan(n, root.path()).await.expect("loopback ports") {
+            planned.config.shutdown_grace_ms = 5_000;
+            let (config, node) = planned.start().await.expect("node starts");
+            nodes.push(Some(node));
+            configs.push(config);
         }
         let cluster = HyperCache { root, configs, nodes };
         let client = cluster.client();
