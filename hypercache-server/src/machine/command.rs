@@ -290,3 +290,295 @@ fn term_text(current: &Option<LeaderView>) -> String {
         None => "none (nobody leads)".to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The game commands, replies, refusals and records are stored (Raft log, session replies,
+    //! rows, snapshots): their postcard bytes must stay those of the layout below, written down
+    //! with bare integers, whatever types the code gives the fields.
+
+    use super::*;
+    use crate::machine::game_records::{BoardRecord, CheckpointRecord, LeaderRecord, ServerRecord};
+    use serde::Serialize;
+
+    // The whole layout is written down, though only some variants are encoded: a variant's
+    // place is part of its bytes.
+    #[allow(dead_code)]
+    mod old {
+        //! The stored layout, field for field and variant for variant, with bare integers.
+        use bytes::Bytes;
+        use serde::Serialize;
+        use std::collections::BTreeMap;
+
+        #[derive(Serialize)]
+        pub enum GameOp {
+            Register { server_id: String, address: String, capacity: u32, labels: BTreeMap<String, String>, ttl_ms: u64 },
+            Deregister { server_id: String, incarnation: u64 },
+            CreateBoard { board_id: String, params: Bytes, checkpoint: Bytes, lifetime_ms: Option<u64> },
+            AssignBoard(Assign),
+            SyncBoard { board_id: String, epoch: u64, seq: u64, checkpoint: Bytes },
+            ReleaseBoard { board_id: String, server_id: String, epoch: u64 },
+            DeleteBoard { board_id: String, expected_epoch: Option<u64> },
+            Campaign { name: String, candidate: String, lease: u64 },
+            Resign { name: String, term: u64 },
+        }
+
+        #[derive(Serialize)]
+        pub struct Assign {
+            pub board_id: String,
+            pub server_id: String,
+            pub expected_epoch: u64,
+            pub request_id: String,
+            pub fence: Option<(String, u64)>,
+        }
+
+        #[derive(Serialize)]
+        pub enum GameReply {
+            Registered { lease: u64, incarnation: u64, ttl_ms: u64 },
+            Done,
+            Board(BoardView),
+            Synced { seq: u64, written: bool },
+            Campaign { won: bool, leader: Option<LeaderView> },
+        }
+
+        #[derive(Serialize, Clone)]
+        pub struct Owner {
+            pub server_id: String,
+            pub incarnation: u64,
+        }
+
+        #[derive(Serialize)]
+        pub struct BoardRecord {
+            pub params: Bytes,
+            pub owner: Option<Owner>,
+            pub epoch: u64,
+            pub last_assign: Option<(String, u64)>,
+        }
+
+        #[derive(Serialize)]
+        pub struct CheckpointRecord {
+            pub seq: u64,
+            pub epoch: u64,
+            pub data: Bytes,
+        }
+
+        #[derive(Serialize)]
+        pub struct BoardView {
+            pub board_id: String,
+            pub record: BoardRecord,
+            pub lease: u64,
+            pub revision: u64,
+        }
+
+        #[derive(Serialize)]
+        pub struct ServerRecord {
+            pub server_id: String,
+            pub address: String,
+            pub capacity: u32,
+            pub labels: BTreeMap<String, String>,
+            pub incarnation: u64,
+        }
+
+        #[derive(Serialize)]
+        pub struct LeaderRecord {
+            pub candidate: String,
+            pub term: u64,
+        }
+
+        #[derive(Serialize, Clone)]
+        pub struct LeaderView {
+            pub candidate: String,
+            pub lease: u64,
+            pub term: u64,
+        }
+
+        #[derive(Serialize)]
+        pub enum Rejection {
+            LeaseNotFound { id: u64 },
+            InvalidTtl { ttl_ms: i64 },
+            ServerNotFound { server_id: String },
+            StaleIncarnation { server_id: String, given: u64, current: u64 },
+            BoardExists { board_id: String },
+            BoardNotFound { board_id: String },
+            StaleEpoch { board_id: String, given: u64, epoch: u64, owner: Option<Owner> },
+            StaleSeq { board_id: String, given: u64, stored: u64 },
+            ServerNotLive { board_id: String, server_id: String },
+            NotOwner { board_id: String, server_id: String, given: u64, epoch: u64, owner: Option<Owner> },
+            StaleTerm { name: String, given: u64, current: Option<LeaderView> },
+            NotElectionLeader { name: String, given: u64, current: Option<LeaderView> },
+            WriteSeqTooOld { client: String, seq: u64, floor: u64 },
+            TooManyClients { limit: u64 },
+        }
+    }
+
+    /// `now` (the code's value) encodes to the bytes of `then` (the stored layout's), and those
+    /// bytes decode back to `now`.
+    #[track_caller]
+    fn same_bytes<T, O>(now: &T, then: &O)
+    where
+        T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+        O: Serialize,
+    {
+        let stored = postcard::to_allocvec(then).unwrap();
+        assert_eq!(postcard::to_allocvec(now).unwrap(), stored, "{now:?} no longer encodes as it is stored");
+        assert_eq!(&postcard::from_bytes::<T>(&stored).unwrap(), now, "stored bytes decode differently");
+    }
+
+    // Values above 127 take more than one varint byte, so a width change would show too.
+    const EPOCH: u64 = 300;
+    const SEQ: u64 = 70_000;
+    const INC: u64 = 129;
+    const TERM: u64 = 1 << 40;
+
+    #[test]
+    fn game_commands_and_replies_encode_as_stored() {
+        let ckpt = Bytes::from_static(b"ckpt");
+        same_bytes(
+            &GameOp::SyncBoard { board_id: "b".into(), epoch: EPOCH, seq: SEQ, checkpoint: ckpt.clone() },
+            &old::GameOp::SyncBoard { board_id: "b".into(), epoch: EPOCH, seq: SEQ, checkpoint: ckpt },
+        );
+        same_bytes(
+            &GameOp::Deregister { server_id: "gs".into(), incarnation: INC },
+            &old::GameOp::Deregister { server_id: "gs".into(), incarnation: INC },
+        );
+        same_bytes(
+            &GameOp::ReleaseBoard { board_id: "b".into(), server_id: "gs".into(), epoch: EPOCH },
+            &old::GameOp::ReleaseBoard { board_id: "b".into(), server_id: "gs".into(), epoch: EPOCH },
+        );
+        same_bytes(
+            &GameOp::DeleteBoard { board_id: "b".into(), expected_epoch: Some(EPOCH) },
+            &old::GameOp::DeleteBoard { board_id: "b".into(), expected_epoch: Some(EPOCH) },
+        );
+        same_bytes(
+            &GameOp::Resign { name: "e".into(), term: TERM },
+            &old::GameOp::Resign { name: "e".into(), term: TERM },
+        );
+        same_bytes(
+            &GameOp::AssignBoard(Assign {
+                board_id: "b".into(),
+                server_id: "gs".into(),
+                expected_epoch: EPOCH,
+                request_id: "r".into(),
+                fence: Some(("e".into(), TERM)),
+            }),
+            &old::GameOp::AssignBoard(old::Assign {
+                board_id: "b".into(),
+                server_id: "gs".into(),
+                expected_epoch: EPOCH,
+                request_id: "r".into(),
+                fence: Some(("e".into(), TERM)),
+            }),
+        );
+        same_bytes(
+            &GameReply::Registered { lease: 5, incarnation: INC, ttl_ms: 1000 },
+            &old::GameReply::Registered { lease: 5, incarnation: INC, ttl_ms: 1000 },
+        );
+        same_bytes(&GameReply::Synced { seq: SEQ, written: true }, &old::GameReply::Synced { seq: SEQ, written: true });
+        same_bytes(
+            &GameReply::Campaign {
+                won: true,
+                leader: Some(LeaderView { candidate: "c".into(), lease: 5, term: TERM }),
+            },
+            &old::GameReply::Campaign {
+                won: true,
+                leader: Some(old::LeaderView { candidate: "c".into(), lease: 5, term: TERM }),
+            },
+        );
+        same_bytes(
+            &GameReply::Board(BoardView { board_id: "b".into(), record: board(), lease: 5, revision: 9 }),
+            &old::GameReply::Board(old::BoardView { board_id: "b".into(), record: old_board(), lease: 5, revision: 9 }),
+        );
+    }
+
+    fn board() -> BoardRecord {
+        BoardRecord {
+            params: Bytes::from_static(b"p"),
+            owner: Some(Owner { server_id: "gs".into(), incarnation: INC }),
+            epoch: EPOCH,
+            last_assign: Some(("r".into(), EPOCH)),
+        }
+    }
+
+    fn old_board() -> old::BoardRecord {
+        old::BoardRecord {
+            params: Bytes::from_static(b"p"),
+            owner: Some(old::Owner { server_id: "gs".into(), incarnation: INC }),
+            epoch: EPOCH,
+            last_assign: Some(("r".into(), EPOCH)),
+        }
+    }
+
+    #[test]
+    fn game_records_encode_as_stored() {
+        same_bytes(&board(), &old_board());
+        let data = Bytes::from_static(b"d");
+        same_bytes(
+            &CheckpointRecord { seq: SEQ, epoch: EPOCH, data: data.clone() },
+            &old::CheckpointRecord { seq: SEQ, epoch: EPOCH, data },
+        );
+        let labels = BTreeMap::from([("k".to_string(), "v".to_string())]);
+        same_bytes(
+            &ServerRecord {
+                server_id: "gs".into(),
+                address: "a:1".into(),
+                capacity: 4,
+                labels: labels.clone(),
+                incarnation: INC,
+            },
+            &old::ServerRecord { server_id: "gs".into(), address: "a:1".into(), capacity: 4, labels, incarnation: INC },
+        );
+        same_bytes(
+            &LeaderRecord { candidate: "c".into(), term: TERM },
+            &old::LeaderRecord { candidate: "c".into(), term: TERM },
+        );
+    }
+
+    #[test]
+    fn game_refusals_encode_as_stored() {
+        let owner = Some(Owner { server_id: "gs".into(), incarnation: INC });
+        let old_owner = Some(old::Owner { server_id: "gs".into(), incarnation: INC });
+        let leader = Some(LeaderView { candidate: "c".into(), lease: 5, term: TERM });
+        let old_leader = Some(old::LeaderView { candidate: "c".into(), lease: 5, term: TERM });
+        same_bytes(
+            &Rejection::StaleEpoch { board_id: "b".into(), given: EPOCH - 1, epoch: EPOCH, owner: owner.clone() },
+            &old::Rejection::StaleEpoch {
+                board_id: "b".into(),
+                given: EPOCH - 1,
+                epoch: EPOCH,
+                owner: old_owner.clone(),
+            },
+        );
+        same_bytes(
+            &Rejection::NotOwner {
+                board_id: "b".into(),
+                server_id: "x".into(),
+                given: EPOCH - 1,
+                epoch: EPOCH,
+                owner,
+            },
+            &old::Rejection::NotOwner {
+                board_id: "b".into(),
+                server_id: "x".into(),
+                given: EPOCH - 1,
+                epoch: EPOCH,
+                owner: old_owner,
+            },
+        );
+        same_bytes(
+            &Rejection::StaleSeq { board_id: "b".into(), given: SEQ - 1, stored: SEQ },
+            &old::Rejection::StaleSeq { board_id: "b".into(), given: SEQ - 1, stored: SEQ },
+        );
+        same_bytes(
+            &Rejection::StaleIncarnation { server_id: "gs".into(), given: INC - 1, current: INC },
+            &old::Rejection::StaleIncarnation { server_id: "gs".into(), given: INC - 1, current: INC },
+        );
+        same_bytes(
+            &Rejection::StaleTerm { name: "e".into(), given: TERM - 1, current: leader.clone() },
+            &old::Rejection::StaleTerm { name: "e".into(), given: TERM - 1, current: old_leader.clone() },
+        );
+        same_bytes(
+            &Rejection::NotElectionLeader { name: "e".into(), given: TERM - 1, current: leader },
+            &old::Rejection::NotElectionLeader { name: "e".into(), given: TERM - 1, current: old_leader },
+        );
+    }
+}
