@@ -16,32 +16,15 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// A board's ownership epoch: bumped by every assignment and release, and never reused by a board
-/// id, it fences checkpoint writes of an owner that lost the board (`STALE_EPOCH`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Epoch(pub u64);
+/// Declares each fencing number alike: a `u64` in a type of its own, stored as the bare number
+/// (`transparent`), shown as the number.
+macro_rules! fencing_numbers {
+    ($($(#[$doc:meta])* $id:ident;)*) => {$(
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $id(pub u64);
 
-/// A board checkpoint's sequence number within one epoch: it fences a checkpoint older than the
-/// stored one (`STALE_SEQ`), and an equal one makes a repeated sync idempotent.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Seq(pub u64);
-
-/// A game server registration's incarnation: bumped by every register of a server id, never
-/// reused, it fences a stale instance of the same server id (`STALE_INCARNATION`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct ServerIncarnation(pub u64);
-
-/// An election's term: larger than every earlier term of that election name, it fences the
-/// writes of a deposed leader (`STALE_TERM`, `NOT_ELECTION_LEADER`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Term(pub u64);
-
-macro_rules! display_the_number {
-    ($($id:ident),*) => {$(
         impl fmt::Display for $id {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 fmt::Display::fmt(&self.0, f)
@@ -50,7 +33,20 @@ macro_rules! display_the_number {
     )*};
 }
 
-display_the_number!(Epoch, Seq, ServerIncarnation, Term);
+fencing_numbers! {
+    /// A board's ownership epoch: bumped by every assignment and release, and never reused by a
+    /// board id, it fences checkpoint writes of an owner that lost the board (`STALE_EPOCH`).
+    Epoch;
+    /// A board checkpoint's sequence number within one epoch: it fences a checkpoint older than the
+    /// stored one (`STALE_SEQ`), and an equal one makes a repeated sync idempotent.
+    Seq;
+    /// A game server registration's incarnation: bumped by every register of a server id, never
+    /// reused, it fences a stale instance of the same server id (`STALE_INCARNATION`).
+    ServerIncarnation;
+    /// An election's term: larger than every earlier term of that election name, it fences the
+    /// writes of a deposed leader (`STALE_TERM`, `NOT_ELECTION_LEADER`).
+    Term;
+}
 
 // The three counters the state machine hands out (a seq is chosen by the board's owner).
 macro_rules! counted {
