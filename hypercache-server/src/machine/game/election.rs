@@ -19,7 +19,7 @@ pub fn current_leader<B: Base>(ov: &Overlay<B>, name: &str) -> Result<Option<Lea
 }
 
 pub fn last_term<B: Base>(ov: &Overlay<B>, name: &str) -> Result<Term, Fail> {
-    Ok(Term(counter_row(ov, &key(TERM_PREFIX, name))?))
+    Ok(counter_row(ov, &key(TERM_PREFIX, name))?)
 }
 
 /// Takes leadership if nobody holds it. Losing is not an error: the reply names the leader and

@@ -27,7 +27,7 @@ pub fn register<B: Base>(
     }
     let lease = grant(ov, ttl_ms, false)?;
     let inc_key = key(INCARNATION_PREFIX, server_id);
-    let incarnation = ServerIncarnation(counter_row(ov, &inc_key)?).next();
+    let incarnation = counter_row::<B, ServerIncarnation>(ov, &inc_key)?.next();
     write_record(ov, revision, &inc_key, &incarnation, 0)?;
     let record = ServerRecord {
         server_id: server_id.to_string(),
