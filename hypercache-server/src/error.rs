@@ -203,19 +203,19 @@ fn rejection_details(r: &Rejection, info: &mut ErrorInfo) -> Code {
         Rejection::InvalidTtl { .. } => Code::InvalidArgument,
         Rejection::BoardExists { .. } => Code::AlreadyExists,
         Rejection::StaleIncarnation { current, .. } => {
-            info.incarnation = *current;
+            info.incarnation = current.0;
             Code::FailedPrecondition
         }
         Rejection::StaleEpoch { epoch, owner, .. } | Rejection::NotOwner { epoch, owner, .. } => {
-            info.epoch = *epoch;
+            info.epoch = epoch.0;
             if let Some(o) = owner {
                 info.owner = o.server_id.clone();
-                info.incarnation = o.incarnation;
+                info.incarnation = o.incarnation.0;
             }
             Code::FailedPrecondition
         }
         Rejection::StaleSeq { stored, .. } => {
-            info.seq = *stored;
+            info.seq = stored.0;
             Code::FailedPrecondition
         }
         Rejection::ServerNotLive { .. } => Code::FailedPrecondition,
@@ -227,7 +227,7 @@ fn rejection_details(r: &Rejection, info: &mut ErrorInfo) -> Code {
         Rejection::TooManyClients { .. } => Code::ResourceExhausted,
         Rejection::StaleTerm { current, .. } | Rejection::NotElectionLeader { current, .. } => {
             if let Some(l) = current {
-                info.term = l.term;
+                info.term = l.term.0;
                 info.leader = l.candidate.clone();
             }
             Code::FailedPrecondition
@@ -244,6 +244,7 @@ impl From<ServiceError> for tonic::Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::machine::game_ids::{Epoch, ServerIncarnation};
     use hypercache_proto::error_info::info_of;
 
     #[test]
@@ -283,9 +284,12 @@ mod tests {
     fn stale_epoch_names_the_current_owner_and_epoch() {
         let rejection = Rejection::StaleEpoch {
             board_id: "b".into(),
-            given: 1,
-            epoch: 2,
-            owner: Some(crate::machine::game_records::Owner { server_id: "gs-b".into(), incarnation: 3 }),
+            given: Epoch(1),
+            epoch: Epoch(2),
+            owner: Some(crate::machine::game_records::Owner {
+                server_id: "gs-b".into(),
+                incarnation: ServerIncarnation(3),
+            }),
         };
         let st = ServiceError::Rejected { shard: ShardId(0), revision: 9, rejection }.into_status();
         assert_eq!(st.code(), Code::FailedPrecondition);

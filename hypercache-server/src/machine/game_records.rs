@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::game_ids::{Epoch, Seq, ServerIncarnation, Term};
 use crate::types::LeaseId;
 
 pub const SERVER_PREFIX: &[u8] = b"\xffhc/server/";
@@ -35,13 +36,13 @@ pub struct ServerRecord {
     pub address: String,
     pub capacity: u32,
     pub labels: BTreeMap<String, String>,
-    pub incarnation: u64,
+    pub incarnation: ServerIncarnation,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Owner {
     pub server_id: String,
-    pub incarnation: u64,
+    pub incarnation: ServerIncarnation,
 }
 
 /// A board's owner record as stored (the lifetime lease is the row's).
@@ -49,15 +50,15 @@ pub struct Owner {
 pub struct BoardRecord {
     pub params: Bytes,
     pub owner: Option<Owner>,
-    pub epoch: u64,
+    pub epoch: Epoch,
     /// The last assignment: its request id and the epoch it produced (idempotent retries).
-    pub last_assign: Option<(String, u64)>,
+    pub last_assign: Option<(String, Epoch)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointRecord {
-    pub seq: u64,
-    pub epoch: u64,
+    pub seq: Seq,
+    pub epoch: Epoch,
     pub data: Bytes,
 }
 
@@ -74,12 +75,12 @@ pub struct BoardView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaderRecord {
     pub candidate: String,
-    pub term: u64,
+    pub term: Term,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaderView {
     pub candidate: String,
     pub lease: LeaseId,
-    pub term: u64,
+    pub term: Term,
 }

@@ -7,6 +7,7 @@
 //! service: their checks and writes happen at one point of the log.
 //!
 //! Layers, each importing only those beneath it, so no module here reaches back up:
+//! `game_ids.rs` (the fencing numbers: epochs, seqs, incarnations, terms; a leaf),
 //! `game_records.rs` (game records and their keys) and `command.rs` (the command language: what
 //! an entry asks and what applying it answers); `overlay.rs` (sealed rows with undo, events and
 //! the failure types); `rows.rs` (rows and the lease attachment kept in step with them);
@@ -15,6 +16,7 @@
 
 pub mod command;
 pub mod game;
+pub mod game_ids;
 pub mod game_records;
 pub mod kv;
 pub mod lease;

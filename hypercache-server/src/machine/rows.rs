@@ -216,9 +216,10 @@ pub fn write_record<B: Base, T: Serialize>(
     Ok(write_row(ov, revision, key, encode(record)?, attach)?.1)
 }
 
-/// A counter row that never goes backwards (incarnations, epochs, terms); 0 if absent.
-pub fn counter_row<B: Base>(ov: &Overlay<B>, key: &Bytes) -> Result<u64, ApplyError> {
-    Ok(read_record::<B, u64>(ov, key)?.map_or(0, |(n, _)| n))
+/// A counter row that never goes backwards (incarnations, epochs, terms, each stored as its
+/// bare number); 0 if absent.
+pub fn counter_row<B: Base, N: DeserializeOwned + Default>(ov: &Overlay<B>, key: &Bytes) -> Result<N, ApplyError> {
+    Ok(read_record::<B, N>(ov, key)?.map_or_else(N::default, |(n, _)| n))
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use super::wire::write_id;
 use crate::error::ServiceError;
 use crate::machine::command::Request as SmRequest;
 use crate::machine::command::{Assign, GameOp, GameReply, Rejection};
+use crate::machine::game_ids::{Epoch, Seq, Term};
 use crate::machine::game_records::{key, BoardRecord, BoardView, CheckpointRecord, BOARD_PREFIX, CKPT_PREFIX};
 use crate::machine::overlay::{Event, EventKind};
 use crate::shard::Shard;
@@ -30,8 +31,8 @@ fn board(board_id: String, record: BoardRecord, lease: u64, revision: u64) -> pb
     pb::Board {
         board_id,
         params: record.params,
-        owner: record.owner.map(|o| pb::BoardOwner { server_id: o.server_id, incarnation: o.incarnation }),
-        epoch: record.epoch,
+        owner: record.owner.map(|o| pb::BoardOwner { server_id: o.server_id, incarnation: o.incarnation.0 }),
+        epoch: record.epoch.0,
         lease,
         revision,
     }
@@ -89,12 +90,12 @@ impl BoardsService {
             None
         } else {
             v.id("election", &req.election)?;
-            Some((req.election, req.election_term))
+            Some((req.election, Term(req.election_term)))
         };
         let op = GameOp::AssignBoard(Assign {
             board_id: req.board_id,
             server_id: req.server_id,
-            expected_epoch: req.expected_epoch,
+            expected_epoch: Epoch(req.expected_epoch),
             request_id: req.request_id,
             fence,
         });
@@ -107,12 +108,16 @@ impl BoardsService {
         self.ctx.validator.id("board_id", &req.board_id)?;
         self.ctx.validator.checkpoint("checkpoint", &req.checkpoint)?;
         let write = write_id(req.write)?;
-        let op =
-            GameOp::SyncBoard { board_id: req.board_id, epoch: req.epoch, seq: req.seq, checkpoint: req.checkpoint };
+        let op = GameOp::SyncBoard {
+            board_id: req.board_id,
+            epoch: Epoch(req.epoch),
+            seq: Seq(req.seq),
+            checkpoint: req.checkpoint,
+        };
         let (revision, reply) = shard.submit_once(write, SmRequest::Game(op)).await?;
         match game_reply(&shard, "sync", reply)? {
             GameReply::Synced { seq, written } => {
-                Ok(pb::SyncBoardResponse { header: header(&shard, revision), seq, written })
+                Ok(pb::SyncBoardResponse { header: header(&shard, revision), seq: seq.0, written })
             }
             other => Err(unexpected(&shard, "sync", other)),
         }
@@ -135,7 +140,7 @@ impl BoardsService {
         let checkpoint = match ckpt {
             Some(c) => {
                 let c: CheckpointRecord = decode_kv(&shard, &c)?;
-                Some(pb::Checkpoint { seq: c.seq, epoch: c.epoch, data: c.data })
+                Some(pb::Checkpoint { seq: c.seq.0, epoch: c.epoch.0, data: c.data })
             }
             None => None,
         };
@@ -186,7 +191,7 @@ impl BoardsService {
     async fn release(&self, req: pb::ReleaseBoardRequest) -> Result<pb::ReleaseBoardResponse, ServiceError> {
         self.ctx.validator.id("board_id", &req.board_id)?;
         self.ctx.validator.id("server_id", &req.server_id)?;
-        let op = GameOp::ReleaseBoard { board_id: req.board_id, server_id: req.server_id, epoch: req.epoch };
+        let op = GameOp::ReleaseBoard { board_id: req.board_id, server_id: req.server_id, epoch: Epoch(req.epoch) };
         let (h, b) = self.board_op(req.shard_id, req.write, op, "release").await?;
         Ok(pb::ReleaseBoardResponse { header: Some(h), board: Some(b) })
     }
@@ -195,7 +200,7 @@ impl BoardsService {
         let shard = self.ctx.shard(req.shard_id)?;
         self.ctx.validator.id("board_id", &req.board_id)?;
         let write = write_id(req.write)?;
-        let op = GameOp::DeleteBoard { board_id: req.board_id, expected_epoch: req.expected_epoch };
+        let op = GameOp::DeleteBoard { board_id: req.board_id, expected_epoch: req.expected_epoch.map(Epoch) };
         let (revision, _) = shard.submit_once(write, SmRequest::Game(op)).await?;
         Ok(pb::DeleteBoardResponse { header: header(&shard, revision) })
     }
@@ -234,7 +239,7 @@ struct Assignments {
 }
 
 impl Assignments {
-    fn owner_epoch(&self, shard: &Shard, kv: Option<&KeyValue>) -> Result<Option<u64>, ServiceError> {
+    fn owner_epoch(&self, shard: &Shard, kv: Option<&KeyValue>) -> Result<Option<Epoch>, ServiceError> {
         let Some(kv) = kv else { return Ok(None) };
         let r: BoardRecord = decode_kv(shard, kv)?;
         Ok(r.owner.filter(|o| o.server_id == self.server).map(|_| r.epoch))
@@ -259,10 +264,10 @@ impl Convert<pb::WatchAssignmentsResponse> for Assignments {
                 EventKind::Delete => (None, None),
             };
             let board_id = id_of(BOARD_PREFIX, &e.kv.key);
-            let event = |t: Type, epoch: u64| pb::AssignmentEvent {
+            let event = |t: Type, epoch: Epoch| pb::AssignmentEvent {
                 r#type: t as i32,
                 board_id: board_id.clone(),
-                epoch,
+                epoch: epoch.0,
                 revision: e.revision,
             };
             match (before, after) {

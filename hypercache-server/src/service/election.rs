@@ -18,6 +18,7 @@ use super::wire::write_id;
 use crate::error::ServiceError;
 use crate::machine::command::Request as SmRequest;
 use crate::machine::command::{GameOp, GameReply, Rejection};
+use crate::machine::game_ids::Term;
 use crate::machine::game_records::{key, LeaderRecord, LeaderView, LEADER_PREFIX, TERM_PREFIX};
 use crate::machine::overlay::{Event, EventKind};
 use crate::shard::Shard;
@@ -32,12 +33,12 @@ pub struct ElectionService {
 }
 
 fn leader(v: LeaderView) -> pb::ElectionLeader {
-    pb::ElectionLeader { candidate: v.candidate, lease: v.lease, term: v.term }
+    pb::ElectionLeader { candidate: v.candidate, lease: v.lease, term: v.term.0 }
 }
 
 fn leader_of(shard: &Shard, kv: &KeyValue) -> Result<pb::ElectionLeader, ServiceError> {
     let r: LeaderRecord = decode_kv(shard, kv)?;
-    Ok(pb::ElectionLeader { candidate: r.candidate, lease: kv.lease, term: r.term })
+    Ok(pb::ElectionLeader { candidate: r.candidate, lease: kv.lease, term: r.term.0 })
 }
 
 impl ElectionService {
@@ -104,7 +105,7 @@ impl ElectionService {
         self.ctx.validator.id("name", &req.name)?;
         let write = write_id(req.write)?;
         let (revision, _) =
-            shard.submit_once(write, SmRequest::Game(GameOp::Resign { name: req.name, term: req.term })).await?;
+            shard.submit_once(write, SmRequest::Game(GameOp::Resign { name: req.name, term: Term(req.term) })).await?;
         Ok(pb::ResignResponse { header: header(&shard, revision) })
     }
 
@@ -118,11 +119,11 @@ impl ElectionService {
         let term_row = shard.reader.get(&key(TERM_PREFIX, &req.name)).map_err(|e| read_error(&shard, e))?;
         drop(hub);
         let last_term = match term_row {
-            Some(kv) => decode_kv::<u64>(&shard, &kv)?,
-            None => 0,
+            Some(kv) => decode_kv::<Term>(&shard, &kv)?,
+            None => Term(0),
         };
         let leader = row.map(|kv| leader_of(&shard, &kv)).transpose()?;
-        Ok(pb::LeaderResponse { header: header(&shard, revision), leader, last_term })
+        Ok(pb::LeaderResponse { header: header(&shard, revision), leader, last_term: last_term.0 })
     }
 
     async fn observe(&self, req: pb::ObserveRequest) -> Result<Out<pb::ObserveResponse>, ServiceError> {

@@ -16,6 +16,7 @@ use super::wire::write_id;
 use crate::error::ServiceError;
 use crate::machine::command::Request as SmRequest;
 use crate::machine::command::{GameOp, GameReply};
+use crate::machine::game_ids::ServerIncarnation;
 use crate::machine::game_records::{ServerRecord, SERVER_PREFIX};
 use crate::machine::overlay::{Event, EventKind};
 use crate::shard::Shard;
@@ -33,7 +34,7 @@ fn server(record: ServerRecord, kv: &KeyValue) -> pb::GameServer {
         capacity: record.capacity,
         labels: record.labels.into_iter().collect(),
         lease: kv.lease,
-        incarnation: record.incarnation,
+        incarnation: record.incarnation.0,
         revision: kv.mod_revision,
     }
 }
@@ -72,7 +73,7 @@ impl RegistryService {
             GameReply::Registered { lease, incarnation, ttl_ms } => Ok(pb::RegisterResponse {
                 header: header(&shard, revision),
                 lease,
-                incarnation,
+                incarnation: incarnation.0,
                 ttl_ms: i64::try_from(ttl_ms).unwrap_or(i64::MAX),
             }),
             other => Err(super::ctx::unexpected(&shard, "register", other)),
@@ -83,7 +84,7 @@ impl RegistryService {
         let shard = self.ctx.shard(req.shard_id)?;
         self.ctx.validator.id("server_id", &req.server_id)?;
         let write = write_id(req.write)?;
-        let op = GameOp::Deregister { server_id: req.server_id, incarnation: req.incarnation };
+        let op = GameOp::Deregister { server_id: req.server_id, incarnation: ServerIncarnation(req.incarnation) };
         let (revision, _) = shard.submit_once(write, SmRequest::Game(op)).await?;
         Ok(pb::DeregisterResponse { header: header(&shard, revision) })
     }

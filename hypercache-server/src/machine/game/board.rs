@@ -16,6 +16,7 @@ use bytes::Bytes;
 use super::election::current_leader;
 use super::registry::live;
 use crate::machine::command::{Assign, GameReply, Rejection};
+use crate::machine::game_ids::{Epoch, Seq};
 use crate::machine::game_records::{
     key, BoardRecord, BoardView, CheckpointRecord, Owner, BOARD_EPOCH_PREFIX, BOARD_PREFIX, CKPT_PREFIX,
 };
@@ -32,12 +33,12 @@ fn view(board_id: &str, record: BoardRecord, row: &StoredValue) -> BoardView {
 }
 
 /// Records `epoch` as the board id's high-water mark (see the module comment).
-fn raise_high_water<B: Base>(ov: &mut Overlay<B>, revision: u64, board_id: &str, epoch: u64) -> Result<(), Fail> {
+fn raise_high_water<B: Base>(ov: &mut Overlay<B>, revision: u64, board_id: &str, epoch: Epoch) -> Result<(), Fail> {
     write_record(ov, revision, &key(BOARD_EPOCH_PREFIX, board_id), &epoch, 0)?;
     Ok(())
 }
 
-fn stale(board_id: &str, given: u64, record: &BoardRecord) -> Fail {
+fn stale(board_id: &str, given: Epoch, record: &BoardRecord) -> Fail {
     Rejection::StaleEpoch { board_id: board_id.to_string(), given, epoch: record.epoch, owner: record.owner.clone() }
         .into()
 }
@@ -60,11 +61,12 @@ pub fn create<B: Base>(
     };
     // One above the highest epoch an earlier board of this id had (even an unassigned one at 0,
     // so a stale `expected_epoch` cannot match the new board either).
-    let epoch = read_record::<B, u64>(ov, &key(BOARD_EPOCH_PREFIX, board_id))?.map_or(0, |(high, _)| high + 1);
+    let epoch =
+        read_record::<B, Epoch>(ov, &key(BOARD_EPOCH_PREFIX, board_id))?.map_or(Epoch(0), |(high, _)| high.next());
     raise_high_water(ov, revision, board_id, epoch)?;
     let record = BoardRecord { params: params.clone(), owner: None, epoch, last_assign: None };
     let row = write_record(ov, revision, &board_key, &record, lease)?;
-    let ckpt = CheckpointRecord { seq: 0, epoch, data: checkpoint.clone() };
+    let ckpt = CheckpointRecord { seq: Seq(0), epoch, data: checkpoint.clone() };
     write_record(ov, revision, &key(CKPT_PREFIX, board_id), &ckpt, lease)?;
     Ok(GameReply::Board(view(board_id, record, &row)))
 }
@@ -88,7 +90,7 @@ pub fn assign<B: Base>(ov: &mut Overlay<B>, revision: u64, a: &Assign) -> Result
     }
     let server = live(ov, &a.server_id)?
         .ok_or_else(|| Rejection::ServerNotLive { board_id: a.board_id.clone(), server_id: a.server_id.clone() })?;
-    record.epoch += 1;
+    record.epoch = record.epoch.next();
     record.owner = Some(Owner { server_id: server.server_id, incarnation: server.incarnation });
     record.last_assign = Some((a.request_id.clone(), record.epoch));
     raise_high_water(ov, revision, &a.board_id, record.epoch)?;
@@ -100,8 +102,8 @@ pub fn sync<B: Base>(
     ov: &mut Overlay<B>,
     revision: u64,
     board_id: &str,
-    epoch: u64,
-    seq: u64,
+    epoch: Epoch,
+    seq: Seq,
     checkpoint: &Bytes,
 ) -> Result<GameReply, Fail> {
     let (record, row) = load(ov, board_id)?;
@@ -133,7 +135,7 @@ pub fn release<B: Base>(
     revision: u64,
     board_id: &str,
     server_id: &str,
-    epoch: u64,
+    epoch: Epoch,
 ) -> Result<GameReply, Fail> {
     let (mut record, row) = load(ov, board_id)?;
     let owns = record.owner.as_ref().is_some_and(|o| o.server_id == server_id);
@@ -148,7 +150,7 @@ pub fn release<B: Base>(
         .into());
     }
     record.owner = None;
-    record.epoch += 1;
+    record.epoch = record.epoch.next();
     raise_high_water(ov, revision, board_id, record.epoch)?;
     let row = write_record(ov, revision, &key(BOARD_PREFIX, board_id), &record, row.lease)?;
     Ok(GameReply::Board(view(board_id, record, &row)))
@@ -158,7 +160,7 @@ pub fn delete<B: Base>(
     ov: &mut Overlay<B>,
     revision: u64,
     board_id: &str,
-    expected_epoch: Option<u64>,
+    expected_epoch: Option<Epoch>,
 ) -> Result<GameReply, Fail> {
     let (record, _) = load(ov, board_id)?;
     if let Some(e) = expected_epoch {
@@ -179,6 +181,7 @@ mod tests {
     use super::*;
     use crate::machine::command::{GameOp, LeaseOp, Reply};
     use crate::machine::game::apply;
+    use crate::machine::game_ids::{Epoch, Seq};
     use crate::types::ShardId;
     use std::collections::BTreeMap;
 
@@ -214,7 +217,14 @@ mod tests {
         }
     }
 
-    fn assign(ov: &mut Mem, rev: u64, board: &str, server: &str, expected: u64, req: &str) -> Result<u64, Rejection> {
+    fn assign(
+        ov: &mut Mem,
+        rev: u64,
+        board: &str,
+        server: &str,
+        expected: Epoch,
+        req: &str,
+    ) -> Result<Epoch, Rejection> {
         let a = Assign {
             board_id: board.into(),
             server_id: server.into(),
@@ -228,7 +238,7 @@ mod tests {
         }
     }
 
-    fn sync(ov: &mut Mem, rev: u64, board: &str, epoch: u64, seq: u64) -> Result<GameReply, Rejection> {
+    fn sync(ov: &mut Mem, rev: u64, board: &str, epoch: Epoch, seq: Seq) -> Result<GameReply, Rejection> {
         let op = GameOp::SyncBoard { board_id: board.into(), epoch, seq, checkpoint: Bytes::from(format!("s{seq}")) };
         run(ov, rev, op)
     }
@@ -250,12 +260,12 @@ mod tests {
     #[test]
     fn a_deposed_owner_can_never_overwrite_the_checkpoint() {
         let mut ov = setup();
-        let e1 = assign(&mut ov, 4, "b1", "A", 0, "r1").unwrap();
-        assert_eq!(sync(&mut ov, 5, "b1", e1, 1).unwrap(), GameReply::Synced { seq: 1, written: true });
+        let e1 = assign(&mut ov, 4, "b1", "A", Epoch(0), "r1").unwrap();
+        assert_eq!(sync(&mut ov, 5, "b1", e1, Seq(1)).unwrap(), GameReply::Synced { seq: Seq(1), written: true });
         let e2 = assign(&mut ov, 6, "b1", "B", e1, "r2").unwrap();
         assert!(e2 > e1);
         // A's next sync (even with a newer seq) is refused and names the new owner.
-        let err = sync(&mut ov, 7, "b1", e1, 2).unwrap_err();
+        let err = sync(&mut ov, 7, "b1", e1, Seq(2)).unwrap_err();
         match &err {
             Rejection::StaleEpoch { epoch, owner: Some(o), .. } => {
                 assert_eq!((*epoch, o.server_id.as_str()), (e2, "B"))
@@ -263,43 +273,46 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(err.to_string().contains("owned by B"), "{err}");
-        assert_eq!(sync(&mut ov, 8, "b1", e2, 2).unwrap(), GameReply::Synced { seq: 2, written: true });
+        assert_eq!(sync(&mut ov, 8, "b1", e2, Seq(2)).unwrap(), GameReply::Synced { seq: Seq(2), written: true });
         let (ckpt, _) = read_record::<_, CheckpointRecord>(&ov, &key(CKPT_PREFIX, "b1")).unwrap().unwrap();
-        assert_eq!((ckpt.seq, ckpt.epoch, ckpt.data.as_ref()), (2, e2, b"s2".as_ref()));
+        assert_eq!((ckpt.seq, ckpt.epoch, ckpt.data.as_ref()), (Seq(2), e2, b"s2".as_ref()));
     }
 
     #[test]
     fn seq_rules_repeats_are_idempotent_and_older_is_refused() {
         let mut ov = setup();
-        let e = assign(&mut ov, 4, "b1", "A", 0, "r1").unwrap();
-        sync(&mut ov, 5, "b1", e, 5).unwrap();
-        assert_eq!(sync(&mut ov, 6, "b1", e, 5).unwrap(), GameReply::Synced { seq: 5, written: false });
-        assert!(matches!(sync(&mut ov, 6, "b1", e, 4).unwrap_err(), Rejection::StaleSeq { stored: 5, .. }));
+        let e = assign(&mut ov, 4, "b1", "A", Epoch(0), "r1").unwrap();
+        sync(&mut ov, 5, "b1", e, Seq(5)).unwrap();
+        assert_eq!(sync(&mut ov, 6, "b1", e, Seq(5)).unwrap(), GameReply::Synced { seq: Seq(5), written: false });
+        assert!(matches!(sync(&mut ov, 6, "b1", e, Seq(4)).unwrap_err(), Rejection::StaleSeq { stored: Seq(5), .. }));
     }
 
     #[test]
     fn a_new_owners_first_sync_is_written_whatever_the_previous_owners_seq() {
         let mut ov = setup();
-        let e1 = assign(&mut ov, 4, "b1", "A", 0, "r1").unwrap();
-        sync(&mut ov, 5, "b1", e1, 5).unwrap();
+        let e1 = assign(&mut ov, 4, "b1", "A", Epoch(0), "r1").unwrap();
+        sync(&mut ov, 5, "b1", e1, Seq(5)).unwrap();
         let e2 = assign(&mut ov, 6, "b1", "B", e1, "r2").unwrap();
         // The same seq as A's last one, and a lower one: both are B's own first syncs.
-        assert_eq!(sync(&mut ov, 7, "b1", e2, 5).unwrap(), GameReply::Synced { seq: 5, written: true });
+        assert_eq!(sync(&mut ov, 7, "b1", e2, Seq(5)).unwrap(), GameReply::Synced { seq: Seq(5), written: true });
         let e3 = assign(&mut ov, 8, "b1", "A", e2, "r3").unwrap();
-        assert_eq!(sync(&mut ov, 9, "b1", e3, 1).unwrap(), GameReply::Synced { seq: 1, written: true });
+        assert_eq!(sync(&mut ov, 9, "b1", e3, Seq(1)).unwrap(), GameReply::Synced { seq: Seq(1), written: true });
         // Within one epoch the usual rules hold.
-        assert_eq!(sync(&mut ov, 10, "b1", e3, 1).unwrap(), GameReply::Synced { seq: 1, written: false });
-        assert!(matches!(sync(&mut ov, 10, "b1", e3, 0).unwrap_err(), Rejection::StaleSeq { stored: 1, .. }));
+        assert_eq!(sync(&mut ov, 10, "b1", e3, Seq(1)).unwrap(), GameReply::Synced { seq: Seq(1), written: false });
+        assert!(matches!(sync(&mut ov, 10, "b1", e3, Seq(0)).unwrap_err(), Rejection::StaleSeq { stored: Seq(1), .. }));
     }
 
     #[test]
     fn assign_is_idempotent_by_request_id_and_checks_liveness_and_epoch() {
         let mut ov = setup();
-        let e1 = assign(&mut ov, 4, "b1", "A", 0, "r1").unwrap();
-        assert_eq!(assign(&mut ov, 5, "b1", "A", 0, "r1").unwrap(), e1, "a retry returns the same epoch");
-        assert!(matches!(assign(&mut ov, 5, "b1", "B", 0, "r2").unwrap_err(), Rejection::StaleEpoch { .. }));
+        let e1 = assign(&mut ov, 4, "b1", "A", Epoch(0), "r1").unwrap();
+        assert_eq!(assign(&mut ov, 5, "b1", "A", Epoch(0), "r1").unwrap(), e1, "a retry returns the same epoch");
+        assert!(matches!(assign(&mut ov, 5, "b1", "B", Epoch(0), "r2").unwrap_err(), Rejection::StaleEpoch { .. }));
         assert!(matches!(assign(&mut ov, 5, "b1", "nobody", e1, "r3").unwrap_err(), Rejection::ServerNotLive { .. }));
-        assert!(matches!(assign(&mut ov, 5, "nope", "A", 0, "r4").unwrap_err(), Rejection::BoardNotFound { .. }));
+        assert!(matches!(
+            assign(&mut ov, 5, "nope", "A", Epoch(0), "r4").unwrap_err(),
+            Rejection::BoardNotFound { .. }
+        ));
     }
 
     #[test]
@@ -307,20 +320,20 @@ mod tests {
         let mut ov = setup();
         let lease = register(&mut ov, 4, "C");
         crate::machine::lease::apply(&mut ov, 5, &LeaseOp::Expire { ids: vec![lease] }).unwrap();
-        assert!(matches!(assign(&mut ov, 6, "b1", "C", 0, "r").unwrap_err(), Rejection::ServerNotLive { .. }));
+        assert!(matches!(assign(&mut ov, 6, "b1", "C", Epoch(0), "r").unwrap_err(), Rejection::ServerNotLive { .. }));
     }
 
     #[test]
     fn release_fences_the_old_owner_and_allows_reassignment() {
         let mut ov = setup();
-        let e1 = assign(&mut ov, 4, "b1", "A", 0, "r1").unwrap();
+        let e1 = assign(&mut ov, 4, "b1", "A", Epoch(0), "r1").unwrap();
         let wrong = GameOp::ReleaseBoard { board_id: "b1".into(), server_id: "B".into(), epoch: e1 };
         assert!(matches!(run(&mut ov, 5, wrong).unwrap_err(), Rejection::NotOwner { .. }));
         let ok = GameOp::ReleaseBoard { board_id: "b1".into(), server_id: "A".into(), epoch: e1 };
         let GameReply::Board(b) = run(&mut ov, 5, ok).unwrap() else { panic!() };
-        assert!(b.record.owner.is_none() && b.record.epoch == e1 + 1);
-        assert!(matches!(sync(&mut ov, 6, "b1", e1, 9).unwrap_err(), Rejection::StaleEpoch { .. }));
-        assign(&mut ov, 7, "b1", "B", e1 + 1, "r2").unwrap();
+        assert!(b.record.owner.is_none() && b.record.epoch == e1.next());
+        assert!(matches!(sync(&mut ov, 6, "b1", e1, Seq(9)).unwrap_err(), Rejection::StaleEpoch { .. }));
+        assign(&mut ov, 7, "b1", "B", e1.next(), "r2").unwrap();
     }
 
     fn create(ov: &mut Mem, rev: u64, board: &str, lifetime_ms: Option<u64>) -> BoardView {
@@ -338,14 +351,14 @@ mod tests {
     #[test]
     fn a_board_id_created_again_never_reuses_an_epoch() {
         let mut ov = setup();
-        let e1 = assign(&mut ov, 4, "b1", "A", 0, "r1").unwrap();
+        let e1 = assign(&mut ov, 4, "b1", "A", Epoch(0), "r1").unwrap();
         run(&mut ov, 5, GameOp::DeleteBoard { board_id: "b1".into(), expected_epoch: None }).unwrap();
         let again = create(&mut ov, 6, "b1", None);
         let e2 = assign(&mut ov, 7, "b1", "B", again.record.epoch, "r2").unwrap();
-        let late = sync(&mut ov, 8, "b1", e1, 1);
+        let late = sync(&mut ov, 8, "b1", e1, Seq(1));
         assert!(matches!(late, Err(Rejection::StaleEpoch { epoch, .. }) if epoch == e2), "A's late sync: {late:?}");
         assert!(again.record.epoch > e1, "created again at epoch {} after epoch {e1}", again.record.epoch);
-        assert_eq!(sync(&mut ov, 9, "b1", e2, 1).unwrap(), GameReply::Synced { seq: 1, written: true });
+        assert_eq!(sync(&mut ov, 9, "b1", e2, Seq(1)).unwrap(), GameReply::Synced { seq: Seq(1), written: true });
     }
 
     #[test]
@@ -357,7 +370,7 @@ mod tests {
         assert!(ov.row(&key(BOARD_PREFIX, "short")).unwrap().is_none());
         let again = create(&mut ov, 7, "short", Some(1000));
         let e2 = assign(&mut ov, 8, "short", "B", again.record.epoch, "r2").unwrap();
-        let late = sync(&mut ov, 9, "short", e1, 1);
+        let late = sync(&mut ov, 9, "short", e1, Seq(1));
         assert!(matches!(late, Err(Rejection::StaleEpoch { epoch, .. }) if epoch == e2), "A's late sync: {late:?}");
         assert!(again.record.epoch > e1, "created again at epoch {} after epoch {e1}", again.record.epoch);
         // A release moves the high-water mark too: a third life starts above it.
@@ -375,16 +388,16 @@ mod tests {
     fn deleting_a_board_stored_without_a_high_water_row_still_fences_its_epochs() {
         let mut ov = setup();
         // A board as an earlier version stored it: at epoch 7, no high-water row.
-        let old = BoardRecord { params: Bytes::new(), owner: None, epoch: 7, last_assign: None };
+        let old = BoardRecord { params: Bytes::new(), owner: None, epoch: Epoch(7), last_assign: None };
         write_record(&mut ov, 4, &key(BOARD_PREFIX, "legacy"), &old, 0).unwrap();
         run(&mut ov, 5, GameOp::DeleteBoard { board_id: "legacy".into(), expected_epoch: None }).unwrap();
-        assert_eq!(create(&mut ov, 6, "legacy", None).record.epoch, 8);
+        assert_eq!(create(&mut ov, 6, "legacy", None).record.epoch, Epoch(8));
     }
 
     #[test]
     fn a_new_board_id_starts_at_epoch_0() {
         let mut ov = setup();
-        assert_eq!(create(&mut ov, 4, "fresh", None).record.epoch, 0);
+        assert_eq!(create(&mut ov, 4, "fresh", None).record.epoch, Epoch(0));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Raft failovers (the counter is replicated state like any row).
 
 use crate::machine::command::{GameReply, Rejection};
+use crate::machine::game_ids::Term;
 use crate::machine::game_records::{key, LeaderRecord, LeaderView, LEADER_PREFIX, TERM_PREFIX};
 use crate::machine::lease;
 use crate::machine::overlay::{Base, Fail, Overlay};
@@ -17,7 +18,7 @@ pub fn current_leader<B: Base>(ov: &Overlay<B>, name: &str) -> Result<Option<Lea
     }))
 }
 
-pub fn last_term<B: Base>(ov: &Overlay<B>, name: &str) -> Result<u64, Fail> {
+pub fn last_term<B: Base>(ov: &Overlay<B>, name: &str) -> Result<Term, Fail> {
     Ok(counter_row(ov, &key(TERM_PREFIX, name))?)
 }
 
@@ -37,7 +38,7 @@ pub fn campaign<B: Base>(
         let won = current.candidate == candidate && current.lease == lease;
         return Ok(GameReply::Campaign { won, leader: Some(current) });
     }
-    let term = last_term(ov, name)? + 1;
+    let term = last_term(ov, name)?.next();
     write_record(ov, revision, &key(TERM_PREFIX, name), &term, 0)?;
     write_record(
         ov,
@@ -49,7 +50,7 @@ pub fn campaign<B: Base>(
     Ok(GameReply::Campaign { won: true, leader: Some(LeaderView { candidate: candidate.to_string(), lease, term }) })
 }
 
-pub fn resign<B: Base>(ov: &mut Overlay<B>, revision: u64, name: &str, term: u64) -> Result<GameReply, Fail> {
+pub fn resign<B: Base>(ov: &mut Overlay<B>, revision: u64, name: &str, term: Term) -> Result<GameReply, Fail> {
     let current = current_leader(ov, name)?;
     if current.as_ref().map(|l| l.term) != Some(term) {
         return Err(Rejection::NotElectionLeader { name: name.to_string(), given: term, current }.into());

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::machine::command::{GameReply, Rejection};
+use crate::machine::game_ids::ServerIncarnation;
 use crate::machine::game_records::{key, ServerRecord, INCARNATION_PREFIX, SERVER_PREFIX};
 use crate::machine::lease;
 use crate::machine::overlay::{Base, Fail, Overlay};
@@ -26,7 +27,7 @@ pub fn register<B: Base>(
     }
     let lease = grant(ov, ttl_ms, false)?;
     let inc_key = key(INCARNATION_PREFIX, server_id);
-    let incarnation = counter_row(ov, &inc_key)? + 1;
+    let incarnation = counter_row::<B, ServerIncarnation>(ov, &inc_key)?.next();
     write_record(ov, revision, &inc_key, &incarnation, 0)?;
     let record = ServerRecord {
         server_id: server_id.to_string(),
@@ -43,7 +44,7 @@ pub fn deregister<B: Base>(
     ov: &mut Overlay<B>,
     revision: u64,
     server_id: &str,
-    incarnation: u64,
+    incarnation: ServerIncarnation,
 ) -> Result<GameReply, Fail> {
     let row_key = key(SERVER_PREFIX, server_id);
     let (record, row) = read_record::<B, ServerRecord>(ov, &row_key)?
@@ -75,7 +76,7 @@ mod tests {
 
     type Mem = Overlay<BTreeMap<Vec<u8>, Vec<u8>>>;
 
-    fn reg(ov: &mut Mem, rev: u64, id: &str) -> (u64, u64) {
+    fn reg(ov: &mut Mem, rev: u64, id: &str) -> (u64, ServerIncarnation) {
         let op = GameOp::Register {
             server_id: id.into(),
             address: "gs:1".into(),
