@@ -248,7 +248,7 @@ async fn a_late_attachment_to_an_ended_lease_is_deleted_too() {
         key: Bytes::from(key.clone()),
         value: Bytes::from_static(b"late"),
         prev_kv: false,
-        attach: Attach::Lease(lease.0),
+        attach: Attach::Lease(hypercache_server::types::LeaseId(lease.0)),
     };
     let applied = leader.write(None, Request::Txn(Txn { success: vec![put], ..Txn::default() })).await.expect("write");
     assert!(matches!(applied.outcome, Ok(Reply::Txn(_))), "{applied:?}");

@@ -233,47 +233,50 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn deadlines_expire_and_keepalives_extend() {
         let clock = LeaseClock::new();
-        clock.apply(&[LeaseChange::Granted { id: 1, ttl_ms: 100 }, LeaseChange::Granted { id: 2, ttl_ms: 300 }]);
+        clock.apply(&[
+            LeaseChange::Granted { id: LeaseId(1), ttl_ms: 100 },
+            LeaseChange::Granted { id: LeaseId(2), ttl_ms: 300 },
+        ]);
         let (expired, next) = clock.take_expired(5);
         assert!(expired.is_empty());
         assert!(next.is_some());
         tokio::time::advance(Duration::from_millis(80)).await;
-        assert_eq!(clock.keep_alive(1, 5), Renewal::Renewed { ttl: Duration::from_millis(100) });
+        assert_eq!(clock.keep_alive(LeaseId(1), 5), Renewal::Renewed { ttl: Duration::from_millis(100) });
         tokio::time::advance(Duration::from_millis(60)).await;
         assert!(clock.take_expired(5).0.is_empty(), "renewed at 80 ms: lives until 180 ms");
         tokio::time::advance(Duration::from_millis(50)).await;
-        assert_eq!(clock.take_expired(5).0, vec![1]);
-        assert_eq!(clock.keep_alive(1, 5), Renewal::Gone, "no keepalive once expiring");
+        assert_eq!(clock.take_expired(5).0, vec![LeaseId(1)]);
+        assert_eq!(clock.keep_alive(LeaseId(1), 5), Renewal::Gone, "no keepalive once expiring");
     }
 
     #[tokio::test(start_paused = true)]
     async fn followed_leases_are_listed_never_expired() {
         let clock = LeaseClock::new();
-        clock.reset([(1, 100)], [(3 << 48) | 1]);
-        clock.apply(&[LeaseChange::Followed { id: (4 << 48) | 2 }]);
-        assert_eq!(clock.followed(), vec![(3 << 48) | 1, (4 << 48) | 2]);
+        clock.reset([(LeaseId(1), 100)], [LeaseId((3 << 48) | 1)]);
+        clock.apply(&[LeaseChange::Followed { id: LeaseId((4 << 48) | 2) }]);
+        assert_eq!(clock.followed(), vec![LeaseId((3 << 48) | 1), LeaseId((4 << 48) | 2)]);
         assert!(clock.take_expired(1).0.is_empty(), "term 1 starts: deadlines from now");
         tokio::time::advance(Duration::from_millis(500)).await;
-        assert_eq!(clock.take_expired(1).0, vec![1], "only this shard's own lease has a deadline");
-        assert_eq!(clock.keep_alive((3 << 48) | 1, 1), Renewal::Gone, "kept alive at home, not here");
-        clock.apply(&[LeaseChange::Ended { id: (3 << 48) | 1 }]);
-        assert_eq!(clock.followed(), vec![(4 << 48) | 2]);
+        assert_eq!(clock.take_expired(1).0, vec![LeaseId(1)], "only this shard's own lease has a deadline");
+        assert_eq!(clock.keep_alive(LeaseId((3 << 48) | 1), 1), Renewal::Gone, "kept alive at home, not here");
+        clock.apply(&[LeaseChange::Ended { id: LeaseId((3 << 48) | 1) }]);
+        assert_eq!(clock.followed(), vec![LeaseId((4 << 48) | 2)]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_new_term_extends_never_shortens() {
         let clock = LeaseClock::new();
-        clock.apply(&[LeaseChange::Granted { id: 1, ttl_ms: 100 }]);
+        clock.apply(&[LeaseChange::Granted { id: LeaseId(1), ttl_ms: 100 }]);
         clock.take_expired(1);
         tokio::time::advance(Duration::from_millis(150)).await;
-        assert_eq!(clock.take_expired(1).0, vec![1]);
+        assert_eq!(clock.take_expired(1).0, vec![LeaseId(1)]);
         // Leadership moved away and came back: the lease gets a full TTL again (its expiry
         // proposal may not have committed; if it did, the barrier will have removed it).
         clock.step_down();
         let (expired, _) = clock.take_expired(2);
         assert!(expired.is_empty());
-        assert_eq!(clock.time_to_live(1, 2), Some((Duration::from_millis(100), Duration::from_millis(100))));
-        clock.apply(&[LeaseChange::Ended { id: 1 }]);
-        assert_eq!(clock.keep_alive(1, 2), Renewal::Gone);
+        assert_eq!(clock.time_to_live(LeaseId(1), 2), Some((Duration::from_millis(100), Duration::from_millis(100))));
+        clock.apply(&[LeaseChange::Ended { id: LeaseId(1) }]);
+        assert_eq!(clock.keep_alive(LeaseId(1), 2), Renewal::Gone);
     }
 }

@@ -247,7 +247,7 @@ mod tests {
     /// must not change.
     #[test]
     fn a_reply_is_encoded_as_the_result_older_nodes_exchange() {
-        let ids: Vec<LeaseId> = vec![7, 1 << 48 | 3];
+        let ids: Vec<LeaseId> = vec![LeaseId(7), LeaseId(1 << 48 | 3)];
         let old_ended: Result<Vec<LeaseId>, String> = Ok(ids.clone());
         let old_failed: Result<Vec<LeaseId>, String> = Err("this node hosts no replica of shard 3".into());
         let encode = |r: &LeaseEndsReply| codec::encode(r).expect("encodes");
@@ -267,11 +267,11 @@ mod tests {
     /// service's old path, and its answer is read as before.
     #[tokio::test]
     async fn a_question_reaches_a_node_that_serves_only_the_old_path() {
-        let ended: Vec<LeaseId> = vec![1 << 48 | 5];
+        let ended: Vec<LeaseId> = vec![LeaseId(1 << 48 | 5)];
         let answer = codec::encode(&LeaseEndsReply::Ended(ended.clone())).unwrap();
         let addr = crate::network::old_peer::serve(Default::default(), answer.into()).await;
         let pool = PeerPool::new(Duration::from_secs(1), 4 << 20);
-        let got = ask(&pool, &addr, ShardId(1), &[1 << 48 | 5, 1 << 48 | 6]).await.unwrap();
+        let got = ask(&pool, &addr, ShardId(1), &[LeaseId(1 << 48 | 5), LeaseId(1 << 48 | 6)]).await.unwrap();
         assert_eq!(got, ended);
     }
 }

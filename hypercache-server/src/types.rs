@@ -94,12 +94,36 @@ pub struct KeyValue {
 
 /// Lease ids are allocated by the shard's state machine: `shard << 48 | counter`, never reused,
 /// never 0, so the id alone tells a lease's home shard (the one that keeps it alive and ends it;
-/// keys of other shards may hang on it, see `lease_home.rs`).
-pub type LeaseId = u64;
+/// keys of other shards may hang on it, see `lease_home.rs`). Encoded as the bare number
+/// (`serde(transparent)`): the log, snapshots and peer messages hold the same bytes as when this
+/// was a `u64`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LeaseId(pub u64);
+
+impl LeaseId {
+    /// What a key attached to no lease records.
+    pub const NONE: LeaseId = LeaseId(0);
+
+    /// The `counter`-th lease granted by `shard`.
+    pub fn new(shard: ShardId, counter: u64) -> LeaseId {
+        LeaseId(u64::from(shard.0) << 48 | counter)
+    }
+
+    pub fn is_none(self) -> bool {
+        self == LeaseId::NONE
+    }
+}
+
+impl fmt::Display for LeaseId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
 
 /// The shard that granted lease `id` and alone decides when it ends.
 pub fn home_of(id: LeaseId) -> ShardId {
-    ShardId(u32::try_from(id >> 48).expect("a u64 shifted right by 48 fits in 32 bits"))
+    ShardId(u32::try_from(id.0 >> 48).expect("a u64 shifted right by 48 fits in 32 bits"))
 }
 
 /// A client instance's random identity (16 bytes), chosen by the client library.
@@ -112,5 +136,22 @@ impl fmt::Display for ClientId {
             write!(f, "{b:02x}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lease ids sit in log entries, snapshots, rows and peer messages as bare numbers; the
+    /// newtype must not change a byte of them.
+    #[test]
+    fn a_lease_id_encodes_as_the_number_it_wraps() {
+        for n in [0, 7, 200, (3 << 48) | 5, u64::MAX] {
+            assert_eq!(postcard::to_stdvec(&LeaseId(n)).unwrap(), postcard::to_stdvec(&n).unwrap());
+        }
+        assert_eq!(LeaseId::new(ShardId(3), 5), LeaseId((3 << 48) | 5));
+        assert_eq!(home_of(LeaseId::new(ShardId(3), 5)), ShardId(3));
+        assert!(LeaseId::NONE.is_none() && !LeaseId(1).is_none());
     }
 }

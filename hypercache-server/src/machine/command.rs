@@ -505,7 +505,7 @@ mod tests {
             }),
         );
         same_bytes(
-            &GameReply::Registered { lease: 5, incarnation: ServerIncarnation(INC), ttl_ms: 1000 },
+            &GameReply::Registered { lease: LeaseId(5), incarnation: ServerIncarnation(INC), ttl_ms: 1000 },
             &old::GameReply::Registered { lease: 5, incarnation: INC, ttl_ms: 1000 },
         );
         same_bytes(
@@ -515,7 +515,7 @@ mod tests {
         same_bytes(
             &GameReply::Campaign {
                 won: true,
-                leader: Some(LeaderView { candidate: "c".into(), lease: 5, term: Term(TERM) }),
+                leader: Some(LeaderView { candidate: "c".into(), lease: LeaseId(5), term: Term(TERM) }),
             },
             &old::GameReply::Campaign {
                 won: true,
@@ -523,7 +523,7 @@ mod tests {
             },
         );
         same_bytes(
-            &GameReply::Board(BoardView { board_id: "b".into(), record: board(), lease: 5, revision: 9 }),
+            &GameReply::Board(BoardView { board_id: "b".into(), record: board(), lease: LeaseId(5), revision: 9 }),
             &old::GameReply::Board(old::BoardView { board_id: "b".into(), record: old_board(), lease: 5, revision: 9 }),
         );
     }
@@ -579,7 +579,7 @@ mod tests {
     fn game_refusals_encode_as_stored() {
         let owner = Some(Owner { server_id: "gs".into(), incarnation: ServerIncarnation(INC) });
         let old_owner = Some(old::Owner { server_id: "gs".into(), incarnation: INC });
-        let leader = Some(LeaderView { candidate: "c".into(), lease: 5, term: Term(TERM) });
+        let leader = Some(LeaderView { candidate: "c".into(), lease: LeaseId(5), term: Term(TERM) });
         let old_leader = Some(old::LeaderView { candidate: "c".into(), lease: 5, term: TERM });
         same_bytes(
             &Rejection::StaleEpoch {

@@ -9,6 +9,7 @@
 use super::command::{Compare, CompareTarget, Op, OpResult, Txn, TxnResult};
 use super::overlay::{Base, Fail, Overlay};
 use super::rows::{delete_row, write_row, StoredValue};
+use crate::types::LeaseId;
 
 fn holds(row: Option<&StoredValue>, target: &CompareTarget) -> bool {
     match target {
@@ -17,7 +18,7 @@ fn holds(row: Option<&StoredValue>, target: &CompareTarget) -> bool {
         CompareTarget::ModRevision(rev) => row.map_or(0, |r| r.mod_revision) == *rev,
         CompareTarget::CreateRevision(rev) => row.map_or(0, |r| r.create_revision) == *rev,
         CompareTarget::Version(v) => row.map_or(0, |r| r.version) == *v,
-        CompareTarget::Lease(id) => row.map_or(0, |r| r.lease) == *id,
+        CompareTarget::Lease(id) => row.map_or(LeaseId::NONE, |r| r.lease) == *id,
     }
 }
 

@@ -97,10 +97,10 @@ mod tests {
         let mut ov = ov();
         let a = grant(&mut ov, 1000, false).unwrap();
         let b = grant(&mut ov, 1000, false).unwrap();
-        assert_eq!(a, (2 << 48) | 1);
-        assert_eq!(b, (2 << 48) | 2);
+        assert_eq!(a, LeaseId((2 << 48) | 1));
+        assert_eq!(b, LeaseId((2 << 48) | 2));
         end(&mut ov, 1, a).unwrap();
-        assert_eq!(grant(&mut ov, 1000, false).unwrap(), (2 << 48) | 3);
+        assert_eq!(grant(&mut ov, 1000, false).unwrap(), LeaseId((2 << 48) | 3));
     }
 
     #[test]
@@ -146,7 +146,7 @@ mod tests {
     #[test]
     fn keys_follow_another_shards_lease_and_go_only_when_its_home_ended_it() {
         let mut ov = ov();
-        let foreign: LeaseId = (5 << 48) | 9;
+        let foreign: LeaseId = LeaseId((5 << 48) | 9);
         assert_eq!(home_of(foreign), ShardId(5));
         write_row(&mut ov, 1, &b("a"), b("1"), Attach::Lease(foreign)).unwrap();
         write_row(&mut ov, 2, &b("b"), b("2"), Attach::Lease(foreign)).unwrap();
@@ -183,7 +183,7 @@ mod tests {
     #[test]
     fn a_follower_record_goes_with_its_last_key() {
         let mut ov = ov();
-        let foreign: LeaseId = (7 << 48) | 1;
+        let foreign: LeaseId = LeaseId((7 << 48) | 1);
         write_row(&mut ov, 1, &b("a"), b("1"), Attach::Lease(foreign)).unwrap();
         write_row(&mut ov, 2, &b("b"), b("1"), Attach::Lease(foreign)).unwrap();
         delete_row(&mut ov, 3, &b("a")).unwrap();
@@ -198,7 +198,7 @@ mod tests {
         let mut ov = ov();
         assert!(matches!(grant(&mut ov, 0, false), Err(Fail::Reject(Rejection::InvalidTtl { .. }))));
         assert!(matches!(grant(&mut ov, MAX_TTL_MS + 1, false), Err(Fail::Reject(Rejection::InvalidTtl { .. }))));
-        let unknown = (2 << 48) | 99;
+        let unknown = LeaseId((2 << 48) | 99);
         let err = write_row(&mut ov, 1, &b("k"), b("v"), Attach::Lease(unknown)).unwrap_err();
         assert_eq!(err, Fail::Reject(Rejection::LeaseNotFound { id: unknown }));
     }

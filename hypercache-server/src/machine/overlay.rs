@@ -37,7 +37,7 @@ pub fn data_key(key: &[u8]) -> Vec<u8> {
 }
 
 pub fn lease_key(id: LeaseId) -> Vec<u8> {
-    prefixed(LEASE, &id.to_be_bytes())
+    prefixed(LEASE, &id.0.to_be_bytes())
 }
 
 pub fn session_key(client: &ClientId) -> Vec<u8> {

@@ -70,7 +70,7 @@ impl<B: Base> Overlay<B> {
             create_revision: 0,
             mod_revision: revision,
             version: 0,
-            lease: 0,
+            lease: LeaseId::NONE,
         };
         self.events.push(Event { revision, kind: EventKind::Delete, kv, prev: Some(prev.to_kv(key)) });
         Ok(())
@@ -88,7 +88,7 @@ pub fn write_row<B: Base>(
 ) -> Result<(Option<StoredValue>, StoredValue), Fail> {
     let prev = ov.row(key)?;
     let lease = match attach {
-        Attach::None => 0,
+        Attach::None => LeaseId::NONE,
         Attach::Lease(id) => {
             attach_to_lease(ov, id, key)?;
             id
@@ -100,7 +100,7 @@ pub fn write_row<B: Base>(
         }
     };
     if let Some(p) = &prev {
-        if p.lease != 0 && p.lease != lease {
+        if !p.lease.is_none() && p.lease != lease {
             detach_from_lease(ov, p.lease, key)?;
         }
     }
@@ -118,7 +118,7 @@ pub fn write_row<B: Base>(
 /// Deletes `key` at `revision` if it exists, detaching it from its lease; returns the old row.
 pub fn delete_row<B: Base>(ov: &mut Overlay<B>, revision: u64, key: &Bytes) -> Result<Option<StoredValue>, Fail> {
     let Some(prev) = ov.row(key)? else { return Ok(None) };
-    if prev.lease != 0 {
+    if !prev.lease.is_none() {
         detach_from_lease(ov, prev.lease, key)?;
     }
     ov.remove_row(key, revision, &prev)?;
@@ -146,7 +146,7 @@ pub fn grant<B: Base>(ov: &mut Overlay<B>, ttl_ms: u64, auto: bool) -> Result<Le
     check_ttl(ttl_ms)?;
     let n = ov.counter(NEXT_LEASE)? + 1;
     ov.set_counter(NEXT_LEASE, n)?;
-    let id = (u64::from(ov.shard.0) << 48) | n;
+    let id = LeaseId::new(ov.shard, n);
     ov.set_lease(id, &LeaseRecord { ttl_ms, keys: Default::default(), auto }, true)?;
     Ok(id)
 }
@@ -212,7 +212,7 @@ pub fn write_record<B: Base, T: Serialize>(
     record: &T,
     lease: LeaseId,
 ) -> Result<StoredValue, Fail> {
-    let attach = if lease == 0 { Attach::None } else { Attach::Lease(lease) };
+    let attach = if lease.is_none() { Attach::None } else { Attach::Lease(lease) };
     Ok(write_row(ov, revision, key, encode(record)?, attach)?.1)
 }
 
@@ -229,7 +229,13 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     fn row(v: &str, rev: u64) -> StoredValue {
-        StoredValue { value: Bytes::from(v.to_string()), create_revision: rev, mod_revision: rev, version: 1, lease: 0 }
+        StoredValue {
+            value: Bytes::from(v.to_string()),
+            create_revision: rev,
+            mod_revision: rev,
+            version: 1,
+            lease: LeaseId::NONE,
+        }
     }
 
     #[test]
@@ -240,12 +246,12 @@ mod tests {
         ov.release();
         let sp = ov.savepoint();
         ov.set_row(&k, row("b", 2), None).unwrap();
-        ov.set_lease(7, &LeaseRecord { ttl_ms: 5, keys: BTreeSet::new(), auto: false }, true).unwrap();
+        ov.set_lease(LeaseId(7), &LeaseRecord { ttl_ms: 5, keys: BTreeSet::new(), auto: false }, true).unwrap();
         ov.set_counter("x", 3).unwrap();
         assert_eq!(ov.row(b"k").unwrap().unwrap().value, "b");
         ov.rollback(sp);
         assert_eq!(ov.row(b"k").unwrap().unwrap().value, "a");
-        assert!(ov.lease(7).unwrap().is_none());
+        assert!(ov.lease(LeaseId(7)).unwrap().is_none());
         assert_eq!(ov.counter("x").unwrap(), 0);
         assert_eq!(ov.events.len(), 1);
         assert!(ov.lease_changes.is_empty());

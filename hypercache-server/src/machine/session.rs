@@ -340,9 +340,9 @@ mod tests {
     #[test]
     fn a_rejection_is_remembered_like_a_reply() {
         let mut r = Replica::new(Limits::DEFAULT);
-        let revoke = Request::Lease(crate::machine::command::LeaseOp::Revoke { id: 77 });
+        let revoke = Request::Lease(crate::machine::command::LeaseOp::Revoke { id: crate::types::LeaseId(77) });
         let first = r.entry(1, &[(wid(1, 1, 1), revoke.clone())]);
-        assert_eq!(first[0].outcome, Err(Rejection::LeaseNotFound { id: 77 }));
+        assert_eq!(first[0].outcome, Err(Rejection::LeaseNotFound { id: crate::types::LeaseId(77) }));
         assert_eq!(r.entry(2, &[(wid(1, 1, 1), revoke)]), first);
     }
 

@@ -39,11 +39,11 @@ fn board(board_id: String, record: BoardRecord, lease: u64, revision: u64) -> pb
 }
 
 fn from_view(v: BoardView) -> pb::Board {
-    board(v.board_id, v.record, v.lease, v.revision)
+    board(v.board_id, v.record, v.lease.0, v.revision)
 }
 
 fn from_kv(shard: &Shard, kv: &KeyValue) -> Result<pb::Board, ServiceError> {
-    Ok(board(id_of(BOARD_PREFIX, &kv.key), decode_kv(shard, kv)?, kv.lease, kv.mod_revision))
+    Ok(board(id_of(BOARD_PREFIX, &kv.key), decode_kv(shard, kv)?, kv.lease.0, kv.mod_revision))
 }
 
 impl BoardsService {

@@ -22,7 +22,7 @@ use crate::machine::game_ids::Term;
 use crate::machine::game_records::{key, LeaderRecord, LeaderView, LEADER_PREFIX, TERM_PREFIX};
 use crate::machine::overlay::{Event, EventKind};
 use crate::shard::Shard;
-use crate::types::KeyValue;
+use crate::types::{KeyValue, LeaseId};
 use crate::watch_hub::KeyFilter;
 
 /// How often a waiting campaign checks that its own lease still exists.
@@ -33,12 +33,12 @@ pub struct ElectionService {
 }
 
 fn leader(v: LeaderView) -> pb::ElectionLeader {
-    pb::ElectionLeader { candidate: v.candidate, lease: v.lease, term: v.term.0 }
+    pb::ElectionLeader { candidate: v.candidate, lease: v.lease.0, term: v.term.0 }
 }
 
 fn leader_of(shard: &Shard, kv: &KeyValue) -> Result<pb::ElectionLeader, ServiceError> {
     let r: LeaderRecord = decode_kv(shard, kv)?;
-    Ok(pb::ElectionLeader { candidate: r.candidate, lease: kv.lease, term: r.term.0 })
+    Ok(pb::ElectionLeader { candidate: r.candidate, lease: kv.lease.0, term: r.term.0 })
 }
 
 impl ElectionService {
@@ -62,7 +62,7 @@ impl ElectionService {
     ) -> Result<pb::CampaignResponse, ServiceError> {
         self.ctx.validator.id("name", &req.name)?;
         self.ctx.validator.text("candidate", &req.candidate, true)?;
-        let op = GameOp::Campaign { name: req.name.clone(), candidate: req.candidate, lease: req.lease };
+        let op = GameOp::Campaign { name: req.name.clone(), candidate: req.candidate, lease: LeaseId(req.lease) };
         loop {
             // Subscribe before trying, so a resignation right after a lost attempt is not missed.
             let mut sub = shard.subscribe(KeyFilter::key(key(LEADER_PREFIX, &req.name)), 0)?;
@@ -88,9 +88,9 @@ impl ElectionService {
                         None => break false,
                     },
                     _ = check.tick() => {
-                        let ours = shard.reader.lease(req.lease).map_err(|e| read_error(&shard, e))?;
+                        let ours = shard.reader.lease(LeaseId(req.lease)).map_err(|e| read_error(&shard, e))?;
                         if ours.is_none() {
-                            return Err(rejected(&shard, Rejection::LeaseNotFound { id: req.lease }));
+                            return Err(rejected(&shard, Rejection::LeaseNotFound { id: LeaseId(req.lease) }));
                         }
                     }
                 }

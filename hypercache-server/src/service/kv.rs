@@ -83,7 +83,7 @@ impl KvService {
     fn attach(&self, lease: u64, ttl_ms: u64) -> Result<Attach, ServiceError> {
         match (lease, ttl_ms) {
             (0, 0) => Ok(Attach::None),
-            (id, 0) => Ok(Attach::Lease(id)),
+            (id, 0) => Ok(Attach::Lease(LeaseId(id))),
             (0, ttl) => Ok(Attach::Ttl(self.ctx.validator.ttl("ttl_ms", i64::try_from(ttl).unwrap_or(i64::MAX))?)),
             _ => Err(ServiceError::invalid(Reason::InvalidArgument, "give either lease or ttl_ms, not both")),
         }
@@ -205,7 +205,7 @@ impl KvService {
             Some(Target::Version(v)) => CompareTarget::Version(v),
             Some(Target::ModRevision(r)) => CompareTarget::ModRevision(r),
             Some(Target::CreateRevision(r)) => CompareTarget::CreateRevision(r),
-            Some(Target::Lease(l)) => CompareTarget::Lease(l),
+            Some(Target::Lease(l)) => CompareTarget::Lease(LeaseId(l)),
             None => return Err(ServiceError::invalid(Reason::InvalidArgument, "a compare needs a target")),
         };
         Ok(Compare { key: c.key, target })

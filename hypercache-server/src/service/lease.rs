@@ -19,6 +19,7 @@ use super::wire::write_id;
 use crate::error::ServiceError;
 use crate::lease_clock::Renewal;
 use crate::machine::command::{LeaseOp, Rejection, Reply, Request as SmRequest};
+use crate::types::LeaseId;
 
 pub struct LeaseService {
     ctx: Ctx,
@@ -39,7 +40,7 @@ impl LeaseService {
         match shard.submit_once(write_id(req.write)?, SmRequest::Lease(LeaseOp::Grant { ttl_ms })).await? {
             (revision, Reply::LeaseGranted { id, ttl_ms }) => Ok(pb::LeaseGrantResponse {
                 header: header(&shard, revision),
-                id,
+                id: id.0,
                 ttl_ms: i64::try_from(ttl_ms).unwrap_or(i64::MAX),
             }),
             (_, other) => Err(unexpected(&shard, "grant", other)),
@@ -48,7 +49,8 @@ impl LeaseService {
 
     async fn revoke(&self, req: pb::LeaseRevokeRequest) -> Result<pb::LeaseRevokeResponse, ServiceError> {
         let shard = self.ctx.shard(req.shard_id)?;
-        match shard.submit_once(write_id(req.write)?, SmRequest::Lease(LeaseOp::Revoke { id: req.id })).await? {
+        match shard.submit_once(write_id(req.write)?, SmRequest::Lease(LeaseOp::Revoke { id: LeaseId(req.id) })).await?
+        {
             (revision, Reply::LeasesEnded { deleted_keys }) => {
                 Ok(pb::LeaseRevokeResponse { header: header(&shard, revision), deleted_keys })
             }
@@ -61,7 +63,7 @@ impl LeaseService {
         req: pb::LeaseKeepAliveRequest,
     ) -> Result<pb::LeaseKeepAliveResponse, ServiceError> {
         let shard = self.ctx.shard(req.shard_id)?;
-        let ttl_ms = match shard.keep_alive(req.id).await? {
+        let ttl_ms = match shard.keep_alive(LeaseId(req.id)).await? {
             Renewal::Renewed { ttl } => ms(ttl),
             Renewal::Gone => 0,
         };
@@ -73,9 +75,9 @@ impl LeaseService {
         shard.read_barrier().await?;
         let term = shard.leader_term()?;
         let revision = shard.reader.revision();
-        let record = shard.reader.lease(req.id).map_err(|e| read_error(&shard, e))?;
-        let (Some(record), Some((ttl, left))) = (record, shard.clock.time_to_live(req.id, term)) else {
-            return Err(rejected(&shard, Rejection::LeaseNotFound { id: req.id }));
+        let record = shard.reader.lease(LeaseId(req.id)).map_err(|e| read_error(&shard, e))?;
+        let (Some(record), Some((ttl, left))) = (record, shard.clock.time_to_live(LeaseId(req.id), term)) else {
+            return Err(rejected(&shard, Rejection::LeaseNotFound { id: LeaseId(req.id) }));
         };
         Ok(pb::LeaseTimeToLiveResponse {
             header: header(&shard, revision),

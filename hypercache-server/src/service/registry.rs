@@ -33,7 +33,7 @@ fn server(record: ServerRecord, kv: &KeyValue) -> pb::GameServer {
         address: record.address,
         capacity: record.capacity,
         labels: record.labels.into_iter().collect(),
-        lease: kv.lease,
+        lease: kv.lease.0,
         incarnation: record.incarnation.0,
         revision: kv.mod_revision,
     }
@@ -72,7 +72,7 @@ impl RegistryService {
         match game_reply(&shard, "register", reply)? {
             GameReply::Registered { lease, incarnation, ttl_ms } => Ok(pb::RegisterResponse {
                 header: header(&shard, revision),
-                lease,
+                lease: lease.0,
                 incarnation: incarnation.0,
                 ttl_ms: i64::try_from(ttl_ms).unwrap_or(i64::MAX),
             }),

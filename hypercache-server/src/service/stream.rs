@@ -156,7 +156,7 @@ mod tests {
             create_revision: rev,
             mod_revision: rev,
             version: 1,
-            lease: 0,
+            lease: crate::types::LeaseId::NONE,
         };
         Event { revision: rev, kind: EventKind::Put, kv, prev: None }
     }

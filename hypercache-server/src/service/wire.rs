@@ -16,7 +16,7 @@ impl From<KeyValue> for pb::KeyValue {
             create_revision: kv.create_revision,
             mod_revision: kv.mod_revision,
             version: kv.version,
-            lease: kv.lease,
+            lease: kv.lease.0,
         }
     }
 }

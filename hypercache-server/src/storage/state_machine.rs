@@ -68,7 +68,7 @@ pub(super) fn load_leases(shard: ShardId, tree: &sled::Tree) -> Result<Leases, L
     let (mut out, mut followed) = (Vec::new(), Vec::new());
     for item in tree.scan_prefix([LEASE]) {
         let (k, v) = item?;
-        let id = k.get(1..9).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes);
+        let id = k.get(1..9).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(|b| LeaseId(u64::from_be_bytes(b)));
         let id = id.ok_or_else(|| LoadError::MalformedKey { shard, kind: "lease", key: k.clone() })?;
         let lease: LeaseRecord =
             unseal(&v).map_err(|source| LoadError::Corrupt { shard, row: format!("lease {id}"), source })?;

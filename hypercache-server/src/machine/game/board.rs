@@ -22,6 +22,7 @@ use crate::machine::game_records::{
 };
 use crate::machine::overlay::{Base, Fail, Overlay};
 use crate::machine::rows::{delete_row, grant, read_record, write_record, StoredValue};
+use crate::types::LeaseId;
 
 fn load<B: Base>(ov: &Overlay<B>, board_id: &str) -> Result<(BoardRecord, StoredValue), Fail> {
     read_record::<B, BoardRecord>(ov, &key(BOARD_PREFIX, board_id))?
@@ -34,7 +35,7 @@ fn view(board_id: &str, record: BoardRecord, row: &StoredValue) -> BoardView {
 
 /// Records `epoch` as the board id's high-water mark (see the module comment).
 fn raise_high_water<B: Base>(ov: &mut Overlay<B>, revision: u64, board_id: &str, epoch: Epoch) -> Result<(), Fail> {
-    write_record(ov, revision, &key(BOARD_EPOCH_PREFIX, board_id), &epoch, 0)?;
+    write_record(ov, revision, &key(BOARD_EPOCH_PREFIX, board_id), &epoch, LeaseId::NONE)?;
     Ok(())
 }
 
@@ -57,7 +58,7 @@ pub fn create<B: Base>(
     }
     let lease = match lifetime_ms {
         Some(ms) => grant(ov, ms, false)?,
-        None => 0,
+        None => LeaseId::NONE,
     };
     // One above the highest epoch an earlier board of this id had (even an unassigned one at 0,
     // so a stale `expected_epoch` cannot match the new board either).
@@ -203,7 +204,7 @@ mod tests {
         }
     }
 
-    fn register(ov: &mut Mem, rev: u64, id: &str) -> u64 {
+    fn register(ov: &mut Mem, rev: u64, id: &str) -> LeaseId {
         let op = GameOp::Register {
             server_id: id.into(),
             address: "a:1".into(),
@@ -389,7 +390,7 @@ mod tests {
         let mut ov = setup();
         // A board as an earlier version stored it: at epoch 7, no high-water row.
         let old = BoardRecord { params: Bytes::new(), owner: None, epoch: Epoch(7), last_assign: None };
-        write_record(&mut ov, 4, &key(BOARD_PREFIX, "legacy"), &old, 0).unwrap();
+        write_record(&mut ov, 4, &key(BOARD_PREFIX, "legacy"), &old, LeaseId::NONE).unwrap();
         run(&mut ov, 5, GameOp::DeleteBoard { board_id: "legacy".into(), expected_epoch: None }).unwrap();
         assert_eq!(create(&mut ov, 6, "legacy", None).record.epoch, Epoch(8));
     }
@@ -410,7 +411,7 @@ mod tests {
             lifetime_ms: Some(1000),
         };
         let GameReply::Board(b) = run(&mut ov, 4, create).unwrap() else { panic!() };
-        assert_ne!(b.lease, 0);
+        assert!(!b.lease.is_none());
         crate::machine::lease::apply(&mut ov, 5, &LeaseOp::Expire { ids: vec![b.lease] }).unwrap();
         assert!(ov.row(&key(BOARD_PREFIX, "short")).unwrap().is_none());
         assert!(ov.row(&key(CKPT_PREFIX, "short")).unwrap().is_none());

@@ -39,7 +39,7 @@ pub fn campaign<B: Base>(
         return Ok(GameReply::Campaign { won, leader: Some(current) });
     }
     let term = last_term(ov, name)?.next();
-    write_record(ov, revision, &key(TERM_PREFIX, name), &term, 0)?;
+    write_record(ov, revision, &key(TERM_PREFIX, name), &term, LeaseId::NONE)?;
     write_record(
         ov,
         revision,
@@ -102,8 +102,8 @@ mod tests {
     fn campaigning_with_an_unknown_lease_is_refused() {
         let mut ov = Overlay::new(ShardId(0), BTreeMap::new());
         assert!(matches!(
-            campaign(&mut ov, 1, "e", "a", 42).unwrap_err(),
-            Fail::Reject(Rejection::LeaseNotFound { id: 42 })
+            campaign(&mut ov, 1, "e", "a", LeaseId(42)).unwrap_err(),
+            Fail::Reject(Rejection::LeaseNotFound { id: LeaseId(42) })
         ));
     }
 }

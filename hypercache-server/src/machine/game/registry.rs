@@ -9,6 +9,7 @@ use crate::machine::game_records::{key, ServerRecord, INCARNATION_PREFIX, SERVER
 use crate::machine::lease;
 use crate::machine::overlay::{Base, Fail, Overlay};
 use crate::machine::rows::{check_ttl, counter_row, grant, read_record, write_record};
+use crate::types::LeaseId;
 
 pub fn register<B: Base>(
     ov: &mut Overlay<B>,
@@ -28,7 +29,7 @@ pub fn register<B: Base>(
     let lease = grant(ov, ttl_ms, false)?;
     let inc_key = key(INCARNATION_PREFIX, server_id);
     let incarnation = counter_row::<B, ServerIncarnation>(ov, &inc_key)?.next();
-    write_record(ov, revision, &inc_key, &incarnation, 0)?;
+    write_record(ov, revision, &inc_key, &incarnation, LeaseId::NONE)?;
     let record = ServerRecord {
         server_id: server_id.to_string(),
         address: address.to_string(),
@@ -76,7 +77,7 @@ mod tests {
 
     type Mem = Overlay<BTreeMap<Vec<u8>, Vec<u8>>>;
 
-    fn reg(ov: &mut Mem, rev: u64, id: &str) -> (u64, ServerIncarnation) {
+    fn reg(ov: &mut Mem, rev: u64, id: &str) -> (LeaseId, ServerIncarnation) {
         let op = GameOp::Register {
             server_id: id.into(),
             address: "gs:1".into(),
