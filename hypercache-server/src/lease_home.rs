@@ -46,7 +46,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ServiceError;
 use crate::lease_clock::{LeaseClock, EXPIRE_BATCH};
 use crate::machine::command::{LeaseOp, Request, Tracked};
-use crate::network::codec::{self, CodecError};
+use crate::encoding::codec::{self, CodecError};
 use crate::network::{BadPeerAddr, PeerPool};
 use crate::placement::store;
 use crate::proposer::Proposer;

@@ -15,8 +15,8 @@
 //! - [`raft_config`]: the openraft configuration every shard runs with.
 //! - [`raft_types`]: openraft's type configuration (what an entry carries and answers).
 //! - [`read_index`]: coalesced read-index barriers for linearizable reads.
-//! - [`record`]: the checksummed record every stored value is (log entries, vote, rows), used by
-//!   storage and by the state machine's rows alike.
+//! - [`encoding`]: the two byte encodings: checksummed records for everything stored (log
+//!   entries, vote, rows) and bare postcard for the peer services' payloads.
 //! - [`routing`]: key -> shard routing and hash tags.
 //! - [`placement`]: where data shards' replicas live (the document in the meta group).
 //! - [`placement_driver`]: the placement driver that moves them, and the steps nodes carry out.
@@ -36,6 +36,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod dev;
 pub mod discovery;
+pub mod encoding;
 pub mod error;
 pub mod failpoints;
 pub mod identity;
@@ -53,7 +54,6 @@ pub mod proposer;
 pub mod raft_config;
 pub mod raft_types;
 pub mod read_index;
-pub mod record;
 pub mod replica;
 pub mod replica_status;
 pub mod routing;

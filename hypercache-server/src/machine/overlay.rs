@@ -23,7 +23,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::command::Rejection;
-use crate::record::{seal, unseal};
+use crate::encoding::record::{seal, unseal};
 use crate::types::{ClientId, KeyValue, LeaseId, ShardId};
 
 pub const DATA: u8 = b'd';

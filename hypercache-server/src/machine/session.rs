@@ -219,7 +219,7 @@ mod tests {
     use super::*;
     use crate::machine::command::{Op, Reply, Txn};
     use crate::machine::overlay::{reply_key, session_key, REPLY, SESSION};
-    use crate::record::unseal;
+    use crate::encoding::record::unseal;
     use crate::types::ShardId;
     use bytes::Bytes;
 

@@ -30,7 +30,7 @@ use serde::Serialize;
 use tonic::transport::Channel;
 
 use super::batch::AppendBatcher;
-use super::codec;
+use crate::encoding::codec;
 use super::links::RaftRpc as Rpc;
 use super::pool::{BadPeerAddr, PeerPool};
 use crate::identity::Stamp;

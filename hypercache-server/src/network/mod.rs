@@ -19,7 +19,6 @@
 pub(crate) mod admit;
 pub(crate) mod batch;
 mod client;
-pub(crate) mod codec;
 mod links;
 #[cfg(test)]
 pub(crate) mod old_peer;

@@ -16,7 +16,7 @@ use openraft::error::{ClientWriteError, Fatal, InitializeError, RaftError};
 use openraft::ChangeMembers;
 use serde::{Deserialize, Serialize};
 
-use crate::network::codec::{self, CodecError};
+use crate::encoding::codec::{self, CodecError};
 use crate::network::{BadPeerAddr, PeerPool};
 use crate::replica::{ReplicaError, ReplicaHost};
 use crate::types::{NodeId, NodeInfo, ShardId};

@@ -23,7 +23,7 @@ use tracing::Instrument;
 use crate::identity::Stamp;
 use crate::network::admit::Admission;
 use crate::network::batch::to_reply;
-use crate::network::codec;
+use crate::encoding::codec;
 use crate::raft_types::TypeConfig;
 use crate::replica::ReplicaHost;
 use crate::shard::Shards;

@@ -1,10 +1,10 @@
 //! What the peer services share: a `RaftMessage` payload decoded, an answer encoded into one, and
-//! the span of an inbound peer call. Payloads are postcard (`network/codec.rs`).
+//! the span of an inbound peer call. Payloads are postcard (`encoding/codec.rs`).
 
 use hypercache_proto::raft::v1::RaftMessage;
 use tonic::{Response, Status};
 
-use crate::network::codec;
+use crate::encoding::codec;
 
 /// The request carried by `msg`; a payload that does not decode is the sender's error.
 pub(super) fn decode<T: serde::de::DeserializeOwned>(msg: &RaftMessage) -> Result<T, Status> {

@@ -22,7 +22,7 @@ use openraft::{AnyError, Entry, LogId, LogState, RaftLogId, RaftLogReader, Stora
 use super::flusher::Flusher;
 use super::OpenError;
 use crate::raft_types::TypeConfig;
-use crate::record::{seal, unseal, RecordError};
+use crate::encoding::record::{seal, unseal, RecordError};
 use crate::types::{NodeId, ShardId};
 
 const VOTE: &[u8] = b"vote";
@@ -109,7 +109,7 @@ impl LogStore {
         }
         for key in [VOTE, COMMITTED, LAST_PURGED] {
             if let Some(v) = self.meta.get(key)? {
-                crate::record::verify(&v).map_err(|e| OpenError::Corrupt {
+                crate::encoding::record::verify(&v).map_err(|e| OpenError::Corrupt {
                     shard: self.shard,
                     what: String::from_utf8_lossy(key).into_owned(),
                     detail: e.to_string(),

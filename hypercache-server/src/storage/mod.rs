@@ -8,7 +8,7 @@
 //! | latest snapshot | `snapshots/shard-<id>.snap` | fsync + atomic rename; never replaced by an older one |
 //! | removal of a closed replica | all of the above | flushed + directory fsync before Close is acknowledged |
 //!
-//! Every stored value is a checksummed record ([`crate::record`]). The log is verified in full when a
+//! Every stored value is a checksummed record ([`crate::encoding::record`]). The log is verified in full when a
 //! shard opens, so corruption is a startup error naming the shard and index.
 
 // openraft's `StorageError` (over 200 bytes) is the error type its storage traits prescribe; the

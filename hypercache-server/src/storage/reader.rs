@@ -16,7 +16,7 @@ use bytes::Bytes;
 
 use crate::machine::overlay::{data_key, lease_key, LeaseRecord, DATA};
 use crate::machine::rows::StoredValue;
-use crate::record::unseal;
+use crate::encoding::record::unseal;
 use crate::types::{KeyValue, LeaseId, ShardId};
 use crate::watch_hub::HubState;
 

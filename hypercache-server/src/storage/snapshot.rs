@@ -26,7 +26,7 @@ use hypercache_proto::poison::lock;
 use openraft::{LogId, SnapshotMeta, StoredMembership};
 use serde::{Deserialize, Serialize};
 
-use crate::record::{self, seal, unseal};
+use crate::encoding::record::{self, seal, unseal};
 use crate::types::{NodeId, NodeInfo, ShardId};
 
 const MAGIC: &[u8; 8] = b"HCSNAP01";

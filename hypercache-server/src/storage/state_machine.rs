@@ -39,7 +39,7 @@ use crate::machine::command::{Command, CommandResponse};
 use crate::machine::overlay::{LeaseRecord, Overlay, LEASE, SESSION};
 use crate::machine::session::{Limits, SessionRecord, Sessions};
 use crate::raft_types::TypeConfig;
-use crate::record::{seal, unseal, RecordError};
+use crate::encoding::record::{seal, unseal, RecordError};
 use crate::types::{home_of, ClientId, LeaseId, NodeId, NodeInfo, ShardId};
 use crate::watch_hub::WatchHub;
 

@@ -1,10 +1,11 @@
-//! postcard encoding of openraft messages inside protobuf `bytes`.
+//! postcard encoding of what the peer services carry inside protobuf `bytes` (openraft messages,
+//! placement steps, lease-home questions).
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
-#[error("raft payload codec: {0}")]
+#[error("peer payload codec: {0}")]
 pub struct CodecError(#[from] postcard::Error);
 
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
