@@ -43,10 +43,10 @@ use hypercache_proto::raft::v1::RaftMessage;
 use openraft::{Raft, ServerState};
 use serde::{Deserialize, Serialize};
 
+use crate::encoding::codec::{self, CodecError};
 use crate::error::ServiceError;
 use crate::lease_clock::{LeaseClock, EXPIRE_BATCH};
 use crate::machine::command::{LeaseOp, Request, Tracked};
-use crate::encoding::codec::{self, CodecError};
 use crate::network::{BadPeerAddr, PeerPool};
 use crate::placement::store;
 use crate::proposer::Proposer;

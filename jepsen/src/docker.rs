@@ -4,6 +4,7 @@
 //! `hypercache-jepsen.pid=<test process id>`. Dropping the scope removes it all; a scope created
 //! later also sweeps what a killed test process left behind (its pid no longer exists).
 
+use hypercache_proto::poison::lock;
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -61,10 +62,6 @@ pub struct Scope {
     containers: Mutex<Vec<String>>,
     networks: Mutex<Vec<String>>,
     volumes: Mutex<Vec<String>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Scope {

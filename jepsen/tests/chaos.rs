@@ -17,6 +17,7 @@
 //! the one named by `HYPERCACHE_BIN`.
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
+use hypercache_proto::poison::lock;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Mutex;
@@ -74,7 +75,7 @@ fn live_run_on(
     secs: u64,
     wanted: impl Fn(&[Step]) -> bool,
 ) -> (tempfile::TempDir, PathBuf) {
-    let _one = LIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _one = lock(&LIVE);
     let hypercache = Path::new(HCJEPSEN).with_file_name("hypercache");
     if std::env::var_os("HYPERCACHE_BIN").is_none() {
         assert!(
@@ -246,7 +247,7 @@ fn set_survives_whole_cluster_power_cuts() {
 #[test]
 fn a_write_acknowledged_just_before_a_whole_cluster_power_cut_is_read_after_the_restart() {
     use hypercache_jepsen::chaos::target::{cluster::Cluster, cluster::ClusterSpec, locate_hypercache};
-    let _one = LIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _one = lock(&LIVE);
     let dir = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let exe = locate_hypercache().unwrap();

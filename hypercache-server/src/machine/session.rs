@@ -217,9 +217,9 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::encoding::record::unseal;
     use crate::machine::command::{Op, Reply, Txn};
     use crate::machine::overlay::{reply_key, session_key, REPLY, SESSION};
-    use crate::encoding::record::unseal;
     use crate::types::ShardId;
     use bytes::Bytes;
 

@@ -17,6 +17,7 @@
 //! UNIMPLEMENTED; its batches are then sent as single AppendEntries for [`LEGACY_RETRY`] before
 //! `AppendBatch` is tried again.
 
+use hypercache_proto::poison::lock;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -107,7 +108,7 @@ async fn send_batch(
     let batch: Vec<Pending> = batch.into_iter().filter(|p| !p.reply.is_closed()).collect();
     let Some(deadline) = batch.iter().map(|p| p.deadline).max() else { return };
     let legacy = matches!(
-        *legacy_until.lock().unwrap_or_else(|poisoned| poisoned.into_inner()),
+        *lock(legacy_until),
         Some(until) if Instant::now() < until
     );
     if batch.len() == 1 || legacy {
@@ -121,7 +122,7 @@ async fn send_batch(
         Ok(Err(status)) if status.code() == Code::Unimplemented => {
             tracing::info!(peer = %addr, retry_after_s = LEGACY_RETRY.as_secs(),
                 "peer does not support AppendBatch (older version); sending single AppendEntries");
-            *legacy_until.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Instant::now() + LEGACY_RETRY);
+            *lock(legacy_until) = Some(Instant::now() + LEGACY_RETRY);
             return send_singly(client, batch).await;
         }
         Ok(Err(status)) => Err(status),

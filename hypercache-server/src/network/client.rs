@@ -30,9 +30,9 @@ use serde::Serialize;
 use tonic::transport::Channel;
 
 use super::batch::AppendBatcher;
-use crate::encoding::codec;
 use super::links::RaftRpc as Rpc;
 use super::pool::{BadPeerAddr, PeerPool};
+use crate::encoding::codec;
 use crate::identity::Stamp;
 use crate::raft_types::TypeConfig;
 use crate::types::{Incarnation, NodeId, NodeInfo, ShardId};

@@ -7,6 +7,7 @@
 //! Each peer also gets, on first use, an [`AppendBatcher`] over its channel: the one queue through
 //! which every shard's AppendEntries to that peer leave, batched.
 
+use hypercache_proto::poison::lock;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -65,20 +66,20 @@ impl PeerPool {
     /// connection, resolving the name again. Callers holding clones of the old channel keep it
     /// until they ask again.
     pub fn evict(&self, addr: &str) {
-        let mut channels = self.inner.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut channels = lock(&self.inner.channels);
         channels.remove(addr);
     }
 
     /// The shared channel to `addr` (`host:port`), created on first use.
     pub fn channel(&self, addr: &str) -> Result<Channel, BadPeerAddr> {
-        let mut channels = self.inner.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut channels = lock(&self.inner.channels);
         self.peer(&mut channels, addr).map(|p| p.channel.clone())
     }
 
     /// The batcher through which every shard's AppendEntries to `addr` leave. Must be called on
     /// a Tokio runtime (the batcher is a task).
     pub fn appends(&self, addr: &str) -> Result<AppendBatcher, BadPeerAddr> {
-        let mut channels = self.inner.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut channels = lock(&self.inner.channels);
         let max = self.inner.max_message_bytes;
         let peer = self.peer(&mut channels, addr)?;
         Ok(peer

@@ -20,10 +20,10 @@ use openraft::Raft;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use crate::encoding::codec;
 use crate::identity::Stamp;
 use crate::network::admit::Admission;
 use crate::network::batch::to_reply;
-use crate::encoding::codec;
 use crate::raft_types::TypeConfig;
 use crate::replica::ReplicaHost;
 use crate::shard::Shards;

@@ -21,8 +21,8 @@ use openraft::{AnyError, Entry, LogId, LogState, RaftLogId, RaftLogReader, Stora
 
 use super::flusher::Flusher;
 use super::OpenError;
-use crate::raft_types::TypeConfig;
 use crate::encoding::record::{seal, unseal, RecordError};
+use crate::raft_types::TypeConfig;
 use crate::types::{NodeId, ShardId};
 
 const VOTE: &[u8] = b"vote";

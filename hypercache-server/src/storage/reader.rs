@@ -14,9 +14,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::encoding::record::unseal;
 use crate::machine::overlay::{data_key, lease_key, LeaseRecord, DATA};
 use crate::machine::rows::StoredValue;
-use crate::encoding::record::unseal;
 use crate::types::{KeyValue, LeaseId, ShardId};
 use crate::watch_hub::HubState;
 

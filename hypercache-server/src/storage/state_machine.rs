@@ -34,12 +34,12 @@ use super::flusher::Flusher;
 use super::reader::Progress;
 use super::snapshot::{decode_payload, encode_payload, SnapshotBody, SnapshotFile};
 use super::Retired;
+use crate::encoding::record::{seal, unseal, RecordError};
 use crate::lease_clock::LeaseClock;
 use crate::machine::command::{Command, CommandResponse};
 use crate::machine::overlay::{LeaseRecord, Overlay, LEASE, SESSION};
 use crate::machine::session::{Limits, SessionRecord, Sessions};
 use crate::raft_types::TypeConfig;
-use crate::encoding::record::{seal, unseal, RecordError};
 use crate::types::{home_of, ClientId, LeaseId, NodeId, NodeInfo, ShardId};
 use crate::watch_hub::WatchHub;
 

@@ -20,6 +20,7 @@
 //! Linux only (`/proc`). A connection whose caller cannot be identified (the lookup races with
 //! the caller closing it) is treated as external.
 
+use hypercache_proto::poison::lock;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -56,7 +57,7 @@ impl Default for Proxies {
 
 impl Proxies {
     fn lock(&self) -> std::sync::MutexGuard<'_, Links> {
-        self.links.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.links)
     }
 
     /// Starts the proxy for `node`: listens on a free loopback port (returned) and forwards to

@@ -30,6 +30,7 @@ pub mod set;
 pub mod watch;
 pub mod watcher;
 
+use hypercache_proto::poison::lock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -83,13 +84,13 @@ impl Recorder {
     }
 
     fn push(&self, process: Process, kind: EventType, op: Op, error: Option<String>) {
-        let mut events = self.events.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut events = lock(&self.events);
         // Stamped under the lock, so the file's order is the clock's order.
         events.push(Event { process, kind, op, time: self.clock.now(), error });
     }
 
     pub fn events(&self) -> Vec<Event> {
-        self.events.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+        lock(&self.events).clone()
     }
 }
 

@@ -29,6 +29,7 @@
 //! reading until its positions reach them (`caught-up`) or [`CATCH_UP_WITHIN`] passes
 //! (`not-caught-up`). Without a final read they stop at once (`no-final-read`).
 
+use hypercache_proto::poison::lock;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -81,7 +82,7 @@ impl Default for Watchers {
 impl Watchers {
     /// Starts the watcher tasks; `base` is the first watcher's process id.
     pub fn spawn(ctx: &Arc<Context>, base: Process, seed: u64) {
-        let mut tasks = ctx.watchers.tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut tasks = lock(&ctx.watchers.tasks);
         for first in 0..WATCHERS {
             let ctx = ctx.clone();
             let rng = StdRng::seed_from_u64(seed.wrapping_add(1_000 + first));
@@ -93,7 +94,7 @@ impl Watchers {
     /// and waits until all have stopped.
     pub async fn finish(&self, revisions: Option<BTreeMap<u32, u64>>) -> Result<(), Error> {
         self.orders.send_replace(revisions.map_or(Orders::Stop, Orders::CatchUp));
-        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        let tasks = std::mem::take(&mut *lock(&self.tasks));
         for task in tasks {
             task.await.map_err(|e| Error::Internal { message: format!("watcher task: {e}") })?;
         }
