@@ -281,16 +281,7 @@ impl Driver {
             let mut client = ClusterClient::new(channel);
             let call = client.local_shards(pb::LocalShardsRequest { with_size: false });
             let Ok(Ok(reply)) = tokio::time::timeout(POLL_TIMEOUT, call).await else { return (*id, None) };
-            // The decisions read domain types only: the protobuf answer is converted here.
-            match reply.into_inner().replicas.into_iter().map(ReplicaStatus::try_from).collect() {
-                Ok(replicas) => (*id, Some(replicas)),
-                Err(e) => {
-                    // Unreadable is treated like unanswered: acting on a misread role could
-                    // take a follower for the leader.
-                    tracing::warn!(node = id, error = %e, "placement poll: report not understood");
-                    (*id, None)
-                }
-            }
+            (*id, Some(read_report(*id, reply.into_inner().replicas)))
         });
         join_all(polls).await.into_iter().collect()
     }
@@ -358,5 +349,42 @@ fn store_error(e: StoreError) -> ServiceError {
             message: "the placement changed meanwhile; retry".into(),
         },
         StoreError::Corrupt(d) => ServiceError::Internal { shard: ShardId::META, detail: d },
+    }
+}
+
+/// A node's answer to the poll, in domain types (the decisions read nothing else). A replica
+/// whose role this build does not know (a newer node's) is left out: acting on a misread role
+/// could take a follower for the leader, and leaving it out only makes the driver resend an
+/// idempotent `Open` or skip that shard's membership steps for a round. The node itself answered,
+/// so it is not counted silent (which would, after `replace_down_node_after_ms`, rebuild its
+/// replicas elsewhere).
+fn read_report(node: NodeId, replicas: Vec<pb::ReplicaStatus>) -> Vec<ReplicaStatus> {
+    let mut read = Vec::with_capacity(replicas.len());
+    for replica in replicas {
+        let shard = replica.shard_id;
+        match ReplicaStatus::try_from(replica) {
+            Ok(status) => read.push(status),
+            Err(e) => {
+                tracing::warn!(node, shard, error = %e, "placement poll: replica report not understood; left out")
+            }
+        }
+    }
+    read
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A replica whose role this build does not know (a newer node's) is left out of the
+    /// report, but the node's other replicas still count: the node answered, so it must not
+    /// drift towards "down" and have its replicas rebuilt elsewhere.
+    #[test]
+    fn a_replica_with_an_unknown_role_does_not_silence_its_node() {
+        let replica =
+            |shard_id: u32, role: &str| pb::ReplicaStatus { shard_id, role: role.into(), ..Default::default() };
+        let report = read_report(2, vec![replica(0, "follower"), replica(1, "observer"), replica(2, "leader")]);
+        let shards: Vec<ShardId> = report.iter().map(|r| r.shard).collect();
+        assert_eq!(shards, vec![ShardId(0), ShardId(2)]);
     }
 }
