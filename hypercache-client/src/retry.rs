@@ -113,8 +113,13 @@ pub(crate) fn classify(status: &Status, kind: OpKind, delivery: Delivery) -> Dec
         }
     };
     let Some(reason) = info.known_reason() else {
-        // A reason this build does not know (a newer server): outside this client's model.
-        return classify_foreign(status.code(), message, kind);
+        // A reason this build does not know (a newer server's): its gRPC code decides, as for
+        // the reasons below that the code decides, and UNAVAILABLE keeps the server's
+        // `not_applied` promise; anything else is outside this client's model.
+        return match status.code() {
+            Code::Unavailable => transient(),
+            code => classify_foreign(code, message, kind),
+        };
     };
     // Every reason is named, so a new one cannot slip into a default without a decision here.
     match reason {
@@ -379,6 +384,14 @@ mod tests {
             classify(&s, Read, MaybeSent),
             Fail(Error::Rpc { code: Code::FailedPrecondition, message: "SOMETHING_NEW message".into() })
         );
+        // Its gRPC code still decides, with the server's promise: UNAVAILABLE that was not
+        // applied is retried, even for a plain write; without the promise, a write's outcome is
+        // unknown (proto/src/reason.rs: an unknown reason falls back on the code).
+        let busy = st(Code::Unavailable, "SOMETHING_NEW", true, "");
+        assert_eq!(classify(&busy, Write, MaybeSent), Retry);
+        let lost = st(Code::Unavailable, "SOMETHING_NEW", false, "");
+        assert_eq!(classify(&lost, Write, MaybeSent), OutcomeUnknown);
+        assert_eq!(classify(&lost, Read, MaybeSent), Retry);
     }
 
     #[test]
