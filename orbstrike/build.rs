@@ -1,4 +1,4 @@
-//! Generates the Orbstrike gRPC code from `proto/orbstrike/v1/orbstrike.proto` at the top of the
+//! Generates the Orbstrike gRPC code from `proto/proto/orbstrike/v1/orbstrike.proto` at the top of the
 //! workspace (the home of every wire definition) with protox, a pure-Rust protobuf compiler, so a
 //! fresh machine needs no system `protoc`. The settings match `proto/build.rs`: every protobuf
 //! `bytes` field becomes `bytes::Bytes`.

@@ -7,7 +7,7 @@
 //! `impl Client` blocks of their own; this file only needs the types below it.
 //!
 //! The lock around the endpoint table is a std `RwLock`: it is only held to look up or insert
-//! an entry, never across an `.await` (poisoning: `poison.rs`).
+//! an entry, never across an `.await` (poisoning: `hypercache_proto::poison`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

@@ -10,7 +10,7 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Epoch(pub u64);
 
-/// A board checkpoint's sequence number within the store: it fences a checkpoint older than the
+/// A board checkpoint's sequence number within one epoch: it fences a checkpoint older than the
 /// stored one (`STALE_SEQ`), and an equal one makes a repeated sync idempotent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Seq(pub u64);

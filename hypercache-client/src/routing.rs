@@ -34,8 +34,8 @@
 //! No server in this repository reaches it: `hypercache-server` always serves
 //! `Cluster.Routing`. What reaches it are the client's test fakes (`tests/common/mod.rs`,
 //! `tests/common/scripted.rs`), which serve one service each (KV, Lease, Boards, Watch) and let
-//! `fake_server.rs`, `frozen_endpoint.rs`, `hcctl.rs`, `board_sync.rs`, `lease_keeper.rs` and
-//! `watcher.rs` test the retry loop, leases, boards and watches without modelling a placement;
+//! `fake_server.rs`, `frozen_endpoint.rs`, `board_sync.rs`, `lease_keeper.rs` and
+//! `watcher.rs` (and hcctl's tests, which share these fakes) test the retry loop, leases, boards and watches without modelling a placement;
 //! `sharded.rs` tests the move from a legacy answer to a real table. We keep it because
 //! removing it saves about thirty lines (here, in `refresh.rs` and `call.rs`) while every one
 //! of those fakes would have to grow a `Cluster` service serving a one-shard table; and because

@@ -136,7 +136,7 @@ impl BoardSyncer {
             deadline = lease_fence(lease) => SyncStopped::LeaseLapsed { deadline },
             stopped = self.sync_loop(&status) => stopped,
         };
-        tracing::debug!(board = %self.board_id, epoch = %self.epoch, ?stopped, "board syncer stopped");
+        tracing::debug!(board = %self.board_id, epoch = self.epoch.0, ?stopped, "board syncer stopped");
         status.send_replace(SyncStatus::Stopped(stopped.clone()));
         stopped
     }
@@ -174,11 +174,11 @@ impl BoardSyncer {
                 Err(err) => match judge(&err) {
                     Judgement::Stop(stopped) => return stopped,
                     Judgement::RetrySameSeq => {
-                        tracing::debug!(board = %self.board_id, %seq, error = %err, "sync failed; retrying");
+                        tracing::debug!(board = %self.board_id, seq = seq.0, error = %err, "sync failed; retrying");
                         pending = Some((seq, data));
                     }
                     Judgement::SkipPast(stored) => {
-                        tracing::debug!(board = %self.board_id, %seq, %stored, "stored seq is newer; moving past it");
+                        tracing::debug!(board = %self.board_id, seq = seq.0, stored = stored.0, "stored seq is newer; moving past it");
                         self.next_seq = stored.next();
                         pending = Some((self.next_seq, data));
                     }

@@ -169,9 +169,7 @@ async fn shard_summary(nodes: &[DevNode]) -> Option<String> {
             }
         }
         if let Ok(r) = client.local_shards(LocalShardsRequest { with_size: false }).await {
-            for replica in
-                r.into_inner().replicas.iter().filter(|r| Role::from_name(&r.role) == Ok(Role::Leader) && r.ready)
-            {
+            for replica in r.into_inner().replicas.iter().filter(|r| Role::is_leader(&r.role) && r.ready) {
                 leaders.insert(replica.shard_id, node.name.clone());
             }
         }
@@ -189,18 +187,13 @@ async fn shard_summary(nodes: &[DevNode]) -> Option<String> {
 }
 
 async fn supervise(nodes: &mut [DevNode]) {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("cannot listen for SIGTERM ({e}); stop with Ctrl-C");
-            return std::future::pending().await;
-        }
-    };
+    // The workspace's one stop signal (SIGTERM or Ctrl-C), listened for once across the loop.
+    let stop = hypercache_proto::stop_signal::wait();
+    tokio::pin!(stop);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => return,
-            _ = term.recv() => return,
+            _ = &mut stop => return,
             _ = tick.tick() => {
                 for node in nodes.iter_mut().filter(|n| !n.exited) {
                     if let Ok(Some(status)) = node.child.try_wait() {

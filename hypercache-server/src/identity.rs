@@ -11,7 +11,7 @@
 //! stamped at first start with an *incarnation* (a random number, `<data_dir>/incarnation`), and
 //! with the cluster's id once it belongs to one (`<data_dir>/cluster-id`). Membership records
 //! each member's incarnation; a node refuses Raft messages meant for another incarnation of itself
-//! (`network/service.rs`), so a wiped voter never votes or counts toward a quorum as the voter it
+//! (`network/admit.rs`, checked by `service/peer.rs`), so a wiped voter never votes or counts toward a quorum as the voter it
 //! was, and the cluster replaces it by a new replica (docs/architecture.md, "Incarnations").
 
 use std::fmt;

@@ -210,8 +210,13 @@ impl Node {
         ))
         .max_decoding_message_size(peer_max)
         .max_encoding_message_size(peer_max);
-        let placement_svc = PlacementServer::new(PlacementService::new(host.clone()));
-        let lease_home_svc = LeaseHomeServer::new(LeaseHomeService::new(shards.clone()));
+        // The same message limits as the Raft service, which served these calls before.
+        let placement_svc = PlacementServer::new(PlacementService::new(host.clone()))
+            .max_decoding_message_size(peer_max)
+            .max_encoding_message_size(peer_max);
+        let lease_home_svc = LeaseHomeServer::new(LeaseHomeService::new(shards.clone()))
+            .max_decoding_message_size(peer_max)
+            .max_encoding_message_size(peer_max);
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc).map(|conn| {
             conn.inspect(|s| {
                 // Raft and client RPCs are small and latency-bound.

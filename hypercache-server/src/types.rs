@@ -88,7 +88,7 @@ pub struct KeyValue {
     pub mod_revision: u64,
     /// Writes since creation: 1 after the first put.
     pub version: u64,
-    /// The lease the key is attached to; 0 for none.
+    /// The lease the key is attached to; [`LeaseId::NONE`] for none.
     pub lease: LeaseId,
 }
 

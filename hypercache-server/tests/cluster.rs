@@ -296,3 +296,32 @@ async fn batched_concurrent_writes_stay_atomic_and_get_distinct_revisions() {
     eprintln!("{revision} revisions in {last_log} log entries");
     c.shutdown().await;
 }
+
+/// Nodes of a version before the Placement and LeaseHome services send placement steps and lease
+/// questions on the Raft service: a node of this version still answers them there, the same as on
+/// the new services.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_old_peer_paths_are_still_answered() {
+    use hypercache_proto::raft::v1::raft_client::RaftClient;
+    use hypercache_proto::raft::v1::RaftMessage;
+    use hypercache_server::encoding::codec;
+    use hypercache_server::lease_home::LeaseEndsReply;
+    use hypercache_server::placement_driver::ops::{OpReply, ShardOp};
+
+    let cluster = TestCluster::start(1, |_| {}).await;
+    cluster.wait_leader(Duration::from_secs(20)).await;
+    let mut raft = RaftClient::connect(format!("http://{}", cluster.endpoint(0))).await.unwrap();
+
+    // Opening a replica the node already has succeeds (steps are idempotent).
+    let open =
+        RaftMessage { shard_id: 0, payload: codec::encode(&ShardOp::Open).unwrap().into(), ..Default::default() };
+    let reply: OpReply = codec::decode(&raft.shard_op(open).await.unwrap().into_inner().payload).unwrap();
+    assert_eq!(reply, OpReply::Done);
+
+    // A lease that never existed in shard 0 has ended there.
+    let ids = vec![hypercache_server::types::LeaseId(12345)];
+    let ask = RaftMessage { shard_id: 0, payload: codec::encode(&ids).unwrap().into(), ..Default::default() };
+    let reply: LeaseEndsReply = codec::decode(&raft.lease_ends(ask).await.unwrap().into_inner().payload).unwrap();
+    assert_eq!(reply, LeaseEndsReply::Ended(ids));
+    cluster.shutdown().await;
+}

@@ -12,6 +12,7 @@ use common::eventually;
 use hypercache_proto::error_info::info_of;
 use hypercache_proto::v1::cluster_client::ClusterClient;
 use hypercache_proto::v1::{self as pb};
+use hypercache_proto::Reason;
 use hypercache_server::config::Config;
 use hypercache_server::node::Node;
 use tempfile::TempDir;
@@ -221,7 +222,7 @@ async fn a_decommissioned_node_that_comes_back_on_an_empty_volume_stays() {
     eventually("the decommission is accepted", WAIT, || async {
         match c.client(l).await.decommission(pb::DecommissionRequest { name: name.clone() }).await {
             Ok(_) => Some(()),
-            Err(e) if reason(&e) == "MEMBERSHIP_BUSY" => None,
+            Err(e) if reason(&e) == Reason::MembershipBusy.as_str() => None,
             Err(e) => panic!("decommission {name}: {e:?}"),
         }
     })

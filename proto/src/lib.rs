@@ -7,7 +7,7 @@
 //!
 //! - [`Reason`] ([`reason`]): the stable error reasons, declared once for both sides; [`keys`]: key
 //!   arithmetic both sides must agree on; [`poison`]: the workspace's one policy for poisoned std
-//!   locks (here because every member depends on this crate); [`stop_signal`] (feature
+//!   locks (here because every member depends on this crate); `stop_signal` (feature
 //!   `stop-signal`): how every long-running binary of the workspace waits to be stopped.
 //!
 //! Generated types stay at the edge: server and client convert them to domain types.

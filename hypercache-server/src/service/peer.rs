@@ -4,7 +4,7 @@
 //! own services (`placement.rs`, `lease_home.rs`); this one still answers their old paths for
 //! nodes of earlier versions.
 //!
-//! `AppendBatch` carries several shards' AppendEntries (see [`super::batch`]). Its messages are
+//! `AppendBatch` carries several shards' AppendEntries (see [`crate::network::batch`]). Its messages are
 //! handed to their shards all at once, so their log writes share a flush, and each answer is
 //! streamed back as soon as its shard gives it: a heartbeat does not wait for another shard's flush.
 
