@@ -1,7 +1,8 @@
-//! The fencing numbers of the game services, each its own type so that two of them cannot be
-//! swapped at a call site (`sync_board(board, epoch, seq, ..)` with the arguments reversed does
-//! not compile). A leaf: it imports nothing of the crate. The wire carries plain `u64`s; the
-//! conversion happens where protobuf messages are built and read, and nowhere else.
+//! The fencing numbers of the game services and the shard ids, each its own type so that two of
+//! them cannot be swapped at a call site (`sync_board(board, epoch, seq, ..)` with the arguments
+//! reversed does not compile, nor does a revision passed where a shard is expected). A leaf: it
+//! imports nothing of the crate. The wire carries plain `u64`s and `u32`s; the conversion
+//! happens where protobuf messages are built and read, and nowhere else.
 
 use std::fmt;
 
@@ -24,6 +25,12 @@ pub struct Incarnation(pub u64);
 /// a deposed leader (`STALE_TERM`, `NOT_ELECTION_LEADER`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Term(pub u64);
+
+/// A data shard of the cluster: one Raft group, `0..shard_count` of the routing table. The
+/// client never addresses the meta group by id (membership requests go to `Group::Meta`, which
+/// reads no shard id), so unlike the server's `ShardId` this one has no `META`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct ShardId(pub u32);
 
 impl Epoch {
     /// The epoch after this one: what the next assignment or release of the board sets.
@@ -49,7 +56,7 @@ macro_rules! display_the_number {
     )*};
 }
 
-display_the_number!(Epoch, Seq, Incarnation, Term);
+display_the_number!(Epoch, Seq, Incarnation, Term, ShardId);
 
 #[cfg(test)]
 mod tests {
@@ -58,6 +65,7 @@ mod tests {
     #[test]
     fn ids_display_as_their_number_and_order_by_it() {
         assert_eq!(format!("{} {} {} {}", Epoch(7), Seq(0), Incarnation(3), Term(12)), "7 0 3 12");
+        assert_eq!(ShardId(3).to_string(), "3", "a shard prints as its number, as hcctl's JSON and messages show it");
         assert_eq!(format!("{:>3}", Epoch(7)), "  7", "formatting flags reach the number");
         assert!(Seq(9) < Seq(10));
         assert_eq!(Seq(9).next(), Seq(10));

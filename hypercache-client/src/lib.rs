@@ -125,7 +125,7 @@ pub use election::{ElectionState, LeaderObserver, Leadership};
 pub use error::{CurrentOwner, CurrentTerm, Error};
 pub use hypercache_proto::v1::{ErrorInfo, StatusResponse};
 pub use hypercache_proto::{Reason, Role};
-pub use ids::{Epoch, Incarnation, Seq, Term};
+pub use ids::{Epoch, Incarnation, Seq, ShardId, Term};
 pub use keeper::{LeaseKeeper, LeaseState, LostReason};
 pub use lease::{Lease, LeaseTtl};
 pub use registry::{GameServer, RegisterOptions, Registration, ServerChange, ServerUpdate, ServerWatch};
