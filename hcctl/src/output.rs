@@ -6,7 +6,7 @@
 use std::io::{self, Write};
 
 use hypercache_client::{
-    CasResult, DeleteResult, Error, KeyValue, OpResult, PutResult, Reason, StatusResponse, TxnResult,
+    CasResult, DeleteResult, Error, KeyValue, OpResult, PutResult, Reason, ShardId, StatusResponse, TxnResult,
 };
 use serde_json::{json, Map, Value};
 
@@ -108,14 +108,20 @@ pub(super) fn kv_json(kv: &KeyValue, with_value: bool) -> Value {
 
 /// `get`'s output; `shard` is the shard the key maps to (named in JSON, so a script can tell
 /// which shard's leader or replica it read).
-pub(super) fn get(out: &mut Out, json: bool, key: &[u8], shard: u32, found: Option<&KeyValue>) -> Result<u8, Failure> {
+pub(super) fn get(
+    out: &mut Out,
+    json: bool,
+    key: &[u8],
+    shard: ShardId,
+    found: Option<&KeyValue>,
+) -> Result<u8, Failure> {
     match (found, json) {
         (Some(kv), false) => out.bytes(&kv.value)?,
         (Some(kv), true) => {
             let mut v = kv_json(kv, true);
             if let Value::Object(obj) = &mut v {
                 obj.insert("found".into(), true.into());
-                obj.insert("shard".into(), shard.into());
+                obj.insert("shard".into(), shard.0.into());
             }
             out.json(&v)?;
         }
@@ -124,7 +130,7 @@ pub(super) fn get(out: &mut Out, json: bool, key: &[u8], shard: u32, found: Opti
             let mut obj = Map::new();
             obj.insert("found".into(), false.into());
             put_bytes(&mut obj, "key", key);
-            obj.insert("shard".into(), shard.into());
+            obj.insert("shard".into(), shard.0.into());
             out.json(&Value::Object(obj))?;
         }
     }
@@ -248,7 +254,7 @@ pub(super) fn range_json(
     out: &mut Out,
     kvs: &[KeyValue],
     revision: u64,
-    revisions: &std::collections::BTreeMap<u32, u64>,
+    revisions: &std::collections::BTreeMap<ShardId, u64>,
     more: bool,
     keys_only: bool,
 ) -> io::Result<()> {

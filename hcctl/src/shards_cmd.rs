@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use hypercache_client::{Client, Error, RoutingTable};
+use hypercache_client::{Client, Error, RoutingTable, ShardId};
 use hypercache_proto::v1 as pb;
 use hypercache_proto::Role;
 use serde_json::{json, Value};
@@ -23,7 +23,7 @@ pub(super) type NodeAnswer = (u64, Result<pb::LocalShardsResponse, Error>);
 /// What is shown for one shard.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct ShardRow {
-    pub shard_id: u32,
+    pub shard_id: ShardId,
     /// (node id, name, reachable)
     pub replicas: Vec<(u64, String, bool)>,
     pub leader: Option<(u64, String)>,
@@ -66,11 +66,11 @@ pub(super) fn rows(table: &RoutingTable, answers: &[NodeAnswer]) -> Vec<ShardRow
     let name = |id: u64| table.node(id).map_or_else(|| format!("node-{id}"), |n| n.name.clone());
     let reachable: BTreeMap<u64, bool> = answers.iter().map(|(id, a)| (*id, a.is_ok())).collect();
     // Per shard, every replica status reported, with the reporting node.
-    let mut reported: BTreeMap<u32, Vec<(u64, &pb::ReplicaStatus)>> = BTreeMap::new();
+    let mut reported: BTreeMap<ShardId, Vec<(u64, &pb::ReplicaStatus)>> = BTreeMap::new();
     for (id, answer) in answers {
         if let Ok(local) = answer {
             for replica in &local.replicas {
-                reported.entry(replica.shard_id).or_default().push((*id, replica));
+                reported.entry(ShardId(replica.shard_id)).or_default().push((*id, replica));
             }
         }
     }
@@ -132,7 +132,7 @@ fn shards_json(table: &RoutingTable, rows: &[ShardRow], answers: &[NodeAnswer]) 
         .map(|row| {
             let status = row.status.as_ref();
             json!({
-                "shard_id": row.shard_id,
+                "shard_id": row.shard_id.0,
                 "replicas": row.replicas.iter().map(|(id, name, up)| json!({
                     "node_id": id, "name": name, "reachable": up,
                 })).collect::<Vec<_>>(),

@@ -37,7 +37,7 @@ pub(super) async fn run(
             }
             Ok(WatchUpdate::Progress { shard, revision }) => {
                 if json {
-                    out.update(json, "", &json!({"type": "PROGRESS", "shard": shard, "revision": revision}))?;
+                    out.update(json, "", &json!({"type": "PROGRESS", "shard": shard.0, "revision": revision}))?;
                 }
             }
             // The watcher keeps its position: the next call resumes where it stopped.
@@ -79,7 +79,7 @@ fn event_json(event: &Event) -> Value {
         obj.insert("version".into(), event.kv.version.into());
         obj.insert("lease".into(), event.kv.lease.into());
     }
-    obj.insert("shard".into(), event.shard.into());
+    obj.insert("shard".into(), event.shard.0.into());
     obj.insert("revision".into(), event.revision().into());
     if let Some(prev) = &event.prev_kv {
         obj.insert("prev_kv".into(), kv_json(prev, true));
@@ -90,15 +90,19 @@ fn event_json(event: &Event) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hypercache_client::KeyValue;
+    use hypercache_client::{KeyValue, ShardId};
 
     #[test]
     fn events_print_as_documented() {
         let kv = KeyValue { key: "k".into(), value: "v".into(), mod_revision: 9, ..Default::default() };
-        let put = Event { shard: 0, kind: EventKind::Put, kv: kv.clone(), prev_kv: None };
+        let put = Event { shard: ShardId(0), kind: EventKind::Put, kv: kv.clone(), prev_kv: None };
         assert_eq!(event_line(&put, false), "PUT k v (rev 9)");
-        let del =
-            Event { shard: 3, kind: EventKind::Delete, kv: KeyValue { value: Bytes::new(), ..kv }, prev_kv: None };
+        let del = Event {
+            shard: ShardId(3),
+            kind: EventKind::Delete,
+            kv: KeyValue { value: Bytes::new(), ..kv },
+            prev_kv: None,
+        };
         assert_eq!(event_line(&del, false), "DELETE k (rev 9)");
         assert_eq!(event_line(&del, true), "DELETE k (shard 3 rev 9)");
         assert_eq!(event_json(&del), json!({"type": "DELETE", "key": "k", "shard": 3, "revision": 9}));

@@ -173,7 +173,7 @@ async fn the_readme_lease_tour_runs_on_sixteen_shards() {
     // hcctl lease grant; hcctl put session/p1 alive --lease ID (and keys of other shards).
     let id: u64 = cluster.ok(&["lease", "grant", "2000"]).await.parse().expect("a lease id");
     let lease = LeaseId(id);
-    let keys = tour_keys(lease.shard());
+    let keys = tour_keys(lease.shard().0);
     let shards: BTreeSet<u32> = keys.iter().map(|k| router.shard_of(k.as_bytes())).collect();
     println!("lease {id} (home shard {}) carries {keys:?} in shards {shards:?}", lease.shard());
     for key in &keys {
@@ -208,7 +208,7 @@ async fn the_readme_lease_tour_runs_on_sixteen_shards() {
     // hcctl lease revoke: the same with an explicit end.
     let id: u64 = cluster.ok(&["lease", "grant", "60000"]).await.parse().expect("a lease id");
     let lease = LeaseId(id);
-    let keys = tour_keys(lease.shard());
+    let keys = tour_keys(lease.shard().0);
     for key in &keys {
         cluster.ok(&["put", key, "alive", "--lease", &id.to_string()]).await;
     }
@@ -218,7 +218,7 @@ async fn the_readme_lease_tour_runs_on_sixteen_shards() {
     assert!(lag < LAG_BOUND, "revoke lag {lag:?}");
 
     // Attaching to the revoked lease fails in any shard (exit 7: lease not found), and writes nothing.
-    let foreign = keys.iter().find(|k| router.shard_of(k.as_bytes()) != lease.shard()).expect("a foreign key");
+    let foreign = keys.iter().find(|k| router.shard_of(k.as_bytes()) != lease.shard().0).expect("a foreign key");
     let out = cluster.hcctl(&["put", foreign, "late", "--lease", &id.to_string()]).await;
     assert_eq!(out.status.code(), Some(7), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"), "{}", String::from_utf8_lossy(&out.stderr));
@@ -237,9 +237,9 @@ async fn a_late_attachment_to_an_ended_lease_is_deleted_too() {
     let router = Router::new(SHARDS);
     let lease = client.grant(Duration::from_secs(60)).await.expect("grant").id;
     client.revoke(lease).await.expect("revoke");
-    let key = tour_keys(lease.shard())
+    let key = tour_keys(lease.shard().0)
         .into_iter()
-        .find(|k| router.shard_of(k.as_bytes()) != lease.shard())
+        .find(|k| router.shard_of(k.as_bytes()) != lease.shard().0)
         .expect("a key of another shard");
     let shard = ShardId(router.shard_of(key.as_bytes()));
     let leader = cluster.leader_of(shard).expect("a leader of the key's shard");
@@ -267,11 +267,11 @@ async fn keys_go_with_the_lease_after_its_home_leader_crashed() {
     let mut cluster = Cluster::start(3).await;
     let client = cluster.client();
     let lease = client.grant(Duration::from_secs(3)).await.expect("grant").id;
-    let keys = tour_keys(lease.shard());
+    let keys = tour_keys(lease.shard().0);
     for key in &keys {
         client.put_with(key.clone(), "alive", PutOptions::lease(lease)).await.expect("put with the lease");
     }
-    let leader = cluster.leader_of(ShardId(lease.shard())).expect("a home leader");
+    let leader = cluster.leader_of(ShardId(lease.shard().0)).expect("a home leader");
     cluster.nodes[leader].take().expect("running").crash().await;
     let lag = watch_keys_go(&client, lease, &keys).await;
     println!("after a home leader crash: last key gone {} ms after the home shard's end", lag.as_millis());

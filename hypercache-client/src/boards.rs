@@ -175,9 +175,9 @@ impl Client {
             write: pending.id(),
         };
         let response = self
-            .execute("create_board", OpKind::Tracked, Target::Home, Route::Leader, |ch, shard_id, t| {
+            .execute("create_board", OpKind::Tracked, Target::Home, Route::Leader, |ch, shard, t| {
                 let mut boards = self.boards_wire(ch);
-                let req = request(in_shard!(msg.clone(), shard_id), t);
+                let req = request(in_shard!(msg.clone(), shard), t);
                 async move { boards.create(req).await }
             })
             .await?;
@@ -199,9 +199,9 @@ impl Client {
             write: pending.id(),
         };
         let response = self
-            .execute("assign_board", OpKind::Tracked, Target::Home, Route::Leader, |ch, shard_id, t| {
+            .execute("assign_board", OpKind::Tracked, Target::Home, Route::Leader, |ch, shard, t| {
                 let mut boards = self.boards_wire(ch);
-                let req = request(in_shard!(msg.clone(), shard_id), t);
+                let req = request(in_shard!(msg.clone(), shard), t);
                 async move { boards.assign(req).await }
             })
             .await?;
@@ -221,9 +221,9 @@ impl Client {
             write: pending.id(),
         };
         let response = self
-            .execute("sync_board", OpKind::Tracked, Target::Home, Route::Leader, |ch, shard_id, t| {
+            .execute("sync_board", OpKind::Tracked, Target::Home, Route::Leader, |ch, shard, t| {
                 let mut boards = self.boards_wire(ch);
-                let req = request(in_shard!(msg.clone(), shard_id), t);
+                let req = request(in_shard!(msg.clone(), shard), t);
                 async move { boards.sync(req).await }
             })
             .await?;
@@ -235,9 +235,9 @@ impl Client {
     pub async fn get_board(&self, board_id: &str, serializable: bool) -> Result<Option<BoardRecord>, Error> {
         let msg = pb::GetBoardRequest { shard_id: 0, board_id: board_id.to_string(), serializable };
         let result = self
-            .execute("get_board", OpKind::Read, Target::Home, route(serializable), |ch, shard_id, t| {
+            .execute("get_board", OpKind::Read, Target::Home, route(serializable), |ch, shard, t| {
                 let mut boards = self.boards_wire(ch);
-                let req = request(in_shard!(msg.clone(), shard_id), t);
+                let req = request(in_shard!(msg.clone(), shard), t);
                 async move { boards.get(req).await }
             })
             .await;
@@ -268,9 +268,9 @@ impl Client {
             serializable,
         };
         let response = self
-            .execute("list_boards", OpKind::Read, Target::Home, route(serializable), |ch, shard_id, t| {
+            .execute("list_boards", OpKind::Read, Target::Home, route(serializable), |ch, shard, t| {
                 let mut boards = self.boards_wire(ch);
-                let req = request(in_shard!(msg.clone(), shard_id), t);
+                let req = request(in_shard!(msg.clone(), shard), t);
                 async move { boards.list(req).await }
             })
             .await?;
@@ -305,9 +305,9 @@ impl Client {
             write: pending.id(),
         };
         let response = self
-            .execute("release_board", OpKind::Tracked, Target::Home, Route::Leader, |ch, shard_id, t| {
+            .execute("release_board", OpKind::Tracked, Target::Home, Route::Leader, |ch, shard, t| {
                 let mut boards = self.boards_wire(ch);
-                let req = request(in_shard!(msg.clone(), shard_id), t);
+                let req = request(in_shard!(msg.clone(), shard), t);
                 async move { boards.release(req).await }
             })
             .await?;
@@ -323,9 +323,9 @@ impl Client {
             expected_epoch: expected_epoch.map(|e| e.0),
             write: pending.id(),
         };
-        self.execute("delete_board", OpKind::Tracked, Target::Home, Route::Leader, |ch, shard_id, t| {
+        self.execute("delete_board", OpKind::Tracked, Target::Home, Route::Leader, |ch, shard, t| {
             let mut boards = self.boards_wire(ch);
-            let req = request(in_shard!(msg.clone(), shard_id), t);
+            let req = request(in_shard!(msg.clone(), shard), t);
             async move { boards.delete(req).await }
         })
         .await?;
@@ -339,9 +339,9 @@ impl Client {
         AssignmentWatch(Resuming::new(
             self.clone(),
             "watch_assignments",
-            Box::new(move |ch, shard_id| {
+            Box::new(move |ch, shard| {
                 let mut boards = client.boards_wire(ch);
-                let req = tonic::Request::new(in_shard!(msg.clone(), shard_id));
+                let req = tonic::Request::new(in_shard!(msg.clone(), shard));
                 async move { boards.watch_assignments(req).await }.boxed()
             }),
         ))

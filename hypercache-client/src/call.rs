@@ -34,14 +34,16 @@ use tonic::{Request, Status};
 use crate::client::Client;
 use crate::error::Error;
 use crate::health::timed_out;
+use crate::ids::ShardId;
 use crate::retry::{backoff_delay, classify, delivery_of, give_up, wants_refresh, Decision, Delivery, OpKind};
 use crate::target::{Route, Target};
 
-/// `$msg` (a request message) with its `shard_id` set to `$shard`.
+/// `$msg` (a request message) with its `shard_id` set to `$shard` (a `ShardId`: the message is
+/// where it becomes the wire's number).
 macro_rules! in_shard {
     ($msg:expr, $shard:expr) => {{
         let mut msg = $msg;
-        msg.shard_id = $shard;
+        msg.shard_id = $shard.0;
         msg
     }};
 }
@@ -81,7 +83,7 @@ impl Client {
         call: F,
     ) -> Result<T, Error>
     where
-        F: FnMut(Channel, u32, Duration) -> Fut,
+        F: FnMut(Channel, ShardId, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let timeouts = (self.inner.config.request_timeout, self.inner.config.attempt_timeout);
@@ -104,7 +106,7 @@ impl Client {
         call: F,
     ) -> Result<(String, T), Error>
     where
-        F: FnMut(Channel, u32, Duration) -> Fut,
+        F: FnMut(Channel, ShardId, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         self.run(op, kind, target, route, (timeout, timeout), call).await
@@ -121,7 +123,7 @@ impl Client {
         call: F,
     ) -> Result<(String, T), Error>
     where
-        F: FnMut(Channel, u32, Duration) -> Fut,
+        F: FnMut(Channel, ShardId, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let progress = Mutex::new(Progress::default());
@@ -144,7 +146,7 @@ impl Client {
         progress: &Mutex<Progress>,
     ) -> Result<(String, T), Error>
     where
-        F: FnMut(Channel, u32, Duration) -> Fut,
+        F: FnMut(Channel, ShardId, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let config = &self.inner.config;
@@ -203,7 +205,7 @@ impl Client {
                 p.in_flight = false;
                 p.last_error = Some(last_error.clone());
             }
-            tracing::debug!(op, attempt, endpoint = %node.endpoint, shard = group.shard_id(), error = %last_error, "attempt failed");
+            tracing::debug!(op, attempt, endpoint = %node.endpoint, shard = group.shard_id().0, error = %last_error, "attempt failed");
             let decision = classify(&status, kind, delivery);
             // A tracked write is retried whatever happened; remember whether this attempt may
             // have taken effect, so giving up reports an unknown outcome, not a failure.

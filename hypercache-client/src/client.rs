@@ -19,6 +19,7 @@ use crate::endpoints::{after, candidates, choose, make_channel, EndpointTable, N
 use crate::error::Error;
 use crate::freshness::Seen;
 use crate::health::Health;
+use crate::ids::ShardId;
 use crate::routing::{RoutingCache, RoutingTable};
 use crate::target::{Group, Route, Target};
 use crate::writes::{PendingWrite, WriteIds};
@@ -80,7 +81,7 @@ impl Client {
 
     /// The endpoint believed to lead `shard` (the last one that served a leader request for
     /// it, or the last redirect target), if any.
-    pub fn leader_hint(&self, shard: u32) -> Option<String> {
+    pub fn leader_hint(&self, shard: ShardId) -> Option<String> {
         self.read_table().leaders.get(&Group::Shard(shard)).cloned()
     }
 
@@ -109,14 +110,14 @@ impl Client {
             return Ok(match target {
                 Target::Meta => Group::Meta,
                 Target::Shard(s) => Group::Shard(*s),
-                Target::Key(_) | Target::Home => Group::Shard(0),
+                Target::Key(_) | Target::Home => Group::Shard(ShardId(0)),
             });
         };
         match target {
             Target::Meta => Ok(Group::Meta),
             Target::Key(key) => Ok(Group::Shard(table.shard_of(key))),
             Target::Home => Ok(Group::Shard(table.shard_of(self.inner.config.namespace.as_bytes()))),
-            Target::Shard(s) if *s < table.shard_count => Ok(Group::Shard(*s)),
+            Target::Shard(s) if table.has_shard(*s) => Ok(Group::Shard(*s)),
             Target::Shard(s) => Err(Error::UnknownShard {
                 message: format!("shard {s} does not exist: the cluster has {} shard(s)", table.shard_count),
             }),
@@ -124,7 +125,7 @@ impl Client {
     }
 
     /// The home shard: where the game services (registry, boards, elections) live.
-    pub async fn home_shard(&self) -> Result<u32, Error> {
+    pub async fn home_shard(&self) -> Result<ShardId, Error> {
         let table = self.routing().await?;
         Ok(self.resolve(&Target::Home, Some(&table))?.shard_id())
     }
@@ -232,8 +233,8 @@ mod tests {
         client.adopt_endpoints(&table());
         assert_eq!(client.endpoints(), vec!["seed:1", "n1:7000", "n2:7000", "n3:7000", "learned:1"]);
         let home = client.resolve(&Target::Home, Some(&table())).expect("home");
-        assert_eq!(home, Group::Shard(hypercache_proto::routing::Router::new(2).shard_of(b"hypercache")));
-        let err = client.resolve(&Target::Shard(2), Some(&table())).expect_err("two shards");
+        assert_eq!(home, Group::Shard(ShardId(hypercache_proto::routing::Router::new(2).shard_of(b"hypercache"))));
+        let err = client.resolve(&Target::Shard(ShardId(2)), Some(&table())).expect_err("two shards");
         assert!(matches!(err, Error::UnknownShard { .. }), "{err:?}");
     }
 }

@@ -95,9 +95,9 @@ impl Client {
             write: None,
         };
         let (_, response) = self
-            .execute_with("campaign", OpKind::Idempotent, Target::Home, Route::Leader, wait, |ch, shard_id, t| {
+            .execute_with("campaign", OpKind::Idempotent, Target::Home, Route::Leader, wait, |ch, shard, t| {
                 let mut election = self.election_wire(ch);
-                let req = request(in_shard!(msg.clone(), shard_id), t);
+                let req = request(in_shard!(msg.clone(), shard), t);
                 async move { election.campaign(req).await }
             })
             .await?;
@@ -111,9 +111,9 @@ impl Client {
     pub async fn resign(&self, name: &str, term: Term) -> Result<(), Error> {
         let pending = self.begin_write();
         let msg = pb::ResignRequest { shard_id: 0, name: name.to_string(), term: term.0, write: pending.id() };
-        self.execute("resign", OpKind::Tracked, Target::Home, Route::Leader, |ch, shard_id, t| {
+        self.execute("resign", OpKind::Tracked, Target::Home, Route::Leader, |ch, shard, t| {
             let mut election = self.election_wire(ch);
-            let req = request(in_shard!(msg.clone(), shard_id), t);
+            let req = request(in_shard!(msg.clone(), shard), t);
             async move { election.resign(req).await }
         })
         .await?;
@@ -124,9 +124,9 @@ impl Client {
     pub async fn election_leader(&self, name: &str) -> Result<ElectionState, Error> {
         let msg = pb::LeaderRequest { shard_id: 0, name: name.to_string(), serializable: false };
         let response = self
-            .execute("election_leader", OpKind::Read, Target::Home, Route::Leader, |ch, shard_id, t| {
+            .execute("election_leader", OpKind::Read, Target::Home, Route::Leader, |ch, shard, t| {
                 let mut election = self.election_wire(ch);
-                let req = request(in_shard!(msg.clone(), shard_id), t);
+                let req = request(in_shard!(msg.clone(), shard), t);
                 async move { election.leader(req).await }
             })
             .await?;
@@ -144,9 +144,9 @@ impl Client {
         LeaderObserver(Resuming::new(
             self.clone(),
             "observe",
-            Box::new(move |ch, shard_id| {
+            Box::new(move |ch, shard| {
                 let mut election = client.election_wire(ch);
-                let req = tonic::Request::new(in_shard!(msg.clone(), shard_id));
+                let req = tonic::Request::new(in_shard!(msg.clone(), shard));
                 async move { election.observe(req).await }.boxed()
             }),
         ))

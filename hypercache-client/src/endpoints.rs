@@ -150,6 +150,7 @@ pub(crate) fn choose(
 mod tests {
     use super::*;
     use crate::config::ClientConfig;
+    use crate::ids::ShardId;
     use hypercache_proto::v1 as pb;
 
     fn node(endpoint: &str, origin: Origin) -> Node {
@@ -188,20 +189,24 @@ mod tests {
         let pick = |leaders: &HashMap<Group, String>, group, route: &Route| {
             choose(&nodes, leaders, Some(&table), group, route, &[]).endpoint
         };
-        assert_eq!(pick(&leaders, Group::Shard(0), &Route::Leader), "n1:1", "the table's hint");
-        assert_eq!(pick(&leaders, Group::Shard(1), &Route::Leader), "n2:1", "no hint: the first replica");
+        assert_eq!(pick(&leaders, Group::Shard(ShardId(0)), &Route::Leader), "n1:1", "the table's hint");
+        assert_eq!(pick(&leaders, Group::Shard(ShardId(1)), &Route::Leader), "n2:1", "no hint: the first replica");
         assert_eq!(pick(&leaders, Group::Meta, &Route::Leader), "n3:1", "the meta leader");
-        assert_eq!(pick(&leaders, Group::Shard(1), &Route::First), "n2:1", "no seed hosts shard 1");
-        assert_eq!(choose(&nodes, &leaders, None, Group::Shard(1), &Route::First, &[]).endpoint, "seed:1", "no table");
+        assert_eq!(pick(&leaders, Group::Shard(ShardId(1)), &Route::First), "n2:1", "no seed hosts shard 1");
+        assert_eq!(
+            choose(&nodes, &leaders, None, Group::Shard(ShardId(1)), &Route::First, &[]).endpoint,
+            "seed:1",
+            "no table"
+        );
 
         // A NOT_LEADER for shard 1 updates shard 1 only.
-        leaders.insert(Group::Shard(1), "n3:1".to_string());
-        assert_eq!(pick(&leaders, Group::Shard(1), &Route::Leader), "n3:1");
-        assert_eq!(pick(&leaders, Group::Shard(0), &Route::Leader), "n1:1");
+        leaders.insert(Group::Shard(ShardId(1)), "n3:1".to_string());
+        assert_eq!(pick(&leaders, Group::Shard(ShardId(1)), &Route::Leader), "n3:1");
+        assert_eq!(pick(&leaders, Group::Shard(ShardId(0)), &Route::Leader), "n1:1");
         // Streams avoid the node that just broke, staying on the shard's replicas.
         let avoid = Route::PreferLeader { avoid: Some("n3:1".into()) };
-        assert_eq!(pick(&leaders, Group::Shard(1), &avoid), "n2:1");
-        let candidates = candidates(&nodes, Some(&table), Group::Shard(1), &[]);
+        assert_eq!(pick(&leaders, Group::Shard(ShardId(1)), &avoid), "n2:1");
+        let candidates = candidates(&nodes, Some(&table), Group::Shard(ShardId(1)), &[]);
         assert_eq!(after(&candidates, "n2:1").map(|n| n.endpoint.as_str()), Some("n3:1"));
         assert_eq!(after(&candidates, "seed:1").map(|n| n.endpoint.as_str()), Some("n2:1"), "not a replica: the first");
     }
@@ -210,15 +215,15 @@ mod tests {
     async fn skipped_endpoints_are_avoided_even_as_leaders_unless_nothing_else_is_left() {
         let nodes = vec![node("n1:1", Origin::Seed), node("n2:1", Origin::Seed), node("n3:1", Origin::Seed)];
         let table = table();
-        let leaders = HashMap::from([(Group::Shard(0), "n1:1".to_string())]);
+        let leaders = HashMap::from([(Group::Shard(ShardId(0)), "n1:1".to_string())]);
         let skipped = vec!["n1:1".to_string()];
         let pick = |route: &Route, skipped: &[String]| {
-            choose(&nodes, &leaders, Some(&table), Group::Shard(0), route, skipped).endpoint
+            choose(&nodes, &leaders, Some(&table), Group::Shard(ShardId(0)), route, skipped).endpoint
         };
         assert_eq!(pick(&Route::Leader, &[]), "n1:1");
         assert_eq!(pick(&Route::Leader, &skipped), "n2:1", "a frozen leader is not waited on");
         assert_eq!(pick(&Route::First, &skipped), "n2:1");
-        let candidates = candidates(&nodes, Some(&table), Group::Shard(0), &skipped);
+        let candidates = candidates(&nodes, Some(&table), Group::Shard(ShardId(0)), &skipped);
         assert_eq!(candidates.iter().map(|n| n.endpoint.as_str()).collect::<Vec<_>>(), ["n2:1"]);
         assert_eq!(after(&candidates, "n2:1").map(|n| n.endpoint.as_str()), Some("n2:1"), "cycles on the healthy");
         let all = vec!["n1:1".to_string(), "n2:1".to_string()];

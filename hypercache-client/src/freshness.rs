@@ -28,23 +28,25 @@ use hypercache_proto::v1::{ErrorInfo, ResponseHeader};
 use hypercache_proto::Reason;
 use tonic::{Code, Response, Status};
 
+use crate::ids::ShardId;
+
 /// The highest revision this client has seen, per shard.
 #[derive(Debug, Default)]
 pub(crate) struct Seen {
-    revisions: Mutex<HashMap<u32, u64>>,
+    revisions: Mutex<HashMap<ShardId, u64>>,
 }
 
 impl Seen {
     /// The newest revision of `shard` this client has seen (0: none).
     #[cfg(test)]
-    fn floor(&self, shard: u32) -> u64 {
+    fn floor(&self, shard: ShardId) -> u64 {
         lock(&self.revisions).get(&shard).copied().unwrap_or(0)
     }
 
     /// Passes one attempt's result through [`admit`](Self::admit).
     pub(crate) fn check<T: Headed>(
         &self,
-        shard: u32,
+        shard: ShardId,
         serializable: bool,
         result: Result<Response<T>, Status>,
     ) -> Result<Response<T>, Status> {
@@ -55,7 +57,12 @@ impl Seen {
 
     /// Records a response of `shard`. A serializable answer older than the floor is refused
     /// with a status the retry loop treats as "try another replica" (it names the endpoint).
-    pub(crate) fn admit(&self, shard: u32, header: Option<&ResponseHeader>, serializable: bool) -> Result<(), Status> {
+    pub(crate) fn admit(
+        &self,
+        shard: ShardId,
+        header: Option<&ResponseHeader>,
+        serializable: bool,
+    ) -> Result<(), Status> {
         let Some(revision) = header.map(|h| h.revision) else { return Ok(()) };
         let mut revisions = lock(&self.revisions);
         let floor = revisions.entry(shard).or_insert(0);
@@ -63,7 +70,7 @@ impl Seen {
             let info = ErrorInfo {
                 reason: Reason::StaleReplica.into(),
                 not_applied: true,
-                shard_id: shard,
+                shard_id: shard.0,
                 revision: *floor,
                 ..Default::default()
             };
@@ -114,15 +121,15 @@ mod tests {
     #[test]
     fn serializable_answers_never_go_back_per_shard() {
         let seen = Seen::default();
-        seen.admit(1, at(42).as_ref(), false).expect("a write's revision");
-        assert_eq!(seen.floor(1), 42);
-        let stale = seen.admit(1, at(30).as_ref(), true).expect_err("behind the floor");
+        seen.admit(ShardId(1), at(42).as_ref(), false).expect("a write's revision");
+        assert_eq!(seen.floor(ShardId(1)), 42);
+        let stale = seen.admit(ShardId(1), at(30).as_ref(), true).expect_err("behind the floor");
         assert_eq!(classify(&stale, OpKind::Read, Delivery::MaybeSent), Decision::Retry, "another replica");
         assert!(stale.message().contains("revision 30") && stale.message().contains("42"), "{}", stale.message());
-        seen.admit(1, at(42).as_ref(), true).expect("equal is fine");
-        seen.admit(0, at(3).as_ref(), true).expect("shards are independent");
-        seen.admit(1, at(7).as_ref(), false).expect("only serializable answers are checked");
-        assert_eq!(seen.floor(1), 42, "the floor never goes down");
-        seen.admit(1, None, true).expect("nothing to compare");
+        seen.admit(ShardId(1), at(42).as_ref(), true).expect("equal is fine");
+        seen.admit(ShardId(0), at(3).as_ref(), true).expect("shards are independent");
+        seen.admit(ShardId(1), at(7).as_ref(), false).expect("only serializable answers are checked");
+        assert_eq!(seen.floor(ShardId(1)), 42, "the floor never goes down");
+        seen.admit(ShardId(1), None, true).expect("nothing to compare");
     }
 }

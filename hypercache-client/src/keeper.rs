@@ -260,7 +260,7 @@ impl Driver {
     }
 
     fn request(&self) -> pb::LeaseKeepAliveRequest {
-        pb::LeaseKeepAliveRequest { shard_id: self.id.shard(), id: self.id.0 }
+        pb::LeaseKeepAliveRequest { shard_id: self.id.shard().0, id: self.id.0 }
     }
 
     /// Keepalives go to the shard encoded in the lease id.

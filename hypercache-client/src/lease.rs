@@ -82,9 +82,9 @@ impl Client {
         let sent = Instant::now();
         let pending = self.begin_write();
         let response = self
-            .execute("lease_grant", OpKind::Tracked, target, Route::Leader, |ch, shard_id, t| {
+            .execute("lease_grant", OpKind::Tracked, target, Route::Leader, |ch, shard, t| {
                 let mut leases = self.leases(ch);
-                let req = request(pb::LeaseGrantRequest { shard_id, ttl_ms, write: pending.id() }, t);
+                let req = request(pb::LeaseGrantRequest { shard_id: shard.0, ttl_ms, write: pending.id() }, t);
                 async move { leases.grant(req).await }
             })
             .await?;
@@ -99,9 +99,9 @@ impl Client {
     pub async fn revoke(&self, id: LeaseId) -> Result<u64, Error> {
         let pending = self.begin_write();
         let response = self
-            .execute("lease_revoke", OpKind::Tracked, Target::Shard(id.shard()), Route::Leader, |ch, shard_id, t| {
+            .execute("lease_revoke", OpKind::Tracked, Target::Shard(id.shard()), Route::Leader, |ch, shard, t| {
                 let mut leases = self.leases(ch);
-                let req = request(pb::LeaseRevokeRequest { shard_id, id: id.0, write: pending.id() }, t);
+                let req = request(pb::LeaseRevokeRequest { shard_id: shard.0, id: id.0, write: pending.id() }, t);
                 async move { leases.revoke(req).await }
             })
             .await?;
@@ -115,9 +115,9 @@ impl Client {
         let sent = Instant::now();
         let target = Target::Shard(id.shard());
         let result = self
-            .execute("lease_keep_alive_once", OpKind::Idempotent, target, Route::Leader, |ch, shard_id, t| {
+            .execute("lease_keep_alive_once", OpKind::Idempotent, target, Route::Leader, |ch, shard, t| {
                 let mut leases = self.leases(ch);
-                let req = request(pb::LeaseKeepAliveRequest { shard_id, id: id.0 }, t);
+                let req = request(pb::LeaseKeepAliveRequest { shard_id: shard.0, id: id.0 }, t);
                 async move { leases.keep_alive_once(req).await }
             })
             .await;
@@ -137,9 +137,9 @@ impl Client {
     pub async fn time_to_live(&self, id: LeaseId, keys: bool) -> Result<Option<LeaseTtl>, Error> {
         let target = Target::Shard(id.shard());
         let result = self
-            .execute("lease_time_to_live", OpKind::Read, target, Route::Leader, |ch, shard_id, t| {
+            .execute("lease_time_to_live", OpKind::Read, target, Route::Leader, |ch, shard, t| {
                 let mut leases = self.leases(ch);
-                let req = request(pb::LeaseTimeToLiveRequest { shard_id, id: id.0, keys }, t);
+                let req = request(pb::LeaseTimeToLiveRequest { shard_id: shard.0, id: id.0, keys }, t);
                 async move { leases.time_to_live(req).await }
             })
             .await;

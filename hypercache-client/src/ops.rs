@@ -11,6 +11,7 @@ use tonic::transport::Channel;
 use crate::call::request;
 use crate::client::Client;
 use crate::error::Error;
+use crate::ids::ShardId;
 use crate::retry::OpKind;
 use crate::target::{Route, Target};
 use crate::types::{CasResult, DeleteResult, KeyValue, PutOptions, PutResult};
@@ -44,11 +45,11 @@ impl Client {
     async fn get_routed(&self, key: Bytes, serializable: bool, route: Route) -> Result<Option<KeyValue>, Error> {
         let target = Target::Key(key.clone());
         let response = self
-            .execute("get", OpKind::Read, target, route, |ch, shard_id, t| {
+            .execute("get", OpKind::Read, target, route, |ch, shard, t| {
                 let mut kv = self.kv(ch);
-                let req = request(pb::GetRequest { shard_id, key: key.clone(), serializable }, t);
+                let req = request(pb::GetRequest { shard_id: shard.0, key: key.clone(), serializable }, t);
                 let seen = &self.inner.seen;
-                async move { seen.check(shard_id, serializable, kv.get(req).await) }
+                async move { seen.check(shard, serializable, kv.get(req).await) }
             })
             .await?;
         Ok(response.kv)
@@ -64,8 +65,8 @@ impl Client {
         serializable: bool,
     ) -> Result<Option<KeyValue>, Error> {
         let key = key.into();
-        let shard_id = self.routing().await?.shard_of(&key);
-        let msg = pb::GetRequest { shard_id, key, serializable };
+        let shard = self.routing().await?.shard_of(&key);
+        let msg = pb::GetRequest { shard_id: shard.0, key, serializable };
         let response = self
             .single("get", endpoint, |ch, t| {
                 let mut kv = self.kv(ch);
@@ -99,15 +100,15 @@ impl Client {
         value: impl Into<Bytes>,
         options: PutOptions,
     ) -> Result<PutResult, Error> {
-        let mut msg = options.to_request(0, key.into(), value.into())?;
+        let mut msg = options.to_request(ShardId(0), key.into(), value.into())?;
         let pending = self.begin_write();
         msg.write = pending.id();
         let response = self
-            .execute("put", OpKind::Tracked, Target::Key(msg.key.clone()), Route::Leader, |ch, shard_id, t| {
+            .execute("put", OpKind::Tracked, Target::Key(msg.key.clone()), Route::Leader, |ch, shard, t| {
                 let mut kv = self.kv(ch);
-                let req = request(pb::PutRequest { shard_id, ..msg.clone() }, t);
+                let req = request(pb::PutRequest { shard_id: shard.0, ..msg.clone() }, t);
                 let seen = &self.inner.seen;
-                async move { seen.check(shard_id, false, kv.put(req).await) }
+                async move { seen.check(shard, false, kv.put(req).await) }
             })
             .await?;
         Ok(response.into())
@@ -127,11 +128,12 @@ impl Client {
         let target = Target::Key(key.clone());
         let pending = self.begin_write();
         let response = self
-            .execute("delete", OpKind::Tracked, target, Route::Leader, |ch, shard_id, t| {
+            .execute("delete", OpKind::Tracked, target, Route::Leader, |ch, shard, t| {
                 let mut kv = self.kv(ch);
-                let req = request(pb::DeleteRequest { shard_id, key: key.clone(), prev_kv, write: pending.id() }, t);
+                let req =
+                    request(pb::DeleteRequest { shard_id: shard.0, key: key.clone(), prev_kv, write: pending.id() }, t);
                 let seen = &self.inner.seen;
-                async move { seen.check(shard_id, false, kv.delete(req).await) }
+                async move { seen.check(shard, false, kv.delete(req).await) }
             })
             .await?;
         Ok(response.into())
@@ -159,11 +161,11 @@ impl Client {
         };
         let target = Target::Key(msg.key.clone());
         let response = self
-            .execute("compare_and_swap", OpKind::Tracked, target, Route::Leader, |ch, shard_id, t| {
+            .execute("compare_and_swap", OpKind::Tracked, target, Route::Leader, |ch, shard, t| {
                 let mut kv = self.kv(ch);
-                let req = request(pb::CompareAndSwapRequest { shard_id, ..msg.clone() }, t);
+                let req = request(pb::CompareAndSwapRequest { shard_id: shard.0, ..msg.clone() }, t);
                 let seen = &self.inner.seen;
-                async move { seen.check(shard_id, false, kv.compare_and_swap(req).await) }
+                async move { seen.check(shard, false, kv.compare_and_swap(req).await) }
             })
             .await?;
         Ok(response.into())

@@ -29,6 +29,7 @@ use hypercache_proto::v1 as pb;
 use crate::call::request;
 use crate::client::Client;
 use crate::error::Error;
+use crate::ids::ShardId;
 use crate::retry::OpKind;
 use crate::target::{Route, Target};
 use crate::types::{KeyValue, RangeOptions, RangePage};
@@ -50,7 +51,7 @@ impl Client {
         let shards = if options.start.is_empty() && options.end.is_empty() {
             table.shards_for_prefix(&options.prefix)
         } else {
-            (0..table.shard_count).collect()
+            table.shard_ids().collect()
         };
         if let [shard] = shards[..] {
             return self.range_shard(shard, &options).await;
@@ -71,15 +72,15 @@ impl Client {
     }
 
     /// One page from one shard, the server's continuation passed through.
-    pub(crate) async fn range_shard(&self, shard: u32, options: &RangeOptions) -> Result<RangePage, Error> {
+    pub(crate) async fn range_shard(&self, shard: ShardId, options: &RangeOptions) -> Result<RangePage, Error> {
         let msg = options.to_request(shard);
         let route = if options.serializable { Route::First } else { Route::Leader };
         let response = self
-            .execute("range", OpKind::Read, Target::Shard(shard), route, |ch, shard_id, t| {
+            .execute("range", OpKind::Read, Target::Shard(shard), route, |ch, shard, t| {
                 let mut kv = self.kv(ch);
-                let req = request(pb::RangeRequest { shard_id, ..msg.clone() }, t);
+                let req = request(pb::RangeRequest { shard_id: shard.0, ..msg.clone() }, t);
                 let (seen, serializable) = (&self.inner.seen, options.serializable);
-                async move { seen.check(shard_id, serializable, kv.range(req).await) }
+                async move { seen.check(shard, serializable, kv.range(req).await) }
             })
             .await?;
         Ok(RangePage::from_shard(shard, response))
@@ -104,8 +105,8 @@ fn leg_options(options: &RangeOptions, after: Option<&Bytes>) -> RangeOptions {
 
 /// Merges the pages of several shards (see the module documentation). `after` is where this
 /// page started, reused as the continuation if a shard claims more without returning anything.
-pub(crate) fn merge(pages: Vec<(u32, RangePage)>, limit: usize, after: Option<Bytes>) -> RangePage {
-    let revisions: BTreeMap<u32, u64> = pages.iter().map(|(shard, page)| (*shard, page.revision)).collect();
+pub(crate) fn merge(pages: Vec<(ShardId, RangePage)>, limit: usize, after: Option<Bytes>) -> RangePage {
+    let revisions: BTreeMap<ShardId, u64> = pages.iter().map(|(shard, page)| (*shard, page.revision)).collect();
     let shard_has_more = pages.iter().any(|(_, page)| page.continuation.is_some());
     // Keys above the last one a shard with more keys returned are not known to be complete.
     let bound: Option<Bytes> = pages
@@ -163,11 +164,12 @@ mod tests {
 
     #[test]
     fn pages_merge_in_key_order_up_to_the_limit() {
-        let pages = vec![(0, page(&["a", "d", "e"], false, 7)), (1, page(&["b", "c", "f"], false, 3))];
+        let pages =
+            vec![(ShardId(0), page(&["a", "d", "e"], false, 7)), (ShardId(1), page(&["b", "c", "f"], false, 3))];
         let merged = merge(pages.clone(), 10, None);
         assert_eq!(keys(&merged), vec![&b"a"[..], b"b", b"c", b"d", b"e", b"f"]);
         assert_eq!((merged.continuation, merged.revision), (None, 0));
-        assert_eq!(merged.revisions, BTreeMap::from([(0, 7), (1, 3)]));
+        assert_eq!(merged.revisions, BTreeMap::from([(ShardId(0), 7), (ShardId(1), 3)]));
 
         let cut = merge(pages, 4, None);
         assert_eq!(keys(&cut), vec![&b"a"[..], b"b", b"c", b"d"]);
@@ -178,12 +180,12 @@ mod tests {
     fn a_shard_with_more_keys_bounds_the_page() {
         // Shard 1 stopped at "c" (e.g. cut at 4 MiB): keys after "c" may be missing from it,
         // so "d" and "e" of shard 0 wait for the next page.
-        let pages = vec![(0, page(&["a", "d", "e"], false, 1)), (1, page(&["b", "c"], true, 1))];
+        let pages = vec![(ShardId(0), page(&["a", "d", "e"], false, 1)), (ShardId(1), page(&["b", "c"], true, 1))];
         let merged = merge(pages, 10, None);
         assert_eq!(keys(&merged), vec![&b"a"[..], b"b", b"c"]);
         assert_eq!(merged.continuation.as_deref(), Some(&b"\x01c"[..]));
         // Nothing returned although a shard claims more: the page ends where it started.
-        let empty = merge(vec![(0, page(&[], true, 1))], 10, Some(Bytes::from_static(b"k")));
+        let empty = merge(vec![(ShardId(0), page(&[], true, 1))], 10, Some(Bytes::from_static(b"k")));
         assert_eq!(empty.continuation.as_deref(), Some(&b"\x01k"[..]));
     }
 

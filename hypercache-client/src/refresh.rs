@@ -18,6 +18,7 @@ use crate::call::{deadline_error, describe, request, Progress};
 use crate::client::Client;
 use crate::error::Error;
 use crate::health::timed_out;
+use crate::ids::ShardId;
 use crate::retry::{backoff_delay, classify, delivery_of, Decision, OpKind};
 use crate::routing::RoutingTable;
 use crate::target::{Route, Target};
@@ -73,7 +74,7 @@ impl Client {
     /// endpoint, or None while no table is cached. Public only so that `hcbench routing-cost`
     /// can time exactly this code; applications have no use for it.
     #[doc(hidden)]
-    pub fn route_cached(&self, key: &bytes::Bytes) -> Option<(u32, String)> {
+    pub fn route_cached(&self, key: &bytes::Bytes) -> Option<(ShardId, String)> {
         let cache = &self.inner.routing;
         let table = cache.current()?;
         std::hint::black_box(cache.is_stale());

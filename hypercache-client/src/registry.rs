@@ -137,9 +137,9 @@ impl Client {
         };
         let sent = Instant::now();
         let response = self
-            .execute("register", OpKind::Tracked, Target::Home, Route::Leader, |ch, shard_id, t| {
+            .execute("register", OpKind::Tracked, Target::Home, Route::Leader, |ch, shard, t| {
                 let mut registry = self.registry_wire(ch);
-                let req = request(in_shard!(msg.clone(), shard_id), t);
+                let req = request(in_shard!(msg.clone(), shard), t);
                 async move { registry.register(req).await }
             })
             .await?;
@@ -162,9 +162,9 @@ impl Client {
             incarnation: incarnation.0,
             write: pending.id(),
         };
-        self.execute("deregister", OpKind::Tracked, Target::Home, Route::Leader, |ch, shard_id, t| {
+        self.execute("deregister", OpKind::Tracked, Target::Home, Route::Leader, |ch, shard, t| {
             let mut registry = self.registry_wire(ch);
-            let req = request(in_shard!(msg.clone(), shard_id), t);
+            let req = request(in_shard!(msg.clone(), shard), t);
             async move { registry.deregister(req).await }
         })
         .await?;
@@ -175,9 +175,9 @@ impl Client {
     pub async fn list_servers(&self) -> Result<Vec<GameServer>, Error> {
         let msg = pb::ListServersRequest { shard_id: 0, serializable: false };
         let response = self
-            .execute("list_servers", OpKind::Read, Target::Home, Route::Leader, |ch, shard_id, t| {
+            .execute("list_servers", OpKind::Read, Target::Home, Route::Leader, |ch, shard, t| {
                 let mut registry = self.registry_wire(ch);
-                let req = request(in_shard!(msg, shard_id), t);
+                let req = request(in_shard!(msg, shard), t);
                 async move { registry.list(req).await }
             })
             .await?;
@@ -191,9 +191,9 @@ impl Client {
         ServerWatch(Resuming::new(
             self.clone(),
             "watch_servers",
-            Box::new(move |ch, shard_id| {
+            Box::new(move |ch, shard| {
                 let mut registry = client.registry_wire(ch);
-                async move { registry.watch(tonic::Request::new(in_shard!(msg, shard_id))).await }.boxed()
+                async move { registry.watch(tonic::Request::new(in_shard!(msg, shard))).await }.boxed()
             }),
         ))
     }

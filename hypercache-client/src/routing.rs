@@ -60,6 +60,8 @@ use hypercache_proto::poison;
 use hypercache_proto::routing::{hash_tag, Router};
 use hypercache_proto::v1 as pb;
 
+use crate::ids::ShardId;
+
 /// A node as the routing table names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoutingNode {
@@ -78,7 +80,7 @@ pub struct RoutingNode {
 /// One shard's placement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardPlacement {
-    pub shard_id: u32,
+    pub shard_id: ShardId,
     /// Node ids of the shard's target replicas.
     pub replicas: Vec<u64>,
     /// The leader as last known by the meta group; a hint.
@@ -94,7 +96,7 @@ pub struct RoutingTable {
     pub replication: u32,
     /// Nodes by id. Draining nodes are listed until they have left.
     pub nodes: BTreeMap<u64, RoutingNode>,
-    /// Indexed by shard id (`shards[s].shard_id == s`).
+    /// Indexed by shard id (`shards[s].shard_id == ShardId(s)`).
     pub shards: Vec<ShardPlacement>,
     /// The meta group's leader (the placement driver).
     pub meta_leader_id: Option<u64>,
@@ -110,7 +112,7 @@ impl RoutingTable {
             shard_count: 1,
             replication: 0,
             nodes: BTreeMap::new(),
-            shards: vec![ShardPlacement { shard_id: 0, replicas: Vec::new(), leader_id: None }],
+            shards: vec![ShardPlacement { shard_id: ShardId(0), replicas: Vec::new(), leader_id: None }],
             meta_leader_id: None,
             legacy: true,
             router: Router::new(1),
@@ -123,12 +125,22 @@ impl RoutingTable {
     }
 
     /// The shard `key` lives in.
-    pub fn shard_of(&self, key: &[u8]) -> u32 {
-        self.router.shard_of(key)
+    pub fn shard_of(&self, key: &[u8]) -> ShardId {
+        ShardId(self.router.shard_of(key))
     }
 
-    pub fn shard(&self, shard_id: u32) -> Option<&ShardPlacement> {
-        self.shards.get(usize::try_from(shard_id).ok()?)
+    /// Every shard of the cluster, in id order.
+    pub fn shard_ids(&self) -> impl Iterator<Item = ShardId> {
+        (0..self.shard_count).map(ShardId)
+    }
+
+    /// True when the cluster has the shard (its id is below `shard_count`).
+    pub fn has_shard(&self, shard_id: ShardId) -> bool {
+        shard_id.0 < self.shard_count
+    }
+
+    pub fn shard(&self, shard_id: ShardId) -> Option<&ShardPlacement> {
+        self.shards.get(usize::try_from(shard_id.0).ok()?)
     }
 
     pub fn node(&self, node_id: u64) -> Option<&RoutingNode> {
@@ -141,23 +153,23 @@ impl RoutingTable {
     }
 
     /// The endpoints of the shard's replicas, in placement order.
-    pub(crate) fn replica_endpoints(&self, shard_id: u32) -> Vec<&str> {
+    pub(crate) fn replica_endpoints(&self, shard_id: ShardId) -> Vec<&str> {
         self.shard(shard_id)
             .map_or_else(Vec::new, |s| s.replicas.iter().filter_map(|id| self.endpoint_of(*id)).collect())
     }
 
     /// The endpoint of the shard's leader as the table last knew it.
-    pub(crate) fn leader_endpoint(&self, shard_id: u32) -> Option<&str> {
+    pub(crate) fn leader_endpoint(&self, shard_id: ShardId) -> Option<&str> {
         self.shard(shard_id).and_then(|s| s.leader_id).and_then(|id| self.endpoint_of(id))
     }
 
     /// The shards every key under `prefix` may live in: one when the prefix holds a complete
     /// hash tag (every key starting with it has that tag), else all of them.
-    pub(crate) fn shards_for_prefix(&self, prefix: &[u8]) -> Vec<u32> {
+    pub(crate) fn shards_for_prefix(&self, prefix: &[u8]) -> Vec<ShardId> {
         if self.shard_count > 1 && hash_tag(prefix).len() < prefix.len() {
             vec![self.shard_of(prefix)]
         } else {
-            (0..self.shard_count).collect()
+            self.shard_ids().collect()
         }
     }
 }
@@ -187,7 +199,7 @@ impl RoutingTable {
             })
             .collect();
         let mut shards: Vec<ShardPlacement> = (0..r.shard_count)
-            .map(|shard_id| ShardPlacement { shard_id, replicas: Vec::new(), leader_id: None })
+            .map(|s| ShardPlacement { shard_id: ShardId(s), replicas: Vec::new(), leader_id: None })
             .collect();
         for route in r.shards {
             if let Some(slot) = usize::try_from(route.shard_id).ok().and_then(|i| shards.get_mut(i)) {
@@ -298,13 +310,13 @@ pub(crate) mod tests {
     fn a_response_becomes_a_table() {
         let table = RoutingTable::from_wire(response(4, 7)).expect("ready");
         assert_eq!((table.version, table.shard_count, table.meta_leader_id), (7, 4, Some(1)));
-        assert_eq!(table.replica_endpoints(1), vec!["n2:7000", "n3:7000"]);
-        assert_eq!(table.leader_endpoint(0), None, "leader_id 0 is unknown");
-        assert_eq!(table.leader_endpoint(2), Some("n3:7000"));
+        assert_eq!(table.replica_endpoints(ShardId(1)), vec!["n2:7000", "n3:7000"]);
+        assert_eq!(table.leader_endpoint(ShardId(0)), None, "leader_id 0 is unknown");
+        assert_eq!(table.leader_endpoint(ShardId(2)), Some("n3:7000"));
         assert!(table.node(3).expect("listed").draining);
         assert!(table.node(2).expect("listed").down && !table.node(3).expect("listed").down);
-        assert!(table.shard(4).is_none());
-        assert_eq!(table.shard_of(b"board:{b7}:owner"), Router::new(4).shard_of(b"b7"));
+        assert!(table.shard(ShardId(4)).is_none() && !table.has_shard(ShardId(4)) && table.has_shard(ShardId(3)));
+        assert_eq!(table.shard_of(b"board:{b7}:owner"), ShardId(Router::new(4).shard_of(b"b7")));
         assert!(RoutingTable::from_wire(response(4, 0)).is_none(), "version 0: no placement yet");
     }
 
@@ -328,6 +340,6 @@ pub(crate) mod tests {
         assert_eq!(table.shards_for_prefix(b"board:{b7}:"), vec![table.shard_of(b"b7")]);
         assert_eq!(table.shards_for_prefix(b"board:{b7").len(), 8, "an open tag says nothing");
         assert_eq!(table.shards_for_prefix(b"").len(), 8);
-        assert_eq!(RoutingTable::legacy().shards_for_prefix(b"x{y}"), vec![0]);
+        assert_eq!(RoutingTable::legacy().shards_for_prefix(b"x{y}"), vec![ShardId(0)]);
     }
 }

@@ -25,6 +25,7 @@ use tonic::{Response, Status};
 use crate::call::describe;
 use crate::client::Client;
 use crate::error::Error;
+use crate::ids::ShardId;
 use crate::retry::{backoff_delay, classify, delivery_of, wants_refresh, Decision, OpKind};
 use crate::target::{Group, Route, Target};
 
@@ -97,14 +98,14 @@ pub(crate) async fn open<T, F>(
     mut call: F,
 ) -> Result<(String, Streaming<T>), Error>
 where
-    F: FnMut(Channel, u32) -> BoxFuture<'static, Result<Response<Streaming<T>>, Status>>,
+    F: FnMut(Channel, ShardId) -> BoxFuture<'static, Result<Response<Streaming<T>>, Status>>,
 {
     let timeout = client.config().request_timeout;
     let route = Route::PreferLeader { avoid };
     client.execute_with(op, OpKind::Read, target, route, timeout, |ch, shard, _| call(ch, shard)).await
 }
 
-type Opener<T> = Box<dyn FnMut(Channel, u32) -> BoxFuture<'static, Result<Response<Streaming<T>>, Status>> + Send>;
+type Opener<T> = Box<dyn FnMut(Channel, ShardId) -> BoxFuture<'static, Result<Response<Streaming<T>>, Status>> + Send>;
 
 /// A snapshot-first stream of the home shard that reconnects on breaks. See the module
 /// documentation.
@@ -122,7 +123,7 @@ pub(crate) struct Resuming<T> {
 
 impl<T> Resuming<T> {
     pub(crate) fn new(client: Client, op: &'static str, open: Opener<T>) -> Self {
-        Resuming { client, op, group: Group::Shard(0), open, current: None, avoid: None, failures: 0 }
+        Resuming { client, op, group: Group::Shard(ShardId(0)), open, current: None, avoid: None, failures: 0 }
     }
 
     /// The next message; the first one after every (re)connect is a snapshot. A transient

@@ -1,9 +1,11 @@
 //! Where an operation goes: its [`Target`] (a key, a shard, the home shard, the meta group)
 //! resolves to a [`Group`] through the routing table (`routing.rs`), and the [`Route`] picks a
-//! node among the group's replicas (`endpoints.rs`). Plain data with no dependency inside the
-//! crate: the endpoint table, the retry loop and every operation name these.
+//! node among the group's replicas (`endpoints.rs`). Plain data that depends on nothing of the
+//! crate but the ids: the endpoint table, the retry loop and every operation name these.
 
 use bytes::Bytes;
+
+use crate::ids::ShardId;
 
 /// Where the first attempt of an operation goes, among the nodes that can serve its shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,7 +28,7 @@ pub(crate) enum Target {
     /// The shard `key` maps to.
     Key(Bytes),
     /// A shard named directly (a lease id's shard, one leg of a fan-out).
-    Shard(u32),
+    Shard(ShardId),
     /// The home shard (`ClientConfig::namespace`): the game services.
     Home,
     /// The meta group (membership operations); no routing table needed.
@@ -37,14 +39,14 @@ pub(crate) enum Target {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Group {
     Meta,
-    Shard(u32),
+    Shard(ShardId),
 }
 
 impl Group {
     /// The shard id requests for this group carry (0 for the meta group, which ignores it).
-    pub(crate) fn shard_id(self) -> u32 {
+    pub(crate) fn shard_id(self) -> ShardId {
         match self {
-            Group::Meta => 0,
+            Group::Meta => ShardId(0),
             Group::Shard(s) => s,
         }
     }

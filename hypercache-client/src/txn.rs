@@ -27,6 +27,7 @@ use pb::response_op::Op as WireResult;
 use crate::call::request;
 use crate::client::Client;
 use crate::error::Error;
+use crate::ids::ShardId;
 use crate::retry::OpKind;
 use crate::target::{self, Route};
 use crate::types::{revision, DeleteResult, KeyValue, LeaseId, PutOptions, PutResult};
@@ -116,11 +117,11 @@ impl Op {
         }
     }
 
-    fn to_wire(&self, shard_id: u32) -> Result<pb::RequestOp, Error> {
+    fn to_wire(&self, shard: ShardId) -> Result<pb::RequestOp, Error> {
         let op = match &self.0 {
             OpSpec::Get(key) => WireOp::Get(pb::GetOp { key: key.clone() }),
             OpSpec::Put(key, value, options) => {
-                let mut put = options.to_request(shard_id, key.clone(), value.clone())?;
+                let mut put = options.to_request(shard, key.clone(), value.clone())?;
                 // Inside a transaction the shard is the transaction's.
                 put.shard_id = 0;
                 WireOp::Put(put)
@@ -173,7 +174,7 @@ impl Txn {
 
     /// The one key that decides the shard (`None` for a transaction without keys), or the
     /// refusal naming two keys in different shards.
-    fn shard_key(&self, shard_of: impl Fn(&[u8]) -> u32) -> Result<Option<Bytes>, Error> {
+    fn shard_key(&self, shard_of: impl Fn(&[u8]) -> ShardId) -> Result<Option<Bytes>, Error> {
         let mut keys = self.keys();
         let Some(first) = keys.next() else { return Ok(None) };
         let shard = shard_of(first);
@@ -192,10 +193,10 @@ impl Txn {
         Ok(Some(first.clone()))
     }
 
-    fn to_request(&self, shard_id: u32) -> Result<pb::TxnRequest, Error> {
-        let ops = |ops: &[Op]| ops.iter().map(|op| op.to_wire(shard_id)).collect::<Result<Vec<_>, _>>();
+    fn to_request(&self, shard: ShardId) -> Result<pb::TxnRequest, Error> {
+        let ops = |ops: &[Op]| ops.iter().map(|op| op.to_wire(shard)).collect::<Result<Vec<_>, _>>();
         Ok(pb::TxnRequest {
-            shard_id,
+            shard_id: shard.0,
             compares: self.compares.iter().map(|c| c.0.clone()).collect(),
             success: ops(&self.success)?,
             failure: ops(&self.failure)?,
@@ -248,7 +249,7 @@ impl Client {
     /// Runs `txn` atomically in the shard of its keys (a transaction without keys goes to the
     /// home shard). See the module documentation for the one-shard rule and retry rules.
     pub async fn txn(&self, txn: Txn) -> Result<TxnResult, Error> {
-        let mut msg = txn.to_request(0)?;
+        let mut msg = txn.to_request(ShardId(0))?;
         let table = self.routing().await?;
         let target = match txn.shard_key(|key| table.shard_of(key))? {
             Some(key) => target::Target::Key(key),
@@ -258,11 +259,11 @@ impl Client {
         msg.write = pending.as_ref().and_then(|p| p.id());
         let kind = if pending.is_some() { OpKind::Tracked } else { OpKind::Read };
         let response = self
-            .execute("txn", kind, target, Route::Leader, |ch, shard_id, t| {
+            .execute("txn", kind, target, Route::Leader, |ch, shard, t| {
                 let mut kv = self.kv(ch);
-                let req = request(pb::TxnRequest { shard_id, ..msg.clone() }, t);
+                let req = request(pb::TxnRequest { shard_id: shard.0, ..msg.clone() }, t);
                 let seen = &self.inner.seen;
-                async move { seen.check(shard_id, false, kv.txn(req).await) }
+                async move { seen.check(shard, false, kv.txn(req).await) }
             })
             .await?;
         Ok(response.into())
@@ -282,7 +283,7 @@ mod tests {
             .then(Op::delete("other"))
             .otherwise(Op::get("k"));
         assert!(!txn.is_read_only());
-        let req = txn.to_request(3).expect("valid");
+        let req = txn.to_request(ShardId(3)).expect("valid");
         assert_eq!(req.shard_id, 3);
         assert_eq!(req.compares[0].target, Some(Target::ModRevision(5)));
         assert_eq!(req.compares[1].target, Some(Target::Exists(false)));
@@ -293,13 +294,13 @@ mod tests {
         assert!(matches!(&req.failure[0].op, Some(WireOp::Get(g)) if g.key.as_ref() == b"k"));
         assert!(Txn::new().when(Compare::exists("k")).then(Op::get("k")).is_read_only());
         let bad = Txn::new().then(Op::put_with("k", "v", PutOptions::ttl(std::time::Duration::ZERO)));
-        assert!(bad.to_request(0).is_err());
+        assert!(bad.to_request(ShardId(0)).is_err());
     }
 
     #[test]
     fn transactions_spanning_shards_are_refused_before_sending() {
         let router = hypercache_proto::routing::Router::new(8);
-        let shard_of = |key: &[u8]| router.shard_of(key);
+        let shard_of = |key: &[u8]| ShardId(router.shard_of(key));
         // "a" and "hello" live in different shards of 8 (pinned in proto's routing tests).
         let (a, b) = (shard_of(b"a"), shard_of(b"hello"));
         assert_ne!(a, b);

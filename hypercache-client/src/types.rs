@@ -8,6 +8,7 @@ use bytes::Bytes;
 use hypercache_proto::v1 as pb;
 
 use crate::error::Error;
+use crate::ids::ShardId;
 
 /// A key with its metadata (`create_revision`, `mod_revision`, `version`, and `lease`: the lease
 /// it is attached to, 0 for none).
@@ -24,8 +25,8 @@ impl LeaseId {
     pub const SHARD_SHIFT: u32 = 48;
 
     /// The shard that granted the lease: it keeps it alive and decides its end.
-    pub fn shard(self) -> u32 {
-        u32::try_from(self.0 >> Self::SHARD_SHIFT).expect("a u64 shifted right by 48 fits in 16 bits")
+    pub fn shard(self) -> ShardId {
+        ShardId(u32::try_from(self.0 >> Self::SHARD_SHIFT).expect("a u64 shifted right by 48 fits in 16 bits"))
     }
 }
 
@@ -66,7 +67,7 @@ impl PutOptions {
 
     /// Checks what only the client can check (a zero TTL would silently mean "no TTL" on the
     /// wire); the server validates everything else.
-    pub(crate) fn to_request(self, shard_id: u32, key: Bytes, value: Bytes) -> Result<pb::PutRequest, Error> {
+    pub(crate) fn to_request(self, shard: ShardId, key: Bytes, value: Bytes) -> Result<pb::PutRequest, Error> {
         if self.lease.is_some() && self.ttl.is_some() {
             return Err(Error::config("put: give either a lease or a TTL, not both"));
         }
@@ -76,7 +77,7 @@ impl PutOptions {
             None => 0,
         };
         Ok(pb::PutRequest {
-            shard_id,
+            shard_id: shard.0,
             key,
             value,
             prev_kv: self.prev_kv,
@@ -155,9 +156,9 @@ impl RangeOptions {
         RangeOptions { start: start.into(), end: end.into(), ..Self::default() }
     }
 
-    pub(crate) fn to_request(&self, shard_id: u32) -> pb::RangeRequest {
+    pub(crate) fn to_request(&self, shard: ShardId) -> pb::RangeRequest {
         pb::RangeRequest {
-            shard_id,
+            shard_id: shard.0,
             prefix: self.prefix.clone(),
             start: self.start.clone(),
             end: self.end.clone(),
@@ -179,7 +180,7 @@ pub struct RangePage {
     /// merged from several shards (revisions are per shard; see `revisions`).
     pub revision: u64,
     /// Every shard that served the page, with its revision on the serving node.
-    pub revisions: BTreeMap<u32, u64>,
+    pub revisions: BTreeMap<ShardId, u64>,
 }
 
 pub(crate) fn revision(header: Option<&pb::ResponseHeader>) -> u64 {
@@ -206,7 +207,7 @@ impl From<pb::CompareAndSwapResponse> for CasResult {
 
 impl RangePage {
     /// The page one shard served.
-    pub(crate) fn from_shard(shard: u32, r: pb::RangeResponse) -> Self {
+    pub(crate) fn from_shard(shard: ShardId, r: pb::RangeResponse) -> Self {
         let revision = revision(r.header.as_ref());
         RangePage {
             revision,
@@ -223,21 +224,22 @@ mod tests {
 
     #[test]
     fn put_options_map_to_the_wire_and_reject_ambiguity() {
-        let req = PutOptions::ttl(Duration::from_micros(1500)).to_request(0, "k".into(), "v".into()).expect("valid");
+        let req =
+            PutOptions::ttl(Duration::from_micros(1500)).to_request(ShardId(0), "k".into(), "v".into()).expect("valid");
         assert_eq!((req.ttl_ms, req.lease), (2, 0), "rounded up, never 0");
-        let req = PutOptions::lease(LeaseId(7)).to_request(0, "k".into(), "v".into()).expect("valid");
+        let req = PutOptions::lease(LeaseId(7)).to_request(ShardId(0), "k".into(), "v".into()).expect("valid");
         assert_eq!((req.ttl_ms, req.lease), (0, 7));
-        assert!(PutOptions::ttl(Duration::ZERO).to_request(0, "k".into(), "v".into()).is_err());
+        assert!(PutOptions::ttl(Duration::ZERO).to_request(ShardId(0), "k".into(), "v".into()).is_err());
         let both = PutOptions { lease: Some(LeaseId(1)), ttl: Some(Duration::from_secs(1)), prev_kv: false };
-        assert!(both.to_request(0, "k".into(), "v".into()).is_err());
+        assert!(both.to_request(ShardId(0), "k".into(), "v".into()).is_err());
         assert_eq!(millis_ceil(Duration::MAX), i64::MAX);
         assert_eq!(duration_ms(-5), Duration::ZERO);
     }
 
     #[test]
     fn lease_ids_carry_their_shard() {
-        assert_eq!(LeaseId(7).shard(), 0, "legacy ids are shard 0");
-        assert_eq!(LeaseId(3 << 48 | 42).shard(), 3);
-        assert_eq!(LeaseId(u64::MAX).shard(), 0xffff);
+        assert_eq!(LeaseId(7).shard(), ShardId(0), "legacy ids are shard 0");
+        assert_eq!(LeaseId(3 << 48 | 42).shard(), ShardId(3));
+        assert_eq!(LeaseId(u64::MAX).shard(), ShardId(0xffff));
     }
 }

@@ -54,6 +54,7 @@ use tokio::task::JoinHandle;
 
 use crate::client::Client;
 use crate::error::Error;
+use crate::ids::ShardId;
 use crate::watch_shard::ShardWatch;
 pub use crate::watch_types::{Event, EventKind, WatchOptions, WatchTarget, WatchUpdate};
 
@@ -78,7 +79,7 @@ struct Running {
     updates: mpsc::Receiver<Result<WatchUpdate, Error>>,
     tasks: Vec<JoinHandle<()>>,
     /// Per shard: the last revision fully delivered to the caller (0 before anything is known).
-    last: BTreeMap<u32, u64>,
+    last: BTreeMap<ShardId, u64>,
 }
 
 impl Drop for Running {
@@ -120,7 +121,7 @@ impl Watcher {
     /// Per shard covered: the last revision fully delivered (0 before anything is known for
     /// it). Empty before the first [`next`](Self::next). Pass it to
     /// [`WatchOptions::resume_after`] to continue in a new watcher.
-    pub fn last_revisions(&self) -> BTreeMap<u32, u64> {
+    pub fn last_revisions(&self) -> BTreeMap<ShardId, u64> {
         match &self.state {
             State::Running(running) => running.last.clone(),
             State::Idle | State::Failed(_) => BTreeMap::new(),
@@ -169,7 +170,7 @@ impl Watcher {
         let shards = match &self.options.target {
             WatchTarget::Key(key) => vec![table.shard_of(key)],
             WatchTarget::Prefix(prefix) => table.shards_for_prefix(prefix),
-            WatchTarget::Range { .. } => (0..table.shard_count).collect(),
+            WatchTarget::Range { .. } => table.shard_ids().collect(),
         };
         let plan = self.options.plan(table.shard_count, shards)?;
         // One message in flight per shard: a slow caller slows the streams down (the server

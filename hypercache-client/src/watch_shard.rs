@@ -9,6 +9,7 @@ use tonic::codec::Streaming;
 
 use crate::client::Client;
 use crate::error::Error;
+use crate::ids::ShardId;
 use crate::stream::{next_message, open, reconnect_delay, Next};
 use crate::target::{Group, Target};
 use crate::types::revision;
@@ -17,7 +18,7 @@ use crate::watch_types::{Event, WatchOptions, WatchUpdate};
 pub(crate) struct ShardWatch {
     client: Client,
     options: WatchOptions,
-    shard: u32,
+    shard: ShardId,
     /// The last revision fully delivered; `None` until "now" has been resolved.
     last: Option<u64>,
     stream: Option<(String, Streaming<pb::WatchResponse>)>,
@@ -28,7 +29,7 @@ pub(crate) struct ShardWatch {
 
 impl ShardWatch {
     /// A leg starting at revision `start` of `shard` (0: from now).
-    pub(crate) fn new(client: Client, options: WatchOptions, shard: u32, start: u64) -> Self {
+    pub(crate) fn new(client: Client, options: WatchOptions, shard: ShardId, start: u64) -> Self {
         ShardWatch { client, options, shard, last: start.checked_sub(1), stream: None, avoid: None, failures: 0 }
     }
 
@@ -60,7 +61,7 @@ impl ShardWatch {
                     }
                 }
                 Next::Failed(err) if err.watcher_too_slow().is_some() => {
-                    tracing::debug!(shard = self.shard, last = ?self.last, error = %err, "watch fell behind; resuming");
+                    tracing::debug!(shard = self.shard.0, last = ?self.last, error = %err, "watch fell behind; resuming");
                     self.drop_stream();
                 }
                 Next::Failed(err) => {
@@ -68,7 +69,7 @@ impl ShardWatch {
                     return Err(err);
                 }
                 Next::Broken(why) => {
-                    tracing::debug!(shard = self.shard, last = ?self.last, %why, "watch stream broke; resuming");
+                    tracing::debug!(shard = self.shard.0, last = ?self.last, %why, "watch stream broke; resuming");
                     self.drop_stream();
                     self.failures = self.failures.saturating_add(1);
                     if self.failures >= self.client.config().max_attempts {
@@ -101,9 +102,9 @@ impl ShardWatch {
         };
         let msg = self.options.to_request(self.shard, last + 1);
         let client = &self.client;
-        let opened = open(client, "watch", Target::Shard(self.shard), self.avoid.clone(), |ch, shard_id| {
+        let opened = open(client, "watch", Target::Shard(self.shard), self.avoid.clone(), |ch, shard| {
             let mut kv = client.kv(ch);
-            let req = tonic::Request::new(pb::WatchRequest { shard_id, ..msg.clone() });
+            let req = tonic::Request::new(pb::WatchRequest { shard_id: shard.0, ..msg.clone() });
             async move { kv.watch(req).await }.boxed()
         })
         .await;
@@ -122,7 +123,7 @@ impl ShardWatch {
 
 /// Advances `last` past `response` and returns what is new in it, if anything: events at or
 /// below `last` were delivered before (by an earlier stream) and are dropped.
-fn accept(shard: u32, last: &mut u64, response: pb::WatchResponse) -> Option<WatchUpdate> {
+fn accept(shard: ShardId, last: &mut u64, response: pb::WatchResponse) -> Option<WatchUpdate> {
     let header_revision = revision(response.header.as_ref());
     if response.progress && response.events.is_empty() {
         *last = (*last).max(header_revision);
@@ -170,12 +171,12 @@ mod tests {
     #[test]
     fn already_delivered_revisions_are_dropped() {
         let mut last = 5;
-        assert_eq!(accept(1, &mut last, events(&[4, 5])), None);
+        assert_eq!(accept(ShardId(1), &mut last, events(&[4, 5])), None);
         assert_eq!(last, 5);
-        match accept(1, &mut last, events(&[5, 6, 6, 7])) {
-            Some(WatchUpdate::Events { shard: 1, revision: 7, events }) => {
+        match accept(ShardId(1), &mut last, events(&[5, 6, 6, 7])) {
+            Some(WatchUpdate::Events { shard: ShardId(1), revision: 7, events }) => {
                 assert_eq!(events.iter().map(Event::revision).collect::<Vec<_>>(), vec![6, 6, 7]);
-                assert!(events.iter().all(|e| e.shard == 1));
+                assert!(events.iter().all(|e| e.shard == ShardId(1)));
             }
             other => panic!("{other:?}"),
         }
@@ -190,14 +191,15 @@ mod tests {
             events: vec![],
             progress: true,
         };
-        assert_eq!(accept(0, &mut last, progress(9)), Some(WatchUpdate::Progress { shard: 0, revision: 9 }));
-        assert_eq!(accept(0, &mut last, progress(3)), Some(WatchUpdate::Progress { shard: 0, revision: 9 }));
+        let at = |revision| Some(WatchUpdate::Progress { shard: ShardId(0), revision });
+        assert_eq!(accept(ShardId(0), &mut last, progress(9)), at(9));
+        assert_eq!(accept(ShardId(0), &mut last, progress(3)), at(9));
         assert_eq!(last, 9);
     }
 
     #[test]
     fn deletes_are_recognised() {
-        let e = Event::from_wire(2, event(pb::event::Type::Delete, "gone", 4));
-        assert_eq!((e.kind, e.revision(), e.shard), (crate::watch::EventKind::Delete, 4, 2));
+        let e = Event::from_wire(ShardId(2), event(pb::event::Type::Delete, "gone", 4));
+        assert_eq!((e.kind, e.revision(), e.shard), (crate::watch::EventKind::Delete, 4, ShardId(2)));
     }
 }

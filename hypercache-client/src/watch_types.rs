@@ -10,6 +10,7 @@ use bytes::Bytes;
 use hypercache_proto::v1 as pb;
 
 use crate::error::Error;
+use crate::ids::ShardId;
 use crate::types::{KeyValue, RangeOptions};
 
 /// What a watch covers.
@@ -33,7 +34,7 @@ pub struct WatchOptions {
     pub start_revision: u64,
     /// First revision to deliver per shard, for a watch that covers several shards; shards not
     /// listed start from now.
-    pub start_revisions: BTreeMap<u32, u64>,
+    pub start_revisions: BTreeMap<ShardId, u64>,
     /// Fill [`Event::prev_kv`].
     pub prev_kv: bool,
     /// How often an idle stream gets a progress notification; `None` for the server default.
@@ -70,14 +71,14 @@ impl WatchOptions {
     }
 
     /// See [`WatchOptions::start_revisions`] (multi-shard watches).
-    pub fn start_revisions(mut self, revisions: BTreeMap<u32, u64>) -> Self {
+    pub fn start_revisions(mut self, revisions: BTreeMap<ShardId, u64>) -> Self {
         self.start_revisions = revisions;
         self
     }
 
     /// Starts every shard right after the revision given for it (typically
     /// [`Watcher::last_revisions`] of an earlier watcher); works for one-shard watches too.
-    pub fn resume_after(self, last: &BTreeMap<u32, u64>) -> Self {
+    pub fn resume_after(self, last: &BTreeMap<ShardId, u64>) -> Self {
         self.start_revisions(last.iter().map(|(shard, revision)| (*shard, revision + 1)).collect())
     }
 
@@ -91,7 +92,7 @@ impl WatchOptions {
         self
     }
 
-    pub(crate) fn to_request(&self, shard_id: u32, start_revision: u64) -> pb::WatchRequest {
+    pub(crate) fn to_request(&self, shard: ShardId, start_revision: u64) -> pb::WatchRequest {
         let (key, prefix, start, end) = match &self.target {
             WatchTarget::Key(key) => (key.clone(), Bytes::new(), Bytes::new(), Bytes::new()),
             WatchTarget::Prefix(prefix) => (Bytes::new(), prefix.clone(), Bytes::new(), Bytes::new()),
@@ -100,7 +101,7 @@ impl WatchOptions {
         let progress_interval_ms =
             self.progress_interval.map_or(0, |d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1));
         pb::WatchRequest {
-            shard_id,
+            shard_id: shard.0,
             key,
             prefix,
             start,
@@ -129,8 +130,8 @@ impl WatchOptions {
 
     /// The shards the watch covers and where each starts (0: now), under a cluster of
     /// `shard_count` shards mapped by `shard_of`.
-    pub(crate) fn plan(&self, shard_count: u32, shards: Vec<u32>) -> Result<Vec<(u32, u64)>, Error> {
-        if let Some(bad) = self.start_revisions.keys().find(|s| **s >= shard_count) {
+    pub(crate) fn plan(&self, shard_count: u32, shards: Vec<ShardId>) -> Result<Vec<(ShardId, u64)>, Error> {
+        if let Some(bad) = self.start_revisions.keys().find(|s| s.0 >= shard_count) {
             return Err(Error::config(format!(
                 "watch: start_revisions names shard {bad}, but the cluster has {shard_count} shard(s)"
             )));
@@ -164,7 +165,7 @@ pub enum EventKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     /// The shard the key lives in; [`Event::revision`] is that shard's.
-    pub shard: u32,
+    pub shard: ShardId,
     pub kind: EventKind,
     pub kv: KeyValue,
     /// The key before the change, when asked for and it existed.
@@ -177,7 +178,7 @@ impl Event {
         self.kv.mod_revision
     }
 
-    pub(crate) fn from_wire(shard: u32, e: pb::Event) -> Self {
+    pub(crate) fn from_wire(shard: ShardId, e: pb::Event) -> Self {
         let kind = match pb::event::Type::try_from(e.r#type) {
             Ok(pb::event::Type::Delete) => EventKind::Delete,
             _ => EventKind::Put,
@@ -190,13 +191,13 @@ impl Event {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchUpdate {
     /// Events of one or more whole revisions of `shard`, in order; `revision` is the last one's.
-    Events { shard: u32, revision: u64, events: Vec<Event> },
+    Events { shard: ShardId, revision: u64, events: Vec<Event> },
     /// Every event of `shard` up to `revision` has been delivered.
-    Progress { shard: u32, revision: u64 },
+    Progress { shard: ShardId, revision: u64 },
 }
 
 impl WatchUpdate {
-    pub fn shard(&self) -> u32 {
+    pub fn shard(&self) -> ShardId {
         match self {
             WatchUpdate::Events { shard, .. } | WatchUpdate::Progress { shard, .. } => *shard,
         }
@@ -217,22 +218,28 @@ mod tests {
     #[test]
     fn one_start_revision_cannot_position_several_shards() {
         let options = WatchOptions::prefix("p/").start_revision(5);
-        assert_eq!(options.plan(4, vec![2]).expect("one shard"), vec![(2, 5)]);
-        let err = options.plan(4, vec![0, 1, 2, 3]).expect_err("four shards");
+        let shards = |ids: &[u32]| ids.iter().copied().map(ShardId).collect::<Vec<_>>();
+        assert_eq!(options.plan(4, shards(&[2])).expect("one shard"), vec![(ShardId(2), 5)]);
+        let err = options.plan(4, shards(&[0, 1, 2, 3])).expect_err("four shards");
         assert!(err.to_string().contains("start_revisions"), "{err}");
 
-        let positions = BTreeMap::from([(1, 9), (3, 20)]);
+        let positions = BTreeMap::from([(ShardId(1), 9), (ShardId(3), 20)]);
         let resumed = WatchOptions::prefix("p/").resume_after(&positions);
-        assert_eq!(resumed.plan(4, vec![0, 1, 2, 3]).expect("valid"), vec![(0, 0), (1, 10), (2, 0), (3, 21)]);
-        let err = WatchOptions::prefix("p/").start_revisions(BTreeMap::from([(7, 1)])).plan(4, vec![0, 1]);
+        assert_eq!(
+            resumed.plan(4, shards(&[0, 1, 2, 3])).expect("valid"),
+            vec![(ShardId(0), 0), (ShardId(1), 10), (ShardId(2), 0), (ShardId(3), 21)]
+        );
+        let err =
+            WatchOptions::prefix("p/").start_revisions(BTreeMap::from([(ShardId(7), 1)])).plan(4, shards(&[0, 1]));
         assert!(err.expect_err("no shard 7").to_string().contains("shard 7"));
     }
 
     #[test]
     fn requests_name_one_target_and_probes_read_one_key() {
-        let e = Event::from_wire(3, pb::Event { r#type: pb::event::Type::Delete as i32, kv: None, prev_kv: None });
-        assert_eq!((e.shard, e.kind), (3, EventKind::Delete));
-        let req = WatchOptions::prefix("p/").prev_kv(true).to_request(2, 12);
+        let e =
+            Event::from_wire(ShardId(3), pb::Event { r#type: pb::event::Type::Delete as i32, kv: None, prev_kv: None });
+        assert_eq!((e.shard, e.kind), (ShardId(3), EventKind::Delete));
+        let req = WatchOptions::prefix("p/").prev_kv(true).to_request(ShardId(2), 12);
         assert_eq!(
             (req.shard_id, req.prefix.as_ref(), req.key.is_empty(), req.start_revision, req.prev_kv),
             (2, &b"p/"[..], true, 12, true)

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{closed_port, serve, Behaviour, Fake};
-use hypercache_client::{Client, ClientConfig, Error};
+use hypercache_client::{Client, ClientConfig, Error, ShardId};
 
 fn config(endpoints: Vec<String>) -> ClientConfig {
     ClientConfig::new(endpoints).backoff(Duration::from_millis(1), Duration::from_millis(5))
@@ -30,7 +30,7 @@ async fn follows_not_leader_redirects_and_caches_the_leader() {
     assert_eq!(put.revision, 5);
     assert_eq!(follower.puts.load(Ordering::SeqCst), 1);
     assert_eq!(leader.puts.load(Ordering::SeqCst), 1);
-    assert_eq!(client.leader_hint(0), Some(leader_addr));
+    assert_eq!(client.leader_hint(ShardId(0)), Some(leader_addr));
 
     // Later requests go straight to the cached leader.
     client.put("k", "v2").await.expect("second put");

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use common::scripted::lock;
 use common::sharded::{cluster, Shared};
 use hypercache_client::{
-    Client, ClientConfig, Compare, Error, LeaseId, Op, RangeOptions, Txn, WatchOptions, WatchUpdate,
+    Client, ClientConfig, Compare, Error, LeaseId, Op, RangeOptions, ShardId, Txn, WatchOptions, WatchUpdate,
 };
 use hypercache_proto::routing::Router;
 use tokio::time::timeout;
@@ -66,8 +66,12 @@ async fn keys_go_to_their_shard_leader_and_not_leader_moves_that_shard_only() {
 
     client.put(k0.clone(), "v").await.expect("put shard 0");
     client.put(k1.clone(), "v").await.expect("put shard 1");
-    assert_eq!(client.leader_hint(0).as_deref(), Some(endpoints[0].as_str()));
-    assert_eq!(client.leader_hint(1).as_deref(), Some(endpoints[1].as_str()), "NOT_LEADER for shard 1 moved it");
+    assert_eq!(client.leader_hint(ShardId(0)).as_deref(), Some(endpoints[0].as_str()));
+    assert_eq!(
+        client.leader_hint(ShardId(1)).as_deref(),
+        Some(endpoints[1].as_str()),
+        "NOT_LEADER for shard 1 moved it"
+    );
 
     client.put(k1, "v2").await.expect("put shard 1 again");
     client.put(k0.clone(), "v2").await.expect("put shard 0 again");
@@ -137,7 +141,11 @@ async fn ranges_merge_the_shards_in_key_order_across_pages() {
     loop {
         let page = client.range(options.clone()).await.expect("page");
         assert!(page.kvs.len() <= 3, "the limit holds for the merged page");
-        assert_eq!(page.revisions.keys().copied().collect::<Vec<_>>(), vec![0, 1], "both shards answered");
+        assert_eq!(
+            page.revisions.keys().copied().collect::<Vec<_>>(),
+            vec![ShardId(0), ShardId(1)],
+            "both shards answered"
+        );
         assert_eq!(page.revision, 0, "no single revision for a merged page");
         listed.extend(page.kvs.into_iter().map(|kv| kv.key));
         match page.continuation {
@@ -150,7 +158,7 @@ async fn ranges_merge_the_shards_in_key_order_across_pages() {
     // A prefix with a hash tag lives in one shard: one request, the server's continuation.
     lock(&state).calls.clear();
     let page = client.range(RangeOptions::prefix("t/{x}/")).await.expect("tagged range");
-    let shard = router.shard_of(b"x");
+    let shard = ShardId(router.shard_of(b"x"));
     assert_eq!(page.revisions.keys().copied().collect::<Vec<_>>(), vec![shard]);
     assert_eq!(calls(&state, "range").len(), 1);
 }
@@ -175,7 +183,7 @@ async fn a_prefix_watch_merges_shards_and_resumes_each_from_its_own_revision() {
     for i in 0..8 {
         client.put(format!("w/{i}"), "v").await.expect("put");
     }
-    let per_shard: BTreeMap<u32, u64> = (0..2).map(|s| (s, lock(&state).revision(s))).collect();
+    let per_shard: BTreeMap<ShardId, u64> = (0..2).map(|s| (ShardId(s), lock(&state).revision(s))).collect();
     assert!(per_shard.values().all(|r| *r >= 2), "both shards have history: {per_shard:?}");
     // Every shard's first stream ends after one message: each must resume on its own.
     lock(&state).first_stream_messages = 1;
@@ -183,8 +191,9 @@ async fn a_prefix_watch_merges_shards_and_resumes_each_from_its_own_revision() {
     let err = client.watch(WatchOptions::prefix("w/").start_revision(1)).next().await.expect_err("two shards");
     assert!(matches!(err, Error::Config { .. }), "{err:?}");
 
-    let mut watcher = client.watch(WatchOptions::prefix("w/").start_revisions(BTreeMap::from([(0, 1), (1, 1)])));
-    let mut seen: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+    let mut watcher =
+        client.watch(WatchOptions::prefix("w/").start_revisions(BTreeMap::from([(ShardId(0), 1), (ShardId(1), 1)])));
+    let mut seen: BTreeMap<ShardId, Vec<u64>> = BTreeMap::new();
     while seen.values().map(Vec::len).sum::<usize>() < 8 {
         match timeout(LIMIT, watcher.next()).await.expect("watch stalled").expect("watch failed") {
             WatchUpdate::Events { shard, revision, events } => {
@@ -222,9 +231,9 @@ async fn lease_operations_follow_the_shard_in_the_id() {
 
     let k1 = key_in(1, "k");
     let lease = client.grant_for_key(k1.clone(), Duration::from_secs(1)).await.expect("grant for key");
-    assert_eq!(lease.id.shard(), 1);
+    assert_eq!(lease.id.shard(), ShardId(1));
     let home = client.home_shard().await.expect("home");
-    assert_eq!(home, Router::new(2).shard_of(b"hypercache"));
+    assert_eq!(home, ShardId(Router::new(2).shard_of(b"hypercache")));
     let lease = client.grant(Duration::from_secs(1)).await.expect("grant");
     assert_eq!(lease.id.shard(), home, "plain grants go to the home shard");
 

@@ -143,7 +143,7 @@ impl Shards {
         let nodes = table.nodes.iter().map(|(id, node)| (*id, node.endpoint.clone())).collect();
         let mut replicas = vec![Vec::new(); table.shard_count as usize];
         for shard in &table.shards {
-            if let Some(slot) = replicas.get_mut(shard.shard_id as usize) {
+            if let Some(slot) = replicas.get_mut(shard.shard_id.0 as usize) {
                 slot.clone_from(&shard.replicas);
             }
         }

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::path::Path;
 
+use hypercache_client::ShardId;
 use serde::{Deserialize, Serialize};
 
 /// The run's one clock: nanoseconds since the run started, for client ops and nemesis actions
@@ -163,6 +164,18 @@ pub enum Op {
     /// Linearizable read of a lease workload key: its value and lease (`None`: absent, or
     /// attached to no lease); `None` on the invocation.
     LeaseRead { key: String, value: Option<u64>, lease: Option<u64> },
+}
+
+/// The history records a shard as its number (the `shard` fields and the keys of per-shard
+/// revisions), so the file stays plain JSON for the checker and for people; the client's
+/// per-shard revisions are converted here, where they enter or leave the record.
+pub fn recorded_revisions(revisions: &BTreeMap<ShardId, u64>) -> BTreeMap<u32, u64> {
+    revisions.iter().map(|(shard, revision)| (shard.0, *revision)).collect()
+}
+
+/// Recorded per-shard revisions as the client takes them (a watch's start positions).
+pub fn client_revisions(recorded: &BTreeMap<u32, u64>) -> BTreeMap<ShardId, u64> {
+    recorded.iter().map(|(shard, revision)| (ShardId(*shard), *revision)).collect()
 }
 
 /// Per-shard revisions as a JSON object (`{"0": 12}`). An [`Event`] is read through serde's

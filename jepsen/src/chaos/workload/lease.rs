@@ -176,7 +176,7 @@ pub async fn apply(client: &Client, op: &Op) -> Result<(EventType, Op), Error> {
             match client.put_with(key.clone(), value.to_string(), PutOptions::lease(LeaseId(*lease))).await {
                 Ok(_) => Ok((
                     EventType::Ok,
-                    Op::LeasePut { key: key.clone(), value: *value, lease: *lease, shard: Some(shard) },
+                    Op::LeasePut { key: key.clone(), value: *value, lease: *lease, shard: Some(shard.0) },
                 )),
                 Err(e) if e.is_reason(Reason::LeaseNotFound) => Ok((EventType::Fail, op.clone())),
                 Err(e) => Err(e),

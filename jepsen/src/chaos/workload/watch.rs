@@ -22,7 +22,7 @@ use rand::rngs::StdRng;
 use rand::Rng;
 
 use super::Context;
-use crate::chaos::history::{EventType, Op, WatchKv};
+use crate::chaos::history::{recorded_revisions, EventType, Op, WatchKv};
 
 /// The watched prefix: no hash tag, so its keys spread over every shard.
 pub const PREFIX: &str = "watch/";
@@ -61,7 +61,7 @@ pub async fn apply(client: &Client, op: &Op) -> Result<(EventType, Op), Error> {
             let shard = client.routing().await?.shard_of(key.as_bytes());
             let put = client.put(key.clone(), value.to_string()).await?;
             let revision = put.kv.as_ref().map_or(put.revision, |kv| kv.mod_revision);
-            let done = Op::WatchPut { key: key.clone(), value: *value, shard: Some(shard), revision: Some(revision) };
+            let done = Op::WatchPut { key: key.clone(), value: *value, shard: Some(shard.0), revision: Some(revision) };
             Ok((EventType::Ok, done))
         }
         Op::WatchDelete { key, .. } => {
@@ -69,7 +69,7 @@ pub async fn apply(client: &Client, op: &Op) -> Result<(EventType, Op), Error> {
             let deleted = client.delete(key.clone()).await?;
             let done = Op::WatchDelete {
                 key: key.clone(),
-                shard: Some(shard),
+                shard: Some(shard.0),
                 revision: Some(deleted.revision),
                 deleted: Some(deleted.deleted),
             };
@@ -88,12 +88,12 @@ pub async fn apply(client: &Client, op: &Op) -> Result<(EventType, Op), Error> {
                 .iter()
                 .map(|kv| WatchKv {
                     key: String::from_utf8_lossy(&kv.key).into_owned(),
-                    shard: table.shard_of(&kv.key),
+                    shard: table.shard_of(&kv.key).0,
                     value: parse(&kv.value),
                     revision: kv.mod_revision,
                 })
                 .collect();
-            let revisions: BTreeMap<u32, u64> = page.revisions;
+            let revisions: BTreeMap<u32, u64> = recorded_revisions(&page.revisions);
             Ok((EventType::Ok, Op::WatchFinalRead { kvs: Some(kvs), revisions: Some(revisions) }))
         }
         other => Err(super::wrong_workload("watch", other)),

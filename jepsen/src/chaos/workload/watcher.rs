@@ -34,7 +34,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hypercache_client::{Client, Error, RangeOptions, WatchOptions, WatchUpdate, Watcher};
+use hypercache_client::{Client, Error, RangeOptions, ShardId, WatchOptions, WatchUpdate, Watcher};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch as signal;
@@ -42,7 +42,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{watch, Context};
-use crate::chaos::history::{EventType, Op, Process, WatchEndReason, WatchEvent};
+use crate::chaos::history::{client_revisions, EventType, Op, Process, WatchEndReason, WatchEvent};
 
 /// Watcher tasks per run.
 pub const WATCHERS: u64 = 2;
@@ -121,7 +121,8 @@ struct Lineage<'a> {
     ctx: &'a Context,
     id: u64,
     process: Process,
-    /// Per shard: the last revision fully delivered.
+    /// Per shard: the last revision fully delivered. Keyed by the shard's number as the history
+    /// records it (`watch-end` carries these, the final read's revisions are compared with them).
     positions: BTreeMap<u32, u64>,
     /// Set when the catch-up orders arrive.
     deadline: Option<Instant>,
@@ -183,7 +184,7 @@ impl Lineage<'_> {
                                 value: (e.kind == hypercache_client::EventKind::Put).then(|| watch::parse(&e.kv.value)),
                             })
                             .collect();
-                        let op = Op::WatchEvents { watcher: self.id, shard: Some(shard), events };
+                        let op = Op::WatchEvents { watcher: self.id, shard: Some(shard.0), events };
                         self.record(op, EventType::Ok, None);
                     }
                     if Instant::now() < resume_at {
@@ -244,7 +245,7 @@ impl Lineage<'_> {
         } else {
             // One key is enough: the page carries every shard's revision.
             let probe = RangeOptions { limit: 1, keys_only: true, ..RangeOptions::prefix(watch::PREFIX) };
-            client.range(probe).await.map(|page| page.revisions.iter().map(|(s, r)| (*s, r + 1)).collect())
+            client.range(probe).await.map(|page| page.revisions.iter().map(|(s, r)| (s.0, r + 1)).collect())
         };
         match start {
             Ok(start) => {
@@ -252,7 +253,7 @@ impl Lineage<'_> {
                 let op =
                     Op::WatchOpen { watcher: self.id, start: Some(start.clone()), resume: false, reconnect: false };
                 self.ctx.recorder.push(self.process, EventType::Ok, op, None);
-                Some(client.watch(self.options().start_revisions(start)))
+                Some(client.watch(self.options().start_revisions(client_revisions(&start))))
             }
             Err(err) => {
                 self.ctx.recorder.push(self.process, EventType::Fail, invoked, Some(err.to_string()));
@@ -266,13 +267,13 @@ impl Lineage<'_> {
         let start = self.positions.iter().map(|(shard, last)| (*shard, last + 1)).collect();
         let op = Op::WatchOpen { watcher: self.id, start: Some(start), resume: true, reconnect };
         self.record(op, EventType::Ok, None);
-        client.watch(self.options().resume_after(&self.positions))
+        client.watch(self.options().resume_after(&client_revisions(&self.positions)))
     }
 
     /// Takes in the watcher's positions (never moving one back).
-    fn advance(&mut self, last: &BTreeMap<u32, u64>) {
+    fn advance(&mut self, last: &BTreeMap<ShardId, u64>) {
         for (shard, revision) in last {
-            let position = self.positions.entry(*shard).or_insert(0);
+            let position = self.positions.entry(shard.0).or_insert(0);
             *position = (*position).max(*revision);
         }
     }
