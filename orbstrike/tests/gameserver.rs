@@ -11,7 +11,7 @@ use common::{
     eventually, game_client, game_server_config, init_logging, initial_checkpoint, params, start_game_server,
     HyperCache, PlayStream,
 };
-use hypercache_client::{AssignBoard, Client, CreateBoard, Epoch, LeaseId, RegisterOptions, Seq};
+use hypercache_client::{AssignBoard, Client, CreateBoard, Epoch, RegisterOptions, Seq};
 use orbstrike::gameserver::{GameServer, MOVED_PREFIX};
 use orbstrike::proto::v1 as pb;
 use prost::Message;
@@ -272,7 +272,7 @@ async fn a_lost_lease_stops_every_board_and_the_server_registers_again() {
 
     let before =
         client.list_servers().await.expect("list").into_iter().find(|s| s.server_id == "gs-lease").expect("registered");
-    client.revoke(LeaseId(before.lease)).await.expect("revoke the registration lease");
+    client.revoke(before.lease).await.expect("revoke the registration lease");
     assert_moved(&play.end(WAIT).await.expect_err("ends with a status"), Code::Unavailable);
 
     let after = eventually("gs-lease registers again", WAIT, || {
