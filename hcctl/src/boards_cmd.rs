@@ -198,11 +198,19 @@ fn change_line(change: &AssignmentChange) -> String {
 
 /// `ID owner=SERVER incarnation=I epoch=E lease=L revision=R` (`owner=-` when unassigned).
 pub(super) fn board_line(b: &Board) -> String {
-    let (owner, incarnation) = b.owner.as_ref().map_or(("-", 0), |o| (o.server_id.as_str(), o.incarnation));
+    let (owner, incarnation) = b.owner.as_ref().map_or(("-", 0), |o| (o.server_id.as_str(), o.incarnation.0));
     format!(
         "{} owner={owner} incarnation={incarnation} epoch={} lease={} revision={}",
-        b.board_id, b.epoch, b.lease, b.revision
+        b.board_id,
+        b.epoch,
+        lease_number(b),
+        b.revision
     )
+}
+
+/// The board's lease as the wire numbers it, 0 for none: what the output has always shown.
+fn lease_number(b: &Board) -> u64 {
+    b.lease.map_or(0, |l| l.0)
 }
 
 fn board_json(b: &Board, checkpoint: Option<&Checkpoint>) -> Value {
@@ -210,15 +218,15 @@ fn board_json(b: &Board, checkpoint: Option<&Checkpoint>) -> Value {
     obj.insert("board_id".into(), b.board_id.clone().into());
     let owner = b.owner.as_ref();
     obj.insert("owner".into(), owner.map_or(Value::Null, |o| o.server_id.clone().into()));
-    obj.insert("incarnation".into(), owner.map_or(0, |o| o.incarnation).into());
-    obj.insert("epoch".into(), b.epoch.into());
-    obj.insert("lease".into(), b.lease.into());
+    obj.insert("incarnation".into(), owner.map_or(0, |o| o.incarnation.0).into());
+    obj.insert("epoch".into(), b.epoch.0.into());
+    obj.insert("lease".into(), lease_number(b).into());
     obj.insert("revision".into(), b.revision.into());
     put_bytes(&mut obj, "params", &b.params);
     if let Some(c) = checkpoint {
         let mut cp = Map::new();
-        cp.insert("seq".into(), c.seq.into());
-        cp.insert("epoch".into(), c.epoch.into());
+        cp.insert("seq".into(), c.seq.0.into());
+        cp.insert("epoch".into(), c.epoch.0.into());
         put_bytes(&mut cp, "data", &c.data);
         obj.insert("checkpoint".into(), Value::Object(cp));
     }
@@ -228,16 +236,22 @@ fn board_json(b: &Board, checkpoint: Option<&Checkpoint>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hypercache_client::BoardOwner;
+    use hypercache_client::{BoardOwner, Epoch, Incarnation, LeaseId, Seq};
 
     #[test]
     fn boards_print_their_owner_or_a_dash() {
-        let mut board = Board { board_id: "b1".into(), epoch: 3, ..Default::default() };
+        let mut board = Board { board_id: "b1".into(), epoch: Epoch(3), ..Default::default() };
         assert_eq!(board_line(&board), "b1 owner=- incarnation=0 epoch=3 lease=0 revision=0");
-        board.owner = Some(BoardOwner { server_id: "srv-a".into(), incarnation: 2 });
+        board.owner = Some(BoardOwner { server_id: "srv-a".into(), incarnation: Incarnation(2) });
         assert!(board_line(&board).contains("owner=srv-a incarnation=2"));
-        let cp = Checkpoint { seq: 4, epoch: 3, data: Bytes::from_static(&[0xff]) };
+        let cp = Checkpoint { seq: Seq(4), epoch: Epoch(3), data: Bytes::from_static(&[0xff]) };
         let v = board_json(&board, Some(&cp));
         assert_eq!((v["owner"].as_str(), v["checkpoint"]["data_hex"].as_str()), (Some("srv-a"), Some("ff")));
+        // The typed ids print as the bare numbers they have always been, a missing lease as 0.
+        let numbers = [&v["incarnation"], &v["epoch"], &v["lease"], &v["checkpoint"]["seq"], &v["checkpoint"]["epoch"]];
+        assert_eq!(numbers.map(Value::as_u64), [Some(2), Some(3), Some(0), Some(4), Some(3)]);
+        board.lease = Some(LeaseId(7));
+        assert_eq!(board_json(&board, None)["lease"].as_u64(), Some(7));
+        assert!(board_line(&board).contains("lease=7 "));
     }
 }

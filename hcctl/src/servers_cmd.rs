@@ -162,13 +162,14 @@ fn server_line(s: &GameServer) -> String {
 fn server_json(s: &GameServer) -> Value {
     json!({
         "server_id": s.server_id, "address": s.address, "capacity": s.capacity, "labels": s.labels,
-        "lease": s.lease, "incarnation": s.incarnation, "revision": s.revision,
+        "lease": s.lease.0, "incarnation": s.incarnation.0, "revision": s.revision,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hypercache_client::LeaseId;
 
     #[test]
     fn labels_and_server_lines() {
@@ -179,10 +180,13 @@ mod tests {
             address: "h:1".into(),
             capacity: 4,
             labels: [("b".to_string(), "2".to_string()), ("a".to_string(), "1".to_string())].into(),
-            lease: 7,
-            incarnation: 3,
+            lease: LeaseId(7),
+            incarnation: Incarnation(3),
             revision: 9,
         };
         assert_eq!(server_line(&server), "s1 h:1 capacity=4 incarnation=3 lease=7 labels=a=1,b=2");
+        // The typed ids print as the bare numbers they have always been.
+        let v = server_json(&server);
+        assert_eq!([&v["lease"], &v["incarnation"]].map(Value::as_u64), [Some(7), Some(3)]);
     }
 }

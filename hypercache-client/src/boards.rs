@@ -25,18 +25,68 @@ use tonic::transport::Channel;
 use crate::call::{in_shard, request};
 use crate::client::Client;
 use crate::error::Error;
-use crate::ids::{Epoch, Seq, Term};
+use crate::ids::{Epoch, Incarnation, Seq, Term};
 use crate::retry::OpKind;
 use crate::stream::Resuming;
 use crate::target::{Route, Target};
-use crate::types::{millis_ceil, revision};
+use crate::types::{millis_ceil, revision, LeaseId};
 
-/// A board's owner record and parameters.
-pub use pb::Board;
-/// A board's owner (server id and its registration incarnation).
-pub use pb::BoardOwner;
+/// A board's owner record and parameters, converted from the wire's `pb::Board` where the
+/// client receives one, so that callers fence with typed ids rather than bare `u64`s.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Board {
+    pub board_id: String,
+    /// Opaque game parameters given at creation.
+    pub params: Bytes,
+    /// `None` while unassigned.
+    pub owner: Option<BoardOwner>,
+    pub epoch: Epoch,
+    /// The lease carrying the board's lifetime; `None` for a board without one (0 on the wire).
+    pub lease: Option<LeaseId>,
+    /// Revision of the last owner change.
+    pub revision: u64,
+}
+
+/// A board's owner: a registered server and the incarnation it had when it was assigned.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct BoardOwner {
+    pub server_id: String,
+    pub incarnation: Incarnation,
+}
+
 /// A board's checkpoint.
-pub use pb::Checkpoint;
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Checkpoint {
+    pub seq: Seq,
+    /// Epoch of the owner that wrote it.
+    pub epoch: Epoch,
+    pub data: Bytes,
+}
+
+impl From<pb::Board> for Board {
+    fn from(b: pb::Board) -> Self {
+        Board {
+            board_id: b.board_id,
+            params: b.params,
+            owner: b.owner.map(BoardOwner::from),
+            epoch: Epoch(b.epoch),
+            lease: (b.lease != 0).then_some(LeaseId(b.lease)),
+            revision: b.revision,
+        }
+    }
+}
+
+impl From<pb::BoardOwner> for BoardOwner {
+    fn from(o: pb::BoardOwner) -> Self {
+        BoardOwner { server_id: o.server_id, incarnation: Incarnation(o.incarnation) }
+    }
+}
+
+impl From<pb::Checkpoint> for Checkpoint {
+    fn from(c: pb::Checkpoint) -> Self {
+        Checkpoint { seq: Seq(c.seq), epoch: Epoch(c.epoch), data: c.data }
+    }
+}
 
 /// What [`Client::create_board`] creates.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -181,7 +231,7 @@ impl Client {
                 async move { boards.create(req).await }
             })
             .await?;
-        Ok(response.board.unwrap_or_default())
+        Ok(Board::from(response.board.unwrap_or_default()))
     }
 
     /// Assigns the board to a server, bumping the epoch; returns the board as assigned.
@@ -205,7 +255,7 @@ impl Client {
                 async move { boards.assign(req).await }
             })
             .await?;
-        Ok(response.board.unwrap_or_default())
+        Ok(Board::from(response.board.unwrap_or_default()))
     }
 
     /// Writes a checkpoint, fenced by `epoch`; `seq` must be above the stored one (an equal
@@ -243,8 +293,8 @@ impl Client {
             .await;
         match result {
             Ok(r) => Ok(r.board.map(|board| BoardRecord {
-                board,
-                checkpoint: r.checkpoint,
+                board: board.into(),
+                checkpoint: r.checkpoint.map(Checkpoint::from),
                 revision: revision(r.header.as_ref()),
             })),
             Err(err) if err.is_reason(Reason::BoardNotFound) => Ok(None),
@@ -275,7 +325,7 @@ impl Client {
             })
             .await?;
         let next_page_token = (!response.next_page_token.is_empty()).then_some(response.next_page_token);
-        Ok(BoardPage { boards: response.boards, next_page_token })
+        Ok(BoardPage { boards: response.boards.into_iter().map(Board::from).collect(), next_page_token })
     }
 
     /// Every board (or every board `owner` owns), following pages. Each page is read at its
@@ -311,7 +361,7 @@ impl Client {
                 async move { boards.release(req).await }
             })
             .await?;
-        Ok(response.board.unwrap_or_default())
+        Ok(Board::from(response.board.unwrap_or_default()))
     }
 
     /// Deletes the board and its checkpoint; with `expected_epoch`, only at that epoch.
@@ -345,5 +395,39 @@ impl Client {
                 async move { boards.watch_assignments(req).await }.boxed()
             }),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_board_converts_to_typed_ids_and_lease_zero_is_none() {
+        let wire = pb::Board {
+            board_id: "b1".into(),
+            params: Bytes::from_static(b"p"),
+            owner: Some(pb::BoardOwner { server_id: "srv-a".into(), incarnation: 2 }),
+            epoch: 5,
+            lease: 0,
+            revision: 9,
+        };
+        let board = Board::from(wire.clone());
+        assert_eq!(
+            board,
+            Board {
+                board_id: "b1".into(),
+                params: Bytes::from_static(b"p"),
+                owner: Some(BoardOwner { server_id: "srv-a".into(), incarnation: Incarnation(2) }),
+                epoch: Epoch(5),
+                lease: None,
+                revision: 9,
+            }
+        );
+        let leased = Board::from(pb::Board { lease: 3 << 48 | 1, owner: None, ..wire });
+        assert_eq!((leased.lease, leased.owner), (Some(LeaseId(3 << 48 | 1)), None));
+
+        let wire = pb::Checkpoint { seq: 4, epoch: 5, data: Bytes::from_static(b"d") };
+        assert_eq!(Checkpoint::from(wire), Checkpoint { seq: Seq(4), epoch: Epoch(5), data: Bytes::from_static(b"d") });
     }
 }

@@ -26,8 +26,36 @@ use crate::stream::Resuming;
 use crate::target::{Route, Target};
 use crate::types::{duration_ms, millis_ceil, revision, LeaseId};
 
-/// A registered game server.
-pub use pb::GameServer;
+/// A registered game server, converted from the wire's `pb::GameServer` where the client
+/// receives one, so that callers fence with typed ids rather than bare `u64`s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GameServer {
+    pub server_id: String,
+    /// `host:port` where the server's own API listens.
+    pub address: String,
+    /// How many boards it is willing to host.
+    pub capacity: u32,
+    pub labels: HashMap<String, String>,
+    /// The registration's lease (always set: a registration lives as long as its lease).
+    pub lease: LeaseId,
+    pub incarnation: Incarnation,
+    /// Revision at which this registration was written.
+    pub revision: u64,
+}
+
+impl From<pb::GameServer> for GameServer {
+    fn from(s: pb::GameServer) -> Self {
+        GameServer {
+            server_id: s.server_id,
+            address: s.address,
+            capacity: s.capacity,
+            labels: s.labels,
+            lease: LeaseId(s.lease),
+            incarnation: Incarnation(s.incarnation),
+            revision: s.revision,
+        }
+    }
+}
 
 /// What [`Client::register`] registers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +96,7 @@ pub struct Registration {
 }
 
 /// A registry change.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerChange {
     /// True for UP (registered or re-registered), false for DOWN (deregistered or expired; the
     /// record is the last registration).
@@ -78,7 +106,7 @@ pub struct ServerChange {
 }
 
 /// What [`ServerWatch::next`] yields.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerUpdate {
     /// The live servers at `revision`: sent first, and again after every reconnect. Replace
     /// your view with it (changes between two streams are not replayed).
@@ -102,14 +130,15 @@ impl ServerWatch {
         let response = self.0.next().await?;
         let revision = revision(response.header.as_ref());
         if response.snapshot {
-            return Ok(ServerUpdate::Snapshot { revision, servers: response.servers });
+            let servers = response.servers.into_iter().map(GameServer::from).collect();
+            return Ok(ServerUpdate::Snapshot { revision, servers });
         }
         let changes = response
             .events
             .into_iter()
             .map(|e| ServerChange {
                 up: e.r#type == pb::server_event::Type::Up as i32,
-                server: e.server.unwrap_or_default(),
+                server: GameServer::from(e.server.unwrap_or_default()),
                 revision: e.revision,
             })
             .collect();
@@ -181,7 +210,7 @@ impl Client {
                 async move { registry.list(req).await }
             })
             .await?;
-        Ok(response.servers)
+        Ok(response.servers.into_iter().map(GameServer::from).collect())
     }
 
     /// Watches the registry: a snapshot, then changes; reconnects on breaks.

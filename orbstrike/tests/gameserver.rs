@@ -11,7 +11,7 @@ use common::{
     eventually, game_client, game_server_config, init_logging, initial_checkpoint, params, start_game_server,
     HyperCache, PlayStream,
 };
-use hypercache_client::{AssignBoard, Client, CreateBoard, Epoch, LeaseId, RegisterOptions, Seq};
+use hypercache_client::{AssignBoard, Client, CreateBoard, Epoch, RegisterOptions, Seq};
 use orbstrike::gameserver::{GameServer, MOVED_PREFIX};
 use orbstrike::proto::v1 as pb;
 use prost::Message;
@@ -33,7 +33,7 @@ async fn assign(client: &Client, board: &str, server: &str, expected_epoch: u64,
         request_id: request_id.into(),
         election: None,
     };
-    client.assign_board(assign).await.expect("assign board").epoch
+    client.assign_board(assign).await.expect("assign board").epoch.0
 }
 
 async fn wait_running(server: &GameServer, board: &str) {
@@ -47,7 +47,7 @@ async fn wait_running(server: &GameServer, board: &str) {
 async fn stored(client: &Client, board: &str) -> (u64, u64, pb::BoardCheckpoint) {
     let record = client.get_board(board, false).await.expect("get board").expect("board exists");
     let ckpt = record.checkpoint.expect("checkpoint");
-    (ckpt.seq, ckpt.epoch, pb::BoardCheckpoint::decode(ckpt.data.as_ref()).expect("checkpoint decodes"))
+    (ckpt.seq.0, ckpt.epoch.0, pb::BoardCheckpoint::decode(ckpt.data.as_ref()).expect("checkpoint decodes"))
 }
 
 fn body(update: &pb::PlayUpdate) -> &pb::play_update::Body {
@@ -249,7 +249,7 @@ async fn a_drain_checkpoints_releases_every_board_and_deregisters() {
     for (board, epoch) in [("d-1", e1), ("d-2", e2)] {
         let record = client.get_board(board, false).await.expect("get").expect("exists");
         assert_eq!(record.board.owner, None, "{board} released");
-        assert_eq!(record.board.epoch, epoch + 1, "the release bumped the epoch");
+        assert_eq!(record.board.epoch, Epoch(epoch + 1), "the release bumped the epoch");
     }
     let (_, writer_epoch, ckpt) = stored(&client, "d-1").await;
     assert_eq!(writer_epoch, e1);
@@ -272,7 +272,7 @@ async fn a_lost_lease_stops_every_board_and_the_server_registers_again() {
 
     let before =
         client.list_servers().await.expect("list").into_iter().find(|s| s.server_id == "gs-lease").expect("registered");
-    client.revoke(LeaseId(before.lease)).await.expect("revoke the registration lease");
+    client.revoke(before.lease).await.expect("revoke the registration lease");
     assert_moved(&play.end(WAIT).await.expect_err("ends with a status"), Code::Unavailable);
 
     let after = eventually("gs-lease registers again", WAIT, || {
@@ -293,7 +293,7 @@ async fn a_lost_lease_stops_every_board_and_the_server_registers_again() {
         let client = client.clone();
         async move {
             let record = client.get_board("l-1", false).await.ok()??;
-            record.board.owner.is_none().then_some(record.board.epoch)
+            record.board.owner.is_none().then_some(record.board.epoch.0)
         }
     })
     .await;

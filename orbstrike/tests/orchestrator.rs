@@ -584,7 +584,7 @@ async fn a_play_stream_follows_its_board_to_the_new_owner() {
         })
         .await
         .expect("move");
-    assert_eq!(moved.epoch, 2);
+    assert_eq!(moved.epoch, Epoch(2));
     a.move_away(&game.game_id);
     let resync = until_update(&tx, &mut stream, &mut seq, "a snapshot from B", |u| u.tick >= 1_000_000).await;
     assert!(matches!(resync.body, Some(Body::Snapshot(_))), "the new owner starts with a full snapshot");
@@ -620,7 +620,7 @@ async fn the_failover_master_moves_boards_off_a_dead_server_and_players_follow()
     assert!(matches!(resync.body, Some(Body::Snapshot(_))));
     let board = store.client.get_board(&game.game_id, false).await.expect("get").expect("exists").board;
     assert_eq!(board.owner.map(|o| o.server_id).as_deref(), Some("gs-b"));
-    assert_eq!(board.epoch, 2, "moved exactly once");
+    assert_eq!(board.epoch, Epoch(2), "moved exactly once");
     // Not before the registration's TTL has passed.
     assert!(crashed_at.elapsed() >= Duration::from_millis(900), "{:?}", crashed_at.elapsed());
     assert!(o.metrics_text().contains("orbstrike_orchestrator_failover_moves_total 1"));
@@ -748,7 +748,7 @@ async fn a_deposed_master_stops_moving_boards_until_it_leads_again() {
     })
     .await;
     let board = store.client.get_board(&game.game_id, false).await.expect("get").expect("exists").board;
-    assert_eq!((board.owner.map(|o| o.server_id), board.epoch), (Some("gs-a".to_string()), 1));
+    assert_eq!((board.owner.map(|o| o.server_id), board.epoch), (Some("gs-a".to_string()), Epoch(1)));
 
     // The usurper resigns: o1 leads again (a larger term) and moves the board.
     store.client.resign(election, usurper.term).await.expect("resign");
@@ -759,7 +759,7 @@ async fn a_deposed_master_stops_moving_boards_until_it_leads_again() {
         (board.owner.as_ref()?.server_id == "gs-b").then_some(board)
     })
     .await;
-    assert_eq!(board.epoch, 2);
+    assert_eq!(board.epoch, Epoch(2));
     let now = store.client.election_leader(election).await.expect("leader").leader.expect("o1 leads");
     assert!(now.term > usurper.term && now.candidate == "o1");
 

@@ -176,7 +176,7 @@ impl Env {
             let store = self.store.clone();
             async move {
                 let board = store.get_board(id, false).await.ok()??.board;
-                (owner(&board) == server && board.epoch > above).then(|| (board, Instant::now()))
+                (owner(&board) == server && board.epoch.0 > above).then(|| (board, Instant::now()))
             }
         })
         .await
@@ -490,15 +490,15 @@ async fn boards_survive_a_kill_and_a_drain_with_one_owner_at_a_time() {
     // (a) kill -9 the owner of g1.
     let (before, ckpt_before) = env.board(&g1).await;
     assert_eq!(owner(&before), "gs-1");
-    assigned.insert((g1.clone(), before.epoch), "gs-1".into());
-    assigned.insert((g2.clone(), env.board(&g2).await.0.epoch), "gs-2".into());
-    let ckpt_before = ckpt_before.expect("g1 has a checkpoint").seq;
+    assigned.insert((g1.clone(), before.epoch.0), "gs-1".into());
+    assigned.insert((g2.clone(), env.board(&g2).await.0.epoch.0), "gs-2".into());
+    let ckpt_before = ckpt_before.expect("g1 has a checkpoint").seq.0;
     let killed_at = Instant::now();
     gs1.kill9();
-    let (moved, moved_at) = env.moved_to(&g1, "gs-2", before.epoch).await;
-    assert_eq!(moved.epoch, before.epoch + 1, "moved once, by the failover master");
-    assigned.insert((g1.clone(), moved.epoch), "gs-2".into());
-    let loaded = gained_tick(&mut gs2, &g1, moved.epoch).await;
+    let (moved, moved_at) = env.moved_to(&g1, "gs-2", before.epoch.0).await;
+    assert_eq!(moved.epoch, before.epoch.next(), "moved once, by the failover master");
+    assigned.insert((g1.clone(), moved.epoch.0), "gs-2".into());
+    let loaded = gained_tick(&mut gs2, &g1, moved.epoch.0).await;
     assert!(
         loaded >= ckpt_before,
         "resumed from tick {loaded}, older than the checkpoint {ckpt_before} seen before the kill"
@@ -510,7 +510,7 @@ async fn boards_survive_a_kill_and_a_drain_with_one_owner_at_a_time() {
         resumed.tick
     );
     let (_, ckpt_now) = env.board(&g1).await;
-    assert!(ckpt_now.expect("checkpoint").seq >= ckpt_before);
+    assert!(ckpt_now.expect("checkpoint").seq.0 >= ckpt_before);
     println!(
         "kill -9: board reassigned after {}, first update from the new owner after {} (unplanned failover)",
         ms(moved_at - killed_at),
@@ -527,7 +527,7 @@ async fn boards_survive_a_kill_and_a_drain_with_one_owner_at_a_time() {
         for g in [&g1, &g2] {
             let (board, _) = env.board(g).await;
             assert_eq!(owner(&board), "gs-2", "{g} is on gs-2 before the drain");
-            epochs.push((g.clone(), board.epoch));
+            epochs.push((g.clone(), board.epoch.0));
         }
         epochs
     };
@@ -540,8 +540,8 @@ async fn boards_survive_a_kill_and_a_drain_with_one_owner_at_a_time() {
         let (board, at) = env.moved_to(g, "gs-1", *epoch).await;
         // Release (epoch + 1) then assignment (epoch + 2): the board was handed over, not taken
         // from an expired lease (which would be one bump, and only after the TTL).
-        assert_eq!(board.epoch, epoch + 2, "{g} was released by the drain and then reassigned");
-        assigned.insert((g.clone(), board.epoch), "gs-1".into());
+        assert_eq!(board.epoch.0, epoch + 2, "{g} was released by the drain and then reassigned");
+        assigned.insert((g.clone(), board.epoch.0), "gs-1".into());
         reassigned.push((g.clone(), board.epoch, at - term_at));
     }
     let status = gs2.wait_exit(WAIT).await;
@@ -592,7 +592,7 @@ async fn boards_survive_a_kill_and_a_drain_with_one_owner_at_a_time() {
         let (now, _) = env.board(board).await;
         for s in list {
             assert!(
-                s.epoch <= now.epoch,
+                s.epoch <= now.epoch.0,
                 "{board}: inputs accepted at epoch {} beyond the store's {}",
                 s.epoch,
                 now.epoch
@@ -613,7 +613,7 @@ async fn boards_survive_a_kill_and_a_drain_with_one_owner_at_a_time() {
 
     // The kill lost at most the inputs after g1's last checkpoint; the drain lost nothing: its
     // final checkpoint (what gs-1 loaded) holds the last tick gs-2 accepted inputs at.
-    let lost = last_accepted_tick(&lines, &g1, "gs-1", before.epoch).saturating_sub(loaded);
+    let lost = last_accepted_tick(&lines, &g1, "gs-1", before.epoch.0).saturating_sub(loaded);
     println!("kill -9 lost {lost} ticks of accepted inputs (checkpoint every 100 ms at 30 Hz)");
     for (g, epoch) in &epochs {
         let last = last_accepted_tick(&lines, g, "gs-2", *epoch);
@@ -678,8 +678,8 @@ async fn a_killed_failover_master_is_replaced_and_failover_still_happens() {
     let heir = if victim == "gs-1" { "gs-2" } else { "gs-1" };
     let killed_at = Instant::now();
     game_servers.get_mut(victim.as_str()).expect("the owner is one of ours").kill9();
-    let (moved, moved_at) = env.moved_to(&created.game_id, heir, before.epoch).await;
-    assert_eq!(moved.epoch, before.epoch + 1);
+    let (moved, moved_at) = env.moved_to(&created.game_id, heir, before.epoch.0).await;
+    assert_eq!(moved.epoch, before.epoch.next());
     let resumed = observer.wait_resumed_after(killed_at).await;
     println!(
         "then kill -9 of {victim}: board reassigned after {}, first update from {heir} after {}",

@@ -74,13 +74,13 @@ fn judge(
     seed: u64,
 ) -> LoadOutcome {
     let board = &record.board;
-    if Epoch(board.epoch) != epoch {
+    if board.epoch != epoch {
         return LoadOutcome::NotOurs(format!("the board is at epoch {} now, not {epoch}", board.epoch));
     }
     let Some(owner) = board.owner.as_ref().filter(|o| o.server_id == server_id) else {
         return LoadOutcome::NotOurs(format!("the owner at epoch {epoch} is not {server_id}"));
     };
-    let owner_incarnation = Incarnation(owner.incarnation);
+    let owner_incarnation = owner.incarnation;
     if owner_incarnation < incarnation {
         return LoadOutcome::EarlierIncarnation { owner_incarnation };
     }
@@ -90,7 +90,7 @@ fn judge(
             owner.incarnation
         ));
     }
-    let (seq, data) = record.checkpoint.as_ref().map_or((0, Bytes::new()), |c| (c.seq, c.data.clone()));
+    let (seq, data) = record.checkpoint.as_ref().map_or((0, Bytes::new()), |c| (c.seq.0, c.data.clone()));
     match decode(&data, &board.params, default_tick_hz, seed) {
         Ok(mut board) => {
             // The next checkpoint's seq (= tick) must be above the stored one.
@@ -123,7 +123,7 @@ fn decode(data: &[u8], record_params: &[u8], default_tick_hz: u32, seed: u64) ->
 
 #[cfg(test)]
 mod tests {
-    use hypercache_client::{BoardOwner, Checkpoint};
+    use hypercache_client::{BoardOwner, Checkpoint, Seq};
 
     use super::*;
 
@@ -143,12 +143,12 @@ mod tests {
             board: hypercache_client::Board {
                 board_id: "g1".into(),
                 params: Bytes::new(),
-                owner: Some(BoardOwner { server_id: owner.into(), incarnation }),
-                epoch,
-                lease: 0,
+                owner: Some(BoardOwner { server_id: owner.into(), incarnation: Incarnation(incarnation) }),
+                epoch: Epoch(epoch),
+                lease: None,
                 revision: 1,
             },
-            checkpoint: Some(Checkpoint { seq, epoch: 0, data }),
+            checkpoint: Some(Checkpoint { seq: Seq(seq), epoch: Epoch(0), data }),
             revision: 1,
         }
     }

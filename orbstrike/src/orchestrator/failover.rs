@@ -225,7 +225,7 @@ async fn move_board(shared: &Shared, orphan: Orphan, term: Term) -> Moved {
         Ok(board) => {
             shared.metrics.failover_moves.inc();
             tracing::info!(board = %orphan.board_id, from = ?orphan.owner, to = %target.server_id,
-                why = ?orphan.kind, epoch = board.epoch, term = term.0, "moved board");
+                why = ?orphan.kind, epoch = board.epoch.0, term = term.0, "moved board");
             Moved::Done
         }
         Err(e) => {

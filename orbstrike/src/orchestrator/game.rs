@@ -88,7 +88,7 @@ pub fn summary(board: &Board) -> pb::GameSummary {
     pb::GameSummary {
         game_id: board.board_id.clone(),
         server_id: board.owner.as_ref().map(|o| o.server_id.clone()).unwrap_or_default(),
-        epoch: board.epoch,
+        epoch: board.epoch.0,
         params: pb::GameParams::decode(board.params.as_ref()).ok(),
     }
 }
@@ -130,7 +130,12 @@ mod tests {
         let cp = pb::BoardCheckpoint::decode(initial_checkpoint(&params).as_ref()).unwrap();
         assert_eq!((cp.tick, cp.players.len(), cp.next_player_id), (0, 0, 1));
         assert_eq!(cp.params, Some(stored));
-        let board = Board { board_id: "g-1".into(), params: encode_params(&params), epoch: 3, ..Default::default() };
+        let board = Board {
+            board_id: "g-1".into(),
+            params: encode_params(&params),
+            epoch: hypercache_client::Epoch(3),
+            ..Default::default()
+        };
         let s = summary(&board);
         assert_eq!((s.game_id.as_str(), s.server_id.as_str(), s.epoch), ("g-1", "", 3));
         assert_eq!(s.params, Some(stored));

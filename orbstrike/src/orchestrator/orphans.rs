@@ -35,10 +35,10 @@ pub struct Orphan {
 /// What is wrong with a board's owner, judged against the registry view.
 pub fn classify(board: &Board, placement: &Placement) -> Option<OrphanKind> {
     match board.owner.as_ref().filter(|o| !o.server_id.is_empty()) {
-        None if board.epoch == 0 => Some(OrphanKind::Unassigned),
+        None if board.epoch == Epoch(0) => Some(OrphanKind::Unassigned),
         None => Some(OrphanKind::Released),
         Some(owner) => {
-            let assigned = Incarnation(owner.incarnation);
+            let assigned = owner.incarnation;
             match placement.live(&owner.server_id) {
                 None => Some(OrphanKind::OwnerGone),
                 Some(s) if s.incarnation != assigned => {
@@ -68,7 +68,7 @@ impl OrphanTracker {
         let mut due = Vec::new();
         for board in boards {
             let Some(kind) = classify(board, placement) else { continue };
-            let epoch = Epoch(board.epoch);
+            let epoch = board.epoch;
             let first = match self.since.get(&board.board_id) {
                 Some((seen, at)) if *seen == epoch => *at,
                 _ => now,
@@ -103,8 +103,8 @@ mod tests {
     fn board(id: &str, owner: Option<(&str, u64)>, epoch: u64) -> Board {
         Board {
             board_id: id.into(),
-            owner: owner.map(|(s, i)| BoardOwner { server_id: s.into(), incarnation: i }),
-            epoch,
+            owner: owner.map(|(s, i)| BoardOwner { server_id: s.into(), incarnation: Incarnation(i) }),
+            epoch: Epoch(epoch),
             ..Default::default()
         }
     }

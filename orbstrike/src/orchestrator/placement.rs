@@ -33,12 +33,7 @@ pub struct LiveServer {
 
 impl From<GameServer> for LiveServer {
     fn from(s: GameServer) -> Self {
-        LiveServer {
-            server_id: s.server_id,
-            address: s.address,
-            capacity: s.capacity,
-            incarnation: Incarnation(s.incarnation),
-        }
+        LiveServer { server_id: s.server_id, address: s.address, capacity: s.capacity, incarnation: s.incarnation }
     }
 }
 

@@ -60,7 +60,7 @@ impl std::fmt::Display for NoRoute {
 
 /// The route a board's owner record gives, judged against the registry view.
 pub fn route_of(board: &Board, placement: &Placement, wanted: Wanted) -> Result<Route, NoRoute> {
-    let epoch = Epoch(board.epoch);
+    let epoch = board.epoch;
     let owner = board.owner.as_ref().filter(|o| !o.server_id.is_empty()).ok_or(NoRoute::Unassigned { epoch })?;
     if let Wanted::NewerThan(old) = wanted {
         if epoch <= old {
@@ -182,8 +182,8 @@ mod tests {
     fn board(owner: Option<&str>, epoch: u64) -> Board {
         Board {
             board_id: "g-1".into(),
-            owner: owner.map(|o| BoardOwner { server_id: o.into(), incarnation: 1 }),
-            epoch,
+            owner: owner.map(|o| BoardOwner { server_id: o.into(), incarnation: Incarnation(1) }),
+            epoch: Epoch(epoch),
             ..Default::default()
         }
     }

@@ -117,12 +117,15 @@ pub async fn apply(client: &Client, op: &Op, unique: u64) -> Result<(EventType, 
             let assign = AssignBoard {
                 board_id: board.clone(),
                 server_id: owner.clone(),
-                expected_epoch: Epoch(current.board.epoch),
+                expected_epoch: current.board.epoch,
                 request_id: format!("{owner}/{unique}"),
                 election: None,
             };
             let assigned = client.assign_board(assign).await?;
-            Ok((EventType::Ok, Op::Assign { board: board.clone(), owner: owner.clone(), epoch: Some(assigned.epoch) }))
+            Ok((
+                EventType::Ok,
+                Op::Assign { board: board.clone(), owner: owner.clone(), epoch: Some(assigned.epoch.0) },
+            ))
         }
         Op::Sync { board, owner, epoch, seq } => {
             let data = Bytes::from(format!("{owner}/{epoch}/{seq}"));
@@ -132,8 +135,8 @@ pub async fn apply(client: &Client, op: &Op, unique: u64) -> Result<(EventType, 
         Op::ReadBoard { board, final_read, .. } => {
             let record = client.get_board(board, false).await?;
             let state = record.map(|r| {
-                let (checkpoint_epoch, seq) = r.checkpoint.map_or((0, 0), |c| (c.epoch, c.seq));
-                BoardState { epoch: r.board.epoch, checkpoint_epoch, seq }
+                let (checkpoint_epoch, seq) = r.checkpoint.map_or((0, 0), |c| (c.epoch.0, c.seq.0));
+                BoardState { epoch: r.board.epoch.0, checkpoint_epoch, seq }
             });
             // A missing board reads as no state: the checker reports a read without one.
             Ok((EventType::Ok, Op::ReadBoard { board: board.clone(), state, final_read: *final_read }))
