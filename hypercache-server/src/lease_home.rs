@@ -39,15 +39,14 @@ use std::time::Duration;
 
 use hypercache_proto::raft::v1::lease_home_client::LeaseHomeClient;
 use hypercache_proto::raft::v1::raft_client::RaftClient;
-use hypercache_proto::raft::v1::RaftMessage;
 use openraft::{Raft, ServerState};
 use serde::{Deserialize, Serialize};
 
-use crate::encoding::codec::{self, CodecError};
 use crate::error::ServiceError;
 use crate::lease_clock::{LeaseClock, EXPIRE_BATCH};
 use crate::machine::command::{LeaseOp, Request, Tracked};
-use crate::network::{BadPeerAddr, PeerPool};
+use crate::network::peer_call::{self, PeerCallError};
+use crate::network::PeerPool;
 use crate::placement::store;
 use crate::proposer::Proposer;
 use crate::raft_types::TypeConfig;
@@ -130,14 +129,9 @@ fn candidates(shards: &Shards, home: ShardId) -> (Vec<String>, Option<u32>) {
 /// Why one node could not answer which leases ended; the poll only logs it and asks the next.
 #[derive(Debug, thiserror::Error)]
 enum AskError {
+    /// The question did not reach the node, or its answer did not come back.
     #[error(transparent)]
-    BadAddr(#[from] BadPeerAddr),
-    #[error(transparent)]
-    Codec(#[from] CodecError),
-    #[error("{addr} did not answer within {:?}", ASK_TIMEOUT)]
-    Timeout { addr: String },
-    #[error("{addr}: {message}")]
-    Transport { addr: String, message: String },
+    Call(#[from] PeerCallError),
     /// The node answered with a failure: its message, as it sent it.
     #[error("{addr}: {message}")]
     Remote { addr: String, message: String },
@@ -153,24 +147,17 @@ pub enum LeaseEndsReply {
 }
 
 async fn ask(pool: &PeerPool, addr: &str, home: ShardId, ids: &[LeaseId]) -> Result<Vec<LeaseId>, AskError> {
-    let channel = pool.channel(addr)?;
-    let payload = codec::encode(&ids)?;
-    let msg = RaftMessage { shard_id: home.0, payload: payload.into(), ..Default::default() };
-    let call = async {
-        match LeaseHomeClient::new(channel.clone()).lease_ends(msg.clone()).await {
-            // A node of an earlier version answers on its Raft service only.
-            Err(s) if s.code() == tonic::Code::Unimplemented => RaftClient::new(channel).lease_ends(msg).await,
-            answer => answer,
-        }
-    };
-    let reply = tokio::time::timeout(ASK_TIMEOUT, call)
-        .await
-        .map_err(|_| AskError::Timeout { addr: addr.to_string() })?
-        .map_err(|s| AskError::Transport {
-            addr: addr.to_string(),
-            message: format!("{:?}: {}", s.code(), s.message()),
-        })?;
-    match codec::decode(&reply.into_inner().payload)? {
+    let reply = peer_call::call(
+        pool,
+        addr,
+        home,
+        &ids,
+        ASK_TIMEOUT,
+        |ch, msg| async move { LeaseHomeClient::new(ch).lease_ends(msg).await },
+        |ch, msg| async move { RaftClient::new(ch).lease_ends(msg).await },
+    )
+    .await?;
+    match reply {
         LeaseEndsReply::Ended(ended) => Ok(ended),
         LeaseEndsReply::Failed(message) => Err(AskError::Remote { addr: addr.to_string(), message }),
     }
@@ -242,6 +229,7 @@ pub async fn follow_homes(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::encoding::codec;
 
     /// Nodes before `LeaseEndsReply` send and expect `Result<Vec<LeaseId>, String>`; the bytes
     /// must not change.

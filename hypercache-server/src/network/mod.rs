@@ -22,6 +22,7 @@ mod client;
 mod links;
 #[cfg(test)]
 pub(crate) mod old_peer;
+pub mod peer_call;
 mod pool;
 
 pub use client::{NetworkFactory, PeerClient};

@@ -11,13 +11,12 @@ use std::time::Duration;
 
 use hypercache_proto::raft::v1::placement_client::PlacementClient;
 use hypercache_proto::raft::v1::raft_client::RaftClient;
-use hypercache_proto::raft::v1::RaftMessage;
 use openraft::error::{ClientWriteError, Fatal, InitializeError, RaftError};
 use openraft::ChangeMembers;
 use serde::{Deserialize, Serialize};
 
-use crate::encoding::codec::{self, CodecError};
-use crate::network::{BadPeerAddr, PeerPool};
+use crate::network::peer_call::{self, PeerCallError};
+use crate::network::PeerPool;
 use crate::replica::{ReplicaError, ReplicaHost};
 use crate::types::{NodeId, NodeInfo, ShardId};
 
@@ -66,15 +65,9 @@ pub enum OpError {
     /// finds it done).
     #[error("shard {shard}: {op:?} did not finish within {} s", limit.as_secs())]
     TimedOut { shard: ShardId, op: ShardOp, limit: Duration },
+    /// The step did not reach the node, or its answer did not come back.
     #[error(transparent)]
-    BadAddr(#[from] BadPeerAddr),
-    #[error(transparent)]
-    Codec(#[from] CodecError),
-    #[error("{addr} did not answer within {} s", limit.as_secs())]
-    NoAnswer { addr: String, limit: Duration },
-    /// The call failed before the node could answer (connection refused, unknown RPC, ...).
-    #[error("{addr}: {message}")]
-    Transport { addr: String, message: String },
+    Call(#[from] PeerCallError),
     /// The node carried the step out and it failed there: its message, as it sent it.
     #[error("{addr}: {message}")]
     Remote { addr: String, message: String },
@@ -148,26 +141,19 @@ pub async fn serve(host: &ReplicaHost, shard: ShardId, op: ShardOp) -> OpReply {
 /// Sends `op` for `shard` to the node at `addr` over the shared peer connection (its Placement
 /// service, or the Raft service's old path on a node of an earlier version).
 pub async fn send(pool: &PeerPool, addr: &str, shard: ShardId, op: &ShardOp) -> Result<(), OpError> {
-    let channel = pool.channel(addr)?;
-    let payload = codec::encode(op)?;
-    let msg = RaftMessage { shard_id: shard.0, payload: payload.into(), ..Default::default() };
-    let call = async {
-        match PlacementClient::new(channel.clone()).shard_op(msg.clone()).await {
-            // A node of an earlier version serves steps on its Raft service only.
-            Err(s) if s.code() == tonic::Code::Unimplemented => RaftClient::new(channel).shard_op(msg).await,
-            answer => answer,
-        }
-    };
     // A second more than the node allows itself, so its own timeout answer arrives first.
     let limit = OP_TIMEOUT + Duration::from_secs(1);
-    let reply = tokio::time::timeout(limit, call)
-        .await
-        .map_err(|_| OpError::NoAnswer { addr: addr.to_string(), limit })?
-        .map_err(|s| OpError::Transport {
-            addr: addr.to_string(),
-            message: format!("{:?}: {}", s.code(), s.message()),
-        })?;
-    match codec::decode(&reply.into_inner().payload)? {
+    let reply = peer_call::call(
+        pool,
+        addr,
+        shard,
+        op,
+        limit,
+        |ch, msg| async move { PlacementClient::new(ch).shard_op(msg).await },
+        |ch, msg| async move { RaftClient::new(ch).shard_op(msg).await },
+    )
+    .await?;
+    match reply {
         OpReply::Done => Ok(()),
         OpReply::Failed(message) => Err(OpError::Remote { addr: addr.to_string(), message }),
     }
@@ -176,6 +162,7 @@ pub async fn send(pool: &PeerPool, addr: &str, shard: ShardId, op: &ShardOp) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::encoding::codec;
 
     /// Nodes before `OpReply` send and expect `Result<(), String>`; the bytes must not change.
     #[test]
