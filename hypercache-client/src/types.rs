@@ -21,12 +21,9 @@ pub use pb::KeyValue;
 pub struct LeaseId(pub u64);
 
 impl LeaseId {
-    /// Bits of the id below the shard.
-    pub const SHARD_SHIFT: u32 = 48;
-
     /// The shard that granted the lease: it keeps it alive and decides its end.
     pub fn shard(self) -> ShardId {
-        ShardId(u32::try_from(self.0 >> Self::SHARD_SHIFT).expect("a u64 shifted right by 48 fits in 16 bits"))
+        ShardId(hypercache_proto::keys::lease_shard(self.0))
     }
 }
 

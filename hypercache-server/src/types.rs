@@ -107,7 +107,7 @@ impl LeaseId {
 
     /// The `counter`-th lease granted by `shard`.
     pub fn new(shard: ShardId, counter: u64) -> LeaseId {
-        LeaseId(u64::from(shard.0) << 48 | counter)
+        LeaseId(hypercache_proto::keys::lease_id(shard.0, counter))
     }
 
     pub fn is_none(self) -> bool {
@@ -123,7 +123,7 @@ impl fmt::Display for LeaseId {
 
 /// The shard that granted lease `id` and alone decides when it ends.
 pub fn home_of(id: LeaseId) -> ShardId {
-    ShardId(u32::try_from(id.0 >> 48).expect("a u64 shifted right by 48 fits in 32 bits"))
+    ShardId(hypercache_proto::keys::lease_shard(id.0))
 }
 
 /// A client instance's random identity (16 bytes), chosen by the client library.
