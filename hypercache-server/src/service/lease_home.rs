@@ -7,13 +7,12 @@ use std::sync::Arc;
 use hypercache_proto::raft::v1::lease_home_server::LeaseHome;
 use hypercache_proto::raft::v1::RaftMessage;
 use tonic::{Request, Response, Status};
-use tracing::Instrument;
 
 use crate::lease_home::{self, LeaseEndsReply};
 use crate::shard::Shards;
-use crate::types::{LeaseId, ShardId};
+use crate::types::LeaseId;
 
-use super::peer_msg::{decode, encode, message, peer_span};
+use super::peer_msg;
 
 pub struct LeaseHomeService {
     shards: Arc<Shards>,
@@ -28,18 +27,15 @@ impl LeaseHomeService {
 /// Answers which of the lease ids in `msg` have ended in its shard (a failure when this node does
 /// not host or lead it: the asker tries the next replica).
 pub(super) async fn serve(shards: &Shards, msg: RaftMessage) -> Result<Response<RaftMessage>, Status> {
-    async {
-        let ids: Vec<LeaseId> = decode(&msg)?;
-        let reply = match shards.get(ShardId(msg.shard_id)) {
+    peer_msg::serve("LeaseEnds", msg, |id, ids: Vec<LeaseId>| async move {
+        match shards.get(id) {
             Some(shard) => match lease_home::ended_here(&shard, &ids).await {
                 Ok(ended) => LeaseEndsReply::Ended(ended),
                 Err(e) => LeaseEndsReply::Failed(e.to_string()),
             },
-            None => LeaseEndsReply::Failed(format!("this node hosts no replica of shard {}", msg.shard_id)),
-        };
-        Ok(message(msg.shard_id, encode(&reply)?))
-    }
-    .instrument(peer_span("LeaseEnds", msg.shard_id))
+            None => LeaseEndsReply::Failed(format!("this node hosts no replica of shard {id}")),
+        }
+    })
     .await
 }
 

@@ -20,7 +20,6 @@ use openraft::Raft;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use crate::encoding::codec;
 use crate::identity::Stamp;
 use crate::network::admit::Admission;
 use crate::network::batch::to_reply;
@@ -29,7 +28,7 @@ use crate::replica::ReplicaHost;
 use crate::shard::Shards;
 use crate::types::{NodeId, ShardId};
 
-use super::peer_msg::{decode, message, peer_span};
+use super::peer_msg::{decode, encode, message, peer_span};
 
 pub struct RaftService {
     shards: Arc<Shards>,
@@ -66,7 +65,7 @@ fn encode_result<T: serde::Serialize, E: serde::Serialize + std::error::Error>(
     if let Err(RaftError::Fatal(f)) = result {
         return Err(Status::unavailable(format!("shard {shard_id}: raft is stopped: {f}")));
     }
-    Ok(codec::encode(result).map_err(|e| Status::internal(e.to_string()))?.into())
+    encode(result)
 }
 
 /// One Raft RPC on `msg`, in the span `rpc`: admit the sender, find the shard's Raft, decode the

@@ -8,13 +8,11 @@ use std::sync::Arc;
 use hypercache_proto::raft::v1::placement_server::Placement;
 use hypercache_proto::raft::v1::RaftMessage;
 use tonic::{Request, Response, Status};
-use tracing::Instrument;
 
 use crate::placement_driver::ops::{self, ShardOp};
 use crate::replica::ReplicaHost;
-use crate::types::ShardId;
 
-use super::peer_msg::{decode, encode, message, peer_span};
+use super::peer_msg;
 
 pub struct PlacementService {
     host: Arc<ReplicaHost>,
@@ -28,13 +26,7 @@ impl PlacementService {
 
 /// Carries out the step in `msg` for its shard and answers how it went.
 pub(super) async fn serve(host: &ReplicaHost, msg: RaftMessage) -> Result<Response<RaftMessage>, Status> {
-    async {
-        let op: ShardOp = decode(&msg)?;
-        let reply = ops::serve(host, ShardId(msg.shard_id), op).await;
-        Ok(message(msg.shard_id, encode(&reply)?))
-    }
-    .instrument(peer_span("ShardOp", msg.shard_id))
-    .await
+    peer_msg::serve("ShardOp", msg, |shard, op: ShardOp| ops::serve(host, shard, op)).await
 }
 
 #[tonic::async_trait]
