@@ -13,6 +13,11 @@
 //! Every run is bounded: by `--duration` or by `--count`, and every operation by the client's
 //! request deadline.
 //!
+//! `--system etcd|redis` ([`peers`], issue #19) drives etcd or Redis instead, with the same loop,
+//! keys, values and deadline, so the three can be compared in one run
+//! (`benches/scripts/peer-suite.sh`). Redis and etcd get one connection per worker and per member
+//! respectively (see each backend for why); HyperCache's client multiplexes itself.
+//!
 //! The game-state benchmarks of issue #3 ([`game`]) are `hcbench` subcommands (`board-sync`,
 //! `watch-latency`, `heartbeat`, `lease-expiry`); `hcbench` without a subcommand is the KV load
 //! generator above, so existing scripts keep working.
@@ -26,5 +31,6 @@
 pub mod game;
 pub mod load;
 pub mod orbstrike;
+pub mod peers;
 pub mod report;
 pub mod routing_cost;

@@ -7,19 +7,25 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::Parser;
-use hypercache_client::{parse_endpoint_list, Client, ClientConfig};
+use hypercache_client::parse_endpoint_list;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use tokio::task::JoinSet;
 
 use crate::game::cpu;
+use crate::peers::{Conn, Connector, Read, System, Target};
 use crate::report::{CpuCost, OpStats, Report};
 
-/// Closed-loop load generator for HyperCache (puts and gets over a fixed key space).
+/// Closed-loop load generator for HyperCache, and for etcd and Redis to compare with (puts and
+/// gets over a fixed key space).
 #[derive(Debug, Clone, Parser)]
 #[command(name = "hcbench", version)]
 pub struct Args {
-    /// Seed endpoints (host:port, comma-separated).
+    /// The system --endpoints points at.
+    #[arg(long, value_enum, default_value_t = System::Hypercache)]
+    pub system: System,
+    /// Seed endpoints (host:port, comma-separated). etcd: its members; Redis: the primary first,
+    /// then its replicas.
     #[arg(long, env = "HYPERCACHE_ENDPOINTS", default_value = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003")]
     pub endpoints: String,
     /// Concurrent workers (1..=10000), each with one operation in flight.
@@ -56,9 +62,20 @@ pub struct Args {
     #[arg(long, default_value = "hcbench/")]
     pub key_prefix: String,
     /// Also report the CPU time of the measured phase: of the `hypercache serve` processes
-    /// listening on --endpoints (on this machine; Linux `/proc`) and of hcbench itself.
+    /// listening on --endpoints (on this machine; Linux `/proc`), or of --server-pids, and of
+    /// hcbench itself.
     #[arg(long)]
     pub cpu: bool,
+    /// With --cpu: the server processes to measure (comma-separated pids) instead of searching
+    /// for `hypercache serve` processes; how etcd and Redis are measured.
+    #[arg(long, value_delimiter = ',', requires = "cpu")]
+    pub server_pids: Vec<u32>,
+    /// Redis only: replicas that must acknowledge each put (`WAIT n` after every `SET`).
+    #[arg(long, default_value_t = 0)]
+    pub redis_wait: u32,
+    /// etcd only: HTTP/2 connections per member (1..=256), shared by the workers in turn.
+    #[arg(long, default_value_t = 1)]
+    pub etcd_connections: usize,
 }
 
 /// When the measured phase ends.
@@ -71,6 +88,7 @@ pub enum Stop {
 /// Validated arguments.
 #[derive(Debug, Clone)]
 pub struct Plan {
+    pub system: System,
     pub endpoints: Vec<String>,
     pub concurrency: usize,
     pub keys: u64,
@@ -82,6 +100,9 @@ pub struct Plan {
     pub timeout: Duration,
     pub key_prefix: String,
     pub cpu: bool,
+    pub server_pids: Vec<u32>,
+    pub redis_wait: u32,
+    pub etcd_connections: usize,
 }
 
 const MAX_VALUE_SIZE: usize = 4 * 1024 * 1024;
@@ -106,6 +127,22 @@ impl Args {
         if self.timeout_ms == 0 {
             bail!("--timeout-ms must be at least 1");
         }
+        if !(1..=256).contains(&self.etcd_connections) {
+            bail!("--etcd-connections must be in 1..=256, got {}", self.etcd_connections);
+        }
+        if self.etcd_connections != 1 && self.system != System::Etcd {
+            bail!("--etcd-connections applies to --system etcd only");
+        }
+        if self.redis_wait > 0 && self.system != System::Redis {
+            bail!("--redis-wait applies to --system redis only");
+        }
+        if self.redis_wait as usize >= endpoints.len().max(1) && self.system == System::Redis {
+            bail!(
+                "--redis-wait {} needs that many replicas after the primary in --endpoints, got {}",
+                self.redis_wait,
+                endpoints.len() - 1
+            );
+        }
         let stop = match (self.duration, self.count) {
             (_, Some(0)) => bail!("--count must be at least 1"),
             (_, Some(n)) => Stop::Count(n),
@@ -116,6 +153,7 @@ impl Args {
             (None, None) => Stop::After(Duration::from_secs(10)),
         };
         Ok(Plan {
+            system: self.system,
             endpoints,
             concurrency: self.concurrency,
             keys: self.keys,
@@ -127,6 +165,9 @@ impl Args {
             timeout: Duration::from_millis(self.timeout_ms),
             key_prefix: self.key_prefix.clone(),
             cpu: self.cpu,
+            server_pids: self.server_pids.clone(),
+            redis_wait: self.redis_wait,
+            etcd_connections: self.etcd_connections,
         })
     }
 }
@@ -138,26 +179,35 @@ pub fn key(prefix: &str, index: u64) -> Bytes {
 
 /// Runs the optional prefill, then the measured phase, and returns the report.
 pub async fn run(plan: Plan) -> anyhow::Result<Report> {
-    let config = ClientConfig::new(plan.endpoints.clone()).request_timeout(plan.timeout);
-    let client = Client::new(config).context("creating the client")?;
+    let target = Target {
+        system: plan.system,
+        endpoints: plan.endpoints.clone(),
+        timeout: plan.timeout,
+        redis_wait: plan.redis_wait,
+        etcd_connections: plan.etcd_connections,
+    };
+    let connector = Connector::new(&target).await?;
+    let mut conns = Vec::with_capacity(plan.concurrency);
+    for worker in 0..plan.concurrency {
+        conns.push(connector.connect(worker).await?);
+    }
     let mut value = vec![0u8; plan.value_size];
     StdRng::from_entropy().fill_bytes(&mut value);
     let value = Bytes::from(value);
     let plan = Arc::new(plan);
 
     if plan.prefill {
-        prefill(&client, &plan, &value).await?;
+        conns = prefill(conns, &plan, &value).await?;
     }
 
-    let cpu = if plan.cpu { Some(CpuWindow::start(&plan.endpoints)?) } else { None };
+    let cpu = if plan.cpu { Some(CpuWindow::start(&plan.endpoints, &plan.server_pids)?) } else { None };
     let stop = Arc::new(AtomicBool::new(false));
     let issued = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut workers = JoinSet::new();
-    for _ in 0..plan.concurrency {
-        let (client, plan, value, stop, issued) =
-            (client.clone(), plan.clone(), value.clone(), stop.clone(), issued.clone());
-        workers.spawn(async move { worker(client, plan, value, stop, issued).await });
+    for conn in conns {
+        let (plan, value, stop, issued) = (plan.clone(), value.clone(), stop.clone(), issued.clone());
+        workers.spawn(async move { worker(conn, plan, value, stop, issued).await });
     }
     if let Stop::After(duration) = plan.stop {
         let stop = stop.clone();
@@ -177,6 +227,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
     let total_ops = put.ops + get.ops;
     let cpu = cpu.map(|w| w.finish(total_ops, total_ops + put.errors + get.errors)).transpose()?;
     Ok(Report {
+        system: plan.system,
         endpoints: plan.endpoints.clone(),
         concurrency: plan.concurrency,
         keys: plan.keys,
@@ -201,10 +252,15 @@ struct CpuWindow {
 }
 
 impl CpuWindow {
-    /// Nodes not running on this machine are left out (their CPU is not ours to read).
-    fn start(endpoints: &[String]) -> anyhow::Result<CpuWindow> {
+    /// `server_pids` when given, else the `hypercache serve` processes of `endpoints`; nodes not
+    /// running on this machine are left out (their CPU is not ours to read).
+    fn start(endpoints: &[String], server_pids: &[u32]) -> anyhow::Result<CpuWindow> {
         let hz = cpu::ticks_per_sec()?;
-        let node_pids: Vec<u32> = endpoints.iter().filter_map(|e| cpu::find_node_pid(e).ok()).collect();
+        let node_pids: Vec<u32> = if server_pids.is_empty() {
+            endpoints.iter().filter_map(|e| cpu::find_node_pid(e).ok()).collect()
+        } else {
+            server_pids.to_vec()
+        };
         let mut pids = node_pids.clone();
         pids.push(std::process::id());
         Ok(CpuWindow { node_pids, window: cpu::Window::start(&pids)?, hz })
@@ -220,7 +276,7 @@ impl CpuWindow {
 /// One closed-loop worker: pick a key and an operation, run it, record it, repeat until told to
 /// stop (duration) or until the shared operation budget is spent (count).
 async fn worker(
-    client: Client,
+    mut conn: Conn,
     plan: Arc<Plan>,
     value: Bytes,
     stop: Arc<AtomicBool>,
@@ -241,45 +297,45 @@ async fn worker(
         let is_get = rng.gen::<f64>() < plan.get_ratio;
         let started = Instant::now();
         let (stats, result) = if is_get {
-            let r = if plan.serializable { client.get_serializable(key).await } else { client.get(key).await };
-            (&mut gets, r.map(drop))
+            let read = if plan.serializable { Read::Serializable } else { Read::Linearizable };
+            (&mut gets, conn.get(key, read).await)
         } else {
-            (&mut puts, client.put(key, value.clone()).await.map(drop))
+            (&mut puts, conn.put(key, value.clone()).await)
         };
         match result {
             Ok(()) => stats.record_ok(started.elapsed()),
-            Err(e) => stats.record_error(e.kind(), || e.to_string()),
+            Err(e) => stats.record_error(e.kind, || e.message),
         }
     }
     (puts, gets)
 }
 
-/// Writes every key once with `concurrency` workers; fails if any write fails, because gets
-/// against a partially filled key space would measure misses.
-async fn prefill(client: &Client, plan: &Arc<Plan>, value: &Bytes) -> anyhow::Result<()> {
+/// Writes every key once over the workers' connections, which it hands back; fails if any write
+/// fails, because gets against a partially filled key space would measure misses.
+async fn prefill(conns: Vec<Conn>, plan: &Arc<Plan>, value: &Bytes) -> anyhow::Result<Vec<Conn>> {
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut workers = JoinSet::new();
-    for _ in 0..plan.concurrency {
-        let (client, plan, value, next) = (client.clone(), plan.clone(), value.clone(), next.clone());
+    for mut conn in conns {
+        let (plan, value, next) = (plan.clone(), value.clone(), next.clone());
         workers.spawn(async move {
             loop {
                 let index = next.fetch_add(1, Ordering::Relaxed);
                 if index >= plan.keys {
-                    return Ok::<(), anyhow::Error>(());
+                    return Ok::<Conn, anyhow::Error>(conn);
                 }
-                client
-                    .put(key(&plan.key_prefix, index), value.clone())
-                    .await
-                    .with_context(|| format!("prefill put of key #{index}"))?;
+                if let Err(e) = conn.put(key(&plan.key_prefix, index), value.clone()).await {
+                    bail!("prefill put of key #{index}: {}: {}", e.kind, e.message);
+                }
             }
         });
     }
+    let mut conns = Vec::with_capacity(plan.concurrency);
     while let Some(joined) = workers.join_next().await {
-        joined.context("a prefill worker panicked")??;
+        conns.push(joined.context("a prefill worker panicked")??);
     }
     eprintln!("prefill: wrote {} keys in {:.2}s", plan.keys, started.elapsed().as_secs_f64());
-    Ok(())
+    Ok(conns)
 }
 
 #[cfg(test)]
@@ -308,12 +364,24 @@ mod tests {
             (&["--count", "0"][..], "--count"),
             (&["--duration", "0"][..], "--duration"),
             (&["--endpoints", "nohost"][..], "--endpoints"),
+            (&["--redis-wait", "1"][..], "--redis-wait applies to --system redis"),
+            (&["--etcd-connections", "2"][..], "--etcd-connections applies to --system etcd"),
+            (&["--system", "etcd", "--etcd-connections", "0"][..], "--etcd-connections must be in"),
+            (&["--system", "redis", "--endpoints", "127.0.0.1:1,127.0.0.1:2", "--redis-wait", "2"][..], "needs that many replicas"),
         ] {
             let err = args(flags).expect("parse").plan().expect_err("invalid");
             assert!(format!("{err:#}").contains(needle), "{flags:?}: {err:#}");
         }
         assert!(args(&["--count", "5", "--duration", "5"]).is_err(), "one of --count/--duration");
         assert_eq!(args(&["--count", "5"]).expect("parse").plan().expect("valid").stop, Stop::Count(5));
+        assert!(args(&["--server-pids", "1,2"]).is_err(), "--server-pids only with --cpu");
+        let plan = args(&["--system", "redis", "--endpoints", "127.0.0.1:1,127.0.0.1:2", "--redis-wait", "1"])
+            .expect("parse")
+            .plan()
+            .expect("one replica for WAIT 1");
+        assert_eq!((plan.system, plan.redis_wait), (System::Redis, 1));
+        let plan = args(&["--cpu", "--server-pids", "7,8"]).expect("parse").plan().expect("valid");
+        assert_eq!(plan.server_pids, vec![7, 8]);
     }
 
     #[test]

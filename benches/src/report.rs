@@ -8,6 +8,8 @@ use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::peers::System;
+
 /// Highest latency the histograms track (60 s); slower samples saturate to it.
 const MAX_MICROS: u64 = 60_000_000;
 
@@ -92,6 +94,7 @@ pub struct OpSummary {
 /// The whole run, as printed (text or `--json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    pub system: System,
     pub endpoints: Vec<String>,
     pub concurrency: usize,
     pub keys: u64,
@@ -174,13 +177,14 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "hcbench: {} workers, {} keys, {}-byte values, get ratio {:.2}{}, {:.2}s against {}",
+            "hcbench: {} workers, {} keys, {}-byte values, get ratio {:.2}{}, {:.2}s against {:?} at {}",
             self.concurrency,
             self.keys,
             self.value_size,
             self.get_ratio,
             if self.serializable { " (serializable)" } else { "" },
             self.elapsed_secs,
+            self.system,
             self.endpoints.join(",")
         );
         let _ = writeln!(
