@@ -46,16 +46,10 @@ fi
 dir=$(mktemp -d /tmp/bench-peers.XXXXXX)
 results="$dir/results.tsv"
 pids=()
-group=
+. "$(dirname "$0")/dev-cluster.sh"
 
 stop_system() {
-  if [ -n "$group" ]; then
-    kill -TERM -- "-$group" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 -- "-$group" 2>/dev/null || break; sleep 0.2; done
-    kill -KILL -- "-$group" 2>/dev/null || true
-    wait "$group" 2>/dev/null || true
-    group=
-  fi
+  stop_cluster
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do
     for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
@@ -133,16 +127,7 @@ start_redis() {
 }
 
 start_hypercache() {
-  local shards=$1
-  fresh_dir
-  setsid "$bin/hypercache" dev --nodes 3 --shards "$shards" --dir "$dir/run" --base-port 8431 --admin-base-port 8441 \
-    >"$dir/run/dev.out" 2>&1 &
-  group=$!
-  for _ in $(seq 1 300); do grep -qs "cluster ready\|not every shard" "$dir/run/dev.out" && break; sleep 0.2; done
-  if ! grep -q "cluster ready" "$dir/run/dev.out"; then
-    cat "$dir/run/dev.out" >&2
-    return 1
-  fi
+  start_cluster "$1" 8431 8441 || return 1
   flags=(--system hypercache --endpoints 127.0.0.1:8431,127.0.0.1:8432,127.0.0.1:8433)
   ready "${flags[@]}"
 }

@@ -26,36 +26,13 @@ fi
 dir=$(mktemp -d /tmp/bench-sharding.XXXXXX)
 ep=127.0.0.1:8301,127.0.0.1:8302,127.0.0.1:8303
 results="$dir/results.tsv"
-dev=
-
-# The dev supervisor runs in its own process group (setsid), so stopping it also reaches any node
-# it could not stop itself.
-stop_cluster() {
-  [ -n "$dev" ] || return 0
-  kill -TERM -- "-$dev" 2>/dev/null || true
-  for _ in $(seq 1 100); do kill -0 -- "-$dev" 2>/dev/null || break; sleep 0.2; done
-  kill -KILL -- "-$dev" 2>/dev/null || true
-  wait "$dev" 2>/dev/null || true
-  dev=
-}
+. "$(dirname "$0")/dev-cluster.sh"
 cleanup() { stop_cluster; rm -rf "$dir"; }
 trap cleanup EXIT
 
-# A fresh cluster with $1 shards: the previous one's data deleted and synced first (writeback of
-# old dirty pages would compete with this run's fsyncs).
-start_cluster() {
-  stop_cluster
-  rm -rf "$dir/run"
-  sync
-  mkdir -p "$dir/run"
-  setsid "$bin/hypercache" dev --nodes 3 --shards "$1" --dir "$dir/run" --base-port 8301 --admin-base-port 8311 \
-    >"$dir/run/dev.out" 2>&1 &
-  dev=$!
-  for _ in $(seq 1 300); do grep -qs "cluster ready\|not every shard" "$dir/run/dev.out" && break; sleep 0.2; done
-  if ! grep -q "cluster ready" "$dir/run/dev.out"; then
-    cat "$dir/run/dev.out"
-    return 1
-  fi
+# A fresh cluster with $1 shards, and 2 s for its leaders to settle.
+start_sharded() {
+  start_cluster "$1" 8301 8311 || return 1
   grep "cluster ready" "$dir/run/dev.out" | sed 's/^/   /'
   sleep 2
 }
@@ -79,7 +56,7 @@ kv() {
     get) args=(--get-ratio 1.0 --prefill) ;;
   esac
   echo "== $(date -u '+%F %T') UTC: --shards $shards, $workload, run $run (load average $(cut -d' ' -f1-3 /proc/loadavg); vmstat st: $(vmstat_steal))"
-  start_cluster "$shards" || { echo "   cluster did not start"; return 0; }
+  start_sharded "$shards" || { echo "   cluster did not start"; return 0; }
   read -r t0 s0 < <(cpu_ticks)
   out=$("$bin/hcbench" --endpoints "$ep" --duration "$secs" --concurrency "$conc" --cpu --json "${args[@]}") ||
     { echo "   hcbench failed"; return 0; }
@@ -121,7 +98,7 @@ echo
 echo "== routing cost (fresh 16-shard cluster per run)"
 for c in 1 "$conc"; do
   echo "== $(date -u '+%F %T') UTC: routing-cost, $c worker(s) (vmstat st: $(vmstat_steal))"
-  start_cluster 16 || { echo "   cluster did not start"; continue; }
+  start_sharded 16 || { echo "   cluster did not start"; continue; }
   "$bin/hcbench" routing-cost --endpoints "$ep" --duration "$secs" --concurrency "$c" --get-ratio 0.5 --prefill |
     sed -n '/^total:/p;/^cpu over/p;/^routing/,$p' | sed 's/^/   /'
 done

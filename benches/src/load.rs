@@ -367,7 +367,10 @@ mod tests {
             (&["--redis-wait", "1"][..], "--redis-wait applies to --system redis"),
             (&["--etcd-connections", "2"][..], "--etcd-connections applies to --system etcd"),
             (&["--system", "etcd", "--etcd-connections", "0"][..], "--etcd-connections must be in"),
-            (&["--system", "redis", "--endpoints", "127.0.0.1:1,127.0.0.1:2", "--redis-wait", "2"][..], "needs that many replicas"),
+            (
+                &["--system", "redis", "--endpoints", "127.0.0.1:1,127.0.0.1:2", "--redis-wait", "2"][..],
+                "needs that many replicas",
+            ),
         ] {
             let err = args(flags).expect("parse").plan().expect_err("invalid");
             assert!(format!("{err:#}").contains(needle), "{flags:?}: {err:#}");

@@ -44,10 +44,11 @@ fn spawn(program: &str, args: &[String], log: &Path) -> Server {
 fn redis(dir: &Path, name: &str, port: u16, replica_of: Option<u16>) -> Server {
     let data = dir.join(name);
     std::fs::create_dir_all(&data).expect("dir");
-    let mut args: Vec<String> = ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut args: Vec<String> =
+        ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
     args.extend(["--appendfsync".into(), "always".into(), "--dir".into(), data.display().to_string()]);
     if let Some(primary) = replica_of {
         args.extend(["--replicaof".into(), "127.0.0.1".into(), primary.to_string()]);
@@ -73,8 +74,9 @@ async fn redis_keys(port: u16, pattern: &str) -> usize {
     keys.len()
 }
 
-async fn bench(flags: &[&str]) -> hypercache_benches::report::Report {
-    let args = Args::try_parse_from(std::iter::once("hcbench").chain(flags.iter().copied())).expect("flags");
+/// One `hcbench` run in this process; `flags` are whitespace-separated.
+async fn bench(flags: &str) -> hypercache_benches::report::Report {
+    let args = Args::try_parse_from(std::iter::once("hcbench").chain(flags.split_whitespace())).expect("flags");
     run(args.plan().expect("plan")).await.expect("run")
 }
 
@@ -96,20 +98,19 @@ async fn redis_puts_wait_for_a_replica_and_land_on_it() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let endpoints = format!("127.0.0.1:{p},127.0.0.1:{r}");
-    let keys = "50";
-    let report = bench(&[
-        "--system", "redis", "--endpoints", &endpoints, "--redis-wait", "1", "--keys", keys, "--prefill",
-        "--count", "200", "--concurrency", "8", "--key-prefix", "t/",
-    ])
+    let report = bench(&format!(
+        "--system redis --endpoints {endpoints} --redis-wait 1 --keys 50 --prefill --count 200 \
+         --concurrency 8 --key-prefix t/"
+    ))
     .await;
     assert_eq!((report.total_ops, report.total_errors), (200, 0), "{}", report.to_text());
     // Every put waited for the replica: the prefilled key space is there before any check.
     assert_eq!(redis_keys(r, "t/*").await, 50, "keys on the replica");
 
-    let report = bench(&[
-        "--system", "redis", "--endpoints", &endpoints, "--get-ratio", "1", "--serializable", "--keys", keys,
-        "--count", "100", "--concurrency", "4", "--key-prefix", "t/",
-    ])
+    let report = bench(&format!(
+        "--system redis --endpoints {endpoints} --get-ratio 1 --serializable --keys 50 --count 100 \
+         --concurrency 4 --key-prefix t/"
+    ))
     .await;
     assert_eq!((report.get.ops, report.total_errors), (100, 0), "{}", report.to_text());
 }
@@ -122,10 +123,9 @@ async fn redis_puts_no_replica_acknowledged_are_failures() {
     redis_conn(p).await;
     // The second endpoint is never started: WAIT 1 times out with 0 acknowledgements.
     let endpoints = format!("127.0.0.1:{p},127.0.0.1:{}", free_port());
-    let report = bench(&[
-        "--system", "redis", "--endpoints", &endpoints, "--redis-wait", "1", "--count", "3", "--concurrency", "1",
-        "--timeout-ms", "200",
-    ])
+    let report = bench(&format!(
+        "--system redis --endpoints {endpoints} --redis-wait 1 --count 3 --concurrency 1 --timeout-ms 200"
+    ))
     .await;
     assert_eq!(report.put.ops, 0, "{}", report.to_text());
     assert_eq!(report.put.errors_by_kind.get("not_replicated"), Some(&3), "{}", report.to_text());
@@ -138,10 +138,22 @@ async fn etcd_puts_land_and_both_reads_are_served() {
     let client_url = format!("http://127.0.0.1:{client}");
     let peer_url = format!("http://127.0.0.1:{peer}");
     let args: Vec<String> = [
-        "--name", "m1", "--data-dir", &dir.path().join("etcd").display().to_string(),
-        "--listen-client-urls", &client_url, "--advertise-client-urls", &client_url,
-        "--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url,
-        "--initial-cluster", &format!("m1={peer_url}"), "--initial-cluster-state", "new",
+        "--name",
+        "m1",
+        "--data-dir",
+        &dir.path().join("etcd").display().to_string(),
+        "--listen-client-urls",
+        &client_url,
+        "--advertise-client-urls",
+        &client_url,
+        "--listen-peer-urls",
+        &peer_url,
+        "--initial-advertise-peer-urls",
+        &peer_url,
+        "--initial-cluster",
+        &format!("m1={peer_url}"),
+        "--initial-cluster-state",
+        "new",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -156,20 +168,17 @@ async fn etcd_puts_land_and_both_reads_are_served() {
     }
     let mut kv = kv.expect("etcd never answered");
 
-    let report = bench(&[
-        "--system", "etcd", "--endpoints", &endpoint, "--keys", "40", "--prefill", "--count", "100", "--concurrency",
-        "4", "--key-prefix", "t/",
-    ])
+    let report = bench(&format!(
+        "--system etcd --endpoints {endpoint} --keys 40 --prefill --count 100 --concurrency 4 --key-prefix t/"
+    ))
     .await;
     assert_eq!((report.total_ops, report.total_errors), (100, 0), "{}", report.to_text());
     let range = pb::RangeRequest { key: "t/".into(), range_end: "t0".into(), ..Default::default() };
     let stored = kv.range(range).await.expect("range").into_inner();
     assert_eq!(stored.count, 40, "every prefilled key is in etcd");
 
-    for read in [&[][..], &["--serializable"][..]] {
-        let mut flags = vec!["--system", "etcd", "--endpoints", &endpoint, "--get-ratio", "1", "--count", "50"];
-        flags.extend_from_slice(read);
-        let report = bench(&flags).await;
+    for read in ["", "--serializable"] {
+        let report = bench(&format!("--system etcd --endpoints {endpoint} --get-ratio 1 --count 50 {read}")).await;
         assert_eq!((report.get.ops, report.total_errors), (50, 0), "{read:?}: {}", report.to_text());
     }
 }
@@ -177,7 +186,8 @@ async fn etcd_puts_land_and_both_reads_are_served() {
 #[tokio::test]
 async fn an_etcd_that_is_down_is_counted_not_hidden() {
     let endpoint = format!("127.0.0.1:{}", free_port());
-    let report = bench(&["--system", "etcd", "--endpoints", &endpoint, "--count", "2", "--concurrency", "1", "--timeout-ms", "300"]).await;
+    let report =
+        bench(&format!("--system etcd --endpoints {endpoint} --count 2 --concurrency 1 --timeout-ms 300")).await;
     assert_eq!(report.put.ops, 0);
     assert_eq!(report.total_errors, 2, "{}", report.to_text());
 }

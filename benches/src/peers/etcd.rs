@@ -63,11 +63,7 @@ impl Conn {
     }
 
     pub async fn get(&mut self, key: Bytes, read: Read) -> Result<(), OpFailure> {
-        let request = pb::RangeRequest {
-            key,
-            serializable: read == Read::Serializable,
-            ..Default::default()
-        };
+        let request = pb::RangeRequest { key, serializable: read == Read::Serializable, ..Default::default() };
         bounded(self.timeout, async { self.kv.range(request).await.map(drop).map_err(status_failure) }).await
     }
 }

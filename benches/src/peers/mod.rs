@@ -78,7 +78,9 @@ impl Connector {
             System::Etcd => {
                 Connector::Etcd(etcd::Connector::new(&target.endpoints, target.timeout, target.etcd_connections)?)
             }
-            System::Redis => Connector::Redis(redis::Connector::new(&target.endpoints, target.timeout, target.redis_wait)?),
+            System::Redis => {
+                Connector::Redis(redis::Connector::new(&target.endpoints, target.timeout, target.redis_wait)?)
+            }
         })
     }
 

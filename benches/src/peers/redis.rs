@@ -8,10 +8,10 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
-use bytes::Bytes;
 use ::redis::aio::MultiplexedConnection;
 use ::redis::AsyncConnectionConfig;
+use anyhow::Context;
+use bytes::Bytes;
 
 use super::{bounded, OpFailure, Read};
 
@@ -42,9 +42,7 @@ impl Connector {
     async fn open(&self, index: usize) -> anyhow::Result<MultiplexedConnection> {
         // The crate's own deadlines (500 ms per response by default) would cut WAIT short; the
         // benchmark's deadline applies instead.
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(None);
+        let config = AsyncConnectionConfig::new().set_connection_timeout(Some(self.timeout)).set_response_timeout(None);
         let server = &self.servers[index];
         server
             .get_multiplexed_async_connection_with_config(&config)
@@ -66,7 +64,12 @@ impl Conn {
         let primary = &mut self.primary;
         bounded(timeout, async move {
             if wait == 0 {
-                return ::redis::cmd("SET").arg(&key[..]).arg(&value[..]).exec_async(primary).await.map_err(redis_failure);
+                return ::redis::cmd("SET")
+                    .arg(&key[..])
+                    .arg(&value[..])
+                    .exec_async(primary)
+                    .await
+                    .map_err(redis_failure);
             }
             // WAIT gives up at half the deadline, so a write the replicas did not acknowledge is
             // reported as such (`not_replicated`) rather than as the deadline's `timeout`.
@@ -96,7 +99,8 @@ impl Conn {
             Read::Serializable => &mut self.reads,
         };
         bounded(self.timeout, async move {
-            let _: Option<Vec<u8>> = ::redis::cmd("GET").arg(&key[..]).query_async(conn).await.map_err(redis_failure)?;
+            let _: Option<Vec<u8>> =
+                ::redis::cmd("GET").arg(&key[..]).query_async(conn).await.map_err(redis_failure)?;
             Ok(())
         })
         .await
