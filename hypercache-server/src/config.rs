@@ -94,6 +94,10 @@ pub struct RaftSettings {
     /// Maximum entries per AppendEntries message.
     pub max_entries_per_append: u64,
     pub install_snapshot_timeout_ms: u64,
+    /// A shard replica this long without a new log entry, with every follower caught up, goes
+    /// quiet: it stops ticking (no heartbeats, no election timer) until traffic or a failure
+    /// wakes it (`quiet/`). 0 keeps every shard ticking.
+    pub quiet_after_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -159,6 +163,7 @@ impl Default for RaftSettings {
             logs_kept_after_snapshot: 5_000,
             max_entries_per_append: 16,
             install_snapshot_timeout_ms: 10_000,
+            quiet_after_ms: 2_000,
         }
     }
 }
@@ -304,6 +309,15 @@ impl Config {
                 format!(
                     "must be >= 1 and at most half of raft.election_timeout_min_ms ({})",
                     r.election_timeout_min_ms
+                ),
+            ));
+        }
+        if r.quiet_after_ms != 0 && r.quiet_after_ms < r.election_timeout_max_ms {
+            return Err(invalid(
+                "raft.quiet_after_ms",
+                format!(
+                    "must be 0 (never quiet) or at least raft.election_timeout_max_ms ({}), got {}",
+                    r.election_timeout_max_ms, r.quiet_after_ms
                 ),
             ));
         }

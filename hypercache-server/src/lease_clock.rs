@@ -79,6 +79,9 @@ pub struct LeaseClock {
     state: Mutex<State>,
     /// Woken when the earliest deadline may have moved.
     changed: Notify,
+    /// Woken when a lease of another shard may have been added to `followed`; the leader's
+    /// lease-home poll waits on it while it follows none (an idle shard polls nothing).
+    followed_changed: Notify,
 }
 
 impl LeaseClock {
@@ -108,6 +111,7 @@ impl LeaseClock {
         s.term = None;
         drop(s);
         self.changed.notify_one();
+        self.followed_changed.notify_one();
     }
 
     /// Mirrors the state machine's lease changes (called inside apply).
@@ -117,6 +121,7 @@ impl LeaseClock {
         }
         let now = Instant::now();
         let mut s = self.lock();
+        let mut followed = false;
         for change in changes {
             match *change {
                 LeaseChange::Granted { id, ttl_ms } => {
@@ -126,6 +131,7 @@ impl LeaseClock {
                 }
                 LeaseChange::Followed { id } => {
                     s.followed.insert(id);
+                    followed = true;
                 }
                 LeaseChange::Ended { id } => {
                     if let Some(t) = s.leases.remove(&id) {
@@ -137,6 +143,9 @@ impl LeaseClock {
         }
         drop(s);
         self.changed.notify_one();
+        if followed {
+            self.followed_changed.notify_one();
+        }
     }
 
     /// Starts (or confirms) leadership of `term`: a new term resets every deadline to now + ttl.
@@ -215,6 +224,11 @@ impl LeaseClock {
 
     pub async fn changed(&self) {
         self.changed.notified().await
+    }
+
+    /// Returns once a followed lease may have been added since the last call returned.
+    pub async fn followed_changed(&self) {
+        self.followed_changed.notified().await
     }
 
     pub fn len(&self) -> usize {

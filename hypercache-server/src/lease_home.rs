@@ -179,7 +179,8 @@ pub async fn ended_here(shard: &Shard, ids: &[LeaseId]) -> Result<Vec<LeaseId>, 
 }
 
 /// On this shard's leader, every [`POLL`]: asks the home shards of the leases this shard follows
-/// which ended, and proposes [`LeaseOp::HomeEnded`] for them. Elsewhere, waits to lead.
+/// which ended, and proposes [`LeaseOp::HomeEnded`] for them. Elsewhere, or while it follows no
+/// lease, waits for that to change.
 pub async fn follow_homes(
     shard: ShardId,
     raft: Raft<TypeConfig>,
@@ -196,8 +197,17 @@ pub async fn follow_homes(
             }
             continue;
         }
+        let followed = clock.followed();
+        if followed.is_empty() {
+            // Nothing to ask: wait for a followed lease or a change of role, not a poll.
+            tokio::select! {
+                _ = clock.followed_changed() => {}
+                changed = metrics.changed() => if changed.is_err() { return },
+            }
+            continue;
+        }
         let mut by_home: BTreeMap<ShardId, Vec<LeaseId>> = BTreeMap::new();
-        for id in clock.followed() {
+        for id in followed {
             by_home.entry(home_of(id)).or_default().push(id);
         }
         let asks = by_home.iter().flat_map(|(home, ids)| ids.chunks(ASK_BATCH).map(move |ids| (*home, ids))).map(

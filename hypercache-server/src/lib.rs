@@ -51,6 +51,7 @@ pub mod node;
 pub mod placement;
 pub mod placement_driver;
 pub mod proposer;
+pub mod quiet;
 pub mod raft_config;
 pub mod raft_types;
 pub mod read_index;

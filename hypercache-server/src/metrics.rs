@@ -23,6 +23,8 @@ pub struct Metrics {
     pub discovery_rounds: IntCounter,
     /// Set by the placement driver on the meta leader: shards not yet at their target replicas.
     pub placement_pending: IntGauge,
+    /// Replicas not ticking (`quiet/`): quiet leaders and held followers.
+    pub quiet_replicas: IntGauge,
     shards_hosted: IntGauge,
     leaders_held: IntGauge,
     raft_term: IntGaugeVec,
@@ -72,6 +74,10 @@ impl Metrics {
             "hypercache_placement_pending_changes",
             "On the meta leader: data shards whose replicas or leader are not yet where the placement wants them",
         )?;
+        let quiet_replicas = IntGauge::new(
+            "hypercache_quiet_replicas",
+            "Shard replicas on this node that stopped ticking because their shard is idle: quiet leaders and the followers they hold",
+        )?;
         let shards_hosted = IntGauge::new("hypercache_shards_hosted", "Data-shard replicas this node hosts")?;
         let leaders_held = IntGauge::new("hypercache_shard_leaders_held", "Data shards this node leads")?;
         let gauge = |name: &str, help: &str| IntGaugeVec::new(Opts::new(name, help), &["shard"]);
@@ -89,7 +95,7 @@ impl Metrics {
         registry.register(Box::new(flush_seconds.clone()))?;
         registry.register(Box::new(append_messages.clone()))?;
         registry.register(Box::new(discovery_rounds.clone()))?;
-        for g in [&placement_pending, &shards_hosted, &leaders_held] {
+        for g in [&placement_pending, &quiet_replicas, &shards_hosted, &leaders_held] {
             registry.register(Box::new(g.clone()))?;
         }
         for g in
@@ -105,6 +111,7 @@ impl Metrics {
             append_messages,
             discovery_rounds,
             placement_pending,
+            quiet_replicas,
             shards_hosted,
             leaders_held,
             raft_term,

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use hypercache_proto::raft::v1::lease_home_server::LeaseHomeServer;
 use hypercache_proto::raft::v1::placement_server::PlacementServer;
+use hypercache_proto::raft::v1::quiet_server::QuietServer;
 use hypercache_proto::raft::v1::raft_server::RaftServer;
 use hypercache_proto::v1::boards_server::BoardsServer;
 use hypercache_proto::v1::cluster_server::ClusterServer;
@@ -36,11 +37,13 @@ use crate::membership::Membership;
 use crate::metrics::Metrics;
 use crate::network::{Links, PeerPool};
 use crate::placement_driver::driver::{self, Driver};
+use crate::quiet::board::BeatBoard;
+use crate::quiet::driver::{Pacing, QuietDriver};
 use crate::raft_config::raft_config;
 use crate::replica::{HostParts, ReplicaError, ReplicaHost};
 use crate::service::{
     BoardsService, ClusterService, Ctx, ElectionService, KvService, LeaseHomeService, LeaseService, PlacementService,
-    RaftService, RegistryService, Validator,
+    QuietService, RaftService, RegistryService, Validator,
 };
 use crate::shard::Shards;
 use crate::storage::{self, Flusher, OpenError};
@@ -217,6 +220,10 @@ impl Node {
         let lease_home_svc = LeaseHomeServer::new(LeaseHomeService::new(shards.clone()))
             .max_decoding_message_size(peer_max)
             .max_encoding_message_size(peer_max);
+        let beats = BeatBoard::default();
+        let quiet_svc = QuietServer::new(QuietService::new(beats.clone()))
+            .max_decoding_message_size(peer_max)
+            .max_encoding_message_size(peer_max);
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc).map(|conn| {
             conn.inspect(|s| {
                 // Raft and client RPCs are small and latency-bound.
@@ -235,6 +242,7 @@ impl Node {
                 .add_service(raft_svc)
                 .add_service(placement_svc)
                 .add_service(lease_home_svc)
+                .add_service(quiet_svc)
                 .serve_with_incoming_shutdown(incoming, wait_for(grpc_stop_rx))
                 .await;
             if let Err(e) = result {
@@ -250,6 +258,7 @@ impl Node {
         };
         let admin_task = tokio::spawn(admin::serve(admin, admin_state, wait_for(admin_stop_rx)));
 
+        let quiet_pool = pool.clone();
         let formation = if config.discovery.is_empty() {
             let peers = config.parsed_peers().map_err(NodeError::Peers)?;
             tokio::spawn(bootstrap::run(meta, me, stamp.clone(), peers, pool))
@@ -267,7 +276,23 @@ impl Node {
         };
         let promoter = tokio::spawn(membership.run_promoter(stopping.subscribe()));
         let placement = tokio::spawn(driver.run(stopping.subscribe()));
-        let background = vec![formation, promoter, placement];
+        let mut background = vec![formation, promoter, placement];
+        let r = &config.raft;
+        if r.quiet_after_ms > 0 {
+            let quiet = QuietDriver {
+                node_id: config.node_id,
+                shards: shards.clone(),
+                board: beats,
+                pool: quiet_pool,
+                pacing: Pacing {
+                    round: Duration::from_millis(r.heartbeat_interval_ms),
+                    quiet_rounds: u32::try_from(r.quiet_after_ms.div_ceil(r.heartbeat_interval_ms)).unwrap_or(u32::MAX),
+                    fresh: Duration::from_millis(r.election_timeout_min_ms),
+                },
+                gauge: metrics.quiet_replicas.clone(),
+            };
+            background.push(tokio::spawn(quiet.run(stopping.subscribe())));
+        }
 
         tracing::info!(node = config.node_id, name = %config.name, grpc = %grpc_addr, admin = %admin_addr,
             advertise = %config.advertise_addr, "node started");

@@ -27,8 +27,8 @@ pub enum PeerCallError {
     #[error("{addr} did not answer within {} ms", limit.as_millis())]
     NoAnswer { addr: String, limit: Duration },
     /// The call failed on the way (connection refused, unknown RPC, ...).
-    #[error("{addr}: {message}")]
-    Transport { addr: String, message: String },
+    #[error("{addr}: {code:?}: {message}")]
+    Transport { addr: String, code: Code, message: String },
 }
 
 /// Sends `request` about `shard` to `addr` with `call` (the service's client method), or with
@@ -63,7 +63,8 @@ where
         .map_err(|_| PeerCallError::NoAnswer { addr: addr.to_string(), limit })?
         .map_err(|s| PeerCallError::Transport {
             addr: addr.to_string(),
-            message: format!("{:?}: {}", s.code(), s.message()),
+            code: s.code(),
+            message: s.message().to_string(),
         })?;
     Ok(codec::decode(&reply.into_inner().payload)?)
 }

@@ -2,7 +2,8 @@
 //! each request into a replicated transaction or a local read, and convert between protobuf and
 //! domain types; all state changes happen in the state machine, never as read-modify-write here.
 //! Other nodes call the peer services (`hypercache.raft.v1`): [`RaftService`] (`peer.rs`, Raft
-//! RPCs), [`PlacementService`] (placement steps) and [`LeaseHomeService`] (lease-home questions).
+//! RPCs), [`PlacementService`] (placement steps), [`LeaseHomeService`] (lease-home questions) and
+//! [`QuietService`] (beats of quiet shards).
 
 mod boards;
 pub mod cluster;
@@ -15,6 +16,7 @@ mod lease_home;
 mod peer;
 mod peer_msg;
 mod placement;
+mod quiet;
 mod registry;
 mod stream;
 mod validate;
@@ -29,5 +31,6 @@ pub use lease::LeaseService;
 pub use lease_home::LeaseHomeService;
 pub use peer::RaftService;
 pub use placement::PlacementService;
+pub use quiet::QuietService;
 pub use registry::RegistryService;
 pub use validate::Validator;

@@ -163,7 +163,12 @@ impl TestCluster {
     /// A serializable (local) get from node `i`; `None` also while the replica refuses local
     /// reads (`REPLICA_NOT_SERVING`: it is still empty right after a restart, or a learner).
     pub async fn local_get(&self, i: usize, key: &str) -> Option<pb::KeyValue> {
-        let req = pb::GetRequest { key: key.to_string().into(), serializable: true, ..Default::default() };
+        self.local_get_in(i, 0, key).await
+    }
+
+    /// A serializable get of `key` in data shard `shard` from node `i`'s own replica.
+    pub async fn local_get_in(&self, i: usize, shard: u32, key: &str) -> Option<pb::KeyValue> {
+        let req = pb::GetRequest { shard_id: shard, key: key.to_string().into(), serializable: true };
         match self.kv(i).await.get(req).await {
             Ok(response) => response.into_inner().kv,
             Err(status) if status.code() == tonic::Code::Unavailable => None,
