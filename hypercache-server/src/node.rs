@@ -221,7 +221,7 @@ impl Node {
             .max_decoding_message_size(peer_max)
             .max_encoding_message_size(peer_max);
         let beats = BeatBoard::default();
-        let quiet_svc = QuietServer::new(QuietService::new(beats.clone()))
+        let quiet_svc = QuietServer::new(QuietService::new(beats.clone(), shards.clone()))
             .max_decoding_message_size(peer_max)
             .max_encoding_message_size(peer_max);
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc).map(|conn| {

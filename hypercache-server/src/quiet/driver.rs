@@ -83,14 +83,22 @@ impl QuietDriver {
                 members.extend(others);
             }
         }
-        let not_ticking = memory.states.values().filter(|s| matches!(s, State::Quiet { .. } | State::Held)).count();
-        self.gauge.set(i64::try_from(not_ticking).unwrap_or(i64::MAX));
         if !named.is_empty() {
             let beat = Beat { from: self.node_id, quiet: named };
-            for node in self.send(&beat, &members).await {
-                memory.cannot_hold.insert(node);
+            let answers = self.send(&beat, &members).await;
+            memory.cannot_hold.extend(answers.cannot_hold);
+            // A member that restarted while these were quiet knows no leader: heartbeat now.
+            for shard in shards.iter().filter(|s| answers.leaderless.contains(&s.id)) {
+                if let Some(state) = memory.states.get_mut(&shard.id) {
+                    if let State::Quiet { term, .. } = *state {
+                        *state = State::Waking { term };
+                        apply(shard, Action::TickAndHeartbeat).await;
+                    }
+                }
             }
         }
+        let not_ticking = memory.states.values().filter(|s| matches!(s, State::Quiet { .. } | State::Held)).count();
+        self.gauge.set(i64::try_from(not_ticking).unwrap_or(i64::MAX));
     }
 
     /// The replica as [`step`] needs it, and the other members of its shard (id, address).
@@ -123,11 +131,10 @@ impl QuietDriver {
         (seen, others)
     }
 
-    /// Sends `beat` to every member in `to` at once, each within one round; returns the members
-    /// that do not know beats.
-    async fn send(&self, beat: &Beat, to: &BTreeMap<NodeId, String>) -> Vec<NodeId> {
+    /// Sends `beat` to every member in `to` at once, each within one round.
+    async fn send(&self, beat: &Beat, to: &BTreeMap<NodeId, String>) -> Answers {
         let calls = to.iter().filter(|(_, addr)| self.pool.links().allows(addr, RaftRpc::Append)).map(|(id, addr)| {
-            let call = peer_call::call::<_, (), _, _, _, _>(
+            let call = peer_call::call::<_, Vec<ShardId>, _, _, _, _>(
                 &self.pool,
                 addr,
                 ShardId::META,
@@ -138,20 +145,29 @@ impl QuietDriver {
             );
             async move { (*id, addr, call.await) }
         });
-        let mut old = Vec::new();
+        let mut answers = Answers::default();
         for (id, addr, result) in futures::future::join_all(calls).await {
             match result {
-                Ok(()) => {}
+                Ok(leaderless) => answers.leaderless.extend(leaderless),
                 Err(PeerCallError::Transport { code: tonic::Code::Unimplemented, .. }) => {
                     tracing::warn!(peer = id, addr = %addr, "peer does not know quiet beats (older version): its shards keep ticking");
-                    old.push(id);
+                    answers.cannot_hold.push(id);
                 }
                 // A member that is down or cut off is not electing; it hears the next beat.
                 Err(e) => tracing::debug!(peer = id, error = %e, "quiet beat not delivered"),
             }
         }
-        old
+        answers
     }
+}
+
+/// What the members answered to one round's beats.
+#[derive(Default)]
+struct Answers {
+    /// Members that do not know beats (an older version): they would not hold.
+    cannot_hold: Vec<NodeId>,
+    /// Shards some member's replica knows no leader of.
+    leaderless: HashSet<ShardId>,
 }
 
 async fn apply(shard: &Shard, action: Action) {
