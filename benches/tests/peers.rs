@@ -121,10 +121,12 @@ async fn redis_puts_no_replica_acknowledged_are_failures() {
     let p = free_port();
     let _primary = redis(dir.path(), "primary", p, None);
     redis_conn(p).await;
-    // The second endpoint is never started: WAIT 1 times out with 0 acknowledgements.
+    // The second endpoint is never started: WAIT 1 times out with 0 acknowledgements. WAIT gives
+    // up at half the deadline; 1 s of margin, because with 200 ms a loaded CI machine once let the
+    // deadline pass first (`timeout` instead of `not_replicated`).
     let endpoints = format!("127.0.0.1:{p},127.0.0.1:{}", free_port());
     let report = bench(&format!(
-        "--system redis --endpoints {endpoints} --redis-wait 1 --count 3 --concurrency 1 --timeout-ms 200"
+        "--system redis --endpoints {endpoints} --redis-wait 1 --count 3 --concurrency 1 --timeout-ms 2000"
     ))
     .await;
     assert_eq!(report.put.ops, 0, "{}", report.to_text());
