@@ -19,14 +19,19 @@ stop_cluster() {
   dev=
 }
 
-# start_cluster SHARDS BASE-PORT ADMIN-BASE-PORT: a fresh 3-node cluster in $dir/run, the previous
-# one's data deleted and synced first (writeback of old dirty pages would compete with this run's
-# fsyncs); returns 1, with the supervisor's output, if it is not ready within 120 s.
-start_cluster() {
-  stop_cluster
+# fresh_run_dir: an empty $dir/run, the previous run's data deleted and synced first (writeback
+# of old dirty pages would compete with this run's fsyncs).
+fresh_run_dir() {
   rm -rf "$dir/run"
   sync
   mkdir -p "$dir/run"
+}
+
+# start_cluster SHARDS BASE-PORT ADMIN-BASE-PORT: a fresh 3-node cluster in a fresh $dir/run;
+# returns 1, with the supervisor's output, if it is not ready within 120 s.
+start_cluster() {
+  stop_cluster
+  fresh_run_dir
   setsid "$bin/hypercache" dev --nodes 3 --shards "$1" --dir "$dir/run" --base-port "$2" --admin-base-port "$3" \
     >"$dir/run/dev.out" 2>&1 &
   dev=$!

@@ -61,14 +61,6 @@ stop_system() {
 cleanup() { stop_system; rm -rf "$dir"; }
 trap cleanup EXIT
 
-# fresh_dir: the previous system's data deleted and synced, so its writeback does not compete
-# with this system's fsyncs.
-fresh_dir() {
-  rm -rf "$dir/run"
-  sync
-  mkdir -p "$dir/run"
-}
-
 # ready SYSTEM-FLAGS...: one put through hcbench succeeds (polled for up to 30 s).
 ready() {
   local out
@@ -85,7 +77,7 @@ ready() {
 # starts the processes fresh.
 start_etcd() {
   local n=$1 cluster="" eps="" i
-  fresh_dir
+  fresh_run_dir
   for i in $(seq 1 "$n"); do
     cluster+="${cluster:+,}m$i=http://127.0.0.1:$((8410 + i))"
     eps+="${eps:+,}127.0.0.1:$((8400 + i))"
@@ -104,7 +96,7 @@ start_etcd() {
 
 start_redis() {
   local replicas=$1 wait=$2 eps="" i port
-  fresh_dir
+  fresh_run_dir
   for i in $(seq 0 "$replicas"); do
     port=$((8421 + i))
     mkdir -p "$dir/run/redis$i"

@@ -13,7 +13,8 @@ pub struct Seen {
     pub leader: Option<NodeId>,
     pub last_log_index: u64,
     /// Leader only: every follower and learner has matched the last entry, this node has
-    /// applied it, and the membership is not changing (no joint configuration).
+    /// applied it, the membership is not changing (no joint configuration), and no member said
+    /// it knows no leader of the shard.
     pub settled: bool,
     /// Leader only: every other member answers beats (none is of a version before them).
     pub members_hold: bool,

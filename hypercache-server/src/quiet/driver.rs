@@ -46,6 +46,9 @@ struct Memory {
     states: HashMap<ShardId, State>,
     /// Members that answered a beat UNIMPLEMENTED (an older version): they would not hold.
     cannot_hold: HashSet<NodeId>,
+    /// Shards a member answered it knows no leader of (it restarted while they were quiet): not
+    /// settled, so [`step`] wakes them and they heartbeat.
+    leaderless: HashSet<ShardId>,
 }
 
 impl QuietDriver {
@@ -73,7 +76,7 @@ impl QuietDriver {
         let mut named = Vec::new();
         let mut members: BTreeMap<NodeId, String> = BTreeMap::new();
         for shard in &shards {
-            let (seen, others) = self.look(shard, &memory.cannot_hold);
+            let (seen, others) = self.look(shard, memory);
             let state = memory.states.entry(shard.id).or_insert(State::NEW);
             let (next, action) = step(*state, seen, self.pacing.quiet_rounds, beats.get(&shard.id).copied());
             apply(shard, action).await;
@@ -87,22 +90,16 @@ impl QuietDriver {
             let beat = Beat { from: self.node_id, quiet: named };
             let answers = self.send(&beat, &members).await;
             memory.cannot_hold.extend(answers.cannot_hold);
-            // A member that restarted while these were quiet knows no leader: heartbeat now.
-            for shard in shards.iter().filter(|s| answers.leaderless.contains(&s.id)) {
-                if let Some(state) = memory.states.get_mut(&shard.id) {
-                    if let State::Quiet { term, .. } = *state {
-                        *state = State::Waking { term };
-                        apply(shard, Action::TickAndHeartbeat).await;
-                    }
-                }
-            }
+            memory.leaderless = answers.leaderless;
+        } else {
+            memory.leaderless.clear();
         }
         let not_ticking = memory.states.values().filter(|s| matches!(s, State::Quiet { .. } | State::Held)).count();
         self.gauge.set(i64::try_from(not_ticking).unwrap_or(i64::MAX));
     }
 
     /// The replica as [`step`] needs it, and the other members of its shard (id, address).
-    fn look(&self, shard: &Shard, cannot_hold: &HashSet<NodeId>) -> (Seen, Vec<(NodeId, String)>) {
+    fn look(&self, shard: &Shard, memory: &Memory) -> (Seen, Vec<(NodeId, String)>) {
         let metrics = shard.raft.metrics();
         let m = metrics.borrow();
         let membership = m.membership_config.membership();
@@ -115,6 +112,7 @@ impl QuietDriver {
             ServerState::Candidate | ServerState::Shutdown => Role::Other,
         };
         let settled = role == Role::Leader
+            && !memory.leaderless.contains(&shard.id)
             && membership.get_joint_config().len() == 1
             && m.last_applied.is_some_and(|l| l.index == last_log_index)
             && m.replication.as_ref().is_some_and(|r| {
@@ -126,7 +124,7 @@ impl QuietDriver {
             leader: m.current_leader,
             last_log_index,
             settled,
-            members_hold: others.iter().all(|(id, _)| !cannot_hold.contains(id)),
+            members_hold: others.iter().all(|(id, _)| !memory.cannot_hold.contains(id)),
         };
         (seen, others)
     }
