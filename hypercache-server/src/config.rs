@@ -105,6 +105,9 @@ pub struct RaftSettings {
 pub struct StorageSettings {
     /// sled page cache size. sled's own default (1 GiB) is far above our idle memory budget.
     pub cache_capacity_mb: u64,
+    /// Size of one segment file of the node's Raft log: a full segment is closed and the next
+    /// one started; segments no shard needs any more are deleted whole.
+    pub log_segment_mb: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -170,7 +173,7 @@ impl Default for RaftSettings {
 
 impl Default for StorageSettings {
     fn default() -> Self {
-        StorageSettings { cache_capacity_mb: 32 }
+        StorageSettings { cache_capacity_mb: 32, log_segment_mb: 64 }
     }
 }
 
@@ -341,6 +344,9 @@ impl Config {
         }
         if self.storage.cache_capacity_mb == 0 {
             return Err(invalid("storage.cache_capacity_mb", "must be >= 1"));
+        }
+        if self.storage.log_segment_mb == 0 || self.storage.log_segment_mb > 1024 {
+            return Err(invalid("storage.log_segment_mb", "must be 1..=1024"));
         }
         if self.shutdown_grace_ms == 0 {
             return Err(invalid("shutdown_grace_ms", "must be >= 1"));

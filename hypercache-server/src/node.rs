@@ -46,7 +46,7 @@ use crate::service::{
     QuietService, RaftService, RegistryService, Validator,
 };
 use crate::shard::Shards;
-use crate::storage::{self, Flusher, OpenError};
+use crate::storage::{NodeStore, OpenError, StoreLimits, StoreTasks};
 use crate::types::{NodeInfo, ShardId};
 use crate::watch_hub::HistoryLimits;
 
@@ -66,7 +66,7 @@ pub enum NodeError {
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("flushing storage at shutdown: {0}")]
-    Flush(#[source] storage::FlushError),
+    Flush(#[source] crate::storage::FlushError),
     #[error(transparent)]
     Identity(#[from] IdentityError),
     #[error("discovery: {0}")]
@@ -93,8 +93,8 @@ pub struct Node {
     admin_task: JoinHandle<()>,
     /// Cluster formation (static bootstrap or discovery) and the learner promoter.
     background: Vec<JoinHandle<()>>,
-    flusher: Flusher,
-    flusher_task: JoinHandle<()>,
+    store: NodeStore,
+    store_tasks: StoreTasks,
 }
 
 impl Node {
@@ -129,10 +129,13 @@ impl Node {
             tracing::info!(node = config.node_id, incarnation = %stamp.incarnation,
                 "new data dir: stamped with a new incarnation");
         }
-        let db = storage::open_db(&config.data_dir, config.storage.cache_capacity_mb * 1024 * 1024)?;
         let flush_hist = metrics.flush_seconds.clone();
-        let durable = storage::DurableFlush::new(&db, &config.data_dir).map_err(|e| OpenError::Files(e.to_string()))?;
-        let (flusher, flusher_task) = Flusher::spawn(durable, Some(Box::new(move |s| flush_hist.observe(s))));
+        let limits = StoreLimits {
+            cache_capacity_bytes: config.storage.cache_capacity_mb * 1024 * 1024,
+            segment_bytes: config.storage.log_segment_mb * 1024 * 1024,
+        };
+        let (store, store_tasks) =
+            NodeStore::open(&config.data_dir, limits, Some(Box::new(move |s| flush_hist.observe(s))))?;
         let pool = PeerPool::new(
             Duration::from_millis(config.raft.heartbeat_interval_ms.max(500)),
             config.max_peer_message_bytes(),
@@ -146,9 +149,7 @@ impl Node {
         let host = Arc::new(ReplicaHost::new(HostParts {
             stamp: stamp.clone(),
             shards: shards.clone(),
-            db,
-            data_dir: config.data_dir.clone(),
-            flusher: flusher.clone(),
+            store: store.clone(),
             pool: pool.clone(),
             raft_config,
             history,
@@ -311,8 +312,8 @@ impl Node {
             grpc_task,
             admin_task,
             background,
-            flusher,
-            flusher_task,
+            store,
+            store_tasks,
         })
     }
 
@@ -369,8 +370,8 @@ impl Node {
         }
         let _ = self.stop_admin.send(true);
         let _ = tokio::time::timeout(grace, self.admin_task).await;
-        let flushed = self.flusher.flush().await.map_err(NodeError::Flush);
-        release(self.shards, self.host, self.flusher, self.background, self.flusher_task, grace).await;
+        let flushed = self.store.sm_flush.flush().await.map_err(NodeError::Flush);
+        release(self.shards, self.host, self.store, self.background, self.store_tasks, grace).await;
         flushed?;
         tracing::info!(node = self.config.node_id, "shutdown complete");
         Ok(())
@@ -387,7 +388,7 @@ impl Node {
         }
         let _ = (&mut self.grpc_task).await;
         let _ = (&mut self.admin_task).await;
-        release(self.shards, self.host, self.flusher, self.background, self.flusher_task, Duration::from_secs(5)).await;
+        release(self.shards, self.host, self.store, self.background, self.store_tasks, Duration::from_secs(5)).await;
     }
 }
 
@@ -397,9 +398,9 @@ impl Node {
 async fn release(
     shards: Arc<Shards>,
     host: Arc<ReplicaHost>,
-    flusher: Flusher,
+    store: NodeStore,
     background: Vec<JoinHandle<()>>,
-    flusher_task: JoinHandle<()>,
+    store_tasks: StoreTasks,
     timeout: Duration,
 ) {
     for task in background {
@@ -408,8 +409,8 @@ async fn release(
     }
     drop(shards);
     drop(host);
-    drop(flusher);
-    if tokio::time::timeout(timeout, flusher_task).await.is_err() {
+    drop(store);
+    if !store_tasks.closed(timeout).await {
         tracing::warn!("storage was still in use {} ms after shutdown", timeout.as_millis());
     }
 }

@@ -11,7 +11,6 @@
 //! the Close, an install) lands after it: see `storage::Retired`.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use hypercache_proto::poison::lock;
@@ -23,7 +22,7 @@ use crate::lease_home::{follow_homes, LeaseHomes};
 use crate::network::{NetworkFactory, PeerPool};
 use crate::raft_types::TypeConfig;
 use crate::shard::{FollowHomes, Shard, ShardParts, Shards};
-use crate::storage::{self, Flusher, OpenError, Retired, ShardStorage};
+use crate::storage::{NodeStore, OpenError, Retired, ShardStorage};
 use crate::types::{NodeId, ShardId};
 use crate::watch_hub::HistoryLimits;
 
@@ -48,9 +47,7 @@ pub struct ReplicaHost {
     pub node_id: NodeId,
     pub stamp: Arc<Stamp>,
     pub shards: Arc<Shards>,
-    db: sled::Db,
-    data_dir: PathBuf,
-    flusher: Flusher,
+    store: NodeStore,
     pool: PeerPool,
     raft_config: Arc<openraft::Config>,
     history: HistoryLimits,
@@ -65,9 +62,7 @@ pub struct ReplicaHost {
 pub struct HostParts {
     pub stamp: Arc<Stamp>,
     pub shards: Arc<Shards>,
-    pub db: sled::Db,
-    pub data_dir: PathBuf,
-    pub flusher: Flusher,
+    pub store: NodeStore,
     pub pool: PeerPool,
     pub raft_config: Arc<openraft::Config>,
     pub history: HistoryLimits,
@@ -81,9 +76,7 @@ impl ReplicaHost {
             node_id: p.stamp.node_id,
             stamp: p.stamp,
             shards: p.shards,
-            db: p.db,
-            data_dir: p.data_dir,
-            flusher: p.flusher,
+            store: p.store,
             pool: p.pool,
             raft_config: p.raft_config,
             history: p.history,
@@ -108,7 +101,7 @@ impl ReplicaHost {
 
     async fn start(&self, id: ShardId) -> Result<Arc<Shard>, ReplicaError> {
         let ShardStorage { log, state_machine, reader, hub, clock, retired } =
-            ShardStorage::open(&self.db, &self.data_dir, id, self.flusher.clone(), self.history.clone())?;
+            ShardStorage::open(&self.store, id, self.history.clone())?;
         let committed = log.committed_handle();
         let network = NetworkFactory::new(id, self.stamp.clone(), self.pool.clone(), self.max_peer_message_bytes);
         let raft = Raft::new(self.node_id, self.raft_config.clone(), network, log, state_machine)
@@ -147,13 +140,13 @@ impl ReplicaHost {
             }
         }
         let retired = lock(&self.retired).remove(&id);
-        let (db, data_dir) = (self.db.clone(), self.data_dir.clone());
+        let store = self.store.clone();
         // Waits for a snapshot write in progress, then deletes and flushes: blocking work.
         tokio::task::spawn_blocking(move || {
             if let Some(retired) = retired {
                 retired.close();
             }
-            storage::remove_shard(&db, &data_dir, id)
+            store.remove_shard(id)
         })
         .await
         .map_err(|source| ReplicaError::Close { shard: id, source })??;
@@ -163,7 +156,7 @@ impl ReplicaHost {
 
     /// The data shards with storage on this node (reopened at startup).
     pub fn stored_shards(&self) -> Vec<ShardId> {
-        storage::stored_data_shards(&self.db)
+        self.store.stored_data_shards()
     }
 }
 

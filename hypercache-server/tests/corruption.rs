@@ -1,4 +1,4 @@
-//! A corrupted log entry is a clear startup error naming the shard and index, never silent.
+//! A corrupted log entry is a clear startup error naming the shard and its position, never silent.
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
 mod common;
@@ -16,23 +16,22 @@ async fn corrupted_log_entry_is_detected_at_startup() {
     }
     c.stop(0).await;
 
-    // Flip one bit in the value of log entry 5, as a bad disk would.
-    {
-        let db = sled::open(c.data_dir(0).join("sled")).expect("open sled");
-        let log = db.open_tree("shard-0/log").unwrap();
-        let key = 5u64.to_be_bytes();
-        let mut value = log.get(key).unwrap().expect("entry 5 exists").to_vec();
-        let last = value.len() - 1;
-        value[last] ^= 0x01;
-        log.insert(key, value).unwrap();
-        db.flush().unwrap();
-    }
+    // Flip one bit in log entry 5 of shard 0, as a bad disk would.
+    let (path, offset) = {
+        let wal =
+            hypercache_server::storage::Wal::open(&hypercache_server::storage::wal::wal_dir(&c.data_dir(0)), 64 << 20)
+                .expect("open the stopped node's log");
+        wal.entry_position(hypercache_server::types::ShardId(0), 5).expect("entry 5 is in the log")
+    };
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[offset as usize + 8] ^= 0x01;
+    std::fs::write(&path, bytes).unwrap();
 
     let err = match start_again(&c.configs[0]).await {
         Ok(_) => panic!("a node with a corrupted log must not start"),
         Err(e) => e.to_string(),
     };
     assert!(err.contains("shard 0"), "{err}");
-    assert!(err.contains("index 5"), "{err}");
+    assert!(err.contains(&format!("{} at byte", path.display())), "{err}");
     assert!(err.contains("checksum mismatch"), "{err}");
 }

@@ -198,11 +198,11 @@ fn signal(p: &Proc, sig: nix::sys::signal::Signal) {
 }
 
 /// A Close the node acknowledged survives a SIGKILL right after the acknowledgement: the
-/// replica's trees are gone from the data dir, so it is never reopened at the next start. (The
+/// replica's log and tree are gone from the data dir, so it is never reopened at the next start. (The
 /// other two nodes are stopped meanwhile, so nothing re-creates the replica: no placement
-/// driver round, no append from the shard's leader.) sled 0.34 hands a dropped tree's metadata
-/// to the OS at once, so this passed before the Close flushed too; the flush and directory
-/// fsync cover power loss, which a process test cannot cut.
+/// driver round, no append from the shard's leader.) The log's Drop record reaches the page cache
+/// at once, so this passes without the sync too; the sync covers power loss, which a process
+/// test cannot cut.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_close_acknowledged_then_sigkill_leaves_no_replica() {
     use hypercache_server::placement_driver::ops::{self, ShardOp};
@@ -225,15 +225,22 @@ async fn a_close_acknowledged_then_sigkill_leaves_no_replica() {
     procs[closing].child.as_mut().unwrap().kill().unwrap();
     procs[closing].child.take().unwrap().wait().unwrap();
 
-    let db = hypercache_server::storage::open_db(&node_dir, 16 << 20).expect("open the killed node's data dir");
-    let trees: Vec<String> = db
-        .tree_names()
-        .iter()
-        .map(|n| String::from_utf8_lossy(n).into_owned())
-        .filter(|n| n.starts_with("shard-0/"))
-        .collect();
-    assert!(trees.is_empty(), "the closed replica's trees came back after SIGKILL: {trees:?}");
-    assert!(hypercache_server::storage::stored_data_shards(&db).is_empty());
+    {
+        let limits = hypercache_server::storage::StoreLimits { cache_capacity_bytes: 16 << 20, segment_bytes: 1 << 20 };
+        let (store, tasks) = hypercache_server::storage::NodeStore::open(&node_dir, limits, None)
+            .expect("open the killed node's data dir");
+        let trees: Vec<String> = store
+            .db
+            .tree_names()
+            .iter()
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .filter(|n| n.starts_with("shard-0/"))
+            .collect();
+        assert!(trees.is_empty(), "the closed replica's tree came back after SIGKILL: {trees:?}");
+        assert!(store.stored_data_shards().is_empty(), "the closed replica's log came back after SIGKILL");
+        drop(store);
+        assert!(tasks.closed(Duration::from_secs(5)).await);
+    }
     for (i, p) in procs.iter().enumerate() {
         if i != closing {
             signal(p, nix::sys::signal::Signal::SIGCONT);

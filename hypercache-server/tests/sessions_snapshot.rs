@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use hypercache_server::machine::command::{Applied, Command, CommandResponse, Op, Request, Tracked, Txn, WriteId};
 use hypercache_server::raft_types::TypeConfig;
-use hypercache_server::storage::{open_db, DurableFlush, Flusher, ShardStorage};
+use hypercache_server::storage::{NodeStore, ShardStorage, StoreLimits, StoreTasks};
 use hypercache_server::types::{ClientId, ShardId};
 use hypercache_server::watch_hub::HistoryLimits;
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
@@ -33,21 +33,21 @@ fn entry(index: u64, requests: Vec<Tracked>) -> Entry<TypeConfig> {
 }
 
 struct Replica {
-    db: sled::Db,
-    flusher: Flusher,
+    store: NodeStore,
+    _tasks: StoreTasks,
 }
 
 impl Replica {
     fn new(dir: &TempDir) -> Self {
-        let db = open_db(dir.path(), 4 * 1024 * 1024).expect("open sled");
-        let (flusher, _task) = Flusher::spawn(DurableFlush::new(&db, dir.path()).expect("data file"), None);
-        Replica { db, flusher }
+        let limits = StoreLimits { cache_capacity_bytes: 4 << 20, segment_bytes: 1 << 20 };
+        let (store, _tasks) = NodeStore::open(dir.path(), limits, None).expect("open store");
+        Replica { store, _tasks }
     }
 
     /// The shard's storage, opened (again) from the node's database.
-    fn open(&self, dir: &TempDir) -> ShardStorage {
+    fn open(&self) -> ShardStorage {
         let history = HistoryLimits { events: 1000, bytes: 1 << 20 };
-        ShardStorage::open(&self.db, dir.path(), ShardId(0), self.flusher.clone(), history).expect("open shard")
+        ShardStorage::open(&self.store, ShardId(0), history).expect("open shard")
     }
 }
 
@@ -68,7 +68,7 @@ async fn a_repeat_after_a_snapshot_install_returns_the_original_outcome() {
     let tracked = |value: &str| Tracked { write: Some(w), request: put("k", value) };
 
     let (dir_a, dir_b) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
-    let mut a = Replica::new(&dir_a).open(&dir_a);
+    let mut a = Replica::new(&dir_a).open();
     let original = apply_one(&mut a, entry(1, vec![tracked("v")])).await;
     assert_eq!(original.revision, 1);
     let other = Tracked { write: None, request: put("x", "y") };
@@ -78,7 +78,7 @@ async fn a_repeat_after_a_snapshot_install_returns_the_original_outcome() {
     let snapshot = builder.build_snapshot().await.expect("build snapshot");
 
     let node_b = Replica::new(&dir_b);
-    let mut b = node_b.open(&dir_b);
+    let mut b = node_b.open();
     b.state_machine.install_snapshot(&snapshot.meta, snapshot.snapshot).await.expect("install");
     assert_eq!(version(&b, "k"), Some(1));
     let repeat = apply_one(&mut b, entry(3, vec![tracked("v")])).await;
@@ -87,7 +87,7 @@ async fn a_repeat_after_a_snapshot_install_returns_the_original_outcome() {
 
     // The same after the state machine is opened again: the index is rebuilt from the rows.
     drop(b);
-    let mut b = node_b.open(&dir_b);
+    let mut b = node_b.open();
     let repeat = apply_one(&mut b, entry(4, vec![tracked("v")])).await;
     assert_eq!(repeat, original);
     assert_eq!(version(&b, "k"), Some(1));

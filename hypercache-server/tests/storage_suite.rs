@@ -1,29 +1,30 @@
-//! openraft's storage conformance suite against our sled log store and state machine.
+//! openraft's storage conformance suite against our log store (the node's shared Raft log) and
+//! state machine (sled).
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
 use hypercache_server::raft_types::TypeConfig;
-use hypercache_server::storage::{open_db, DurableFlush, Flusher, LogStore, ShardStorage, StateMachine};
+use hypercache_server::storage::{LogStore, NodeStore, ShardStorage, StateMachine, StoreLimits};
 use hypercache_server::types::{NodeId, ShardId};
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::StorageError;
 use tempfile::TempDir;
 
-struct SledStoreBuilder;
+struct NodeStoreBuilder;
 
-impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for SledStoreBuilder {
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for NodeStoreBuilder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError<NodeId>> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = open_db(dir.path(), 4 * 1024 * 1024).expect("open sled");
-        let (flusher, _task) = Flusher::spawn(DurableFlush::new(&db, dir.path()).expect("data file"), None);
+        let limits = StoreLimits { cache_capacity_bytes: 4 << 20, segment_bytes: 1 << 20 };
+        let (store, _tasks) = NodeStore::open(dir.path(), limits, None).expect("open store");
         let history = hypercache_server::watch_hub::HistoryLimits { events: 1000, bytes: 1 << 20 };
-        let s = ShardStorage::open(&db, dir.path(), ShardId(0), flusher, history).expect("open shard storage");
+        let s = ShardStorage::open(&store, ShardId(0), history).expect("open shard storage");
         Ok((dir, s.log, s.state_machine))
     }
 }
 
 #[test]
-fn openraft_storage_suite_passes_on_sled_store() {
-    if let Err(e) = Suite::test_all(SledStoreBuilder) {
+fn openraft_storage_suite_passes_on_our_store() {
+    if let Err(e) = Suite::test_all(NodeStoreBuilder) {
         panic!("openraft storage suite failed: {e}");
     }
 }

@@ -44,6 +44,8 @@ pub enum FlushError {
     /// The blocking thread running the flush panicked or was cancelled.
     #[error("sled flush task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Log(#[from] super::wal::WalError),
     #[error("flusher stopped: node is shutting down")]
     Stopped,
     #[error("flusher stopped before completing")]

@@ -1,16 +1,19 @@
 //! Group commit: one `fsync` for many writers.
 //!
-//! sled only makes writes durable on a flush ([`DurableFlush`]: sled's `flush` and an `fdatasync`,
-//! as sled's alone does not survive a power cut), and an fsync here costs ~0.2-3 ms, which would cap a
-//! shard at a few hundred appends per second if every append flushed on its own. Writers instead
-//! insert their records (in memory, cheap) and hand a completion to the [`Flusher`]: a task that
-//! takes every completion waiting, runs ONE flush on a blocking thread, and then completes
-//! them all. Any flush that *starts* after a record was inserted makes that record durable, so a
-//! completion is only ever signalled by a flush that began after it was queued.
+//! An fsync here costs ~0.2-3 ms, which would cap a shard at a few hundred appends per second if
+//! every append synced on its own. Writers instead write their records (to the page cache or
+//! sled's memory, cheap) and hand a completion to a [`Flusher`]: a task that takes every
+//! completion waiting, runs ONE sync on a blocking thread, and then completes them all. Any sync
+//! that *starts* after a record was written makes that record durable, so a completion is only
+//! ever signalled by a sync that began after it was queued.
 //!
-//! One flusher serves a whole `Db`, i.e. every shard of the node (batching across shards).
+//! A node runs two, each serving every shard (batching across shards): the Raft log's (an
+//! `fdatasync` of the node's log, [`super::wal::Wal::sync`]) and the state machines' (the log's
+//! sync, then sled's [`super::DurableFlush`]: a state machine is never durable ahead of the
+//! entries it applied).
 
 use std::io;
+use std::sync::Arc;
 use std::time::Instant;
 
 use openraft::storage::LogFlushed;
@@ -18,8 +21,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::durable::FlushError;
-use super::DurableFlush;
 use crate::raft_types::TypeConfig;
+
+/// The sync a flusher runs: blocking, everything written before it starts is durable when it
+/// returns `Ok`.
+pub type SyncFn = Arc<dyn Fn() -> Result<(), FlushError> + Send + Sync>;
 
 /// Something waiting for durability.
 enum Waiter {
@@ -35,18 +41,33 @@ pub struct Flusher {
     tx: mpsc::UnboundedSender<Waiter>,
 }
 
+/// A handle that does not keep the flusher alive.
+pub struct WeakFlusher {
+    tx: mpsc::WeakUnboundedSender<Waiter>,
+}
+
+impl WeakFlusher {
+    pub fn upgrade(&self) -> Option<Flusher> {
+        self.tx.upgrade().map(|tx| Flusher { tx })
+    }
+}
+
 /// Observes each flush's duration (seconds), e.g. into a histogram.
 pub type FlushObserver = Box<dyn Fn(f64) + Send + Sync>;
 
 impl Flusher {
-    /// Spawns the flusher for `db` on the current Tokio runtime. The task flushes one last time
+    /// Spawns a flusher running `sync` on the current Tokio runtime. The task flushes one last time
     /// and ends when every handle is dropped; awaiting the returned `JoinHandle` therefore tells
     /// the node that no storage component (they all hold a handle) is alive any more, and the
     /// `Db` can be reopened.
-    pub fn spawn(db: DurableFlush, observe: Option<FlushObserver>) -> (Flusher, JoinHandle<()>) {
+    pub fn spawn(sync: SyncFn, observe: Option<FlushObserver>) -> (Flusher, JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(db, rx, observe));
+        let task = tokio::spawn(run(sync, rx, observe));
         (Flusher { tx }, task)
+    }
+
+    pub fn downgrade(&self) -> WeakFlusher {
+        WeakFlusher { tx: self.tx.downgrade() }
     }
 
     /// Completes `callback` once everything inserted before this call is on disk.
@@ -64,7 +85,7 @@ impl Flusher {
     }
 }
 
-async fn run(db: DurableFlush, mut rx: mpsc::UnboundedReceiver<Waiter>, observe: Option<FlushObserver>) {
+async fn run(sync: SyncFn, mut rx: mpsc::UnboundedReceiver<Waiter>, observe: Option<FlushObserver>) {
     let mut batch = Vec::new();
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -76,8 +97,8 @@ async fn run(db: DurableFlush, mut rx: mpsc::UnboundedReceiver<Waiter>, observe:
             batch.push(more);
         }
         let started = Instant::now();
-        let db2 = db.clone();
-        let result = match tokio::task::spawn_blocking(move || db2.flush()).await {
+        let sync2 = sync.clone();
+        let result = match tokio::task::spawn_blocking(move || sync2()).await {
             Ok(result) => result,
             Err(e) => Err(FlushError::Task(e.to_string())),
         };
@@ -96,7 +117,7 @@ async fn run(db: DurableFlush, mut rx: mpsc::UnboundedReceiver<Waiter>, observe:
             }
         }
     }
-    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || db.flush()).await {
+    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || sync()).await {
         tracing::error!(error = %e, "final flush failed");
     }
 }

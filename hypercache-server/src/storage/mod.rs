@@ -1,15 +1,17 @@
-//! Storage of a node: one sled `Db`, and per shard three trees and a snapshot file.
+//! Storage of a node: one Raft log shared by every shard ([`wal`]), one sled `Db` with a
+//! state-machine tree per shard, and a snapshot file per shard.
 //!
 //! | what | where | durability |
 //! |---|---|---|
-//! | Raft log | tree `shard-<id>/log`, key = big-endian index | flushed (group commit, [`DurableFlush`]) before openraft is told |
-//! | vote, committed, purge point | tree `shard-<id>/meta` | vote flushed before `save_vote` returns |
-//! | rows + applied index + membership | tree `shard-<id>/sm` | one atomic batch per apply; flushed before log purge |
+//! | Raft log entries, vote, committed, purge point | `wal/<seq>.wal`, records of every shard | synced (group commit, [`Flusher`]) before openraft is told; vote synced before `save_vote` returns |
+//! | rows + applied index + membership | tree `shard-<id>/sm` | one atomic batch per apply; flushed lazily (every second, before a log purge, after a snapshot install), always after the log |
 //! | latest snapshot | `snapshots/shard-<id>.snap` | fsync + atomic rename; never replaced by an older one |
-//! | removal of a closed replica | all of the above | flushed + directory fsync before Close is acknowledged |
+//! | removal of a closed replica | all of the above | synced before Close is acknowledged |
 //!
-//! Every stored value is a checksummed record ([`crate::encoding::record`]). The log is verified in full when a
-//! shard opens, so corruption is a startup error naming the shard and index.
+//! After a crash a state machine may be behind its log; openraft re-applies the committed
+//! entries from the applied index sled holds. Every stored value is checksummed; the log is
+//! verified in full when the node opens, so corruption is a startup error naming the shard and
+//! position.
 
 // openraft's `StorageError` (over 200 bytes) is the error type its storage traits prescribe; the
 // helpers here return it so `?` works inside the trait methods. Boxing would only add conversions.
@@ -21,17 +23,22 @@ mod log_store;
 mod reader;
 mod snapshot;
 mod state_machine;
+pub mod wal;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
 
 use hypercache_proto::poison::lock;
 
 pub use durable::{DurableFlush, FlushError};
-pub use flusher::{FlushObserver, Flusher};
+pub use flusher::{FlushObserver, Flusher, SyncFn};
 pub use log_store::LogStore;
 pub use reader::{KvReader, Progress, RangePage, ReadError};
 pub use state_machine::StateMachine;
+pub use wal::Wal;
 
 use crate::lease_clock::LeaseClock;
 use crate::types::ShardId;
@@ -46,6 +53,10 @@ pub enum OpenError {
     Corrupt { shard: ShardId, what: String, detail: String },
     #[error("storage: shard {shard}: {detail}")]
     Other { shard: ShardId, detail: String },
+    #[error("storage is corrupt: raft log {} at byte {offset}: {detail}", path.display())]
+    CorruptLog { path: PathBuf, offset: u64, detail: String },
+    #[error("storage: the data directory {} holds the previous storage format (each shard's Raft log in sled, before issue 19): {detail}", path.display())]
+    OldFormat { path: PathBuf, detail: String },
     #[error("storage: making the database's files durable: {0}")]
     Files(String),
 }
@@ -88,50 +99,154 @@ fn make_files_durable(data_dir: &Path, sled_dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The data shards that have a Raft log in `db` (the meta group excluded): the replicas this
-/// node hosted when it stopped, reopened at startup.
-pub fn stored_data_shards(db: &sled::Db) -> Vec<ShardId> {
-    let mut shards: Vec<ShardId> = db
-        .tree_names()
-        .iter()
-        .filter_map(|name| {
-            let name = std::str::from_utf8(name).ok()?;
-            name.strip_prefix("shard-")?.strip_suffix("/log")?.parse::<u32>().ok()
-        })
-        .filter(|id| *id != ShardId::META.0)
-        .map(ShardId)
-        .collect();
-    shards.sort();
-    shards
+/// The previous storage format kept each shard's Raft log in sled trees `shard-<id>/log` and
+/// `shard-<id>/meta`. Its entries cannot be read by this version: refuse to start on it rather
+/// than start empty beside them.
+fn refuse_old_format(db: &sled::Db, data_dir: &Path) -> Result<(), OpenError> {
+    let old = db.tree_names().into_iter().find_map(|name| {
+        let name = String::from_utf8(name.to_vec()).ok()?;
+        (name.starts_with("shard-") && (name.ends_with("/log") || name.ends_with("/meta"))).then_some(name)
+    });
+    match old {
+        None => Ok(()),
+        Some(tree) => Err(OpenError::OldFormat {
+            path: data_dir.to_owned(),
+            detail: format!(
+                "found the sled tree `{tree}`. Empty the data directory and start the node again: it rejoins \
+                 as a new incarnation and its replicas are copied from the other members"
+            ),
+        }),
+    }
 }
 
-/// Deletes a replica's trees and snapshot file, after its Raft has stopped (the replica moved to
-/// another node). Idempotent. Blocking: call from a blocking thread.
-///
-/// Durable when it returns: sled keeps a dropped tree only in its in-memory log buffer until the
-/// next flush, so without one a SIGKILL right after the Close was acknowledged brings the whole
-/// replica back at the next start (its log and vote included), a voter the shard no longer
-/// counts on but which would campaign and answer as if it had never left. The directory is
-/// fsynced after the unlink for the same reason on power loss.
-pub fn remove_shard(db: &sled::Db, data_dir: &Path, shard: ShardId) -> Result<(), OpenError> {
-    // The file goes first: a crash in between leaves trees without a snapshot file, which the
-    // next start reopens and the driver closes again, never a stale file under a fresh replica.
+/// A node's storage, opened once and shared by its replicas. Clones share it.
+#[derive(Clone)]
+pub struct NodeStore {
+    pub db: sled::Db,
+    pub wal: Wal,
+    pub data_dir: PathBuf,
+    /// Syncs the Raft log: appends and votes wait for it.
+    pub log_sync: Flusher,
+    /// Syncs the log, then makes the state machines durable: purges and snapshot installs wait
+    /// for it, and it runs every [`STATE_FLUSH_EVERY`] so a restart replays little.
+    pub sm_flush: Flusher,
+}
+
+/// How often state machines are made durable when nothing else asks.
+pub const STATE_FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// What a node's storage sizes come from.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreLimits {
+    /// sled's page cache.
+    pub cache_capacity_bytes: u64,
+    /// Size at which the Raft log moves on to a new segment file.
+    pub segment_bytes: u64,
+}
+
+impl NodeStore {
+    /// Opens the data dir's database and Raft log (replaying and verifying it) and spawns their
+    /// flushers on the current runtime. The returned tasks end once every clone of the store
+    /// (and of its flushers) is dropped, after a last flush: awaiting them tells that the data
+    /// dir may be opened again. `observe` sees each log sync's duration.
+    pub fn open(
+        data_dir: &Path,
+        limits: StoreLimits,
+        observe: Option<FlushObserver>,
+    ) -> Result<(NodeStore, StoreTasks), OpenError> {
+        let db = open_db(data_dir, limits.cache_capacity_bytes)?;
+        refuse_old_format(&db, data_dir)?;
+        let wal = Wal::open(&wal::wal_dir(data_dir), limits.segment_bytes)?;
+        let durable = DurableFlush::new(&db, data_dir).map_err(|e| OpenError::Files(e.to_string()))?;
+        let log = wal.clone();
+        let (log_sync, log_task) = Flusher::spawn(Arc::new(move || log.sync().map_err(FlushError::from)), observe);
+        let log = wal.clone();
+        let sync_then_flush: SyncFn = Arc::new(move || {
+            log.sync()?;
+            durable.flush()
+        });
+        let (sm_flush, sm_task) = Flusher::spawn(sync_then_flush, None);
+        let periodic = tokio::spawn(flush_state_periodically(sm_flush.downgrade()));
+        let store = NodeStore { db, wal, data_dir: data_dir.to_owned(), log_sync, sm_flush };
+        Ok((store, StoreTasks { flushers: vec![log_task, sm_task], periodic }))
+    }
+
+    /// The data shards with a replica in the log (the meta group excluded): the replicas this
+    /// node hosted when it stopped, reopened at startup.
+    pub fn stored_data_shards(&self) -> Vec<ShardId> {
+        self.wal.shards().into_iter().filter(|id| *id != ShardId::META).collect()
+    }
+
+    /// Deletes a replica's log, state-machine tree and snapshot file, after its Raft has stopped
+    /// (the replica moved to another node). Idempotent. Blocking: call from a blocking thread.
+    ///
+    /// Durable when it returns: without the sync, a SIGKILL right after the Close was
+    /// acknowledged brought the whole replica back at the next start (its log and vote
+    /// included), a voter the shard no longer counts on but which would campaign and answer as
+    /// if it had never left.
+    pub fn remove_shard(&self, shard: ShardId) -> Result<(), OpenError> {
+        // The file goes first and the log next: a crash in between leaves a log without a
+        // snapshot file, which the next start reopens and the driver closes again. A state
+        // machine left without a log is discarded when the shard next opens here (`open`).
+        remove_snapshot_file(&self.data_dir, shard)?;
+        let log_err = |e: wal::WalError| OpenError::Other { shard, detail: e.to_string() };
+        self.wal.drop_shard(shard).map_err(log_err)?;
+        self.wal.sync().map_err(log_err)?;
+        self.db.drop_tree(sm_tree(shard))?;
+        let durable = DurableFlush::new(&self.db, &self.data_dir).map_err(|e| OpenError::Files(e.to_string()))?;
+        durable.flush().map_err(|e| OpenError::Other { shard, detail: e.to_string() })?;
+        Ok(())
+    }
+}
+
+/// The background tasks of a [`NodeStore`].
+pub struct StoreTasks {
+    flushers: Vec<JoinHandle<()>>,
+    periodic: JoinHandle<()>,
+}
+
+impl StoreTasks {
+    /// Waits (at most `timeout`) until the store is closed: every handle dropped and the last
+    /// flushes done. False if it was still in use.
+    pub async fn closed(self, timeout: Duration) -> bool {
+        self.periodic.abort();
+        let _ = self.periodic.await;
+        tokio::time::timeout(timeout, async {
+            for task in self.flushers {
+                let _ = task.await;
+            }
+        })
+        .await
+        .is_ok()
+    }
+}
+
+/// Makes state machines durable every [`STATE_FLUSH_EVERY`] until the node's storage is gone.
+async fn flush_state_periodically(flusher: flusher::WeakFlusher) {
+    loop {
+        tokio::time::sleep(STATE_FLUSH_EVERY).await;
+        let Some(flusher) = flusher.upgrade() else { return };
+        if let Err(e) = flusher.flush().await {
+            tracing::warn!(error = %e, "periodic state-machine flush failed");
+        }
+    }
+}
+
+fn sm_tree(shard: ShardId) -> String {
+    format!("shard-{shard}/sm")
+}
+
+fn remove_snapshot_file(data_dir: &Path, shard: ShardId) -> Result<(), OpenError> {
     let file = snapshot::SnapshotFile::new(data_dir, shard);
     let io = |e: std::io::Error| OpenError::Other { shard, detail: format!("{}: {e}", file.path().display()) };
     match std::fs::remove_file(file.path()) {
         Ok(()) => {
             let dir = file.path().parent().unwrap_or(Path::new("."));
-            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io(e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io(e)),
     }
-    for tree in ["log", "meta", "sm"] {
-        db.drop_tree(format!("shard-{shard}/{tree}"))?;
-    }
-    let durable = DurableFlush::new(db, data_dir).map_err(|e| OpenError::Files(e.to_string()))?;
-    durable.flush().map_err(|e| OpenError::Other { shard, detail: e.to_string() })?;
-    Ok(())
 }
 
 /// Whether a replica has been closed, shared by its close and its snapshot writers.
@@ -182,16 +297,20 @@ pub struct ShardStorage {
 }
 
 impl ShardStorage {
-    /// Opens (or creates) the shard's trees, verifying the log and the stored snapshot.
-    pub fn open(
-        db: &sled::Db,
-        data_dir: &Path,
-        shard: ShardId,
-        flusher: Flusher,
-        history: HistoryLimits,
-    ) -> Result<Self, OpenError> {
-        let log = LogStore::open(db, shard, flusher.clone())?;
-        let tree = db.open_tree(format!("shard-{shard}/sm"))?;
+    /// Opens (or creates) the shard's storage, verifying the stored snapshot.
+    pub fn open(store: &NodeStore, shard: ShardId, history: HistoryLimits) -> Result<Self, OpenError> {
+        let data_dir = store.data_dir.as_path();
+        let new = store.wal.open_shard(shard).map_err(|e| OpenError::Other { shard, detail: e.to_string() })?;
+        if new {
+            // A state machine or snapshot without a log is what a crash in the middle of an
+            // earlier close of this shard left: never start a new replica on it.
+            if store.db.drop_tree(sm_tree(shard))? {
+                tracing::warn!(%shard, "discarded a state machine left without a log by an interrupted close");
+            }
+            remove_snapshot_file(data_dir, shard)?;
+        }
+        let log = LogStore::new(shard, store.wal.clone(), store.log_sync.clone(), store.sm_flush.clone());
+        let tree = store.db.open_tree(sm_tree(shard))?;
         let snapshot_file = snapshot::SnapshotFile::new(data_dir, shard);
         snapshot_file
             .remove_leftovers()
@@ -209,7 +328,7 @@ impl ShardStorage {
             shard,
             tree.clone(),
             (snapshot_file, retired.clone()),
-            flusher,
+            store.sm_flush.clone(),
             progress.clone(),
             hub.clone(),
             clock.clone(),
@@ -227,27 +346,43 @@ mod tests {
 
     use super::*;
 
+    fn limits() -> StoreLimits {
+        StoreLimits { cache_capacity_bytes: 4 << 20, segment_bytes: 1 << 20 }
+    }
+
     #[tokio::test]
     async fn a_snapshot_build_that_outlives_a_close_writes_no_file() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = open_db(dir.path(), 4 << 20).expect("open sled");
-        let (flusher, _task) = Flusher::spawn(DurableFlush::new(&db, dir.path()).expect("data file"), None);
+        let (store, _tasks) = NodeStore::open(dir.path(), limits(), None).expect("open store");
         let history = HistoryLimits { events: 100, bytes: 1 << 20 };
         let shard = ShardId(3);
-        let mut s = ShardStorage::open(&db, dir.path(), shard, flusher, history).expect("open shard storage");
+        let mut s = ShardStorage::open(&store, shard, history.clone()).expect("open shard storage");
         // openraft took the builder (rows captured), then the replica was closed.
         let mut builder = s.state_machine.get_snapshot_builder().await;
         s.retired.close();
-        remove_shard(&db, dir.path(), shard).expect("remove");
+        store.remove_shard(shard).expect("remove");
         let built = builder.build_snapshot().await;
         assert!(built.is_err(), "a build after the close must fail, got a snapshot");
         let file = snapshot::SnapshotFile::new(dir.path(), shard);
         assert!(!file.path().exists(), "the closed replica's snapshot file was written after the close");
         // An open replica still builds its snapshot file.
-        let (flusher, _task) = Flusher::spawn(DurableFlush::new(&db, dir.path()).expect("data file"), None);
-        let history = HistoryLimits { events: 100, bytes: 1 << 20 };
-        let mut s = ShardStorage::open(&db, dir.path(), ShardId(4), flusher, history).expect("open shard storage");
+        let mut s = ShardStorage::open(&store, ShardId(4), history).expect("open shard storage");
         s.state_machine.get_snapshot_builder().await.build_snapshot().await.expect("build");
         assert!(snapshot::SnapshotFile::new(dir.path(), ShardId(4)).path().exists());
+    }
+
+    #[tokio::test]
+    async fn a_data_dir_of_the_previous_format_is_refused_by_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let db = open_db(dir.path(), 4 << 20).expect("open sled");
+            db.open_tree("shard-0/log").expect("tree").insert(1u64.to_be_bytes(), &b"x"[..]).expect("insert");
+            db.flush().expect("flush");
+        }
+        let err = match NodeStore::open(dir.path(), limits(), None) {
+            Ok(_) => panic!("a data dir of the previous format must be refused"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("previous storage format") && err.contains("shard-0/log"), "{err}");
     }
 }
