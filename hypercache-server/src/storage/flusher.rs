@@ -41,33 +41,19 @@ pub struct Flusher {
     tx: mpsc::UnboundedSender<Waiter>,
 }
 
-/// A handle that does not keep the flusher alive.
-pub struct WeakFlusher {
-    tx: mpsc::WeakUnboundedSender<Waiter>,
-}
-
-impl WeakFlusher {
-    pub fn upgrade(&self) -> Option<Flusher> {
-        self.tx.upgrade().map(|tx| Flusher { tx })
-    }
-}
-
 /// Observes each flush's duration (seconds), e.g. into a histogram.
 pub type FlushObserver = Box<dyn Fn(f64) + Send + Sync>;
 
 impl Flusher {
     /// Spawns a flusher running `sync` on the current Tokio runtime. The task flushes one last time
-    /// and ends when every handle is dropped; awaiting the returned `JoinHandle` therefore tells
+    /// and ends when every handle is dropped, answering whether that flush succeeded; awaiting
+    /// the returned `JoinHandle` therefore tells
     /// the node that no storage component (they all hold a handle) is alive any more, and the
     /// `Db` can be reopened.
-    pub fn spawn(sync: SyncFn, observe: Option<FlushObserver>) -> (Flusher, JoinHandle<()>) {
+    pub fn spawn(sync: SyncFn, observe: Option<FlushObserver>) -> (Flusher, JoinHandle<bool>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(run(sync, rx, observe));
         (Flusher { tx }, task)
-    }
-
-    pub fn downgrade(&self) -> WeakFlusher {
-        WeakFlusher { tx: self.tx.downgrade() }
     }
 
     /// Completes `callback` once everything inserted before this call is on disk.
@@ -85,7 +71,7 @@ impl Flusher {
     }
 }
 
-async fn run(sync: SyncFn, mut rx: mpsc::UnboundedReceiver<Waiter>, observe: Option<FlushObserver>) {
+async fn run(sync: SyncFn, mut rx: mpsc::UnboundedReceiver<Waiter>, observe: Option<FlushObserver>) -> bool {
     let mut batch = Vec::new();
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -117,7 +103,15 @@ async fn run(sync: SyncFn, mut rx: mpsc::UnboundedReceiver<Waiter>, observe: Opt
             }
         }
     }
-    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || sync()).await {
-        tracing::error!(error = %e, "final flush failed");
+    match tokio::task::spawn_blocking(move || sync()).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "final flush failed");
+            false
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "final flush task failed");
+            false
+        }
     }
 }

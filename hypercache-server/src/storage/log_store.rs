@@ -5,8 +5,9 @@
 //! [`Flusher`] has synced them; votes are synced before `save_vote` returns, and read back as not
 //! committed, so no node resumes a leadership it remembers (see `read_vote`). The committed
 //! index is written without a sync: losing it only means re-learning it from the next leader.
-//! A purge first makes the state machine durable (its own flusher syncs the log, then sled), as
-//! the entries it drops are the only other copy of what the state machine applied.
+//! openraft purges only entries its stored snapshot covers, and the snapshot file is durable
+//! before it does: after an unclean stop the state machine restarts from that file and the
+//! entries after it (ADR 44).
 
 use std::fmt::Debug;
 use std::ops::RangeBounds;
@@ -29,8 +30,6 @@ pub struct LogStore {
     wal: Wal,
     /// Syncs the log (appends, votes).
     log_sync: Flusher,
-    /// Makes state machines durable (before a purge).
-    sm_flush: Flusher,
     /// Highest index known committed, shared with the shard for status and readiness.
     committed: Arc<AtomicU64>,
 }
@@ -42,9 +41,9 @@ fn io_err(e: impl ToString) -> AnyError {
 impl LogStore {
     /// The shard's log in `wal`, which has replayed and verified it (the shard must be open
     /// there: [`Wal::open_shard`]).
-    pub fn new(shard: ShardId, wal: Wal, log_sync: Flusher, sm_flush: Flusher) -> LogStore {
+    pub fn new(shard: ShardId, wal: Wal, log_sync: Flusher) -> LogStore {
         let committed = wal.committed(shard).map_or(0, |c| c.index);
-        LogStore { shard, wal, log_sync, sm_flush, committed: Arc::new(AtomicU64::new(committed)) }
+        LogStore { shard, wal, log_sync, committed: Arc::new(AtomicU64::new(committed)) }
     }
 
     /// The committed index this store has been told about (0 before any).
@@ -133,8 +132,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         tracing::debug!(shard = %self.shard, %log_id, "purging log");
-        // The state machine that covers the purged entries must be durable before they go.
-        self.sm_flush.flush().await.map_err(|e| StorageIOError::write(io_err(e)))?;
         self.wal.purge(self.shard, log_id).map_err(|e| StorageIOError::write_logs(io_err(e)).into())
     }
 }

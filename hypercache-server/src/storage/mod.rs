@@ -4,12 +4,12 @@
 //! | what | where | durability |
 //! |---|---|---|
 //! | Raft log entries, vote, committed, purge point | `wal/<seq>.wal`, records of every shard | synced (group commit, [`Flusher`]) before openraft is told; vote synced before `save_vote` returns |
-//! | rows + applied index + membership | tree `shard-<id>/sm` | one atomic batch per apply; flushed lazily (every second, before a log purge, after a snapshot install), always after the log |
+//! | rows + applied index + membership | tree `shard-<id>/sm` | written per apply, not synced; flushed (after the log) at a clean stop, and rebuilt from the snapshot file after any other |
 //! | latest snapshot | `snapshots/shard-<id>.snap` | fsync + atomic rename; never replaced by an older one |
 //! | removal of a closed replica | all of the above | synced before Close is acknowledged |
 //!
-//! After a crash a state machine may be behind its log; openraft re-applies the committed
-//! entries from the applied index sled holds. Every stored value is checksummed; the log is
+//! After an unclean stop each state machine restarts from its snapshot file and openraft
+//! re-applies the committed entries after it: the log is never purged past that file. Every stored value is checksummed; the log is
 //! verified in full when the node opens, so corruption is a startup error naming the shard and
 //! position.
 
@@ -127,13 +127,41 @@ pub struct NodeStore {
     pub data_dir: PathBuf,
     /// Syncs the Raft log: appends and votes wait for it.
     pub log_sync: Flusher,
-    /// Syncs the log, then makes the state machines durable: purges and snapshot installs wait
-    /// for it, and it runs every [`STATE_FLUSH_EVERY`] so a restart replays little.
+    /// Syncs the log, then makes the state machines durable. Its last flush, once every
+    /// state machine is gone, marks a clean stop ([`CLEAN_STOP`]).
     pub sm_flush: Flusher,
+    /// The previous stop was clean: sled's state machines are as the last applies left them.
+    /// Otherwise each is rebuilt from its snapshot file when it opens (ADR 44).
+    pub clean_start: bool,
 }
 
-/// How often state machines are made durable when nothing else asks.
-pub const STATE_FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// The file whose presence says the node stopped cleanly: written after the last flush of the
+/// state machines, deleted at start before anything is applied.
+pub const CLEAN_STOP: &str = "clean-stop";
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Whether the last stop was clean; removes the mark (durably) so a crash from now on is not.
+fn take_clean_mark(data_dir: &Path) -> Result<bool, OpenError> {
+    let mark = data_dir.join(CLEAN_STOP);
+    let files = |e: std::io::Error| OpenError::Files(format!("{}: {e}", mark.display()));
+    match std::fs::remove_file(&mark) {
+        Ok(()) => {
+            sync_dir(data_dir).map_err(files)?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(files(e)),
+    }
+}
+
+fn put_clean_mark(data_dir: &Path) -> std::io::Result<()> {
+    let mark = data_dir.join(CLEAN_STOP);
+    std::fs::File::create(&mark)?.sync_all()?;
+    sync_dir(data_dir)
+}
 
 /// What a node's storage sizes come from.
 #[derive(Debug, Clone, Copy)]
@@ -156,6 +184,7 @@ impl NodeStore {
     ) -> Result<(NodeStore, StoreTasks), OpenError> {
         let db = open_db(data_dir, limits.cache_capacity_bytes)?;
         refuse_old_format(&db, data_dir)?;
+        let clean_start = take_clean_mark(data_dir)?;
         let wal = Wal::open(&wal::wal_dir(data_dir), limits.segment_bytes)?;
         let durable = DurableFlush::new(&db, data_dir).map_err(|e| OpenError::Files(e.to_string()))?;
         let log = wal.clone();
@@ -166,9 +195,8 @@ impl NodeStore {
             durable.flush()
         });
         let (sm_flush, sm_task) = Flusher::spawn(sync_then_flush, None);
-        let periodic = tokio::spawn(flush_state_periodically(sm_flush.downgrade()));
-        let store = NodeStore { db, wal, data_dir: data_dir.to_owned(), log_sync, sm_flush };
-        Ok((store, StoreTasks { flushers: vec![log_task, sm_task], periodic }))
+        let store = NodeStore { db, wal, data_dir: data_dir.to_owned(), log_sync, sm_flush, clean_start };
+        Ok((store, StoreTasks { log_task, sm_task, data_dir: data_dir.to_owned() }))
     }
 
     /// The data shards with a replica in the log (the meta group excluded): the replicas this
@@ -185,13 +213,14 @@ impl NodeStore {
     /// included), a voter the shard no longer counts on but which would campaign and answer as
     /// if it had never left.
     pub fn remove_shard(&self, shard: ShardId) -> Result<(), OpenError> {
-        // The file goes first and the log next: a crash in between leaves a log without a
-        // snapshot file, which the next start reopens and the driver closes again. A state
-        // machine left without a log is discarded when the shard next opens here (`open`).
-        remove_snapshot_file(&self.data_dir, shard)?;
+        // The log goes first: once its Drop is durable the replica is never reopened, and a
+        // snapshot file or state machine a crash leaves behind is discarded when the shard next
+        // opens here (`ShardStorage::open`). The other order could leave a purged log without
+        // the snapshot file the state machine is rebuilt from after an unclean stop.
         let log_err = |e: wal::WalError| OpenError::Other { shard, detail: e.to_string() };
         self.wal.drop_shard(shard).map_err(log_err)?;
         self.wal.sync().map_err(log_err)?;
+        remove_snapshot_file(&self.data_dir, shard)?;
         self.db.drop_tree(sm_tree(shard))?;
         let durable = DurableFlush::new(&self.db, &self.data_dir).map_err(|e| OpenError::Files(e.to_string()))?;
         durable.flush().map_err(|e| OpenError::Other { shard, detail: e.to_string() })?;
@@ -199,35 +228,36 @@ impl NodeStore {
     }
 }
 
-/// The background tasks of a [`NodeStore`].
+/// The flusher tasks of a [`NodeStore`].
 pub struct StoreTasks {
-    flushers: Vec<JoinHandle<()>>,
-    periodic: JoinHandle<()>,
+    log_task: JoinHandle<bool>,
+    sm_task: JoinHandle<bool>,
+    data_dir: PathBuf,
 }
 
 impl StoreTasks {
     /// Waits (at most `timeout`) until the store is closed: every handle dropped and the last
-    /// flushes done. False if it was still in use.
+    /// flushes done; if they succeeded, marks the stop clean. False if it was still in use.
     pub async fn closed(self, timeout: Duration) -> bool {
-        self.periodic.abort();
-        let _ = self.periodic.await;
-        tokio::time::timeout(timeout, async {
-            for task in self.flushers {
-                let _ = task.await;
-            }
+        let data_dir = self.data_dir;
+        let (log_task, sm_task) = (self.log_task, self.sm_task);
+        let done = tokio::time::timeout(timeout, async move {
+            let log_ok = log_task.await.unwrap_or(false);
+            let sm_ok = sm_task.await.unwrap_or(false);
+            log_ok && sm_ok
         })
-        .await
-        .is_ok()
-    }
-}
-
-/// Makes state machines durable every [`STATE_FLUSH_EVERY`] until the node's storage is gone.
-async fn flush_state_periodically(flusher: flusher::WeakFlusher) {
-    loop {
-        tokio::time::sleep(STATE_FLUSH_EVERY).await;
-        let Some(flusher) = flusher.upgrade() else { return };
-        if let Err(e) = flusher.flush().await {
-            tracing::warn!(error = %e, "periodic state-machine flush failed");
+        .await;
+        match done {
+            Ok(true) => {
+                match tokio::task::spawn_blocking(move || put_clean_mark(&data_dir)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "could not mark the stop clean: the next start rebuilds"),
+                    Err(e) => tracing::warn!(error = %e, "could not mark the stop clean: the next start rebuilds"),
+                }
+                true
+            }
+            Ok(false) => true,
+            Err(_) => false,
         }
     }
 }
@@ -309,17 +339,28 @@ impl ShardStorage {
             }
             remove_snapshot_file(data_dir, shard)?;
         }
-        let log = LogStore::new(shard, store.wal.clone(), store.log_sync.clone(), store.sm_flush.clone());
+        let log = LogStore::new(shard, store.wal.clone(), store.log_sync.clone());
         let tree = store.db.open_tree(sm_tree(shard))?;
         let snapshot_file = snapshot::SnapshotFile::new(data_dir, shard);
         snapshot_file
             .remove_leftovers()
             .map_err(|e| OpenError::Other { shard, detail: format!("removing temporary snapshot files: {e}") })?;
-        snapshot_file.load().map_err(|e| OpenError::Corrupt {
+        let stored = snapshot_file.load().map_err(|e| OpenError::Corrupt {
             shard,
             what: format!("snapshot {}", snapshot_file.path().display()),
             detail: e.to_string(),
         })?;
+        if !store.clean_start && !new {
+            // sled's rows are whatever its own recovery kept of unsynced, non-atomic applies:
+            // start from the snapshot file, and openraft re-applies the log after it.
+            let at = stored.as_ref().and_then(|(meta, _)| meta.last_log_id);
+            state_machine::rebuild(&tree, stored).map_err(|e| OpenError::Corrupt {
+                shard,
+                what: "state machine rebuild".into(),
+                detail: e.to_string(),
+            })?;
+            tracing::info!(%shard, snapshot = ?at, "after an unclean stop: state machine rebuilt from its snapshot file");
+        }
         let progress = Arc::new(Progress::default());
         let hub = Arc::new(WatchHub::new(0, history));
         let clock = LeaseClock::new();
@@ -369,6 +410,61 @@ mod tests {
         let mut s = ShardStorage::open(&store, ShardId(4), history).expect("open shard storage");
         s.state_machine.get_snapshot_builder().await.build_snapshot().await.expect("build");
         assert!(snapshot::SnapshotFile::new(dir.path(), ShardId(4)).path().exists());
+    }
+
+    /// A put of `key` as entry `index` of shard 0.
+    fn put_entry(index: u64, key: &str) -> openraft::Entry<crate::raft_types::TypeConfig> {
+        use crate::machine::command::{Command, Op, Request, Txn};
+        let put = Op::Put {
+            key: bytes::Bytes::from(key.to_string()),
+            value: bytes::Bytes::from_static(b"v"),
+            prev_kv: false,
+            attach: Default::default(),
+        };
+        openraft::Entry {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: openraft::EntryPayload::Normal(Command::Batch(vec![Request::Txn(Txn {
+                success: vec![put],
+                ..Txn::default()
+            })])),
+        }
+    }
+
+    #[tokio::test]
+    async fn after_an_unclean_stop_the_state_machine_restarts_from_its_snapshot_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let history = HistoryLimits { events: 100, bytes: 1 << 20 };
+        let shard = ShardId(0);
+        let applied = |s: &ShardStorage| s.reader.get(b"after").expect("read").is_some();
+        {
+            let (store, tasks) = NodeStore::open(dir.path(), limits(), None).expect("open store");
+            let mut s = ShardStorage::open(&store, shard, history.clone()).expect("open shard");
+            s.state_machine.apply([put_entry(1, "before")]).await.expect("apply");
+            s.state_machine.get_snapshot_builder().await.build_snapshot().await.expect("snapshot");
+            s.state_machine.apply([put_entry(2, "after")]).await.expect("apply");
+            assert!(applied(&s));
+            drop((s, store));
+            assert!(tasks.closed(Duration::from_secs(5)).await);
+        }
+        // A clean stop: the rows are as the applies left them.
+        {
+            let (store, tasks) = NodeStore::open(dir.path(), limits(), None).expect("open store");
+            assert!(store.clean_start);
+            let s = ShardStorage::open(&store, shard, history.clone()).expect("open shard");
+            assert!(applied(&s), "a clean stop keeps the applied rows");
+            drop((s, store));
+            // Dropped without awaiting the tasks' end: no clean mark (as after a SIGKILL).
+            drop(tasks);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _ = std::fs::remove_file(dir.path().join(CLEAN_STOP));
+        let (store, _tasks) = NodeStore::open(dir.path(), limits(), None).expect("open store");
+        assert!(!store.clean_start);
+        let mut s = ShardStorage::open(&store, shard, history).expect("open shard");
+        assert!(!applied(&s), "after an unclean stop the rows are the snapshot's, the log replays the rest");
+        assert!(s.reader.get(b"before").expect("read").is_some());
+        let (last, _) = s.state_machine.applied_state().await.expect("applied state");
+        assert_eq!(last.map(|l| l.index), Some(1));
     }
 
     #[tokio::test]

@@ -1,10 +1,12 @@
 //! The replicated state machine of one shard, in the sled tree `shard-<id>/sm`.
 //!
 //! Rows, leases and counters (layout in `machine/overlay.rs`) and the applied log id, revision
-//! counter and membership (`m<name>`) live in ONE tree, so that each `apply` call is one atomic
-//! sled batch: after a crash they always agree, and openraft re-applies whatever came after from
-//! the log. The state machine is not flushed per apply; the log is the durable record, and the
-//! log store flushes the whole `Db` (this tree included) before it purges entries.
+//! counter and membership (`m<name>`) live in ONE tree. An `apply` writes them with plain
+//! inserts, never synced: sled's atomic batch rolls and writes its I/O buffer on every call,
+//! which cost a third of a node's CPU under a 16-shard put load (ADR 44). The log is the durable
+//! record: after a clean stop (the tree flushed last) the tree is as the applies left it; after
+//! any other, it is rebuilt from the snapshot file ([`rebuild`]) and openraft re-applies the log
+//! after it.
 //!
 //! The request logic is in `machine/`; this file runs it over sled, commits the batch while
 //! holding the watch hub's lock (so watchers and snapshot readers see rows and revision agree)
@@ -112,7 +114,9 @@ pub struct StateMachine {
     snapshot_file: SnapshotFile,
     /// Set when the replica is closed: no snapshot is written after that (see [`Retired`]).
     retired: Retired,
-    flusher: Flusher,
+    /// Held so the state flusher outlives every state machine: its last flush, after they are
+    /// all gone, is what marks a stop clean.
+    _flusher: Flusher,
     /// Applied index and revision, shared with readers (response headers, readiness).
     progress: Arc<Progress>,
     hub: Arc<WatchHub>,
@@ -133,7 +137,8 @@ impl StateMachine {
         clock: Arc<LeaseClock>,
     ) -> Result<Self, StorageError<NodeId>> {
         let sessions = load_sessions(shard, &tree).map_err(|e| StorageIOError::read_state_machine(any(e)))?;
-        let sm = StateMachine { shard, tree, snapshot_file, retired, flusher, progress, hub, clock, sessions };
+        let sm =
+            StateMachine { shard, tree, snapshot_file, retired, _flusher: flusher, progress, hub, clock, sessions };
         let (last, _) = sm.read_applied()?;
         sm.progress.applied.store(last.map_or(0, |l| l.index), Ordering::Release);
         let revision = sm.read_revision()?;
@@ -171,6 +176,36 @@ impl StateMachine {
         let membership = self.read_meta(MEMBERSHIP)?.unwrap_or_default();
         Ok((last, membership))
     }
+}
+
+/// Why a state machine could not be rebuilt from its snapshot file.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum RebuildError {
+    #[error(transparent)]
+    Sled(#[from] sled::Error),
+    #[error("snapshot payload: {0}")]
+    Payload(String),
+    #[error(transparent)]
+    Record(#[from] RecordError),
+}
+
+/// Replaces every row of `tree` with the snapshot `stored` holds (empty if none): the state after
+/// an unclean stop, before openraft re-applies the log. Blocking; idempotent, so a crash in the
+/// middle only means doing it again at the next start.
+pub(super) fn rebuild(
+    tree: &sled::Tree,
+    stored: Option<(SnapshotMeta<NodeId, NodeInfo>, Vec<u8>)>,
+) -> Result<(), RebuildError> {
+    tree.clear()?;
+    let Some((meta, payload)) = stored else { return Ok(()) };
+    let body = decode_payload(&payload).map_err(|e| RebuildError::Payload(e.to_string()))?;
+    for (k, v) in body.rows {
+        tree.insert(k, v)?;
+    }
+    tree.insert(REVISION, seal(&body.revision)?)?;
+    tree.insert(MEMBERSHIP, seal(&meta.last_membership)?)?;
+    tree.insert(APPLIED, seal(&meta.last_log_id)?)?;
+    Ok(())
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -231,22 +266,27 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let Some(last) = last else { return Ok(responses) };
         let events = std::mem::take(&mut ov.events);
         let lease_changes = std::mem::take(&mut ov.lease_changes);
-        let mut batch = sled::Batch::default();
-        for (key, value) in ov.into_changes() {
-            match value {
-                Some(v) => batch.insert(key, v),
-                None => batch.remove(key),
-            }
-        }
-        batch.insert(APPLIED, seal(&Some(last)).map_err(|e| StorageIOError::apply(last, any(e)))?);
-        batch.insert(REVISION, seal(&revision).map_err(|e| StorageIOError::apply(last, any(e)))?);
-        if let Some(m) = membership {
-            batch.insert(MEMBERSHIP, seal(&m).map_err(|e| StorageIOError::apply(last, any(e)))?);
-        }
+        let fail = |e: sled::Error| StorageIOError::apply(last, any(e));
+        let applied = seal(&Some(last)).map_err(|e| StorageIOError::apply(last, any(e)))?;
+        let revision_rec = seal(&revision).map_err(|e| StorageIOError::apply(last, any(e)))?;
+        let membership = match membership {
+            Some(m) => Some(seal(&m).map_err(|e| StorageIOError::apply(last, any(e)))?),
+            None => None,
+        };
         {
-            // Commit and publish under the hub lock: see the module comment.
+            // Write and publish under the hub lock: see the module comment.
             let mut hub = self.hub.lock();
-            self.tree.apply_batch(batch).map_err(|e| StorageIOError::apply(last, any(e)))?;
+            for (key, value) in ov.into_changes() {
+                match value {
+                    Some(v) => self.tree.insert(key, v).map_err(fail)?,
+                    None => self.tree.remove(key).map_err(fail)?,
+                };
+            }
+            self.tree.insert(REVISION, revision_rec).map_err(fail)?;
+            if let Some(m) = membership {
+                self.tree.insert(MEMBERSHIP, m).map_err(fail)?;
+            }
+            self.tree.insert(APPLIED, applied).map_err(fail)?;
             hub.publish(self.hub.limits(), revision, events);
         }
         self.clock.apply(&lease_changes);
@@ -337,7 +377,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             result.map_err(|e| StorageIOError::write_snapshot(sig.clone(), any(e)))??;
         self.clock.reset(leases, followed);
         self.sessions = sessions;
-        self.flusher.flush().await.map_err(|e| StorageIOError::write_snapshot(sig, any(e)))?;
         self.progress.revision.store(revision, Ordering::Release);
         self.progress.applied.store(meta.last_log_id.map_or(0, |l| l.index), Ordering::Release);
         Ok(())
