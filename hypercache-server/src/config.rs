@@ -496,5 +496,8 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("replace_down_node_after_ms"));
         c.replace_down_node_after_ms = 0;
         c.validate().expect("0 disables replacing down nodes");
+        let mut c = base();
+        c.storage.log_segment_mb = 0;
+        assert!(c.validate().unwrap_err().to_string().contains("storage.log_segment_mb"));
     }
 }
