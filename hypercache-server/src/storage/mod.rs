@@ -375,6 +375,22 @@ impl ShardStorage {
             clock.clone(),
         )
         .map_err(|e| OpenError::Corrupt { shard, what: "state machine".into(), detail: e.to_string() })?;
+        // openraft cannot re-apply entries the log no longer holds: refuse by name rather than
+        // let it fail deep inside (the invariant is that purges never pass the stored snapshot).
+        let applied = progress.applied.load(std::sync::atomic::Ordering::Acquire);
+        if let (Some(purged), _) = store.wal.log_state(shard) {
+            if applied < purged.index {
+                return Err(OpenError::Corrupt {
+                    shard,
+                    what: "state machine".into(),
+                    detail: format!(
+                        "it has applied up to index {applied} but the log was purged up to {}: the entries in \
+                         between are gone (a missing or older snapshot file?)",
+                        purged.index
+                    ),
+                });
+            }
+        }
         let reader = KvReader::new(shard, tree, progress);
         Ok(ShardStorage { log, state_machine, reader, hub, clock, retired })
     }
@@ -465,6 +481,29 @@ mod tests {
         assert!(s.reader.get(b"before").expect("read").is_some());
         let (last, _) = s.state_machine.applied_state().await.expect("applied state");
         assert_eq!(last.map(|l| l.index), Some(1));
+    }
+
+    #[tokio::test]
+    async fn a_log_purged_past_the_rebuilt_state_machine_is_refused_by_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let history = HistoryLimits { events: 100, bytes: 1 << 20 };
+        let shard = ShardId(0);
+        {
+            let (store, tasks) = NodeStore::open(dir.path(), limits(), None).expect("open store");
+            let mut s = ShardStorage::open(&store, shard, history.clone()).expect("open shard");
+            s.state_machine.apply([put_entry(1, "a"), put_entry(2, "b")]).await.expect("apply");
+            // Purged with no snapshot file behind it (the invariant broken on purpose).
+            store.wal.purge(shard, openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 2)).expect("purge");
+            drop((s, store));
+            assert!(tasks.closed(Duration::from_secs(5)).await);
+        }
+        std::fs::remove_file(dir.path().join(CLEAN_STOP)).expect("a clean stop left its mark");
+        let (store, _tasks) = NodeStore::open(dir.path(), limits(), None).expect("open store");
+        let err = match ShardStorage::open(&store, shard, history) {
+            Ok(_) => panic!("a state machine behind the purge point must not open"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("shard 0") && err.contains("purged up to 2"), "{err}");
     }
 
     #[tokio::test]
