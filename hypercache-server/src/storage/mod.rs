@@ -469,11 +469,10 @@ mod tests {
             let s = ShardStorage::open(&store, shard, history.clone()).expect("open shard");
             assert!(applied(&s), "a clean stop keeps the applied rows");
             drop((s, store));
-            // Dropped without awaiting the tasks' end: no clean mark (as after a SIGKILL).
-            drop(tasks);
+            assert!(tasks.closed(Duration::from_secs(5)).await);
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let _ = std::fs::remove_file(dir.path().join(CLEAN_STOP));
+        // A stop without the mark is what a SIGKILL or a power cut leaves.
+        std::fs::remove_file(dir.path().join(CLEAN_STOP)).expect("a clean stop left its mark");
         let (store, _tasks) = NodeStore::open(dir.path(), limits(), None).expect("open store");
         assert!(!store.clean_start);
         let mut s = ShardStorage::open(&store, shard, history).expect("open shard");

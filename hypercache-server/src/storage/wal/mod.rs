@@ -205,13 +205,24 @@ impl Wal {
         Ok(())
     }
 
-    /// Writes one batch and, once it is written, lets `apply` update the index with the
-    /// segment and byte offset the batch starts at.
-    fn write(&self, batch: BatchBuilder, apply: impl FnOnce(&mut State, u64, u64)) -> Result<(), WalError> {
+    /// Writes one batch about `shard` and, once it is written, lets `apply` update the index
+    /// with the segment and byte offset the batch starts at. Unless `opening`, the shard must be
+    /// open, checked under the same lock as the write: a late write racing a Drop must not put
+    /// records of a closed replica after its Drop (replay would bring the replica back).
+    fn write(
+        &self,
+        shard: ShardId,
+        opening: bool,
+        batch: BatchBuilder,
+        apply: impl FnOnce(&mut State, u64, u64),
+    ) -> Result<(), WalError> {
         let bytes = batch.finish();
         let mut st = lock(&self.inner.state);
         if let Some(why) = &st.failed {
             return Err(WalError::Failed(why.clone()));
+        }
+        if !opening && !st.shards.contains_key(&shard) {
+            return Err(WalError::NoShard(shard));
         }
         let result = self.write_locked(&mut st, &bytes);
         match result {
@@ -334,7 +345,7 @@ impl Wal {
         }
         let mut b = BatchBuilder::new();
         b.record(Kind::Open, shard, &[]);
-        self.write(b, |st, _, _| {
+        self.write(shard, true, b, |st, _, _| {
             st.shards.entry(shard).or_default();
         })?;
         Ok(true)
@@ -344,29 +355,20 @@ impl Wal {
     pub fn drop_shard(&self, shard: ShardId) -> Result<(), WalError> {
         let mut b = BatchBuilder::new();
         b.record(Kind::Drop, shard, &[]);
-        self.write(b, |st, _, _| {
+        self.write(shard, true, b, |st, _, _| {
             st.shards.remove(&shard);
         })
-    }
-
-    fn known(&self, shard: ShardId) -> Result<(), WalError> {
-        if lock(&self.inner.state).shards.contains_key(&shard) {
-            Ok(())
-        } else {
-            Err(WalError::NoShard(shard))
-        }
     }
 
     /// Appends sealed entries (their log ids and bytes), in index order. Durable after the next
     /// sync.
     pub fn append(&self, shard: ShardId, entries: Vec<(LogId<NodeId>, Vec<u8>)>) -> Result<(), WalError> {
-        self.known(shard)?;
         let mut b = BatchBuilder::new();
         let mut at = Vec::with_capacity(entries.len());
         for (log_id, bytes) in &entries {
             at.push((*log_id, b.record(Kind::Entry, shard, bytes), bytes.len() as u32));
         }
-        self.write(b, |st, segment, base| {
+        self.write(shard, false, b, |st, segment, base| {
             if let Some(s) = st.shards.get_mut(&shard) {
                 for (log_id, off, len) in at {
                     s.append(log_id, Loc { segment, offset: base + off as u64, len });
@@ -376,11 +378,10 @@ impl Wal {
     }
 
     pub fn set_vote(&self, shard: ShardId, vote: &Vote<NodeId>) -> Result<(), WalError> {
-        self.known(shard)?;
         let mut b = BatchBuilder::new();
         b.record(Kind::Vote, shard, &seal(vote).map_err(|e| WalError::Encode(Arc::new(e)))?);
         let vote = *vote;
-        self.write(b, |st, _, _| {
+        self.write(shard, false, b, |st, _, _| {
             if let Some(s) = st.shards.get_mut(&shard) {
                 s.vote = Some(vote);
             }
@@ -388,10 +389,9 @@ impl Wal {
     }
 
     pub fn set_committed(&self, shard: ShardId, committed: Option<LogId<NodeId>>) -> Result<(), WalError> {
-        self.known(shard)?;
         let mut b = BatchBuilder::new();
         b.record(Kind::Committed, shard, &seal(&committed).map_err(|e| WalError::Encode(Arc::new(e)))?);
-        self.write(b, |st, _, _| {
+        self.write(shard, false, b, |st, _, _| {
             if let Some(s) = st.shards.get_mut(&shard) {
                 s.committed = committed;
             }
@@ -400,10 +400,9 @@ impl Wal {
 
     /// Deletes entries from index `from` on.
     pub fn truncate(&self, shard: ShardId, from: u64) -> Result<(), WalError> {
-        self.known(shard)?;
         let mut b = BatchBuilder::new();
         b.record(Kind::Truncate, shard, &from.to_le_bytes());
-        self.write(b, |st, _, _| {
+        self.write(shard, false, b, |st, _, _| {
             if let Some(s) = st.shards.get_mut(&shard) {
                 s.truncate(from);
             }
@@ -412,10 +411,9 @@ impl Wal {
 
     /// Deletes entries up to and including `upto`.
     pub fn purge(&self, shard: ShardId, upto: LogId<NodeId>) -> Result<(), WalError> {
-        self.known(shard)?;
         let mut b = BatchBuilder::new();
         b.record(Kind::Purge, shard, &seal(&upto).map_err(|e| WalError::Encode(Arc::new(e)))?);
-        self.write(b, |st, _, _| {
+        self.write(shard, false, b, |st, _, _| {
             if let Some(s) = st.shards.get_mut(&shard) {
                 s.purge(upto);
             }
