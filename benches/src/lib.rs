@@ -34,3 +34,4 @@ pub mod orbstrike;
 pub mod peers;
 pub mod report;
 pub mod routing_cost;
+pub mod timeline;

@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use crate::game::cpu;
 use crate::peers::{Conn, Connector, Read, System, Target};
 use crate::report::{CpuCost, OpStats, Report};
+use crate::timeline::Timeline;
 
 /// Closed-loop load generator for HyperCache, and for etcd and Redis to compare with (puts and
 /// gets over a fixed key space).
@@ -207,7 +208,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
     let mut workers = JoinSet::new();
     for conn in conns {
         let (plan, value, stop, issued) = (plan.clone(), value.clone(), stop.clone(), issued.clone());
-        workers.spawn(async move { worker(conn, plan, value, stop, issued).await });
+        workers.spawn(async move { worker(conn, plan, value, stop, issued, started).await });
     }
     if let Stop::After(duration) = plan.stop {
         let stop = stop.clone();
@@ -217,10 +218,12 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
         });
     }
     let (mut puts, mut gets) = (OpStats::new(), OpStats::new());
+    let mut put_times = Timeline::new(started);
     while let Some(joined) = workers.join_next().await {
-        let (p, g) = joined.context("a benchmark worker panicked")?;
+        let (p, g, t) = joined.context("a benchmark worker panicked")?;
         puts.merge(&p);
         gets.merge(&g);
+        put_times.merge(&t);
     }
     let elapsed = started.elapsed();
     let (put, get) = (puts.summary(elapsed), gets.summary(elapsed));
@@ -240,6 +243,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
         throughput_ops_per_sec: if elapsed.is_zero() { 0.0 } else { total_ops as f64 / elapsed.as_secs_f64() },
         put,
         get,
+        longest_put_gap: put_times.longest_gap(),
         cpu,
     })
 }
@@ -281,9 +285,11 @@ async fn worker(
     value: Bytes,
     stop: Arc<AtomicBool>,
     issued: Arc<AtomicU64>,
-) -> (OpStats, OpStats) {
+    origin: Instant,
+) -> (OpStats, OpStats, Timeline) {
     let mut rng = StdRng::from_entropy();
     let (mut puts, mut gets) = (OpStats::new(), OpStats::new());
+    let mut put_times = Timeline::new(origin);
     loop {
         if stop.load(Ordering::Relaxed) {
             break;
@@ -303,11 +309,16 @@ async fn worker(
             (&mut puts, conn.put(key, value.clone()).await)
         };
         match result {
-            Ok(()) => stats.record_ok(started.elapsed()),
+            Ok(()) => {
+                stats.record_ok(started.elapsed());
+                if !is_get {
+                    put_times.record(Instant::now());
+                }
+            }
             Err(e) => stats.record_error(e.kind, || e.message),
         }
     }
-    (puts, gets)
+    (puts, gets, put_times)
 }
 
 /// Writes every key once over the workers' connections, which it hands back; fails if any write

@@ -9,6 +9,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::peers::System;
+use crate::timeline::Gap;
 
 /// Highest latency the histograms track (60 s); slower samples saturate to it.
 const MAX_MICROS: u64 = 60_000_000;
@@ -107,6 +108,10 @@ pub struct Report {
     pub throughput_ops_per_sec: f64,
     pub put: OpSummary,
     pub get: OpSummary,
+    /// The longest stretch of the measured phase in which no put completed (a leader change
+    /// shows here, not in the quantiles).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub longest_put_gap: Option<Gap>,
     /// With `--cpu`: what the measured phase cost the nodes and this process.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu: Option<CpuCost>,
@@ -193,6 +198,10 @@ impl Report {
             self.total_ops, self.total_errors, self.throughput_ops_per_sec
         );
         s.push_str(&op_table(&[("put", &self.put), ("get", &self.get)]));
+        if let Some(gap) = &self.longest_put_gap {
+            let _ =
+                writeln!(s, "longest stretch without a put completing: {} ms, after {} ms", gap.len_ms, gap.after_ms);
+        }
         if let Some(cpu) = &self.cpu {
             s.push_str(&cpu.to_text());
         }
