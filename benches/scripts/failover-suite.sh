@@ -52,7 +52,12 @@ for signal in TERM KILL; do
       --json >"$dir/run/bench.json" 2>"$dir/run/bench.err" &
     bench=$!
     sleep "$signal_at"
-    pid=$(leader_pid)
+    pid=
+    for _ in $(seq 1 50); do
+      pid=$(leader_pid)
+      [ -z "$pid" ] || break
+      sleep 0.1
+    done
     if [ -z "$pid" ]; then
       echo "failover-suite: no leader of shard 0 found; dev output:" >&2
       cat "$dir/run/dev.out" >&2
