@@ -10,7 +10,6 @@ use prometheus::{
 };
 
 use crate::shard::Shards;
-use openraft::async_runtime::WatchReceiver;
 
 pub struct Metrics {
     registry: Registry,
@@ -150,8 +149,7 @@ impl Metrics {
         let data = shards.data();
         self.shards_hosted.set(data.len() as i64);
         self.leaders_held.set(
-            data.iter().filter(|s| s.raft.metrics().borrow_watched().state == openraft::ServerState::Leader).count()
-                as i64,
+            data.iter().filter(|s| s.raft.metrics().borrow().state == openraft::ServerState::Leader).count() as i64,
         );
         for shard in shards.iter() {
             let m = shard.metrics();

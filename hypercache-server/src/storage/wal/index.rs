@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::raft_types::{LogId, Vote};
+use openraft::{LogId, Vote};
+
+use crate::types::NodeId;
 
 /// Where an entry's sealed bytes are: segment sequence number, byte offset, length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,7 +18,7 @@ pub struct Loc {
 
 #[derive(Debug, Clone, Copy)]
 pub struct Slot {
-    pub log_id: LogId,
+    pub log_id: LogId<NodeId>,
     pub loc: Loc,
 }
 
@@ -26,15 +28,15 @@ pub struct Slot {
 #[derive(Debug, Default, Clone)]
 pub struct ShardLog {
     pub entries: BTreeMap<u64, Slot>,
-    pub vote: Option<Vote>,
-    pub committed: Option<LogId>,
-    pub last_purged: Option<LogId>,
+    pub vote: Option<Vote<NodeId>>,
+    pub committed: Option<LogId<NodeId>>,
+    pub last_purged: Option<LogId<NodeId>>,
 }
 
 impl ShardLog {
     /// An entry at `log_id.index` replaces that index and everything after it (a follower's log
     /// overwritten by a new leader).
-    pub fn append(&mut self, log_id: LogId, loc: Loc) {
+    pub fn append(&mut self, log_id: LogId<NodeId>, loc: Loc) {
         self.truncate(log_id.index);
         self.entries.insert(log_id.index, Slot { log_id, loc });
     }
@@ -50,14 +52,14 @@ impl ShardLog {
         self.entries.split_off(&from);
     }
 
-    pub fn purge(&mut self, upto: LogId) {
+    pub fn purge(&mut self, upto: LogId<NodeId>) {
         self.entries = self.entries.split_off(&(upto.index + 1));
         if self.last_purged.is_none_or(|p| p.index < upto.index) {
             self.last_purged = Some(upto);
         }
     }
 
-    pub fn last_log_id(&self) -> Option<LogId> {
+    pub fn last_log_id(&self) -> Option<LogId<NodeId>> {
         self.entries.last_key_value().map(|(_, s)| s.log_id).or(self.last_purged)
     }
 
@@ -83,11 +85,12 @@ impl ShardLog {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::raft_types::CommittedLeaderId;
+    use openraft::CommittedLeaderId;
 
-    fn id(term: u64, index: u64) -> LogId {
-        LogId::new(CommittedLeaderId { term, node_id: 1 }, index)
+    use super::*;
+
+    fn id(term: u64, index: u64) -> LogId<NodeId> {
+        LogId::new(CommittedLeaderId::new(term, 1), index)
     }
     fn loc(segment: u64) -> Loc {
         Loc { segment, offset: 0, len: 1 }
