@@ -40,6 +40,7 @@ pub mod encoding;
 pub mod error;
 pub mod failpoints;
 pub mod identity;
+pub mod inspect;
 pub mod lease_clock;
 pub mod lease_home;
 pub mod local_cluster;

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use hypercache_server::config::Config;
 use hypercache_server::dev::{self, DevArgs};
+use hypercache_server::inspect::{inspect_log, InspectError, InspectOptions};
 use hypercache_server::node::Node;
+use hypercache_server::types::ShardId;
 use serde::Serialize;
 
 // mimalloc instead of glibc malloc: allocation was a fifth of the leader's CPU under load
@@ -30,6 +32,35 @@ enum Cmd {
     Dev(DevArgs),
     /// Load and validate a configuration, print it resolved (JSON), and exit.
     CheckConfig(NodeFlags),
+    /// Print what a stopped node's Raft log holds (read-only: nothing is changed or repaired).
+    InspectLog(InspectFlags),
+}
+
+/// `--shard`: a data shard's number or `meta`.
+fn parse_shard(text: &str) -> Result<ShardId, String> {
+    if text == "meta" {
+        return Ok(ShardId::META);
+    }
+    match text.parse::<u32>() {
+        Ok(n) if ShardId(n) != ShardId::META => Ok(ShardId(n)),
+        _ => Err(format!("'{text}' is not a shard: a data shard's number (0, 1, ...) or `meta`")),
+    }
+}
+
+#[derive(clap::Args)]
+struct InspectFlags {
+    /// The stopped node's data directory (the log is `<data dir>/wal`).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Only this shard: a data shard's number, or `meta` for the meta group.
+    #[arg(long, value_parser = parse_shard)]
+    shard: Option<ShardId>,
+    /// One line per entry: log id, payload kind, requests.
+    #[arg(long)]
+    entries: bool,
+    /// With --entries: the keys each entry touches (your data: off by default).
+    #[arg(long, requires = "entries")]
+    keys: bool,
 }
 
 /// Command-line overrides; unset flags leave the file/env/default value alone.
@@ -111,6 +142,18 @@ fn main() -> ExitCode {
             },
             Err(code) => code,
         },
+        Cmd::InspectLog(flags) => {
+            let options = InspectOptions { shard: flags.shard, entries: flags.entries, keys: flags.keys };
+            match inspect_log(&flags.data_dir, &options, &mut std::io::stdout().lock()) {
+                Ok(()) => ExitCode::SUCCESS,
+                // The reader stopped reading (`| head`): not an error.
+                Err(InspectError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Dev(args) => {
             init_logging("text");
             run_async(dev::run(args))

@@ -59,6 +59,8 @@ pub enum OpenError {
     OldFormat { path: PathBuf, detail: String },
     #[error("storage: making the database's files durable: {0}")]
     Files(String),
+    #[error("storage: no raft log at {} (is this a node's data directory?)", .0.display())]
+    NoLog(PathBuf),
 }
 
 /// sled's directory in a node's data dir.

@@ -68,6 +68,8 @@ pub enum WalError {
     Encode(Arc<RecordError>),
     #[error("raft log unusable after an earlier failure ({0}); the node must restart")]
     Failed(String),
+    #[error("raft log opened read-only (for inspection): nothing may be written")]
+    ReadOnly,
     #[error("raft log: shard {0} has no replica on this node (closed)")]
     NoShard(ShardId),
     #[error("raft log: shard {shard}: no entry at index {index}")]
@@ -89,6 +91,8 @@ pub struct Wal {
 struct Inner {
     dir: PathBuf,
     segment_bytes: u64,
+    /// Opened for an offline look ([`Wal::open_read_only`]): every write and sync is refused.
+    read_only: bool,
     state: Mutex<State>,
 }
 
@@ -144,6 +148,54 @@ impl Wal {
     pub fn open(dir: &Path, segment_bytes: u64) -> Result<Wal, OpenError> {
         let files = |e: io::Error| OpenError::Files(format!("{}: {e}", dir.display()));
         std::fs::create_dir_all(dir).map_err(files)?;
+        let (stale, replayed) = Self::replay(dir, true)?;
+        for seq in stale {
+            let path = segment_path(dir, seq);
+            std::fs::remove_file(&path).map_err(|e| OpenError::Files(format!("{}: {e}", path.display())))?;
+        }
+        let current = replayed.next_seq;
+        let state = State {
+            shards: replayed.shards,
+            files: replayed.files,
+            current: current - 1,
+            len: 0,
+            start: 0,
+            failed: None,
+        };
+        let inner = Inner { dir: dir.to_owned(), segment_bytes, read_only: false, state: Mutex::new(state) };
+        let wal = Wal { inner: Arc::new(inner) };
+        {
+            let mut st = lock(&wal.inner.state);
+            wal.start_segment(&mut st, current).map_err(|e| OpenError::Files(e.to_string()))?;
+        }
+        Ok(wal)
+    }
+
+    /// Opens the log in `dir` for reading only, as it is on disk (an offline post-mortem: the
+    /// node is stopped): nothing is cut, removed, created or synced, and every write is refused.
+    /// Returns it with what a start would repair (a torn tail, an interrupted segment, segments
+    /// left behind a gap), in words. Blocking.
+    pub fn open_read_only(dir: &Path) -> Result<(Wal, Vec<String>), OpenError> {
+        if !dir.is_dir() {
+            return Err(OpenError::NoLog(dir.to_owned()));
+        }
+        let (stale, replayed) = Self::replay(dir, false)?;
+        let mut notes = replayed.notes;
+        if !stale.is_empty() {
+            notes.push(format!(
+                "segments {stale:?} are left behind a gap (deleted, the unlink not yet durable): ignored"
+            ));
+        }
+        let current = replayed.files.keys().next_back().copied().unwrap_or(0);
+        let state = State { shards: replayed.shards, files: replayed.files, current, len: 0, start: 0, failed: None };
+        let inner = Inner { dir: dir.to_owned(), segment_bytes: u64::MAX, read_only: true, state: Mutex::new(state) };
+        Ok((Wal { inner: Arc::new(inner) }, notes))
+    }
+
+    /// Replays the live segments of `dir` (repairing what a crash left, if `repair`). Returns the
+    /// stale segments (left behind a gap) and what was replayed.
+    fn replay(dir: &Path, repair: bool) -> Result<(Vec<u64>, replay::Replayed), OpenError> {
+        let files = |e: io::Error| OpenError::Files(format!("{}: {e}", dir.display()));
         let mut seqs = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(files)? {
             let name = entry.map_err(files)?.file_name();
@@ -160,7 +212,7 @@ impl Wal {
             first -= 1;
         }
         let (stale, live) = seqs.split_at(first);
-        let mut replay = replay::Replay::default();
+        let mut replay = replay::Replay::new(repair);
         let mut open_files = BTreeMap::new();
         for (i, &seq) in live.iter().enumerate() {
             let path = segment_path(dir, seq);
@@ -169,21 +221,11 @@ impl Wal {
                 open_files.insert(seq, Arc::new(file));
             }
         }
-        for &seq in stale {
-            let path = segment_path(dir, seq);
-            std::fs::remove_file(&path).map_err(|e| OpenError::Files(format!("{}: {e}", path.display())))?;
-        }
-        let shards = replay.finish()?;
+        let (shards, notes) = replay.finish()?;
         // After the newest segment kept (one whose creation a crash interrupted was removed, and
         // a gap before the new one would hide every older segment at the next start).
-        let current = open_files.keys().next_back().or(seqs.last()).map_or(1, |s| s + 1);
-        let state = State { shards, files: open_files, current: current - 1, len: 0, start: 0, failed: None };
-        let wal = Wal { inner: Arc::new(Inner { dir: dir.to_owned(), segment_bytes, state: Mutex::new(state) }) };
-        {
-            let mut st = lock(&wal.inner.state);
-            wal.start_segment(&mut st, current).map_err(|e| OpenError::Files(e.to_string()))?;
-        }
-        Ok(wal)
+        let next_seq = open_files.keys().next_back().or(seqs.last()).map_or(1, |s| s + 1);
+        Ok((stale.to_vec(), replay::Replayed { shards, files: open_files, notes, next_seq }))
     }
 
     /// Syncs the current segment, creates segment `seq` with its checkpoint and makes it current.
@@ -216,6 +258,9 @@ impl Wal {
         batch: BatchBuilder,
         apply: impl FnOnce(&mut State, u64, u64),
     ) -> Result<(), WalError> {
+        if self.inner.read_only {
+            return Err(WalError::ReadOnly);
+        }
         let bytes = batch.finish();
         let mut st = lock(&self.inner.state);
         if let Some(why) = &st.failed {
@@ -297,6 +342,9 @@ impl Wal {
     /// Makes everything written so far durable, then deletes segments nothing needs any more.
     /// Blocking: the flusher calls it on a blocking thread.
     pub fn sync(&self) -> Result<(), WalError> {
+        if self.inner.read_only {
+            return Err(WalError::ReadOnly);
+        }
         let (file, seq, needed_from) = {
             let st = lock(&self.inner.state);
             if let Some(why) = &st.failed {
@@ -486,9 +534,21 @@ mod replay {
 
     use super::*;
 
-    #[derive(Default)]
     pub(super) struct Replay {
         shards: BTreeMap<ShardId, ShardLog>,
+        /// Cut a torn tail and remove an interrupted segment (a start), or only say so (a look).
+        repair: bool,
+        /// What a start would repair, found while not repairing.
+        notes: Vec<String>,
+    }
+
+    /// A replayed log: the shards, the live segments, what a start would repair, and the
+    /// sequence number the next segment gets.
+    pub(super) struct Replayed {
+        pub shards: BTreeMap<ShardId, ShardLog>,
+        pub files: BTreeMap<u64, Arc<File>>,
+        pub notes: Vec<String>,
+        pub next_seq: u64,
     }
 
     fn corrupt(path: &Path, offset: u64, detail: String) -> OpenError {
@@ -513,17 +573,25 @@ mod replay {
     }
 
     impl Replay {
+        pub(super) fn new(repair: bool) -> Replay {
+            Replay { shards: BTreeMap::new(), repair, notes: Vec::new() }
+        }
+
         /// Replays one segment. Returns its file, opened for reading and writing, or None when it
         /// was the newest and held nothing (a segment whose creation a crash interrupted).
         pub(super) fn segment(&mut self, path: &Path, seq: u64, last: bool) -> Result<Option<File>, OpenError> {
             let files = |e: io::Error| OpenError::Files(format!("{}: {e}", path.display()));
-            let file = OpenOptions::new().read(true).write(true).open(path).map_err(files)?;
+            let file = OpenOptions::new().read(true).write(self.repair).open(path).map_err(files)?;
             let data = std::fs::read(path).map_err(files)?;
             match format::parse_segment_header(&data) {
                 Some(s) if s == seq => {}
                 _ if last
                     && !(SEGMENT_HEADER_LEN as usize..data.len()).any(|q| format::read_batch(&data[q..]).is_ok()) =>
                 {
+                    if !self.repair {
+                        self.notes.push(format!("{}: a segment whose creation was interrupted", path.display()));
+                        return Ok(None);
+                    }
                     tracing::warn!(path = %path.display(), "removing a raft log segment whose creation was interrupted");
                     drop(file);
                     std::fs::remove_file(path).map_err(files)?;
@@ -542,6 +610,14 @@ mod replay {
                         let valid_later = (at + 1..data.len()).any(|q| format::read_batch(&data[q..]).is_ok());
                         if !last || valid_later {
                             return Err(corrupt(path, at as u64, format!("{e}{}", describe_damaged(&data[at..]))));
+                        }
+                        if !self.repair {
+                            self.notes.push(format!(
+                                "{} byte {at}: a write torn by a crash ({} bytes, {e}); a start cuts it off",
+                                path.display(),
+                                data.len() - at
+                            ));
+                            break;
                         }
                         tracing::warn!(path = %path.display(), offset = at, bytes = data.len() - at, error = %e,
                             "cutting off a raft log write torn by a crash (it was never acknowledged)");
@@ -596,7 +672,7 @@ mod replay {
         }
 
         /// The replayed shards, each checked for a contiguous log.
-        pub(super) fn finish(self) -> Result<BTreeMap<ShardId, ShardLog>, OpenError> {
+        pub(super) fn finish(self) -> Result<(BTreeMap<ShardId, ShardLog>, Vec<String>), OpenError> {
             for (&shard, s) in &self.shards {
                 if let Some((expected, found)) = s.gap() {
                     return Err(OpenError::Corrupt {
@@ -606,7 +682,7 @@ mod replay {
                     });
                 }
             }
-            Ok(self.shards)
+            Ok((self.shards, self.notes))
         }
     }
 }

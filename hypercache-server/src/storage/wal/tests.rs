@@ -55,6 +55,20 @@ fn newest_segment(dir: &Path) -> PathBuf {
     names.pop().unwrap()
 }
 
+/// Appends half a batch (an entry of shard A at index 4) to the newest segment: a crash in the
+/// middle of a write that was never synced nor acknowledged. Returns the segment and its length
+/// before the torn bytes.
+fn tear_newest_segment(dir: &Path) -> (PathBuf, u64) {
+    let path = newest_segment(dir);
+    let mut b = BatchBuilder::new();
+    b.record(Kind::Entry, A, &sealed(1, 4).1);
+    let batch = b.finish();
+    let len = std::fs::metadata(&path).unwrap().len();
+    let f = OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&batch[..batch.len() / 2], len).unwrap();
+    (path, len)
+}
+
 #[test]
 fn a_torn_write_at_the_end_is_cut_off_and_the_rest_kept() {
     let dir = tempfile::tempdir().unwrap();
@@ -64,15 +78,7 @@ fn a_torn_write_at_the_end_is_cut_off_and_the_rest_kept() {
         wal.append(A, (1..=3).map(|i| sealed(1, i)).collect()).unwrap();
         wal.sync().unwrap();
     }
-    // Half a batch: a crash in the middle of a write that was never synced nor acknowledged.
-    let path = newest_segment(dir.path());
-    let mut b = BatchBuilder::new();
-    b.record(Kind::Entry, A, &sealed(1, 4).1);
-    let batch = b.finish();
-    let len = std::fs::metadata(&path).unwrap().len();
-    let f = OpenOptions::new().write(true).open(&path).unwrap();
-    f.write_all_at(&batch[..batch.len() / 2], len).unwrap();
-    drop(f);
+    let (path, len) = tear_newest_segment(dir.path());
     let wal = Wal::open(dir.path(), 1 << 20).unwrap();
     assert_eq!(indexes(&wal, A), vec![1, 2, 3]);
     assert_eq!(std::fs::metadata(&path).unwrap().len(), len, "the torn bytes are cut off");
@@ -157,4 +163,42 @@ fn segments_left_behind_a_gap_are_ignored_and_removed() {
     assert_eq!(wal.shards(), vec![A]);
     assert!(indexes(&wal, A).is_empty());
     assert_eq!(wal.log_state(A), (Some(id(1, 1)), Some(id(1, 1))));
+}
+
+/// An offline look (a post-mortem of a stopped node's disk) must leave the log exactly as the
+/// crash left it: what a start would repair is reported, not repaired.
+#[test]
+fn a_read_only_open_reports_a_torn_tail_changes_nothing_and_refuses_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let wal = Wal::open(dir.path(), 1 << 20).unwrap();
+        wal.open_shard(A).unwrap();
+        wal.append(A, (1..=3).map(|i| sealed(1, i)).collect()).unwrap();
+        wal.set_vote(A, &Vote::new(1, 2)).unwrap();
+        wal.set_committed(A, Some(id(1, 2))).unwrap();
+        wal.sync().unwrap();
+    }
+    let (path, len) = tear_newest_segment(dir.path());
+    let listing = |d: &Path| {
+        let mut v: Vec<_> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name()).collect();
+        v.sort();
+        v
+    };
+    let (files_before, bytes_before) = (listing(dir.path()), std::fs::read(&path).unwrap());
+
+    let (wal, notes) = Wal::open_read_only(dir.path()).unwrap();
+    assert_eq!(indexes(&wal, A), vec![1, 2, 3]);
+    assert_eq!(wal.vote(A), Some(Vote::new(1, 2)));
+    assert_eq!(wal.committed(A), Some(id(1, 2)));
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(notes[0].contains(&format!("byte {len}")) && notes[0].contains("torn"), "{notes:?}");
+    assert!(matches!(wal.append(A, vec![sealed(1, 4)]), Err(WalError::ReadOnly)));
+    assert!(matches!(wal.sync(), Err(WalError::ReadOnly)));
+    drop(wal);
+    assert_eq!(listing(dir.path()), files_before, "no segment created or removed");
+    assert_eq!(std::fs::read(&path).unwrap(), bytes_before, "the torn tail is still there");
+
+    let missing = dir.path().join("nothing-here");
+    assert!(matches!(Wal::open_read_only(&missing), Err(OpenError::NoLog(p)) if p == missing));
+    assert!(!missing.exists(), "a look creates no directory");
 }
