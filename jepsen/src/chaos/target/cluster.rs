@@ -465,15 +465,42 @@ impl Cluster {
         Ok(Probe { nodes, client, replication: self.size.min(3) })
     }
 
-    /// A power cut of `nodes` (0-based): their filesystems stop taking writes first (the cut's
-    /// instant: what was not fsynced by then is lost), then they are SIGKILLed, then their
-    /// filesystems are mounted again as after a reboot; [`Cluster::restart`] brings them
-    /// back. An error for a cluster started without disks.
+    /// A power cut of `nodes` (0-based): they are stopped first, every thread (SIGSTOP, also to a
+    /// container's node process from the host), so nothing they do after the cut's instant can be
+    /// observed; then their filesystems stop taking writes (what was not fsynced by then is
+    /// lost); then they are SIGKILLed, and their filesystems mounted again as after a reboot.
+    /// [`Cluster::restart`] brings them back. An error for a cluster started without disks.
+    ///
+    /// Why stopped first (`disk.rs`): an `fdatasync` in flight when the filesystem is shut down
+    /// can return success for data the remount does not have. Before, the nodes ran on for a few
+    /// milliseconds after their cut (they are killed one after another) and acknowledged such
+    /// writes: the chaos suite reported acknowledged adds lost after whole-cluster power cuts
+    /// (2 runs of 42 of `--workload set --nemesis power --time-limit 12 --seed 0 --workers 8`,
+    /// openraft 0.10 build, 2026-12-07), a loss no stored byte explained.
     pub async fn power_cut(&mut self, nodes: &[usize]) -> Result<(), TargetError> {
-        let Some(disks) = &self.disks else {
+        if self.disks.is_none() {
             return Err(TargetError::Io("the cluster was started without its own disks (ClusterSpec::disks)".into()));
-        };
+        }
         let mut errors = Vec::new();
+        let mut pids = Vec::new();
+        for &i in nodes {
+            let node = &self.nodes[i];
+            let pid = match &self.containers {
+                // The container's init is the node binary; SIGSTOP from the host, not `docker
+                // pause`, which would make the SIGKILL below a conflict for Docker.
+                Some(containers) => containers.pid(node.id),
+                None => node.child.as_ref().and_then(|c| c.id()),
+            };
+            let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) else { continue };
+            match kill(Pid::from_raw(pid), Signal::SIGSTOP) {
+                Ok(()) => pids.push(pid),
+                Err(e) => errors.push(format!("node {}: SIGSTOP before the cut: {e}", node.id)),
+            }
+        }
+        if let Err(e) = super::disk::wait_stopped(|| pids.clone(), Duration::from_secs(5)).await {
+            errors.push(e.to_string());
+        }
+        let Some(disks) = &self.disks else { return Err(TargetError::Io("no disks".into())) };
         for &i in nodes {
             if let Err(e) = disks[i].cut() {
                 errors.push(e.to_string());

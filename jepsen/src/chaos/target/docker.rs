@@ -176,6 +176,11 @@ impl Containers {
         Ok(())
     }
 
+    /// The host pid of node `id`'s process (the container's init: the node binary), if running.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.running.get(&id).map(|node| node.pid)
+    }
+
     /// Freezes (`true`) or thaws node `id`'s container.
     pub async fn freeze(&self, id: u64, frozen: bool) -> Result<(), TargetError> {
         let Some(node) = self.running.get(&id) else {
