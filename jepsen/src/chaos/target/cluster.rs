@@ -478,9 +478,9 @@ impl Cluster {
     /// (2 runs of 42 of `--workload set --nemesis power --time-limit 12 --seed 0 --workers 8`,
     /// openraft 0.10 build, 2026-12-07), a loss no stored byte explained.
     pub async fn power_cut(&mut self, nodes: &[usize]) -> Result<(), TargetError> {
-        if self.disks.is_none() {
+        let Some(disks) = &self.disks else {
             return Err(TargetError::Io("the cluster was started without its own disks (ClusterSpec::disks)".into()));
-        }
+        };
         let mut errors = Vec::new();
         let mut pids = Vec::new();
         for &i in nodes {
@@ -500,7 +500,6 @@ impl Cluster {
         if let Err(e) = super::disk::wait_stopped(|| pids.clone(), Duration::from_secs(5)).await {
             errors.push(e.to_string());
         }
-        let Some(disks) = &self.disks else { return Err(TargetError::Io("no disks".into())) };
         for &i in nodes {
             if let Err(e) = disks[i].cut() {
                 errors.push(e.to_string());
