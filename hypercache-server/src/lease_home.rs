@@ -39,7 +39,8 @@ use std::time::Duration;
 
 use hypercache_proto::raft::v1::lease_home_client::LeaseHomeClient;
 use hypercache_proto::raft::v1::raft_client::RaftClient;
-use openraft::{Raft, ServerState};
+use openraft::async_runtime::WatchReceiver;
+use openraft::ServerState;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ServiceError;
@@ -49,7 +50,7 @@ use crate::network::peer_call::{self, PeerCallError};
 use crate::network::PeerPool;
 use crate::placement::store;
 use crate::proposer::Proposer;
-use crate::raft_types::TypeConfig;
+use crate::raft_handle::ShardRaft;
 use crate::shard::{Shard, Shards};
 use crate::types::{home_of, LeaseId, ShardId};
 
@@ -183,7 +184,7 @@ pub async fn ended_here(shard: &Shard, ids: &[LeaseId]) -> Result<Vec<LeaseId>, 
 /// lease, waits for that to change.
 pub async fn follow_homes(
     shard: ShardId,
-    raft: Raft<TypeConfig>,
+    raft: ShardRaft,
     clock: Arc<LeaseClock>,
     proposer: Proposer,
     homes: LeaseHomes,

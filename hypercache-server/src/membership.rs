@@ -26,6 +26,7 @@ use openraft::{ChangeMembers, ServerState};
 use tokio::sync::{watch, Mutex};
 
 use crate::error::ServiceError;
+use crate::raft_types::TypeConfig;
 use crate::shard::Shard;
 use crate::types::{NodeId, NodeInfo};
 
@@ -233,7 +234,7 @@ impl Membership {
             .collect()
     }
 
-    fn change_error(&self, e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> ServiceError {
+    fn change_error(&self, e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> ServiceError {
         match e {
             RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
                 self.shard.leader_term().err().unwrap_or(ServiceError::NoLeader { shard: self.shard.id })
@@ -246,6 +247,12 @@ impl Membership {
             }
             RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
                 refused(Reason::MemberConflict, e.to_string())
+            }
+            RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)) => {
+                self.shard.leader_term().err().unwrap_or(ServiceError::NoLeader { shard: self.shard.id })
+            }
+            RaftError::APIError(ClientWriteError::PreconditionFailed(e)) => {
+                ServiceError::Internal { shard: self.shard.id, detail: format!("membership change: {e}") }
             }
             RaftError::Fatal(e) => {
                 ServiceError::OutcomeUnknown { shard: self.shard.id, detail: format!("membership change: {e}") }

@@ -10,6 +10,7 @@ use prometheus::{
 };
 
 use crate::shard::Shards;
+use openraft::async_runtime::WatchReceiver;
 
 pub struct Metrics {
     registry: Registry,
@@ -149,7 +150,8 @@ impl Metrics {
         let data = shards.data();
         self.shards_hosted.set(data.len() as i64);
         self.leaders_held.set(
-            data.iter().filter(|s| s.raft.metrics().borrow().state == openraft::ServerState::Leader).count() as i64,
+            data.iter().filter(|s| s.raft.metrics().borrow_watched().state == openraft::ServerState::Leader).count()
+                as i64,
         );
         for shard in shards.iter() {
             let m = shard.metrics();

@@ -2,10 +2,11 @@
 //! + the admin HTTP server, and the shutdown plumbing that ties them together.
 //!
 //! Graceful shutdown order (SIGTERM): not ready (`/readyz` 503) -> end watch streams, keepalive
-//! streams and campaigns (SHUTTING_DOWN; clients resume elsewhere) -> stop accepting and finish
-//! in-flight requests (bounded by `shutdown_grace_ms`) -> stop Raft -> flush sled -> exit.
-//! Leadership hand-off before stopping needs a transfer-leader API that openraft 0.9 lacks; the
-//! followers elect a new leader after one election timeout instead (see docs/operations.md).
+//! streams and campaigns (SHUTTING_DOWN; clients resume elsewhere) -> hand the leadership of
+//! every shard this node leads to another voter (`handover.rs`; bounded by
+//! `shutdown_grace_ms`), so writes move on without waiting for an election timeout -> stop
+//! accepting and finish in-flight requests (bounded by `shutdown_grace_ms`) -> stop Raft ->
+//! flush sled -> exit.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -353,6 +354,9 @@ impl Node {
         for shard in self.shards.iter() {
             shard.hub.lock().close();
         }
+        // Peers still reach this node here: the successor's catch-up and campaign need it.
+        let handed = crate::handover::hand_over(&self.shards, self.config.node_id, grace).await;
+        tracing::info!(moved = handed.moved, stuck = handed.stuck, "leadership handed over");
         let _ = self.stop_grpc.send(true);
         let mut grpc_task = self.grpc_task;
         if tokio::time::timeout(grace, &mut grpc_task).await.is_err() {

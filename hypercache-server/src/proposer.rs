@@ -29,13 +29,12 @@
 use std::sync::Arc;
 
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::Raft;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::batching::BatchQueue;
 use crate::machine::command::{Applied, Command, CommandResponse, GameOp, LeaseOp, Request, Tracked, Txn};
+use crate::raft_handle::ShardRaft;
 use crate::raft_types::TypeConfig;
-use crate::types::{NodeId, NodeInfo};
 
 /// Batches allowed in flight at once, the second only after a batch was cut at a size limit.
 pub const MAX_IN_FLIGHT: usize = 2;
@@ -53,7 +52,7 @@ pub const MAX_BATCH_BYTES: usize = 256 * 1024;
 
 #[derive(Debug, Clone)]
 pub enum ProposeError {
-    Raft(RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>),
+    Raft(RaftError<TypeConfig, ClientWriteError<TypeConfig>>),
     /// The entry applied but its response did not match the batch (a bug).
     Mismatch(String),
     /// The proposer task is gone: the node is shutting down.
@@ -75,7 +74,7 @@ pub struct Proposer {
 }
 
 impl Proposer {
-    pub fn spawn(raft: Raft<TypeConfig>, max_entry_bytes: usize) -> Proposer {
+    pub fn spawn(raft: ShardRaft, max_entry_bytes: usize) -> Proposer {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(raft, rx, max_entry_bytes.min(MAX_BATCH_BYTES)));
         Proposer { tx }
@@ -150,7 +149,7 @@ fn txn_bytes(txn: &Txn) -> usize {
     compares + ops + 16
 }
 
-async fn run(raft: Raft<TypeConfig>, rx: mpsc::UnboundedReceiver<Proposal>, max_batch_bytes: usize) {
+async fn run(raft: ShardRaft, rx: mpsc::UnboundedReceiver<Proposal>, max_batch_bytes: usize) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut queue = BatchQueue::new(rx);
     // The last batch was cut at a size limit: more writes were waiting than it could take.

@@ -9,9 +9,6 @@ use openraft::SnapshotPolicy;
 
 use crate::config::RaftSettings;
 
-/// Snapshot chunks are at most this big on the wire.
-pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
-
 /// The validated openraft config for `r`.
 pub fn raft_config(r: &RaftSettings) -> Result<openraft::Config, Box<openraft::ConfigError>> {
     openraft::Config {
@@ -23,7 +20,19 @@ pub fn raft_config(r: &RaftSettings) -> Result<openraft::Config, Box<openraft::C
         max_payload_entries: r.max_entries_per_append,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(r.snapshot_after_entries),
         max_in_snapshot_log_to_keep: r.logs_kept_after_snapshot,
-        snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
+        // A node back from a partition or a pause asks whether it could win before it bumps its
+        // term, so it cannot depose a live leader (before: one lagging node drove a shard's term
+        // past 500). A follower that cannot win keeps naming its old leader; readiness therefore
+        // also asks when the leader was last heard from (`contact.rs`).
+        enable_pre_vote: Some(true),
+        // A restarted leader must win an election again (ADR 41): the committed index is stored
+        // without a sync, so after a power cut it can lag what this leader had acknowledged, and
+        // a leader restored on it could serve a read from before those writes.
+        enable_leader_restore: Some(false),
+        // A voter restarted on a wiped volume comes back with an empty log; the leader must
+        // start its replication over instead of treating the reversion as a bug (a debug
+        // assertion, and a wrong matching index, without this).
+        allow_log_reversion: Some(true),
         ..Default::default()
     }
     .validate()

@@ -21,15 +21,14 @@
 
 use std::time::Duration;
 
-use openraft::error::{CheckIsLeaderError, RaftError};
-use openraft::Raft;
+use openraft::error::{LinearizableReadError, RaftError};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::raft_handle::ShardRaft;
 use crate::raft_types::TypeConfig;
-use crate::types::{NodeId, NodeInfo};
 
-pub type BarrierResult = Result<(), RaftError<NodeId, CheckIsLeaderError<NodeId, NodeInfo>>>;
+pub type BarrierResult = Result<(), RaftError<TypeConfig, LinearizableReadError<TypeConfig>>>;
 
 /// Handle to a shard's barrier task; the task ends when the handle is dropped.
 pub struct ReadIndex {
@@ -37,12 +36,12 @@ pub struct ReadIndex {
 }
 
 impl ReadIndex {
-    pub fn spawn(raft: Raft<TypeConfig>) -> ReadIndex {
+    pub fn spawn(raft: ShardRaft) -> ReadIndex {
         Self::spawn_paced(raft, Duration::ZERO)
     }
 
     /// Like [`ReadIndex::spawn`], with at least `min_gap` between the starts of two barriers.
-    pub fn spawn_paced(raft: Raft<TypeConfig>, min_gap: Duration) -> ReadIndex {
+    pub fn spawn_paced(raft: ShardRaft, min_gap: Duration) -> ReadIndex {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(raft, rx, min_gap));
         ReadIndex { tx }
@@ -58,11 +57,7 @@ impl ReadIndex {
     }
 }
 
-async fn run(
-    raft: Raft<TypeConfig>,
-    mut rx: mpsc::UnboundedReceiver<oneshot::Sender<BarrierResult>>,
-    min_gap: Duration,
-) {
+async fn run(raft: ShardRaft, mut rx: mpsc::UnboundedReceiver<oneshot::Sender<BarrierResult>>, min_gap: Duration) {
     let mut waiting = Vec::new();
     let mut next_start = Instant::now();
     while let Some(first) = rx.recv().await {
@@ -76,7 +71,7 @@ async fn run(
         while let Ok(more) = rx.try_recv() {
             waiting.push(more);
         }
-        let result = raft.ensure_linearizable().await.map(|_| ());
+        let result = raft.ensure_linearizable(openraft::ReadPolicy::ReadIndex).await.map(|_| ());
         for w in waiting.drain(..) {
             let _ = w.send(result.clone());
         }

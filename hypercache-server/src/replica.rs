@@ -14,12 +14,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use hypercache_proto::poison::lock;
+use openraft::async_runtime::WatchReceiver;
 use openraft::Raft;
 use tokio::sync::Mutex;
 
 use crate::identity::Stamp;
 use crate::lease_home::{follow_homes, LeaseHomes};
 use crate::network::{NetworkFactory, PeerPool};
+use crate::raft_handle::ShardRaft;
 use crate::raft_types::TypeConfig;
 use crate::shard::{FollowHomes, Shard, ShardParts, Shards};
 use crate::storage::{NodeStore, OpenError, Retired, ShardStorage};
@@ -33,7 +35,7 @@ pub enum ReplicaError {
     #[error(transparent)]
     Storage(#[from] OpenError),
     #[error("starting raft for shard {shard}: {source}")]
-    Start { shard: ShardId, source: Box<openraft::error::Fatal<NodeId>> },
+    Start { shard: ShardId, source: Box<openraft::error::Fatal<TypeConfig>> },
     /// Every node is a member of the meta group for as long as it is in the cluster.
     #[error("shard {shard}: the meta group's replica is never closed")]
     MetaNeverClosed { shard: ShardId },
@@ -167,25 +169,25 @@ impl ReplicaHost {
 /// leaves: a running node's vote for itself is committed once it leads): its peers, restarted
 /// too, hold no leader lease, and its log is as long as any. It tries for up to a second (its
 /// peers may still be starting), then leaves elections to the timers.
-async fn campaign_after_restart(raft: Raft<TypeConfig>, shard: ShardId, node_id: NodeId) {
+async fn campaign_after_restart(raft: ShardRaft, shard: ShardId, node_id: NodeId) {
     const TRIES: u32 = 10;
     const GAP: std::time::Duration = std::time::Duration::from_millis(100);
     for _ in 0..TRIES {
         tokio::time::sleep(GAP).await;
         let idle = {
             let m = raft.metrics();
-            let m = m.borrow();
+            let m = m.borrow_watched();
             m.current_leader.is_none()
                 && m.state == openraft::ServerState::Follower
                 && !m.vote.is_committed()
-                && m.vote.leader_id().voted_for() == Some(node_id)
+                && m.vote.leader_id().node_id == node_id
                 && m.membership_config.membership().voter_ids().any(|v| v == node_id)
         };
         if !idle {
             return;
         }
         tracing::info!(%shard, "led the shard before the restart and no leader is known: asking for the next term");
-        if let Err(e) = raft.trigger().elect().await {
+        if let Err(e) = raft.trigger().elect(true).await {
             tracing::debug!(%shard, error = %e, "campaign after restart");
             return;
         }

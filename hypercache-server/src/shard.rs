@@ -23,14 +23,17 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use hypercache_proto::poison::{read, write};
-use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
-use openraft::{Raft, RaftMetrics, ServerState};
+use openraft::async_runtime::WatchReceiver;
+use openraft::error::{ClientWriteError, ForwardReason, ForwardToLeader, LinearizableReadError, RaftError};
+use openraft::{RaftMetrics, ServerState};
 use tokio::task::JoinHandle;
 
+use crate::contact::LeaderContact;
 use crate::error::ServiceError;
 use crate::lease_clock::{LeaseClock, Renewal, EXPIRE_BATCH};
 use crate::machine::command::{Applied, LeaseOp, Reply, Request, Tracked, WriteId};
 use crate::proposer::{ProposeError, Proposer};
+use crate::raft_handle::ShardRaft;
 use crate::raft_types::TypeConfig;
 use crate::read_index::ReadIndex;
 use crate::replica_status::{role_of, ReplicaStatus};
@@ -42,14 +45,19 @@ use crate::watch_hub::{KeyFilter, SubscribeError, Subscription, WatchHub};
 /// whatever their number, for at most 10 ms more keepalive latency (TTLs are seconds in practice;
 /// the holder's deadline is measured from when it sent the keepalive, so the wait is safe).
 const KEEPALIVE_BARRIER_GAP: Duration = Duration::from_millis(10);
+/// How long a write waits for a quiet leader's lease to be renewed before proposing again: a few
+/// heartbeat round trips, far below any election timeout.
+const LEASE_RENEWAL_WAIT: Duration = Duration::from_millis(500);
 
 pub struct Shard {
     pub id: ShardId,
     pub node_id: NodeId,
-    pub raft: Raft<TypeConfig>,
+    pub raft: ShardRaft,
     pub reader: KvReader,
     pub hub: Arc<WatchHub>,
     pub clock: Arc<LeaseClock>,
+    /// When this replica last heard from its leader (recorded by the peer services).
+    pub contact: Arc<LeaderContact>,
     /// Highest log index known committed, maintained by the log store.
     committed: Arc<AtomicU64>,
     read_index: ReadIndex,
@@ -65,7 +73,7 @@ pub struct Shard {
 pub struct ShardParts {
     pub id: ShardId,
     pub node_id: NodeId,
-    pub raft: Raft<TypeConfig>,
+    pub raft: ShardRaft,
     pub reader: KvReader,
     pub hub: Arc<WatchHub>,
     pub clock: Arc<LeaseClock>,
@@ -101,6 +109,7 @@ impl Shard {
             reader: p.reader,
             hub: p.hub,
             clock: p.clock,
+            contact: Arc::new(LeaderContact::default()),
             committed: p.committed,
             read_index,
             keepalive_index,
@@ -110,25 +119,28 @@ impl Shard {
         }
     }
 
-    pub fn metrics(&self) -> RaftMetrics<NodeId, NodeInfo> {
-        self.raft.metrics().borrow().clone()
+    pub fn metrics(&self) -> RaftMetrics<TypeConfig> {
+        self.raft.metrics().borrow_watched().clone()
     }
 
     /// The current Raft term, read without cloning the metrics (this is on every response).
     pub fn current_term(&self) -> u64 {
-        self.raft.metrics().borrow().current_term
+        self.raft.metrics().borrow_watched().current_term
     }
 
     pub fn committed_index(&self) -> u64 {
         self.committed.load(Ordering::Acquire)
     }
 
-    /// Ready: a leader is known and everything this node knows committed is applied.
+    /// Ready: a leader is known and alive (this node, or one heard from within the leader lease:
+    /// see `contact.rs`), and everything this node knows committed is applied.
     pub fn is_ready(&self) -> bool {
         let m = self.raft.metrics();
-        let m = m.borrow();
+        let m = m.borrow_watched();
         let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
-        m.current_leader.is_some() && applied >= self.committed_index()
+        let lease = Duration::from_millis(self.raft.config().election_timeout_max);
+        let led = m.state == ServerState::Leader || (m.current_leader.is_some() && self.contact.within(lease));
+        led && applied >= self.committed_index()
     }
 
     /// What this replica says about itself (`Cluster.LocalShards`, and the placement driver's
@@ -173,7 +185,7 @@ impl Shard {
     /// truth, so they are refused (`REPLICA_NOT_SERVING`, retried elsewhere by clients).
     pub fn serves_local_reads(&self) -> Result<(), ServiceError> {
         let m = self.raft.metrics();
-        let m = m.borrow();
+        let m = m.borrow_watched();
         let voter = m.membership_config.membership().voter_ids().any(|id| id == self.node_id);
         let applied = m.last_applied.is_some_and(|l| l.index > 0);
         let why = match (voter, applied) {
@@ -187,7 +199,7 @@ impl Shard {
     /// The endpoint of `node` according to the current membership.
     pub fn endpoint_of(&self, node: NodeId) -> Option<String> {
         let m = self.raft.metrics();
-        let m = m.borrow();
+        let m = m.borrow_watched();
         m.membership_config.membership().get_node(&node).map(|n| n.addr.clone())
     }
 
@@ -202,13 +214,13 @@ impl Shard {
     }
 
     /// A `ForwardToLeader` answered to a read barrier: nothing was proposed.
-    fn forward(&self, f: ForwardToLeader<NodeId, NodeInfo>) -> ServiceError {
+    fn forward(&self, f: ForwardToLeader<TypeConfig>) -> ServiceError {
         self.not_leader(f.leader_id, f.leader_node)
     }
 
     /// A `ForwardToLeader` answered to a proposal: its entry may have been appended here and
     /// truncated, and may still be committed by another leader (see the module comment).
-    fn forward_proposal(&self, f: ForwardToLeader<NodeId, NodeInfo>) -> ServiceError {
+    fn forward_proposal(&self, f: ForwardToLeader<TypeConfig>) -> ServiceError {
         let leader_endpoint = f.leader_node.map(|n| n.addr).or_else(|| f.leader_id.and_then(|l| self.endpoint_of(l)));
         ServiceError::NotLeader {
             node: self.node_id,
@@ -223,7 +235,7 @@ impl Shard {
     fn check_leader_hint(&self) -> Result<(), ServiceError> {
         let m = self.raft.metrics();
         let (state, leader) = {
-            let m = m.borrow();
+            let m = m.borrow_watched();
             (m.state, m.current_leader)
         };
         match state {
@@ -233,15 +245,57 @@ impl Shard {
         }
     }
 
+    /// Ticks and heartbeats now, and waits (up to [`LEASE_RENEWAL_WAIT`]) until a quorum has
+    /// acknowledged this leader again: what a quiet leader needs before it may propose.
+    async fn renew_lease(&self) {
+        let before = self.raft.metrics().borrow_watched().last_quorum_acked;
+        self.raft.runtime_config().tick(true);
+        if let Err(e) = self.raft.trigger().heartbeat().await {
+            tracing::debug!(shard = %self.id, error = %e, "lease renewal: heartbeat not sent");
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + LEASE_RENEWAL_WAIT;
+        while tokio::time::Instant::now() < deadline {
+            let m = self.raft.metrics().borrow_watched().clone();
+            if m.state != ServerState::Leader || m.last_quorum_acked != before {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
     /// Replicates `request` (batched with concurrent writes) and returns its result once applied
     /// on this (leader) node. With a `write` id it is applied at most once however often it is
     /// repeated (a repeat returns the first outcome).
     pub async fn write(&self, write: Option<WriteId>, request: Request) -> Result<Applied, ServiceError> {
         self.check_leader_hint()?;
         let tracked = write.is_some();
-        let applied = self.proposer.propose(Tracked { write, request }).await.map_err(|e| match e {
+        let mut renewed = false;
+        let proposed = loop {
+            match self.proposer.propose(Tracked { write, request: request.clone() }).await {
+                // A quiet leader sends no heartbeats (`quiet/`), so openraft 0.10's leader lease
+                // (a quorum ack within `election_timeout_max`) runs out and it refuses new entries
+                // before appending them. Wake the shard, let one heartbeat round renew the lease,
+                // and propose again, once.
+                Err(ProposeError::Raft(RaftError::APIError(ClientWriteError::ForwardToLeader(f))))
+                    if f.reason == ForwardReason::LeaseExpired && !renewed =>
+                {
+                    renewed = true;
+                    self.renew_lease().await;
+                }
+                other => break other,
+            }
+        };
+        let applied = proposed.map_err(|e| match e {
             ProposeError::Raft(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => self.forward_proposal(f),
             ProposeError::Raft(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                ServiceError::Internal { shard: self.id, detail: e.to_string() }
+            }
+            // The entry was cut from this node's log when it adopted another leader's; another
+            // node may hold it and commit it. NOT_LEADER says "maybe applied" (ADR 33): the
+            // client retries at the leader with the same write id, which applies it once.
+            ProposeError::Raft(RaftError::APIError(ClientWriteError::LogEntryDiscarded(f))) => self.forward_proposal(f),
+            ProposeError::Raft(RaftError::APIError(ClientWriteError::PreconditionFailed(e))) => {
                 ServiceError::Internal { shard: self.id, detail: e.to_string() }
             }
             ProposeError::Raft(RaftError::Fatal(e)) => ServiceError::OutcomeUnknown {
@@ -310,7 +364,7 @@ impl Shard {
     pub fn leader_term(&self) -> Result<u64, ServiceError> {
         let m = self.raft.metrics();
         let (state, term, leader) = {
-            let m = m.borrow();
+            let m = m.borrow_watched();
             (m.state, m.current_term, m.current_leader)
         };
         if state == ServerState::Leader {
@@ -332,8 +386,8 @@ impl Shard {
         self.check_leader_hint()?;
         match index.barrier().await {
             Ok(_) => Ok(()),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(self.forward(f)),
-            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => Err(self.forward(f)),
+            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(e))) => {
                 Err(ServiceError::NoLeader { shard: self.id })
                     .inspect_err(|_| tracing::debug!(shard = %self.id, error = %e, "read index: quorum not reached"))
             }
@@ -346,7 +400,7 @@ impl Shard {
 ///
 /// Raft metrics change on every apply; only a change of role or term matters here, so the
 /// deadlines are looked at only then, when the lease set changed, or when the next deadline is due.
-async fn drive_expiry(shard: ShardId, raft: Raft<TypeConfig>, clock: Arc<LeaseClock>, proposer: Proposer) {
+async fn drive_expiry(shard: ShardId, raft: ShardRaft, clock: Arc<LeaseClock>, proposer: Proposer) {
     let mut metrics = raft.metrics();
     let mut role: Option<(bool, u64)> = None;
     let mut next = None;

@@ -325,3 +325,62 @@ async fn the_old_peer_paths_are_still_answered() {
     assert_eq!(reply, LeaseEndsReply::Ended(ids));
     cluster.shutdown().await;
 }
+
+/// A leader stopped gracefully (SIGTERM) hands its shards to another voter before it stops, so
+/// writes move on without waiting for an election timer. The timers are set long here (4-5 s):
+/// a leader that just stopped would leave the shard leaderless for at least 4 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_stopped_gracefully_hands_over_without_waiting_for_an_election() {
+    let mut c = TestCluster::start(3, |cfg| {
+        cfg.raft.election_timeout_min_ms = 4_000;
+        cfg.raft.election_timeout_max_ms = 5_000;
+        cfg.raft.quiet_after_ms = 0;
+    })
+    .await;
+    let old = c.wait_leader(T).await;
+    c.put("before", "1").await.unwrap();
+    let stopping = tokio::time::Instant::now();
+    c.stop(old).await;
+    let new = c.wait_leader(T).await;
+    let took = stopping.elapsed();
+    assert_ne!(new, old, "another node leads");
+    assert!(took < Duration::from_millis(3_000), "the next leader took {took:?}: no hand-over, an election timeout");
+    let rev = c.put("after", "2").await.unwrap();
+    assert_eq!(c.get("before").await.map(|kv| kv.value), Some("1".into()));
+    assert_eq!(c.get("after").await.map(|kv| kv.mod_revision), Some(rev));
+    c.shutdown().await;
+}
+
+/// Pre-Vote: a follower cut off from the others does not raise its term while it cannot win an
+/// election, so when it comes back the leader keeps leading in the same term. Without Pre-Vote
+/// its term rose by one per election timeout, and its return deposed the leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_back_from_a_partition_does_not_depose_the_leader() {
+    use hypercache_server::network::RaftRpc;
+    let c = TestCluster::start(3, |cfg| cfg.raft.quiet_after_ms = 0).await;
+    let l = c.wait_leader(T).await;
+    c.put("before", "1").await.unwrap();
+    let f = (l + 1) % 3;
+    let term_of = |i: usize| c.node(i).shards().get(ShardId(0)).map(|s| s.metrics().current_term);
+    let term = term_of(l).expect("leader's replica");
+    // Cut f off both ways: it hears nothing and nobody hears it.
+    for from in 0..3 {
+        let blocked: std::collections::HashSet<(String, RaftRpc)> = (0..3)
+            .filter(|to| *to != from && (from == f || *to == f))
+            .flat_map(|to| RaftRpc::ALL.into_iter().map(move |k| (to, k)))
+            .map(|(to, k)| (c.endpoint(to), k))
+            .collect();
+        c.node(from).raft_links().set(blocked);
+    }
+    // Several election timeouts (600-1200 ms by default).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(term_of(f), Some(term), "the cut-off follower raised its term");
+    for i in 0..3 {
+        c.node(i).raft_links().heal();
+    }
+    c.put("after", "2").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(c.wait_leader(T).await, l, "the leader kept leading");
+    assert_eq!(term_of(l), Some(term), "no election after the follower came back");
+    c.shutdown().await;
+}

@@ -5,12 +5,11 @@
 
 use bytes::Bytes;
 use hypercache_server::machine::command::{Applied, Command, CommandResponse, Op, Request, Tracked, Txn, WriteId};
-use hypercache_server::raft_types::TypeConfig;
+use hypercache_server::raft_types::{CommittedLeaderId, Entry, EntryPayload, LogId};
 use hypercache_server::storage::{NodeStore, ShardStorage, StoreLimits, StoreTasks};
 use hypercache_server::types::{ClientId, ShardId};
 use hypercache_server::watch_hub::HistoryLimits;
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
-use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
 use tempfile::TempDir;
 
 fn put(key: &str, value: &str) -> Request {
@@ -25,9 +24,9 @@ fn put(key: &str, value: &str) -> Request {
     })
 }
 
-fn entry(index: u64, requests: Vec<Tracked>) -> Entry<TypeConfig> {
+fn entry(index: u64, requests: Vec<Tracked>) -> Entry {
     Entry {
-        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        log_id: LogId::new(CommittedLeaderId { term: 1, node_id: 1 }, index),
         payload: EntryPayload::Normal(Command::Tracked { time_ms: 1_000 + index, requests }),
     }
 }
@@ -51,8 +50,8 @@ impl Replica {
     }
 }
 
-async fn apply_one(s: &mut ShardStorage, e: Entry<TypeConfig>) -> Applied {
-    match s.state_machine.apply([e]).await.expect("apply").pop() {
+fn apply_one(s: &mut ShardStorage, e: Entry) -> Applied {
+    match s.state_machine.apply_batch(&[e]).expect("apply").pop() {
         Some(CommandResponse::Batch(mut v)) if v.len() == 1 => v.remove(0),
         other => panic!("unexpected response {other:?}"),
     }
@@ -69,10 +68,10 @@ async fn a_repeat_after_a_snapshot_install_returns_the_original_outcome() {
 
     let (dir_a, dir_b) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
     let mut a = Replica::new(&dir_a).open();
-    let original = apply_one(&mut a, entry(1, vec![tracked("v")])).await;
+    let original = apply_one(&mut a, entry(1, vec![tracked("v")]));
     assert_eq!(original.revision, 1);
     let other = Tracked { write: None, request: put("x", "y") };
-    apply_one(&mut a, entry(2, vec![other])).await;
+    apply_one(&mut a, entry(2, vec![other]));
 
     let mut builder = a.state_machine.get_snapshot_builder().await;
     let snapshot = builder.build_snapshot().await.expect("build snapshot");
@@ -81,19 +80,19 @@ async fn a_repeat_after_a_snapshot_install_returns_the_original_outcome() {
     let mut b = node_b.open();
     b.state_machine.install_snapshot(&snapshot.meta, snapshot.snapshot).await.expect("install");
     assert_eq!(version(&b, "k"), Some(1));
-    let repeat = apply_one(&mut b, entry(3, vec![tracked("v")])).await;
+    let repeat = apply_one(&mut b, entry(3, vec![tracked("v")]));
     assert_eq!(repeat, original, "the installed table answers with the original revision and reply");
     assert_eq!(version(&b, "k"), Some(1), "the repeat applied nothing");
 
     // The same after the state machine is opened again: the index is rebuilt from the rows.
     drop(b);
     let mut b = node_b.open();
-    let repeat = apply_one(&mut b, entry(4, vec![tracked("v")])).await;
+    let repeat = apply_one(&mut b, entry(4, vec![tracked("v")]));
     assert_eq!(repeat, original);
     assert_eq!(version(&b, "k"), Some(1));
     // A new seq of the same client is applied.
     let next = Tracked { write: Some(WriteId { seq: 5, ..w }), request: put("k", "v2") };
-    let applied = apply_one(&mut b, entry(5, vec![next])).await;
+    let applied = apply_one(&mut b, entry(5, vec![next]));
     assert!(applied.revision > original.revision);
     assert_eq!(version(&b, "k"), Some(2));
 }

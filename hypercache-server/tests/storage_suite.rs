@@ -4,15 +4,15 @@
 
 use hypercache_server::raft_types::TypeConfig;
 use hypercache_server::storage::{LogStore, NodeStore, ShardStorage, StateMachine, StoreLimits};
-use hypercache_server::types::{NodeId, ShardId};
-use openraft::testing::{StoreBuilder, Suite};
+use hypercache_server::types::ShardId;
+use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::StorageError;
 use tempfile::TempDir;
 
 struct NodeStoreBuilder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for NodeStoreBuilder {
-    async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError<NodeId>> {
+    async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().expect("tempdir");
         let limits = StoreLimits { cache_capacity_bytes: 4 << 20, segment_bytes: 1 << 20 };
         let (store, _tasks) = NodeStore::open(dir.path(), limits, None).expect("open store");
@@ -22,9 +22,9 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for NodeStoreBuil
     }
 }
 
-#[test]
-fn openraft_storage_suite_passes_on_our_store() {
-    if let Err(e) = Suite::test_all(NodeStoreBuilder) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openraft_storage_suite_passes_on_our_store() {
+    if let Err(e) = Suite::test_all(NodeStoreBuilder).await {
         panic!("openraft storage suite failed: {e}");
     }
 }

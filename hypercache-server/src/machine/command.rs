@@ -42,6 +42,18 @@ pub enum Command {
     Tracked { time_ms: u64, requests: Vec<Tracked> },
 }
 
+/// How a command shows in openraft's logs: its kind and size, never its keys or values.
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Batch(requests) => write!(f, "batch of {} requests", requests.len()),
+            Command::Tracked { time_ms, requests } => {
+                write!(f, "tracked batch of {} requests at {time_ms} ms", requests.len())
+            }
+        }
+    }
+}
+
 /// A request and the identity that makes it exactly-once (None: internal requests such as lease
 /// expiry, and clients that send no write id).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

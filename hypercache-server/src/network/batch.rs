@@ -280,7 +280,16 @@ mod tests {
         async fn vote(&self, _: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
             Err(Status::unimplemented("test peer"))
         }
-        async fn install_snapshot(&self, _: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        async fn pre_vote(&self, _: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+            Err(Status::unimplemented("test peer"))
+        }
+        async fn install_snapshot(
+            &self,
+            _: Request<tonic::Streaming<RaftMessage>>,
+        ) -> Result<Response<RaftMessage>, Status> {
+            Err(Status::unimplemented("test peer"))
+        }
+        async fn transfer_leader(&self, _: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
             Err(Status::unimplemented("test peer"))
         }
         async fn shard_op(&self, _: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {

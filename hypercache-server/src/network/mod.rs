@@ -25,6 +25,6 @@ pub(crate) mod old_peer;
 pub mod peer_call;
 mod pool;
 
-pub use client::{NetworkFactory, PeerClient};
+pub use client::{NetworkFactory, PeerClient, SnapshotHeader, SNAPSHOT_PIECE_BYTES};
 pub use links::{Links, RaftRpc};
 pub use pool::{BadPeerAddr, PeerPool};

@@ -27,7 +27,16 @@ impl Raft for OldPeer {
     async fn vote(&self, _: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         Err(Status::unimplemented("old test peer: no Raft here"))
     }
-    async fn install_snapshot(&self, _: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+    async fn pre_vote(&self, _: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        Err(Status::unimplemented("old test peer: no Raft here"))
+    }
+    async fn install_snapshot(
+        &self,
+        _: Request<tonic::Streaming<RaftMessage>>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        Err(Status::unimplemented("old test peer: no Raft here"))
+    }
+    async fn transfer_leader(&self, _: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         Err(Status::unimplemented("old test peer: no Raft here"))
     }
     async fn shard_op(&self, r: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {

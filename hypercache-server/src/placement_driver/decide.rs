@@ -29,15 +29,15 @@ use crate::types::{NodeId, NodeInfo, ShardId};
 
 /// A replica whose matched log index is within this many entries of the leader's is caught up.
 const CAUGHT_UP_WITHIN: u64 = 64;
-/// Least time between two elections the driver starts for one shard.
+/// Least time between two leadership transfers the driver asks for in one shard.
 const ELECT_GAP: Duration = Duration::from_secs(3);
-/// Elections the driver starts for one shard while the same node keeps leading it, before it
+/// Transfers the driver asks for in one shard while the same node keeps leading it, before it
 /// gives up on moving leadership that way (see [`ElectGate`]).
 const ELECT_TRIES: u32 = 3;
-/// After giving up, how long until the driver tries elections for that shard again.
+/// After giving up, how long until the driver tries transfers for that shard again.
 const ELECT_RETRY_AFTER: Duration = Duration::from_secs(60);
 
-/// The elections the driver started, per shard: what [`Elections::gate`] decides from.
+/// The leadership transfers the driver asked for, per shard: what [`Elections::gate`] decides from.
 #[derive(Default)]
 pub struct Elections {
     last_elect: BTreeMap<ShardId, Instant>,
@@ -52,21 +52,18 @@ struct ElectTries {
     count: u32,
 }
 
-/// Whether the driver may move a shard's leadership by starting an election on another replica.
-///
-/// openraft 0.9 has no leadership transfer, and a follower that heard from its leader within the
-/// leader lease (`election_timeout_max`) refuses to vote. An election the driver starts wins
-/// with the candidate's own vote and the old leader's, which is a majority of at most three
-/// voters: with four or more (a move in progress, or R >= 4) it usually fails, the old leader
-/// steps down and often wins again. So the driver starts one only while a shard has at most
-/// three voters, and stops after [`ELECT_TRIES`] that left the same node leading.
+/// Whether the driver may move a shard's leadership now: by asking its leader to transfer it to
+/// another voter (openraft 0.10; the target campaigns at once and the others vote for it despite
+/// their leader lease, with any number of voters). At most one transfer per shard per
+/// [`ELECT_GAP`]; after [`ELECT_TRIES`] that left the same node leading (the target kept failing
+/// to catch up or to win), the driver stops trying for [`ELECT_RETRY_AFTER`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ElectGate {
     /// Start one now.
     Now,
     /// One was started recently: wait for its outcome.
     Wait,
-    /// Elections did not move leadership: a leader that must leave is removed by a membership
+    /// Transfers did not move leadership: a leader that must leave is removed by a membership
     /// change instead (it steps down once that commits, and the others elect), and leaders are
     /// not balanced for a while.
     GaveUp,
@@ -311,14 +308,12 @@ impl ShardState<'_> {
         let (leader, status, target, voters, learners) =
             (self.leader, self.status, &self.target, &self.voters, &self.learners);
         let leaving = !target.contains(&leader);
-        // The candidate's vote and the old leader's are a majority of at most three voters.
-        let elect_can_win = voters.len() <= 3;
-        if leaving && elect_can_win {
-            // The leader is leaving: hand leadership to a caught-up target voter first, while
-            // elections can do it; otherwise carry on and remove the leader like any voter.
+        if leaving {
+            // The leader is leaving: it hands leadership to a caught-up target voter first, while
+            // transfers work; otherwise carry on and remove the leader like any voter.
             if let Some(v) = voters.iter().find(|v| target.contains(v) && caught_up(status, **v)) {
                 match elect() {
-                    ElectGate::Now => return Some((*v, ShardOp::Elect)),
+                    ElectGate::Now => return Some((leader, ShardOp::TransferLeader { to: *v })),
                     ElectGate::Wait => return None,
                     ElectGate::GaveUp => {}
                 }
@@ -349,8 +344,8 @@ impl ShardState<'_> {
         if *voters == *target && learners.is_empty() {
             // Settled: move leadership to the preferred replica once it has caught up.
             let preferred = self.plan.replicas.first().copied()?;
-            if preferred != leader && elect_can_win && caught_up(status, preferred) && elect() == ElectGate::Now {
-                return Some((preferred, ShardOp::Elect));
+            if preferred != leader && caught_up(status, preferred) && elect() == ElectGate::Now {
+                return Some((leader, ShardOp::TransferLeader { to: preferred }));
             }
         }
         None
@@ -593,7 +588,11 @@ mod tests {
         let r: Reports = [(1, Some(vec![status(0, Role::Leader, 2, &[1, 2, 3], &[], &[(2, 1000), (3, 1000)])]))]
             .into_iter()
             .collect();
-        assert_eq!(next_steps(&p, &r, |_| ElectGate::Now), vec![Step { to: 2, shard: ShardId(0), op: ShardOp::Elect }]);
+        assert_eq!(
+            next_steps(&p, &r, |_| ElectGate::Now),
+            vec![Step { to: 1, shard: ShardId(0), op: ShardOp::TransferLeader { to: 2 } }],
+            "the leader is asked to hand over"
+        );
         assert!(next_steps(&p, &r, |_| ElectGate::Wait).is_empty(), "rate-limited");
         // A preferred replica that lags is not elected.
         let r: Reports =
@@ -604,11 +603,14 @@ mod tests {
         let r: Reports = [(1, Some(vec![status(0, Role::Leader, 2, &[1, 2, 3], &[], &[(2, 1000), (3, 1000)])]))]
             .into_iter()
             .collect();
-        assert!(matches!(next_steps(&p, &r, |_| ElectGate::Now)[..], [Step { op: ShardOp::Elect, .. }]));
+        assert!(matches!(
+            next_steps(&p, &r, |_| ElectGate::Now)[..],
+            [Step { to: 1, op: ShardOp::TransferLeader { to: 2 | 3 }, .. }]
+        ));
     }
 
     #[test]
-    fn a_leader_that_elections_cannot_move_is_removed_last_like_any_voter() {
+    fn a_leader_that_transfers_cannot_move_is_removed_last_like_any_voter() {
         // A move was under way ({1,2,3,4}, leader 3) when the target changed to {5,2,4}.
         let p = one_shard(&[5, 2, 4], true);
         let all = |voters: &[u64], learners: &[u64]| {
@@ -629,16 +631,16 @@ mod tests {
         let membership = |r: &Reports, gate: ElectGate| {
             next_steps(&p, r, |_| gate).into_iter().filter(|s| s.op != ShardOp::Close).collect::<Vec<_>>()
         };
-        // With three voters, while elections may move it: elect a caught-up target voter, or
-        // wait for the outcome of the last one.
+        // While transfers may move it: the leader hands over to a caught-up target voter (with
+        // any number of voters), or the driver waits for the outcome of the last transfer.
         let r = all(&[2, 3, 4], &[]);
-        assert_eq!(membership(&r, ElectGate::Now), vec![Step { to: 2, shard: ShardId(0), op: ShardOp::Elect }]);
+        let transfer = vec![Step { to: 3, shard: ShardId(0), op: ShardOp::TransferLeader { to: 2 } }];
+        assert_eq!(membership(&r, ElectGate::Now), transfer);
         assert!(membership(&r, ElectGate::Wait).is_empty());
-        // Given up, or four voters (an election would need a vote the followers' leases refuse):
-        // the new replica comes in, then the other leaving voter goes, then the leader.
         let r = all(&[1, 2, 3, 4], &[]);
+        assert_eq!(membership(&r, ElectGate::Now), transfer, "four voters");
+        // Given up: the new replica comes in, then the other leaving voter goes, then the leader.
         let set = |voters: &[u64]| ShardOp::SetVoters { voters: voters.iter().copied().collect() };
-        assert_eq!(membership(&r, ElectGate::Now), membership(&r, ElectGate::GaveUp));
         let steps = membership(&r, ElectGate::GaveUp);
         assert!(matches!(steps[..], [Step { to: 3, op: ShardOp::AddLearner { id: 5, .. }, .. }]), "{steps:?}");
         assert_eq!(
@@ -650,10 +652,10 @@ mod tests {
             vec![Step { to: 3, shard: ShardId(0), op: set(&[2, 3, 4, 5]) }]
         );
         assert_eq!(
-            membership(&all(&[2, 3, 4, 5], &[]), ElectGate::Now),
+            membership(&all(&[2, 3, 4, 5], &[]), ElectGate::GaveUp),
             vec![Step { to: 3, shard: ShardId(0), op: set(&[2, 4, 5]) }]
         );
-        // Three voters again, the leader among them, elections given up: it is replaced too.
+        // Three voters again, the leader among them, transfers given up: it is replaced too.
         let steps = membership(&all(&[2, 3, 4], &[]), ElectGate::GaveUp);
         assert!(matches!(steps[..], [Step { to: 3, op: ShardOp::AddLearner { id: 5, .. }, .. }]), "{steps:?}");
     }

@@ -9,11 +9,11 @@
 //!    right there; everything after works on those.
 //! 3. For each shard, send at most one step (see [`next_steps`]): create the shard; open a
 //!    replica on a target node; add it as a learner; make a caught-up learner a voter; then remove
-//!    a voter the target no longer has (a leaving leader last, when no election moved it off);
+//!    a voter the target no longer has (a leaving leader last, when no transfer moved it off);
 //!    close replicas that left the membership; move the leadership to the preferred replica.
 //! 4. Remove draining nodes from the cluster once no shard has them as a member any more.
 //!
-//! What to do is decided in `decide.rs` (down nodes, committed membership only, elections);
+//! What to do is decided in `decide.rs` (down nodes, committed membership only, leadership transfers);
 //! this file does the reading, writing and sending around it.
 //!
 //! Everything the driver knows is re-read each round, so a new meta leader simply carries on,
@@ -217,7 +217,7 @@ impl Driver {
         self.metrics.placement_pending.set(pending as i64);
         {
             let mut st = self.state();
-            for step in steps.iter().filter(|s| s.op == ShardOp::Elect) {
+            for step in steps.iter().filter(|s| matches!(s.op, ShardOp::TransferLeader { .. })) {
                 if let Some((leader, _)) = leader_of(&reports, step.shard) {
                     st.elections.started(step.shard, leader, now);
                 }

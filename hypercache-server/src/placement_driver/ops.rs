@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::network::peer_call::{self, PeerCallError};
 use crate::network::PeerPool;
+use crate::raft_types::TypeConfig;
 use crate::replica::{ReplicaError, ReplicaHost};
 use crate::types::{NodeId, NodeInfo, ShardId};
 
@@ -34,11 +35,14 @@ pub enum ShardOp {
     SetVoters { voters: BTreeSet<NodeId> },
     /// On the leader: remove learners that are no longer wanted.
     RemoveLearners { ids: BTreeSet<NodeId> },
-    /// On a caught-up follower: start an election now (leader balancing; openraft 0.9 has no
-    /// leadership transfer).
+    /// On a caught-up follower: start an election now. What drivers sent for leader balancing
+    /// before openraft 0.10's leadership transfer; still carried out for them.
     Elect,
     /// Stop this node's replica and delete its data (it is no longer in the shard's membership).
     Close,
+    /// On the leader: hand leadership to voter `to` (leader balancing, and a leaving leader's
+    /// hand-off). Last, so the earlier variants keep their encoding.
+    TransferLeader { to: NodeId },
 }
 
 /// How long a node may take to carry out a step (membership steps wait for a commit).
@@ -56,11 +60,11 @@ pub enum OpError {
     Replica(#[from] ReplicaError),
     // openraft's errors are large; boxed so that every `Result` carrying an `OpError` stays small.
     #[error(transparent)]
-    Initialize(#[from] Box<RaftError<NodeId, InitializeError<NodeId, NodeInfo>>>),
+    Initialize(#[from] Box<RaftError<TypeConfig, InitializeError<TypeConfig>>>),
     #[error(transparent)]
-    Membership(#[from] Box<RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>>),
+    Membership(#[from] Box<RaftError<TypeConfig, ClientWriteError<TypeConfig>>>),
     #[error(transparent)]
-    Elect(#[from] Box<Fatal<NodeId>>),
+    Elect(#[from] Box<Fatal<TypeConfig>>),
     /// The node gave up waiting for the step; it may still complete (and the resent step then
     /// finds it done).
     #[error("shard {shard}: {op:?} did not finish within {} s", limit.as_secs())]
@@ -121,7 +125,10 @@ pub async fn apply(host: &ReplicaHost, shard: ShardId, op: ShardOp) -> Result<()
         ShardOp::RemoveLearners { ids } => {
             replica()?.raft.change_membership(ChangeMembers::RemoveNodes(ids), false).await.map_err(Box::new)?;
         }
-        ShardOp::Elect => replica()?.raft.trigger().elect().await.map_err(Box::new)?,
+        ShardOp::Elect => replica()?.raft.trigger().elect(false).await.map_err(Box::new)?,
+        // Ignored by openraft when this node no longer leads: the driver sees the leader in its
+        // next poll and decides again.
+        ShardOp::TransferLeader { to } => replica()?.raft.trigger().transfer_leader(to).await.map_err(Box::new)?,
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hypercache_proto::raft::v1::quiet_client::QuietClient;
+use openraft::async_runtime::WatchReceiver;
 use openraft::ServerState;
 use prometheus::IntGauge;
 use tokio::sync::watch;
@@ -101,7 +102,7 @@ impl QuietDriver {
     /// The replica as [`step`] needs it, and the other members of its shard (id, address).
     fn look(&self, shard: &Shard, memory: &Memory) -> (Seen, Vec<(NodeId, String)>) {
         let metrics = shard.raft.metrics();
-        let m = metrics.borrow();
+        let m = metrics.borrow_watched();
         let membership = m.membership_config.membership();
         let others: Vec<(NodeId, String)> =
             membership.nodes().filter(|(id, _)| **id != self.node_id).map(|(id, n)| (*id, n.addr.clone())).collect();

@@ -9,6 +9,7 @@
 //! streamed back as soon as its shard gives it: a heartbeat does not wait for another shard's flush.
 
 use std::future::Future;
+use std::io::Cursor;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -16,17 +17,21 @@ use futures::stream::{FuturesUnordered, Stream, StreamExt};
 use hypercache_proto::raft::v1::raft_server::Raft as RaftRpc;
 use hypercache_proto::raft::v1::{RaftBatch, RaftMessage, RaftReply};
 use openraft::error::RaftError;
-use openraft::Raft;
-use tonic::{Request, Response, Status};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
+use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
+use crate::contact::LeaderContact;
 use crate::identity::Stamp;
 use crate::network::admit::Admission;
 use crate::network::batch::to_reply;
+use crate::network::{SnapshotHeader, SNAPSHOT_PIECE_BYTES};
+use crate::raft_handle::ShardRaft;
 use crate::raft_types::TypeConfig;
 use crate::replica::ReplicaHost;
 use crate::shard::Shards;
-use crate::types::{NodeId, ShardId};
+use crate::storage::Snapshot;
+use crate::types::ShardId;
 
 use super::peer_msg::{decode, encode, message, peer_span};
 
@@ -49,7 +54,7 @@ impl RaftService {
     }
 }
 
-fn raft_of(shards: &Shards, shard_id: u32) -> Result<Raft<TypeConfig>, Status> {
+fn raft_of(shards: &Shards, shard_id: u32) -> Result<ShardRaft, Status> {
     shards
         .get(ShardId(shard_id))
         .map(|s| s.raft.clone())
@@ -60,7 +65,7 @@ fn raft_of(shards: &Shards, shard_id: u32) -> Result<Raft<TypeConfig>, Status> {
 /// peer as unreachable and backs off) rather than as a remote error from a live peer.
 fn encode_result<T: serde::Serialize, E: serde::Serialize + std::error::Error>(
     shard_id: u32,
-    result: &Result<T, RaftError<NodeId, E>>,
+    result: &Result<T, RaftError<TypeConfig, E>>,
 ) -> Result<bytes::Bytes, Status> {
     if let Err(RaftError::Fatal(f)) = result {
         return Err(Status::unavailable(format!("shard {shard_id}: raft is stopped: {f}")));
@@ -81,8 +86,8 @@ where
     Req: serde::de::DeserializeOwned,
     Resp: serde::Serialize,
     E: serde::Serialize + std::error::Error,
-    F: FnOnce(Raft<TypeConfig>, Req) -> Fut,
-    Fut: Future<Output = Result<Resp, RaftError<NodeId, E>>>,
+    F: FnOnce(ShardRaft, Req) -> Fut,
+    Fut: Future<Output = Result<Resp, RaftError<TypeConfig, E>>>,
 {
     async {
         admission.check(msg).await?;
@@ -94,11 +99,30 @@ where
     .await
 }
 
+/// AppendEntries on `raft`, recording contact with the leader when the sender is this replica's
+/// leader (anything but a stale leader's message, which is answered `HigherVote`).
+async fn append(
+    contact: Option<Arc<LeaderContact>>,
+    raft: ShardRaft,
+    req: AppendEntriesRequest<TypeConfig>,
+) -> Result<AppendEntriesResponse<TypeConfig>, RaftError<TypeConfig>> {
+    let result = raft.append_entries(req).await;
+    if let (Some(contact), Ok(resp)) = (&contact, &result) {
+        if !matches!(resp, AppendEntriesResponse::HigherVote(_)) {
+            contact.heard();
+        }
+    }
+    result
+}
+
+fn contact_of(shards: &Shards, shard_id: u32) -> Option<Arc<LeaderContact>> {
+    shards.get(ShardId(shard_id)).map(|s| s.contact.clone())
+}
+
 /// Message `index` of an `AppendBatch`: what `AppendEntries` would have answered, as a reply.
 async fn append_one(shards: Arc<Shards>, admission: Arc<Admission>, index: u32, msg: RaftMessage) -> RaftReply {
-    let result =
-        serve_raft("AppendBatch", &shards, &admission, &msg, |raft, req| async move { raft.append_entries(req).await })
-            .await;
+    let contact = contact_of(&shards, msg.shard_id);
+    let result = serve_raft("AppendBatch", &shards, &admission, &msg, |raft, req| append(contact, raft, req)).await;
     to_reply(index, msg.shard_id, result)
 }
 
@@ -107,7 +131,8 @@ impl RaftRpc for RaftService {
     async fn append_entries(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         self.append_messages.observe(1.0);
         let msg = request.into_inner();
-        let call = |raft: Raft<TypeConfig>, req| async move { raft.append_entries(req).await };
+        let contact = contact_of(&self.shards, msg.shard_id);
+        let call = |raft: ShardRaft, req| append(contact, raft, req);
         Ok(message(msg.shard_id, serve_raft("AppendEntries", &self.shards, &self.admission, &msg, call).await?))
     }
 
@@ -130,14 +155,67 @@ impl RaftRpc for RaftService {
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let msg = request.into_inner();
-        let call = |raft: Raft<TypeConfig>, req| async move { raft.vote(req).await };
+        let call = |raft: ShardRaft, req| async move { raft.vote(req).await };
         Ok(message(msg.shard_id, serve_raft("Vote", &self.shards, &self.admission, &msg, call).await?))
     }
 
-    async fn install_snapshot(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+    async fn pre_vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let msg = request.into_inner();
-        let call = |raft: Raft<TypeConfig>, req| async move { raft.install_snapshot(req).await };
-        Ok(message(msg.shard_id, serve_raft("InstallSnapshot", &self.shards, &self.admission, &msg, call).await?))
+        let call = |raft: ShardRaft, req| async move { raft.pre_vote(req).await };
+        Ok(message(msg.shard_id, serve_raft("PreVote", &self.shards, &self.admission, &msg, call).await?))
+    }
+
+    async fn transfer_leader(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let msg = request.into_inner();
+        let call = |raft: ShardRaft, req| async move {
+            raft.handle_transfer_leader(req).await.map_err(RaftError::<TypeConfig>::Fatal)
+        };
+        Ok(message(msg.shard_id, serve_raft("TransferLeader", &self.shards, &self.admission, &msg, call).await?))
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<Streaming<RaftMessage>>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let mut pieces = request.into_inner();
+        let first = pieces.message().await?.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        let shard_id = first.shard_id;
+        async {
+            self.admission.check(&first).await?;
+            let raft = raft_of(&self.shards, shard_id)?;
+            let header: SnapshotHeader = decode(&first)?;
+            let len = usize::try_from(header.len)
+                .map_err(|_| Status::invalid_argument(format!("shard {shard_id}: snapshot of {} bytes", header.len)))?;
+            let mut data = Vec::with_capacity(len.min(64 * SNAPSHOT_PIECE_BYTES));
+            while let Some(piece) = pieces.message().await? {
+                if piece.shard_id != shard_id || data.len() + piece.payload.len() > len {
+                    return Err(Status::invalid_argument(format!(
+                        "shard {shard_id}: snapshot piece of shard {} with {} bytes after {} of {len}",
+                        piece.shard_id,
+                        piece.payload.len(),
+                        data.len()
+                    )));
+                }
+                data.extend_from_slice(&piece.payload);
+            }
+            if data.len() != len {
+                return Err(Status::invalid_argument(format!(
+                    "shard {shard_id}: snapshot stream ended after {} of {len} bytes",
+                    data.len()
+                )));
+            }
+            let snapshot = Snapshot { meta: header.meta, snapshot: Cursor::new(data) };
+            let result =
+                raft.install_full_snapshot(header.vote, snapshot).await.map_err(RaftError::<TypeConfig>::Fatal);
+            if result.is_ok() {
+                if let Some(contact) = contact_of(&self.shards, shard_id) {
+                    contact.heard();
+                }
+            }
+            Ok(message(shard_id, encode_result(shard_id, &result)?))
+        }
+        .instrument(peer_span("InstallSnapshot", shard_id))
+        .await
     }
 
     /// The old path of `Placement.ShardOp`, for nodes of earlier versions.

@@ -13,6 +13,7 @@ use crate::quiet::board::BeatBoard;
 use crate::quiet::Beat;
 use crate::shard::Shards;
 use crate::types::ShardId;
+use openraft::async_runtime::WatchReceiver;
 
 use super::peer_msg;
 
@@ -26,12 +27,24 @@ impl QuietService {
         QuietService { board, shards }
     }
 
+    /// A beat from a quiet shard's leader stands in for its heartbeats: contact with the leader
+    /// for every named shard whose replica here follows that node.
+    fn heard(&self, beat: &Beat) {
+        for (shard, _) in &beat.quiet {
+            if let Some(s) = self.shards.get(*shard) {
+                if s.raft.metrics().borrow_watched().current_leader == Some(beat.from) {
+                    s.contact.heard();
+                }
+            }
+        }
+    }
+
     /// The shards named in `beat` whose replica here knows no leader.
     fn leaderless(&self, beat: &Beat) -> Vec<ShardId> {
         beat.quiet
             .iter()
             .filter(|(shard, _)| {
-                self.shards.get(*shard).is_some_and(|s| s.raft.metrics().borrow().current_leader.is_none())
+                self.shards.get(*shard).is_some_and(|s| s.raft.metrics().borrow_watched().current_leader.is_none())
             })
             .map(|(shard, _)| *shard)
             .collect()
@@ -42,6 +55,7 @@ impl QuietService {
 impl Quiet for QuietService {
     async fn beat(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         peer_msg::serve("Beat", request.into_inner(), |_, beat: Beat| async move {
+            self.heard(&beat);
             let leaderless = self.leaderless(&beat);
             self.board.record(beat);
             leaderless

@@ -16,7 +16,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
-use openraft::storage::LogFlushed;
+use openraft::storage::IOFlushed;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -30,7 +30,7 @@ pub type SyncFn = Arc<dyn Fn() -> Result<(), FlushError> + Send + Sync>;
 /// Something waiting for durability.
 enum Waiter {
     /// openraft's append callback: entries are persisted when it fires.
-    Log(LogFlushed<TypeConfig>),
+    Log(IOFlushed<TypeConfig>),
     /// A caller awaiting the flush (vote, purge, snapshot install).
     Notify(oneshot::Sender<Result<(), FlushError>>),
 }
@@ -57,9 +57,9 @@ impl Flusher {
     }
 
     /// Completes `callback` once everything inserted before this call is on disk.
-    pub fn after_flush(&self, callback: LogFlushed<TypeConfig>) {
+    pub fn after_flush(&self, callback: IOFlushed<TypeConfig>) {
         if let Err(mpsc::error::SendError(Waiter::Log(cb))) = self.tx.send(Waiter::Log(callback)) {
-            cb.log_io_completed(Err(io::Error::other("flusher stopped: node is shutting down")));
+            cb.io_completed(Err(io::Error::other("flusher stopped: node is shutting down")));
         }
     }
 
@@ -96,7 +96,7 @@ async fn run(sync: SyncFn, mut rx: mpsc::UnboundedReceiver<Waiter>, observe: Opt
         }
         for waiter in batch.drain(..) {
             match waiter {
-                Waiter::Log(cb) => cb.log_io_completed(result.clone().map_err(io::Error::other)),
+                Waiter::Log(cb) => cb.io_completed(result.clone().map_err(io::Error::other)),
                 Waiter::Notify(tx) => {
                     let _ = tx.send(result.clone());
                 }

@@ -37,7 +37,7 @@ pub use durable::{DurableFlush, FlushError};
 pub use flusher::{FlushObserver, Flusher, SyncFn};
 pub use log_store::LogStore;
 pub use reader::{KvReader, Progress, RangePage, ReadError};
-pub use state_machine::StateMachine;
+pub use state_machine::{Snapshot, StateMachine};
 pub use wal::Wal;
 
 use crate::lease_clock::LeaseClock;
@@ -446,7 +446,7 @@ mod tests {
     }
 
     /// A put of `key` as entry `index` of shard 0.
-    fn put_entry(index: u64, key: &str) -> openraft::Entry<crate::raft_types::TypeConfig> {
+    fn put_entry(index: u64, key: &str) -> crate::raft_types::Entry {
         use crate::machine::command::{Command, Op, Request, Txn};
         let put = Op::Put {
             key: bytes::Bytes::from(key.to_string()),
@@ -455,7 +455,7 @@ mod tests {
             attach: Default::default(),
         };
         openraft::Entry {
-            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            log_id: crate::raft_types::LogId::new(crate::raft_types::CommittedLeaderId { term: 1, node_id: 1 }, index),
             payload: openraft::EntryPayload::Normal(Command::Batch(vec![Request::Txn(Txn {
                 success: vec![put],
                 ..Txn::default()
@@ -472,9 +472,9 @@ mod tests {
         {
             let (store, tasks) = NodeStore::open(dir.path(), limits(), None).expect("open store");
             let mut s = ShardStorage::open(&store, shard, history.clone()).expect("open shard");
-            s.state_machine.apply([put_entry(1, "before")]).await.expect("apply");
+            s.state_machine.apply_batch(&[put_entry(1, "before")]).expect("apply");
             s.state_machine.get_snapshot_builder().await.build_snapshot().await.expect("snapshot");
-            s.state_machine.apply([put_entry(2, "after")]).await.expect("apply");
+            s.state_machine.apply_batch(&[put_entry(2, "after")]).expect("apply");
             assert!(applied(&s));
             drop((s, store));
             assert!(tasks.closed(Duration::from_secs(5)).await);
@@ -507,9 +507,15 @@ mod tests {
         {
             let (store, tasks) = NodeStore::open(dir.path(), limits(), None).expect("open store");
             let mut s = ShardStorage::open(&store, shard, history.clone()).expect("open shard");
-            s.state_machine.apply([put_entry(1, "a"), put_entry(2, "b")]).await.expect("apply");
+            s.state_machine.apply_batch(&[put_entry(1, "a"), put_entry(2, "b")]).expect("apply");
             // Purged with no snapshot file behind it (the invariant broken on purpose).
-            store.wal.purge(shard, openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 2)).expect("purge");
+            store
+                .wal
+                .purge(
+                    shard,
+                    crate::raft_types::LogId::new(crate::raft_types::CommittedLeaderId { term: 1, node_id: 1 }, 2),
+                )
+                .expect("purge");
             drop((s, store));
             assert!(tasks.closed(Duration::from_secs(5)).await);
         }

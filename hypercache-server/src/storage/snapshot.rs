@@ -22,20 +22,20 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::raft_types::{LogId, SnapshotMeta, StoredMembership};
 use hypercache_proto::poison::lock;
-use openraft::{LogId, SnapshotMeta, StoredMembership};
 use serde::{Deserialize, Serialize};
 
 use crate::encoding::record::{self, seal, unseal};
-use crate::types::{NodeId, NodeInfo, ShardId};
+use crate::types::ShardId;
 
 const MAGIC: &[u8; 8] = b"HCSNAP01";
 
 /// The state machine at one log index.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SnapshotBody {
-    pub last_applied: Option<LogId<NodeId>>,
-    pub membership: StoredMembership<NodeId, NodeInfo>,
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
     /// The shard's revision counter.
     pub revision: u64,
     /// Every row of the `sm` tree except the `m` records, as stored: (sled key, sealed value).
@@ -67,7 +67,7 @@ pub fn decode_payload(payload: &[u8]) -> Result<SnapshotBody, SnapshotError> {
 }
 
 /// A stored snapshot: its metadata and payload.
-pub type Stored = (SnapshotMeta<NodeId, NodeInfo>, Vec<u8>);
+pub type Stored = (SnapshotMeta, Vec<u8>);
 
 /// The snapshot file of one shard. Clones share the save lock.
 #[derive(Clone)]
@@ -86,7 +86,7 @@ enum Known {
     /// No snapshot (or an unreadable one, which a save may replace).
     Nothing,
     /// A snapshot up to this log id.
-    At(Option<LogId<NodeId>>),
+    At(Option<LogId>),
 }
 
 /// Makes every temporary file name unique within the process.
@@ -94,7 +94,7 @@ static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
-    meta: SnapshotMeta<NodeId, NodeInfo>,
+    meta: SnapshotMeta,
     payload: Vec<u8>,
 }
 
@@ -144,7 +144,7 @@ impl SnapshotFile {
     /// Durably replaces the stored snapshot, unless the stored one is at least as new (then
     /// nothing is written and the answer is `false`). Blocking: call from a blocking thread; it
     /// waits for a concurrent save of the same shard.
-    pub fn save(&self, meta: &SnapshotMeta<NodeId, NodeInfo>, payload: &[u8]) -> Result<bool, SnapshotError> {
+    pub fn save(&self, meta: &SnapshotMeta, payload: &[u8]) -> Result<bool, SnapshotError> {
         // A panic in another save leaves nothing half-done that the lock protects: the file is
         // replaced by rename, and `Known` is updated only after it.
         let mut stored = lock(&self.stored);
@@ -197,13 +197,12 @@ impl SnapshotFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use openraft::CommittedLeaderId;
+    use crate::raft_types::CommittedLeaderId;
 
-    fn meta(index: u64) -> SnapshotMeta<NodeId, NodeInfo> {
+    fn meta(index: u64) -> SnapshotMeta {
         SnapshotMeta {
-            last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), index)),
+            last_log_id: Some(LogId::new(CommittedLeaderId { term: 1, node_id: 1 }, index)),
             last_membership: StoredMembership::default(),
-            snapshot_id: format!("1-{index}"),
         }
     }
 

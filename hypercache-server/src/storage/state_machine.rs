@@ -22,15 +22,13 @@
 //! serialize and write the file off the apply path. That write can overlap an install's;
 //! `snapshot.rs` keeps them apart and lets the newer snapshot win.
 
-use std::io::Cursor;
+use std::io::{self, Cursor};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use openraft::storage::RaftStateMachine;
-use openraft::{
-    AnyError, Entry, EntryPayload, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError, StorageIOError,
-    StoredMembership,
-};
+use futures::{Stream, StreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::RaftSnapshotBuilder;
 
 use super::flusher::Flusher;
 use super::reader::Progress;
@@ -41,8 +39,8 @@ use crate::lease_clock::LeaseClock;
 use crate::machine::command::{Command, CommandResponse};
 use crate::machine::overlay::{LeaseRecord, Overlay, LEASE, SESSION};
 use crate::machine::session::{Limits, SessionRecord, Sessions};
-use crate::raft_types::TypeConfig;
-use crate::types::{home_of, ClientId, LeaseId, NodeId, NodeInfo, ShardId};
+use crate::raft_types::{EntryPayload, LogId, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::types::{home_of, ClientId, LeaseId, ShardId};
 use crate::watch_hub::WatchHub;
 
 const META: u8 = b'm';
@@ -104,8 +102,13 @@ pub(super) fn load_sessions(shard: ShardId, tree: &sled::Tree) -> Result<Session
 /// session index.
 type Reloaded = (Leases, Sessions);
 
-fn any(e: impl ToString) -> AnyError {
-    AnyError::error(e.to_string())
+/// The snapshot a shard stores and sends: its metadata and the encoded payload.
+pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, Cursor<Vec<u8>>>;
+
+/// An I/O error that says what was being done (openraft 0.10's storage errors are `io::Error`;
+/// it adds the subject, e.g. the log id being applied).
+fn fail(what: &str, e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(format!("{what}: {e}"))
 }
 
 pub struct StateMachine {
@@ -135,8 +138,8 @@ impl StateMachine {
         progress: Arc<Progress>,
         hub: Arc<WatchHub>,
         clock: Arc<LeaseClock>,
-    ) -> Result<Self, StorageError<NodeId>> {
-        let sessions = load_sessions(shard, &tree).map_err(|e| StorageIOError::read_state_machine(any(e)))?;
+    ) -> Result<Self, io::Error> {
+        let sessions = load_sessions(shard, &tree).map_err(|e| fail("reading state machine", e))?;
         let sm =
             StateMachine { shard, tree, snapshot_file, retired, _flusher: flusher, progress, hub, clock, sessions };
         let (last, _) = sm.read_applied()?;
@@ -144,35 +147,31 @@ impl StateMachine {
         let revision = sm.read_revision()?;
         sm.progress.revision.store(revision, Ordering::Release);
         sm.hub.lock().reset(revision);
-        let (leases, followed) =
-            load_leases(shard, &sm.tree).map_err(|e| StorageIOError::read_state_machine(any(e)))?;
+        let (leases, followed) = load_leases(shard, &sm.tree).map_err(|e| fail("reading state machine", e))?;
         sm.clock.reset(leases, followed);
         Ok(sm)
     }
 
-    fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError<NodeId>> {
-        match self.tree.get(key).map_err(|e| StorageIOError::read_state_machine(any(e)))? {
+    fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, io::Error> {
+        match self.tree.get(key).map_err(|e| fail("reading state machine", e))? {
             None => Ok(None),
             Some(v) => unseal(&v).map(Some).map_err(|e| {
-                StorageIOError::read_state_machine(any(format!(
+                io::Error::other(format!(
                     "shard {}: state machine record {} is corrupt: {e}",
                     self.shard,
                     String::from_utf8_lossy(key)
-                )))
-                .into()
+                ))
             }),
         }
     }
 
-    fn read_revision(&self) -> Result<u64, StorageError<NodeId>> {
+    fn read_revision(&self) -> Result<u64, io::Error> {
         Ok(self.read_meta(REVISION)?.unwrap_or(0))
     }
 
     #[allow(clippy::type_complexity)]
-    fn read_applied(
-        &self,
-    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, NodeInfo>), StorageError<NodeId>> {
-        let last = self.read_meta::<Option<LogId<NodeId>>>(APPLIED)?.flatten();
+    fn read_applied(&self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let last = self.read_meta::<Option<LogId>>(APPLIED)?.flatten();
         let membership = self.read_meta(MEMBERSHIP)?.unwrap_or_default();
         Ok((last, membership))
     }
@@ -192,10 +191,7 @@ pub(super) enum RebuildError {
 /// Replaces every row of `tree` with the snapshot `stored` holds (empty if none): the state after
 /// an unclean stop, before openraft re-applies the log. Blocking; idempotent, so a crash in the
 /// middle only means doing it again at the next start.
-pub(super) fn rebuild(
-    tree: &sled::Tree,
-    stored: Option<(SnapshotMeta<NodeId, NodeInfo>, Vec<u8>)>,
-) -> Result<(), RebuildError> {
+pub(super) fn rebuild(tree: &sled::Tree, stored: Option<(SnapshotMeta, Vec<u8>)>) -> Result<(), RebuildError> {
     tree.clear()?;
     let Some((meta, payload)) = stored else { return Ok(()) };
     let body = decode_payload(&payload).map_err(|e| RebuildError::Payload(e.to_string()))?;
@@ -208,49 +204,39 @@ pub(super) fn rebuild(
     Ok(())
 }
 
-impl RaftStateMachine<TypeConfig> for StateMachine {
-    type SnapshotBuilder = SnapshotBuilder;
-
-    async fn applied_state(
-        &mut self,
-    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, NodeInfo>), StorageError<NodeId>> {
-        self.read_applied()
-    }
-
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResponse>, StorageError<NodeId>>
-    where
-        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
-        I::IntoIter: Send,
-    {
+impl StateMachine {
+    /// Applies `entries` as one batch: the request logic runs over an overlay, then every change
+    /// is written, and the watchers told, under the hub lock. Answers one response per entry.
+    pub fn apply_batch(&mut self, entries: &[crate::raft_types::Entry]) -> Result<Vec<CommandResponse>, io::Error> {
         let mut ov = Overlay::new(self.shard, &self.tree);
-        let mut responses = Vec::new();
-        let mut last: Option<LogId<NodeId>> = None;
+        let mut responses = Vec::with_capacity(entries.len());
+        let mut last: Option<LogId> = None;
         let mut membership = None;
         let mut revision = self.progress.revision.load(Ordering::Acquire);
         for entry in entries {
             last = Some(entry.log_id);
+            let apply_err =
+                |e: &dyn std::fmt::Display| fail(&format!("shard {}: applying {}", self.shard, entry.log_id), e);
             responses.push(match &entry.payload {
                 EntryPayload::Blank => CommandResponse::None,
                 EntryPayload::Normal(Command::Batch(requests)) => {
                     let mut applied = Vec::with_capacity(requests.len());
                     for request in requests {
-                        let a = crate::machine::apply(&mut ov, revision, request)
-                            .map_err(|e| StorageIOError::apply(entry.log_id, any(e)))?;
+                        let a = crate::machine::apply(&mut ov, revision, request).map_err(|e| apply_err(&e))?;
                         revision = a.revision;
                         applied.push(a);
                     }
                     CommandResponse::Batch(applied)
                 }
                 EntryPayload::Normal(Command::Tracked { time_ms, requests }) => {
-                    let fail = |e| StorageIOError::apply(entry.log_id, any(e));
-                    let log_clock = self.sessions.advance(&mut ov, *time_ms).map_err(fail)?;
+                    let log_clock = self.sessions.advance(&mut ov, *time_ms).map_err(|e| apply_err(&e))?;
                     let mut applied = Vec::with_capacity(requests.len());
                     for t in requests {
                         let a = match &t.write {
                             None => crate::machine::apply(&mut ov, revision, &t.request),
                             Some(w) => self.sessions.apply(&mut ov, log_clock, revision, w, &t.request),
                         }
-                        .map_err(fail)?;
+                        .map_err(|e| apply_err(&e))?;
                         // A repeated write answers with its original (lower) revision.
                         revision = revision.max(a.revision);
                         applied.push(a);
@@ -266,33 +252,66 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let Some(last) = last else { return Ok(responses) };
         let events = std::mem::take(&mut ov.events);
         let lease_changes = std::mem::take(&mut ov.lease_changes);
-        let fail = |e: sled::Error| StorageIOError::apply(last, any(e));
-        let applied = seal(&Some(last)).map_err(|e| StorageIOError::apply(last, any(e)))?;
-        let revision_rec = seal(&revision).map_err(|e| StorageIOError::apply(last, any(e)))?;
+        let what = format!("shard {}: storing entries up to {last}", self.shard);
+        let applied = seal(&Some(last)).map_err(|e| fail(&what, e))?;
+        let revision_rec = seal(&revision).map_err(|e| fail(&what, e))?;
         let membership = match membership {
-            Some(m) => Some(seal(&m).map_err(|e| StorageIOError::apply(last, any(e)))?),
+            Some(m) => Some(seal(&m).map_err(|e| fail(&what, e))?),
             None => None,
         };
         {
             // Write and publish under the hub lock: see the module comment.
+            let err = |e: sled::Error| fail(&what, e);
             let mut hub = self.hub.lock();
             for (key, value) in ov.into_changes() {
                 match value {
-                    Some(v) => self.tree.insert(key, v).map_err(fail)?,
-                    None => self.tree.remove(key).map_err(fail)?,
+                    Some(v) => self.tree.insert(key, v).map_err(err)?,
+                    None => self.tree.remove(key).map_err(err)?,
                 };
             }
-            self.tree.insert(REVISION, revision_rec).map_err(fail)?;
+            self.tree.insert(REVISION, revision_rec).map_err(err)?;
             if let Some(m) = membership {
-                self.tree.insert(MEMBERSHIP, m).map_err(fail)?;
+                self.tree.insert(MEMBERSHIP, m).map_err(err)?;
             }
-            self.tree.insert(APPLIED, applied).map_err(fail)?;
+            self.tree.insert(APPLIED, applied).map_err(err)?;
             hub.publish(self.hub.limits(), revision, events);
         }
         self.clock.apply(&lease_changes);
         self.progress.revision.store(revision, Ordering::Release);
         self.progress.applied.store(last.index, Ordering::Release);
         Ok(responses)
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        self.read_applied()
+    }
+
+    /// Takes the entries that are ready as one batch (one overlay, one hub publication), then
+    /// answers their writers, only after the batch is written: a client never hears of a write
+    /// a read on this replica could still miss.
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + Send,
+    {
+        let mut batch = Vec::new();
+        let mut responders = Vec::new();
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            batch.push(entry);
+            responders.push(responder);
+        }
+        let responses = self.apply_batch(&batch)?;
+        for (responder, response) in responders.into_iter().zip(responses) {
+            if let Some(responder) = responder {
+                responder.send(response);
+            }
+        }
+        Ok(())
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
@@ -302,11 +321,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             Err(e) => Err(e),
             Ok(((last_applied, membership), revision)) => {
                 let tree = self.tree.clone();
-                tokio::task::spawn_blocking(move || -> Result<SnapshotBody, StorageError<NodeId>> {
+                tokio::task::spawn_blocking(move || -> Result<SnapshotBody, io::Error> {
                     let mut rows = Vec::new();
                     // Everything but the `m` records, which the snapshot carries as fields.
                     for item in tree.iter() {
-                        let (k, v) = item.map_err(|e| StorageIOError::read_state_machine(any(e)))?;
+                        let (k, v) = item.map_err(|e| fail("reading state machine", e))?;
                         if k.first() != Some(&META) {
                             rows.push((k.to_vec(), v.to_vec()));
                         }
@@ -314,7 +333,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     Ok(SnapshotBody { last_applied, membership, revision, rows })
                 })
                 .await
-                .map_err(|e| StorageIOError::read_state_machine(any(e)).into())
+                .map_err(|e| fail("reading state machine", e))
                 .and_then(|r| r)
             }
         };
@@ -326,55 +345,45 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        meta: &SnapshotMeta<NodeId, NodeInfo>,
-        snapshot: Box<Cursor<Vec<u8>>>,
-    ) -> Result<(), StorageError<NodeId>> {
-        let sig = Some(meta.signature());
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Cursor<Vec<u8>>) -> Result<(), io::Error> {
+        let at = meta.last_log_id.map_or_else(|| "nothing".to_string(), |l| l.to_string());
+        let what = format!("shard {}: installing snapshot up to {at}", self.shard);
         let payload = snapshot.into_inner();
-        let body = decode_payload(&payload).map_err(|e| {
-            StorageIOError::read_snapshot(sig.clone(), any(format!("shard {}: refusing snapshot: {e}", self.shard)))
-        })?;
-        tracing::info!(shard = %self.shard, snapshot = %meta.snapshot_id, rows = body.rows.len(), "installing snapshot");
+        let body = decode_payload(&payload).map_err(|e| fail(&format!("{what}: refusing it"), e))?;
+        tracing::info!(shard = %self.shard, snapshot = %at, rows = body.rows.len(), "installing snapshot");
         let revision = body.revision;
         let (tree, file, meta2) = (self.tree.clone(), self.snapshot_file.clone(), meta.clone());
-        let (sig2, shard, hub, retired) = (sig.clone(), self.shard, self.hub.clone(), self.retired.clone());
-        let result = tokio::task::spawn_blocking(move || -> Result<Reloaded, StorageError<NodeId>> {
+        let (what2, shard, hub, retired) = (what.clone(), self.shard, self.hub.clone(), self.retired.clone());
+        let result = tokio::task::spawn_blocking(move || -> Result<Reloaded, io::Error> {
+            let err = |e: &dyn std::fmt::Display| fail(&what2, e);
             // The whole install runs while the replica is open; a Close waits for it to finish.
-            let _open = retired.hold(shard).map_err(|e| StorageIOError::write_snapshot(sig2.clone(), any(e)))?;
+            let _open = retired.hold(shard).map_err(|e| err(&e))?;
             let mut batch = sled::Batch::default();
             for key in tree.iter().keys() {
-                batch.remove(key.map_err(|e| StorageIOError::write_state_machine(any(e)))?);
+                batch.remove(key.map_err(|e| err(&e))?);
             }
             for (k, v) in body.rows {
                 batch.insert(k, v);
             }
-            let seal_err = |e| StorageIOError::write_snapshot(sig2.clone(), any(e));
-            batch.insert(APPLIED, seal(&meta2.last_log_id).map_err(seal_err)?);
-            batch.insert(MEMBERSHIP, seal(&meta2.last_membership).map_err(seal_err)?);
-            batch.insert(REVISION, seal(&body.revision).map_err(seal_err)?);
+            batch.insert(APPLIED, seal(&meta2.last_log_id).map_err(|e| err(&e))?);
+            batch.insert(MEMBERSHIP, seal(&meta2.last_membership).map_err(|e| err(&e))?);
+            batch.insert(REVISION, seal(&body.revision).map_err(|e| err(&e))?);
             {
                 // The rows jump to another revision: watchers' histories no longer connect.
                 let mut hub = hub.lock();
-                tree.apply_batch(batch).map_err(|e| StorageIOError::write_state_machine(any(e)))?;
+                tree.apply_batch(batch).map_err(|e| err(&e))?;
                 hub.reset(body.revision);
             }
-            let saved = file.save(&meta2, &payload).map_err(|e| StorageIOError::write_snapshot(sig2.clone(), any(e)))?;
+            let saved = file.save(&meta2, &payload).map_err(|e| err(&e))?;
             if !saved {
-                tracing::info!(%shard, snapshot = %meta2.snapshot_id, "installed snapshot not stored: the stored one is as new");
+                tracing::info!(%shard, "installed snapshot not stored: the stored one is as new");
             }
-            let leases = load_leases(shard, &tree).map_err(|e| StorageIOError::read_state_machine(any(e)))?;
-            let sessions = load_sessions(shard, &tree).map_err(|e| StorageIOError::read_state_machine(any(e)))?;
+            let leases = load_leases(shard, &tree).map_err(|e| err(&e))?;
+            let sessions = load_sessions(shard, &tree).map_err(|e| err(&e))?;
             Ok((leases, sessions))
         })
         .await;
-        let ((leases, followed), sessions) =
-            result.map_err(|e| StorageIOError::write_snapshot(sig.clone(), any(e)))??;
+        let ((leases, followed), sessions) = result.map_err(|e| fail(&what, e))??;
         self.clock.reset(leases, followed);
         self.sessions = sessions;
         self.progress.revision.store(revision, Ordering::Release);
@@ -382,13 +391,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
         let file = self.snapshot_file.clone();
+        let what = format!("shard {}: reading the snapshot file", self.shard);
         let loaded = tokio::task::spawn_blocking(move || file.load())
             .await
-            .map_err(|e| StorageIOError::read_snapshot(None, any(e)))?
-            .map_err(|e| StorageIOError::read_snapshot(None, any(e)))?;
-        Ok(loaded.map(|(meta, payload)| Snapshot { meta, snapshot: Box::new(Cursor::new(payload)) }))
+            .map_err(|e| fail(&what, e))?
+            .map_err(|e| fail(&what, e))?;
+        Ok(loaded.map(|(meta, payload)| Snapshot { meta, snapshot: Cursor::new(payload) }))
     }
 }
 
@@ -397,49 +407,39 @@ pub struct SnapshotBuilder {
     shard: ShardId,
     file: SnapshotFile,
     retired: Retired,
-    captured: Option<Result<SnapshotBody, StorageError<NodeId>>>,
+    captured: Option<Result<SnapshotBody, io::Error>>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        let body = self
-            .captured
-            .take()
-            .unwrap_or_else(|| Err(StorageIOError::write_snapshot(None, any("snapshot builder used twice")).into()))?;
+    type SnapshotData = Cursor<Vec<u8>>;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let body = self.captured.take().unwrap_or_else(|| Err(io::Error::other("snapshot builder used twice")))?;
         let (file, shard, retired) = (self.file.clone(), self.shard, self.retired.clone());
         let started = std::time::Instant::now();
-        let snapshot = tokio::task::spawn_blocking(move || -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-            let payload = encode_payload(&body).map_err(|e| StorageIOError::write_snapshot(None, any(e)))?;
-            let snapshot_id = match body.last_applied {
-                Some(l) => format!("{shard}-{}-{}-{}", l.leader_id.term, l.index, unique_suffix()),
-                None => format!("{shard}-empty-{}", unique_suffix()),
-            };
-            let meta = SnapshotMeta { last_log_id: body.last_applied, last_membership: body.membership, snapshot_id };
+        let what = format!("shard {shard}: building a snapshot");
+        let what2 = what.clone();
+        let snapshot = tokio::task::spawn_blocking(move || -> Result<Snapshot, io::Error> {
+            let payload = encode_payload(&body).map_err(|e| fail(&what2, e))?;
+            let meta = SnapshotMeta { last_log_id: body.last_applied, last_membership: body.membership };
             // A build that started before a Close must not recreate the file it deleted.
-            let _open = retired.hold(shard).map_err(|e| StorageIOError::write_snapshot(None, any(e)))?;
-            let saved = file
-                .save(&meta, &payload)
-                .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), any(e)))?;
+            let _open = retired.hold(shard).map_err(|e| fail(&what2, e))?;
+            let saved = file.save(&meta, &payload).map_err(|e| fail(&what2, e))?;
             if !saved {
                 // An install overtook this build; openraft ignores the older snapshot too.
-                tracing::info!(%shard, snapshot = %meta.snapshot_id, "built snapshot not stored: a newer one is");
+                tracing::info!(%shard, "built snapshot not stored: a newer one is");
             }
-            Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(payload)) })
+            Ok(Snapshot { meta, snapshot: Cursor::new(payload) })
         })
         .await
-        .map_err(|e| StorageIOError::write_snapshot(None, any(e)))??;
+        .map_err(|e| fail(&what, e))??;
         tracing::info!(
             shard = %self.shard,
-            snapshot = %snapshot.meta.snapshot_id,
+            snapshot = %snapshot.meta.last_log_id.map_or_else(|| "nothing".to_string(), |l| l.to_string()),
             bytes = snapshot.snapshot.get_ref().len(),
             ms = started.elapsed().as_millis() as u64,
             "built snapshot"
         );
         Ok(snapshot)
     }
-}
-
-/// Distinguishes two snapshots built at the same log id (openraft requires distinct ids).
-fn unique_suffix() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
 }

@@ -4,9 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use openraft::{LogId, Vote};
-
-use crate::types::NodeId;
+use crate::raft_types::{LogId, Vote};
 
 /// Where an entry's sealed bytes are: segment sequence number, byte offset, length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,7 +16,7 @@ pub struct Loc {
 
 #[derive(Debug, Clone, Copy)]
 pub struct Slot {
-    pub log_id: LogId<NodeId>,
+    pub log_id: LogId,
     pub loc: Loc,
 }
 
@@ -28,15 +26,15 @@ pub struct Slot {
 #[derive(Debug, Default, Clone)]
 pub struct ShardLog {
     pub entries: BTreeMap<u64, Slot>,
-    pub vote: Option<Vote<NodeId>>,
-    pub committed: Option<LogId<NodeId>>,
-    pub last_purged: Option<LogId<NodeId>>,
+    pub vote: Option<Vote>,
+    pub committed: Option<LogId>,
+    pub last_purged: Option<LogId>,
 }
 
 impl ShardLog {
     /// An entry at `log_id.index` replaces that index and everything after it (a follower's log
     /// overwritten by a new leader).
-    pub fn append(&mut self, log_id: LogId<NodeId>, loc: Loc) {
+    pub fn append(&mut self, log_id: LogId, loc: Loc) {
         self.truncate(log_id.index);
         self.entries.insert(log_id.index, Slot { log_id, loc });
     }
@@ -52,14 +50,14 @@ impl ShardLog {
         self.entries.split_off(&from);
     }
 
-    pub fn purge(&mut self, upto: LogId<NodeId>) {
+    pub fn purge(&mut self, upto: LogId) {
         self.entries = self.entries.split_off(&(upto.index + 1));
         if self.last_purged.is_none_or(|p| p.index < upto.index) {
             self.last_purged = Some(upto);
         }
     }
 
-    pub fn last_log_id(&self) -> Option<LogId<NodeId>> {
+    pub fn last_log_id(&self) -> Option<LogId> {
         self.entries.last_key_value().map(|(_, s)| s.log_id).or(self.last_purged)
     }
 
@@ -85,12 +83,11 @@ impl ShardLog {
 
 #[cfg(test)]
 mod tests {
-    use openraft::CommittedLeaderId;
-
     use super::*;
+    use crate::raft_types::CommittedLeaderId;
 
-    fn id(term: u64, index: u64) -> LogId<NodeId> {
-        LogId::new(CommittedLeaderId::new(term, 1), index)
+    fn id(term: u64, index: u64) -> LogId {
+        LogId::new(CommittedLeaderId { term, node_id: 1 }, index)
     }
     fn loc(segment: u64) -> Loc {
         Loc { segment, offset: 0, len: 1 }

@@ -33,15 +33,14 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use crate::raft_types::{Entry, LogId, Vote};
 use hypercache_proto::poison::lock;
-use openraft::{Entry, LogId, Vote};
 
 use self::format::{BatchBuilder, Kind, BATCH_HEADER_LEN, SEGMENT_HEADER_LEN};
 use self::index::{Loc, ShardLog};
 use super::OpenError;
 use crate::encoding::record::{seal, unseal, RecordError};
-use crate::raft_types::TypeConfig;
-use crate::types::{NodeId, ShardId};
+use crate::types::ShardId;
 
 /// Live segments beyond which idle shards' entries are rewritten forward.
 pub const MAX_SEGMENTS: usize = 4;
@@ -410,7 +409,7 @@ impl Wal {
 
     /// Appends sealed entries (their log ids and bytes), in index order. Durable after the next
     /// sync.
-    pub fn append(&self, shard: ShardId, entries: Vec<(LogId<NodeId>, Vec<u8>)>) -> Result<(), WalError> {
+    pub fn append(&self, shard: ShardId, entries: Vec<(LogId, Vec<u8>)>) -> Result<(), WalError> {
         let mut b = BatchBuilder::new();
         let mut at = Vec::with_capacity(entries.len());
         for (log_id, bytes) in &entries {
@@ -425,7 +424,7 @@ impl Wal {
         })
     }
 
-    pub fn set_vote(&self, shard: ShardId, vote: &Vote<NodeId>) -> Result<(), WalError> {
+    pub fn set_vote(&self, shard: ShardId, vote: &Vote) -> Result<(), WalError> {
         let mut b = BatchBuilder::new();
         b.record(Kind::Vote, shard, &seal(vote).map_err(|e| WalError::Encode(Arc::new(e)))?);
         let vote = *vote;
@@ -436,7 +435,7 @@ impl Wal {
         })
     }
 
-    pub fn set_committed(&self, shard: ShardId, committed: Option<LogId<NodeId>>) -> Result<(), WalError> {
+    pub fn set_committed(&self, shard: ShardId, committed: Option<LogId>) -> Result<(), WalError> {
         let mut b = BatchBuilder::new();
         b.record(Kind::Committed, shard, &seal(&committed).map_err(|e| WalError::Encode(Arc::new(e)))?);
         self.write(shard, false, b, |st, _, _| {
@@ -458,7 +457,7 @@ impl Wal {
     }
 
     /// Deletes entries up to and including `upto`.
-    pub fn purge(&self, shard: ShardId, upto: LogId<NodeId>) -> Result<(), WalError> {
+    pub fn purge(&self, shard: ShardId, upto: LogId) -> Result<(), WalError> {
         let mut b = BatchBuilder::new();
         b.record(Kind::Purge, shard, &seal(&upto).map_err(|e| WalError::Encode(Arc::new(e)))?);
         self.write(shard, false, b, |st, _, _| {
@@ -468,23 +467,23 @@ impl Wal {
         })
     }
 
-    pub fn vote(&self, shard: ShardId) -> Option<Vote<NodeId>> {
+    pub fn vote(&self, shard: ShardId) -> Option<Vote> {
         lock(&self.inner.state).shards.get(&shard).and_then(|s| s.vote)
     }
 
-    pub fn committed(&self, shard: ShardId) -> Option<LogId<NodeId>> {
+    pub fn committed(&self, shard: ShardId) -> Option<LogId> {
         lock(&self.inner.state).shards.get(&shard).and_then(|s| s.committed)
     }
 
     /// (last purged, last) log ids of `shard`.
-    pub fn log_state(&self, shard: ShardId) -> (Option<LogId<NodeId>>, Option<LogId<NodeId>>) {
+    pub fn log_state(&self, shard: ShardId) -> (Option<LogId>, Option<LogId>) {
         let st = lock(&self.inner.state);
         st.shards.get(&shard).map_or((None, None), |s| (s.last_purged, s.last_log_id()))
     }
 
     /// The entries of `shard` in `range` that the log holds, in order. Blocking (positional
     /// reads, usually from the page cache).
-    pub fn entries(&self, shard: ShardId, range: (Bound<u64>, Bound<u64>)) -> Result<Vec<Entry<TypeConfig>>, WalError> {
+    pub fn entries(&self, shard: ShardId, range: (Bound<u64>, Bound<u64>)) -> Result<Vec<Entry>, WalError> {
         let wanted: Vec<(u64, Loc, Arc<File>)> = {
             let st = lock(&self.inner.state);
             let Some(s) = st.shards.get(&shard) else { return Ok(Vec::new()) };
@@ -498,7 +497,7 @@ impl Wal {
         let mut out = Vec::with_capacity(wanted.len());
         for (index, loc, file) in wanted {
             let bytes = read_loc(&self.inner.dir, &file, loc)?;
-            let entry: Entry<TypeConfig> = unseal(&bytes).map_err(|e| WalError::Corrupt {
+            let entry: Entry = unseal(&bytes).map_err(|e| WalError::Corrupt {
                 shard,
                 index,
                 path: segment_path(&self.inner.dir, loc.segment),
@@ -643,16 +642,16 @@ mod replay {
                         self.shards.entry(r.shard).or_default();
                     }
                     Kind::Entry => {
-                        let entry: Entry<TypeConfig> = unseal(r.body).map_err(|e| bad("log entry", &e))?;
+                        let entry: Entry = unseal(r.body).map_err(|e| bad("log entry", &e))?;
                         let loc = Loc { segment: seq, offset, len: r.body.len() as u32 };
                         self.shards.entry(r.shard).or_default().append(entry.log_id, loc);
                     }
                     Kind::Vote => {
-                        let vote: Vote<NodeId> = unseal(r.body).map_err(|e| bad("vote", &e))?;
+                        let vote: Vote = unseal(r.body).map_err(|e| bad("vote", &e))?;
                         self.shards.entry(r.shard).or_default().vote = Some(vote);
                     }
                     Kind::Committed => {
-                        let c: Option<LogId<NodeId>> = unseal(r.body).map_err(|e| bad("committed index", &e))?;
+                        let c: Option<LogId> = unseal(r.body).map_err(|e| bad("committed index", &e))?;
                         self.shards.entry(r.shard).or_default().committed = c;
                     }
                     Kind::Truncate => {
@@ -660,7 +659,7 @@ mod replay {
                         self.shards.entry(r.shard).or_default().truncate(u64::from_le_bytes(from));
                     }
                     Kind::Purge => {
-                        let upto: LogId<NodeId> = unseal(r.body).map_err(|e| bad("purge point", &e))?;
+                        let upto: LogId = unseal(r.body).map_err(|e| bad("purge point", &e))?;
                         self.shards.entry(r.shard).or_default().purge(upto);
                     }
                     Kind::Drop => {

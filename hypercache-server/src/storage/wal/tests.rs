@@ -1,15 +1,15 @@
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
-use openraft::{CommittedLeaderId, EntryPayload};
+use crate::raft_types::{CommittedLeaderId, EntryPayload};
 
 use super::*;
 
-fn id(term: u64, index: u64) -> LogId<NodeId> {
-    LogId::new(CommittedLeaderId::new(term, 1), index)
+fn id(term: u64, index: u64) -> LogId {
+    LogId::new(CommittedLeaderId { term, node_id: 1 }, index)
 }
 
-fn sealed(term: u64, index: u64) -> (LogId<NodeId>, Vec<u8>) {
-    let entry: Entry<TypeConfig> = Entry { log_id: id(term, index), payload: EntryPayload::Blank };
+fn sealed(term: u64, index: u64) -> (LogId, Vec<u8>) {
+    let entry: Entry = Entry { log_id: id(term, index), payload: EntryPayload::Blank };
     (entry.log_id, seal(&entry).unwrap())
 }
 

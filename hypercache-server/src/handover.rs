@@ -1,0 +1,74 @@
+//! Leadership hand-over before a node stops. A leader that just stops leaves its shards without
+//! a leader for an election timeout (up to `election_timeout_max_ms`): no write commits until a
+//! follower's timer fires and it wins. On SIGTERM the node instead asks each shard it leads to
+//! transfer leadership to its most up-to-date voter (openraft's `transfer_leader`: the leader
+//! stops proposing and lets the target campaign at once, with its blessing, as soon as the
+//! target's log has caught up), and waits, bounded, until every such shard has another leader.
+
+use std::time::Duration;
+
+use openraft::async_runtime::WatchReceiver;
+use openraft::ServerState;
+use tokio::time::Instant;
+
+use crate::raft_handle::ShardRaft;
+use crate::shard::Shards;
+use crate::types::{NodeId, ShardId};
+
+/// How often the wait re-reads the shards' metrics.
+const POLL: Duration = Duration::from_millis(5);
+
+/// What a hand-over achieved.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Handover {
+    /// Shards this node led that have another leader now.
+    pub moved: usize,
+    /// Shards this node led that still had no other leader when the wait ended (a single
+    /// voter, no live peer, or the wait ran out): their followers elect one after a timeout.
+    pub stuck: usize,
+}
+
+/// The voter that should lead `raft`'s shard after this node: the one whose replicated log is
+/// furthest along, so the transfer waits least. None when this node does not lead or is alone.
+fn successor(raft: &ShardRaft, me: NodeId) -> Option<NodeId> {
+    let m = raft.metrics().borrow_watched().clone();
+    if m.state != ServerState::Leader {
+        return None;
+    }
+    let matched =
+        |id: &NodeId| m.replication.as_ref().and_then(|r| r.get(id)).and_then(|l| l.as_ref()).map(|l| l.index);
+    m.membership_config.membership().voter_ids().filter(|id| *id != me).max_by_key(|id| (matched(id), *id))
+}
+
+fn led_by(raft: &ShardRaft, me: NodeId) -> bool {
+    raft.metrics().borrow_watched().current_leader == Some(me)
+}
+
+/// Asks every shard of `shards` that this node (`me`) leads to hand its leadership to another
+/// voter, then waits up to `wait` until none is led by this node any more.
+pub async fn hand_over(shards: &Shards, me: NodeId, wait: Duration) -> Handover {
+    let mut asked: Vec<(ShardId, ShardRaft)> = Vec::new();
+    for shard in shards.iter() {
+        let Some(to) = successor(&shard.raft, me) else { continue };
+        match shard.raft.trigger().transfer_leader(to).await {
+            Ok(()) => {
+                tracing::info!(shard = %shard.id, to, "handing leadership over before stopping");
+                asked.push((shard.id, shard.raft.clone()));
+            }
+            Err(e) => tracing::warn!(shard = %shard.id, error = %e, "leadership hand-over not started"),
+        }
+    }
+    let started = asked.len();
+    let deadline = Instant::now() + wait;
+    loop {
+        asked.retain(|(_, raft)| led_by(raft, me));
+        if asked.is_empty() || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    for (shard, _) in &asked {
+        tracing::warn!(%shard, wait_ms = wait.as_millis() as u64, "no other leader after the hand-over wait");
+    }
+    Handover { moved: started - asked.len(), stuck: asked.len() }
+}
