@@ -15,10 +15,8 @@ use std::io::{self, Write};
 use std::ops::Bound;
 use std::path::Path;
 
-use openraft::EntryPayload;
-
 use crate::machine::command::{Command, GameOp, LeaseOp, Op, Request};
-use crate::raft_types::TypeConfig;
+use crate::raft_types::EntryPayload;
 use crate::storage::wal::{self, Wal, WalError};
 use crate::storage::OpenError;
 use crate::types::ShardId;
@@ -91,7 +89,7 @@ fn show<T: std::fmt::Display>(v: Option<T>) -> String {
 }
 
 /// One entry's payload in a few words: its kind and requests, and with `keys` the keys.
-fn describe(payload: &EntryPayload<TypeConfig>, keys: bool) -> String {
+fn describe(payload: &EntryPayload, keys: bool) -> String {
     match payload {
         EntryPayload::Blank => "blank".into(),
         EntryPayload::Membership(m) => format!("membership {m}"),
@@ -160,11 +158,11 @@ mod tests {
     #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
     use bytes::Bytes;
-    use openraft::{CommittedLeaderId, Entry, LogId, Vote};
 
     use super::*;
     use crate::encoding::record::seal;
     use crate::machine::command::{Attach, Tracked, Txn};
+    use crate::raft_types::{CommittedLeaderId, Entry, LogId, Vote};
 
     fn put(key: &str) -> Request {
         Request::Txn(Txn {
@@ -187,8 +185,8 @@ mod tests {
             let log = Wal::open(&wal::wal_dir(data.path()), 1 << 20).unwrap();
             log.open_shard(a).unwrap();
             log.open_shard(b).unwrap();
-            let id = |i| LogId::new(CommittedLeaderId::new(3, 2), i);
-            let entries: Vec<Entry<TypeConfig>> = vec![
+            let id = |i| LogId::new(CommittedLeaderId { term: 3, node_id: 2 }, i);
+            let entries: Vec<Entry> = vec![
                 Entry { log_id: id(1), payload: EntryPayload::Blank },
                 Entry {
                     log_id: id(2),
