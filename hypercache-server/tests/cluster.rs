@@ -351,6 +351,51 @@ async fn a_leader_stopped_gracefully_hands_over_without_waiting_for_an_election(
     c.shutdown().await;
 }
 
+/// A leader's hand-over names its last log position, and the successor waits for its log to
+/// reach it for only `election_timeout_min`; past that it ignores the request, for good. Under
+/// load the successor is usually an entry or two behind when the request comes (entries in
+/// flight). Here the lag outlasts that wait: the leader's appends are held back while a write
+/// reaches its log and let through 1.5 s into the hand-over, with a 1 s minimum timeout. The
+/// leader must ask again once the successor has caught up, instead of leading on until its
+/// shutdown wait runs out and leaving the shard to an election (5 s lease and 1-5 s timer here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hand_over_to_a_lagging_successor_is_asked_again_once_it_caught_up() {
+    use hypercache_server::network::RaftRpc;
+    let mut c = TestCluster::start(3, |cfg| {
+        cfg.raft.election_timeout_min_ms = 1_000;
+        cfg.raft.election_timeout_max_ms = 5_000;
+        cfg.raft.quiet_after_ms = 0;
+    })
+    .await;
+    let old = c.wait_leader(T).await;
+    c.put("before", "1").await.unwrap();
+    let links = c.node(old).raft_links().clone();
+    links.set((0..3).filter(|i| *i != old).map(|i| (c.endpoint(i), RaftRpc::Append)));
+    // A write that only the leader's log holds until the appends flow again.
+    let endpoints = c.endpoints();
+    let pending = tokio::spawn(async move { put_via(&endpoints, "pending", "2").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let heal = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        links.heal();
+    });
+    let stopping = tokio::time::Instant::now();
+    c.stop(old).await;
+    let new = c.wait_leader(T).await;
+    let took = stopping.elapsed();
+    eprintln!("next leader {took:?} after the stop began");
+    heal.await.unwrap();
+    assert_ne!(new, old, "another node leads");
+    assert!(took < Duration::from_millis(3_000), "the next leader took {took:?}: the hand-over was not completed");
+    // The pending write committed once or was refused; either way the shard is consistent.
+    if let Ok(Ok(rev)) = pending.await {
+        assert_eq!(c.get("pending").await.map(|kv| kv.mod_revision), Some(rev));
+    }
+    assert_eq!(c.get("before").await.map(|kv| kv.value), Some("1".into()));
+    c.put("after", "3").await.unwrap();
+    c.shutdown().await;
+}
+
 /// Pre-Vote: a follower cut off from the others does not raise its term while it cannot win an
 /// election, so when it comes back the leader keeps leading in the same term. Without Pre-Vote
 /// its term rose by one per election timeout, and its return deposed the leader.
