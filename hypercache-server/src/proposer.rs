@@ -28,7 +28,11 @@
 
 use std::sync::Arc;
 
-use openraft::error::{ClientWriteError, RaftError};
+use std::time::Duration;
+
+use openraft::async_runtime::WatchReceiver;
+use openraft::error::{ClientWriteError, ForwardReason, RaftError};
+use openraft::ServerState;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::batching::BatchQueue;
@@ -67,21 +71,63 @@ struct Proposal {
     reply: Reply,
 }
 
+/// How long a proposal waits for a quiet leader's lease to be renewed before it is proposed
+/// again: a few heartbeat round trips, far below any election timeout.
+const LEASE_RENEWAL_WAIT: Duration = Duration::from_millis(500);
+
 /// Handle to a shard's proposer task; the task ends when every handle is dropped.
 #[derive(Clone)]
 pub struct Proposer {
     tx: mpsc::UnboundedSender<Proposal>,
+    raft: ShardRaft,
 }
 
 impl Proposer {
     pub fn spawn(raft: ShardRaft, max_entry_bytes: usize) -> Proposer {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(raft, rx, max_entry_bytes.min(MAX_BATCH_BYTES)));
-        Proposer { tx }
+        tokio::spawn(run(raft.clone(), rx, max_entry_bytes.min(MAX_BATCH_BYTES)));
+        Proposer { tx, raft }
     }
 
     /// Replicates `request` (in some batch) and returns its result once applied on this node.
+    ///
+    /// A quiet leader sends no heartbeats (`quiet/`), so openraft 0.10's leader lease (a quorum
+    /// ack within `election_timeout_max`) runs out and it refuses new entries before appending
+    /// them. Then the shard is woken, one heartbeat round renews the lease, and the request is
+    /// proposed again, once. Every proposer needs this, not only client writes: a lease expiry
+    /// refused this way stayed unproposed until the next term, and its keys lived on.
     pub async fn propose(&self, request: Tracked) -> Result<Applied, ProposeError> {
+        match self.propose_once(request.clone()).await {
+            Err(ProposeError::Raft(RaftError::APIError(ClientWriteError::ForwardToLeader(f))))
+                if f.reason == ForwardReason::LeaseExpired =>
+            {
+                self.renew_lease().await;
+                self.propose_once(request).await
+            }
+            other => other,
+        }
+    }
+
+    /// Ticks and heartbeats now, and waits (up to [`LEASE_RENEWAL_WAIT`]) until a quorum has
+    /// acknowledged this leader again: what a quiet leader needs before it may propose.
+    async fn renew_lease(&self) {
+        let before = self.raft.metrics().borrow_watched().last_quorum_acked;
+        self.raft.runtime_config().tick(true);
+        if let Err(e) = self.raft.trigger().heartbeat().await {
+            tracing::debug!(error = %e, "lease renewal: heartbeat not sent");
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + LEASE_RENEWAL_WAIT;
+        while tokio::time::Instant::now() < deadline {
+            let m = self.raft.metrics().borrow_watched().clone();
+            if m.state != ServerState::Leader || m.last_quorum_acked != before {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    async fn propose_once(&self, request: Tracked) -> Result<Applied, ProposeError> {
         let (reply, rx) = oneshot::channel();
         // A write id is 40 bytes on the wire.
         let bytes = request_bytes(&request.request) + request.write.map_or(0, |_| 40);

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use hypercache_proto::poison::{read, write};
 use openraft::async_runtime::WatchReceiver;
-use openraft::error::{ClientWriteError, ForwardReason, ForwardToLeader, LinearizableReadError, RaftError};
+use openraft::error::{ClientWriteError, ForwardToLeader, LinearizableReadError, RaftError};
 use openraft::{RaftMetrics, ServerState};
 use tokio::task::JoinHandle;
 
@@ -45,9 +45,6 @@ use crate::watch_hub::{KeyFilter, SubscribeError, Subscription, WatchHub};
 /// whatever their number, for at most 10 ms more keepalive latency (TTLs are seconds in practice;
 /// the holder's deadline is measured from when it sent the keepalive, so the wait is safe).
 const KEEPALIVE_BARRIER_GAP: Duration = Duration::from_millis(10);
-/// How long a write waits for a quiet leader's lease to be renewed before proposing again: a few
-/// heartbeat round trips, far below any election timeout.
-const LEASE_RENEWAL_WAIT: Duration = Duration::from_millis(500);
 
 pub struct Shard {
     pub id: ShardId,
@@ -245,47 +242,14 @@ impl Shard {
         }
     }
 
-    /// Ticks and heartbeats now, and waits (up to [`LEASE_RENEWAL_WAIT`]) until a quorum has
-    /// acknowledged this leader again: what a quiet leader needs before it may propose.
-    async fn renew_lease(&self) {
-        let before = self.raft.metrics().borrow_watched().last_quorum_acked;
-        self.raft.runtime_config().tick(true);
-        if let Err(e) = self.raft.trigger().heartbeat().await {
-            tracing::debug!(shard = %self.id, error = %e, "lease renewal: heartbeat not sent");
-            return;
-        }
-        let deadline = tokio::time::Instant::now() + LEASE_RENEWAL_WAIT;
-        while tokio::time::Instant::now() < deadline {
-            let m = self.raft.metrics().borrow_watched().clone();
-            if m.state != ServerState::Leader || m.last_quorum_acked != before {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    }
-
     /// Replicates `request` (batched with concurrent writes) and returns its result once applied
     /// on this (leader) node. With a `write` id it is applied at most once however often it is
     /// repeated (a repeat returns the first outcome).
     pub async fn write(&self, write: Option<WriteId>, request: Request) -> Result<Applied, ServiceError> {
         self.check_leader_hint()?;
         let tracked = write.is_some();
-        let mut renewed = false;
-        let proposed = loop {
-            match self.proposer.propose(Tracked { write, request: request.clone() }).await {
-                // A quiet leader sends no heartbeats (`quiet/`), so openraft 0.10's leader lease
-                // (a quorum ack within `election_timeout_max`) runs out and it refuses new entries
-                // before appending them. Wake the shard, let one heartbeat round renew the lease,
-                // and propose again, once.
-                Err(ProposeError::Raft(RaftError::APIError(ClientWriteError::ForwardToLeader(f))))
-                    if f.reason == ForwardReason::LeaseExpired && !renewed =>
-                {
-                    renewed = true;
-                    self.renew_lease().await;
-                }
-                other => break other,
-            }
-        };
+        // A quiet leader's lease is renewed by the proposer (see `Proposer::propose`).
+        let proposed = self.proposer.propose(Tracked { write, request }).await;
         let applied = proposed.map_err(|e| match e {
             ProposeError::Raft(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => self.forward_proposal(f),
             ProposeError::Raft(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {

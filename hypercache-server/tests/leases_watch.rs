@@ -98,6 +98,35 @@ async fn a_lease_expires_after_keepalives_stop_and_watchers_see_the_deletes() {
     c.shutdown().await;
 }
 
+/// A lease whose deadline passes while its shard is quiet (no entry for `quiet_after_ms`, so
+/// no heartbeats) still expires. openraft 0.10's leader refuses new entries once no quorum has
+/// acked it within `election_timeout_max`; a quiet leader's expiry proposal was refused that
+/// way, the lease stayed marked expiring, and nothing proposed it again before a new term: the
+/// keys lived on. Client writes already woke the shard and proposed again; expiry did not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_on_a_quiet_shard_expires() {
+    let c = TestCluster::start(3, |_| {}).await;
+    let (_, ch) = leader_channel(&c).await;
+    let ttl = Duration::from_millis(4000);
+    let id = grant(&ch, ttl.as_millis() as i64).await;
+    KvClient::new(ch.clone()).put(put("quiet/a", "1", id)).await.expect("put");
+    let sent = Instant::now();
+    // No keepalive: 2 s on the shard goes quiet; its leader's quorum ack is then older than
+    // `election_timeout_max` when the deadline passes. Watched through each node's local copy:
+    // a linearizable read would confirm the leadership with a quorum round, which renews it.
+    let gone = eventually("the lease expires on the quiet shard", Duration::from_secs(20), || async {
+        for i in 0..3 {
+            if c.local_get(i, "quiet/a").await.is_some() {
+                return None;
+            }
+        }
+        Some(Instant::now())
+    })
+    .await;
+    assert!(gone >= sent + ttl, "expired early: {:?} after the grant", gone - sent);
+    c.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_is_not_expired_early_across_a_leader_failover() {
     let mut c = TestCluster::start(3, |_| {}).await;
