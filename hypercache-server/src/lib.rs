@@ -45,6 +45,7 @@ pub mod identity;
 pub mod inspect;
 pub mod lease_clock;
 pub mod lease_home;
+pub mod lease_renewal;
 pub mod local_cluster;
 pub mod machine;
 pub mod membership;

@@ -28,14 +28,11 @@
 
 use std::sync::Arc;
 
-use std::time::Duration;
-
-use openraft::async_runtime::WatchReceiver;
-use openraft::error::{ClientWriteError, ForwardReason, RaftError};
-use openraft::ServerState;
+use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::batching::BatchQueue;
+use crate::lease_renewal;
 use crate::machine::command::{Applied, Command, CommandResponse, GameOp, LeaseOp, Request, Tracked, Txn};
 use crate::raft_handle::ShardRaft;
 use crate::raft_types::TypeConfig;
@@ -71,10 +68,6 @@ struct Proposal {
     reply: Reply,
 }
 
-/// How long a proposal waits for a quiet leader's lease to be renewed before it is proposed
-/// again: a few heartbeat round trips, far below any election timeout.
-const LEASE_RENEWAL_WAIT: Duration = Duration::from_millis(500);
-
 /// Handle to a shard's proposer task; the task ends when every handle is dropped.
 #[derive(Clone)]
 pub struct Proposer {
@@ -90,40 +83,15 @@ impl Proposer {
     }
 
     /// Replicates `request` (in some batch) and returns its result once applied on this node.
-    ///
-    /// A quiet leader sends no heartbeats (`quiet/`), so openraft 0.10's leader lease (a quorum
-    /// ack within `election_timeout_max`) runs out and it refuses new entries before appending
-    /// them. Then the shard is woken, one heartbeat round renews the lease, and the request is
-    /// proposed again, once. Every proposer needs this, not only client writes: a lease expiry
-    /// refused this way stayed unproposed until the next term, and its keys lived on.
+    /// A quiet leader whose lease ran out renews it and proposes again, once
+    /// (`lease_renewal.rs`): every proposer needs this, not only client writes.
     pub async fn propose(&self, request: Tracked) -> Result<Applied, ProposeError> {
         match self.propose_once(request.clone()).await {
-            Err(ProposeError::Raft(RaftError::APIError(ClientWriteError::ForwardToLeader(f))))
-                if f.reason == ForwardReason::LeaseExpired =>
-            {
-                self.renew_lease().await;
+            Err(ProposeError::Raft(e)) if lease_renewal::lease_expired(&e) => {
+                lease_renewal::renew(&self.raft).await;
                 self.propose_once(request).await
             }
             other => other,
-        }
-    }
-
-    /// Ticks and heartbeats now, and waits (up to [`LEASE_RENEWAL_WAIT`]) until a quorum has
-    /// acknowledged this leader again: what a quiet leader needs before it may propose.
-    async fn renew_lease(&self) {
-        let before = self.raft.metrics().borrow_watched().last_quorum_acked;
-        self.raft.runtime_config().tick(true);
-        if let Err(e) = self.raft.trigger().heartbeat().await {
-            tracing::debug!(error = %e, "lease renewal: heartbeat not sent");
-            return;
-        }
-        let deadline = tokio::time::Instant::now() + LEASE_RENEWAL_WAIT;
-        while tokio::time::Instant::now() < deadline {
-            let m = self.raft.metrics().borrow_watched().clone();
-            if m.state != ServerState::Leader || m.last_quorum_acked != before {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
 

@@ -185,10 +185,27 @@ async fn marked_down(c: &TestCluster, id: u64) -> Option<bool> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_down_node_is_replaced_and_gets_replicas_again_when_it_returns() {
+    down_node_is_replaced_and_gets_replicas_again(|_| {}).await;
+}
+
+/// The same with 250-450 ms election timers: a quiet leader's lease (`election_timeout_max`)
+/// runs out sooner, and its refusal of the placement driver's `AddLearner` (188 times in 60 s)
+/// left the crashed node's replica unreplaced until membership changes renewed the lease too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_node_is_replaced_when_its_shards_leaders_are_quiet_with_short_leases() {
+    down_node_is_replaced_and_gets_replicas_again(|r| {
+        r.election_timeout_min_ms = 250;
+        r.election_timeout_max_ms = 450;
+    })
+    .await;
+}
+
+async fn down_node_is_replaced_and_gets_replicas_again(timers: impl Fn(&mut hypercache_server::config::RaftSettings)) {
     let mut c = TestCluster::start(5, |c| {
         c.shards = SHARDS;
         c.replication = 3;
         c.replace_down_node_after_ms = 2_000;
+        timers(&mut c.raft);
     })
     .await;
     let v = eventually("settled", SETTLE, || async { settled(&c) }).await;

@@ -15,6 +15,7 @@ use openraft::error::{ClientWriteError, Fatal, InitializeError, RaftError};
 use openraft::ChangeMembers;
 use serde::{Deserialize, Serialize};
 
+use crate::lease_renewal::renewing;
 use crate::network::peer_call::{self, PeerCallError};
 use crate::network::PeerPool;
 use crate::raft_types::TypeConfig;
@@ -112,18 +113,22 @@ pub async fn apply(host: &ReplicaHost, shard: ShardId, op: ShardOp) -> Result<()
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
             Err(e) => return Err(Box::new(e).into()),
         },
+        // A quiet leader refuses changes once its lease ran out: `renewing` renews and asks again.
         ShardOp::AddLearner { id, node } => {
-            replica()?.raft.add_learner(id, node, false).await.map_err(Box::new)?;
+            let raft = &replica()?.raft;
+            renewing(raft, || raft.add_learner(id, node.clone(), false)).await.map_err(Box::new)?;
         }
         ShardOp::SetVoters { voters } => {
-            replica()?
-                .raft
-                .change_membership(ChangeMembers::ReplaceAllVoters(voters), false)
+            let raft = &replica()?.raft;
+            renewing(raft, || raft.change_membership(ChangeMembers::ReplaceAllVoters(voters.clone()), false))
                 .await
                 .map_err(Box::new)?;
         }
         ShardOp::RemoveLearners { ids } => {
-            replica()?.raft.change_membership(ChangeMembers::RemoveNodes(ids), false).await.map_err(Box::new)?;
+            let raft = &replica()?.raft;
+            renewing(raft, || raft.change_membership(ChangeMembers::RemoveNodes(ids.clone()), false))
+                .await
+                .map_err(Box::new)?;
         }
         ShardOp::Elect => replica()?.raft.trigger().elect(false).await.map_err(Box::new)?,
         // Ignored by openraft when this node no longer leads: the driver sees the leader in its
