@@ -14,10 +14,11 @@
 use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
-use openraft::ServerState;
+use openraft::{RaftMetrics, ServerState};
 use tokio::time::Instant;
 
 use crate::raft_handle::ShardRaft;
+use crate::raft_types::TypeConfig;
 use crate::shard::Shards;
 use crate::types::{NodeId, ShardId};
 
@@ -45,9 +46,7 @@ fn successor(raft: &ShardRaft, me: NodeId) -> Option<NodeId> {
     if m.state != ServerState::Leader {
         return None;
     }
-    let matched =
-        |id: &NodeId| m.replication.as_ref().and_then(|r| r.get(id)).and_then(|l| l.as_ref()).map(|l| l.index);
-    m.membership_config.membership().voter_ids().filter(|id| *id != me).max_by_key(|id| (matched(id), *id))
+    m.membership_config.membership().voter_ids().filter(|id| *id != me).max_by_key(|id| (matched(&m, *id), *id))
 }
 
 fn led_by(raft: &ShardRaft, me: NodeId) -> bool {
@@ -58,8 +57,13 @@ fn led_by(raft: &ShardRaft, me: NodeId) -> bool {
 /// not be ignored for a lag).
 fn caught_up(raft: &ShardRaft, to: NodeId) -> bool {
     let m = raft.metrics().borrow_watched().clone();
-    let matched = m.replication.as_ref().and_then(|r| r.get(&to)).and_then(|l| l.as_ref()).map(|l| l.index);
+    let matched = matched(&m, to);
     matched.is_some() && matched == m.last_log_index
+}
+
+/// The last index the leader knows `id` holds (None off a leader, or before its first answer).
+fn matched(m: &RaftMetrics<TypeConfig>, id: NodeId) -> Option<u64> {
+    m.replication.as_ref().and_then(|r| r.get(&id)).and_then(|l| l.as_ref()).map(|l| l.index)
 }
 
 /// One shard whose leadership this node asked to move.

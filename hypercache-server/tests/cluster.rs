@@ -372,9 +372,11 @@ async fn a_hand_over_to_a_lagging_successor_is_asked_again_once_it_caught_up() {
     let links = c.node(old).raft_links().clone();
     links.set((0..3).filter(|i| *i != old).map(|i| (c.endpoint(i), RaftRpc::Append)));
     // A write that only the leader's log holds until the appends flow again.
+    let last = |c: &TestCluster| c.node(old).shards().get(ShardId(0)).and_then(|s| s.metrics().last_log_index);
+    let before = last(&c);
     let endpoints = c.endpoints();
     let pending = tokio::spawn(async move { put_via(&endpoints, "pending", "2").await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually("the pending write in the leader's log", T, || async { (last(&c) > before).then_some(()) }).await;
     let heal = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(1_500)).await;
         links.heal();
